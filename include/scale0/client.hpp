@@ -1,0 +1,64 @@
+// The Scale0 client: synchronous requests with optional Lazy Pirate retries, and a pipelined
+// asynchronous API (send many, receive replies matched by request id). Not thread-safe: use one
+// client per thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+#include <zmq.hpp>
+
+namespace scale0 {
+
+struct reply {
+  std::uint64_t id = 0;
+  std::uint16_t status = 0;
+  std::string message;
+  std::vector<zmq::message_t> body;
+  std::string text() const;  // the body frames concatenated
+};
+
+struct client_options {
+  std::chrono::milliseconds timeout{2500};  // default per-attempt timeout of request()
+  int retries = 0;  // Lazy Pirate: on timeout, resend this many times on a fresh socket
+};
+
+class client {
+ public:
+  // Connects to a broker endpoint (either of its ROUTER endpoints). Throws scale0::error (400) on
+  // an invalid endpoint.
+  explicit client(std::string endpoint, client_options options = {});
+  ~client();
+  client(client&&) noexcept;
+  client& operator=(client&&) noexcept;
+
+  // Sends one request and waits for its reply. Returns the body of a 200 reply; throws
+  // scale0::error carrying the status otherwise (504 when no reply came in time).
+  std::string request(std::string_view service, std::string_view body,
+                      std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+  // The same, returning the whole reply (any status) instead of throwing on non-200.
+  reply call(std::string_view service, std::vector<zmq::message_t> body,
+             std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+
+  // Pipelined use: send() returns the request id at once; receive() returns the next reply (any
+  // request, any order) or nothing when `wait` passes. `timeout` is the request's deadline at the
+  // broker (0: the broker's default).
+  std::uint64_t send(std::string_view service, std::vector<zmq::message_t> body,
+                     std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+  std::uint64_t send(std::string_view service, std::string_view body,
+                     std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+  std::optional<reply> receive(std::chrono::milliseconds wait);
+
+  // PING/PONG round trip: true when the broker answered within `wait`.
+  bool ping(std::chrono::milliseconds wait);
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace scale0

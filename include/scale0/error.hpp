@@ -1,0 +1,40 @@
+// Status codes and the one exception type of libscale0.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+namespace scale0 {
+
+// Status codes carried by every reply (HTTP-like). All codes the broker emits are listed here.
+namespace status {
+inline constexpr std::uint16_t ok = 200;
+inline constexpr std::uint16_t bad_request = 400;
+inline constexpr std::uint16_t not_found = 404;
+inline constexpr std::uint16_t too_large = 413;
+inline constexpr std::uint16_t too_many_requests = 429;
+inline constexpr std::uint16_t worker_failed = 500;
+inline constexpr std::uint16_t not_implemented = 501;
+inline constexpr std::uint16_t worker_lost = 502;
+inline constexpr std::uint16_t unavailable = 503;
+inline constexpr std::uint16_t deadline = 504;
+inline constexpr std::uint16_t bad_version = 505;
+}  // namespace status
+
+// The standard reason phrase for a status code ("" for codes we do not define).
+std::string_view reason_phrase(std::uint16_t code) noexcept;
+
+// Thrown by the client and worker libraries: a request that ended in a non-200 status, a
+// client-side timeout (504), or a setup failure (invalid endpoint, bad argument: 400).
+class error : public std::runtime_error {
+ public:
+  error(std::uint16_t code, const std::string& message);
+  std::uint16_t code() const noexcept { return code_; }
+
+ private:
+  std::uint16_t code_;
+};
+
+}  // namespace scale0

@@ -1,0 +1,65 @@
+// The Scale0 worker: registers services with a broker, runs a handler on up to `concurrency`
+// requests at once (replies in any order), heartbeats, reconnects with exponential backoff when the
+// broker falls silent, re-registers after a broker restart, and stops gracefully.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+namespace scale0 {
+
+struct job {
+  std::string service;
+  std::vector<zmq::message_t> body;
+  std::chrono::milliseconds time_left{0};  // until the client's deadline
+  std::string text() const;                // the body frames concatenated
+};
+
+struct job_result {
+  std::uint16_t status = 200;
+  std::string message;
+  std::vector<zmq::message_t> body;
+  static job_result ok(std::string_view body, std::string message = {});
+  static job_result failure(std::uint16_t status, std::string message);
+};
+
+// Runs on one of the worker's handler threads. An exception becomes a 500 reply with its text.
+using job_handler = std::function<job_result(job&)>;
+
+struct worker_options {
+  std::string broker = "tcp://127.0.0.1:5556";
+  std::vector<std::string> services;
+  std::uint32_t concurrency = 1;
+  bool idempotent = false;  // requests may be re-dispatched if this worker dies holding them
+  std::chrono::milliseconds heartbeat_interval{0};  // ask for a longer interval; 0: the broker's
+  std::chrono::milliseconds reconnect_min{1000};
+  std::chrono::milliseconds reconnect_max{32000};
+  std::chrono::milliseconds drain_timeout{30000};  // stop(): longest wait for requests in flight
+  // Called (on the worker's thread) with human-readable events: registered, lost broker, ...
+  std::function<void(const std::string&)> on_event;
+};
+
+class worker {
+ public:
+  // Throws scale0::error (400) on invalid options.
+  worker(worker_options options, job_handler handler);
+  ~worker();
+  worker(const worker&) = delete;
+  worker& operator=(const worker&) = delete;
+
+  // Serves until stop(), then finishes what it holds and disconnects.
+  void run();
+  // Asks run() to stop gracefully. Safe from another thread or a signal handler.
+  void stop() noexcept;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace scale0

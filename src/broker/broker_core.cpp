@@ -1,0 +1,692 @@
+#include "broker_core.hpp"
+
+#include <algorithm>
+
+#include "scale0/error.hpp"
+
+namespace scale0::broker_detail {
+namespace {
+
+using protocol::inbound_kind;
+using protocol::str_frame;
+using protocol::view;
+using std::chrono::milliseconds;
+
+bool reserved_service(std::string_view name) noexcept {
+  return name.substr(0, 4) == "mmi." || name.substr(0, 7) == "scale0.";
+}
+
+std::uint32_t millis_left(time_point deadline, time_point now) noexcept {
+  const auto left = std::chrono::duration_cast<milliseconds>(deadline - now).count();
+  return static_cast<std::uint32_t>(std::clamp<std::int64_t>(left, 1, UINT32_MAX));
+}
+
+}  // namespace
+
+broker_core::broker_core(const broker_options& options, outbox& out, std::uint64_t broker_id,
+                         std::string heartbeat_endpoint, time_point now)
+    : options_(options),
+      out_(out),
+      broker_id_(broker_id),
+      heartbeat_endpoint_(std::move(heartbeat_endpoint)),
+      timers_(now),
+      next_heartbeat_(now),
+      next_expiry_scan_(now + options.heartbeat_interval) {}
+
+// ---------------------------------------------------------------------------------------------
+// Inbound messages
+
+void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, time_point now) {
+  const protocol::inbound in = protocol::decode_inbound(msg);
+  const bool mdp = in.kind >= inbound_kind::mdp_request;
+  switch (in.kind) {
+    case inbound_kind::drop:
+      ++counters_.dropped_malformed;
+      break;
+    case inbound_kind::client_error:
+      ++counters_.requests;
+      send_error({socket, view(msg[0]), false, in.id, {}}, in.status, in.reason);
+      break;
+    case inbound_kind::client_request:
+    case inbound_kind::mdp_request:
+      on_client_request(socket, msg, in, mdp, oversized, now);
+      break;
+    case inbound_kind::client_ping:
+      scratch_.clear();
+      scratch_.push_back(std::move(msg[0]));
+      protocol::append_client_pong(scratch_);
+      for (std::size_t i = in.first; i < msg.size(); ++i) scratch_.push_back(std::move(msg[i]));
+      send(socket, scratch_);
+      break;
+    case inbound_kind::worker_ready:
+    case inbound_kind::mdp_ready:
+      if (oversized) {
+        send_disconnect(socket, view(msg[0]), mdp, status::too_large, "READY too large");
+      } else {
+        on_worker_ready(socket, msg, in, mdp, now);
+      }
+      break;
+    default: {  // every other worker command needs a registered worker
+      const std::uint32_t w = find_worker(socket, msg[0]);
+      const bool disconnect =
+          in.kind == inbound_kind::worker_disconnect || in.kind == inbound_kind::mdp_disconnect;
+      if (w == npos) {
+        // RFC 7: a valid but unexpected command gets DISCONNECT, so the worker registers again.
+        if (in.kind == inbound_kind::worker_error) {
+          send_disconnect(socket, view(msg[0]), false, in.status, in.reason);
+        } else if (!disconnect) {
+          send_disconnect(socket, view(msg[0]), mdp, status::bad_request,
+                          "unknown worker: send READY first");
+        }
+        break;
+      }
+      touch(workers_[w], now);
+      switch (in.kind) {
+        case inbound_kind::worker_reply:
+        case inbound_kind::mdp_reply:
+          on_worker_reply(w, msg, in, mdp, oversized, now);
+          break;
+        case inbound_kind::worker_stopping:
+          on_worker_stopping(w);
+          break;
+        case inbound_kind::worker_error:
+          send_disconnect(socket, view(msg[0]), false, in.status, in.reason);
+          purge_worker(w, now);
+          break;
+        case inbound_kind::worker_disconnect:
+        case inbound_kind::mdp_disconnect:
+          purge_worker(w, now);
+          break;
+        default:  // heartbeats: touch() was all they needed
+          break;
+      }
+    }
+  }
+  flush_dispatch(now);
+}
+
+void broker_core::on_client_request(std::uint8_t socket, frames& msg, const protocol::inbound& in,
+                                    bool mdp, bool oversized, time_point now) {
+  ++counters_.requests;
+  const client_ref c{socket, view(msg[0]), mdp, in.id, in.service};
+  if (oversized) return send_error(c, status::too_large, "request too large");
+  if (reserved_service(in.service)) return on_management(c, msg, in.first, now);
+
+  const std::string& key = make_key(socket, c.identity);
+  auto client = client_inflight_.find(key);
+  if (client != client_inflight_.end() && client->second >= options_.max_client_inflight)
+    return send_error(c, status::too_many_requests, "too many requests in flight for this client");
+
+  const std::uint32_t s = find_or_create_service(in.service, now);
+  if (s == npos) return send_error(c, status::unavailable, "too many services");
+  if (services_[s].queue.size >= options_.max_queue) {
+    count_error(s, status::unavailable);
+    return send_error(c, status::unavailable, "service queue full");
+  }
+  if (client == client_inflight_.end()) client = client_inflight_.emplace(key, 0).first;
+  ++client->second;
+  ++services_[s].requests;
+
+  const std::uint32_t slot = alloc_slot();
+  request_slot& r = slots_[slot];
+  r.state = slot_state::queued;
+  r.mdp_client = mdp;
+  r.attempts = 0;
+  r.client_socket = socket;
+  r.client.assign(c.identity);
+  r.client_id = in.id;
+  r.service = s;
+  r.worker = npos;
+  const auto timeout = in.timeout_ms != 0 ? milliseconds(in.timeout_ms) : options_.request_timeout;
+  r.deadline = now + timeout;
+  r.enqueued = now;
+  r.body.clear();
+  for (std::size_t i = in.first; i < msg.size(); ++i) r.body.push_back(std::move(msg[i]));
+
+  service_entry& svc = services_[s];
+  if (svc.queue.empty() && !svc.lru.empty()) return assign(slot, svc.lru.head, now);
+  list_push_back(svc.queue, slot, slot_links());
+  schedule_queued(slot, now);
+  dispatch(s, now);
+}
+
+// mmi.* (RFC 8/MMI) and scale0.* are answered by the broker itself.
+void broker_core::on_management(const client_ref& c, frames& msg, std::size_t first,
+                                time_point now) {
+  std::string body;
+  if (c.service == "mmi.service") {
+    const std::string name = first < msg.size() ? std::string(view(msg[first])) : std::string();
+    const auto it = service_by_name_.find(name);
+    body = it != service_by_name_.end() && services_[it->second].workers > 0 ? "200" : "404";
+  } else if (c.service.substr(0, 4) == "mmi.") {
+    body = "501";
+  } else if (c.service == "scale0.status") {
+    body = status_json(now);
+  } else {
+    if (!c.mdp) return send_error(c, status::not_implemented, "unknown management service");
+    body = "501";
+  }
+  frames reply;
+  reply.push_back(str_frame(body));
+  send_client_reply(c, status::ok, "", reply, 0);
+}
+
+void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protocol::inbound& in,
+                                  bool mdp, time_point now) {
+  const std::string_view identity = view(msg[0]);
+  const std::string& key = make_key(socket, identity);
+  if (auto it = worker_by_key_.find(key); it != worker_by_key_.end()) {
+    const std::uint32_t w = it->second;
+    send_disconnect(socket, identity, mdp, status::bad_request, "already registered");
+    return purge_worker(w, now);
+  }
+  std::size_t new_services = 0;
+  for (std::size_t i = in.first; i < msg.size(); ++i) {
+    if (reserved_service(view(msg[i])))
+      return send_disconnect(socket, identity, mdp, status::bad_request,
+                             "service name is reserved");
+    if (!service_by_name_.contains(std::string(view(msg[i])))) ++new_services;
+  }
+  if (service_by_name_.size() + new_services > options_.max_services)
+    return send_disconnect(socket, identity, mdp, status::unavailable, "too many services");
+
+  std::uint32_t w;
+  if (!free_workers_.empty()) {
+    w = free_workers_.back();
+    free_workers_.pop_back();
+  } else {
+    w = static_cast<std::uint32_t>(workers_.size());
+    workers_.emplace_back();
+  }
+  worker_entry& W = workers_[w];
+  W.used = true;
+  W.mdp = mdp;
+  W.stopping = false;
+  W.idempotent = !mdp && (in.flags & protocol::flag_idempotent) != 0;
+  W.socket = socket;
+  W.identity.assign(identity);
+  W.key = key;
+  W.concurrency = mdp ? 1 : in.concurrency;
+  W.in_flight = 0;
+  W.interval =
+      std::max<clock::duration>(milliseconds(in.heartbeat_ms), options_.heartbeat_interval);
+  W.last_seen = W.joined = now;
+  W.expires = now + W.interval * options_.liveness;
+  W.jobs = {};
+  W.memberships.clear();
+  worker_by_key_.emplace(W.key, w);
+  ++counters_.workers_joined;
+
+  for (std::size_t i = in.first; i < msg.size(); ++i) {
+    const std::uint32_t s = find_or_create_service(view(msg[i]), now);
+    if (s == npos) continue;
+    const bool duplicate = std::any_of(W.memberships.begin(), W.memberships.end(),
+                                       [&](std::uint32_t m) { return members_[m].service == s; });
+    if (duplicate) continue;
+    std::uint32_t m;
+    if (!free_members_.empty()) {
+      m = free_members_.back();
+      free_members_.pop_back();
+    } else {
+      m = static_cast<std::uint32_t>(members_.size());
+      members_.emplace_back();
+    }
+    members_[m] = membership{w, s, {}};
+    W.memberships.push_back(m);
+    ++services_[s].workers;
+    list_push_back(services_[s].lru, m, member_links());
+    if (!services_[s].queue.empty()) pending_dispatch_.push_back(s);
+  }
+  if (!mdp) send_welcome(W);
+}
+
+void broker_core::on_worker_reply(std::uint32_t w, frames& msg, const protocol::inbound& in,
+                                  bool mdp, bool oversized, time_point now) {
+  (void)now;
+  const auto slot = static_cast<std::uint32_t>(in.id & 0xffffffffu);
+  const auto generation = static_cast<std::uint32_t>(in.id >> 32);
+  if (slot >= slots_.size() || slots_[slot].generation != generation || slots_[slot].worker != w ||
+      (slots_[slot].state != slot_state::in_flight &&
+       slots_[slot].state != slot_state::abandoned)) {
+    ++counters_.dropped_unknown_reply;
+    return;
+  }
+  request_slot& r = slots_[slot];
+  if (r.state == slot_state::abandoned) {  // the client already got 504
+    ++counters_.dropped_late_reply;
+  } else {
+    ++counters_.replies;
+    ++services_[r.service].replies;
+    const client_ref c = client_of(r);
+    if (oversized) {
+      count_error(r.service, status::too_large);
+      send_error(c, status::too_large, "reply too large");
+    } else if (mdp) {
+      send_client_reply(c, status::ok, "", msg, in.first);
+    } else {
+      send_client_reply(c, in.reply_status, view(msg[in.first]), msg, in.first + 1);
+    }
+  }
+  finish(slot);
+  release_credit(w);
+}
+
+void broker_core::on_worker_stopping(std::uint32_t w) {
+  worker_entry& W = workers_[w];
+  if (W.mdp) return;
+  W.stopping = true;
+  for (std::uint32_t m : W.memberships)
+    list_remove(services_[members_[m].service].lru, m, member_links());
+  scratch_.clear();
+  scratch_.push_back(str_frame(W.identity));
+  protocol::append_worker_stopping(scratch_);
+  send(W.socket, scratch_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch, credit and the wait queue
+
+void broker_core::dispatch(std::uint32_t s, time_point now) {
+  while (!services_[s].queue.empty() && !services_[s].lru.empty())
+    assign(services_[s].queue.head, services_[s].lru.head, now);
+}
+
+void broker_core::flush_dispatch(time_point now) {
+  // Services are dispatched here, not from inside purge/credit handling, so no action re-enters
+  // another half-way through.
+  while (!pending_dispatch_.empty()) {
+    const std::uint32_t s = pending_dispatch_.back();
+    pending_dispatch_.pop_back();
+    if (services_[s].used) dispatch(s, now);
+  }
+}
+
+void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point now) {
+  const std::uint32_t w = members_[member].worker;
+  const std::uint32_t s = members_[member].service;
+  worker_entry& W = workers_[w];
+  service_entry& S = services_[s];
+  request_slot& r = slots_[slot];
+
+  list_remove(S.queue, slot, slot_links());
+  r.state = slot_state::in_flight;
+  r.worker = w;
+  ++r.attempts;
+  list_push_back(W.jobs, slot, slot_links());
+  ++W.in_flight;
+  ++S.in_flight;
+  if (W.in_flight >= W.concurrency) {
+    for (std::uint32_t m : W.memberships)
+      list_remove(services_[members_[m].service].lru, m, member_links());
+  } else {  // still has credit: it has now waited least, so it goes to the back
+    list_remove(S.lru, member, member_links());
+    list_push_back(S.lru, member, member_links());
+  }
+  timers_.schedule(slot, r.deadline);
+
+  const std::uint64_t job_id = (std::uint64_t{r.generation} << 32) | slot;
+  scratch_.clear();
+  scratch_.push_back(str_frame(W.identity));
+  if (W.mdp) {
+    protocol::append_mdp_worker_request(scratch_, job_id);
+  } else {
+    protocol::append_worker_request(scratch_, job_id, S.name, millis_left(r.deadline, now));
+  }
+  const std::size_t header = scratch_.size();
+  // A request that may be re-dispatched keeps its body (a reference-counted copy, not a memcpy for
+  // large frames); any other request moves its body out.
+  const bool keep = may_retry(r) && r.attempts < 2;
+  for (auto& f : r.body) {
+    if (keep) {
+      scratch_.emplace_back();
+      scratch_.back().copy(f);
+    } else {
+      scratch_.push_back(std::move(f));
+    }
+  }
+  const bool padded = W.mdp && r.body.empty();
+  if (padded) scratch_.emplace_back();  // MDP bodies have at least one frame
+  if (send(W.socket, scratch_)) {
+    if (!keep) r.body.clear();
+    return;
+  }
+  // Never delivered: the request goes back to the head of the queue, the worker is gone.
+  if (!keep) {
+    r.body.clear();
+    for (std::size_t i = header; i < scratch_.size() - (padded ? 1 : 0); ++i)
+      r.body.push_back(std::move(scratch_[i]));
+  }
+  --r.attempts;
+  list_remove(W.jobs, slot, slot_links());
+  --W.in_flight;
+  --S.in_flight;
+  r.state = slot_state::queued;
+  r.worker = npos;
+  list_push_front(S.queue, slot, slot_links());
+  schedule_queued(slot, now);
+  purge_worker(w, now);
+}
+
+void broker_core::release_credit(std::uint32_t w) {
+  worker_entry& W = workers_[w];
+  --W.in_flight;
+  if (W.stopping || W.in_flight + 1 != W.concurrency) return;
+  // It was full: it is ready again, and has waited least.
+  for (std::uint32_t m : W.memberships) {
+    service_entry& S = services_[members_[m].service];
+    list_push_back(S.lru, m, member_links());
+    if (!S.queue.empty()) pending_dispatch_.push_back(members_[m].service);
+  }
+}
+
+void broker_core::finish(std::uint32_t slot) {
+  request_slot& r = slots_[slot];
+  service_entry& S = services_[r.service];
+  if (r.state == slot_state::queued) {
+    list_remove(S.queue, slot, slot_links());
+  } else if (r.worker != npos) {
+    list_remove(workers_[r.worker].jobs, slot, slot_links());
+  }
+  if (r.state == slot_state::in_flight) --S.in_flight;
+  if (r.state == slot_state::queued || r.state == slot_state::in_flight) {
+    // abandoned requests gave their client slot back when the client got 504
+    if (auto it = client_inflight_.find(make_key(r.client_socket, r.client));
+        it != client_inflight_.end())
+      --it->second;
+  }
+  timers_.cancel(slot);
+  r.body.clear();
+  r.state = slot_state::free;
+  r.worker = npos;
+  ++r.generation;
+  free_slots_.push_back(slot);
+}
+
+void broker_core::fail(std::uint32_t slot, std::uint16_t code, std::string_view message) {
+  count_error(slots_[slot].service, code);
+  send_error(client_of(slots_[slot]), code, message);
+  finish(slot);
+}
+
+void broker_core::schedule_queued(std::uint32_t slot, time_point now) {
+  const request_slot& r = slots_[slot];
+  const service_entry& S = services_[r.service];
+  time_point check = now + options_.no_worker_timeout;
+  if (S.workers == 0) check = std::max(r.enqueued, S.no_worker_since) + options_.no_worker_timeout;
+  timers_.schedule(slot, std::min(check, r.deadline));
+}
+
+void broker_core::on_timer(std::uint32_t slot, time_point now) {
+  request_slot& r = slots_[slot];
+  if (r.state == slot_state::queued) {
+    const service_entry& S = services_[r.service];
+    if (now >= r.deadline) return fail(slot, status::deadline, "deadline passed while queued");
+    if (S.workers == 0 &&
+        now >= std::max(r.enqueued, S.no_worker_since) + options_.no_worker_timeout)
+      return fail(slot, status::unavailable, "no worker for service");
+    return schedule_queued(slot, now);
+  }
+  if (r.state != slot_state::in_flight) return;
+  // The worker still holds it (and its credit) until it replies; the client hears now.
+  count_error(r.service, status::deadline);
+  send_error(client_of(r), status::deadline, "deadline passed while a worker held the request");
+  if (auto it = client_inflight_.find(make_key(r.client_socket, r.client));
+      it != client_inflight_.end())
+    --it->second;
+  --services_[r.service].in_flight;
+  r.state = slot_state::abandoned;
+  r.body.clear();
+}
+
+bool broker_core::may_retry(const request_slot& r) const noexcept {
+  return (r.worker != npos && workers_[r.worker].idempotent) || services_[r.service].idempotent;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers: liveness, expiry and removal
+
+void broker_core::touch(worker_entry& W, time_point now) {
+  const auto gap = now - W.last_seen;
+  if (gap > 2 * W.interval)
+    counters_.heartbeats_missed += static_cast<std::uint64_t>(gap / W.interval - 1);
+  W.last_seen = now;
+  W.expires = now + W.interval * options_.liveness;
+}
+
+void broker_core::purge_worker(std::uint32_t w, time_point now) {
+  worker_entry& W = workers_[w];
+  for (std::uint32_t m : W.memberships) {
+    service_entry& S = services_[members_[m].service];
+    list_remove(S.lru, m, member_links());
+    if (--S.workers == 0) S.no_worker_since = now;
+    free_members_.push_back(m);
+  }
+  while (!W.jobs.empty()) {
+    const std::uint32_t slot = W.jobs.head;
+    request_slot& r = slots_[slot];
+    if (r.state == slot_state::in_flight && may_retry(r) && r.attempts < 2) {
+      list_remove(W.jobs, slot, slot_links());
+      --services_[r.service].in_flight;
+      r.state = slot_state::queued;
+      r.worker = npos;
+      list_push_front(services_[r.service].queue, slot, slot_links());
+      schedule_queued(slot, now);
+      pending_dispatch_.push_back(r.service);
+      ++counters_.redispatched;
+    } else if (r.state == slot_state::in_flight) {
+      fail(slot, status::worker_lost, "worker lost while holding the request");
+    } else {
+      finish(slot);  // abandoned: its client already had 504
+    }
+  }
+  worker_by_key_.erase(W.key);
+  W.used = false;
+  W.memberships.clear();
+  W.in_flight = 0;
+  free_workers_.push_back(w);
+  ++counters_.workers_left;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time
+
+void broker_core::on_tick(time_point now) {
+  due_.clear();
+  timers_.expire(now, due_);
+  for (std::uint32_t slot : due_)
+    if (slots_[slot].state != slot_state::free) on_timer(slot, now);
+
+  if (now >= next_expiry_scan_) {
+    // Every worker is checked, not just the oldest: one slow worker must not shield the rest.
+    for (std::uint32_t w = 0; w < workers_.size(); ++w) {
+      if (!workers_[w].used || now < workers_[w].expires) continue;
+      send_disconnect(workers_[w].socket, workers_[w].identity, workers_[w].mdp, status::deadline,
+                      "heartbeat expired");
+      ++counters_.workers_expired;
+      purge_worker(w, now);
+    }
+    next_expiry_scan_ =
+        now + std::max<clock::duration>(options_.heartbeat_interval / 4, milliseconds(5));
+  }
+  if (now >= next_heartbeat_) heartbeat_tick(now);
+  flush_dispatch(now);
+}
+
+void broker_core::heartbeat_tick(time_point now) {
+  // One PUB send reaches every native worker, however many there are.
+  scratch_.clear();
+  protocol::append_heartbeat(scratch_, broker_id_, ++heartbeat_sequence_);
+  out_.publish(scratch_);
+  for (const worker_entry& W : workers_) {
+    if (!W.used || !W.mdp) continue;  // Majordomo workers need one each, on their own socket
+    scratch_.clear();
+    scratch_.push_back(str_frame(W.identity));
+    protocol::append_mdp_worker_command(scratch_, protocol::mdp_command::heartbeat);
+    send(W.socket, scratch_);
+  }
+  // Forget services nobody serves or asks for, and clients with nothing in flight.
+  const auto ttl = std::max<clock::duration>(options_.no_worker_timeout, std::chrono::seconds(10));
+  for (std::uint32_t s = 0; s < services_.size(); ++s) {
+    service_entry& S = services_[s];
+    if (!S.used || S.workers != 0 || !S.queue.empty() || S.in_flight != 0 ||
+        now - S.no_worker_since < ttl)
+      continue;
+    service_by_name_.erase(S.name);
+    S.used = false;
+    free_services_.push_back(s);
+  }
+  std::erase_if(client_inflight_, [](const auto& kv) { return kv.second == 0; });
+  next_heartbeat_ += options_.heartbeat_interval;
+  if (next_heartbeat_ <= now) next_heartbeat_ = now + options_.heartbeat_interval;
+}
+
+time_point broker_core::next_wakeup(time_point now) const noexcept {
+  return std::min({timers_.next_due(now), next_heartbeat_, next_expiry_scan_});
+}
+
+void broker_core::shutdown(time_point now) {
+  for (std::uint32_t slot = 0; slot < slots_.size(); ++slot) {
+    const slot_state st = slots_[slot].state;
+    if (st == slot_state::queued || st == slot_state::in_flight) {
+      fail(slot, status::unavailable, "broker shutting down");
+    } else if (st == slot_state::abandoned) {
+      finish(slot);
+    }
+  }
+  for (std::uint32_t w = 0; w < workers_.size(); ++w) {
+    if (!workers_[w].used) continue;
+    send_disconnect(workers_[w].socket, workers_[w].identity, workers_[w].mdp, status::unavailable,
+                    "broker shutting down");
+    purge_worker(w, now);
+  }
+  pending_dispatch_.clear();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending
+
+bool broker_core::send(std::uint8_t socket, frames& msg) {
+  if (out_.send(socket, msg)) return true;
+  ++counters_.dropped_unroutable;
+  return false;
+}
+
+void broker_core::send_error(const client_ref& c, std::uint16_t code, std::string_view message) {
+  ++counters_.errors[code];
+  frames none;
+  send_client_reply(c, code, message, none, 0);
+}
+
+void broker_core::send_client_reply(const client_ref& c, std::uint16_t code,
+                                    std::string_view message, frames& src, std::size_t first) {
+  scratch_.clear();
+  scratch_.push_back(str_frame(c.identity));
+  if (c.mdp) {
+    protocol::append_mdp_client_reply(scratch_, c.service);
+    if (code != status::ok) {  // errors reach Majordomo clients as MMI-style body frames
+      scratch_.push_back(str_frame(std::to_string(code)));
+      scratch_.push_back(str_frame(message));
+    } else if (first >= src.size()) {
+      scratch_.emplace_back();  // MDP bodies have at least one frame
+    }
+  } else {
+    protocol::append_client_reply(scratch_, c.id, code, message);
+  }
+  if (!c.mdp || code == status::ok)
+    for (std::size_t i = first; i < src.size(); ++i) scratch_.push_back(std::move(src[i]));
+  send(c.socket, scratch_);
+}
+
+void broker_core::send_disconnect(std::uint8_t socket, std::string_view identity, bool mdp,
+                                  std::uint16_t code, std::string_view message) {
+  scratch_.clear();
+  scratch_.push_back(str_frame(identity));
+  if (mdp) {
+    protocol::append_mdp_worker_command(scratch_, protocol::mdp_command::disconnect);
+  } else {
+    protocol::append_worker_disconnect(scratch_, code, message);
+  }
+  send(socket, scratch_);
+}
+
+void broker_core::send_welcome(const worker_entry& W) {
+  scratch_.clear();
+  scratch_.push_back(str_frame(W.identity));
+  const auto ms = std::chrono::duration_cast<milliseconds>(W.interval).count();
+  protocol::append_worker_welcome(scratch_, static_cast<std::uint32_t>(ms), options_.liveness,
+                                  heartbeat_endpoint_, broker_id_);
+  send(W.socket, scratch_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registries
+
+const std::string& broker_core::make_key(std::uint8_t socket, std::string_view identity) {
+  key_.assign(1, static_cast<char>(socket));
+  key_.append(identity);
+  return key_;
+}
+
+std::uint32_t broker_core::find_worker(std::uint8_t socket, const zmq::message_t& identity) {
+  const auto it = worker_by_key_.find(make_key(socket, view(identity)));
+  return it == worker_by_key_.end() ? npos : it->second;
+}
+
+std::uint32_t broker_core::find_or_create_service(std::string_view name, time_point now) {
+  key_.assign(name);
+  if (auto it = service_by_name_.find(key_); it != service_by_name_.end()) return it->second;
+  if (service_by_name_.size() >= options_.max_services) return npos;
+  std::uint32_t s;
+  if (!free_services_.empty()) {
+    s = free_services_.back();
+    free_services_.pop_back();
+  } else {
+    s = static_cast<std::uint32_t>(services_.size());
+    services_.emplace_back();
+  }
+  service_entry& S = services_[s];
+  S = service_entry{};
+  S.used = true;
+  S.name.assign(name);
+  S.idempotent = std::find(options_.idempotent_services.begin(), options_.idempotent_services.end(),
+                           name) != options_.idempotent_services.end();
+  S.no_worker_since = now;
+  service_by_name_.emplace(S.name, s);
+  return s;
+}
+
+std::uint32_t broker_core::alloc_slot() {
+  if (!free_slots_.empty()) {
+    const std::uint32_t slot = free_slots_.back();
+    free_slots_.pop_back();
+    return slot;
+  }
+  slots_.emplace_back();
+  return static_cast<std::uint32_t>(slots_.size() - 1);
+}
+
+broker_core::client_ref broker_core::client_of(const request_slot& r) const {
+  return {r.client_socket, r.client, r.mdp_client, r.client_id, services_[r.service].name};
+}
+
+void broker_core::count_error(std::uint32_t service, std::uint16_t code) {
+  if (service != npos) ++services_[service].errors[code];
+}
+
+std::size_t broker_core::queued(std::string_view service) const {
+  const auto it = service_by_name_.find(std::string(service));
+  return it == service_by_name_.end() ? 0 : services_[it->second].queue.size;
+}
+
+std::size_t broker_core::idle_slots(std::string_view service) const {
+  const auto it = service_by_name_.find(std::string(service));
+  if (it == service_by_name_.end()) return 0;
+  std::size_t n = 0;
+  for (std::uint32_t m = services_[it->second].lru.head; m != npos; m = members_[m].link.next) {
+    const worker_entry& W = workers_[members_[m].worker];
+    n += W.concurrency - W.in_flight;
+  }
+  return n;
+}
+
+}  // namespace scale0::broker_detail

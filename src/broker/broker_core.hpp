@@ -1,0 +1,215 @@
+// The broker core: services, worker registry, LRU of worker credit, wait queue, deadlines and
+// heartbeats. It does no I/O and reads no clock: the event loop hands it decoded-ready messages
+// and the current time, and it sends through an `outbox`. Tests drive it with a fake outbox and
+// fake time.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "intrusive_list.hpp"
+#include "scale0/broker.hpp"
+#include "scale0/protocol.hpp"
+#include "timer_wheel.hpp"
+
+namespace scale0::broker_detail {
+
+using clock = std::chrono::steady_clock;
+using time_point = clock::time_point;
+using protocol::frames;
+
+// Where the core's messages go. For ROUTER sockets frame 0 of `msg` is the peer identity.
+class outbox {
+ public:
+  virtual ~outbox() = default;
+  // Returns false when the message could not be queued (peer unknown, or its queue is full). On
+  // false the frames are left in `msg` untouched.
+  virtual bool send(std::uint8_t socket, frames& msg) = 0;
+  virtual void publish(frames& msg) = 0;
+};
+
+struct broker_counters {
+  std::uint64_t requests = 0;
+  std::uint64_t replies = 0;                      // worker replies forwarded to clients
+  std::map<std::uint16_t, std::uint64_t> errors;  // broker-made error replies by status
+  std::uint64_t dropped_malformed = 0;            // unanswerable messages
+  std::uint64_t dropped_unknown_reply = 0;        // replies for unknown or already answered jobs
+  std::uint64_t dropped_late_reply = 0;           // replies after the client got 504
+  std::uint64_t dropped_unroutable = 0;           // sends that failed (peer gone or queue full)
+  std::uint64_t workers_joined = 0;
+  std::uint64_t workers_left = 0;
+  std::uint64_t workers_expired = 0;
+  std::uint64_t heartbeats_missed = 0;
+  std::uint64_t redispatched = 0;
+};
+
+class broker_core {
+ public:
+  broker_core(const broker_options& options, outbox& out, std::uint64_t broker_id,
+              std::string heartbeat_endpoint, time_point now);
+
+  // One message from ROUTER `socket` (frame 0: identity). `oversized` says the loop found more
+  // frames or bytes than the limits allow (it may have kept only the first frames). The core may
+  // take the frames (msg is left valid but unspecified).
+  void on_message(std::uint8_t socket, frames& msg, bool oversized, time_point now);
+
+  // Fires deadlines, sends heartbeats, expires workers. Call at least by next_wakeup().
+  void on_tick(time_point now);
+  time_point next_wakeup(time_point now) const noexcept;
+
+  // Stop: answer everything pending with 503 and tell every worker DISCONNECT.
+  void shutdown(time_point now);
+
+  const broker_counters& counters() const noexcept { return counters_; }
+  std::string status_json(time_point now) const;
+
+  // Introspection for tests and status.
+  std::size_t worker_count() const noexcept { return worker_by_key_.size(); }
+  std::size_t service_count() const noexcept { return service_by_name_.size(); }
+  std::size_t queued(std::string_view service) const;
+  std::size_t idle_slots(std::string_view service) const;
+  std::size_t requests_pending() const noexcept { return slots_.size() - free_slots_.size(); }
+
+ private:
+  enum class slot_state : std::uint8_t { free, queued, in_flight, abandoned };
+  struct request_slot {
+    std::uint32_t generation = 1;
+    slot_state state = slot_state::free;
+    bool mdp_client = false;
+    std::uint8_t attempts = 0;  // dispatches so far
+    std::uint8_t client_socket = 0;
+    std::string client;  // ROUTER identity of the client
+    std::uint64_t client_id = 0;
+    std::uint32_t service = npos;
+    std::uint32_t worker = npos;
+    time_point deadline{};
+    time_point enqueued{};
+    frames body;
+    list_link link;  // service queue while queued, worker's job list while in flight
+  };
+  struct membership {
+    std::uint32_t worker = npos;
+    std::uint32_t service = npos;
+    list_link link;  // in the service's LRU while the worker has credit
+  };
+  struct worker_entry {
+    bool used = false;
+    bool mdp = false;
+    bool stopping = false;
+    bool idempotent = false;
+    std::uint8_t socket = 0;
+    std::string identity;
+    std::string key;
+    std::uint32_t concurrency = 1;
+    std::uint32_t in_flight = 0;
+    clock::duration interval{};
+    time_point last_seen{};
+    time_point expires{};
+    time_point joined{};
+    list_head jobs;
+    std::vector<std::uint32_t> memberships;
+  };
+  struct service_entry {
+    bool used = false;
+    bool idempotent = false;  // listed by the operator (for Majordomo workers)
+    std::string name;
+    list_head lru;    // memberships of workers with credit, longest waiting first
+    list_head queue;  // queued request slots
+    std::uint32_t workers = 0;
+    std::uint32_t in_flight = 0;
+    time_point no_worker_since{};
+    std::uint64_t requests = 0;
+    std::uint64_t replies = 0;
+    std::map<std::uint16_t, std::uint64_t> errors;
+  };
+  struct client_ref {
+    std::uint8_t socket;
+    std::string_view identity;
+    bool mdp;
+    std::uint64_t id;
+    std::string_view service;
+  };
+
+  // message handlers
+  void on_client_request(std::uint8_t socket, frames& msg, const protocol::inbound& in, bool mdp,
+                         bool oversized, time_point now);
+  void on_management(const client_ref& c, frames& msg, std::size_t first, time_point now);
+  void on_worker_ready(std::uint8_t socket, frames& msg, const protocol::inbound& in, bool mdp,
+                       time_point now);
+  void on_worker_reply(std::uint32_t w, frames& msg, const protocol::inbound& in, bool mdp,
+                       bool oversized, time_point now);
+  void on_worker_stopping(std::uint32_t w);
+
+  // actions
+  void dispatch(std::uint32_t service, time_point now);
+  void assign(std::uint32_t slot, std::uint32_t member, time_point now);
+  void finish(std::uint32_t slot);
+  void fail(std::uint32_t slot, std::uint16_t code, std::string_view message);
+  void release_credit(std::uint32_t w);
+  void purge_worker(std::uint32_t w, time_point now);
+  void touch(worker_entry& w, time_point now);
+  void schedule_queued(std::uint32_t slot, time_point now);
+  void on_timer(std::uint32_t slot, time_point now);
+  void heartbeat_tick(time_point now);
+  void flush_dispatch(time_point now);
+
+  // sending
+  void send_error(const client_ref& c, std::uint16_t code, std::string_view message);
+  void send_client_reply(const client_ref& c, std::uint16_t code, std::string_view message,
+                         frames& src, std::size_t first);
+  void send_disconnect(std::uint8_t socket, std::string_view identity, bool mdp, std::uint16_t code,
+                       std::string_view message);
+  void send_welcome(const worker_entry& w);
+  bool send(std::uint8_t socket, frames& msg);
+
+  // registries
+  std::uint32_t find_worker(std::uint8_t socket, const zmq::message_t& identity);
+  std::uint32_t find_or_create_service(std::string_view name, time_point now);
+  std::uint32_t alloc_slot();
+  const std::string& make_key(std::uint8_t socket, std::string_view identity);
+  client_ref client_of(const request_slot& r) const;
+  bool may_retry(const request_slot& r) const noexcept;
+  void count_error(std::uint32_t service, std::uint16_t code);
+
+  // Accessors for the intrusive lists threaded through slots_ and members_.
+  auto slot_links() noexcept {
+    return [this](std::uint32_t i) -> list_link& { return slots_[i].link; };
+  }
+  auto member_links() noexcept {
+    return [this](std::uint32_t i) -> list_link& { return members_[i].link; };
+  }
+
+  broker_options options_;
+  outbox& out_;
+  std::uint64_t broker_id_;
+  std::string heartbeat_endpoint_;
+
+  std::vector<request_slot> slots_;
+  std::vector<std::uint32_t> free_slots_;
+  std::vector<worker_entry> workers_;
+  std::vector<std::uint32_t> free_workers_;
+  std::vector<membership> members_;
+  std::vector<std::uint32_t> free_members_;
+  std::vector<service_entry> services_;
+  std::vector<std::uint32_t> free_services_;
+  std::unordered_map<std::string, std::uint32_t> worker_by_key_;
+  std::unordered_map<std::string, std::uint32_t> service_by_name_;
+  std::unordered_map<std::string, std::uint32_t> client_inflight_;
+
+  timer_wheel timers_;
+  std::vector<std::uint32_t> due_;
+  std::vector<std::uint32_t> pending_dispatch_;
+  frames scratch_;
+  std::string key_;
+
+  time_point next_heartbeat_;
+  time_point next_expiry_scan_;
+  std::uint64_t heartbeat_sequence_ = 0;
+  broker_counters counters_;
+};
+
+}  // namespace scale0::broker_detail

@@ -1,0 +1,156 @@
+#include "event_loop.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <random>
+
+#include "scale0/error.hpp"
+
+namespace scale0::broker_detail {
+namespace {
+
+// Messages read from one socket before the other socket and the timers get a turn. Large enough to
+// amortise the poll, small enough that heartbeats are never starved by a flood.
+constexpr std::size_t batch = 256;
+
+std::string last_endpoint(const zmq::socket_t& s) {
+  return s.get(zmq::sockopt::last_endpoint);
+}
+
+void bind(zmq::socket_t& s, const std::string& endpoint, const char* what) {
+  try {
+    s.bind(endpoint);
+  } catch (const zmq::error_t& e) {
+    throw error(status::bad_request,
+                std::string("cannot bind ") + what + " endpoint " + endpoint + ": " + e.what());
+  }
+}
+
+std::uint64_t random_broker_id() {
+  std::random_device rd;
+  return (std::uint64_t{rd()} << 32) ^ rd();
+}
+
+}  // namespace
+
+event_loop::event_loop(const broker_options& options)
+    : options_(options),
+      context_(1),
+      routers_{zmq::socket_t(context_, zmq::socket_type::router),
+               zmq::socket_t(context_, zmq::socket_type::router)},
+      pub_(context_, zmq::socket_type::pub) {
+  // Replies to a client never exceed its requests in flight, and requests to a worker never exceed
+  // its credit: with the send HWM above both bounds a full queue cannot drop a reply silently.
+  const int hwm = static_cast<int>(
+      std::max<std::size_t>(options.max_client_inflight, protocol::max_concurrency) + 1024);
+  for (auto& r : routers_) {
+    r.set(zmq::sockopt::router_mandatory, 1);
+    r.set(zmq::sockopt::sndhwm, hwm);
+    r.set(zmq::sockopt::rcvhwm, 10000);
+    r.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(options.max_message_bytes) * 2);
+    r.set(zmq::sockopt::linger, 500);
+  }
+  pub_.set(zmq::sockopt::linger, 0);
+  bind(routers_[0], options.frontend, "frontend");
+  bind(routers_[1], options.backend, "backend");
+  bind(pub_, options.heartbeat, "heartbeat");
+  endpoints_ = {last_endpoint(routers_[0]), last_endpoint(routers_[1]), last_endpoint(pub_)};
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) throw error(status::unavailable, "eventfd failed");
+  core_ = std::make_unique<broker_core>(options_, *this, random_broker_id(), endpoints_.heartbeat,
+                                        clock::now());
+}
+
+event_loop::~event_loop() {
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void event_loop::stop() noexcept {
+  const std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
+}
+
+void event_loop::run() {
+  zmq_pollitem_t items[3] = {{routers_[0].handle(), 0, ZMQ_POLLIN, 0},
+                             {routers_[1].handle(), 0, ZMQ_POLLIN, 0},
+                             {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+  for (;;) {
+    auto now = clock::now();
+    const auto wait =
+        std::chrono::ceil<std::chrono::milliseconds>(core_->next_wakeup(now) - now).count();
+    const int rc = zmq_poll(items, 3, static_cast<long>(std::clamp<std::int64_t>(wait, 0, 1000)));
+    if (rc < 0 && zmq_errno() != EINTR)
+      throw error(status::unavailable, std::string("zmq_poll: ") + zmq_strerror(zmq_errno()));
+    if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) break;
+    // Drain everything readable: handling one message per wake-up is what made heartbeats go
+    // missing in the original prototype. Timers get a turn between batches.
+    for (;;) {
+      const std::size_t a = drain(0, batch);
+      const std::size_t b = drain(1, batch);
+      now = clock::now();
+      if (now >= core_->next_wakeup(now)) core_->on_tick(now);
+      if (a < batch && b < batch) break;
+    }
+  }
+  core_->shutdown(clock::now());
+}
+
+std::size_t event_loop::drain(std::uint8_t socket, std::size_t budget) {
+  std::size_t n = 0;
+  bool oversized = false;
+  while (n < budget && receive(routers_[socket], oversized)) {
+    ++n;
+    core_->on_message(socket, inbox_, oversized, clock::now());
+  }
+  return n;
+}
+
+// Reads one whole multipart message into inbox_. Frames past the frame limit are read and
+// discarded (a multipart message cannot be left half-read); `oversized` reports either limit.
+bool event_loop::receive(zmq::socket_t& socket, bool& oversized) {
+  inbox_.clear();
+  inbox_.emplace_back();
+  if (zmq_msg_recv(inbox_.back().handle(), socket.handle(), ZMQ_DONTWAIT) < 0) {
+    inbox_.clear();
+    return false;
+  }
+  std::size_t bytes = inbox_.back().size();
+  oversized = false;
+  bool more = inbox_.back().more();
+  while (more) {
+    zmq::message_t* target = &discard_;
+    if (inbox_.size() <= options_.max_frames) {  // frame 0 is the identity, not counted
+      inbox_.emplace_back();
+      target = &inbox_.back();
+    } else {
+      oversized = true;
+    }
+    if (zmq_msg_recv(target->handle(), socket.handle(), 0) < 0) break;
+    bytes += target->size();
+    more = target->more();
+  }
+  if (bytes - inbox_.front().size() > options_.max_message_bytes) oversized = true;
+  return true;
+}
+
+bool event_loop::send(std::uint8_t socket, frames& msg) {
+  void* handle = routers_[socket].handle();
+  for (std::size_t i = 0; i < msg.size(); ++i) {
+    const int flags = ZMQ_DONTWAIT | (i + 1 < msg.size() ? ZMQ_SNDMORE : 0);
+    // With ROUTER_MANDATORY only the first frame can fail (unknown peer, or its queue is full);
+    // then nothing was sent and the frames are still ours.
+    if (zmq_msg_send(msg[i].handle(), handle, flags) < 0 && i == 0) return false;
+  }
+  return true;
+}
+
+void event_loop::publish(frames& msg) {
+  for (std::size_t i = 0; i < msg.size(); ++i)
+    zmq_msg_send(msg[i].handle(), pub_.handle(),
+                 ZMQ_DONTWAIT | (i + 1 < msg.size() ? ZMQ_SNDMORE : 0));
+}
+
+}  // namespace scale0::broker_detail
