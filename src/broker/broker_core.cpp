@@ -364,6 +364,7 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   r.worker = npos;
   list_push_front(S.queue, slot, slot_links());
   schedule_queued(slot, now);
+  pending_dispatch_.push_back(s);
   purge_worker(w, now);
 }
 
@@ -633,8 +634,8 @@ std::uint32_t broker_core::find_worker(std::uint8_t socket, const zmq::message_t
 }
 
 std::uint32_t broker_core::find_or_create_service(std::string_view name, time_point now) {
-  key_.assign(name);
-  if (auto it = service_by_name_.find(key_); it != service_by_name_.end()) return it->second;
+  name_key_.assign(name);
+  if (auto it = service_by_name_.find(name_key_); it != service_by_name_.end()) return it->second;
   if (service_by_name_.size() >= options_.max_services) return npos;
   std::uint32_t s;
   if (!free_services_.empty()) {

@@ -204,7 +204,8 @@ class broker_core {
   std::vector<std::uint32_t> due_;
   std::vector<std::uint32_t> pending_dispatch_;
   frames scratch_;
-  std::string key_;
+  std::string key_;       // scratch: peer keys (socket byte + identity)
+  std::string name_key_;  // scratch: service lookups
 
   time_point next_heartbeat_;
   time_point next_expiry_scan_;

@@ -232,9 +232,13 @@ struct worker::impl {
         return;
       }
       case k::disconnect: {
-        const std::string why =
-            "broker sent DISCONNECT" +
-            (d.status ? " " + std::to_string(d.status) + " " + std::string(d.message) : "");
+        std::string why = "broker sent DISCONNECT";
+        if (d.status != 0) {
+          why += ' ';
+          why += std::to_string(d.status);
+          why += ' ';
+          why.append(d.message);
+        }
         if (st == state::stopping) {
           close_connection();
           return;

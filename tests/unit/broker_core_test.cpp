@@ -1,0 +1,526 @@
+// The broker core driven directly: a fake outbox records what it sends, time is whatever the test
+// says it is. No sockets, no sleeping.
+#include "broker/broker_core.hpp"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "scale0/error.hpp"
+
+namespace scale0::broker_detail {
+namespace {
+
+using namespace std::chrono_literals;
+using protocol::frames;
+using strings = std::vector<std::string>;
+
+struct sent_message {
+  std::uint8_t socket;
+  strings parts;
+};
+
+class fake_outbox : public outbox {
+ public:
+  bool send(std::uint8_t socket, frames& msg) override {
+    strings parts;
+    for (auto& f : msg) parts.emplace_back(protocol::view(f));
+    if (unreachable.contains(parts.at(0))) return false;
+    sent.push_back({socket, std::move(parts)});
+    return true;
+  }
+  void publish(frames& msg) override {
+    strings parts;
+    for (auto& f : msg) parts.emplace_back(protocol::view(f));
+    published.push_back(std::move(parts));
+  }
+  // Messages sent to `identity`, removed from the record.
+  std::vector<strings> take(const std::string& identity) {
+    std::vector<strings> out;
+    std::erase_if(sent, [&](sent_message& m) {
+      if (m.parts[0] != identity) return false;
+      out.push_back(std::move(m.parts));
+      return true;
+    });
+    return out;
+  }
+  std::vector<sent_message> sent;
+  std::vector<strings> published;
+  std::set<std::string> unreachable;
+};
+
+frames make(const strings& parts) {
+  frames f;
+  for (const auto& p : parts) f.emplace_back(p.data(), p.size());
+  return f;
+}
+
+std::string u64(std::uint64_t v) {
+  return std::string(protocol::view(protocol::u64_frame(v)));
+}
+std::string u32(std::uint32_t v) {
+  return std::string(protocol::view(protocol::u32_frame(v)));
+}
+std::string u16(std::uint16_t v) {
+  return std::string(protocol::view(protocol::u16_frame(v)));
+}
+std::uint64_t as_u64(const std::string& s) {
+  zmq::message_t m(s.data(), s.size());
+  return protocol::read_u64(m);
+}
+std::uint16_t as_u16(const std::string& s) {
+  zmq::message_t m(s.data(), s.size());
+  return protocol::read_u16(m);
+}
+
+class core_test : public ::testing::Test {
+ protected:
+  core_test() { reset({}); }
+
+  void reset(broker_options o) {
+    options = std::move(o);
+    core = std::make_unique<broker_core>(options, out, 42, "tcp://127.0.0.1:5557", now);
+  }
+
+  void deliver(std::uint8_t socket, const strings& parts, bool oversized = false) {
+    frames f = make(parts);
+    core->on_message(socket, f, oversized, now);
+  }
+  void advance(std::chrono::milliseconds d) {
+    // Step in small increments, as the event loop would wake.
+    const auto end = now + d;
+    while (now < end) {
+      now = std::min(end, now + 5ms);
+      core->on_tick(now);
+    }
+  }
+
+  void ready(const std::string& id, const strings& services, std::uint32_t concurrency = 1,
+             std::uint8_t flags = 0, std::uint32_t heartbeat_ms = 0) {
+    strings parts{
+        id, "", "S0W1", "\x01", u32(concurrency), u32(heartbeat_ms), std::string(1, char(flags))};
+    parts.insert(parts.end(), services.begin(), services.end());
+    deliver(1, parts);
+  }
+  void request(const std::string& client, std::uint64_t id, const std::string& service,
+               const std::string& body = "x", std::uint32_t timeout_ms = 0) {
+    deliver(0, {client, "", "S0C1", "\x01", u64(id), service, u32(timeout_ms), body});
+  }
+  void reply(const std::string& worker, std::uint64_t job, const std::string& body = "r",
+             std::uint16_t code = 200) {
+    deliver(1, {worker, "", "S0W1", "\x03", u64(job), u16(code), "msg", body});
+  }
+  void heartbeat(const std::string& worker) { deliver(1, {worker, "", "S0W1", "\x04"}); }
+
+  // Requests received by `worker` (frames: identity "" S0W1 0x02 job service timeout body...).
+  std::vector<strings> jobs_of(const std::string& worker) {
+    std::vector<strings> jobs;
+    for (auto& m : out.take(worker))
+      if (m.size() > 3 && m[2] == "S0W1" && m[3] == "\x02") jobs.push_back(m);
+    return jobs;
+  }
+  // Replies received by `client` (identity "" S0C1 0x02 id status message body...).
+  std::vector<strings> replies_of(const std::string& client) {
+    std::vector<strings> r;
+    for (auto& m : out.take(client))
+      if (m.size() > 3 && m[2] == "S0C1" && m[3] == "\x02") r.push_back(m);
+    return r;
+  }
+
+  broker_options options;
+  fake_outbox out;
+  time_point now = time_point{} + 1000h;
+  std::unique_ptr<broker_core> core;
+};
+
+TEST_F(core_test, welcome_carries_agreed_interval_pub_endpoint_and_broker_id) {
+  ready("w1", {"echo"}, 1, 0, 5000);  // asks for longer: granted
+  ready("w2", {"echo"}, 1, 0, 100);   // asks for shorter: gets the broker's
+  auto m1 = out.take("w1");
+  auto m2 = out.take("w2");
+  ASSERT_EQ(m1.size(), 1u);
+  ASSERT_EQ(m1[0].size(), 8u);
+  EXPECT_EQ(m1[0][3], "\x06");
+  zmq::message_t hb1(m1[0][4].data(), 4), hb2(m2[0][4].data(), 4);
+  EXPECT_EQ(protocol::read_u32(hb1), 5000u);
+  EXPECT_EQ(protocol::read_u32(hb2), 1000u);
+  EXPECT_EQ(m1[0][6], "tcp://127.0.0.1:5557");
+  EXPECT_EQ(as_u64(m1[0][7]), 42u);
+}
+
+TEST_F(core_test, idle_workers_take_sequential_requests_in_turn) {
+  ready("a", {"echo"});
+  ready("b", {"echo"});
+  ready("c", {"echo"});
+  out.sent.clear();
+  std::map<std::string, int> served;
+  for (std::uint64_t i = 0; i < 30; ++i) {
+    request("client", i, "echo");
+    for (std::string w : {"a", "b", "c"}) {
+      for (auto& j : jobs_of(w)) {
+        ++served[w];
+        reply(w, as_u64(j[4]));
+      }
+    }
+  }
+  EXPECT_EQ(served["a"], 10);
+  EXPECT_EQ(served["b"], 10);
+  EXPECT_EQ(served["c"], 10);
+  EXPECT_EQ(replies_of("client").size(), 30u);
+}
+
+TEST_F(core_test, a_worker_holds_at_most_its_concurrency) {
+  ready("w", {"echo"}, 4);
+  for (std::uint64_t i = 0; i < 6; ++i) request("c", i, "echo");
+  auto jobs = jobs_of("w");
+  ASSERT_EQ(jobs.size(), 4u);
+  EXPECT_EQ(core->queued("echo"), 2u);
+  EXPECT_EQ(core->idle_slots("echo"), 0u);
+  reply("w", as_u64(jobs[2][4]));  // out of order is fine
+  EXPECT_EQ(jobs_of("w").size(), 1u);
+  EXPECT_EQ(core->queued("echo"), 1u);
+}
+
+TEST_F(core_test, several_services_route_only_to_their_workers) {
+  ready("wa", {"a"});
+  ready("wab", {"a", "b"}, 2);
+  out.sent.clear();
+  request("c", 1, "b");
+  EXPECT_EQ(jobs_of("wa").size(), 0u);
+  auto j = jobs_of("wab");
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0][5], "b");
+}
+
+TEST_F(core_test, reply_reaches_the_client_with_its_request_id_status_and_body) {
+  ready("w", {"echo"});
+  request("c", 77, "echo", "hello");
+  auto j = jobs_of("w");
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0].back(), "hello");
+  reply("w", as_u64(j[0][4]), "world", 201);
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u64(r[0][4]), 77u);
+  EXPECT_EQ(as_u16(r[0][5]), 201);
+  EXPECT_EQ(r[0][6], "msg");
+  EXPECT_EQ(r[0][7], "world");
+}
+
+TEST_F(core_test, duplicate_and_unknown_replies_are_dropped_and_counted) {
+  ready("w", {"echo"});
+  request("c", 1, "echo");
+  const auto job = as_u64(jobs_of("w")[0][4]);
+  reply("w", job);
+  reply("w", job);             // duplicate
+  reply("w", job + 1);         // never issued
+  reply("w", 0xffffffffffff);  // out of range
+  EXPECT_EQ(replies_of("c").size(), 1u);
+  EXPECT_EQ(core->counters().dropped_unknown_reply, 3u);
+}
+
+TEST_F(core_test, a_reply_from_another_worker_is_not_accepted) {
+  ready("w1", {"echo"});
+  ready("w2", {"echo"});
+  request("c", 1, "echo");
+  const auto job = as_u64(jobs_of("w1")[0][4]);
+  reply("w2", job);
+  EXPECT_EQ(replies_of("c").size(), 0u);
+  EXPECT_EQ(core->counters().dropped_unknown_reply, 1u);
+}
+
+TEST_F(core_test, no_worker_gives_503_after_the_no_worker_timeout) {
+  request("c", 5, "nobody");
+  advance(900ms);
+  EXPECT_EQ(replies_of("c").size(), 0u);
+  advance(200ms);
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), status::unavailable);
+  EXPECT_EQ(as_u64(r[0][4]), 5u);
+}
+
+TEST_F(core_test, a_worker_arriving_in_time_serves_the_queued_request) {
+  request("c", 5, "late");
+  advance(500ms);
+  ready("w", {"late"});
+  auto j = jobs_of("w");
+  ASSERT_EQ(j.size(), 1u);
+  reply("w", as_u64(j[0][4]));
+  advance(2000ms);
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), 200);
+}
+
+TEST_F(core_test, deadline_while_queued_gives_504) {
+  ready("w", {"echo"});
+  request("c", 1, "echo");            // the worker is now busy
+  request("c", 2, "echo", "x", 300);  // queued behind it
+  advance(250ms);
+  EXPECT_EQ(replies_of("c").size(), 0u);
+  advance(100ms);
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u64(r[0][4]), 2u);
+  EXPECT_EQ(as_u16(r[0][5]), status::deadline);
+}
+
+TEST_F(core_test, deadline_in_flight_gives_504_and_the_late_reply_is_dropped) {
+  ready("w", {"echo"});
+  request("c", 1, "echo", "x", 200);
+  const auto job = as_u64(jobs_of("w")[0][4]);
+  heartbeat("w");
+  advance(250ms);
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), status::deadline);
+  request("c", 2, "echo");  // the worker still holds the first one: this one waits
+  EXPECT_EQ(jobs_of("w").size(), 0u);
+  reply("w", job);  // late
+  EXPECT_EQ(core->counters().dropped_late_reply, 1u);
+  EXPECT_EQ(jobs_of("w").size(), 1u);  // credit came back with the late reply
+  EXPECT_EQ(replies_of("c").size(), 0u);
+}
+
+TEST_F(core_test, a_silent_worker_is_purged_within_liveness_intervals_and_its_request_gets_502) {
+  ready("w", {"echo"});
+  request("c", 9, "echo");
+  ASSERT_EQ(jobs_of("w").size(), 1u);
+  advance(2900ms);
+  EXPECT_EQ(core->worker_count(), 1u);
+  advance(200ms);  // 3 x 1000 ms after its last message, plus one expiry scan
+  EXPECT_EQ(core->worker_count(), 0u);
+  EXPECT_EQ(core->counters().workers_expired, 1u);
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), status::worker_lost);
+}
+
+TEST_F(core_test, expiry_checks_every_worker_not_just_the_first) {
+  ready("alive", {"echo"});
+  ready("dead", {"echo"});
+  for (int i = 0; i < 8; ++i) {
+    advance(500ms);
+    heartbeat("alive");
+  }
+  EXPECT_EQ(core->worker_count(), 1u);
+  EXPECT_EQ(core->idle_slots("echo"), 1u);
+}
+
+TEST_F(core_test, heartbeats_keep_a_worker_alive_and_one_pub_send_per_interval_serves_all) {
+  for (int i = 0; i < 50; ++i) ready("w" + std::to_string(i), {"echo"});
+  advance(1ms);  // the first heartbeat goes out at once
+  out.published.clear();
+  for (int i = 0; i < 10; ++i) {
+    advance(1000ms);
+    for (int k = 0; k < 50; ++k) heartbeat("w" + std::to_string(k));
+  }
+  EXPECT_EQ(core->worker_count(), 50u);
+  ASSERT_EQ(out.published.size(), 10u);
+  EXPECT_EQ(out.published[0][0], "S0H1");
+  EXPECT_EQ(as_u64(out.published[0][1]), 42u);
+  EXPECT_EQ(as_u64(out.published[1][2]), as_u64(out.published[0][2]) + 1);
+  EXPECT_EQ(core->counters().heartbeats_missed, 0u);
+}
+
+TEST_F(core_test, idempotent_request_of_a_dead_worker_goes_to_another_once) {
+  ready("w1", {"echo"}, 1, protocol::flag_idempotent);
+  ready("w2", {"echo"}, 1, protocol::flag_idempotent);
+  ready("w3", {"echo"}, 1, protocol::flag_idempotent);
+  request("c", 1, "echo", "payload");
+  ASSERT_EQ(jobs_of("w1").size(), 1u);
+  deliver(1, {"w1", "", "S0W1", "\x05"});  // DISCONNECT with the request in flight
+  auto j2 = jobs_of("w2");
+  ASSERT_EQ(j2.size(), 1u);
+  EXPECT_EQ(j2[0].back(), "payload");
+  EXPECT_EQ(core->counters().redispatched, 1u);
+  deliver(1, {"w2", "", "S0W1", "\x05"});  // the second attempt dies too: no third
+  EXPECT_EQ(jobs_of("w3").size(), 0u);
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), status::worker_lost);
+}
+
+TEST_F(core_test, operator_listed_idempotent_service_retries_majordomo_work) {
+  broker_options o;
+  o.idempotent_services = {"echo"};
+  reset(o);
+  deliver(1, {"m1", "", "MDPW01", "\x01", "echo"});
+  deliver(1, {"m2", "", "MDPW01", "\x01", "echo"});
+  request("c", 3, "echo", "body");
+  auto j = out.take("m1");
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0][2], "MDPW01");
+  EXPECT_EQ(j[0][3], "\x02");
+  EXPECT_EQ(j[0][4].size(), 8u);  // the client address is the job id
+  EXPECT_EQ(j[0][5], "");
+  EXPECT_EQ(j[0][6], "body");
+  deliver(1, {"m1", "", "MDPW01", "\x05"});
+  auto j2 = out.take("m2");
+  ASSERT_EQ(j2.size(), 1u);
+  deliver(1, {"m2", "", "MDPW01", "\x03", j2[0][4], "", "done"});
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), 200);
+  EXPECT_EQ(r[0].back(), "done");
+}
+
+TEST_F(core_test, a_worker_that_cannot_be_reached_gives_the_request_to_the_next) {
+  ready("gone", {"echo"});
+  ready("here", {"echo"});
+  out.unreachable.insert("gone");
+  request("c", 1, "echo");  // not idempotent, but it was never delivered: not lost
+  auto j = jobs_of("here");
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0].back(), "x");
+  EXPECT_EQ(core->worker_count(), 1u);
+}
+
+TEST_F(core_test, majordomo_client_gets_errors_as_body_frames_with_its_service) {
+  deliver(0, {"mc", "", "MDPC01", "nobody", "hi"});
+  advance(1100ms);
+  auto r = out.take("mc");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0], (strings{"mc", "", "MDPC01", "nobody", "503", "no worker for service"}));
+}
+
+TEST_F(core_test, mmi_service_answers_200_404_and_501) {
+  ready("w", {"echo"});
+  deliver(0, {"mc", "", "MDPC01", "mmi.service", "echo"});
+  deliver(0, {"mc", "", "MDPC01", "mmi.service", "other"});
+  deliver(0, {"mc", "", "MDPC01", "mmi.nothing", ""});
+  auto r = out.take("mc");
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_EQ(r[0], (strings{"mc", "", "MDPC01", "mmi.service", "200"}));
+  EXPECT_EQ(r[1], (strings{"mc", "", "MDPC01", "mmi.service", "404"}));
+  EXPECT_EQ(r[2], (strings{"mc", "", "MDPC01", "mmi.nothing", "501"}));
+}
+
+TEST_F(core_test, status_service_reports_services_workers_and_counters) {
+  ready("w", {"echo"}, 3);
+  request("c", 1, "echo");
+  request("c", 2, "scale0.status");
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  const auto j = nlohmann::json::parse(r[0].back());
+  ASSERT_EQ(j["services"].size(), 1u);
+  EXPECT_EQ(j["services"][0]["name"], "echo");
+  EXPECT_EQ(j["services"][0]["workers"], 1);
+  EXPECT_EQ(j["services"][0]["idle_slots"], 2);
+  EXPECT_EQ(j["services"][0]["in_flight"], 1);
+  EXPECT_EQ(j["workers"][0]["concurrency"], 3);
+  EXPECT_EQ(j["counters"]["requests"], 2);
+}
+
+TEST_F(core_test, reserved_service_names_and_a_second_ready_get_disconnect) {
+  deliver(1, {"m", "", "MDPW01", "\x01", "mmi.foo"});
+  auto m = out.take("m");
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0], (strings{"m", "", "MDPW01", "\x05"}));
+  ready("w", {"echo"});
+  out.take("w");
+  ready("w", {"echo"});
+  auto d = out.take("w");
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0][3], "\x05");
+  EXPECT_EQ(core->worker_count(), 0u);
+}
+
+TEST_F(core_test, commands_from_an_unknown_worker_get_disconnect) {
+  heartbeat("stranger");
+  deliver(1, {"mdp", "", "MDPW01", "\x04"});
+  EXPECT_EQ(out.take("stranger").at(0)[3], "\x05");
+  EXPECT_EQ(out.take("mdp").at(0)[3], "\x05");
+  deliver(1, {"quiet", "", "S0W1", "\x05"});  // DISCONNECT from a stranger: nothing to say
+  EXPECT_TRUE(out.take("quiet").empty());
+}
+
+TEST_F(core_test, stopping_worker_gets_no_new_work_but_its_replies_are_forwarded) {
+  ready("w", {"echo"}, 2);
+  request("c", 1, "echo");
+  const auto job = as_u64(jobs_of("w")[0][4]);
+  deliver(1, {"w", "", "S0W1", "\x07"});
+  auto ack = out.take("w");
+  ASSERT_EQ(ack.size(), 1u);
+  EXPECT_EQ(ack[0][3], "\x07");
+  request("c", 2, "echo");
+  EXPECT_EQ(jobs_of("w").size(), 0u);
+  reply("w", job);
+  EXPECT_EQ(replies_of("c").size(), 1u);
+  EXPECT_EQ(core->queued("echo"), 1u);
+}
+
+TEST_F(core_test, bounded_queue_and_per_client_inflight) {
+  broker_options o;
+  o.max_queue = 2;
+  o.max_client_inflight = 3;
+  reset(o);
+  request("c1", 1, "s");
+  request("c1", 2, "s");
+  request("c2", 3, "s");  // queue full
+  auto r = replies_of("c2");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), status::unavailable);
+  ready("w", {"s"}, 10);
+  request("c1", 4, "s");
+  request("c1", 5, "s");  // c1 already has 3 in flight
+  r = replies_of("c1");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u64(r[0][4]), 5u);
+  EXPECT_EQ(as_u16(r[0][5]), status::too_many_requests);
+}
+
+TEST_F(core_test, malformed_client_messages_are_answered_and_garbage_is_counted) {
+  deliver(0, {"c", "", "S0C1", "\x09", u64(3)});
+  deliver(0, {"c", "", "S0C2", "\x01", u64(4)});
+  deliver(0, {"c", "", "S0C1", "\x01", u64(5), "", u32(0)});
+  deliver(0, {"c"});
+  deliver(0, {"c", "junk"});
+  request("c", 6, "echo", "big", 0);
+  deliver(0, {"c", "", "S0C1", "\x01", u64(7), "echo", u32(0), "huge"}, true);
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 4u);  // request 6 is still waiting for a worker
+  EXPECT_EQ(as_u16(r[0][5]), status::not_implemented);
+  EXPECT_EQ(as_u16(r[1][5]), status::bad_version);
+  EXPECT_EQ(as_u64(r[1][4]), 4u);
+  EXPECT_EQ(as_u16(r[2][5]), status::bad_request);
+  EXPECT_EQ(as_u16(r[3][5]), status::too_large);
+  EXPECT_EQ(as_u64(r[3][4]), 7u);
+  EXPECT_EQ(core->counters().dropped_malformed, 2u);
+}
+
+TEST_F(core_test, oversized_request_gets_413) {
+  deliver(0, {"c", "", "S0C1", "\x01", u64(7), "echo", u32(0), "huge"}, true);
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), status::too_large);
+  EXPECT_EQ(core->service_count(), 0u);
+}
+
+TEST_F(core_test, every_request_ends_in_exactly_one_reply_under_churn) {
+  // Workers come, go and stall while clients keep asking: each request id gets one reply.
+  std::map<std::uint64_t, int> outcomes;
+  std::uint64_t next = 1;
+  for (int round = 0; round < 40; ++round) {
+    const std::string w = "w" + std::to_string(round % 4);
+    if (round % 3 == 0) ready(w, {"s"}, 2, round % 2 ? protocol::flag_idempotent : 0);
+    for (int k = 0; k < 5; ++k) request("c", next++, "s", "b", 400);
+    for (auto& j : jobs_of("w" + std::to_string((round + 1) % 4)))
+      if (round % 5 != 0) reply("w" + std::to_string((round + 1) % 4), as_u64(j[4]));
+    if (round % 7 == 0) deliver(1, {w, "", "S0W1", "\x05"});
+    advance(100ms);
+    for (auto& r : replies_of("c")) ++outcomes[as_u64(r[4])];
+  }
+  core->shutdown(now);
+  for (auto& r : replies_of("c")) ++outcomes[as_u64(r[4])];
+  ASSERT_EQ(outcomes.size(), next - 1);
+  for (const auto& [id, n] : outcomes) EXPECT_EQ(n, 1) << "request " << id;
+  EXPECT_EQ(core->requests_pending(), 0u);
+}
+
+}  // namespace
+}  // namespace scale0::broker_detail
