@@ -1,0 +1,267 @@
+// The public libraries against an embedded broker over real loopback TCP: client (sync, pipelined,
+// Lazy Pirate), worker (concurrency, errors, graceful stop, re-registration after a restart).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "scale0/broker.hpp"
+#include "scale0/client.hpp"
+#include "scale0/error.hpp"
+#include "scale0/worker.hpp"
+
+namespace scale0 {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A broker running on its own thread, on ports the system picks (or the given ones).
+class running_broker {
+ public:
+  explicit running_broker(broker_options o = loopback())
+      : b_(std::move(o)), t_([this] { b_.run(); }) {}
+  ~running_broker() {
+    b_.stop();
+    t_.join();
+  }
+  const bound_endpoints& endpoints() const { return b_.endpoints(); }
+  static broker_options loopback() {
+    broker_options o;
+    o.frontend = o.backend = o.heartbeat = "tcp://127.0.0.1:*";
+    o.heartbeat_interval = 100ms;
+    return o;
+  }
+
+ private:
+  broker b_;
+  std::thread t_;
+};
+
+class running_worker {
+ public:
+  running_worker(worker_options o, job_handler h)
+      : w_(std::move(o), std::move(h)), t_([this] { w_.run(); }) {}
+  ~running_worker() { stop(); }
+  void stop() {
+    if (!t_.joinable()) return;
+    w_.stop();
+    t_.join();
+  }
+
+ private:
+  worker w_;
+  std::thread t_;
+};
+
+worker_options options_for(const running_broker& b, std::vector<std::string> services,
+                           std::uint32_t concurrency = 1) {
+  worker_options o;
+  o.broker = b.endpoints().backend;
+  o.services = std::move(services);
+  o.concurrency = concurrency;
+  o.reconnect_min = 100ms;
+  return o;
+}
+
+job_result echo(job& j) {
+  job_result r;
+  r.message = "echoed";
+  r.body = std::move(j.body);  // frames pass through untouched
+  return r;
+}
+
+// Waits until the broker knows a worker for `service`.
+void await_service(client& c, const std::string& service) {
+  for (int i = 0; i < 200; ++i) {
+    if (c.request("mmi.service", service, 1000ms) == "200") return;
+    std::this_thread::sleep_for(10ms);
+  }
+  FAIL() << "no worker registered for " << service;
+}
+
+TEST(library, synchronous_request_round_trip) {
+  running_broker b;
+  running_worker w(options_for(b, {"echo"}), echo);
+  client c(b.endpoints().frontend);
+  await_service(c, "echo");
+  EXPECT_EQ(c.request("echo", "hello", 2000ms), "hello");
+  std::vector<zmq::message_t> body;
+  body.emplace_back("a", 1);
+  body.emplace_back("bc", 2);
+  const reply r = c.call("echo", std::move(body), 2000ms);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.message, "echoed");
+  ASSERT_EQ(r.body.size(), 2u);
+  EXPECT_EQ(r.text(), "abc");
+}
+
+TEST(library, errors_are_thrown_with_their_status) {
+  broker_options o = running_broker::loopback();
+  o.no_worker_timeout = 100ms;
+  running_broker b(o);
+  running_worker w(options_for(b, {"fail"}),
+                   [](job&) -> job_result { throw std::runtime_error("boom"); });
+  client c(b.endpoints().frontend);
+  await_service(c, "fail");
+  try {
+    c.request("fail", "x", 2000ms);
+    FAIL() << "expected an error";
+  } catch (const error& e) {
+    EXPECT_EQ(e.code(), status::worker_failed);
+    EXPECT_NE(std::string(e.what()).find("boom"), std::string::npos);
+  }
+  try {
+    c.request("nobody", "x", 2000ms);
+    FAIL() << "expected an error";
+  } catch (const error& e) {
+    EXPECT_EQ(e.code(), status::unavailable);
+  }
+}
+
+TEST(library, pipelined_client_gets_every_reply_exactly_once) {
+  running_broker b;
+  running_worker w1(options_for(b, {"echo"}, 8), echo);
+  running_worker w2(options_for(b, {"echo"}, 8), echo);
+  client c(b.endpoints().frontend);
+  await_service(c, "echo");
+  constexpr int total = 5000, window = 200;
+  std::map<std::uint64_t, std::string> expected;
+  std::set<std::uint64_t> seen;
+  int sent = 0;
+  const auto give_up = std::chrono::steady_clock::now() + 30s;
+  while (static_cast<int>(seen.size()) < total && std::chrono::steady_clock::now() < give_up) {
+    while (sent < total && sent - static_cast<int>(seen.size()) < window) {
+      const std::string body = "m" + std::to_string(sent++);
+      expected[c.send("echo", body, 5000ms)] = body;
+    }
+    auto r = c.receive(1000ms);
+    if (!r) continue;
+    ASSERT_EQ(r->status, 200);
+    ASSERT_TRUE(expected.contains(r->id));
+    EXPECT_EQ(r->text(), expected[r->id]);
+    EXPECT_TRUE(seen.insert(r->id).second) << "duplicate reply " << r->id;
+  }
+  EXPECT_EQ(seen.size(), static_cast<std::size_t>(total));
+  EXPECT_FALSE(c.receive(100ms).has_value());
+}
+
+TEST(library, worker_runs_up_to_its_concurrency_at_once) {
+  running_broker b;
+  std::atomic<int> now{0}, peak{0};
+  running_worker w(options_for(b, {"slow"}, 4), [&](job& j) {
+    const int n = ++now;
+    for (int p = peak; n > p && !peak.compare_exchange_weak(p, n);) {
+    }
+    std::this_thread::sleep_for(50ms);
+    --now;
+    return job_result::ok(j.text());
+  });
+  client c(b.endpoints().frontend);
+  await_service(c, "slow");
+  for (int i = 0; i < 12; ++i) c.send("slow", "x", 5000ms);
+  int replies = 0;
+  for (int i = 0; i < 12; ++i)
+    if (auto r = c.receive(3000ms); r && r->status == 200) ++replies;
+  EXPECT_EQ(replies, 12);
+  EXPECT_EQ(peak.load(), 4);
+}
+
+TEST(library, lazy_pirate_retries_until_the_broker_is_there) {
+  broker_options o = running_broker::loopback();
+  std::optional<running_broker> first(std::in_place, o);
+  o.frontend = first->endpoints().frontend;
+  o.backend = first->endpoints().backend;
+  o.heartbeat = first->endpoints().heartbeat;
+  first.reset();  // the ports are now known and free; nobody listens
+
+  client c(o.frontend, {300ms, 10});
+  std::thread late([&] {
+    std::this_thread::sleep_for(700ms);
+    static std::optional<running_broker> b;
+    static std::optional<running_worker> w;
+    b.emplace(o);
+    worker_options wo;
+    wo.broker = o.backend;
+    wo.services = {"echo"};
+    w.emplace(wo, echo);
+  });
+  EXPECT_EQ(c.request("echo", "eventually"), "eventually");
+  late.join();
+}
+
+TEST(library, retries_exhausted_gives_504) {
+  client c("tcp://127.0.0.1:1", {100ms, 2});
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    c.request("echo", "x");
+    FAIL();
+  } catch (const error& e) {
+    EXPECT_EQ(e.code(), status::deadline);
+  }
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 300ms);
+}
+
+TEST(library, graceful_stop_finishes_what_the_worker_holds) {
+  running_broker b;
+  std::atomic<bool> started{false};
+  auto w = std::make_unique<running_worker>(options_for(b, {"slow"}), [&](job& j) {
+    started = true;
+    std::this_thread::sleep_for(300ms);
+    return job_result::ok(j.text());
+  });
+  client c(b.endpoints().frontend);
+  await_service(c, "slow");
+  const auto id = c.send("slow", "finish me", 5000ms);
+  while (!started) std::this_thread::sleep_for(5ms);
+  std::thread stopper([&] { w->stop(); });
+  auto r = c.receive(3000ms);
+  stopper.join();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->id, id);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->text(), "finish me");
+  EXPECT_EQ(c.request("mmi.service", "slow", 1000ms), "404");
+}
+
+TEST(library, worker_registers_again_after_a_broker_restart) {
+  broker_options o = running_broker::loopback();
+  auto b = std::make_unique<running_broker>(o);
+  o.frontend = b->endpoints().frontend;
+  o.backend = b->endpoints().backend;
+  o.heartbeat = b->endpoints().heartbeat;
+  running_worker w(options_for(*b, {"echo"}), echo);
+  {
+    client c(o.frontend);
+    await_service(c, "echo");
+  }
+  b.reset();
+  b = std::make_unique<running_broker>(o);
+  client c(o.frontend);
+  await_service(c, "echo");
+  EXPECT_EQ(c.request("echo", "again", 2000ms), "again");
+}
+
+TEST(library, broker_reports_address_in_use) {
+  running_broker b;
+  broker_options o = running_broker::loopback();
+  o.frontend = b.endpoints().frontend;
+  try {
+    broker second(o);
+    FAIL() << "bound twice";
+  } catch (const error& e) {
+    EXPECT_NE(std::string(e.what()).find("frontend"), std::string::npos);
+  }
+}
+
+TEST(library, client_ping) {
+  running_broker b;
+  client c(b.endpoints().frontend);
+  EXPECT_TRUE(c.ping(1000ms));
+  client nobody("tcp://127.0.0.1:1");
+  EXPECT_FALSE(nobody.ping(100ms));
+}
+
+}  // namespace
+}  // namespace scale0
