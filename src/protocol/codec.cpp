@@ -88,7 +88,7 @@ inbound decode_ready(const frames& f) noexcept {
   if ((in.flags & ~flag_idempotent) != 0)
     return worker_error(status::bad_request, "unknown READY flags");
   if (f.size() - 7 > max_services_per_worker)
-    return worker_error(status::too_large, "too many services in READY");
+    return worker_error(status::bad_request, "too many services in READY");
   for (std::size_t i = 7; i < f.size(); ++i)
     if (!valid_service(f[i]))
       return worker_error(status::bad_request, "service name must be 1-255 bytes");
@@ -189,7 +189,7 @@ inbound decode_inbound(const frames& f) noexcept {
   if (header == worker_header) return decode_worker(f);
   if (header == mdp_client_header) {
     inbound in;
-    if (f.size() < 4 || !valid_service(f[3])) return in;
+    if (f.size() < 5 || !valid_service(f[3])) return in;  // RFC 7: body is 1+ frames
     in.kind = inbound_kind::mdp_request;
     in.service = view(f[3]);
     in.first = 4;
