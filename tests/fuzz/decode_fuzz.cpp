@@ -1,0 +1,71 @@
+// libFuzzer target for the wire decoders. The input is split into frames by a one-byte length
+// prefix (length, then that many bytes; a short last frame takes what is left), and the frames go
+// through all four decoders. A decoder must not crash, and every view it returns must lie inside
+// the frames it was given: anything else traps.
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "scale0/protocol.hpp"
+
+namespace {
+
+using namespace scale0::protocol;
+
+// Enough for every well-formed shape (READY with 64 services is 71 frames) and then some.
+constexpr std::size_t max_frames = 96;
+
+frames split(const std::uint8_t* data, std::size_t size) {
+  frames f;
+  std::size_t at = 0;
+  while (at < size && f.size() < max_frames) {
+    const std::size_t want = data[at++];
+    const std::size_t len = want < size - at ? want : size - at;
+    f.emplace_back(data + at, len);
+    at += len;
+  }
+  return f;
+}
+
+bool inside(std::string_view v, const frames& f) {
+  if (v.empty()) return true;
+  const auto p = reinterpret_cast<std::uintptr_t>(v.data());
+  for (const auto& m : f) {
+    const auto b = reinterpret_cast<std::uintptr_t>(m.data());
+    if (p >= b && p + v.size() <= b + m.size()) return true;
+  }
+  return false;
+}
+
+void check(bool ok) {
+  if (!ok) __builtin_trap();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const frames f = split(data, size);
+
+  const inbound in = decode_inbound(f);
+  check(inside(in.service, f));
+  check(in.first <= f.size());
+  if (in.kind == inbound_kind::client_error || in.kind == inbound_kind::worker_error)
+    check(!in.reason.empty() && in.status >= 400 && in.status <= 599);
+  if (in.kind == inbound_kind::client_error)
+    check(in.id == (f.size() > 4 && f[4].size() == 8 ? read_u64(f[4]) : 0));
+  if (in.kind == inbound_kind::worker_ready)
+    check(in.concurrency >= 1 && in.concurrency <= max_concurrency &&
+          (in.flags & ~flag_idempotent) == 0 && f.size() - in.first <= max_services_per_worker);
+
+  const worker_inbound wi = decode_for_worker(f);
+  check(inside(wi.service, f) && inside(wi.endpoint, f) && inside(wi.message, f));
+  check(wi.first <= f.size());
+
+  const client_inbound ci = decode_for_client(f);
+  check(inside(ci.message, f));
+  check(ci.first <= f.size());
+
+  heartbeat hb;
+  if (decode_heartbeat(f, hb)) check(f.size() == 3);
+  return 0;
+}
