@@ -38,8 +38,7 @@ int run_broker(broker_args& a) {
     spdlog::info("broker stopped");
     return 0;
   } catch (const error& e) {
-    spdlog::error("{}", e.what());
-    std::fprintf(stderr, "scale0 broker: %s\n", e.what());
+    std::fprintf(stderr, "scale0 broker: %s\n", e.message().c_str());
     return 1;
   }
 }

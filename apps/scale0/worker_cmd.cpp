@@ -43,6 +43,9 @@ int run_worker(worker_args& a) {
     w.run();
     running = nullptr;
     return 0;
+  } catch (const error& e) {
+    std::fprintf(stderr, "scale0 worker: %s\n", e.message().c_str());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "scale0 worker: %s\n", e.what());
     return 1;

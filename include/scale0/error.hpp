@@ -32,9 +32,11 @@ class error : public std::runtime_error {
  public:
   error(std::uint16_t code, const std::string& message);
   std::uint16_t code() const noexcept { return code_; }
+  const std::string& message() const noexcept { return message_; }  // what() without the code
 
  private:
   std::uint16_t code_;
+  std::string message_;
 };
 
 }  // namespace scale0

@@ -32,6 +32,6 @@ std::string_view reason_phrase(std::uint16_t code) noexcept {
 }
 
 error::error(std::uint16_t code, const std::string& message)
-    : std::runtime_error(std::to_string(code) + " " + message), code_(code) {}
+    : std::runtime_error(std::to_string(code) + " " + message), code_(code), message_(message) {}
 
 }  // namespace scale0

@@ -101,6 +101,14 @@ struct worker::impl {
     if (options.concurrency < 1 || options.concurrency > protocol::max_concurrency)
       throw error(status::bad_request, "concurrency must be 1-1024");
     if (!handler) throw error(status::bad_request, "a worker needs a handler");
+    try {  // fail here, not in run(), on an endpoint ZeroMQ cannot parse
+      zmq::socket_t probe(context, zmq::socket_type::dealer);
+      probe.set(zmq::sockopt::linger, 0);
+      probe.connect(options.broker);
+    } catch (const zmq::error_t& e) {
+      throw error(status::bad_request,
+                  "invalid broker endpoint " + options.broker + ": " + e.what());
+    }
     stop_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     result_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     backoff = options.reconnect_min;
@@ -320,10 +328,24 @@ struct worker::impl {
     return false;
   }
 
-  void run() {
+  // Joins the handler threads however run() ends.
+  struct pool_guard {
+    impl& self;
     std::vector<std::thread> threads;
+    ~pool_guard() {
+      {
+        std::lock_guard lock(self.mu);
+        self.pool_exit = true;
+      }
+      self.cv.notify_all();
+      for (auto& t : threads) t.join();
+    }
+  };
+
+  void run() {
+    pool_guard pool{*this, {}};
     for (std::uint32_t i = 0; i < options.concurrency; ++i)
-      threads.emplace_back([this] { handler_thread(); });
+      pool.threads.emplace_back([this] { handler_thread(); });
     connect(clock::now());
     bool stop_asked = false;
     for (;;) {
@@ -364,12 +386,6 @@ struct worker::impl {
       while (dealer && receive(dealer)) on_broker_message(now);
       while (sub && receive(sub)) on_heartbeat(now);
     }
-    {
-      std::lock_guard lock(mu);
-      pool_exit = true;
-    }
-    cv.notify_all();
-    for (auto& t : threads) t.join();
     close_connection();
   }
 
