@@ -18,7 +18,7 @@ struct broker_options {
   std::uint32_t liveness = 3;
   std::chrono::milliseconds no_worker_timeout{1000};
   std::chrono::milliseconds request_timeout{30000};  // used when a request gives 0
-  std::size_t max_frames = 64;
+  std::size_t max_frames = 128;  // a READY for 64 services is 71 frames
   std::size_t max_message_bytes = 8u << 20;
   std::size_t max_queue = 10000;  // queued requests per service
   std::size_t max_services = 10000;

@@ -269,7 +269,7 @@ class Broker:
 
     def __init__(self, heartbeat_interval=200, liveness=3, no_worker_timeout=None,
                  request_timeout=None, max_queue=None, max_frames=None, max_message_bytes=None,
-                 max_client_inflight=None, idempotent=None, extra=(), ports=None):
+                 max_client_inflight=None, idempotent=None, extra=(), ports=None, heartbeat_bind=None):
         self.opts = dict(heartbeat_interval=heartbeat_interval, liveness=liveness,
                          no_worker_timeout=no_worker_timeout, request_timeout=request_timeout,
                          max_queue=max_queue, max_frames=max_frames,
@@ -279,6 +279,7 @@ class Broker:
         self.liveness = liveness
         self.extra = list(extra)
         self.fixed_ports = ports
+        self.heartbeat_bind = heartbeat_bind  # e.g. "tcp://*:%d" to bind the PUB socket on all hosts
         self.ports = ports
         self.proc = None
         self.ready_line = None
@@ -300,7 +301,7 @@ class Broker:
 
     def args(self):
         a = [BIN, "broker", "--frontend", self.frontend, "--backend", self.backend,
-             "--heartbeat", self.heartbeat]
+             "--heartbeat", (self.heartbeat_bind % self.ports[2]) if self.heartbeat_bind else self.heartbeat]
         o = self.opts
         if o["heartbeat_interval"] is not None:
             a += ["--heartbeat-interval", str(o["heartbeat_interval"])]
@@ -430,7 +431,7 @@ class Scale0Worker:
         if name is not None:
             a += ["--name", name]
         a += list(extra)
-        self.name = name
+        self.wname = name
         self.proc = Proc(a)
 
     def alive(self):
@@ -713,7 +714,7 @@ class NativeWorker(threading.Thread):
         self.send_heartbeats = send_heartbeats
         self.subscribe = subscribe
         self.reregister = reregister
-        self.name = b_(name) if name else b"pyworker-%d" % NativeWorker._n
+        self.wname = b_(name) if name else b"pyworker-%d" % NativeWorker._n
         self.auto_ready = send_ready
         self.hb_every_ms = hb_every_ms
 
@@ -732,9 +733,11 @@ class NativeWorker(threading.Thread):
         self.sent_heartbeats = []
         self.error = None
         self.registrations = 0
+        self.reconnects = []  # times the worker gave up on a silent broker and reconnected
+        self._active = None  # the WELCOME of the current registration
 
         self._out = queue.Queue()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._lock = threading.Lock()
         self._sub_endpoint = None
 
@@ -765,10 +768,15 @@ class NativeWorker(threading.Thread):
             f += [u16(status), b_(message)]
         self.send(f)
 
+    def leave(self, status=None, message=b""):
+        """Stop heartbeating and send DISCONNECT, as a real worker leaving would."""
+        self.send_heartbeats = False
+        self.send_disconnect(status, message)
+
     def wait_welcome(self, timeout=10.0):
         if not self.welcome_evt.wait(timeout):
             raise AssertionError("worker %r got no WELCOME within %.1fs (disconnects=%r, unknown=%r, error=%r)"
-                                 % (self.name, timeout, self.disconnects, self.unknown[:3], self.error))
+                                 % (self.wname, timeout, self.disconnects, self.unknown[:3], self.error))
         return self.welcome
 
     def next_job(self, timeout=5.0):
@@ -797,13 +805,13 @@ class NativeWorker(threading.Thread):
         return self.disconnects[0]
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         if self.is_alive():
             self.join(5.0)
 
     def check(self):
         if self.error:
-            raise AssertionError("worker thread %r failed: %s" % (self.name, self.error))
+            raise AssertionError("worker thread %r failed: %s" % (self.wname, self.error))
 
     # ---- thread ----
     def run(self):
@@ -819,11 +827,13 @@ class NativeWorker(threading.Thread):
         poller = zmq.Poller()
         poller.register(dealer, zmq.POLLIN)
         next_hb = None
+        self._last_rx = now()
+        backoff = 1.0
         try:
             if self.auto_ready:
                 dealer.send_multipart(self.ready_frames())
             for _ in range(10 ** 8):
-                if self._stop.is_set():
+                if self._halt.is_set():
                     break
                 # outgoing
                 for _ in range(10000):
@@ -834,14 +844,37 @@ class NativeWorker(threading.Thread):
                     dealer.send_multipart(f)
                 # heartbeats
                 t = now()
-                if self.welcome is not None and self.send_heartbeats:
-                    interval = (self.hb_every_ms or self.welcome.heartbeat_ms) / 1000.0
+                active = self._active
+                if active is not None and self.send_heartbeats:
+                    interval = (self.hb_every_ms or active.heartbeat_ms) / 1000.0
                     if next_hb is None:
                         next_hb = t + interval
                     elif t >= next_hb:
                         dealer.send_multipart([b"", W_HDR, u8(W_HEARTBEAT)])
                         self.sent_heartbeats.append(t)
                         next_hb = t + interval
+                # broker silent for liveness intervals: reconnect with backoff (only if reregister)
+                if (self.reregister and active is not None
+                        and t - self._last_rx > active.liveness * active.heartbeat_ms / 1000.0):
+                    self.reconnects.append(t)
+                    poller.unregister(dealer)
+                    dealer.close(0)
+                    if sub is not None:
+                        poller.unregister(sub)
+                        sub.close(0)
+                        sub = None
+                    self._active = None
+                    next_hb = None
+                    self._halt.wait(backoff)
+                    backoff = min(backoff * 2, 32.0)
+                    if self._halt.is_set():
+                        dealer = None
+                        break
+                    dealer = make_socket(self.ctx, zmq.DEALER, self.endpoint)
+                    poller.register(dealer, zmq.POLLIN)
+                    self._last_rx = now()
+                    dealer.send_multipart(self.ready_frames())
+                    continue
                 timeout_ms = 10
                 if next_hb is not None and self.send_heartbeats:
                     timeout_ms = max(0, min(timeout_ms, int((next_hb - now()) * 1000)))
@@ -852,24 +885,29 @@ class NativeWorker(threading.Thread):
                             m = dealer.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
+                        self._last_rx = now()
                         self._on_router(m, dealer)
+                        if self._active is not None:
+                            backoff = 1.0
                 if sub is not None and sub in events:
                     for _ in range(1000):
                         try:
                             m = sub.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
+                        self._last_rx = now()
                         self._on_pub(m, dealer)
                 # connect SUB after WELCOME
-                if self.subscribe and self.welcome is not None and sub is None:
+                if self.subscribe and self._active is not None and sub is None:
                     sub = self.ctx.socket(zmq.SUB)
                     sub.setsockopt(zmq.LINGER, 0)
                     sub.setsockopt(zmq.SUBSCRIBE, H_HDR)
-                    self._sub_endpoint = self.welcome.connect_endpoint()
+                    self._sub_endpoint = self._active.connect_endpoint()
                     sub.connect(self._sub_endpoint)
                     poller.register(sub, zmq.POLLIN)
         finally:
-            dealer.close(0)
+            if dealer is not None:
+                dealer.close(0)
             if sub is not None:
                 sub.close(0)
 
@@ -879,8 +917,10 @@ class NativeWorker(threading.Thread):
             bid, seq = du64(m[1]), du64(m[2])
             prev = self.pubs[-1][1] if self.pubs else None
             self.pubs.append((t, bid, seq, m))
-            if prev is not None and bid != prev and self.reregister:
+            if prev is not None and bid != prev and self.reregister and self._active is not None \
+                    and self._active.broker_id != bid:
                 self.welcome_evt.clear()
+                self._active = None
                 dealer.send_multipart(self.ready_frames())
         else:
             self.bad_pubs.append((t, m))
@@ -894,6 +934,7 @@ class NativeWorker(threading.Thread):
         if cmd == W_WELCOME:
             w = Welcome(m)
             self.welcome = w
+            self._active = w
             self.welcomes.append((t, w))
             self.registrations += 1
             self.welcome_evt.set()
@@ -906,7 +947,7 @@ class NativeWorker(threading.Thread):
             self.job_q.put(job)
             res = None
             if self.mode == "echo":
-                res = (200, self.name, job.body)
+                res = (200, self.wname, job.body)
             elif callable(self.mode):
                 res = self.mode(job)
             if res is not None:
@@ -921,6 +962,7 @@ class NativeWorker(threading.Thread):
             self.disconnect_evt.set()
             if self.reregister:
                 self.welcome_evt.clear()
+                self._active = None
                 dealer.send_multipart(self.ready_frames())
         elif cmd == W_STOPPING:
             self.stoppings.append((t, m))
@@ -1005,14 +1047,18 @@ class MdpJob:
 
 
 class MdpWorker(threading.Thread):
-    """MDP/Worker 0.1 on a DEALER, in a background thread. Sends HEARTBEAT every hb_ms after READY."""
+    """MDP/Worker 0.1 on a DEALER, in a background thread. Sends HEARTBEAT every hb_ms after READY.
+    With reregister: READY again after a DISCONNECT, and (RFC 7) reconnect + READY after `liveness`
+    intervals without any message from the broker."""
 
     _n = 0
 
     def __init__(self, ctx, endpoint, service, hb_ms=200, mode="echo", send_heartbeats=True,
-                 reregister=False, send_ready=True, reply_prefix=b""):
+                 reregister=False, send_ready=True, reply_prefix=b"", liveness=3):
         super().__init__(daemon=True)
         MdpWorker._n += 1
+        self.liveness = liveness
+        self.reconnects = []
         self.ctx, self.endpoint, self.service = ctx, endpoint, b_(service)
         self.hb_ms = hb_ms
         self.mode = mode
@@ -1029,7 +1075,7 @@ class MdpWorker(threading.Thread):
         self.error = None
         self.ready_sent = False
         self._out = queue.Queue()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def send(self, frames):
         self._out.put([b_(f) for f in frames])
@@ -1050,7 +1096,7 @@ class MdpWorker(threading.Thread):
         return self.disconnect_evt.wait(timeout)
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         if self.is_alive():
             self.join(5.0)
 
@@ -1068,13 +1114,14 @@ class MdpWorker(threading.Thread):
     def _run(self):
         s = make_socket(self.ctx, zmq.DEALER, self.endpoint)
         next_hb = None
+        last_rx = now()
         try:
             if self.auto_ready:
                 s.send_multipart([b"", MDPW, M_READY, self.service])
                 self.ready_sent = True
                 next_hb = now() + self.hb_ms / 1000.0
             for _ in range(10 ** 8):
-                if self._stop.is_set():
+                if self._halt.is_set():
                     break
                 for _ in range(10000):
                     try:
@@ -1090,15 +1137,30 @@ class MdpWorker(threading.Thread):
                 if self.send_heartbeats and next_hb is not None and t >= next_hb:
                     s.send_multipart([b"", MDPW, M_HEARTBEAT])
                     next_hb = t + self.hb_ms / 1000.0
+                # RFC 7: the broker is dead after `liveness` silent intervals: reconnect, READY again
+                if self.reregister and self.ready_sent and t - last_rx > self.liveness * self.hb_ms / 1000.0:
+                    self.reconnects.append(t)
+                    s.close(0)
+                    s = None
+                    self._halt.wait(1.0)
+                    if self._halt.is_set():
+                        break
+                    s = make_socket(self.ctx, zmq.DEALER, self.endpoint)
+                    s.send_multipart([b"", MDPW, M_READY, self.service])
+                    last_rx = now()
+                    next_hb = last_rx + self.hb_ms / 1000.0
+                    continue
                 if s.poll(10, zmq.POLLIN):
                     for _ in range(1000):
                         try:
                             m = s.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
+                        last_rx = now()
                         self._on_msg(m, s)
         finally:
-            s.close(0)
+            if s is not None:
+                s.close(0)
 
     def _on_msg(self, m, s):
         t = now()
@@ -1156,6 +1218,29 @@ def counter_sum(status_json, suffix):
     return sum(vals) if vals else None
 
 
+def service_workers(status_json, name):
+    """Number of workers the status JSON lists for service name (protocol.md: "services (workers,
+    idle slots, queue depth, counters)"). Accepts services as a list of objects with a name, or an
+    object keyed by name; workers as a count or a list. None if the service is not listed."""
+    services = status_json.get("services") if isinstance(status_json, dict) else None
+    entry = None
+    if isinstance(services, dict):
+        entry = services.get(name)
+    elif isinstance(services, list):
+        for e in services:
+            if isinstance(e, dict) and (e.get("name") == name or e.get("service") == name):
+                entry = e
+                break
+    if entry is None:
+        return None
+    w = entry.get("workers") if isinstance(entry, dict) else None
+    if isinstance(w, list):
+        return len(w)
+    if isinstance(w, int) and not isinstance(w, bool):
+        return w
+    raise AssertionError("service %r in scale0.status has no worker count: %r" % (name, entry))
+
+
 # ---------------------------------------------------------------------------------------------
 # Test case base
 # ---------------------------------------------------------------------------------------------
@@ -1193,18 +1278,22 @@ class Scale0TestCase(unittest.TestCase):
         return b
 
     def _cleanup_broker(self, b):
-        outcome = getattr(self, "_outcome", None)
-        failed = False
-        try:
-            failed = bool(outcome and not outcome.success)
-        except Exception:
-            pass
+        failed = self._failed()
         b.kill()
         if VERBOSE or failed:
             text = b.stderr_text()
             if text:
                 sys.stderr.write("\n----- broker stderr (%s) -----\n%s\n-----\n" % (self.id(), text[-6000:]))
         b.cleanup()
+
+    def _failed(self):
+        """True if this test has already recorded a failure or error (best effort)."""
+        outcome = getattr(self, "_outcome", None)
+        result = getattr(outcome, "result", None)
+        try:
+            return any(t is self for t, _ in list(result.failures) + list(result.errors))
+        except Exception:
+            return False
 
     # --- workers ---
     def native_worker(self, broker_or_ep, services, wait=True, **kw):

@@ -28,13 +28,48 @@ class DeadlineTest(Scale0TestCase):
         self.assertEqual(c.drain_replies(1.0), [], "a late reply after 504 must be dropped")
         # and the broker counts it
         st = self.status_json(b, c)
-        n = counter_sum(st, "unknown_reply")
-        self.assertIsNotNone(n, "scale0.status should expose dropped.unknown_reply: %r" % st)
+        n = counter_sum(st, "late_reply")
+        self.assertIsNotNone(n, "scale0.status should expose dropped.late_reply: %r" % st)
         self.assertGreaterEqual(n, 1)
         # the worker can serve again after its late reply
         w.mode = "echo"
         r = c.request("late", [b"again"], timeout_ms=5000)
         self.assertEqual((r.status, r.body), (200, [b"again"]))
+
+    def test_abandoned_request_keeps_the_worker_credit_until_it_replies(self):
+        # protocol.md: "in flight | deadline passes | REPLY 504; the worker keeps the credit until it
+        # replies | abandoned" and "abandoned | worker REPLY | drop, ..., worker regains credit"
+        b = self.start_broker()
+        w = self.native_worker(b, ["slowpoke"], concurrency=1, mode="hold")
+        c = self.client(b)
+        rid1 = c.send_request("slowpoke", [b"first"], timeout_ms=300)
+        j1 = w.next_job(3.0)
+        self.assertIsNotNone(j1)
+        self.assertEqual(c.get_reply(rid1, 5.0).status, 504)
+        rid2 = c.send_request("slowpoke", [b"second"], timeout_ms=10000)
+        self.assertEqual(w.jobs_within(1.0), [], "the worker still holds the abandoned request: no new one")
+        w.reply(j1, 200, b"", [b"late"])
+        j2 = w.next_job(3.0)
+        self.assertIsNotNone(j2, "the late reply gives the credit back")
+        self.assertEqual(j2.body, [b"second"])
+        w.reply(j2, 200, b"", [b"second"])
+        r2 = c.get_reply(rid2, 5.0)
+        self.assertEqual((r2.status, r2.body), (200, [b"second"]))
+        self.assertEqual(c.drain_replies(0.5), [], "the late reply to the first request is never delivered")
+
+    def test_abandoned_request_worker_dies_no_second_reply(self):
+        # protocol.md: "abandoned | worker dies | forget it (its client already has 504)"
+        b = self.start_broker(heartbeat_interval=200, liveness=3)
+        w = self.native_worker(b, ["doomed"], concurrency=1, mode="hold", flags=0x01)
+        spare = self.native_worker(b, ["doomed"], concurrency=1, mode="hold")
+        c = self.client(b)
+        rid = c.send_request("doomed", [b"x"], timeout_ms=300)
+        self.assertIsNotNone(w.next_job(3.0))
+        self.assertEqual(c.get_reply(rid, 5.0).status, 504)
+        w.leave()
+        time.sleep(1.0)
+        self.assertEqual(c.drain_replies(0.5), [], "no 502 (or anything) after the 504")
+        self.assertEqual(spare.jobs, [], "an abandoned request is not re-dispatched, even if idempotent")
 
     def test_queued_deadline_gives_504(self):
         b = self.start_broker()

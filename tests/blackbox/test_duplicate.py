@@ -62,6 +62,7 @@ class DuplicateReplyTest(Scale0TestCase):
         j = w.next_job(3.0)
         w.reply(j, 200, b"", [b"x"])
         w.reply(j, 200, b"", [b"x"])          # duplicate
+        w.reply(0xDEADBEEF, 200, b"", [b"?"])  # a job-id never issued
         self.assertEqual(c.get_reply(rid, 5.0).status, 200)
         time.sleep(0.5)
         self.assertEqual(c.drain_replies(0.3), [])
@@ -69,8 +70,25 @@ class DuplicateReplyTest(Scale0TestCase):
         n0 = counter_sum(before, "unknown_reply")
         n1 = counter_sum(after, "unknown_reply")
         self.assertIsNotNone(n1, "scale0.status should expose the dropped.unknown_reply counter: %r" % after)
-        self.assertGreaterEqual(n1 - (n0 or 0), 1, "the duplicate was dropped: before=%r after=%r" % (n0, n1))
-        self.assertEqual(w.disconnects, [], "a duplicate REPLY is dropped, not punished")
+        self.assertEqual(n1 - (n0 or 0), 2, "the duplicate and the never-issued reply are counted: before=%r after=%r" % (n0, n1))
+        self.assertEqual(w.disconnects, [], "a duplicate or unknown REPLY is dropped, not punished")
+
+    def test_reply_with_another_workers_job_id_is_dropped(self):
+        b = self.start_broker()
+        wa = self.native_worker(b, ["pair"], concurrency=1, mode="hold", name="A")
+        wb = self.native_worker(b, ["pair"], concurrency=1, mode="hold", name="B")
+        c = self.client(b)
+        n0 = counter_sum(self.status_json(b, c), "unknown_reply") or 0
+        rid = c.send_request("pair", [b"for A"], timeout_ms=10000)
+        ja = wa.next_job(3.0)
+        self.assertIsNotNone(ja, "the first request goes to A (waited longest)")
+        wb.reply(ja, 200, b"B", [b"hijack"])  # B answers A's job
+        self.assertEqual(c.drain_replies(0.8), [], "a reply from a worker that does not hold the job is dropped")
+        wa.reply(ja, 200, b"A", [b"real"])
+        r = c.get_reply(rid, 5.0)
+        self.assertEqual((r.status, r.message, r.body), (200, b"A", [b"real"]))
+        n1 = counter_sum(self.status_json(b, c), "unknown_reply")
+        self.assertEqual(n1 - n0, 1)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ import os
 import time
 import unittest
 
-from harness import HERE, PYTHON, Proc, Scale0TestCase, now
+import sys
+
+from harness import HERE, PYTHON, VERBOSE, Proc, Scale0TestCase, now
 
 INTERVAL = 200  # ms
 
@@ -85,6 +87,9 @@ class SeedPostTest(Scale0TestCase):
         n_pubs = len([t for t in times if t_start <= t <= window_end])
         self.assertGreaterEqual(n_pubs, int(flood_secs / (INTERVAL / 1000.0)) // 2,
                                 "too few PUB heartbeats during the flood: %d in %.1fs" % (n_pubs, flood_secs))
+        if VERBOSE:
+            sys.stderr.write("\nflood %r; %d PUB heartbeats, max gap %.0f ms, B latency mid-flood %.0f ms\n"
+                             % (stats, n_pubs, max(g) * 1000, mid_latency * 1000))
         self.assertLessEqual(max(g), 2 * INTERVAL / 1000.0,
                              "gap of %.0f ms between broker heartbeats under load (limit %d ms); flood %r"
                              % (max(g) * 1000, 2 * INTERVAL, stats))

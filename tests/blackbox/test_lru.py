@@ -60,7 +60,7 @@ class LruTest(Scale0TestCase):
         self.assertEqual(len(w1.jobs), 2)
         for w in (w1, w2):
             for jj in list(w.jobs):
-                w.reply(jj, 200, w.name, jj.body)
+                w.reply(jj, 200, w.wname, jj.body)
         got = c.collect(3, 5.0)
         self.assertEqual(sorted(r.rid for r in got), sorted([r1, r2, r3]))
 

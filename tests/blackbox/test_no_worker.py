@@ -64,7 +64,7 @@ class NoWorkerTest(Scale0TestCase):
         w = self.native_worker(b, ["left"], mode="echo")
         c = self.client(b)
         self.assertEqual(c.request("left", [b"x"], timeout_ms=5000).status, 200)
-        w.send_disconnect()
+        w.leave()
         self.wait_mmi(b, "left", expect=b"404", timeout=5.0, client=c)
         t0 = now()
         r = c.request("left", [b"x"], timeout_ms=20000, wait=5.0)

@@ -4,7 +4,7 @@ the dead worker is purged within liveness x interval."""
 import time
 import unittest
 
-from harness import Scale0TestCase, now
+from harness import Scale0TestCase, now, service_workers
 
 INTERVAL = 200
 LIVENESS = 3
@@ -33,6 +33,7 @@ class Scale0WorkerKilledTest(Scale0TestCase):
         # the worker is gone from the service
         self.assertEqual(self.mmi_service(b, "slow"), b"404",
                          "mmi.service should say 404 once the only worker was purged")
+        self.assertIn(service_workers(self.status_json(b, c), "slow"), (None, 0))
         self.assertEqual(c.drain_replies(0.5), [], "exactly one reply")
 
     def test_killed_worker_non_idempotent_with_second_worker(self):
@@ -56,6 +57,9 @@ class Scale0WorkerKilledTest(Scale0TestCase):
         self.assertEqual(ok.message, b"w2")
         bad = [r for r in got if r.status == 502][0]
         self.assertLess(bad.t - t_kill, EXPIRY + MARGIN)
+        # scale0.status reflects the loss: one worker left for the service
+        st = self.status_json(b, c)
+        self.assertEqual(service_workers(st, "slow"), 1, "scale0.status should list 1 worker for 'slow': %r" % st)
         # nothing more is routed to the dead worker: every following request is served by w2
         for i in range(4):
             r = c.request("slow", [b"after%d" % i], timeout_ms=6000, wait=10.0)
@@ -81,6 +85,7 @@ class Scale0WorkerKilledTest(Scale0TestCase):
             self.assertEqual(by[rid].message, b"w2")
             self.assertEqual(by[rid].body, body)
         self.assertEqual(c.drain_replies(0.5), [])
+        self.assertEqual(service_workers(self.status_json(b, c), "idem"), 1)
         for i in range(3):
             r = c.request("idem", [b"after%d" % i], timeout_ms=6000, wait=10.0)
             self.assertEqual((r.status, r.message), (200, b"w2"))
@@ -106,7 +111,7 @@ class NativeWorkerLeavesTest(Scale0TestCase):
         rids = [c.send_request("D", [b"%d" % i], timeout_ms=20000) for i in range(2)]
         self.assertEqual(len(w.jobs_within(1.0)), 2)
         t0 = now()
-        w.send_disconnect()
+        w.leave()
         got = c.collect(2, 5.0)
         self.assertEqual(sorted((r.rid, r.status) for r in got), sorted((rid, 502) for rid in rids))
         self.assertLess(max(r.t for r in got) - t0, 1.5,
@@ -123,14 +128,14 @@ class NativeWorkerLeavesTest(Scale0TestCase):
         rid = c.send_request("I", [b"job"], timeout_ms=20000)
         j1 = w1.next_job(3.0)
         self.assertIsNotNone(j1)
-        w1.send_disconnect()
+        w1.leave()
         # re-dispatched once to the next worker in LRU order (i2), same service and body
         j2 = w2.next_job(3.0)
         self.assertIsNotNone(j2, "idempotent request should be re-dispatched to another worker")
         self.assertEqual((j2.service, j2.body), (b"I", [b"job"]))
         self.assertEqual(c.drain_replies(0.2), [])
         # the second death: it was already re-dispatched once -> 502, not a third attempt at i3
-        w2.send_disconnect()
+        w2.leave()
         r = c.get_reply(rid, 5.0)
         self.assertIsNotNone(r)
         self.assertEqual(r.status, 502, r)

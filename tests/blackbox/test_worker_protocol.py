@@ -27,7 +27,8 @@ class ReadyValidationTest(Scale0TestCase):
         return d
 
     def test_invalid_ready_gets_disconnect_400(self):
-        b = self.start_broker()
+        # --max-frames is raised so that the 64-service limit is tested on its own
+        b = self.start_broker(max_frames=256)
         cases = [
             (ready(concurrency=0), "concurrency 0"),
             (ready(concurrency=1025), "concurrency 1025"),
@@ -42,7 +43,8 @@ class ReadyValidationTest(Scale0TestCase):
             ([b"", W_HDR, u8(W_READY), u32(1), u32(0), b"\x00\x00", b"svc"], "2-byte flags"),
         ]
         for frames, what in cases:
-            self.expect_disconnect(b.backend, frames, 400, what)
+            with self.subTest(what):
+                self.expect_disconnect(b.backend, frames, 400, what)
         c = self.client(b)
         self.assertEqual(self.mmi_service(b, "svc", c), b"404", "no invalid READY may register")
         # limits themselves are valid
@@ -130,6 +132,17 @@ class WelcomeTest(Scale0TestCase):
         self.assertEqual(len(set(seqs)), len(seqs), "sequence numbers increase")
         self.assertEqual(w1.bad_pubs, [])
 
+    def test_wildcard_heartbeat_endpoint(self):
+        # "a host of * or 0.0.0.0 means the host you reached the broker at"
+        b = self.start_broker(heartbeat_interval=200, heartbeat_bind="tcp://*:%d")
+        w = self.native_worker(b, ["wild"])
+        self.assertTrue(w.welcome.endpoint.endswith(":%d" % b.ports[2]), w.welcome.endpoint)
+        deadline = now() + 3.0
+        while len(w.pubs) < 2 and now() < deadline:
+            time.sleep(0.05)
+        self.assertGreaterEqual(len(w.pubs), 2, "PUB heartbeats reachable via the WELCOME endpoint %r"
+                                % w.welcome.endpoint)
+
     def test_longer_negotiated_interval_is_respected(self):
         # broker interval 200 ms x 3; the worker asks for 700 ms and heartbeats at that pace:
         # the broker must judge it by 700 ms x 3, not 200 ms x 3.
@@ -141,7 +154,7 @@ class WelcomeTest(Scale0TestCase):
         c = self.client(b)
         r = c.request("slowbeat", [b"x"], timeout_ms=5000)
         self.assertEqual(r.status, 200)
-        self.assertEqual(r.message, w.name)
+        self.assertEqual(r.message, w.wname)
 
     def test_silent_native_worker_expires_then_is_told_disconnect(self):
         b = self.start_broker(heartbeat_interval=200, liveness=3)
@@ -180,7 +193,7 @@ class StoppingTest(Scale0TestCase):
         w.reply(j, 200, b"bye", [b"done"])
         r = c.get_reply(rid, 5.0)
         self.assertEqual((r.status, r.message, r.body), (200, b"bye", [b"done"]))
-        w.send_disconnect()
+        w.leave()
         # the new request had no other worker: 503 (no-worker timeout, measured from its arrival)
         r2 = c.get_reply(rid2, 5.0)
         self.assertIsNotNone(r2)
