@@ -113,8 +113,8 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   if (reserved_service(in.service)) return on_management(c, msg, in.first, now);
 
   const std::string& key = make_key(socket, c.identity);
-  auto client = client_inflight_.find(key);
-  if (client != client_inflight_.end() && client->second >= options_.max_client_inflight)
+  auto client = clients_.find(key);
+  if (client != clients_.end() && client->second.in_flight >= options_.max_client_inflight)
     return send_error(c, status::too_many_requests, "too many requests in flight for this client");
 
   const std::uint32_t s = find_or_create_service(in.service, now);
@@ -123,8 +123,9 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
     count_error(s, status::unavailable);
     return send_error(c, status::unavailable, "service queue full");
   }
-  if (client == client_inflight_.end()) client = client_inflight_.emplace(key, 0).first;
-  ++client->second;
+  if (client == clients_.end()) client = clients_.emplace(key, client_entry{}).first;
+  ++client->second.in_flight;
+  client->second.last_request = now;
   ++services_[s].requests;
 
   const std::uint32_t slot = alloc_slot();
@@ -391,9 +392,8 @@ void broker_core::finish(std::uint32_t slot) {
   if (r.state == slot_state::in_flight) --S.in_flight;
   if (r.state == slot_state::queued || r.state == slot_state::in_flight) {
     // abandoned requests gave their client slot back when the client got 504
-    if (auto it = client_inflight_.find(make_key(r.client_socket, r.client));
-        it != client_inflight_.end())
-      --it->second;
+    if (auto it = clients_.find(make_key(r.client_socket, r.client)); it != clients_.end())
+      --it->second.in_flight;
   }
   timers_.cancel(slot);
   r.body.clear();
@@ -431,9 +431,8 @@ void broker_core::on_timer(std::uint32_t slot, time_point now) {
   // The worker still holds it (and its credit) until it replies; the client hears now.
   count_error(r.service, status::deadline);
   send_error(client_of(r), status::deadline, "deadline passed while a worker held the request");
-  if (auto it = client_inflight_.find(make_key(r.client_socket, r.client));
-      it != client_inflight_.end())
-    --it->second;
+  if (auto it = clients_.find(make_key(r.client_socket, r.client)); it != clients_.end())
+    --it->second.in_flight;
   --services_[r.service].in_flight;
   r.state = slot_state::abandoned;
   r.body.clear();
@@ -536,7 +535,10 @@ void broker_core::heartbeat_tick(time_point now) {
     S.used = false;
     free_services_.push_back(s);
   }
-  std::erase_if(client_inflight_, [](const auto& kv) { return kv.second == 0; });
+  // Clients still active keep their entry, so a steady client costs no allocation per request.
+  std::erase_if(clients_, [&](const auto& kv) {
+    return kv.second.in_flight == 0 && now - kv.second.last_request > options_.heartbeat_interval;
+  });
   next_heartbeat_ += options_.heartbeat_interval;
   if (next_heartbeat_ <= now) next_heartbeat_ = now + options_.heartbeat_interval;
 }

@@ -198,7 +198,11 @@ class broker_core {
   std::vector<std::uint32_t> free_services_;
   std::unordered_map<std::string, std::uint32_t> worker_by_key_;
   std::unordered_map<std::string, std::uint32_t> service_by_name_;
-  std::unordered_map<std::string, std::uint32_t> client_inflight_;
+  struct client_entry {
+    std::uint32_t in_flight = 0;
+    time_point last_request{};
+  };
+  std::unordered_map<std::string, client_entry> clients_;
 
   timer_wheel timers_;
   std::vector<std::uint32_t> due_;
