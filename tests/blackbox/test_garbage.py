@@ -52,7 +52,7 @@ class ClientErrorRepliesTest(Scale0TestCase):
         self.expect_status(p, req(rid=b"\x01" * 9), 400, rid=0, what="9-byte request-id")
         self.expect_status(p, [b"", C_HDR, b"\x01"], 400, rid=0, what="REQUEST with nothing after the command")
         self.expect_status(p, req(cmd=b"\x01\x00"), (400, 501), what="2-byte command frame")
-        self.expect_status(p, req(body=[b"f"] * 100), 413, what="100 frames (limit 64)")
+        self.expect_status(p, req(body=[b"f"] * 200), 413, what="200 frames (default limit 128)")
         self.expect_status(p, req(body=[b""] * 5000), 413, what="5000 frames")
         self.expect_status(p, req(hdr=b"S0C9"), 505, what="S0C9 header")
         # the broker still answers normally on this very socket
