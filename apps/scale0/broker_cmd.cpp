@@ -1,41 +1,155 @@
-#include <spdlog/spdlog.h>
-
+#include <atomic>
+#include <csignal>
 #include <cstdio>
+#include <iostream>
 
+#include "broker_config.hpp"
 #include "commands.hpp"
+#include "logging.hpp"
 #include "scale0/broker.hpp"
 #include "scale0/error.hpp"
+#include "service_notify.hpp"
 
 namespace scale0::cli {
 namespace {
 
 broker* running = nullptr;
+std::atomic<int> stop_signals{0};
+
+// First SIGTERM/SIGINT: drain. A second one: stop at once. SIGHUP: reload the configuration.
+extern "C" void on_broker_signal(int sig) {
+  if (running == nullptr) return;
+  if (sig == SIGHUP) return running->request_reload();
+  if (stop_signals.fetch_add(1) == 0) {
+    running->drain();
+  } else {
+    running->stop();
+  }
+}
 
 struct broker_args {
-  broker_options o;
-  long heartbeat_ms = 1000;
-  long no_worker_ms = 1000;
-  long request_timeout_ms = 30000;
+  broker_settings flags;            // what the command line says
+  std::vector<CLI::Option*> given;  // options bound to `flags`, by setting name order
+  std::string config_file;
+  bool print_config = false;
 };
 
+// Defaults, then the file, then every flag actually given.
+broker_settings effective(const broker_args& a) {
+  broker_settings s = a.config_file.empty() ? broker_settings{} : load_config(a.config_file);
+  const auto& names = setting_names();
+  for (std::size_t i = 0; i < names.size(); ++i)
+    if (a.given[i]->count() > 0) copy_setting(names[i], a.flags, s);
+  for (const auto& name : names)
+    if (const std::string problem = check_setting(name, s); !problem.empty())
+      throw config_error("--" + name + ": " + problem);
+  return s;
+}
+
+void log_event(const broker_event& e, log_limiter& limiter) {
+  using spdlog::level::info;
+  using spdlog::level::warn;
+  std::uint64_t held = 0;
+  switch (e.kind) {
+    case event_kind::worker_joined:
+      return log(info, "worker joined",
+                 {{"worker", std::string(e.worker)},
+                  {"address", std::string(e.address)},
+                  {"services", std::string(e.service)},
+                  {"detail", std::string(e.detail)}});
+    case event_kind::worker_left:
+      return log(e.detail == "disconnected" || e.detail == "broker shutting down" ? info : warn,
+                 "worker left",
+                 {{"worker", std::string(e.worker)},
+                  {"address", std::string(e.address)},
+                  {"reason", std::string(e.detail)}});
+    case event_kind::service_created:
+      return log(info, "service created", {{"service", std::string(e.service)}});
+    case event_kind::service_removed:
+      return log(info, "service removed", {{"service", std::string(e.service)}});
+    case event_kind::draining:
+    case event_kind::reloaded:
+      return log(info, e.detail);
+    case event_kind::request_error:
+    case event_kind::dropped:
+      // A flood of bad input must not become a flood of log lines.
+      if (!limiter.allow(held)) return;
+      if (held > 0)
+        log(warn, "log lines suppressed by the rate limit", {{"count", std::to_string(held)}});
+      if (e.kind == event_kind::dropped)
+        return log(warn, "message dropped", {{"reason", std::string(e.detail)}});
+      return log(e.code == status::bad_request || e.code == status::not_implemented ||
+                         e.code == status::bad_version || e.code == status::too_large
+                     ? warn
+                     : info,
+                 "request error",
+                 {{"service", std::string(e.service)},
+                  {"code", std::to_string(e.code)},
+                  {"reason", std::string(e.detail)}});
+  }
+}
+
 int run_broker(broker_args& a) {
-  a.o.heartbeat_interval = std::chrono::milliseconds(a.heartbeat_ms);
-  a.o.no_worker_timeout = std::chrono::milliseconds(a.no_worker_ms);
-  a.o.request_timeout = std::chrono::milliseconds(a.request_timeout_ms);
+  broker_settings settings;
   try {
-    broker b(a.o);
+    settings = effective(a);
+  } catch (const config_error& e) {
+    std::fprintf(stderr, "scale0 broker: %s\n", e.what());
+    return 2;
+  }
+  if (a.print_config) {
+    std::cout << to_toml(settings);
+    return 0;
+  }
+  setup_logging(settings.log_level, settings.log_format);
+  try {
+    broker b(settings.to_options());
+    log_limiter limiter(10);
+    b.on_event([&limiter](const broker_event& e) { log_event(e, limiter); });
+    b.on_reload([&a]() -> std::optional<broker_options> {
+      notify_service("RELOADING=1");
+      try {
+        broker_settings next = effective(a);
+        setup_logging(next.log_level, next.log_format);
+        notify_service("READY=1");
+        return next.to_options();
+      } catch (const std::exception& e) {
+        log(spdlog::level::err, "reload failed; keeping the current configuration",
+            {{"error", e.what()}});
+        notify_service("READY=1");
+        return std::nullopt;
+      }
+    });
     const auto& ep = b.endpoints();
     running = &b;
-    on_stop_signal([]() noexcept { running->stop(); });
-    spdlog::info(
-        "broker listening: frontend {} backend {} heartbeat {} (interval {} ms, liveness {})",
-        ep.frontend, ep.backend, ep.heartbeat, a.heartbeat_ms, a.o.liveness);
-    std::printf("ready frontend=%s backend=%s heartbeat=%s\n", ep.frontend.c_str(),
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+      struct sigaction sa {};
+      sa.sa_handler = on_broker_signal;
+      sigemptyset(&sa.sa_mask);
+      sigaction(sig, &sa, nullptr);
+    }
+    log(spdlog::level::info, "broker started",
+        {{"version", SCALE0_VERSION},
+         {"frontend", ep.frontend},
+         {"backend", ep.backend},
+         {"heartbeat", ep.heartbeat},
+         {"metrics", b.metrics_endpoint().empty() ? "off" : b.metrics_endpoint()},
+         {"heartbeat_interval_ms", std::to_string(settings.heartbeat_interval)},
+         {"liveness", std::to_string(settings.liveness)},
+         {"max_queue", std::to_string(settings.max_queue)},
+         {"max_message_bytes", std::to_string(settings.max_message_bytes)},
+         {"max_client_inflight", std::to_string(settings.max_client_inflight)},
+         {"config", a.config_file.empty() ? "(defaults)" : a.config_file}});
+    std::printf("ready frontend=%s backend=%s heartbeat=%s", ep.frontend.c_str(),
                 ep.backend.c_str(), ep.heartbeat.c_str());
+    if (!b.metrics_endpoint().empty()) std::printf(" metrics=%s", b.metrics_endpoint().c_str());
+    std::printf("\n");
     std::fflush(stdout);
+    notify_service("READY=1");
     b.run();
+    notify_service("STOPPING=1");
     running = nullptr;
-    spdlog::info("broker stopped");
+    log(spdlog::level::info, "broker stopped");
     return 0;
   } catch (const error& e) {
     std::fprintf(stderr, "scale0 broker: %s\n", e.message().c_str());
@@ -49,48 +163,64 @@ void add_broker_command(CLI::App& root, int& exit_code) {
   auto args = std::make_shared<broker_args>();
   CLI::App* sub = root.add_subcommand("broker", "Run a broker");
   sub->footer(
+      "Every option is also a key of the --config file (TOML, same names without --);\n"
+      "flags override the file. SIGTERM/SIGINT drain and stop (a second SIGINT stops at once),\n"
+      "SIGHUP reloads the file.\n\n"
       "Examples:\n"
       "  scale0 broker\n"
+      "  scale0 broker --config /etc/scale0/broker.toml --log-format json\n"
+      "  scale0 broker --print-config > broker.toml\n"
       "  scale0 broker --frontend tcp://127.0.0.1:6000 --backend tcp://127.0.0.1:6001 \\\n"
       "                --heartbeat tcp://127.0.0.1:6002 --heartbeat-interval 500 --liveness 5");
-  auto& o = args->o;
-  sub->add_option("--frontend", o.frontend, "Endpoint for clients")->capture_default_str();
-  sub->add_option("--backend", o.backend, "Endpoint for workers")->capture_default_str();
-  sub->add_option("--heartbeat", o.heartbeat, "PUB endpoint for broker heartbeats")
-      ->capture_default_str();
-  sub->add_option("--heartbeat-interval", args->heartbeat_ms, "Heartbeat interval (ms)")
-      ->capture_default_str()
-      ->check(CLI::Range(10L, 3600000L));
-  sub->add_option("--liveness", o.liveness, "Silent intervals before a worker is purged")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 100));
-  sub->add_option("--no-worker-timeout", args->no_worker_ms,
-                  "503 after this long with no worker (ms)")
-      ->capture_default_str()
-      ->check(CLI::Range(1L, 3600000L));
-  sub->add_option("--request-timeout", args->request_timeout_ms,
-                  "Deadline of requests that give none (ms)")
-      ->capture_default_str()
-      ->check(CLI::Range(1L, 86400000L));
-  sub->add_option("--max-frames", o.max_frames, "Frames per message")
-      ->capture_default_str()
-      ->check(CLI::Range(8, 100000));
-  sub->add_option("--max-message-bytes", o.max_message_bytes, "Bytes per message")
-      ->capture_default_str()
-      ->check(CLI::Range(std::size_t{1024}, std::size_t{1} << 31));
-  sub->add_option("--max-queue", o.max_queue, "Queued requests per service")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 10000000));
-  sub->add_option("--max-services", o.max_services, "Number of services")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 10000000));
-  sub->add_option("--max-client-inflight", o.max_client_inflight, "Requests in flight per client")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 10000000));
-  sub->add_option(
-         "--idempotent", o.idempotent_services,
-         "Services whose requests may be re-dispatched when a worker dies (for Majordomo workers)")
-      ->delimiter(',');
+  auto& f = args->flags;
+  sub->add_option("--config", args->config_file, "TOML configuration file")
+      ->check(CLI::ExistingFile);
+  sub->add_flag("--print-config", args->print_config,
+                "Print the effective configuration as TOML and exit");
+  auto& g = args->given;  // in setting_names() order
+  g.push_back(
+      sub->add_option("--frontend", f.frontend, "Endpoint for clients")->capture_default_str());
+  g.push_back(
+      sub->add_option("--backend", f.backend, "Endpoint for workers")->capture_default_str());
+  g.push_back(sub->add_option("--heartbeat", f.heartbeat, "PUB endpoint for broker heartbeats")
+                  ->capture_default_str());
+  g.push_back(
+      sub->add_option("--heartbeat-interval", f.heartbeat_interval, "Heartbeat interval (ms)")
+          ->capture_default_str());
+  g.push_back(
+      sub->add_option("--liveness", f.liveness, "Silent intervals before a worker is purged")
+          ->capture_default_str());
+  g.push_back(sub->add_option("--no-worker-timeout", f.no_worker_timeout,
+                              "503 after this long with no worker (ms)")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--request-timeout", f.request_timeout,
+                              "Deadline of requests that give none (ms)")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--drain-timeout", f.drain_timeout,
+                              "On SIGTERM, longest wait for accepted requests (ms)")
+                  ->capture_default_str());
+  g.push_back(
+      sub->add_option("--max-frames", f.max_frames, "Frames per message")->capture_default_str());
+  g.push_back(sub->add_option("--max-message-bytes", f.max_message_bytes, "Bytes per message")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--max-queue", f.max_queue, "Queued requests per service")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--max-services", f.max_services, "Number of services")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--max-client-inflight", f.max_client_inflight,
+                              "Requests in flight per client")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--idempotent", f.idempotent,
+                              "Services whose requests may be re-dispatched when a worker dies "
+                              "(for Majordomo workers)")
+                  ->delimiter(','));
+  g.push_back(sub->add_option("--metrics-listen", f.metrics_listen,
+                              "HTTP /metrics /healthz /readyz; \"\" for none")
+                  ->capture_default_str());
+  g.push_back(
+      sub->add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
+          ->capture_default_str());
+  g.push_back(sub->add_option("--log-format", f.log_format, "text or json")->capture_default_str());
   sub->callback([args, &exit_code] { exit_code = run_broker(*args); });
 }
 

@@ -1,9 +1,7 @@
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
-
 #include <csignal>
 
 #include "commands.hpp"
+#include "logging.hpp"
 
 namespace scale0::cli {
 namespace {
@@ -25,7 +23,8 @@ void on_stop_signal(void (*stop)() noexcept) {
 
 int main(int argc, char** argv) {
   // Logs go to stderr: stdout carries command output (reply bodies, the broker's ready line).
-  spdlog::set_default_logger(spdlog::stderr_color_mt("scale0"));
+  scale0::cli::setup_logging("info", "text");
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"Scale0: a dynamic, service-oriented, least-recently-used load balancer on ZeroMQ"};
   app.require_subcommand(1);
   int exit_code = 0;

@@ -4,8 +4,11 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace scale0 {
@@ -18,15 +21,38 @@ struct broker_options {
   std::uint32_t liveness = 3;
   std::chrono::milliseconds no_worker_timeout{1000};
   std::chrono::milliseconds request_timeout{30000};  // used when a request gives 0
-  std::size_t max_frames = 128;  // a READY for 64 services is 71 frames
+  std::size_t max_frames = 128;                      // a READY for 64 services is 71 frames
   std::size_t max_message_bytes = 8u << 20;
   std::size_t max_queue = 10000;  // queued requests per service
   std::size_t max_services = 10000;
   std::size_t max_client_inflight = 10000;
-  std::vector<std::string> idempotent_services;  // for Majordomo workers, which cannot declare it
+  std::vector<std::string> idempotent_services;    // for Majordomo workers, which cannot declare it
+  std::chrono::milliseconds drain_timeout{10000};  // drain(): longest wait for accepted requests
+  // HTTP listener for /metrics, /healthz and /readyz, e.g. "127.0.0.1:9555"; empty: none.
+  std::string metrics_listen;
 
   // Throws scale0::error (400) naming the first invalid option.
   void validate() const;
+};
+
+// Something an operator may want to know about. Views are valid only during the call.
+enum class event_kind : std::uint8_t {
+  worker_joined,    // worker, address, service (comma-separated list), detail
+  worker_left,      // worker, address, detail: why (disconnected, heartbeat expired, ...)
+  service_created,  // service
+  service_removed,  // service
+  request_error,    // service, code, detail: every error reply the broker makes
+  dropped,          // detail: what was dropped (malformed, unknown reply, late reply, unroutable)
+  draining,         // detail
+  reloaded,         // detail
+};
+struct broker_event {
+  event_kind kind;
+  std::string_view worker;   // hex identity
+  std::string_view address;  // peer address, when known
+  std::string_view service;
+  std::uint16_t code = 0;
+  std::string_view detail;
 };
 
 struct bound_endpoints {
@@ -46,13 +72,32 @@ class broker {
 
   // The endpoints actually bound (a `*` port resolved to the port the system chose).
   const bound_endpoints& endpoints() const noexcept;
+  std::string metrics_endpoint() const;  // host:port of the metrics listener, "" if none
 
-  // Runs the event loop until stop(); then tells every worker DISCONNECT and answers what is
-  // still pending with 503.
+  // Called on the event loop's thread for every event. Set before run().
+  void on_event(std::function<void(const broker_event&)> handler);
+  // Called on the event loop's thread after request_reload(): returns the new options, or nothing
+  // to keep the current ones. Set before run().
+  void on_reload(std::function<std::optional<broker_options>()> handler);
+
+  // Runs the event loop until stop(), or until a drain completes; then tells every worker
+  // DISCONNECT and answers whatever is still pending with 503.
   void run();
 
-  // Asks run() to return. Safe to call from another thread or a signal handler.
+  // Asks run() to return at once. Safe from another thread or a signal handler.
   void stop() noexcept;
+  // Graceful stop: new requests get 503 at once, accepted ones finish (up to drain_timeout), then
+  // run() returns. Safe from another thread or a signal handler.
+  void drain() noexcept;
+  // Asks the loop to call the reload handler. Safe from another thread or a signal handler.
+  void request_reload() noexcept;
+
+  // Thread-safe snapshots, answered by the loop (nothing if it does not answer within `wait`).
+  std::optional<std::string> metrics(
+      std::chrono::milliseconds wait = std::chrono::milliseconds(2000));
+  std::optional<std::string> status_json(
+      std::chrono::milliseconds wait = std::chrono::milliseconds(2000));
+  bool draining() const noexcept;
 
  private:
   struct impl;

@@ -8,11 +8,17 @@ namespace scale0 {
 
 void broker_options::validate() const {
   auto fail = [](const std::string& what) { throw error(status::bad_request, what); };
-  if (frontend.empty() || backend.empty() || heartbeat.empty()) fail("endpoints must not be empty");
+  for (const auto* ep : {&frontend, &backend, &heartbeat}) {
+    const auto sep = ep->find("://");
+    const auto scheme = ep->substr(0, sep);
+    if (sep == std::string::npos || (scheme != "tcp" && scheme != "ipc" && scheme != "inproc"))
+      fail("invalid endpoint '" + *ep + "': expected tcp://host:port, ipc://path or inproc://name");
+  }
   if (heartbeat_interval.count() < 10) fail("heartbeat interval must be at least 10 ms");
   if (liveness < 1 || liveness > 100) fail("liveness must be 1-100");
   if (no_worker_timeout.count() < 1) fail("no-worker timeout must be at least 1 ms");
   if (request_timeout.count() < 1) fail("request timeout must be at least 1 ms");
+  if (drain_timeout.count() < 0) fail("drain timeout must not be negative");
   if (max_frames < 8) fail("max frames must be at least 8");
   if (max_message_bytes < 1024) fail("max message bytes must be at least 1024");
   if (max_queue < 1) fail("max queue must be at least 1");
@@ -35,11 +41,35 @@ broker::~broker() = default;
 const bound_endpoints& broker::endpoints() const noexcept {
   return impl_->loop.endpoints();
 }
+std::string broker::metrics_endpoint() const {
+  return impl_->loop.metrics_endpoint();
+}
+void broker::on_event(std::function<void(const broker_event&)> h) {
+  impl_->loop.on_event(std::move(h));
+}
+void broker::on_reload(std::function<std::optional<broker_options>()> h) {
+  impl_->loop.on_reload(std::move(h));
+}
 void broker::run() {
   impl_->loop.run();
 }
 void broker::stop() noexcept {
   impl_->loop.stop();
+}
+void broker::drain() noexcept {
+  impl_->loop.drain();
+}
+void broker::request_reload() noexcept {
+  impl_->loop.request_reload();
+}
+bool broker::draining() const noexcept {
+  return impl_->loop.draining();
+}
+std::optional<std::string> broker::metrics(std::chrono::milliseconds wait) {
+  return impl_->loop.query("metrics", wait);
+}
+std::optional<std::string> broker::status_json(std::chrono::milliseconds wait) {
+  return impl_->loop.query("status", wait);
 }
 
 }  // namespace scale0

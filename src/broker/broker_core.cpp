@@ -23,6 +23,16 @@ std::uint32_t millis_left(time_point deadline, time_point now) noexcept {
 
 }  // namespace
 
+std::string hex_id(std::string_view bytes) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
 broker_core::broker_core(const broker_options& options, outbox& out, std::uint64_t broker_id,
                          std::string heartbeat_endpoint, time_point now)
     : options_(options),
@@ -31,7 +41,8 @@ broker_core::broker_core(const broker_options& options, outbox& out, std::uint64
       heartbeat_endpoint_(std::move(heartbeat_endpoint)),
       timers_(now),
       next_heartbeat_(now),
-      next_expiry_scan_(now + options.heartbeat_interval) {}
+      next_expiry_scan_(now + options.heartbeat_interval),
+      started_(now) {}
 
 // ---------------------------------------------------------------------------------------------
 // Inbound messages
@@ -41,7 +52,7 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
   const bool mdp = in.kind >= inbound_kind::mdp_request;
   switch (in.kind) {
     case inbound_kind::drop:
-      ++counters_.dropped_malformed;
+      drop(counters_.dropped_malformed, "malformed message");
       break;
     case inbound_kind::client_error:
       ++counters_.requests;
@@ -91,11 +102,11 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
           break;
         case inbound_kind::worker_error:
           send_disconnect(socket, view(msg[0]), false, in.status, in.reason);
-          purge_worker(w, now);
+          purge_worker(w, now, in.reason);
           break;
         case inbound_kind::worker_disconnect:
         case inbound_kind::mdp_disconnect:
-          purge_worker(w, now);
+          purge_worker(w, now, "disconnected");
           break;
         default:  // heartbeats: touch() was all they needed
           break;
@@ -111,6 +122,7 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   const client_ref c{socket, view(msg[0]), mdp, in.id, in.service};
   if (oversized) return send_error(c, status::too_large, "request too large");
   if (reserved_service(in.service)) return on_management(c, msg, in.first, now);
+  if (draining_) return send_error(c, status::unavailable, "broker draining");
 
   const std::string& key = make_key(socket, c.identity);
   auto client = clients_.find(key);
@@ -179,7 +191,7 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   if (auto it = worker_by_key_.find(key); it != worker_by_key_.end()) {
     const std::uint32_t w = it->second;
     send_disconnect(socket, identity, mdp, status::bad_request, "already registered");
-    return purge_worker(w, now);
+    return purge_worker(w, now, "sent READY twice");
   }
   std::size_t new_services = 0;
   for (std::size_t i = in.first; i < msg.size(); ++i) {
@@ -215,6 +227,8 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   W.expires = now + W.interval * options_.liveness;
   W.jobs = {};
   W.memberships.clear();
+  const char* address = zmq_msg_gets(msg[0].handle(), "Peer-Address");
+  W.address.assign(address != nullptr ? address : "");
   worker_by_key_.emplace(W.key, w);
   ++counters_.workers_joined;
 
@@ -239,32 +253,46 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
     if (!services_[s].queue.empty()) pending_dispatch_.push_back(s);
   }
   if (!mdp) send_welcome(W);
+  std::string names;
+  for (std::uint32_t m : W.memberships) {
+    if (!names.empty()) names += ',';
+    names += services_[members_[m].service].name;
+  }
+  const std::string id = hex_id(W.identity);
+  const std::string detail = (mdp ? "MDPW01" : "S0W1") + std::string(", concurrency ") +
+                             std::to_string(W.concurrency) + (W.idempotent ? ", idempotent" : "");
+  out_.event({event_kind::worker_joined, id, W.address, names, 0, detail});
 }
 
 void broker_core::on_worker_reply(std::uint32_t w, frames& msg, const protocol::inbound& in,
                                   bool mdp, bool oversized, time_point now) {
-  (void)now;
   const auto slot = static_cast<std::uint32_t>(in.id & 0xffffffffu);
   const auto generation = static_cast<std::uint32_t>(in.id >> 32);
   if (slot >= slots_.size() || slots_[slot].generation != generation || slots_[slot].worker != w ||
       (slots_[slot].state != slot_state::in_flight &&
        slots_[slot].state != slot_state::abandoned)) {
-    ++counters_.dropped_unknown_reply;
+    drop(counters_.dropped_unknown_reply, "reply for an unknown or already answered request");
     return;
   }
   request_slot& r = slots_[slot];
   if (r.state == slot_state::abandoned) {  // the client already got 504
-    ++counters_.dropped_late_reply;
+    drop(counters_.dropped_late_reply, "late reply (the client already had 504)");
   } else {
     ++counters_.replies;
     ++services_[r.service].replies;
+    services_[r.service].latency.record(now - r.enqueued);
     const client_ref c = client_of(r);
     if (oversized) {
       count_error(r.service, status::too_large);
       send_error(c, status::too_large, "reply too large");
     } else if (mdp) {
+      ++services_[r.service].replies_ok;
       send_client_reply(c, status::ok, "", msg, in.first);
     } else {
+      if (in.reply_status == status::ok)
+        ++services_[r.service].replies_ok;
+      else
+        count_error(r.service, in.reply_status);
       send_client_reply(c, in.reply_status, view(msg[in.first]), msg, in.first + 1);
     }
   }
@@ -366,7 +394,7 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   list_push_front(S.queue, slot, slot_links());
   schedule_queued(slot, now);
   pending_dispatch_.push_back(s);
-  purge_worker(w, now);
+  purge_worker(w, now, "unreachable");
 }
 
 void broker_core::release_credit(std::uint32_t w) {
@@ -453,8 +481,9 @@ void broker_core::touch(worker_entry& W, time_point now) {
   W.expires = now + W.interval * options_.liveness;
 }
 
-void broker_core::purge_worker(std::uint32_t w, time_point now) {
+void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view why) {
   worker_entry& W = workers_[w];
+  out_.event({event_kind::worker_left, hex_id(W.identity), W.address, {}, 0, why});
   for (std::uint32_t m : W.memberships) {
     service_entry& S = services_[members_[m].service];
     list_remove(S.lru, m, member_links());
@@ -503,7 +532,7 @@ void broker_core::on_tick(time_point now) {
       send_disconnect(workers_[w].socket, workers_[w].identity, workers_[w].mdp, status::deadline,
                       "heartbeat expired");
       ++counters_.workers_expired;
-      purge_worker(w, now);
+      purge_worker(w, now, "heartbeat expired");
     }
     next_expiry_scan_ =
         now + std::max<clock::duration>(options_.heartbeat_interval / 4, milliseconds(5));
@@ -528,12 +557,12 @@ void broker_core::heartbeat_tick(time_point now) {
   const auto ttl = std::max<clock::duration>(options_.no_worker_timeout, std::chrono::seconds(10));
   for (std::uint32_t s = 0; s < services_.size(); ++s) {
     service_entry& S = services_[s];
-    if (!S.used || S.workers != 0 || !S.queue.empty() || S.in_flight != 0 ||
-        now - S.no_worker_since < ttl)
+    if (!S.used) continue;
+    S.window_pos = static_cast<std::uint32_t>((S.window_pos + 1) % S.window.size());
+    S.window[S.window_pos] = {now, S.requests, S.latency.counts};
+    if (S.workers != 0 || !S.queue.empty() || S.in_flight != 0 || now - S.no_worker_since < ttl)
       continue;
-    service_by_name_.erase(S.name);
-    S.used = false;
-    free_services_.push_back(s);
+    remove_service(s);
   }
   // Clients still active keep their entry, so a steady client costs no allocation per request.
   std::erase_if(clients_, [&](const auto& kv) {
@@ -560,7 +589,7 @@ void broker_core::shutdown(time_point now) {
     if (!workers_[w].used) continue;
     send_disconnect(workers_[w].socket, workers_[w].identity, workers_[w].mdp, status::unavailable,
                     "broker shutting down");
-    purge_worker(w, now);
+    purge_worker(w, now, "broker shutting down");
   }
   pending_dispatch_.clear();
 }
@@ -570,12 +599,13 @@ void broker_core::shutdown(time_point now) {
 
 bool broker_core::send(std::uint8_t socket, frames& msg) {
   if (out_.send(socket, msg)) return true;
-  ++counters_.dropped_unroutable;
+  drop(counters_.dropped_unroutable, "message to a peer that is gone or not reading");
   return false;
 }
 
 void broker_core::send_error(const client_ref& c, std::uint16_t code, std::string_view message) {
   ++counters_.errors[code];
+  out_.event({event_kind::request_error, {}, {}, c.service, code, message});
   frames none;
   send_client_reply(c, code, message, none, 0);
 }
@@ -649,12 +679,14 @@ std::uint32_t broker_core::find_or_create_service(std::string_view name, time_po
   }
   service_entry& S = services_[s];
   S = service_entry{};
+  for (auto& snap : S.window) snap.at = now;
   S.used = true;
   S.name.assign(name);
   S.idempotent = std::find(options_.idempotent_services.begin(), options_.idempotent_services.end(),
                            name) != options_.idempotent_services.end();
   S.no_worker_since = now;
   service_by_name_.emplace(S.name, s);
+  out_.event({event_kind::service_created, {}, {}, S.name, 0, {}});
   return s;
 }
 
@@ -666,6 +698,38 @@ std::uint32_t broker_core::alloc_slot() {
   }
   slots_.emplace_back();
   return static_cast<std::uint32_t>(slots_.size() - 1);
+}
+
+void broker_core::remove_service(std::uint32_t s) {
+  service_entry& S = services_[s];
+  out_.event({event_kind::service_removed, {}, {}, S.name, 0, {}});
+  service_by_name_.erase(S.name);
+  S.used = false;
+  free_services_.push_back(s);
+}
+
+void broker_core::drop(std::uint64_t& counter, std::string_view what) {
+  ++counter;
+  out_.event({event_kind::dropped, {}, {}, {}, 0, what});
+}
+
+bool broker_core::drained() const noexcept {
+  for (const request_slot& r : slots_)
+    if (r.state == slot_state::queued || r.state == slot_state::in_flight) return false;
+  return true;
+}
+
+void broker_core::reconfigure(const broker_options& options) {
+  broker_options next = options;
+  next.frontend = options_.frontend;
+  next.backend = options_.backend;
+  next.heartbeat = options_.heartbeat;
+  options_ = std::move(next);
+  for (service_entry& S : services_)
+    if (S.used)
+      S.idempotent =
+          std::find(options_.idempotent_services.begin(), options_.idempotent_services.end(),
+                    S.name) != options_.idempotent_services.end();
 }
 
 broker_core::client_ref broker_core::client_of(const request_slot& r) const {

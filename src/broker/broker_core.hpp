@@ -4,6 +4,7 @@
 // fake time.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "intrusive_list.hpp"
+#include "latency_histogram.hpp"
 #include "scale0/broker.hpp"
 #include "scale0/protocol.hpp"
 #include "timer_wheel.hpp"
@@ -22,6 +24,9 @@ using clock = std::chrono::steady_clock;
 using time_point = clock::time_point;
 using protocol::frames;
 
+using scale0::broker_event;
+using scale0::event_kind;
+
 // Where the core's messages go. For ROUTER sockets frame 0 of `msg` is the peer identity.
 class outbox {
  public:
@@ -30,6 +35,7 @@ class outbox {
   // false the frames are left in `msg` untouched.
   virtual bool send(std::uint8_t socket, frames& msg) = 0;
   virtual void publish(frames& msg) = 0;
+  virtual void event(const broker_event&) {}
 };
 
 struct broker_counters {
@@ -47,6 +53,9 @@ struct broker_counters {
   std::uint64_t redispatched = 0;
 };
 
+// A peer identity as lowercase hex, for logs and status.
+std::string hex_id(std::string_view bytes);
+
 class broker_core {
  public:
   broker_core(const broker_options& options, outbox& out, std::uint64_t broker_id,
@@ -63,6 +72,19 @@ class broker_core {
 
   // Stop: answer everything pending with 503 and tell every worker DISCONNECT.
   void shutdown(time_point now);
+
+  // Graceful drain: new requests get 503 at once; queued and in-flight ones go on. drained() is
+  // true when nothing accepted is left unanswered.
+  void begin_drain() noexcept { draining_ = true; }
+  bool draining() const noexcept { return draining_; }
+  bool drained() const noexcept;
+
+  // Applies reloaded settings (endpoints cannot change). Heartbeat settings apply to workers that
+  // register from now on; limits and idempotent services at once.
+  void reconfigure(const broker_options& options);
+
+  // Prometheus text exposition of every counter, gauge and histogram.
+  std::string metrics_text(time_point now) const;
 
   const broker_counters& counters() const noexcept { return counters_; }
   std::string status_json(time_point now) const;
@@ -104,6 +126,7 @@ class broker_core {
     std::uint8_t socket = 0;
     std::string identity;
     std::string key;
+    std::string address;  // the peer's IP, from ZeroMQ's Peer-Address
     std::uint32_t concurrency = 1;
     std::uint32_t in_flight = 0;
     clock::duration interval{};
@@ -123,8 +146,18 @@ class broker_core {
     std::uint32_t in_flight = 0;
     time_point no_worker_since{};
     std::uint64_t requests = 0;
-    std::uint64_t replies = 0;
-    std::map<std::uint16_t, std::uint64_t> errors;
+    std::uint64_t replies = 0;                      // worker replies forwarded, any status
+    std::uint64_t replies_ok = 0;                   // ... of which 200
+    std::map<std::uint16_t, std::uint64_t> errors;  // every non-200 outcome, by status
+    latency_histogram latency;  // arrival to reply, for replies forwarded from workers
+    // One snapshot per heartbeat tick, so status can show recent rates and percentiles.
+    struct snapshot {
+      time_point at{};
+      std::uint64_t requests = 0;
+      latency_histogram::buckets latency{};
+    };
+    std::array<snapshot, 10> window{};
+    std::uint32_t window_pos = 0;
   };
   struct client_ref {
     std::uint8_t socket;
@@ -150,7 +183,7 @@ class broker_core {
   void finish(std::uint32_t slot);
   void fail(std::uint32_t slot, std::uint16_t code, std::string_view message);
   void release_credit(std::uint32_t w);
-  void purge_worker(std::uint32_t w, time_point now);
+  void purge_worker(std::uint32_t w, time_point now, std::string_view why);
   void touch(worker_entry& w, time_point now);
   void schedule_queued(std::uint32_t slot, time_point now);
   void on_timer(std::uint32_t slot, time_point now);
@@ -174,6 +207,8 @@ class broker_core {
   client_ref client_of(const request_slot& r) const;
   bool may_retry(const request_slot& r) const noexcept;
   void count_error(std::uint32_t service, std::uint16_t code);
+  void drop(std::uint64_t& counter, std::string_view what);
+  void remove_service(std::uint32_t s);
 
   // Accessors for the intrusive lists threaded through slots_ and members_.
   auto slot_links() noexcept {
@@ -214,6 +249,8 @@ class broker_core {
   time_point next_heartbeat_;
   time_point next_expiry_scan_;
   std::uint64_t heartbeat_sequence_ = 0;
+  time_point started_;
+  bool draining_ = false;
   broker_counters counters_;
 };
 

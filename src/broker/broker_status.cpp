@@ -1,5 +1,7 @@
-// The scale0.status management answer: JSON, built off the hot path (only when asked).
+// What the broker tells about itself: the scale0.status JSON answer and the Prometheus text
+// exposition. Both are built only when asked, off the hot path.
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "broker_core.hpp"
 
@@ -12,18 +14,22 @@ nlohmann::json errors_json(const std::map<std::uint16_t, std::uint64_t>& errors)
   return j;
 }
 
-std::string hex(std::string_view bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out += digits[c >> 4];
-    out += digits[c & 15];
-  }
-  return out;
-}
-
 double millis(clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
+}
+
+// Prometheus label values: backslash, double quote and newline are escaped.
+std::string label(std::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
 }
 
 }  // namespace
@@ -37,6 +43,12 @@ std::string broker_core::status_json(time_point now) const {
       const worker_entry& W = workers_[members_[m].worker];
       idle += W.concurrency - W.in_flight;
     }
+    // Rates and percentiles over the last few heartbeat intervals (the oldest snapshot kept).
+    const auto& oldest = S.window[(S.window_pos + 1) % S.window.size()];
+    const double span = std::chrono::duration<double>(now - oldest.at).count();
+    latency_histogram::buckets recent{};
+    for (std::size_t i = 0; i < recent.size(); ++i)
+      recent[i] = S.latency.counts[i] - oldest.latency[i];
     services.push_back({{"name", S.name},
                         {"workers", S.workers},
                         {"idle_slots", idle},
@@ -45,6 +57,11 @@ std::string broker_core::status_json(time_point now) const {
                         {"idempotent", S.idempotent},
                         {"requests", S.requests},
                         {"replies", S.replies},
+                        {"requests_per_second",
+                         span > 0 ? static_cast<double>(S.requests - oldest.requests) / span : 0.0},
+                        {"latency_p50_ms", latency_histogram::quantile(recent, 0.50) * 1000},
+                        {"latency_p99_ms", latency_histogram::quantile(recent, 0.99) * 1000},
+                        {"window_seconds", span},
                         {"errors", errors_json(S.errors)}});
   }
   nlohmann::json workers = nlohmann::json::array();
@@ -52,7 +69,8 @@ std::string broker_core::status_json(time_point now) const {
     if (!W.used) continue;
     nlohmann::json names = nlohmann::json::array();
     for (std::uint32_t m : W.memberships) names.push_back(services_[members_[m].service].name);
-    workers.push_back({{"id", hex(W.identity)},
+    workers.push_back({{"id", hex_id(W.identity)},
+                       {"address", W.address},
                        {"protocol", W.mdp ? "MDPW01" : "S0W1"},
                        {"services", names},
                        {"concurrency", W.concurrency},
@@ -64,28 +82,102 @@ std::string broker_core::status_json(time_point now) const {
                        {"connected_ms", millis(now - W.joined)}});
   }
   const broker_counters& c = counters_;
-  nlohmann::json j = {{"broker_id", hex(std::string_view(reinterpret_cast<const char*>(&broker_id_),
-                                                         sizeof broker_id_))},
-                      {"heartbeat_interval_ms", millis(options_.heartbeat_interval)},
-                      {"liveness", options_.liveness},
-                      {"services", services},
-                      {"workers", workers},
-                      {"counters",
-                       {{"requests", c.requests},
-                        {"replies", c.replies},
-                        {"errors", errors_json(c.errors)},
-                        {"dropped",
-                         {{"malformed", c.dropped_malformed},
-                          {"unknown_reply", c.dropped_unknown_reply},
-                          {"late_reply", c.dropped_late_reply},
-                          {"unroutable", c.dropped_unroutable}}},
-                        {"workers_joined", c.workers_joined},
-                        {"workers_left", c.workers_left},
-                        {"workers_expired", c.workers_expired},
-                        {"heartbeats_missed", c.heartbeats_missed},
-                        {"redispatched", c.redispatched},
-                        {"requests_pending", requests_pending()}}}};
+  nlohmann::json j = {
+      {"broker_id",
+       hex_id(std::string_view(reinterpret_cast<const char*>(&broker_id_), sizeof broker_id_))},
+      {"uptime_ms", millis(now - started_)},
+      {"draining", draining_},
+      {"heartbeat_interval_ms", millis(options_.heartbeat_interval)},
+      {"liveness", options_.liveness},
+      {"services", services},
+      {"workers", workers},
+      {"counters",
+       {{"requests", c.requests},
+        {"replies", c.replies},
+        {"errors", errors_json(c.errors)},
+        {"dropped",
+         {{"malformed", c.dropped_malformed},
+          {"unknown_reply", c.dropped_unknown_reply},
+          {"late_reply", c.dropped_late_reply},
+          {"unroutable", c.dropped_unroutable}}},
+        {"workers_joined", c.workers_joined},
+        {"workers_left", c.workers_left},
+        {"workers_expired", c.workers_expired},
+        {"heartbeats_missed", c.heartbeats_missed},
+        {"redispatched", c.redispatched},
+        {"requests_pending", requests_pending()}}}};
   return j.dump();
+}
+
+std::string broker_core::metrics_text(time_point now) const {
+  std::ostringstream o;
+  auto family = [&](const char* name, const char* type, const char* help) {
+    o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
+  };
+  family("scale0_requests_total", "counter", "Requests by service and outcome status code.");
+  for (const service_entry& S : services_) {
+    if (!S.used) continue;
+    const std::string svc = label(S.name);
+    o << "scale0_requests_total{service=\"" << svc << "\",code=\"200\"} " << S.replies_ok << '\n';
+    for (const auto& [code, n] : S.errors)
+      o << "scale0_requests_total{service=\"" << svc << "\",code=\"" << code << "\"} " << n << '\n';
+  }
+  family("scale0_request_duration_seconds", "histogram",
+         "Time from a request's arrival to its reply.");
+  for (const service_entry& S : services_) {
+    if (!S.used) continue;
+    const std::string svc = label(S.name);
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < latency_histogram::bounds.size(); ++i) {
+      cumulative += S.latency.counts[i];
+      o << "scale0_request_duration_seconds_bucket{service=\"" << svc << "\",le=\""
+        << latency_histogram::bounds[i] << "\"} " << cumulative << '\n';
+    }
+    o << "scale0_request_duration_seconds_bucket{service=\"" << svc << "\",le=\"+Inf\"} "
+      << S.latency.count << '\n';
+    o << "scale0_request_duration_seconds_sum{service=\"" << svc << "\"} " << S.latency.sum << '\n';
+    o << "scale0_request_duration_seconds_count{service=\"" << svc << "\"} " << S.latency.count
+      << '\n';
+  }
+  auto per_service = [&](const char* name, const char* help, auto value) {
+    family(name, "gauge", help);
+    for (const service_entry& S : services_)
+      if (S.used) o << name << "{service=\"" << label(S.name) << "\"} " << value(S) << '\n';
+  };
+  per_service("scale0_workers", "Workers registered for the service.",
+              [](const service_entry& S) { return S.workers; });
+  per_service("scale0_queue_depth", "Requests waiting for a worker.",
+              [](const service_entry& S) { return S.queue.size; });
+  per_service("scale0_in_flight", "Requests held by workers.",
+              [](const service_entry& S) { return S.in_flight; });
+  const broker_counters& c = counters_;
+  family("scale0_dropped_messages_total", "counter", "Messages dropped, by reason.");
+  o << "scale0_dropped_messages_total{reason=\"malformed\"} " << c.dropped_malformed << '\n'
+    << "scale0_dropped_messages_total{reason=\"unknown_reply\"} " << c.dropped_unknown_reply << '\n'
+    << "scale0_dropped_messages_total{reason=\"late_reply\"} " << c.dropped_late_reply << '\n'
+    << "scale0_dropped_messages_total{reason=\"unroutable\"} " << c.dropped_unroutable << '\n';
+  family("scale0_errors_total", "counter", "Error replies made by the broker, by status code.");
+  for (const auto& [code, n] : c.errors)
+    o << "scale0_errors_total{code=\"" << code << "\"} " << n << '\n';
+  auto single = [&](const char* name, const char* type, const char* help, auto value) {
+    family(name, type, help);
+    o << name << ' ' << value << '\n';
+  };
+  single("scale0_worker_expired_total", "counter", "Workers purged for missing heartbeats.",
+         c.workers_expired);
+  single("scale0_heartbeats_missed_total", "counter",
+         "Worker heartbeat intervals that passed in silence.", c.heartbeats_missed);
+  single("scale0_workers_joined_total", "counter", "Worker registrations.", c.workers_joined);
+  single("scale0_workers_left_total", "counter", "Workers removed for any reason.", c.workers_left);
+  single("scale0_redispatched_total", "counter",
+         "Idempotent requests re-dispatched after a worker loss.", c.redispatched);
+  single("scale0_requests_pending", "gauge", "Requests accepted and not yet answered.",
+         requests_pending());
+  single("scale0_draining", "gauge", "1 while the broker drains before stopping.",
+         draining_ ? 1 : 0);
+  single("scale0_uptime_seconds", "gauge", "Seconds since the broker started.",
+         std::chrono::duration<double>(now - started_).count());
+  return o.str();
 }
 
 }  // namespace scale0::broker_detail

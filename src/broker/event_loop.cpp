@@ -41,7 +41,8 @@ event_loop::event_loop(const broker_options& options)
       context_(1),
       routers_{zmq::socket_t(context_, zmq::socket_type::router),
                zmq::socket_t(context_, zmq::socket_type::router)},
-      pub_(context_, zmq::socket_type::pub) {
+      pub_(context_, zmq::socket_type::pub),
+      control_(context_, zmq::socket_type::router) {
   // Replies to a client never exceed its requests in flight, and requests to a worker never exceed
   // its credit: with the send HWM above both bounds a full queue cannot drop a reply silently.
   const int hwm = static_cast<int>(
@@ -54,42 +55,132 @@ event_loop::event_loop(const broker_options& options)
     r.set(zmq::sockopt::linger, 500);
   }
   pub_.set(zmq::sockopt::linger, 0);
+  control_.set(zmq::sockopt::linger, 0);
   bind(routers_[0], options.frontend, "frontend");
   bind(routers_[1], options.backend, "backend");
   bind(pub_, options.heartbeat, "heartbeat");
   endpoints_ = {last_endpoint(routers_[0]), last_endpoint(routers_[1]), last_endpoint(pub_)};
+  control_endpoint_ =
+      "inproc://scale0-control-" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
+  control_.bind(control_endpoint_);
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw error(status::unavailable, "eventfd failed");
   core_ = std::make_unique<broker_core>(options_, *this, random_broker_id(), endpoints_.heartbeat,
                                         clock::now());
+  if (!options.metrics_listen.empty()) {
+    metrics_ = std::make_unique<metrics_server>(
+        options.metrics_listen,
+        metrics_server::handlers{
+            [this] { return query("metrics", std::chrono::milliseconds(2000)); },
+            [this] { return !draining(); }});
+  }
 }
 
 event_loop::~event_loop() {
+  metrics_.reset();  // its thread queries this loop: stop it first
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
-void event_loop::stop() noexcept {
+std::string event_loop::metrics_endpoint() const {
+  return metrics_ ? metrics_->endpoint() : std::string();
+}
+
+void event_loop::wake() noexcept {
   const std::uint64_t one = 1;
   [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
 }
 
+void event_loop::stop() noexcept {
+  stop_requested_ = true;
+  wake();
+}
+
+void event_loop::drain() noexcept {
+  drain_requested_ = true;
+  wake();
+}
+
+void event_loop::request_reload() noexcept {
+  reload_requested_ = true;
+  wake();
+}
+
+std::optional<std::string> event_loop::query(std::string_view what,
+                                             std::chrono::milliseconds wait) {
+  try {
+    zmq::socket_t req(context_, zmq::socket_type::req);
+    req.set(zmq::sockopt::linger, 0);
+    req.connect(control_endpoint_);
+    req.send(zmq::buffer(what), zmq::send_flags::none);
+    zmq::pollitem_t item{req.handle(), 0, ZMQ_POLLIN, 0};
+    if (zmq::poll(&item, 1, wait) <= 0) return std::nullopt;
+    zmq::message_t reply;
+    if (!req.recv(reply)) return std::nullopt;
+    return reply.to_string();
+  } catch (const zmq::error_t&) {
+    return std::nullopt;  // the context is going away
+  }
+}
+
+void event_loop::handle_control() {
+  for (;;) {
+    zmq::message_t id, empty, what;
+    if (!control_.recv(id, zmq::recv_flags::dontwait)) return;
+    (void)control_.recv(empty);
+    (void)control_.recv(what);
+    const auto now = clock::now();
+    const std::string answer =
+        what.to_string_view() == "metrics" ? core_->metrics_text(now) : core_->status_json(now);
+    control_.send(id, zmq::send_flags::sndmore);
+    control_.send(zmq::message_t(), zmq::send_flags::sndmore);
+    control_.send(zmq::buffer(answer), zmq::send_flags::none);
+  }
+}
+
+void event_loop::event(const broker_event& e) {
+  if (event_handler_) event_handler_(e);
+}
+
+// Stop, drain and reload requests arrive as flags set by other threads or signal handlers.
+void event_loop::handle_requests(clock::time_point now) {
+  std::uint64_t ignored;
+  [[maybe_unused]] auto n = ::read(wake_fd_, &ignored, sizeof ignored);
+  if (reload_requested_.exchange(false) && reload_handler_) {
+    if (auto next = reload_handler_()) {
+      core_->reconfigure(*next);
+      options_.drain_timeout = next->drain_timeout;
+      event({event_kind::reloaded, {}, {}, {}, 0, "configuration reloaded"});
+    }
+  }
+  if (drain_requested_.exchange(false) && !core_->draining()) {
+    core_->begin_drain();
+    draining_ = true;
+    drain_deadline_ = now + options_.drain_timeout;
+    event({event_kind::draining, {}, {}, {}, 0, "new requests get 503; accepted ones may finish"});
+  }
+}
+
 void event_loop::run() {
-  zmq_pollitem_t items[3] = {{routers_[0].handle(), 0, ZMQ_POLLIN, 0},
+  zmq_pollitem_t items[4] = {{routers_[0].handle(), 0, ZMQ_POLLIN, 0},
                              {routers_[1].handle(), 0, ZMQ_POLLIN, 0},
+                             {control_.handle(), 0, ZMQ_POLLIN, 0},
                              {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
   for (;;) {
     auto now = clock::now();
+    if (core_->draining() && (core_->drained() || now >= drain_deadline_)) break;
     const auto wait =
         std::chrono::ceil<std::chrono::milliseconds>(core_->next_wakeup(now) - now).count();
-    const int rc = zmq_poll(items, 3, static_cast<long>(std::clamp<std::int64_t>(wait, 0, 1000)));
+    const int rc = zmq_poll(items, 4, static_cast<long>(std::clamp<std::int64_t>(wait, 0, 1000)));
     if (rc < 0 && zmq_errno() != EINTR)
       throw error(status::unavailable, std::string("zmq_poll: ") + zmq_strerror(zmq_errno()));
-    if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) break;
+    if (stop_requested_) break;
+    if (rc > 0 && (items[3].revents & ZMQ_POLLIN)) handle_requests(clock::now());
+    if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) handle_control();
     // Drain everything readable: handling one message per wake-up is what made heartbeats go
     // missing in the original prototype. Timers get a turn between batches.
     for (;;) {
-      const std::size_t a = drain(0, batch);
-      const std::size_t b = drain(1, batch);
+      const std::size_t a = drain_socket(0, batch);
+      const std::size_t b = drain_socket(1, batch);
       now = clock::now();
       if (now >= core_->next_wakeup(now)) core_->on_tick(now);
       if (a < batch && b < batch) break;
@@ -98,7 +189,7 @@ void event_loop::run() {
   core_->shutdown(clock::now());
 }
 
-std::size_t event_loop::drain(std::uint8_t socket, std::size_t budget) {
+std::size_t event_loop::drain_socket(std::uint8_t socket, std::size_t budget) {
   std::size_t n = 0;
   bool oversized = false;
   while (n < budget && receive(routers_[socket], oversized)) {

@@ -1,12 +1,17 @@
 // The one loop that owns the broker's sockets: wait → drain every readable message in batches →
 // hand each to the core → run the core's timers; the core's sends go straight to the sockets.
+// Other threads talk to it only through atomics + an eventfd (stop, drain, reload) and an inproc
+// control socket (metrics and status snapshots).
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <zmq.hpp>
 
 #include "broker_core.hpp"
+#include "metrics_server.hpp"
 #include "scale0/broker.hpp"
 
 namespace scale0::broker_detail {
@@ -18,23 +23,50 @@ class event_loop final : public outbox {
   ~event_loop() override;
 
   const bound_endpoints& endpoints() const noexcept { return endpoints_; }
+  std::string metrics_endpoint() const;  // "" when there is no metrics listener
+
+  void on_event(std::function<void(const broker_event&)> h) { event_handler_ = std::move(h); }
+  void on_reload(std::function<std::optional<broker_options>()> h) {
+    reload_handler_ = std::move(h);
+  }
+
   void run();
-  void stop() noexcept;  // async-signal-safe
+  void stop() noexcept;            // async-signal-safe
+  void drain() noexcept;           // async-signal-safe
+  void request_reload() noexcept;  // async-signal-safe
+  bool draining() const noexcept { return draining_.load(std::memory_order_relaxed); }
+
+  // Thread-safe: asks the loop for a "metrics" or "status" snapshot.
+  std::optional<std::string> query(std::string_view what, std::chrono::milliseconds wait);
 
   bool send(std::uint8_t socket, frames& msg) override;
   void publish(frames& msg) override;
+  void event(const broker_event& e) override;
 
  private:
-  std::size_t drain(std::uint8_t socket, std::size_t budget);
+  std::size_t drain_socket(std::uint8_t socket, std::size_t budget);
   bool receive(zmq::socket_t& socket, bool& oversized);
+  void handle_control();
+  void handle_requests(clock::time_point now);
+  void wake() noexcept;
 
   broker_options options_;
   zmq::context_t context_;
   zmq::socket_t routers_[2];
   zmq::socket_t pub_;
+  zmq::socket_t control_;
+  std::string control_endpoint_;
   int wake_fd_ = -1;
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<bool> drain_requested_{false};
+  std::atomic<bool> reload_requested_{false};
+  std::atomic<bool> draining_{false};
+  clock::time_point drain_deadline_{};
   bound_endpoints endpoints_;
   std::unique_ptr<broker_core> core_;
+  std::unique_ptr<metrics_server> metrics_;
+  std::function<void(const broker_event&)> event_handler_;
+  std::function<std::optional<broker_options>()> reload_handler_;
   frames inbox_;
   zmq::message_t discard_;
 };

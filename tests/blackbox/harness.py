@@ -257,7 +257,7 @@ class Proc:
             pass
 
 
-READY_RE = re.compile(rb"^ready frontend=(\S+) backend=(\S+) heartbeat=(\S+)\s*$")
+READY_RE = re.compile(rb"^ready frontend=(\S+) backend=(\S+) heartbeat=(\S+)(?: metrics=(\S+))?\s*$")
 
 
 class BrokerStartError(Exception):
@@ -321,6 +321,8 @@ class Broker:
             a += ["--max-client-inflight", str(o["max_client_inflight"])]
         if o["idempotent"]:
             a += ["--idempotent", ",".join(o["idempotent"])]
+        if not any(x == "--metrics-listen" for x in self.extra):
+            a += ["--metrics-listen", "127.0.0.1:0"]  # never the default port: brokers run side by side
         return a + self.extra
 
     def start(self, timeout=15.0):
@@ -379,7 +381,8 @@ class Broker:
         if not m:
             proc.kill()
             raise BrokerStartError("unexpected ready line %r" % (line,))
-        self.ready_endpoints = tuple(x.decode() for x in m.groups())
+        self.ready_endpoints = tuple(x.decode() for x in m.groups()[:3])
+        self.metrics = m.group(4).decode() if m.group(4) else None
 
         def drain(stream=proc.p.stdout):
             try:

@@ -81,7 +81,7 @@ class BrokerCliTest(unittest.TestCase):
                 ports = [free_port(), free_port(), free_port()]
                 ports[position] = busy
                 res = run_cli(["broker", "--frontend", ep(ports[0]), "--backend", ep(ports[1]),
-                               "--heartbeat", ep(ports[2])], timeout=15)
+                               "--heartbeat", ep(ports[2]), "--metrics-listen", ""], timeout=15)
                 self.assertNotEqual(res.returncode, 0, "endpoint %d in use must fail" % position)
                 self.assertNotIn(b"ready", res.stdout)
                 self.assertGreater(len(res.stderr.strip()), 0, "a clear error on stderr")
@@ -91,8 +91,8 @@ class BrokerCliTest(unittest.TestCase):
     def test_second_broker_on_same_ports_fails(self):
         b = Broker().start()
         try:
-            res = run_cli(["broker", "--frontend", b.frontend, "--backend", b.backend, "--heartbeat", b.heartbeat],
-                          timeout=15)
+            res = run_cli(["broker", "--frontend", b.frontend, "--backend", b.backend, "--heartbeat", b.heartbeat,
+                           "--metrics-listen", ""], timeout=15)
             self.assertNotEqual(res.returncode, 0)
             self.assertGreater(len(res.stderr.strip()), 0)
             self.assertTrue(b.alive(), "the first broker is unaffected")
@@ -102,7 +102,7 @@ class BrokerCliTest(unittest.TestCase):
 
     def test_bad_flags_fail(self):
         fe, be, hb = ep(free_port()), ep(free_port()), ep(free_port())
-        base = ["broker", "--frontend", fe, "--backend", be, "--heartbeat", hb]
+        base = ["broker", "--frontend", fe, "--backend", be, "--heartbeat", hb, "--metrics-listen", ""]
         for args in (base + ["--no-such-flag"],
                      base + ["--liveness", "notanumber"],
                      ["worker", "--service", "x", "--echo", "--broker", be, "--no-such-flag"],
@@ -125,7 +125,7 @@ class BrokerCliTest(unittest.TestCase):
 
     def test_wildcard_ports_reported_in_ready_line(self):
         p = Proc([BIN, "broker", "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
-                  "--heartbeat", "tcp://127.0.0.1:*"], capture_stdout=True)
+                  "--heartbeat", "tcp://127.0.0.1:*", "--metrics-listen", "127.0.0.1:0"], capture_stdout=True)
         try:
             import select, os
             fd = p.p.stdout.fileno()
@@ -141,7 +141,7 @@ class BrokerCliTest(unittest.TestCase):
             line = buf.split(b"\n")[0]
             m = READY_RE.match(line)
             self.assertIsNotNone(m, "ready line %r; stderr %s" % (buf, p.stderr_text()))
-            eps = [x.decode() for x in m.groups()]
+            eps = [x.decode() for x in m.groups()[:3]]
             for e in eps:
                 self.assertRegex(e, r"^tcp://127\.0\.0\.1:\d+$", "the real port, not *")
             self.assertEqual(len(set(eps)), 3)

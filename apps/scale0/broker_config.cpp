@@ -1,0 +1,231 @@
+#include "broker_config.hpp"
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <functional>
+#include <sstream>
+#include <variant>
+
+namespace scale0::cli {
+namespace {
+
+using text_field = std::string broker_settings::*;
+using int_field = std::int64_t broker_settings::*;
+using list_field = std::vector<std::string> broker_settings::*;
+
+struct field {
+  const char* name;
+  std::variant<text_field, int_field, list_field> member;
+  std::int64_t min = 0;  // integers only
+  std::int64_t max = 0;
+  std::function<std::string(const std::string&)> check_text;  // strings only: error or ""
+};
+
+std::string check_endpoint(const std::string& ep) {
+  const auto sep = ep.find("://");
+  const std::string scheme = ep.substr(0, sep);
+  if (sep == std::string::npos || (scheme != "tcp" && scheme != "ipc" && scheme != "inproc"))
+    return "invalid endpoint '" + ep + "': expected tcp://host:port, ipc://path or inproc://name";
+  if (scheme == "tcp" && ep.rfind(':') <= sep + 3) return "invalid endpoint '" + ep + "': no port";
+  return "";
+}
+
+std::string check_listen(const std::string& v) {
+  if (v.empty()) return "";  // off
+  const auto colon = v.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == v.size() ||
+      v.find_first_not_of("0123456789", colon + 1) != std::string::npos)
+    return "invalid listen address '" + v + "': expected host:port, or \"\" for none";
+  return "";
+}
+
+std::string one_of(const std::string& v, std::initializer_list<const char*> allowed) {
+  for (const char* a : allowed)
+    if (v == a) return "";
+  std::string msg = "'" + v + "' is not one of";
+  for (const char* a : allowed) msg += std::string(" ") + a;
+  return msg;
+}
+
+const std::vector<field>& fields() {
+  static const std::vector<field> all = {
+      {"frontend", &broker_settings::frontend, 0, 0, check_endpoint},
+      {"backend", &broker_settings::backend, 0, 0, check_endpoint},
+      {"heartbeat", &broker_settings::heartbeat, 0, 0, check_endpoint},
+      {"heartbeat-interval", &broker_settings::heartbeat_interval, 10, 3600000, {}},
+      {"liveness", &broker_settings::liveness, 1, 100, {}},
+      {"no-worker-timeout", &broker_settings::no_worker_timeout, 1, 3600000, {}},
+      {"request-timeout", &broker_settings::request_timeout, 1, 86400000, {}},
+      {"drain-timeout", &broker_settings::drain_timeout, 0, 3600000, {}},
+      {"max-frames", &broker_settings::max_frames, 8, 100000, {}},
+      {"max-message-bytes", &broker_settings::max_message_bytes, 1024, std::int64_t{1} << 31, {}},
+      {"max-queue", &broker_settings::max_queue, 1, 10000000, {}},
+      {"max-services", &broker_settings::max_services, 1, 10000000, {}},
+      {"max-client-inflight", &broker_settings::max_client_inflight, 1, 10000000, {}},
+      {"idempotent", &broker_settings::idempotent, 0, 0, {}},
+      {"metrics-listen", &broker_settings::metrics_listen, 0, 0, check_listen},
+      {"log-level", &broker_settings::log_level, 0, 0,
+       [](const std::string& v) {
+         return one_of(v, {"trace", "debug", "info", "warn", "error", "critical", "off"});
+       }},
+      {"log-format", &broker_settings::log_format, 0, 0,
+       [](const std::string& v) {
+         return one_of(v, {"text", "json"});
+       }},
+  };
+  return all;
+}
+
+const field* find_field(std::string_view name) {
+  for (const auto& f : fields())
+    if (name == f.name) return &f;
+  return nullptr;
+}
+
+std::string check(const field& f, const broker_settings& s) {
+  if (auto m = std::get_if<int_field>(&f.member)) {
+    const auto v = s.**m;
+    if (v < f.min || v > f.max)
+      return std::to_string(v) + " is out of range (" + std::to_string(f.min) + " to " +
+             std::to_string(f.max) + ")";
+  } else if (auto t = std::get_if<text_field>(&f.member)) {
+    if (f.check_text) return f.check_text(s.**t);
+  } else if (auto l = std::get_if<list_field>(&f.member)) {
+    for (const auto& name : s.**l)
+      if (name.empty() || name.size() > 255) return "service names must be 1-255 bytes";
+  }
+  return "";
+}
+
+[[noreturn]] void fail(const std::string& path, std::size_t line, std::string_view key,
+                       const std::string& what) {
+  std::string msg = path + ":" + std::to_string(line) + ": ";
+  if (!key.empty()) msg += "key '" + std::string(key) + "': ";
+  throw config_error(msg + what);
+}
+
+const char* type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::table:
+      return "a table";
+    default:
+      return "a date or time";
+  }
+}
+
+}  // namespace
+
+broker_options broker_settings::to_options() const {
+  using std::chrono::milliseconds;
+  broker_options o;
+  o.frontend = frontend;
+  o.backend = backend;
+  o.heartbeat = heartbeat;
+  o.heartbeat_interval = milliseconds(heartbeat_interval);
+  o.liveness = static_cast<std::uint32_t>(liveness);
+  o.no_worker_timeout = milliseconds(no_worker_timeout);
+  o.request_timeout = milliseconds(request_timeout);
+  o.drain_timeout = milliseconds(drain_timeout);
+  o.max_frames = static_cast<std::size_t>(max_frames);
+  o.max_message_bytes = static_cast<std::size_t>(max_message_bytes);
+  o.max_queue = static_cast<std::size_t>(max_queue);
+  o.max_services = static_cast<std::size_t>(max_services);
+  o.max_client_inflight = static_cast<std::size_t>(max_client_inflight);
+  o.idempotent_services = idempotent;
+  o.metrics_listen = metrics_listen;
+  return o;
+}
+
+const std::vector<std::string>& setting_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (const auto& f : fields()) n.emplace_back(f.name);
+    return n;
+  }();
+  return names;
+}
+
+broker_settings load_config(const std::string& path, broker_settings s) {
+  toml::table doc;
+  try {
+    doc = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    const auto line = e.source().begin.line;
+    if (line == 0) throw config_error(path + ": " + std::string(e.description()));
+    fail(path, line, {}, std::string(e.description()));
+  }
+  for (auto&& [key, node] : doc) {
+    const std::size_t line = key.source().begin.line;
+    const field* f = find_field(key.str());
+    if (f == nullptr) fail(path, line, key.str(), "unknown key");
+    if (auto m = std::get_if<int_field>(&f->member)) {
+      if (!node.is_integer())
+        fail(path, line, key.str(), std::string("expected an integer, found ") + type_name(node));
+      s.** m = node.as_integer()->get();
+    } else if (auto t = std::get_if<text_field>(&f->member)) {
+      if (!node.is_string())
+        fail(path, line, key.str(), std::string("expected a string, found ") + type_name(node));
+      s.** t = node.as_string()->get();
+    } else if (auto l = std::get_if<list_field>(&f->member)) {
+      const toml::array* a = node.as_array();
+      if (a == nullptr)
+        fail(path, line, key.str(),
+             std::string("expected an array of strings, found ") + type_name(node));
+      std::vector<std::string> values;
+      for (const auto& item : *a) {
+        if (!item.is_string())
+          fail(path, line, key.str(), std::string("expected strings, found ") + type_name(item));
+        values.push_back(item.as_string()->get());
+      }
+      s.** l = std::move(values);
+    }
+    if (const std::string problem = check(*f, s); !problem.empty())
+      fail(path, line, key.str(), problem);
+  }
+  return s;
+}
+
+void copy_setting(const std::string& name, const broker_settings& from, broker_settings& to) {
+  const field* f = find_field(name);
+  if (f == nullptr) return;
+  std::visit([&](auto member) { to.*member = from.*member; }, f->member);
+}
+
+std::string check_setting(const std::string& name, const broker_settings& s) {
+  const field* f = find_field(name);
+  return f == nullptr ? "unknown setting" : check(*f, s);
+}
+
+std::string to_toml(const broker_settings& s) {
+  // Written key by key (not via a toml::table, which sorts keys) so the output follows the
+  // documented order; toml++ formats each value.
+  std::ostringstream out;
+  out << "# scale0 broker configuration (every key is also a flag: --KEY)\n";
+  for (const auto& f : fields()) {
+    out << f.name << " = ";
+    if (auto m = std::get_if<int_field>(&f.member)) {
+      out << toml::value<std::int64_t>(s.**m);
+    } else if (auto t = std::get_if<text_field>(&f.member)) {
+      out << toml::value<std::string>(s.**t);
+    } else if (auto l = std::get_if<list_field>(&f.member)) {
+      toml::array a;
+      for (const auto& v : s.**l) a.push_back(v);
+      out << a;
+    }
+    out << '\n';
+  }
+  return out.str();
+}
+
+}  // namespace scale0::cli

@@ -1,0 +1,58 @@
+// The broker's settings as an operator sees them: one key per `scale0 broker` flag, read from a
+// TOML file (toml++), overridden by flags, printed back as TOML.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "scale0/broker.hpp"
+
+namespace scale0::cli {
+
+struct broker_settings {
+  std::string frontend = "tcp://127.0.0.1:5555";
+  std::string backend = "tcp://127.0.0.1:5556";
+  std::string heartbeat = "tcp://127.0.0.1:5557";
+  std::int64_t heartbeat_interval = 1000;  // ms
+  std::int64_t liveness = 3;
+  std::int64_t no_worker_timeout = 1000;  // ms
+  std::int64_t request_timeout = 30000;   // ms
+  std::int64_t drain_timeout = 10000;     // ms
+  std::int64_t max_frames = 128;
+  std::int64_t max_message_bytes = 8 << 20;
+  std::int64_t max_queue = 10000;
+  std::int64_t max_services = 10000;
+  std::int64_t max_client_inflight = 10000;
+  std::vector<std::string> idempotent;
+  std::string metrics_listen = "127.0.0.1:9555";
+  std::string log_level = "info";
+  std::string log_format = "text";
+
+  broker_options to_options() const;
+};
+
+// A bad configuration: what() names the file, the line and the key.
+class config_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Every key, in the order they are documented; the same names as the flags without "--".
+const std::vector<std::string>& setting_names();
+
+// Reads `path` over `base`. Throws config_error on a syntax error, an unknown key, a wrong type or
+// an invalid value.
+broker_settings load_config(const std::string& path, broker_settings base = {});
+
+// Copies the setting called `name` from `from` into `to`.
+void copy_setting(const std::string& name, const broker_settings& from, broker_settings& to);
+
+// Checks one setting's value; returns an error message or "".
+std::string check_setting(const std::string& name, const broker_settings& s);
+
+// The settings as a TOML document.
+std::string to_toml(const broker_settings& s);
+
+}  // namespace scale0::cli

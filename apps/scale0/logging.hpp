@@ -1,0 +1,39 @@
+// Structured logs on stderr through spdlog: "message key=value ..." as text, or one JSON object
+// per line. Events that a flood of bad input could repeat go through a rate limit.
+#pragma once
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace scale0::cli {
+
+using log_field = std::pair<std::string_view, std::string>;
+
+// Throws std::invalid_argument for an unknown level or format.
+void setup_logging(const std::string& level, const std::string& format);
+
+void log(spdlog::level::level_enum level, std::string_view message,
+         std::initializer_list<log_field> fields = {});
+
+// Lets through at most `per_second` events a second; when it starts letting them through again
+// it reports how many it held back.
+class log_limiter {
+ public:
+  explicit log_limiter(int per_second) : per_second_(per_second) {}
+  // True if this event may be logged; `suppressed` is set to the count held back since the last
+  // one let through (0 usually).
+  bool allow(std::uint64_t& suppressed);
+
+ private:
+  int per_second_;
+  std::chrono::steady_clock::time_point window_{};
+  int used_ = 0;
+  std::uint64_t held_ = 0;
+};
+
+}  // namespace scale0::cli

@@ -1,0 +1,164 @@
+#include "metrics_server.hpp"
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <thread>
+#include <utility>  // before Asio: Boost 1.74 uses std::exchange without including it
+
+#include "scale0/error.hpp"
+
+namespace scale0::broker_detail {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+constexpr int max_connections = 64;
+constexpr auto idle_timeout = std::chrono::seconds(10);
+
+// One keep-alive connection: read a request, answer it, repeat until the peer closes or idles.
+class session : public std::enable_shared_from_this<session> {
+ public:
+  session(tcp::socket socket, const metrics_server::handlers& h, int& open)
+      : stream_(std::move(socket)), handlers_(h), open_(open) {
+    ++open_;
+  }
+  ~session() { --open_; }
+
+  void start() { read(); }
+
+ private:
+  void read() {
+    request_ = {};
+    stream_.expires_after(idle_timeout);
+    http::async_read(stream_, buffer_, request_,
+                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                       if (!ec) self->respond();
+                     });
+  }
+
+  void respond() {
+    auto res = std::make_shared<http::response<http::string_body>>();
+    res->version(request_.version());
+    res->keep_alive(request_.keep_alive());
+    res->set(http::field::server, "scale0");
+    const std::string_view target(request_.target().data(), request_.target().size());
+    const std::string_view path = target.substr(0, target.find('?'));
+    auto text = [&](http::status st, std::string body,
+                    const char* type = "text/plain; charset=utf-8") {
+      res->result(st);
+      res->set(http::field::content_type, type);
+      res->body() = std::move(body);
+    };
+    if (request_.method() != http::verb::get && request_.method() != http::verb::head) {
+      text(http::status::method_not_allowed, "only GET and HEAD\n");
+      res->set(http::field::allow, "GET, HEAD");
+    } else if (path == "/metrics") {
+      if (auto m = handlers_.metrics())
+        text(http::status::ok, std::move(*m), "text/plain; version=0.0.4; charset=utf-8");
+      else
+        text(http::status::service_unavailable, "the broker did not answer\n");
+    } else if (path == "/healthz") {
+      // Alive means the event loop answers, not just that this thread runs.
+      if (handlers_.metrics())
+        text(http::status::ok, "ok\n");
+      else
+        text(http::status::service_unavailable, "event loop not answering\n");
+    } else if (path == "/readyz") {
+      if (handlers_.ready())
+        text(http::status::ok, "ready\n");
+      else
+        text(http::status::service_unavailable, "draining\n");
+    } else {
+      text(http::status::not_found, "not found: try /metrics, /healthz or /readyz\n");
+    }
+    res->prepare_payload();
+    if (request_.method() == http::verb::head) {  // same headers, no body
+      const auto length = res->body().size();
+      res->body().clear();
+      res->content_length(length);
+    }
+    http::async_write(stream_, *res,
+                      [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
+                        if (!ec && res->keep_alive()) self->read();
+                      });
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  http::request<http::string_body> request_;
+  const metrics_server::handlers& handlers_;
+  int& open_;
+};
+
+}  // namespace
+
+struct metrics_server::impl {
+  impl(const std::string& listen, handlers h) : handlers_(std::move(h)), acceptor(io) {
+    const auto colon = listen.rfind(':');
+    if (colon == std::string::npos)
+      throw error(status::bad_request, "metrics listen address must be host:port: " + listen);
+    std::string host = listen.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+      host = host.substr(1, host.size() - 2);
+    boost::system::error_code ec;
+    const auto address = asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
+    unsigned long port = 0;
+    try {
+      port = std::stoul(listen.substr(colon + 1));
+    } catch (const std::exception&) {
+      ec = asio::error::invalid_argument;
+    }
+    if (ec || port > 65535)
+      throw error(status::bad_request, "invalid metrics listen address " + listen);
+    const tcp::endpoint ep(address, static_cast<unsigned short>(port));
+    acceptor.open(ep.protocol(), ec);
+    if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor.bind(ep, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec)
+      throw error(status::bad_request,
+                  "cannot listen for metrics on " + listen + ": " + ec.message());
+    accept();
+    thread = std::thread([this] { io.run(); });
+  }
+
+  ~impl() {
+    io.stop();
+    thread.join();
+  }
+
+  void accept() {
+    acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
+      if (ec == asio::error::operation_aborted) return;
+      if (!ec) {
+        if (open < max_connections) {
+          std::make_shared<session>(std::move(socket), handlers_, open)->start();
+        }  // else: over the cap, the socket closes here
+      }
+      accept();
+    });
+  }
+
+  // Sessions still queued in `io` are destroyed with it and touch `handlers_` and `open`: both
+  // are declared first so they outlive it.
+  handlers handlers_;
+  int open = 0;  // touched only on the io thread
+  asio::io_context io{1};
+  tcp::acceptor acceptor;
+  std::thread thread;
+};
+
+metrics_server::metrics_server(const std::string& listen, handlers h)
+    : impl_(std::make_unique<impl>(listen, std::move(h))) {}
+metrics_server::~metrics_server() = default;
+
+std::string metrics_server::endpoint() const {
+  const auto ep = impl_->acceptor.local_endpoint();
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+}  // namespace scale0::broker_detail

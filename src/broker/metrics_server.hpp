@@ -1,0 +1,33 @@
+// A small HTTP/1.1 listener (Boost.Beast, one thread) for /metrics, /healthz and /readyz. Beast
+// stays inside metrics_server.cpp so no other translation unit pays for it.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace scale0::broker_detail {
+
+class metrics_server {
+ public:
+  struct handlers {
+    std::function<std::optional<std::string>()> metrics;  // nothing: the broker did not answer
+    std::function<bool()> ready;                          // false while draining
+  };
+
+  // Listens on "host:port" (port 0: any free port). Throws scale0::error when the address is
+  // invalid or cannot be bound.
+  metrics_server(const std::string& listen, handlers h);
+  ~metrics_server();
+  metrics_server(const metrics_server&) = delete;
+  metrics_server& operator=(const metrics_server&) = delete;
+
+  std::string endpoint() const;  // host:port actually bound
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace scale0::broker_detail
