@@ -5,6 +5,7 @@
 
 #include "commands.hpp"
 #include "scale0/error.hpp"
+#include "scale0/exec.hpp"
 #include "scale0/worker.hpp"
 
 namespace scale0::cli {
@@ -18,26 +19,51 @@ struct worker_args {
   long delay_ms = 0;
   long heartbeat_ms = 0;
   std::string name;
+  exec_options exec;
+  bool exec_given = false;
+  long exec_timeout_ms = 30000;
 };
 
+// The handler the flags ask for: --echo, or --exec CMD. Throws scale0::error (400).
+job_handler make_handler(const worker_args& a, const std::string& name) {
+  if (a.exec_given) {
+    exec_options eo = a.exec;
+    eo.timeout = std::chrono::milliseconds(a.exec_timeout_ms);
+    job_handler run;
+    try {
+      run = make_exec_handler(std::move(eo));
+    } catch (const error& e) {
+      throw error(e.code(), "--exec: " + e.message());
+    }
+    return [name, run = std::move(run)](job& j) {
+      job_result r = run(j);
+      if (r.status == 200) r.message = name;  // errors keep the command's message
+      return r;
+    };
+  }
+  const auto delay = std::chrono::milliseconds(a.delay_ms);
+  return [name, delay](job& j) {
+    if (delay.count() > 0) std::this_thread::sleep_for(delay);
+    job_result r;
+    r.message = name;  // the reply says who served it
+    r.body = std::move(j.body);
+    return r;
+  };
+}
+
 int run_worker(worker_args& a) {
-  if (!a.echo) {
-    std::fprintf(stderr, "scale0 worker: choose what the worker does: --echo\n");
+  if (a.echo == a.exec_given) {
+    std::fprintf(stderr,
+                 a.echo ? "scale0 worker: --echo and --exec exclude each other\n"
+                        : "scale0 worker: choose what the worker does: --echo or --exec CMD\n");
     return 2;
   }
-  if (a.name.empty()) a.name = "echo-" + std::to_string(::getpid());
+  if (a.name.empty()) a.name = (a.echo ? "echo-" : "exec-") + std::to_string(::getpid());
   a.o.heartbeat_interval = std::chrono::milliseconds(a.heartbeat_ms);
   const std::string name = a.name;
   a.o.on_event = [name](const std::string& what) { spdlog::info("worker {}: {}", name, what); };
-  const auto delay = std::chrono::milliseconds(a.delay_ms);
   try {
-    worker w(a.o, [name, delay](job& j) {
-      if (delay.count() > 0) std::this_thread::sleep_for(delay);
-      job_result r;
-      r.message = name;  // the reply says who served it
-      r.body = std::move(j.body);
-      return r;
-    });
+    worker w(a.o, make_handler(a, name));
     running = &w;
     on_stop_signal([]() noexcept { running->stop(); });
     w.run();
@@ -60,12 +86,32 @@ void add_worker_command(CLI::App& root, int& exit_code) {
   sub->footer(
       "Examples:\n"
       "  scale0 worker --service echo --echo\n"
-      "  scale0 worker --service echo,upper --echo --concurrency 8 --idempotent --name w1");
+      "  scale0 worker --service echo,upper --echo --concurrency 8 --idempotent --name w1\n"
+      "  scale0 worker --service upper --exec 'tr a-z A-Z' --concurrency 4 --exec-timeout 5000\n"
+      "  scale0 worker --service count --exec 'sort | uniq -c' --shell");
   auto& o = args->o;
   sub->add_option("--service", o.services, "Services served (comma-separated)")
       ->required()
       ->delimiter(',');
-  sub->add_flag("--echo", args->echo, "Reply with the request body");
+  CLI::Option* echo = sub->add_flag("--echo", args->echo, "Reply with the request body");
+  CLI::Option* exec =
+      sub->add_option("--exec", args->exec.command,
+                      "Run CMD per request: body on stdin, reply = stdout, exit != 0 -> 500 with "
+                      "stderr; split into words, no shell")
+          ->type_name("CMD")
+          ->excludes(echo);
+  sub->add_flag("--shell", args->exec.shell, "Run the --exec command through /bin/sh -c")
+      ->needs(exec);
+  sub->add_option("--exec-timeout", args->exec_timeout_ms,
+                  "Kill an --exec command after this long (ms): 504")
+      ->capture_default_str()
+      ->check(CLI::Range(1L, 86400000L))
+      ->needs(exec);
+  sub->add_option("--max-output-bytes", args->exec.max_output_bytes,
+                  "An --exec command writing more to stdout than this: 413")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 32))
+      ->needs(exec);
   sub->add_option("--broker", o.broker, "Broker endpoint")->capture_default_str();
   sub->add_option("--concurrency", o.concurrency, "Requests held at once")
       ->capture_default_str()
@@ -75,9 +121,14 @@ void add_worker_command(CLI::App& root, int& exit_code) {
                   "Ask for a longer heartbeat interval (ms); 0 takes the broker's")
       ->check(CLI::Range(0L, 3600000L));
   sub->add_option("--delay", args->delay_ms, "Echo: wait this long before replying (ms)")
-      ->check(CLI::Range(0L, 3600000L));
-  sub->add_option("--name", args->name, "Name put in each reply's message (default echo-PID)");
-  sub->callback([args, &exit_code] { exit_code = run_worker(*args); });
+      ->check(CLI::Range(0L, 3600000L))
+      ->excludes(exec);
+  sub->add_option("--name", args->name,
+                  "Name put in each reply's message (default echo-PID or exec-PID)");
+  sub->callback([args, exec, &exit_code] {
+    args->exec_given = exec->count() > 0;
+    exit_code = run_worker(*args);
+  });
 }
 
 }  // namespace scale0::cli

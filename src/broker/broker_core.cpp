@@ -227,7 +227,8 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   W.expires = now + W.interval * options_.liveness;
   W.jobs = {};
   W.memberships.clear();
-  const char* address = zmq_msg_gets(msg[0].handle(), "Peer-Address");
+  // Frame 0 is made by the ROUTER; frame 1 came over the wire and carries the metadata.
+  const char* address = zmq_msg_gets(msg[1].handle(), "Peer-Address");
   W.address.assign(address != nullptr ? address : "");
   worker_by_key_.emplace(W.key, w);
   ++counters_.workers_joined;

@@ -4,7 +4,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <thread>
-#include <utility>  // before Asio: Boost 1.74 uses std::exchange without including it
 
 #include "scale0/error.hpp"
 

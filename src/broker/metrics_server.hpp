@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>  // Boost 1.74 Asio uses std::exchange without including <utility>
 
 namespace scale0::broker_detail {
 

@@ -1,0 +1,159 @@
+// `scale0 status`: the broker's services, workers and counters, as tables, JSON, or refreshed
+// like top. Also a health check: no answer within the timeout is a non-zero exit.
+#include <fmt/format.h>
+
+#include <csignal>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "commands.hpp"
+#include "scale0/client.hpp"
+#include "scale0/error.hpp"
+
+namespace scale0::cli {
+namespace {
+
+volatile std::sig_atomic_t watching = 1;
+extern "C" void stop_watching(int) {
+  watching = 0;
+}
+
+struct status_args {
+  std::string broker = "tcp://127.0.0.1:5555";
+  long timeout_ms = 1000;
+  long interval_ms = 1000;
+  bool json = false;
+  bool watch = false;
+};
+
+std::string errors_text(const nlohmann::json& errors) {
+  std::string out;
+  for (const auto& [code, n] : errors.items())
+    out += (out.empty() ? "" : " ") + code + ":" + std::to_string(n.get<long>());
+  return out.empty() ? "-" : out;
+}
+
+std::string age(double ms) {
+  if (ms < 1000) return fmt::format("{:.0f} ms", ms);
+  if (ms < 120000) return fmt::format("{:.1f} s", ms / 1000);
+  return fmt::format("{:.0f} min", ms / 60000);
+}
+
+void print_tables(const nlohmann::json& s, const std::string& endpoint) {
+  std::cout << fmt::format("broker {} at {}  up {}  {}  heartbeat {} ms x {}\n\n",
+                           s["broker_id"].get<std::string>(), endpoint,
+                           age(s["uptime_ms"].get<double>()),
+                           s["draining"].get<bool>() ? "DRAINING" : "serving",
+                           s["heartbeat_interval_ms"].get<double>(), s["liveness"].get<int>());
+  std::cout << fmt::format("{:<24} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}  {}\n", "SERVICE",
+                           "WORKERS", "IDLE", "QUEUE", "IN-FLIGHT", "REQ/S", "P50 ms", "P99 ms",
+                           "ERRORS");
+  for (const auto& v : s["services"]) {
+    std::cout << fmt::format("{:<24} {:>7} {:>6} {:>6} {:>9} {:>9.1f} {:>9.2f} {:>9.2f}  {}\n",
+                             v["name"].get<std::string>(), v["workers"].get<long>(),
+                             v["idle_slots"].get<long>(), v["queue_depth"].get<long>(),
+                             v["in_flight"].get<long>(), v["requests_per_second"].get<double>(),
+                             v["latency_p50_ms"].get<double>(), v["latency_p99_ms"].get<double>(),
+                             errors_text(v["errors"]));
+  }
+  std::cout << fmt::format("\n{:<12} {:<16} {:<7} {:<24} {:>5} {:>9} {:>10}\n", "WORKER", "ADDRESS",
+                           "PROTO", "SERVICES", "CONC", "IN-FLIGHT", "LAST SEEN");
+  for (const auto& w : s["workers"]) {
+    std::string services;
+    for (const auto& n : w["services"])
+      services += (services.empty() ? "" : ",") + n.get<std::string>();
+    std::cout << fmt::format("{:<12} {:<16} {:<7} {:<24} {:>5} {:>9} {:>10}{}\n",
+                             w["id"].get<std::string>().substr(0, 12),
+                             w["address"].get<std::string>(), w["protocol"].get<std::string>(),
+                             services, w["concurrency"].get<long>(), w["in_flight"].get<long>(),
+                             age(w["last_seen_ms"].get<double>()),
+                             w["stopping"].get<bool>() ? "  stopping" : "");
+  }
+  const auto& c = s["counters"];
+  const auto& d = c["dropped"];
+  std::cout << fmt::format(
+      "\nrequests {}  replies {}  errors {}  dropped: malformed {} unknown-reply {} late-reply {} "
+      "unroutable {}\n"
+      "workers joined {} left {} expired {}  heartbeats missed {}  redispatched {}\n",
+      c["requests"].get<long>(), c["replies"].get<long>(), errors_text(c["errors"]),
+      d["malformed"].get<long>(), d["unknown_reply"].get<long>(), d["late_reply"].get<long>(),
+      d["unroutable"].get<long>(), c["workers_joined"].get<long>(), c["workers_left"].get<long>(),
+      c["workers_expired"].get<long>(), c["heartbeats_missed"].get<long>(),
+      c["redispatched"].get<long>());
+}
+
+int show(const status_args& a, client& c) {
+  std::vector<zmq::message_t> none;
+  reply r;
+  try {
+    r = c.call("scale0.status", std::move(none), std::chrono::milliseconds(a.timeout_ms));
+  } catch (const error&) {
+    std::cerr << "scale0 status: no answer from " << a.broker << " within " << a.timeout_ms
+              << " ms\n";
+    return 1;
+  }
+  if (r.status != status::ok) {
+    std::cerr << "scale0 status: " << r.status << " " << r.message << "\n";
+    return 1;
+  }
+  const auto s = nlohmann::json::parse(r.text(), nullptr, false);
+  if (s.is_discarded()) {
+    std::cerr << "scale0 status: the broker's answer is not JSON\n";
+    return 1;
+  }
+  if (a.json) {
+    std::cout << s.dump(2) << "\n";
+  } else {
+    print_tables(s, a.broker);
+  }
+  return 0;
+}
+
+int run_status(const status_args& a) {
+  try {
+    client c(a.broker);
+    if (!a.watch) return show(a, c);
+    std::signal(SIGINT, stop_watching);
+    std::signal(SIGTERM, stop_watching);
+    int rc = 0;
+    while (watching) {
+      std::cout << "\033[H\033[2J";  // clear the screen, like top
+      rc = show(a, c);
+      std::cout.flush();
+      for (long slept = 0; watching && slept < a.interval_ms; slept += 50)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return rc;
+  } catch (const error& e) {
+    std::cerr << "scale0 status: " << e.message() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace
+
+void add_status_command(CLI::App& root, int& exit_code) {
+  auto args = std::make_shared<status_args>();
+  CLI::App* sub = root.add_subcommand("status", "Show a broker's services, workers and counters");
+  sub->footer(
+      "Exits non-zero when the broker does not answer within --timeout (usable as a health "
+      "check).\n\n"
+      "Examples:\n"
+      "  scale0 status\n"
+      "  scale0 status --json | jq '.services[] | {name, workers, queue_depth}'\n"
+      "  scale0 status --watch --interval 500\n"
+      "  scale0 status --broker tcp://10.0.0.5:5555 --timeout 300 || echo broker down");
+  sub->add_option("--broker", args->broker, "Broker endpoint")->capture_default_str();
+  sub->add_option("--timeout", args->timeout_ms, "How long to wait for the answer (ms)")
+      ->capture_default_str()
+      ->check(CLI::Range(1L, 600000L));
+  sub->add_flag("--json", args->json, "Print the broker's JSON as is (pretty-printed)");
+  sub->add_flag("--watch", args->watch, "Refresh until interrupted");
+  sub->add_option("--interval", args->interval_ms, "Refresh interval for --watch (ms)")
+      ->capture_default_str()
+      ->check(CLI::Range(100L, 3600000L));
+  sub->callback([args, &exit_code] { exit_code = run_status(*args); });
+}
+
+}  // namespace scale0::cli
