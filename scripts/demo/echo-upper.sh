@@ -1,0 +1,3 @@
+#!/bin/sh
+# A program that knows nothing about Scale0: reads the request on stdin, answers on stdout.
+tr 'a-z' 'A-Z'
