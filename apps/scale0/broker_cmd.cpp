@@ -1,7 +1,10 @@
 #include <atomic>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <mutex>
+#include <thread>
 
 #include "broker_config.hpp"
 #include "commands.hpp"
@@ -13,17 +16,18 @@
 namespace scale0::cli {
 namespace {
 
-broker* running = nullptr;
+std::atomic<broker*> running{nullptr};
 std::atomic<int> stop_signals{0};
 
 // First SIGTERM/SIGINT: drain. A second one: stop at once. SIGHUP: reload the configuration.
 extern "C" void on_broker_signal(int sig) {
-  if (running == nullptr) return;
-  if (sig == SIGHUP) return running->request_reload();
+  broker* b = running.load();
+  if (b == nullptr) return;
+  if (sig == SIGHUP) return b->request_reload();
   if (stop_signals.fetch_add(1) == 0) {
-    running->drain();
+    b->drain();
   } else {
-    running->stop();
+    b->stop();
   }
 }
 
@@ -97,6 +101,7 @@ int run_broker(broker_args& a) {
     std::fprintf(stderr, "scale0 broker: %s\n", e.what());
     return 2;
   }
+  const bool json_logs = settings.log_format == "json";
   if (a.print_config) {
     std::cout << to_toml(settings);
     return 0;
@@ -105,12 +110,22 @@ int run_broker(broker_args& a) {
   try {
     broker b(settings.to_options());
     log_limiter limiter(10);
-    b.on_event([&limiter](const broker_event& e) { log_event(e, limiter); });
-    b.on_reload([&a]() -> std::optional<broker_options> {
+    b.on_event([&limiter](const broker_event& e) {
+      if (e.kind == event_kind::draining) notify_service("STOPPING=1");
+      log_event(e, limiter);
+    });
+    b.on_reload([&a, current = settings]() mutable -> std::optional<broker_options> {
       notify_service("RELOADING=1");
       try {
         broker_settings next = effective(a);
         setup_logging(next.log_level, next.log_format);
+        for (const char* key : {"frontend", "backend", "heartbeat", "metrics-listen"}) {
+          broker_settings probe = current;
+          copy_setting(key, next, probe);
+          if (to_toml(probe) != to_toml(current))
+            log(spdlog::level::warn, "this setting changes only on restart", {{"key", key}});
+        }
+        current = next;
         notify_service("READY=1");
         return next.to_options();
       } catch (const std::exception& e) {
@@ -122,6 +137,10 @@ int run_broker(broker_args& a) {
     });
     const auto& ep = b.endpoints();
     running = &b;
+    // Cleared however this scope ends, before the object dies: a late signal then finds nothing.
+    struct forget {
+      ~forget() { running = nullptr; }
+    } forget_on_exit;
     for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
       struct sigaction sa {};
       sa.sa_handler = on_broker_signal;
@@ -146,13 +165,32 @@ int run_broker(broker_args& a) {
     std::printf("\n");
     std::fflush(stdout);
     notify_service("READY=1");
+    // Reports what the log rate limit held back even when no further event comes to carry it.
+    std::mutex flush_mu;
+    std::condition_variable flush_cv;
+    bool done = false;
+    std::thread flusher([&] {
+      std::unique_lock lock(flush_mu);
+      while (!flush_cv.wait_for(lock, std::chrono::seconds(1), [&] { return done; }))
+        if (const auto held = limiter.flush())
+          log(spdlog::level::warn, "log lines suppressed by the rate limit",
+              {{"count", std::to_string(held)}});
+    });
     b.run();
-    notify_service("STOPPING=1");
-    running = nullptr;
+    {
+      std::lock_guard lock(flush_mu);
+      done = true;
+    }
+    flush_cv.notify_one();
+    flusher.join();
     log(spdlog::level::info, "broker stopped");
     return 0;
   } catch (const error& e) {
-    std::fprintf(stderr, "scale0 broker: %s\n", e.message().c_str());
+    if (json_logs) {
+      log(spdlog::level::err, "broker failed", {{"error", e.message()}});
+    } else {
+      std::fprintf(stderr, "scale0 broker: %s\n", e.message().c_str());
+    }
     return 1;
   }
 }

@@ -3,6 +3,7 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <fstream>
 #include <functional>
 #include <sstream>
 #include <variant>
@@ -22,22 +23,39 @@ struct field {
   std::function<std::string(const std::string&)> check_text;  // strings only: error or ""
 };
 
+// "" when `port` is a TCP port number (1-65535; 0 too when `zero_ok`).
+std::string check_port(std::string_view port, bool zero_ok) {
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string_view::npos)
+    return "port '" + std::string(port) + "' is not a number";
+  const int n = std::stoi(std::string(port));
+  if (n > 65535 || (n == 0 && !zero_ok)) return "port " + std::string(port) + " is out of range";
+  return "";
+}
+
 std::string check_endpoint(const std::string& ep) {
   const auto sep = ep.find("://");
   const std::string scheme = ep.substr(0, sep);
+  const std::string bad = "invalid endpoint '" + ep + "': ";
   if (sep == std::string::npos || (scheme != "tcp" && scheme != "ipc" && scheme != "inproc"))
-    return "invalid endpoint '" + ep + "': expected tcp://host:port, ipc://path or inproc://name";
-  if (scheme == "tcp" && ep.rfind(':') <= sep + 3) return "invalid endpoint '" + ep + "': no port";
-  return "";
+    return bad + "expected tcp://host:port, ipc://path or inproc://name";
+  if (ep.size() == sep + 3) return bad + "nothing after ://";
+  if (scheme != "tcp") return "";
+  const auto colon = ep.rfind(':');
+  if (colon <= sep + 3) return bad + "no host or no port";
+  const std::string_view port = std::string_view(ep).substr(colon + 1);
+  if (port == "*") return "";  // any free port
+  const std::string problem = check_port(port, false);
+  return problem.empty() ? "" : bad + problem;
 }
 
 std::string check_listen(const std::string& v) {
   if (v.empty()) return "";  // off
   const auto colon = v.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == v.size() ||
-      v.find_first_not_of("0123456789", colon + 1) != std::string::npos)
-    return "invalid listen address '" + v + "': expected host:port, or \"\" for none";
-  return "";
+  const std::string bad = "invalid listen address '" + v + "': ";
+  if (colon == std::string::npos || colon == 0) return bad + "expected host:port, or \"\" for none";
+  const std::string problem = check_port(std::string_view(v).substr(colon + 1), true);
+  return problem.empty() ? "" : bad + problem;
 }
 
 std::string one_of(const std::string& v, std::initializer_list<const char*> allowed) {
@@ -105,6 +123,23 @@ std::string check(const field& f, const broker_settings& s) {
   throw config_error(msg + what);
 }
 
+// The key a syntax error's line assigns to, if it looks like `key = ...`; "" otherwise.
+std::string key_on_line(const std::string& path, std::size_t line) {
+  std::ifstream in(path);
+  std::string text;
+  for (std::size_t i = 0; i < line && std::getline(in, text); ++i) {
+  }
+  const auto first = text.find_first_not_of(" \t");
+  const auto eq = text.find('=');
+  if (first == std::string::npos || eq == std::string::npos || eq <= first) return "";
+  std::string key = text.substr(first, eq - first);
+  key.erase(key.find_last_not_of(" \t") + 1);
+  if (key.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") !=
+      std::string::npos)
+    return "";
+  return key;
+}
+
 const char* type_name(const toml::node& n) {
   switch (n.type()) {
     case toml::node_type::string:
@@ -163,7 +198,7 @@ broker_settings load_config(const std::string& path, broker_settings s) {
   } catch (const toml::parse_error& e) {
     const auto line = e.source().begin.line;
     if (line == 0) throw config_error(path + ": " + std::string(e.description()));
-    fail(path, line, {}, std::string(e.description()));
+    fail(path, line, key_on_line(path, line), std::string(e.description()));
   }
   for (auto&& [key, node] : doc) {
     const std::size_t line = key.source().begin.line;

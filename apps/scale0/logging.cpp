@@ -54,7 +54,14 @@ void log(spdlog::level::level_enum level, std::string_view message,
   spdlog::log(level, "{}", line);
 }
 
+std::uint64_t log_limiter::flush() {
+  std::lock_guard lock(mu_);
+  if (std::chrono::steady_clock::now() - window_ < std::chrono::seconds(1)) return 0;
+  return std::exchange(held_, 0);
+}
+
 bool log_limiter::allow(std::uint64_t& suppressed) {
+  std::lock_guard lock(mu_);
   const auto now = std::chrono::steady_clock::now();
   suppressed = 0;
   if (now - window_ >= std::chrono::seconds(1)) {

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <initializer_list>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -22,14 +23,19 @@ void log(spdlog::level::level_enum level, std::string_view message,
 
 // Lets through at most `per_second` events a second; when it starts letting them through again
 // it reports how many it held back.
+// Thread-safe.
 class log_limiter {
  public:
   explicit log_limiter(int per_second) : per_second_(per_second) {}
   // True if this event may be logged; `suppressed` is set to the count held back since the last
   // one let through (0 usually).
   bool allow(std::uint64_t& suppressed);
+  // Once the window has passed: how many were held back (and forgets them). For a timer, so a
+  // burst followed by silence is still reported.
+  std::uint64_t flush();
 
  private:
+  std::mutex mu_;
   int per_second_;
   std::chrono::steady_clock::time_point window_{};
   int used_ = 0;

@@ -29,8 +29,12 @@ struct status_args {
 
 std::string errors_text(const nlohmann::json& errors) {
   std::string out;
-  for (const auto& [code, n] : errors.items())
-    out += (out.empty() ? "" : " ") + code + ":" + std::to_string(n.get<long>());
+  for (const auto& [code, n] : errors.items()) {
+    if (!out.empty()) out += ' ';
+    out += code;
+    out += ':';
+    out += std::to_string(n.get<long>());
+  }
   return out.empty() ? "-" : out;
 }
 
@@ -61,8 +65,10 @@ void print_tables(const nlohmann::json& s, const std::string& endpoint) {
                            "PROTO", "SERVICES", "CONC", "IN-FLIGHT", "LAST SEEN");
   for (const auto& w : s["workers"]) {
     std::string services;
-    for (const auto& n : w["services"])
-      services += (services.empty() ? "" : ",") + n.get<std::string>();
+    for (const auto& n : w["services"]) {
+      if (!services.empty()) services += ',';
+      services += n.get<std::string>();
+    }
     std::cout << fmt::format("{:<12} {:<16} {:<7} {:<24} {:>5} {:>9} {:>10}{}\n",
                              w["id"].get<std::string>().substr(0, 12),
                              w["address"].get<std::string>(), w["protocol"].get<std::string>(),

@@ -1,6 +1,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <thread>
 
 #include "commands.hpp"
@@ -11,7 +12,7 @@
 namespace scale0::cli {
 namespace {
 
-worker* running = nullptr;
+std::atomic<worker*> running{nullptr};
 
 struct worker_args {
   worker_options o;
@@ -65,9 +66,14 @@ int run_worker(worker_args& a) {
   try {
     worker w(a.o, make_handler(a, name));
     running = &w;
-    on_stop_signal([]() noexcept { running->stop(); });
+    // Cleared however this scope ends, before the object dies: a late signal then finds nothing.
+    struct forget {
+      ~forget() { running = nullptr; }
+    } forget_on_exit;
+    on_stop_signal([]() noexcept {
+      if (worker* current = running.load()) current->stop();
+    });
     w.run();
-    running = nullptr;
     return 0;
   } catch (const error& e) {
     std::fprintf(stderr, "scale0 worker: %s\n", e.message().c_str());

@@ -37,7 +37,9 @@ class client {
   client& operator=(client&&) noexcept;
 
   // Sends one request and waits for its reply. Returns the body of a 200 reply; throws
-  // scale0::error carrying the status otherwise (504 when no reply came in time).
+  // scale0::error carrying the status otherwise (504 when no reply came in time, 503 when the
+  // send queue is full). On a timeout the socket is replaced (Lazy Pirate), which also abandons
+  // pipelined requests still outstanding.
   std::string request(std::string_view service, std::string_view body,
                       std::optional<std::chrono::milliseconds> timeout = std::nullopt);
   // The same, returning the whole reply (any status) instead of throwing on non-200.
@@ -53,7 +55,8 @@ class client {
                      std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
   std::optional<reply> receive(std::chrono::milliseconds wait);
 
-  // PING/PONG round trip: true when the broker answered within `wait`.
+  // PING/PONG round trip: true when the broker answered within `wait`. Replies to pipelined
+  // requests that arrive meanwhile are kept for receive().
   bool ping(std::chrono::milliseconds wait);
 
  private:

@@ -73,6 +73,8 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
     case inbound_kind::mdp_ready:
       if (oversized) {
         send_disconnect(socket, view(msg[0]), mdp, status::too_large, "READY too large");
+        if (const std::uint32_t w = find_worker(socket, msg[0]); w != npos)
+          purge_worker(w, now, "READY too large");
       } else {
         on_worker_ready(socket, msg, in, mdp, now);
       }
@@ -195,10 +197,13 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   }
   std::size_t new_services = 0;
   for (std::size_t i = in.first; i < msg.size(); ++i) {
-    if (reserved_service(view(msg[i])))
+    const std::string_view name = view(msg[i]);
+    if (reserved_service(name))
       return send_disconnect(socket, identity, mdp, status::bad_request,
                              "service name is reserved");
-    if (!service_by_name_.contains(std::string(view(msg[i])))) ++new_services;
+    bool repeated = false;  // a name listed twice is one service
+    for (std::size_t k = in.first; k < i && !repeated; ++k) repeated = view(msg[k]) == name;
+    if (!repeated && !service_by_name_.contains(std::string(name))) ++new_services;
   }
   if (service_by_name_.size() + new_services > options_.max_services)
     return send_disconnect(socket, identity, mdp, status::unavailable, "too many services");
@@ -533,6 +538,10 @@ void broker_core::on_tick(time_point now) {
       send_disconnect(workers_[w].socket, workers_[w].identity, workers_[w].mdp, status::deadline,
                       "heartbeat expired");
       ++counters_.workers_expired;
+      // Its silence counts as missed heartbeats too, beyond the first interval.
+      const auto silent =
+          static_cast<std::uint64_t>((now - workers_[w].last_seen) / workers_[w].interval);
+      if (silent > 1) counters_.heartbeats_missed += silent - 1;
       purge_worker(w, now, "heartbeat expired");
     }
     next_expiry_scan_ =

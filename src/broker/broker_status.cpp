@@ -106,7 +106,8 @@ std::string broker_core::status_json(time_point now) const {
         {"heartbeats_missed", c.heartbeats_missed},
         {"redispatched", c.redispatched},
         {"requests_pending", requests_pending()}}}};
-  return j.dump();
+  // Service names are bytes, not necessarily UTF-8: replace what JSON cannot carry.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string broker_core::metrics_text(time_point now) const {

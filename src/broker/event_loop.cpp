@@ -148,7 +148,12 @@ void event_loop::handle_requests(clock::time_point now) {
   if (reload_requested_.exchange(false) && reload_handler_) {
     if (auto next = reload_handler_()) {
       core_->reconfigure(*next);
+      // The loop enforces frame and byte limits itself; endpoints need a restart.
       options_.drain_timeout = next->drain_timeout;
+      options_.max_frames = next->max_frames;
+      options_.max_message_bytes = next->max_message_bytes;
+      for (auto& r : routers_)  // applies to connections made from now on
+        r.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(next->max_message_bytes) * 2);
       event({event_kind::reloaded, {}, {}, {}, 0, "configuration reloaded"});
     }
   }
@@ -184,6 +189,10 @@ void event_loop::run() {
       now = clock::now();
       if (now >= core_->next_wakeup(now)) core_->on_tick(now);
       if (a < batch && b < batch) break;
+      // Under sustained load poll() is not reached: serve control queries and look at
+      // stop/drain/reload requests here too.
+      handle_control();
+      if (stop_requested_ || drain_requested_ || reload_requested_) break;
     }
   }
   core_->shutdown(clock::now());
@@ -194,7 +203,13 @@ std::size_t event_loop::drain_socket(std::uint8_t socket, std::size_t budget) {
   bool oversized = false;
   while (n < budget && receive(routers_[socket], oversized)) {
     ++n;
-    core_->on_message(socket, inbox_, oversized, clock::now());
+    try {
+      core_->on_message(socket, inbox_, oversized, clock::now());
+    } catch (const std::exception& e) {
+      // Nothing from the network may end the loop (the decoder itself never throws; this is
+      // for resource exhaustion and bugs): report it and go on with the next message.
+      event({event_kind::dropped, {}, {}, {}, 0, e.what()});
+    }
   }
   return n;
 }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <deque>
+#include <unordered_set>
 
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
@@ -47,10 +49,13 @@ struct client::impl {
     send_frames();
   }
 
+  // Never blocks: with the send queue full (the broker unreachable for a long time, or not
+  // reading) the first frame fails at once, nothing is sent, and the caller hears 503.
   void send_frames() {
     for (std::size_t i = 0; i < out.size(); ++i) {
-      const auto flags = i + 1 < out.size() ? zmq::send_flags::sndmore : zmq::send_flags::none;
-      if (!socket.send(out[i], flags)) throw error(status::unavailable, "client send queue full");
+      const int flags = ZMQ_DONTWAIT | (i + 1 < out.size() ? ZMQ_SNDMORE : 0);
+      if (zmq_msg_send(out[i].handle(), socket.handle(), flags) < 0 && i == 0)
+        throw error(status::unavailable, "client send queue full: is the broker reachable?");
     }
   }
 
@@ -76,19 +81,24 @@ struct client::impl {
     return true;
   }
 
-  std::optional<reply> receive(milliseconds wait) {
+  reply to_reply(const protocol::client_inbound& d) {
+    reply r;
+    r.id = d.id;
+    r.status = d.status;
+    r.message.assign(d.message);
+    for (std::size_t i = d.first; i < in.size(); ++i) r.body.push_back(std::move(in[i]));
+    return r;
+  }
+
+  // The next reply of any kind within `wait`.
+  std::optional<reply> receive_any(milliseconds wait) {
     const auto until = clock::now() + wait;
     for (;;) {
       const auto left = std::chrono::duration_cast<milliseconds>(until - clock::now());
       if (!receive_frames(std::max(left, milliseconds(0)))) return std::nullopt;
       const auto d = protocol::decode_for_client(in);
       if (d.kind != protocol::client_inbound_kind::reply) continue;  // stray PONG or garbage
-      reply r;
-      r.id = d.id;
-      r.status = d.status;
-      r.message.assign(d.message);
-      for (std::size_t i = d.first; i < in.size(); ++i) r.body.push_back(std::move(in[i]));
-      return r;
+      return to_reply(d);
     }
   }
 
@@ -97,6 +107,15 @@ struct client::impl {
   zmq::context_t context{1};
   zmq::socket_t socket;
   std::uint64_t next_id = 1;
+  // Pipelined requests not answered yet, and their replies that arrived while call() or ping()
+  // was waiting for something else: receive() hands those out first.
+  std::unordered_set<std::uint64_t> pipelined;
+  std::deque<reply> backlog;
+
+  // Keeps a reply for receive() if it answers a pipelined request; anything else is stale.
+  void keep_if_pipelined(reply&& r) {
+    if (pipelined.contains(r.id)) backlog.push_back(std::move(r));
+  }
   protocol::frames out;
   protocol::frames in;
 };
@@ -127,14 +146,17 @@ reply client::call(std::string_view service, std::vector<zmq::message_t> body,
     const auto until = clock::now() + t + milliseconds(250);
     for (;;) {
       const auto left = std::chrono::duration_cast<milliseconds>(until - clock::now());
-      auto r = impl_->receive(std::max(left, milliseconds(0)));
+      auto r = impl_->receive_any(std::max(left, milliseconds(0)));
       if (!r) break;
       if (r->id == id) return std::move(*r);
-      // a reply to an earlier, abandoned request: discard
+      impl_->keep_if_pipelined(std::move(*r));  // else a reply to an earlier, abandoned call
     }
+    // Lazy Pirate: a fresh socket drops what the old one still queued, so a request given up on
+    // is never delivered later to a broker that comes back.
+    impl_->open();
+    impl_->pipelined.clear();  // their replies would have come on the old socket
     if (!may_retry)
       throw error(status::deadline, "no reply within " + std::to_string(t.count()) + " ms");
-    impl_->open();  // Lazy Pirate: a fresh socket drops whatever the old one had queued
   }
 }
 
@@ -151,6 +173,7 @@ std::uint64_t client::send(std::string_view service, std::vector<zmq::message_t>
                            milliseconds timeout) {
   const std::uint64_t id = impl_->next_id++;
   impl_->send_request(id, service, body, timeout);
+  impl_->pipelined.insert(id);
   return id;
 }
 
@@ -161,7 +184,20 @@ std::uint64_t client::send(std::string_view service, std::string_view body, mill
 }
 
 std::optional<reply> client::receive(milliseconds wait) {
-  return impl_->receive(wait);
+  if (!impl_->backlog.empty()) {
+    reply r = std::move(impl_->backlog.front());
+    impl_->backlog.pop_front();
+    impl_->pipelined.erase(r.id);
+    return r;
+  }
+  const auto until = clock::now() + wait;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<milliseconds>(until - clock::now());
+    auto r = impl_->receive_any(std::max(left, milliseconds(0)));
+    if (!r) return std::nullopt;
+    if (impl_->pipelined.erase(r->id) != 0) return r;
+    // a late reply to a call() that gave up: not the caller's
+  }
 }
 
 bool client::ping(milliseconds wait) {
@@ -172,8 +208,10 @@ bool client::ping(milliseconds wait) {
   for (;;) {
     const auto left = std::chrono::duration_cast<milliseconds>(until - clock::now());
     if (!impl_->receive_frames(std::max(left, milliseconds(0)))) return false;
-    if (protocol::decode_for_client(impl_->in).kind == protocol::client_inbound_kind::pong)
-      return true;
+    const auto d = protocol::decode_for_client(impl_->in);
+    if (d.kind == protocol::client_inbound_kind::pong) return true;
+    if (d.kind == protocol::client_inbound_kind::reply)
+      impl_->keep_if_pipelined(impl_->to_reply(d));
   }
 }
 

@@ -95,9 +95,12 @@ struct worker::impl {
       throw error(status::bad_request, "a worker needs at least one service");
     if (options.services.size() > protocol::max_services_per_worker)
       throw error(status::bad_request, "a worker serves at most 64 services");
-    for (const auto& s : options.services)
+    for (const auto& s : options.services) {
       if (s.empty() || s.size() > protocol::max_service_name)
         throw error(status::bad_request, "service names must be 1-255 bytes");
+      if (s.starts_with("mmi.") || s.starts_with("scale0."))
+        throw error(status::bad_request, "service name '" + s + "' is reserved (mmi.*, scale0.*)");
+    }
     if (options.concurrency < 1 || options.concurrency > protocol::max_concurrency)
       throw error(status::bad_request, "concurrency must be 1-1024");
     if (!handler) throw error(status::bad_request, "a worker needs a handler");
@@ -128,7 +131,7 @@ struct worker::impl {
     for (;;) {
       std::unique_lock lock(mu);
       cv.wait(lock, [&] { return !jobs.empty() || pool_exit; });
-      if (jobs.empty()) return;
+      if (pool_exit) return;  // jobs not started are dropped: the broker was told DISCONNECT
       queued_job j = std::move(jobs.front());
       jobs.pop_front();
       lock.unlock();
@@ -152,6 +155,8 @@ struct worker::impl {
     ++epoch;
     dealer = zmq::socket_t(context, zmq::socket_type::dealer);
     dealer.set(zmq::sockopt::linger, 1000);
+    // Replies never outnumber the credit, so a queue above it never refuses one.
+    dealer.set(zmq::sockopt::sndhwm, static_cast<int>(options.concurrency) * 2 + 1000);
     dealer.connect(options.broker);
     sub = zmq::socket_t();
     out.clear();
@@ -307,6 +312,10 @@ struct worker::impl {
       send(out);
       ack_deadline = now + interval * liveness;
     } else {
+      // Registering: the broker may already have us on its books.
+      out.clear();
+      protocol::append_worker_disconnect(out, 0, {});
+      send(out);
       close_connection();
     }
     st = state::stopping;
@@ -322,7 +331,12 @@ struct worker::impl {
       return true;
     }
     if (now >= drain_deadline) {
+      // Tell the broker now, so it answers (or re-dispatches) what this worker still holds at
+      // once instead of after heartbeat expiry.
       event("drain timeout: " + std::to_string(in_flight) + " requests still in flight");
+      out.clear();
+      protocol::append_worker_disconnect(out, 0, {});
+      send(out);
       return true;
     }
     return false;

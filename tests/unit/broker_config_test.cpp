@@ -1,0 +1,444 @@
+// The broker's configuration file (apps/scale0/broker_config.hpp): a good file, every kind of bad
+// file (the message names the file, the line and the key), to_toml -> load_config round trips,
+// copy_setting and check_setting. Files are written under a unique directory in /tmp.
+#include "broker_config.hpp"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace {
+
+using scale0::cli::broker_settings;
+using scale0::cli::check_setting;
+using scale0::cli::config_error;
+using scale0::cli::copy_setting;
+using scale0::cli::load_config;
+using scale0::cli::setting_names;
+using scale0::cli::to_toml;
+
+// The documented keys, in the documented order (`scale0 broker --help`).
+const std::vector<std::string> kDocumentedKeys = {"frontend",
+                                                  "backend",
+                                                  "heartbeat",
+                                                  "heartbeat-interval",
+                                                  "liveness",
+                                                  "no-worker-timeout",
+                                                  "request-timeout",
+                                                  "drain-timeout",
+                                                  "max-frames",
+                                                  "max-message-bytes",
+                                                  "max-queue",
+                                                  "max-services",
+                                                  "max-client-inflight",
+                                                  "idempotent",
+                                                  "metrics-listen",
+                                                  "log-level",
+                                                  "log-format"};
+
+const std::vector<std::string> kIntKeys = {
+    "heartbeat-interval", "liveness",           "no-worker-timeout", "request-timeout",
+    "drain-timeout",      "max-frames",         "max-message-bytes", "max-queue",
+    "max-services",       "max-client-inflight"};
+
+// Every field compared, with the field's name in the failure message.
+void ExpectSame(const broker_settings& a, const broker_settings& b) {
+  EXPECT_EQ(a.frontend, b.frontend) << "frontend";
+  EXPECT_EQ(a.backend, b.backend) << "backend";
+  EXPECT_EQ(a.heartbeat, b.heartbeat) << "heartbeat";
+  EXPECT_EQ(a.heartbeat_interval, b.heartbeat_interval) << "heartbeat-interval";
+  EXPECT_EQ(a.liveness, b.liveness) << "liveness";
+  EXPECT_EQ(a.no_worker_timeout, b.no_worker_timeout) << "no-worker-timeout";
+  EXPECT_EQ(a.request_timeout, b.request_timeout) << "request-timeout";
+  EXPECT_EQ(a.drain_timeout, b.drain_timeout) << "drain-timeout";
+  EXPECT_EQ(a.max_frames, b.max_frames) << "max-frames";
+  EXPECT_EQ(a.max_message_bytes, b.max_message_bytes) << "max-message-bytes";
+  EXPECT_EQ(a.max_queue, b.max_queue) << "max-queue";
+  EXPECT_EQ(a.max_services, b.max_services) << "max-services";
+  EXPECT_EQ(a.max_client_inflight, b.max_client_inflight) << "max-client-inflight";
+  EXPECT_EQ(a.idempotent, b.idempotent) << "idempotent";
+  EXPECT_EQ(a.metrics_listen, b.metrics_listen) << "metrics-listen";
+  EXPECT_EQ(a.log_level, b.log_level) << "log-level";
+  EXPECT_EQ(a.log_format, b.log_format) << "log-format";
+}
+
+// A valid configuration where every field differs from its default.
+broker_settings NonDefault() {
+  broker_settings s;
+  s.frontend = "tcp://0.0.0.0:7001";
+  s.backend = "ipc:///tmp/scale0-backend.sock";
+  s.heartbeat = "tcp://127.0.0.1:7003";
+  s.heartbeat_interval = 250;
+  s.liveness = 5;
+  s.no_worker_timeout = 1500;
+  s.request_timeout = 45000;
+  s.drain_timeout = 2500;
+  s.max_frames = 64;
+  s.max_message_bytes = 1 << 20;
+  s.max_queue = 77;
+  s.max_services = 99;
+  s.max_client_inflight = 33;
+  s.idempotent = {"alpha", "beta.v2", "with \"quotes\" and \\ backslash", "ünïcode"};
+  s.metrics_listen = "0.0.0.0:9100";
+  s.log_level = "debug";
+  s.log_format = "json";
+  return s;
+}
+
+// Sets the integer setting `name` in s.
+void SetInt(broker_settings& s, const std::string& name, std::int64_t v) {
+  if (name == "heartbeat-interval") s.heartbeat_interval = v;
+  if (name == "liveness") s.liveness = v;
+  if (name == "no-worker-timeout") s.no_worker_timeout = v;
+  if (name == "request-timeout") s.request_timeout = v;
+  if (name == "drain-timeout") s.drain_timeout = v;
+  if (name == "max-frames") s.max_frames = v;
+  if (name == "max-message-bytes") s.max_message_bytes = v;
+  if (name == "max-queue") s.max_queue = v;
+  if (name == "max-services") s.max_services = v;
+  if (name == "max-client-inflight") s.max_client_inflight = v;
+}
+
+class broker_config_test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/scale0-config-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+
+  std::string Write(const std::string& name, const std::string& text) {
+    const std::string path = (dir_ / name).string();
+    std::ofstream out(path, std::ios::binary);
+    out << text;
+    return path;
+  }
+
+  // load_config must throw config_error; returns its message ("" if it did not throw).
+  std::string LoadError(const std::string& path) {
+    try {
+      const broker_settings s = load_config(path);
+      ADD_FAILURE() << path << " was accepted, giving:\n" << to_toml(s);
+    } catch (const config_error& e) {
+      return e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "expected config_error, got another exception: " << e.what();
+    }
+    return "";
+  }
+
+  std::filesystem::path dir_;
+};
+
+TEST_F(broker_config_test, SettingNamesAreTheDocumentedFlagNames) {
+  EXPECT_EQ(setting_names(), kDocumentedKeys);
+}
+
+TEST_F(broker_config_test, LoadsAGoodFile) {
+  const std::string path = Write("good.toml",
+                                 "# a comment\n"
+                                 "frontend = \"tcp://0.0.0.0:7001\"\n"
+                                 "backend = 'ipc:///tmp/scale0-backend.sock'\n"
+                                 "heartbeat = \"tcp://127.0.0.1:7003\"\n"
+                                 "heartbeat-interval = 250\n"
+                                 "liveness = 5\n"
+                                 "no-worker-timeout = 1_500\n"
+                                 "request-timeout = 45000\n"
+                                 "drain-timeout = 2500\n"
+                                 "\n"
+                                 "max-frames = 64   # trailing comment\n"
+                                 "max-message-bytes = 1048576\n"
+                                 "max-queue = 77\n"
+                                 "max-services = 99\n"
+                                 "max-client-inflight = 33\n"
+                                 "idempotent = [\"alpha\", \"beta.v2\",\n"
+                                 "  'with \"quotes\" and \\ backslash', \"\\u00fcn\\u00efcode\"]\n"
+                                 "metrics-listen = \"0.0.0.0:9100\"\n"
+                                 "log-level = \"debug\"\n"
+                                 "log-format = \"json\"\n");
+  broker_settings loaded;
+  ASSERT_NO_THROW(loaded = load_config(path));
+  ExpectSame(loaded, NonDefault());
+}
+
+TEST_F(broker_config_test, EmptyFileKeepsTheBase) {
+  const std::string path = Write("empty.toml", "# nothing but a comment\n\n");
+  ExpectSame(load_config(path), broker_settings{});
+  ExpectSame(load_config(path, NonDefault()), NonDefault());
+}
+
+TEST_F(broker_config_test, KeysMissingFromTheFileKeepTheBase) {
+  const std::string path = Write("partial.toml", "max-queue = 5\nlog-level = \"warn\"\n");
+  broker_settings expected = NonDefault();
+  expected.max_queue = 5;
+  expected.log_level = "warn";
+  ExpectSame(load_config(path, NonDefault()), expected);
+}
+
+TEST_F(broker_config_test, EmptyMetricsListenMeansNone) {
+  const std::string path = Write("nometrics.toml", "metrics-listen = \"\"\n");
+  EXPECT_EQ(load_config(path).metrics_listen, "");
+}
+
+TEST_F(broker_config_test, MissingFileIsAConfigErrorNamingTheFile) {
+  const std::string path = (dir_ / "does-not-exist.toml").string();
+  const std::string msg = LoadError(path);
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+}
+
+struct bad_case {
+  const char* name;
+  std::string text;  // the whole file
+  int line;          // where the problem is
+  std::string key;   // the key the message must name ("" for none)
+};
+
+// Each case: the message contains "<file>:<line>" and the key.
+TEST_F(broker_config_test, EveryBadCaseNamesFileLineAndKey) {
+  const std::string prelude = "# scale0 test configuration\nliveness = 3\n";  // 2 good lines
+  const std::vector<bad_case> cases = {
+      {"unknown key", prelude + "no-such-key = 1\n", 3, "no-such-key"},
+      {"underscore spelling", prelude + "max_queue = 5\n", 3, "max_queue"},
+      {"section header", prelude + "[broker]\nmax-queue = 5\n", 3, "broker"},
+      {"int as string", prelude + "max-queue = \"5\"\n", 3, "max-queue"},
+      {"int as float", prelude + "heartbeat-interval = 2.5\n", 3, "heartbeat-interval"},
+      {"int as bool", prelude + "drain-timeout = true\n", 3, "drain-timeout"},
+      {"string as int", prelude + "frontend = 5555\n", 3, "frontend"},
+      {"log level as array", prelude + "log-level = [\"info\"]\n", 3, "log-level"},
+      {"list as string", prelude + "idempotent = \"svc\"\n", 3, "idempotent"},
+      {"list of ints", prelude + "idempotent = [\"a\", 2]\n", 3, "idempotent"},
+      {"empty service name", prelude + "idempotent = [\"\"]\n", 3, "idempotent"},
+      {"endpoint without scheme", prelude + "frontend = \"127.0.0.1:5555\"\n", 3, "frontend"},
+      {"endpoint bad scheme", prelude + "backend = \"http://127.0.0.1:5556\"\n", 3, "backend"},
+      {"endpoint without port", prelude + "heartbeat = \"tcp://127.0.0.1\"\n", 3, "heartbeat"},
+      {"endpoint empty", prelude + "frontend = \"\"\n", 3, "frontend"},
+      {"metrics listen without port", prelude + "metrics-listen = \"localhost\"\n", 3,
+       "metrics-listen"},
+      {"negative max-queue", prelude + "max-queue = -1\n", 3, "max-queue"},
+      {"negative heartbeat-interval", prelude + "heartbeat-interval = -100\n", 3,
+       "heartbeat-interval"},
+      {"negative drain-timeout", prelude + "drain-timeout = -1\n", 3, "drain-timeout"},
+      {"zero liveness", prelude + "\n\nliveness = 0\n", 5, "liveness"},
+      {"huge liveness", prelude + "liveness = 1000\n", 3, "liveness"},
+      {"huge max-client-inflight", prelude + "max-client-inflight = 9223372036854775807\n", 3,
+       "max-client-inflight"},
+      {"bad log level", prelude + "log-level = \"loud\"\n", 3, "log-level"},
+      {"bad log format", prelude + "log-format = \"xml\"\n", 3, "log-format"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string path = Write("bad.toml", c.text);
+    const std::string msg = LoadError(path);
+    const std::string where = path + ":" + std::to_string(c.line);
+    EXPECT_NE(msg.find(where), std::string::npos) << "want '" << where << "' in: " << msg;
+    EXPECT_NE(msg.find(c.key), std::string::npos) << "want key '" << c.key << "' in: " << msg;
+  }
+}
+
+// TOML syntax errors: the file and the line.
+TEST_F(broker_config_test, SyntaxErrorsNameFileAndLine) {
+  const std::vector<bad_case> cases = {
+      {"bad integer", "# c\nliveness = 3\nmax-queue = 12abc\n", 3, ""},
+      {"missing value", "# c\n\nliveness =\n", 3, ""},
+      {"unterminated string", "frontend = \"tcp://127.0.0.1:1\n", 1, ""},
+      {"duplicate key", "max-queue = 5\n# again\nmax-queue = 6\n", 3, ""},
+      {"bare words", "liveness = 3\nthis is not toml\n", 2, ""},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string path = Write("syntax.toml", c.text);
+    const std::string msg = LoadError(path);
+    const std::string where = path + ":" + std::to_string(c.line);
+    EXPECT_NE(msg.find(where), std::string::npos) << "want '" << where << "' in: " << msg;
+  }
+}
+
+// The brief: a bad configuration, a TOML syntax error included, names the key. When the broken
+// value sits after a key on its line, that key is known.
+TEST_F(broker_config_test, SyntaxErrorInAValueNamesTheKey) {
+  const std::string path = Write("syntax-key.toml", "# c\nliveness = 3\nmax-queue = 12abc\n");
+  const std::string msg = LoadError(path);
+  EXPECT_NE(msg.find(path + ":3"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("max-queue"), std::string::npos)
+      << "the syntax error message does not name the key: " << msg;
+}
+
+// An endpoint whose port is not a port (not a number, or past 65535) is an invalid endpoint and
+// must be reported against the file, not accepted (the broker would otherwise bind elsewhere or
+// fail later without naming the file).
+TEST_F(broker_config_test, EndpointWithInvalidPortIsRejected) {
+  const std::vector<bad_case> cases = {
+      {"port not a number", "# c\nfrontend = \"tcp://127.0.0.1:notaport\"\n", 2, "frontend"},
+      {"port too large", "# c\nbackend = \"tcp://127.0.0.1:99999\"\n", 2, "backend"},
+      {"negative port", "# c\nheartbeat = \"tcp://127.0.0.1:-5\"\n", 2, "heartbeat"},
+      {"metrics port too large", "# c\nmetrics-listen = \"127.0.0.1:99999\"\n", 2,
+       "metrics-listen"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string path = Write("port.toml", c.text);
+    const std::string msg = LoadError(path);
+    const std::string where = path + ":" + std::to_string(c.line);
+    EXPECT_NE(msg.find(where), std::string::npos) << "want '" << where << "' in: " << msg;
+    EXPECT_NE(msg.find(c.key), std::string::npos) << "want key '" << c.key << "' in: " << msg;
+  }
+}
+
+TEST_F(broker_config_test, ToTomlListsEveryKeyOnceInOrder) {
+  const std::string text = to_toml(broker_settings{});
+  std::size_t last = 0;
+  for (const auto& key : kDocumentedKeys) {
+    const std::string needle = "\n" + key + " = ";
+    const auto pos = text.find(needle);
+    ASSERT_NE(pos, std::string::npos) << key << " missing from:\n" << text;
+    EXPECT_EQ(text.find(needle, pos + 1), std::string::npos) << key << " twice";
+    EXPECT_GT(pos, last) << key << " out of order";
+    last = pos;
+  }
+}
+
+TEST_F(broker_config_test, DefaultsRoundTrip) {
+  const broker_settings defaults;
+  const std::string path = Write("defaults.toml", to_toml(defaults));
+  // Over a different base: the file alone must restore every value.
+  ExpectSame(load_config(path, NonDefault()), defaults);
+}
+
+TEST_F(broker_config_test, NonDefaultsRoundTrip) {
+  const broker_settings original = NonDefault();
+  const std::string path = Write("custom.toml", to_toml(original));
+  broker_settings loaded;
+  ASSERT_NO_THROW(loaded = load_config(path)) << to_toml(original);
+  ExpectSame(loaded, original);
+  // And the text is stable: printing what was read gives the same document.
+  EXPECT_EQ(to_toml(loaded), to_toml(original));
+}
+
+TEST_F(broker_config_test, EdgeValuesRoundTrip) {
+  broker_settings s;
+  s.idempotent = {};
+  s.metrics_listen = "";
+  s.frontend = "tcp://*:5555";
+  s.backend = "inproc://back end";
+  s.heartbeat = "tcp://[::1]:5557";
+  s.log_level = "off";
+  const std::string path = Write("edge.toml", to_toml(s));
+  broker_settings loaded;
+  ASSERT_NO_THROW(loaded = load_config(path, NonDefault())) << to_toml(s);
+  ExpectSame(loaded, s);
+}
+
+// The `key = value` line of to_toml(s) for one key.
+std::string TomlLine(const broker_settings& s, const std::string& key) {
+  const std::string text = "\n" + to_toml(s);
+  const auto pos = text.find("\n" + key + " = ");
+  if (pos == std::string::npos) return "(missing " + key + ")";
+  return text.substr(pos + 1, text.find('\n', pos + 1) - pos - 1);
+}
+
+TEST_F(broker_config_test, CopySettingCopiesExactlyOneField) {
+  const broker_settings from = NonDefault();
+  const broker_settings defaults;
+  for (const auto& name : setting_names()) {
+    SCOPED_TRACE(name);
+    broker_settings to;
+    copy_setting(name, from, to);
+    EXPECT_EQ(TomlLine(to, name), TomlLine(from, name)) << name << " not copied";
+    EXPECT_NE(TomlLine(to, name), TomlLine(defaults, name));
+    for (const auto& other : setting_names()) {
+      if (other != name) {
+        EXPECT_EQ(TomlLine(to, other), TomlLine(defaults, other)) << other << " changed too";
+      }
+    }
+  }
+}
+
+TEST_F(broker_config_test, CopyingEverySettingCopiesEverything) {
+  const broker_settings from = NonDefault();
+  broker_settings to;
+  for (const auto& name : setting_names()) copy_setting(name, from, to);
+  ExpectSame(to, from);
+}
+
+TEST_F(broker_config_test, CopySettingIgnoresUnknownNames) {
+  broker_settings to;
+  copy_setting("no-such-setting", NonDefault(), to);
+  ExpectSame(to, broker_settings{});
+}
+
+TEST_F(broker_config_test, CheckSettingAcceptsDefaultsAndValidValues) {
+  for (const auto& name : setting_names()) {
+    EXPECT_EQ(check_setting(name, broker_settings{}), "") << name;
+    EXPECT_EQ(check_setting(name, NonDefault()), "") << name;
+  }
+  broker_settings s;
+  s.metrics_listen = "";
+  EXPECT_EQ(check_setting("metrics-listen", s), "");
+  s.drain_timeout = 0;  // stop at once
+  EXPECT_EQ(check_setting("drain-timeout", s), "");
+}
+
+TEST_F(broker_config_test, CheckSettingRejectsNegativeAndAbsurdLimits) {
+  for (const auto& name : kIntKeys) {
+    for (std::int64_t v : {std::int64_t{-1}, std::numeric_limits<std::int64_t>::min(),
+                           std::numeric_limits<std::int64_t>::max()}) {
+      broker_settings s;
+      SetInt(s, name, v);
+      EXPECT_NE(check_setting(name, s), "") << name << " = " << v << " accepted";
+    }
+  }
+  broker_settings s;
+  s.liveness = 0;
+  EXPECT_NE(check_setting("liveness", s), "");
+  s = {};
+  s.heartbeat_interval = 0;
+  EXPECT_NE(check_setting("heartbeat-interval", s), "");
+  s = {};
+  s.max_queue = 0;
+  EXPECT_NE(check_setting("max-queue", s), "");
+}
+
+TEST_F(broker_config_test, CheckSettingRejectsBadStrings) {
+  broker_settings s;
+  s.frontend = "127.0.0.1:5555";
+  EXPECT_NE(check_setting("frontend", s), "");
+  s = {};
+  s.backend = "tcp://127.0.0.1";
+  EXPECT_NE(check_setting("backend", s), "");
+  s = {};
+  s.heartbeat = "udp://127.0.0.1:5557";
+  EXPECT_NE(check_setting("heartbeat", s), "");
+  s = {};
+  s.metrics_listen = "9555";
+  EXPECT_NE(check_setting("metrics-listen", s), "");
+  s = {};
+  s.log_level = "verbose";
+  EXPECT_NE(check_setting("log-level", s), "");
+  s = {};
+  s.log_format = "yaml";
+  EXPECT_NE(check_setting("log-format", s), "");
+  s = {};
+  s.idempotent = {"ok", ""};
+  EXPECT_NE(check_setting("idempotent", s), "");
+  s = {};
+  s.idempotent = {std::string(256, 'x')};
+  EXPECT_NE(check_setting("idempotent", s), "");
+  s.idempotent = {std::string(255, 'x')};
+  EXPECT_EQ(check_setting("idempotent", s), "");
+}
+
+TEST_F(broker_config_test, CheckSettingUnknownName) {
+  EXPECT_NE(check_setting("no-such-setting", broker_settings{}), "");
+}
+
+}  // namespace
