@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
     wo.broker = b.endpoints().backend;
     wo.services = {"echo"};
     wo.concurrency = concurrency;
+    wo.inline_handler = true;
     ws.push_back(std::make_unique<scale0::worker>(wo, [](scale0::job& j) {
       scale0::job_result r;
       r.body = std::move(j.body);

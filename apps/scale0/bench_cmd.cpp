@@ -221,6 +221,7 @@ int run_bench(const bench_args& a) {
     o.broker = a.broker;
     o.services = {a.service};
     o.concurrency = a.concurrency;
+    o.inline_handler = true;  // an echo never blocks: no thread hop
     workers.push_back(std::make_unique<worker>(o, [](job& j) {
       job_result r;
       r.body = std::move(j.body);

@@ -61,6 +61,8 @@ int run_worker(worker_args& a) {
   }
   if (a.name.empty()) a.name = (a.echo ? "echo-" : "exec-") + std::to_string(::getpid());
   a.o.heartbeat_interval = std::chrono::milliseconds(a.heartbeat_ms);
+  // An echo without --delay never blocks: run it on the I/O thread, no thread hop per request.
+  a.o.inline_handler = a.echo && a.delay_ms == 0;
   const std::string name = a.name;
   a.o.on_event = [name](const std::string& what) { spdlog::info("worker {}: {}", name, what); };
   try {

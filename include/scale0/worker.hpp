@@ -40,6 +40,10 @@ struct worker_options {
   std::chrono::milliseconds reconnect_min{1000};
   std::chrono::milliseconds reconnect_max{32000};
   std::chrono::milliseconds drain_timeout{30000};  // stop(): longest wait for requests in flight
+  // Run the handler on the worker's own I/O thread instead of a pool of `concurrency` threads:
+  // no thread hop per request, for handlers that never block (an echo, a lookup in memory).
+  // The worker still holds up to `concurrency` requests; they are handled one after another.
+  bool inline_handler = false;
   // Called (on the worker's thread) with human-readable events: registered, lost broker, ...
   std::function<void(const std::string&)> on_event;
 };

@@ -135,14 +135,7 @@ struct worker::impl {
       queued_job j = std::move(jobs.front());
       jobs.pop_front();
       lock.unlock();
-      job_result r;
-      try {
-        r = handler(j.work);
-      } catch (const std::exception& e) {
-        r = job_result::failure(status::worker_failed, e.what());
-      } catch (...) {
-        r = job_result::failure(status::worker_failed, "handler failed");
-      }
+      job_result r = run_handler(j.work);
       lock.lock();
       done.push_back({j.epoch, j.id, std::move(r)});
       lock.unlock();
@@ -237,6 +230,11 @@ struct worker::impl {
         j.work.time_left = milliseconds(d.timeout_ms);
         for (std::size_t i = d.first; i < in.size(); ++i) j.work.body.push_back(std::move(in[i]));
         ++in_flight;
+        if (options.inline_handler) {
+          job_result r = run_handler(j.work);
+          send_result(j.epoch, j.id, std::move(r));
+          return;
+        }
         {
           std::lock_guard lock(mu);
           jobs.push_back(std::move(j));
@@ -294,14 +292,26 @@ struct worker::impl {
       std::lock_guard lock(mu);
       batch.swap(done);
     }
-    for (auto& f : batch) {
-      --in_flight;
-      if (f.epoch != epoch || !dealer) continue;  // the broker that sent it is gone
-      out.clear();
-      protocol::append_worker_reply(out, f.id, f.result.status, f.result.message);
-      for (auto& b : f.result.body) out.push_back(std::move(b));
-      send(out);
+    for (auto& f : batch) send_result(f.epoch, f.id, std::move(f.result));
+  }
+
+  job_result run_handler(scale0::job& work) {
+    try {
+      return handler(work);
+    } catch (const std::exception& e) {
+      return job_result::failure(status::worker_failed, e.what());
+    } catch (...) {
+      return job_result::failure(status::worker_failed, "handler failed");
     }
+  }
+
+  void send_result(std::uint64_t job_epoch, std::uint64_t id, job_result&& result) {
+    --in_flight;
+    if (job_epoch != epoch || !dealer) return;  // the broker that sent it is gone
+    out.clear();
+    protocol::append_worker_reply(out, id, result.status, result.message);
+    for (auto& b : result.body) out.push_back(std::move(b));
+    send(out);
   }
 
   void begin_stop(clock::time_point now) {
@@ -358,7 +368,7 @@ struct worker::impl {
 
   void run() {
     pool_guard pool{*this, {}};
-    for (std::uint32_t i = 0; i < options.concurrency; ++i)
+    for (std::uint32_t i = 0; i < (options.inline_handler ? 0 : options.concurrency); ++i)
       pool.threads.emplace_back([this] { handler_thread(); });
     connect(clock::now());
     bool stop_asked = false;
