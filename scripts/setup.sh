@@ -9,6 +9,7 @@ packages=(
   nlohmann-json3-dev libboost-dev libsystemd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-zmq
+  nats-server  # the comparison benchmark (bench/compare) runs against it
 )
 
 missing=()
