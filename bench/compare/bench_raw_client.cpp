@@ -1,0 +1,264 @@
+// Load generator of the comparison for every ZeroMQ path: N client threads, each a DEALER socket
+// with W requests in flight, every reply checked (id and body).
+//
+//   --protocol raw   request ["", id(8), payload], reply the same frames: the direct path
+//                    (bench_echo_server --bind, one DEALER connected to every server, which deals
+//                    requests round-robin) and the zmq_proxy path.
+//   --protocol s0    Scale0 native client REQUEST ["", S0C1, 0x01, id, service, timeout, payload];
+//                    REPLY ["", S0C1, 0x02, id, status, message, payload]. A status other than 200
+//                    counts as an error.
+//   --protocol mdp   Majordomo 0.1 client ["", MDPC01, service, id, payload] on a DEALER (several
+//                    requests in flight); REPLY ["", MDPC01, service, id, payload]. An error reply
+//                    ["", MDPC01, service, "503", reason] counts as an error.
+//
+// Prints the report as JSON with --json (see bench_common.hpp); exits non-zero if any request got
+// no reply, an error, or a wrong reply.
+#include <atomic>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "bench_common.hpp"
+
+namespace {
+
+enum class protocol { raw, s0, mdp };
+
+struct client_config {
+  bench::load_options load;
+  protocol proto = protocol::raw;
+  std::vector<std::string> endpoints;
+  std::string service = "echo";
+  std::uint32_t timeout_ms = 0;
+};
+
+std::string_view view(const zmq::message_t& m) {
+  return {static_cast<const char*>(m.data()), m.size()};
+}
+
+class client_thread {
+ public:
+  client_thread(zmq::context_t& ctx, const client_config& cfg, long quota, bench::thread_stats& st)
+      : cfg_(cfg),
+        st_(st),
+        socket_(ctx, zmq::socket_type::dealer),
+        table_(static_cast<std::size_t>(cfg.load.window)),
+        payload_(std::max<std::size_t>(cfg.load.size, 1)),
+        scratch_(std::max<std::size_t>(cfg.load.size, 1)) {
+    socket_.set(zmq::sockopt::sndhwm, 0);
+    socket_.set(zmq::sockopt::rcvhwm, 0);
+    socket_.set(zmq::sockopt::linger, 0);
+    for (const auto& ep : cfg.endpoints) socket_.connect(ep);
+    if (quota > 0) st_.latency_ns.reserve(static_cast<std::size_t>(quota));
+  }
+
+  void run(const bench::schedule& plan) {
+    long measured_sent = 0;
+    auto last_progress = bench::clock::now();
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    for (;;) {
+      auto now = bench::clock::now();
+      bool sending = plan.may_send(now, measured_sent);
+      while (sending && !table_.full()) {
+        const bool measured = now >= plan.measure_start();
+        send(table_.acquire(now, measured));
+        ++st_.sent;
+        if (measured) ++measured_sent;
+        now = bench::clock::now();  // each request's latency starts when it is handed over
+        sending = plan.may_send(now, measured_sent);
+      }
+      if (!sending && static_cast<long>(table_.in_flight()) <= unmatched_errors_) break;
+      if (zmq::poll(&item, 1, std::chrono::milliseconds(20)) > 0) {
+        for (int i = 0; i < 4096; ++i) {
+          frames_.clear();
+          if (!zmq::recv_multipart(socket_, std::back_inserter(frames_),
+                                   zmq::recv_flags::dontwait)) {
+            break;
+          }
+          handle_reply(bench::clock::now());
+        }
+        last_progress = bench::clock::now();
+      } else if (bench::clock::now() - last_progress > plan.drain()) {
+        st_.stalled = true;  // no reply for too long: give up on what is in flight
+        break;
+      }
+    }
+    const auto outstanding = static_cast<long>(table_.in_flight());
+    st_.lost += std::max(0L, outstanding - unmatched_errors_);
+  }
+
+ private:
+  void send(std::uint64_t id) {
+    char idbuf[8];
+    bench::put_u64(idbuf, id);
+    bench::fill_payload(id, payload_.data(), cfg_.load.size);
+    const auto more = zmq::send_flags::sndmore;
+    socket_.send(zmq::message_t(), more);
+    switch (cfg_.proto) {
+      case protocol::raw:
+        socket_.send(zmq::buffer(idbuf, 8), more);
+        break;
+      case protocol::s0: {
+        char timeout[4];
+        for (int i = 0; i < 4; ++i) {
+          timeout[i] = static_cast<char>((cfg_.timeout_ms >> (8 * (3 - i))) & 0xFF);
+        }
+        socket_.send(zmq::str_buffer("S0C1"), more);
+        socket_.send(zmq::str_buffer("\x01"), more);
+        socket_.send(zmq::buffer(idbuf, 8), more);
+        socket_.send(zmq::buffer(cfg_.service), more);
+        socket_.send(zmq::buffer(timeout, 4), more);
+        break;
+      }
+      case protocol::mdp:
+        socket_.send(zmq::str_buffer("MDPC01"), more);
+        socket_.send(zmq::buffer(cfg_.service), more);
+        socket_.send(zmq::buffer(idbuf, 8), more);
+        break;
+    }
+    socket_.send(zmq::buffer(payload_.data(), cfg_.load.size), zmq::send_flags::none);
+  }
+
+  // Matches a reply with id `id` and body frame `body` (nullptr: none) to its request.
+  void complete(std::uint64_t id, const zmq::message_t* body, bool ok_status,
+                bench::clock::time_point now) {
+    const auto* e = table_.release(id);
+    if (e == nullptr) {
+      ++st_.wrong;  // unknown, stale or duplicate id
+      return;
+    }
+    ++st_.replies;
+    if (!ok_status) {
+      ++st_.errors;
+      return;
+    }
+    if (body == nullptr ||
+        !bench::payload_matches(id, body->data(), body->size(), cfg_.load.size, scratch_)) {
+      ++st_.wrong;
+      return;
+    }
+    bench::record_latency(st_, *e, now);
+  }
+
+  void handle_reply(bench::clock::time_point now) {
+    const auto& f = frames_;
+    if (f.empty() || f[0].size() != 0) {
+      ++st_.wrong;
+      return;
+    }
+    switch (cfg_.proto) {
+      case protocol::raw:
+        if (f.size() != 3 || f[1].size() != 8) {
+          ++st_.wrong;
+          return;
+        }
+        complete(bench::get_u64(f[1].data()), &f[2], true, now);
+        return;
+      case protocol::s0: {
+        if (f.size() < 6 || view(f[1]) != "S0C1" || view(f[2]) != "\x02" || f[3].size() != 8 ||
+            f[4].size() != 2) {
+          ++st_.wrong;
+          return;
+        }
+        const auto* s = static_cast<const unsigned char*>(f[4].data());
+        const int status = (s[0] << 8) | s[1];
+        if (status != 200) report_status(status, view(f[5]));
+        complete(bench::get_u64(f[3].data()), f.size() == 7 ? &f[6] : nullptr, status == 200, now);
+        return;
+      }
+      case protocol::mdp:
+        if (f.size() < 4 || view(f[1]) != "MDPC01" || view(f[2]) != cfg_.service) {
+          ++st_.wrong;
+          return;
+        }
+        if (f.size() == 5 && f[3].size() == 8) {
+          complete(bench::get_u64(f[3].data()), &f[4], true, now);
+          return;
+        }
+        if (f[3].size() == 3) {  // ["503", reason]: an error we cannot match to its request
+          ++st_.errors;
+          ++unmatched_errors_;
+          report_status(std::atoi(std::string(view(f[3])).c_str()),
+                        f.size() > 4 ? view(f[4]) : std::string_view{});
+          return;
+        }
+        ++st_.wrong;
+        return;
+    }
+  }
+
+  void report_status(int status, std::string_view message) {
+    if (reported_statuses_++ < 5) {
+      std::fprintf(stderr, "bench_raw_client: status %d: %.*s\n", status,
+                   static_cast<int>(message.size()), message.data());
+    }
+  }
+
+  const client_config& cfg_;
+  bench::thread_stats& st_;
+  zmq::socket_t socket_;
+  bench::inflight_table table_;
+  std::vector<char> payload_;
+  std::vector<char> scratch_;
+  std::vector<zmq::message_t> frames_;
+  long unmatched_errors_ = 0;
+  int reported_statuses_ = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ZeroMQ load generator for the comparison benchmarks (raw, Scale0 S0/1, MDP 0.1)"};
+  client_config cfg;
+  std::string proto = "raw";
+  app.add_option("--connect", cfg.endpoints,
+                 "Endpoint(s) to connect to (repeat or comma-separate; a DEALER deals "
+                 "round-robin over them)")
+      ->required()
+      ->delimiter(',');
+  app.add_option("--protocol", proto, "raw, s0 (Scale0 native) or mdp (Majordomo 0.1)")
+      ->check(CLI::IsMember({"raw", "s0", "mdp"}));
+  app.add_option("--service", cfg.service, "Service name (s0, mdp)");
+  app.add_option("--timeout-ms", cfg.timeout_ms, "S0 request deadline; 0: the broker's default");
+  bench::add_load_options(app, cfg.load);
+  CLI11_PARSE(app, argc, argv);
+  cfg.proto = proto == "s0" ? protocol::s0 : proto == "mdp" ? protocol::mdp : protocol::raw;
+  if (cfg.load.window > (1 << bench::inflight_table::slot_bits)) {
+    std::fprintf(stderr, "bench_raw_client: --window too large\n");
+    return 2;
+  }
+
+  zmq::context_t ctx(1);
+  std::vector<bench::thread_stats> stats(static_cast<std::size_t>(cfg.load.clients));
+  std::vector<std::unique_ptr<client_thread>> clients;
+  for (int i = 0; i < cfg.load.clients; ++i) {
+    const long quota = bench::quota_for(cfg.load.requests, cfg.load.clients, i);
+    try {
+      clients.push_back(
+          std::make_unique<client_thread>(ctx, cfg, quota, stats[static_cast<std::size_t>(i)]));
+    } catch (const zmq::error_t& e) {
+      std::fprintf(stderr, "bench_raw_client: connect: %s\n", e.what());
+      return 2;
+    }
+  }
+  // The clock starts once every connection is set up.
+  const double cpu0 = bench::cpu_seconds();
+  const auto start = bench::clock::now();
+  const bench::schedule plan(cfg.load, start, 0);
+  std::vector<std::unique_ptr<bench::schedule>> plans;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < cfg.load.clients; ++i) {
+    plans.push_back(std::make_unique<bench::schedule>(
+        cfg.load, start, bench::quota_for(cfg.load.requests, cfg.load.clients, i)));
+    threads.emplace_back(
+        [&c = *clients[static_cast<std::size_t>(i)], &p = *plans.back()] { c.run(p); });
+  }
+  for (auto& t : threads) t.join();
+  const double cpu = bench::cpu_seconds() - cpu0;
+  clients.clear();
+  return bench::report("bench_raw_client", cfg.load, stats, start, plan.measure_start(), cpu,
+                       {{"protocol", proto}});
+}
