@@ -9,24 +9,13 @@
 
 #include "broker/broker_core.hpp"
 #include "broker/timer_wheel.hpp"
+#include "support/job_sink.hpp"
 
 namespace {
 
 using namespace scale0;
 using namespace scale0::broker_detail;
 using namespace std::chrono_literals;
-
-class sink : public outbox {
- public:
-  bool send(std::uint8_t, frames& msg) override {
-    if (msg.size() > 4 && msg[3].size() == 1 && *static_cast<const char*>(msg[3].data()) == 2 &&
-        msg[4].size() == 8)
-      last_job = protocol::read_u64(msg[4]);
-    return true;
-  }
-  void publish(frames&) override {}
-  std::uint64_t last_job = 0;
-};
 
 std::string be(std::uint64_t v, int width) {
   std::string s(static_cast<std::size_t>(width), '\0');
@@ -54,7 +43,7 @@ void BM_request_reply_cycle(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));
   broker_options options;
   options.max_services = n + 10;
-  sink out;
+  job_sink out;
   auto now = clock::time_point{} + 1h;
   broker_core core(options, out, 1, "tcp://127.0.0.1:5557", now);
   frames msg;
@@ -87,7 +76,7 @@ void BM_cycle_with_pending(benchmark::State& state) {
   const auto n = state.range(0);
   broker_options options;
   options.max_client_inflight = static_cast<std::size_t>(n) + 10;
-  sink out;
+  job_sink out;
   auto now = clock::time_point{} + 1h;
   broker_core core(options, out, 1, "tcp://127.0.0.1:5557", now);
   frames msg;
@@ -121,7 +110,7 @@ BENCHMARK(BM_cycle_with_pending)->Arg(10)->Arg(1000)->Arg(100000);
 void BM_expiry_scan(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));
   broker_options options;
-  sink out;
+  job_sink out;
   auto now = clock::time_point{} + 1h;
   broker_core core(options, out, 1, "tcp://127.0.0.1:5557", now);
   frames msg;

@@ -8,6 +8,7 @@
 #include <new>
 
 #include "broker/broker_core.hpp"
+#include "support/job_sink.hpp"
 
 namespace {
 std::atomic<bool> counting{false};
@@ -33,21 +34,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Keeps the last job id sent to a worker; otherwise a sink, like a socket that accepts all.
-class sink : public outbox {
- public:
-  bool send(std::uint8_t, frames& msg) override {
-    if (msg.size() > 4 && msg[3].size() == 1 && *static_cast<const char*>(msg[3].data()) == 2 &&
-        msg[4].size() == 8)
-      last_job = protocol::read_u64(msg[4]);
-    ++sent;
-    return true;
-  }
-  void publish(frames&) override {}
-  std::uint64_t last_job = 0;
-  long sent = 0;
-};
-
 void fill(frames& f, std::initializer_list<std::string_view> parts) {
   f.clear();
   for (auto p : parts) f.emplace_back(p.data(), p.size());
@@ -55,7 +41,7 @@ void fill(frames& f, std::initializer_list<std::string_view> parts) {
 
 TEST(allocation, steady_state_request_reply_cycles_allocate_nothing) {
   broker_options options;
-  sink out;
+  job_sink out;
   auto now = clock::time_point{} + 1h;
   broker_core core(options, out, 1, "tcp://127.0.0.1:5557", now);
   frames msg;
