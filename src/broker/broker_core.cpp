@@ -42,7 +42,8 @@ broker_core::broker_core(const broker_options& options, outbox& out, std::uint64
       timers_(now),
       next_heartbeat_(now),
       next_expiry_scan_(now + options.heartbeat_interval),
-      started_(now) {}
+      started_(now),
+      last_tick_(now) {}
 
 // ---------------------------------------------------------------------------------------------
 // Inbound messages
@@ -531,6 +532,12 @@ void broker_core::on_tick(time_point now) {
   for (std::uint32_t slot : due_)
     if (slots_[slot].state != slot_state::free) on_timer(slot, now);
 
+  // The loop runs timers at least every interval/4. A longer gap means this process did not run
+  // (starved of CPU): heartbeats that arrived meanwhile are still unread in the sockets, so give
+  // the loop one interval to read them before judging anyone silent.
+  if (now - last_tick_ > options_.heartbeat_interval)
+    next_expiry_scan_ = std::max(next_expiry_scan_, now + options_.heartbeat_interval);
+  last_tick_ = now;
   if (now >= next_expiry_scan_) {
     // Every worker is checked, not just the oldest: one slow worker must not shield the rest.
     for (std::uint32_t w = 0; w < workers_.size(); ++w) {

@@ -250,6 +250,7 @@ class broker_core {
   time_point next_expiry_scan_;
   std::uint64_t heartbeat_sequence_ = 0;
   time_point started_;
+  time_point last_tick_;  // when on_tick last ran: a long gap means the loop itself stalled
   bool draining_ = false;
   broker_counters counters_;
 };

@@ -300,6 +300,21 @@ TEST_F(core_test, a_silent_worker_is_purged_within_liveness_intervals_and_its_re
   EXPECT_EQ(as_u16(r[0][5]), status::worker_lost);
 }
 
+TEST_F(core_test, a_stalled_loop_reads_queued_heartbeats_before_expiring_anyone) {
+  ready("w", {"echo"});
+  advance(500ms);
+  now += 5s;  // the broker process did not run for 5 s: the worker's heartbeats wait unread
+  core->on_tick(now);
+  EXPECT_EQ(core->worker_count(), 1u);
+  advance(200ms);
+  heartbeat("w");  // read once the loop catches up
+  advance(2000ms);
+  EXPECT_EQ(core->worker_count(), 1u);
+  EXPECT_EQ(core->counters().workers_expired, 0u);
+  advance(2000ms);  // now it really is silent: purged as usual
+  EXPECT_EQ(core->worker_count(), 0u);
+}
+
 TEST_F(core_test, expiry_checks_every_worker_not_just_the_first) {
   ready("alive", {"echo"});
   ready("dead", {"echo"});
