@@ -18,9 +18,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace bench {
@@ -273,6 +275,28 @@ inline int report(const char* program, const load_options& o, std::vector<thread
 // Quota of measured requests for client `i` of `n` (requests mode).
 inline long quota_for(long requests, int n, int i) {
   return requests / n + (i < requests % n ? 1 : 0);
+}
+
+// Starts the clock once every connection is set up, runs each client on its own thread with its
+// share of the load, then reports. Client needs run(schedule&).
+template <class Client>
+int run_clients(const char* program, const load_options& o,
+                std::vector<std::unique_ptr<Client>>& clients, std::vector<thread_stats>& stats,
+                nlohmann::json extra) {
+  const double cpu0 = cpu_seconds();
+  const auto start = clock::now();
+  const schedule plan(o, start, 0);
+  std::vector<std::unique_ptr<schedule>> plans;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < o.clients; ++i) {
+    plans.push_back(std::make_unique<schedule>(o, start, quota_for(o.requests, o.clients, i)));
+    threads.emplace_back(
+        [&c = *clients[static_cast<std::size_t>(i)], &p = *plans.back()] { c.run(p); });
+  }
+  for (auto& t : threads) t.join();
+  const double cpu = cpu_seconds() - cpu0;
+  clients.clear();
+  return report(program, o, stats, start, plan.measure_start(), cpu, std::move(extra));
 }
 
 }  // namespace bench

@@ -244,21 +244,5 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  // The clock starts once every connection is set up.
-  const double cpu0 = bench::cpu_seconds();
-  const auto start = bench::clock::now();
-  const bench::schedule plan(cfg.load, start, 0);
-  std::vector<std::unique_ptr<bench::schedule>> plans;
-  std::vector<std::thread> threads;
-  for (int i = 0; i < cfg.load.clients; ++i) {
-    plans.push_back(std::make_unique<bench::schedule>(
-        cfg.load, start, bench::quota_for(cfg.load.requests, cfg.load.clients, i)));
-    threads.emplace_back(
-        [&c = *clients[static_cast<std::size_t>(i)], &p = *plans.back()] { c.run(p); });
-  }
-  for (auto& t : threads) t.join();
-  const double cpu = bench::cpu_seconds() - cpu0;
-  clients.clear();
-  return bench::report("bench_raw_client", cfg.load, stats, start, plan.measure_start(), cpu,
-                       {{"protocol", proto}});
+  return bench::run_clients("bench_raw_client", cfg.load, clients, stats, {{"protocol", proto}});
 }
