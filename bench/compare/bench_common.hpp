@@ -15,6 +15,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -275,6 +276,14 @@ inline int report(const char* program, const load_options& o, std::vector<thread
 // Quota of measured requests for client `i` of `n` (requests mode).
 inline long quota_for(long requests, int n, int i) {
   return requests / n + (i < requests % n ? 1 : 0);
+}
+
+// Set by SIGTERM/SIGINT once install_stop_signals() ran: servers finish their loop and exit.
+inline volatile std::sig_atomic_t stop_requested = 0;
+inline void install_stop_signals() {
+  auto on_signal = [](int) { stop_requested = 1; };
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
 }
 
 // Starts the clock once every connection is set up, runs each client on its own thread with its

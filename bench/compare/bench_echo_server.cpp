@@ -21,13 +21,6 @@
 
 #include "bench_common.hpp"
 
-namespace {
-volatile std::sig_atomic_t stop_requested = 0;
-void on_signal(int) {
-  stop_requested = 1;
-}
-}  // namespace
-
 int main(int argc, char** argv) {
   CLI::App app{"Echo server for the comparison benchmarks"};
   std::string bind_ep;
@@ -40,8 +33,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_echo_server: give --bind EP or --connect EP\n");
     return 2;
   }
-  std::signal(SIGTERM, on_signal);
-  std::signal(SIGINT, on_signal);
+  bench::install_stop_signals();
 
   zmq::context_t ctx(1);
   zmq::socket_t s(ctx, bind_ep.empty() ? zmq::socket_type::dealer : zmq::socket_type::router);
@@ -64,7 +56,7 @@ int main(int argc, char** argv) {
 
   std::vector<zmq::message_t> frames;
   zmq::pollitem_t item{s.handle(), 0, ZMQ_POLLIN, 0};
-  while (stop_requested == 0) {
+  while (bench::stop_requested == 0) {
     try {
       if (zmq::poll(&item, 1, std::chrono::milliseconds(200)) == 0) continue;
       // Drain what is there (bounded), echoing each message as it comes.

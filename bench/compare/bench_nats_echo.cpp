@@ -14,13 +14,6 @@
 #include "bench_common.hpp"
 #include "nats_conn.hpp"
 
-namespace {
-volatile std::sig_atomic_t stop_requested = 0;
-void on_signal(int) {
-  stop_requested = 1;
-}
-}  // namespace
-
 int main(int argc, char** argv) {
   CLI::App app{"NATS echo responder (queue group) for the comparison benchmarks"};
   std::string server = "127.0.0.1:4222";
@@ -30,8 +23,7 @@ int main(int argc, char** argv) {
   app.add_option("--subject", subject, "Subject to serve");
   app.add_option("--queue", queue_group, "Queue group");
   CLI11_PARSE(app, argc, argv);
-  std::signal(SIGTERM, on_signal);
-  std::signal(SIGINT, on_signal);
+  bench::install_stop_signals();
   std::signal(SIGPIPE, SIG_IGN);
 
   try {
@@ -56,13 +48,13 @@ int main(int argc, char** argv) {
     }
     std::printf("ready\n");
     std::fflush(stdout);
-    while (stop_requested == 0) {
+    while (bench::stop_requested == 0) {
       const short ev = c.wait(static_cast<short>(POLLIN | (c.want_write() ? POLLOUT : 0)), 200);
       if ((ev & (POLLIN | POLLHUP | POLLERR)) != 0) {
         if (!c.read_some() || !c.parse(on_msg)) {
           // The server going away is the end of the service (it is stopped with us), not a failure
           // of ours: a client missing replies reports them as lost.
-          if (stop_requested != 0 || c.closed_by_server()) break;
+          if (bench::stop_requested != 0 || c.closed_by_server()) break;
           std::fprintf(stderr, "bench_nats_echo: %s\n", c.error().c_str());
           return 1;
         }
