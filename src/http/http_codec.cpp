@@ -1,0 +1,246 @@
+// The HTTP encoding of docs/http.md: Beast parses, plain string appends write.
+#include <algorithm>
+#include <boost/asio/buffer.hpp>
+#include <cctype>
+#include <limits>
+
+#include "beast_codec.hpp"
+#include "encoding.hpp"
+#include "scale0/error.hpp"
+#include "scale0/http.hpp"
+
+namespace scale0 {
+namespace {
+std::string_view sv(boost::beast::string_view s) noexcept {
+  return {s.data(), s.size()};
+}
+}  // namespace
+
+namespace http_detail {
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
+  return true;
+}
+
+std::vector<std::string> connection_tokens(std::string_view value) {
+  std::vector<std::string> out;
+  std::size_t i = 0;
+  while (i < value.size()) {
+    const std::size_t comma = std::min(value.find(',', i), value.size());
+    std::string_view token = value.substr(i, comma - i);
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
+      token.remove_prefix(1);
+    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+    if (!token.empty()) {
+      std::string lower(token);
+      for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      out.push_back(std::move(lower));
+    }
+    i = comma + 1;
+  }
+  return out;
+}
+
+bool head_writer::add(std::string_view name, std::string_view value) {
+  if (http::hop_by_hop(name) || iequals(name, "content-length")) return false;
+  for (const auto& d : dropped_)
+    if (iequals(name, d)) return false;
+  out_.append(name).append(": ").append(value).append("\r\n");
+  return true;
+}
+
+void head_writer::finish(std::string_view body) {
+  out_.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n\r\n");
+  out_.append(body);
+}
+
+namespace {
+
+// Feeds the whole of `wire` to `parser`; returns "" when it holds one complete message.
+template <class Parser>
+std::string feed(Parser& parser, std::string_view wire, bool eof_ends_body) {
+  parser.eager(true);
+  parser.header_limit(static_cast<std::uint32_t>(
+      std::min<std::size_t>(wire.size() + 1, std::numeric_limits<std::uint32_t>::max())));
+  parser.body_limit(wire.size());
+  beast::error_code ec;
+  std::size_t used = 0;
+  while (used < wire.size() && !parser.is_done()) {
+    const std::size_t n =
+        parser.put(boost::asio::const_buffer(wire.data() + used, wire.size() - used), ec);
+    if (ec == bhttp::error::need_more) {
+      ec = {};
+      if (n == 0) break;
+    }
+    if (ec) return ec.message();
+    used += n;
+  }
+  if (!parser.is_done()) {
+    if (!eof_ends_body || !parser.is_header_done()) return "incomplete message";
+    parser.put_eof(ec);
+    if (ec) return ec.message();
+  }
+  if (used != wire.size() && !eof_ends_body) return "bytes after the end of the message";
+  return {};
+}
+
+}  // namespace
+
+std::string parse_response_into(std::string_view wire, beast_response& out, bool to_head) {
+  bhttp::response_parser<bhttp::string_body> parser;
+  if (to_head) parser.skip(true);
+  if (std::string problem = feed(parser, wire, true); !problem.empty()) return problem;
+  out = parser.release();
+  // Connection-specific fields are the front door's business.
+  std::vector<std::string> listed;
+  if (auto it = out.find(bhttp::field::connection); it != out.end())
+    listed = connection_tokens(sv(it->value()));
+  for (auto it = out.begin(); it != out.end();) {
+    const std::string_view name = sv(it->name_string());
+    bool drop = http::hop_by_hop(name);
+    for (const auto& l : listed) drop = drop || iequals(name, l);
+    it = drop ? out.erase(it) : std::next(it);
+  }
+  return {};
+}
+
+std::string parse_request_into(std::string_view wire, beast_request& out) {
+  bhttp::request_parser<bhttp::string_body> parser;
+  if (std::string problem = feed(parser, wire, false); !problem.empty()) return problem;
+  out = parser.release();
+  return {};
+}
+
+}  // namespace http_detail
+
+namespace http {
+namespace {
+template <class Fields>
+std::optional<std::string_view> find(const Fields& fields, std::string_view name) {
+  for (const auto& f : fields)
+    if (http_detail::iequals(f.name, name)) return std::string_view(f.value);
+  return std::nullopt;
+}
+
+template <class Message>
+std::vector<field> copy_fields(const Message& m) {
+  std::vector<field> out;
+  for (const auto& f : m)
+    out.push_back({std::string(f.name_string().data(), f.name_string().size()),
+                   std::string(f.value().data(), f.value().size())});
+  return out;
+}
+
+template <class Message>
+std::vector<std::string> dropped_by(const Message& m) {
+  auto c = find(m.headers, "connection");
+  return c ? http_detail::connection_tokens(*c) : std::vector<std::string>{};
+}
+}  // namespace
+
+bool hop_by_hop(std::string_view name) noexcept {
+  for (std::string_view h : {"connection", "keep-alive", "transfer-encoding", "te", "upgrade",
+                             "trailer", "proxy-connection", "expect"})
+    if (http_detail::iequals(name, h)) return true;
+  return false;
+}
+
+std::optional<std::string_view> request::header(std::string_view name) const {
+  return find(headers, name);
+}
+std::string_view request::path() const {
+  return std::string_view(target).substr(0, target.find('?'));
+}
+std::optional<std::string_view> response::header(std::string_view name) const {
+  return find(headers, name);
+}
+response& response::set(std::string_view name, std::string_view value) {
+  headers.erase(std::remove_if(headers.begin(), headers.end(),
+                               [&](const field& f) { return http_detail::iequals(f.name, name); }),
+                headers.end());
+  headers.push_back({std::string(name), std::string(value)});
+  return *this;
+}
+
+request parse_request(std::string_view wire) {
+  http_detail::beast_request m;
+  if (auto problem = http_detail::parse_request_into(wire, m); !problem.empty())
+    throw error(status::bad_request, "not an encoded HTTP request: " + problem);
+  request r;
+  r.method.assign(m.method_string().data(), m.method_string().size());
+  r.target.assign(m.target().data(), m.target().size());
+  r.headers = copy_fields(m);
+  r.body = std::move(m.body());
+  return r;
+}
+
+std::string encode_request(const request& r) {
+  std::string out;
+  out.reserve(64 + r.target.size() + r.body.size() + r.headers.size() * 32);
+  out.append(r.method).append(" ").append(r.target).append(" HTTP/1.1\r\n");
+  http_detail::head_writer w(out, dropped_by(r));
+  for (const auto& f : r.headers) w.add(f.name, f.value);
+  w.finish(r.body);
+  return out;
+}
+
+response parse_response(std::string_view wire) {
+  http_detail::beast_response m;
+  if (auto problem = http_detail::parse_response_into(wire, m, false); !problem.empty())
+    throw error(status::worker_lost, "not an encoded HTTP response: " + problem);
+  response r;
+  r.status = m.result_int();
+  r.reason.assign(m.reason().data(), m.reason().size());
+  r.headers = copy_fields(m);
+  r.body = std::move(m.body());
+  return r;
+}
+
+std::string encode_response(const response& r) {
+  std::string out;
+  out.reserve(64 + r.body.size() + r.headers.size() * 32);
+  const std::string_view reason = r.reason.empty()
+                                      ? sv(boost::beast::http::obsolete_reason(
+                                            static_cast<boost::beast::http::status>(r.status)))
+                                      : std::string_view(r.reason);
+  out.append("HTTP/1.1 ")
+      .append(std::to_string(r.status))
+      .append(" ")
+      .append(reason)
+      .append("\r\n");
+  http_detail::head_writer w(out, dropped_by(r));
+  for (const auto& f : r.headers) w.add(f.name, f.value);
+  w.finish(r.body);
+  return out;
+}
+
+job_handler serve(request_handler fn) {
+  return [fn = std::move(fn)](job& j) {
+    request req;
+    try {
+      req = parse_request(j.text());
+    } catch (const error& e) {
+      return job_result::failure(status::bad_request, e.message());
+    }
+    response res;
+    try {
+      res = fn(req);
+    } catch (const std::exception& e) {
+      res = response{};
+      res.status = 500;
+      res.set("Content-Type", "text/plain; charset=utf-8");
+      res.body = std::string("handler failed: ") + e.what() + "\n";
+    }
+    return job_result::ok(encode_response(res));
+  };
+}
+
+}  // namespace http
+}  // namespace scale0
