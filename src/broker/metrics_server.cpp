@@ -5,6 +5,7 @@
 #include <boost/beast/http.hpp>
 #include <thread>
 
+#include "common/host_port.hpp"
 #include "scale0/error.hpp"
 
 namespace scale0::broker_detail {
@@ -97,23 +98,11 @@ class session : public std::enable_shared_from_this<session> {
 
 struct metrics_server::impl {
   impl(const std::string& listen, handlers h) : handlers_(std::move(h)), acceptor(io) {
-    const auto colon = listen.rfind(':');
-    if (colon == std::string::npos)
-      throw error(status::bad_request, "metrics listen address must be host:port: " + listen);
-    std::string host = listen.substr(0, colon);
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']')
-      host = host.substr(1, host.size() - 2);
+    const auto hp = detail::parse_host_port(listen, "metrics listen address");
     boost::system::error_code ec;
-    const auto address = asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
-    unsigned long port = 0;
-    try {
-      port = std::stoul(listen.substr(colon + 1));
-    } catch (const std::exception&) {
-      ec = asio::error::invalid_argument;
-    }
-    if (ec || port > 65535)
-      throw error(status::bad_request, "invalid metrics listen address " + listen);
-    const tcp::endpoint ep(address, static_cast<unsigned short>(port));
+    const auto address = asio::ip::make_address(hp.host, ec);
+    if (ec) throw error(status::bad_request, "invalid metrics listen address " + listen);
+    const tcp::endpoint ep(address, hp.port);
     acceptor.open(ep.protocol(), ec);
     if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
     if (!ec) acceptor.bind(ep, ec);

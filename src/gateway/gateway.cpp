@@ -1,0 +1,780 @@
+// The HTTP gateway (docs/http.md). One io_context on one thread owns the acceptor, every HTTP
+// connection and the DEALER to the broker; the DEALER's ZMQ_FD is watched by the same reactor, so a
+// request goes from the HTTP parser to the broker and its reply back without a thread hop.
+#include "scale0/gateway.hpp"
+
+// clang-format off
+#include <utility>  // before Asio: Boost 1.74 uses std::exchange without including it
+// clang-format on
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <unordered_map>
+#include <unordered_set>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "broker/latency_histogram.hpp"
+#include "broker/metrics_server.hpp"
+#include "common/host_port.hpp"
+#include "http/beast_codec.hpp"
+#include "http/encoding.hpp"
+#include "routes.hpp"
+#include "scale0/error.hpp"
+#include "scale0/protocol.hpp"
+
+namespace scale0 {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+using tcp = asio::ip::tcp;
+using clock_type = std::chrono::steady_clock;
+using gateway_detail::route_choice;
+using gateway_detail::router;
+
+std::string_view sv(beast::string_view s) noexcept {
+  return {s.data(), s.size()};
+}
+
+// Counters read by the metrics thread; the gateway thread updates them under the mutex.
+struct gateway_stats {
+  std::mutex mu;
+  std::map<std::string, std::map<unsigned, std::uint64_t>, std::less<>> requests;  // route, code
+  std::map<std::string, broker_detail::latency_histogram, std::less<>> latency;    // route
+  std::uint64_t connections_total = 0;
+  std::uint64_t connections_rejected = 0;
+  std::uint64_t broker_unknown_replies = 0;
+  std::atomic<std::uint64_t> connections_open{0};
+  std::atomic<std::uint64_t> inflight{0};
+
+  void record(std::string_view route, unsigned code, clock_type::duration took) {
+    std::lock_guard lock(mu);
+    auto r = requests.find(route);
+    if (r == requests.end())
+      r = requests.emplace(std::string(route), std::map<unsigned, std::uint64_t>{}).first;
+    ++r->second[code];
+    auto l = latency.find(route);
+    if (l == latency.end())
+      l = latency.emplace(std::string(route), broker_detail::latency_histogram{}).first;
+    l->second.record(took);
+  }
+
+  std::string render() {
+    std::string out;
+    auto line = [&out](std::string_view s) { out.append(s).append("\n"); };
+    std::lock_guard lock(mu);
+    line("# HELP scale0_gateway_requests_total HTTP requests answered, by route and status code.");
+    line("# TYPE scale0_gateway_requests_total counter");
+    for (const auto& [route, codes] : requests)
+      for (const auto& [code, n] : codes)
+        line("scale0_gateway_requests_total{route=\"" + route + "\",code=\"" +
+             std::to_string(code) + "\"} " + std::to_string(n));
+    line(
+        "# HELP scale0_gateway_request_duration_seconds Time from a whole request read to its "
+        "response written, by route.");
+    line("# TYPE scale0_gateway_request_duration_seconds histogram");
+    for (const auto& [route, h] : latency) {
+      std::uint64_t cumulative = 0;
+      for (std::size_t i = 0; i < h.counts.size(); ++i) {
+        cumulative += h.counts[i];
+        char le[32];
+        if (i < broker_detail::latency_histogram::bounds.size())
+          std::snprintf(le, sizeof le, "%g", broker_detail::latency_histogram::bounds[i]);
+        else
+          std::snprintf(le, sizeof le, "+Inf");
+        line("scale0_gateway_request_duration_seconds_bucket{route=\"" + route + "\",le=\"" + le +
+             "\"} " + std::to_string(cumulative));
+      }
+      char sum[64];
+      std::snprintf(sum, sizeof sum, "%.9g", h.sum);
+      line("scale0_gateway_request_duration_seconds_sum{route=\"" + route + "\"} " + sum);
+      line("scale0_gateway_request_duration_seconds_count{route=\"" + route + "\"} " +
+           std::to_string(h.count));
+    }
+    auto gauge = [&](const char* name, const char* type, const char* help, std::uint64_t v) {
+      line(std::string("# HELP ") + name + " " + help);
+      line(std::string("# TYPE ") + name + " " + type);
+      line(std::string(name) + " " + std::to_string(v));
+    };
+    gauge("scale0_gateway_connections_open", "gauge", "HTTP connections open now.",
+          connections_open.load());
+    gauge("scale0_gateway_connections_total", "counter", "HTTP connections accepted.",
+          connections_total);
+    gauge("scale0_gateway_connections_rejected_total", "counter",
+          "Connections answered 503 and closed because --max-connections were open.",
+          connections_rejected);
+    gauge("scale0_gateway_requests_inflight", "gauge", "Requests waiting for the broker.",
+          inflight.load());
+    gauge("scale0_gateway_broker_unknown_replies_total", "counter",
+          "Replies from the broker for no request in progress (late or after a disconnect).",
+          broker_unknown_replies);
+    return out;
+  }
+};
+
+class session;
+
+}  // namespace
+
+namespace gateway_detail {
+struct server {
+  explicit server(gateway_options o);
+  ~server();
+
+  void accept();
+  void watch_control();
+  void begin_drain();
+  void maybe_finish_drain();
+
+  // Broker link.
+  bool send_request(std::uint64_t id, std::string_view service, std::chrono::milliseconds timeout,
+                    const std::string& wire);
+  void wait_broker();
+  void read_broker();
+  void after_send();
+  void on_broker_message();
+
+  // Sessions refer to these until the io_context has destroyed the last of them: declared first.
+  gateway_options opt;
+  router routes;
+  gateway_stats stats;
+  std::unordered_map<std::uint64_t, std::shared_ptr<session>> pending;
+  std::unordered_set<session*> sessions;
+  bool shutting_down = false;
+  asio::io_context io{1};
+  tcp::acceptor acceptor{io};
+  asio::steady_timer accept_retry{io};
+  asio::steady_timer drain_deadline{io};
+  int control_fd = -1;  // eventfd: stop()/drain() from any thread or a signal handler
+  asio::posix::stream_descriptor control{io};
+  std::atomic<bool> stop_requested{false};
+  std::atomic<bool> drain_requested{false};
+  bool draining = false;
+
+  zmq::context_t zctx{1};
+  zmq::socket_t dealer{zctx, zmq::socket_type::dealer};
+  asio::posix::stream_descriptor dealer_fd{io};
+  bool dealer_waiting = false;
+  bool dealer_posted = false;
+  protocol::frames inbound;
+  protocol::frames outbound;
+  std::uint64_t next_id = 1;
+  std::uint64_t request_id_seed = 0;
+  std::uint64_t request_id_count = 0;
+
+  std::unique_ptr<broker_detail::metrics_server> metrics;
+};
+}  // namespace gateway_detail
+
+using gateway_detail::server;
+struct gateway::impl : server {
+  using server::server;
+};
+
+namespace {
+
+bool valid_request_id(std::string_view v) {
+  if (v.empty() || v.size() > 128) return false;
+  for (unsigned char c : v)
+    if (c < 0x21 || c > 0x7e) return false;
+  return true;
+}
+
+// One HTTP connection: read a request, send it to the broker, write the answer, repeat. Requests
+// pipelined by the client wait in `buffer_` and are read only after the previous answer is
+// written, so answers go out in order.
+class session : public std::enable_shared_from_this<session> {
+ public:
+  session(server& g, tcp::socket socket) : g_(g), socket_(std::move(socket)), timer_(g.io) {
+    g_.sessions.insert(this);
+    ++g_.stats.connections_open;
+    beast::error_code ec;
+    const auto remote = socket_.remote_endpoint(ec);
+    if (!ec) peer_ = remote.address().to_string();
+  }
+  ~session() {
+    g_.sessions.erase(this);
+    --g_.stats.connections_open;
+    g_.maybe_finish_drain();
+  }
+
+  void start() { read_next(); }
+
+  // The gateway is draining: an idle connection closes now, a busy one after its answer.
+  void on_drain() {
+    if (phase_ == phase::idle) close();
+  }
+
+  void on_reply(std::uint16_t code, std::string_view message, const protocol::frames& f,
+                std::size_t first) {
+    waiting_ = false;
+    --g_.stats.inflight;
+    if (code != status::ok) return answer_status(code, message);
+    std::string joined;
+    std::string_view wire;
+    if (f.size() == first + 1) {
+      wire = protocol::view(f[first]);
+    } else {
+      for (std::size_t i = first; i < f.size(); ++i) joined.append(protocol::view(f[i]));
+      wire = joined;
+    }
+    res_ = {};
+    if (const std::string problem = http_detail::parse_response_into(wire, res_, head_);
+        !problem.empty())
+      return answer_error(bhttp::status::bad_gateway,
+                          "invalid response from the worker: " + problem);
+    res_.version(version_);
+    if (!head_) res_.prepare_payload();
+    res_.set("X-Request-Id", request_id_);
+    write_response();
+  }
+
+  // The broker never answered within the deadline (plus a grace second).
+  void on_broker_silent() {
+    waiting_ = false;
+    --g_.stats.inflight;
+    answer_error(bhttp::status::gateway_timeout, "no answer from the broker");
+  }
+
+ private:
+  enum class phase { idle, head, body, waiting, writing, closed };
+
+  // Arms the one timer of this connection for the current phase; a stale expiry is ignored.
+  void arm(std::chrono::milliseconds d) {
+    const std::uint64_t gen = ++timer_gen_;
+    timer_.expires_after(d);
+    timer_.async_wait([self = shared_from_this(), gen](beast::error_code ec) {
+      if (ec || gen != self->timer_gen_) return;
+      self->on_timeout();
+    });
+  }
+  void disarm() {
+    ++timer_gen_;
+    timer_.cancel();
+  }
+
+  void on_timeout() {
+    switch (phase_) {
+      case phase::idle:
+      case phase::writing:
+        return close();
+      case phase::head:
+      case phase::body:
+        timed_out_ = true;
+        socket_.cancel();  // the read completes with operation_aborted, then 408 is written
+        return;
+      case phase::waiting: {
+        // The broker always answers by the deadline; silence past it means it is gone.
+        auto& pending = g_.pending;
+        if (auto it = pending.find(id_); it != pending.end()) {
+          auto keep = it->second;
+          pending.erase(it);
+          keep->on_broker_silent();
+        }
+        return;
+      }
+      case phase::closed:
+        return;
+    }
+  }
+
+  void read_next() {
+    if (g_.draining) return close();
+    phase_ = phase::idle;
+    if (buffer_.size() > 0) return read_head();
+    arm(g_.opt.idle_timeout);
+    socket_.async_read_some(buffer_.prepare(4096),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              if (ec) return self->close();
+                              self->buffer_.commit(n);
+                              self->read_head();
+                            });
+  }
+
+  void read_head() {
+    phase_ = phase::head;
+    started_ = clock_type::now();
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(g_.opt.max_header));
+    parser_->body_limit(g_.opt.max_body);
+    arm(g_.opt.header_timeout);
+    bhttp::async_read_header(socket_, buffer_, *parser_,
+                             [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                               if (ec) return self->on_read_error(ec);
+                               self->on_head();
+                             });
+  }
+
+  void on_head() {
+    auto& req = parser_->get();
+    version_ = req.version() == 10 ? 10 : 11;
+    keep_alive_ = req.keep_alive();
+    head_ = req.method() == bhttp::verb::head;
+    const auto given_id = sv(req["X-Request-Id"]);
+    request_id_ = valid_request_id(given_id) ? std::string(given_id) : fresh_request_id();
+    label_ = "none";
+    if (const auto length = parser_->content_length(); length && *length > g_.opt.max_body)
+      return answer_error(bhttp::status::payload_too_large,
+                          "the body is over " + std::to_string(g_.opt.max_body) + " bytes");
+    if (parser_->is_done()) return on_request();
+    if (version_ == 11 && http_detail::iequals(sv(req[bhttp::field::expect]), "100-continue")) {
+      phase_ = phase::writing;
+      arm(g_.opt.send_timeout);
+      static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+      return asio::async_write(socket_, asio::buffer(go_on.data(), go_on.size()),
+                               [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                                 if (ec) return self->close();
+                                 self->read_body();
+                               });
+    }
+    read_body();
+  }
+
+  void read_body() {
+    phase_ = phase::body;
+    arm(g_.opt.body_timeout);
+    bhttp::async_read(socket_, buffer_, *parser_,
+                      [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                        if (ec) return self->on_read_error(ec);
+                        self->on_request();
+                      });
+  }
+
+  void on_read_error(beast::error_code ec) {
+    keep_alive_ = false;
+    if (timed_out_) {
+      return answer_error(bhttp::status::request_timeout, phase_ == phase::head
+                                                              ? "the request head took too long"
+                                                              : "the request body took too long");
+    }
+    if (ec == bhttp::error::header_limit)
+      return answer_error(
+          bhttp::status::request_header_fields_too_large,
+          "the request head is over " + std::to_string(g_.opt.max_header) + " bytes");
+    if (ec == bhttp::error::body_limit)
+      return answer_error(bhttp::status::payload_too_large,
+                          "the body is over " + std::to_string(g_.opt.max_body) + " bytes");
+    if (ec == asio::error::eof || ec == bhttp::error::partial_message ||
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
+      return close();  // the client went away
+    answer_error(bhttp::status::bad_request, "malformed request: " + ec.message());
+  }
+
+  void on_request() {
+    disarm();
+    phase_ = phase::waiting;  // the whole request is read: the connection is in step
+    auto& req = parser_->get();
+    const route_choice choice = g_.routes.choose(sv(req[bhttp::field::host]), sv(req.target()));
+    label_ = choice.label;
+    if (choice.service.empty()) return answer_error(bhttp::status::bad_request, choice.problem);
+    if (g_.draining) {
+      keep_alive_ = false;
+      return answer_error(bhttp::status::service_unavailable, "the gateway is shutting down");
+    }
+    if (g_.pending.size() >= g_.opt.max_inflight)
+      return answer_error(bhttp::status::service_unavailable, "too many requests in flight");
+
+    // The request encoding (docs/http.md).
+    wire_.clear();
+    wire_.append(sv(req.method_string()))
+        .append(" ")
+        .append(sv(req.target()))
+        .append(" HTTP/1.1\r\n");
+    {
+      http_detail::head_writer w(wire_,
+                                 http_detail::connection_tokens(sv(req[bhttp::field::connection])));
+      std::string forwarded_for;
+      for (const auto& f : req) {
+        const auto name = sv(f.name_string());
+        if (http_detail::iequals(name, "x-forwarded-for")) {
+          if (!forwarded_for.empty()) forwarded_for.append(", ");
+          forwarded_for.append(sv(f.value()));
+        } else if (!http_detail::iequals(name, "x-request-id") &&
+                   !http_detail::iequals(name, "x-forwarded-proto")) {
+          w.add(name, sv(f.value()));
+        }
+      }
+      if (!forwarded_for.empty()) forwarded_for.append(", ");
+      forwarded_for.append(peer_);
+      w.add("X-Forwarded-For", forwarded_for);
+      w.add("X-Forwarded-Proto", "http");
+      w.add("X-Request-Id", request_id_);
+      w.finish(req.body());
+    }
+    const auto timeout = choice.timeout.count() > 0 ? choice.timeout : g_.opt.timeout;
+    id_ = g_.next_id++;
+    if (!g_.send_request(id_, choice.service, timeout, wire_))
+      return answer_error(bhttp::status::service_unavailable, "the broker is not taking requests");
+    g_.pending.emplace(id_, shared_from_this());
+    ++g_.stats.inflight;
+    waiting_ = true;
+    arm(timeout + std::chrono::seconds(1));
+  }
+
+  // Maps a non-200 status from the broker or the worker (docs/http.md, status mapping).
+  void answer_status(std::uint16_t code, std::string_view message) {
+    std::string text = message.empty() ? std::string(reason_phrase(code)) : std::string(message);
+    switch (code) {
+      case status::unavailable:
+      case status::too_many_requests:
+        return answer_error(bhttp::status::service_unavailable, text);
+      case status::deadline:
+        return answer_error(bhttp::status::gateway_timeout, text);
+      case status::too_large:
+        return answer_error(bhttp::status::payload_too_large, text);
+      case status::bad_request:
+        return answer_error(bhttp::status::bad_request, text);
+      default:
+        if (code >= 500 && code <= 599) return answer_error(static_cast<bhttp::status>(code), text);
+        return answer_error(bhttp::status::bad_gateway,
+                            "unexpected status " + std::to_string(code) + ": " + text);
+    }
+  }
+
+  void answer_error(bhttp::status code, std::string_view text) {
+    disarm();
+    res_ = {};
+    res_.version(version_);
+    res_.result(code);
+    res_.set(bhttp::field::content_type, "text/plain; charset=utf-8");
+    if (code == bhttp::status::service_unavailable)
+      res_.set(bhttp::field::retry_after, std::to_string(g_.opt.retry_after));
+    res_.set("X-Request-Id", request_id_.empty() ? fresh_request_id() : request_id_);
+    std::string body = std::to_string(static_cast<unsigned>(code));
+    body.append(" ")
+        .append(sv(bhttp::obsolete_reason(code)))
+        .append(": ")
+        .append(text)
+        .append("\n");
+    res_.body() = std::move(body);
+    res_.prepare_payload();
+    if (head_) {
+      const auto length = res_.body().size();
+      res_.body().clear();
+      res_.content_length(length);
+    }
+    // After a broken or refused request the connection cannot be trusted to be in step.
+    if (phase_ == phase::head || phase_ == phase::body || code == bhttp::status::payload_too_large)
+      keep_alive_ = false;
+    write_response();
+  }
+
+  void write_response() {
+    if (g_.draining) keep_alive_ = false;
+    res_.keep_alive(keep_alive_);
+    res_.set(bhttp::field::server, "scale0");
+    phase_ = phase::writing;
+    timed_out_ = false;
+    arm(g_.opt.send_timeout);
+    bhttp::async_write(socket_, res_,
+                       [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                         self->disarm();
+                         const auto took = clock_type::now() - self->started_;
+                         self->g_.stats.record(self->label_, self->res_.result_int(), took);
+                         self->started_ = {};
+                         if (ec || !self->keep_alive_) return self->close();
+                         self->read_next();
+                       });
+  }
+
+  void close() {
+    if (phase_ == phase::closed) return;
+    const auto keep = shared_from_this();  // erasing the pending entry must not destroy *this
+    phase_ = phase::closed;
+    disarm();
+    beast::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    socket_.close(ec);
+    if (waiting_) {  // the client left while the broker works: forget the request
+      waiting_ = false;
+      --g_.stats.inflight;
+      g_.pending.erase(id_);
+    }
+  }
+
+  std::string fresh_request_id() {
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%016llx-%llx",
+                  static_cast<unsigned long long>(g_.request_id_seed),
+                  static_cast<unsigned long long>(++g_.request_id_count));
+    return buf;
+  }
+
+  server& g_;
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  std::uint64_t timer_gen_ = 0;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  http_detail::beast_response res_;
+  std::string wire_;
+  std::string peer_;
+  std::string request_id_;
+  std::string_view label_ = "none";
+  clock_type::time_point started_{};
+  std::uint64_t id_ = 0;
+  unsigned version_ = 11;
+  phase phase_ = phase::idle;
+  bool keep_alive_ = true;
+  bool head_ = false;
+  bool timed_out_ = false;
+  bool waiting_ = false;
+};
+
+std::string answer_rejected(unsigned retry_after) {
+  const std::string body = "503 Service Unavailable: too many connections\n";
+  return "HTTP/1.1 503 Service Unavailable\r\nServer: scale0\r\nContent-Type: text/plain; "
+         "charset=utf-8\r\nRetry-After: " +
+         std::to_string(retry_after) +
+         "\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+         body;
+}
+
+}  // namespace
+
+server::server(gateway_options o) : opt(std::move(o)) {
+  if (opt.timeout.count() <= 0 || opt.header_timeout.count() <= 0 ||
+      opt.body_timeout.count() <= 0 || opt.idle_timeout.count() <= 0 ||
+      opt.send_timeout.count() <= 0 || opt.drain_timeout.count() < 0)
+    throw error(status::bad_request, "timeouts must be positive");
+  if (opt.max_connections == 0 || opt.max_inflight == 0 || opt.max_header < 64)
+    throw error(status::bad_request,
+                "max-connections and max-inflight must be at least 1, "
+                "max-header at least 64");
+  if (opt.max_header > 1 << 20) throw error(status::bad_request, "max-header is at most 1 MiB");
+  std::vector<gateway_detail::route> parsed;
+  for (std::size_t i = 0; i < opt.routes.size(); ++i)
+    parsed.push_back(gateway_detail::parse_route(opt.routes[i], i));
+  if (opt.default_service.size() > protocol::max_service_name)
+    throw error(status::bad_request, "default-service must be at most 255 bytes");
+  routes = router(std::move(parsed), opt.default_service);
+  request_id_seed = std::random_device{}() * 0x100000000ull + std::random_device{}();
+
+  const auto hp = detail::parse_host_port(opt.listen, "listen address");
+  beast::error_code ec;
+  const auto address = asio::ip::make_address(hp.host, ec);
+  if (ec) throw error(status::bad_request, "invalid listen address " + opt.listen);
+  const tcp::endpoint ep(address, hp.port);
+  acceptor.open(ep.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(ep, ec);
+  if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw error(status::bad_request, "cannot listen on " + opt.listen + ": " + ec.message());
+
+  try {
+    dealer.set(zmq::sockopt::linger, 0);
+    const int hwm = static_cast<int>(std::min<std::size_t>(opt.max_inflight * 2 + 100, 1 << 30));
+    dealer.set(zmq::sockopt::sndhwm, hwm);
+    dealer.set(zmq::sockopt::rcvhwm, hwm);
+    dealer.connect(opt.broker);
+  } catch (const zmq::error_t& e) {
+    throw error(status::bad_request, "cannot connect to broker " + opt.broker + ": " + e.what());
+  }
+  const int zfd = ::dup(dealer.get(zmq::sockopt::fd));
+  if (zfd < 0) throw error(status::bad_request, "cannot watch the broker socket");
+  dealer_fd.assign(zfd);
+
+  control_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (control_fd < 0) throw error(status::bad_request, "cannot create an eventfd");
+  control.assign(::dup(control_fd));
+
+  if (!opt.metrics_listen.empty()) {
+    broker_detail::metrics_server::handlers h;
+    h.metrics = [this]() -> std::optional<std::string> { return stats.render(); };
+    h.ready = [this] { return !drain_requested.load(); };
+    metrics = std::make_unique<broker_detail::metrics_server>(opt.metrics_listen, std::move(h));
+  }
+  accept();
+  watch_control();
+  read_broker();  // checks ZMQ_EVENTS first: an edge before the first wait is not lost
+}
+
+server::~server() {
+  metrics.reset();
+  shutting_down = true;
+  pending.clear();
+  if (control_fd >= 0) ::close(control_fd);
+}
+
+void server::accept() {
+  acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+    if (ec) {
+      // Out of descriptors or memory: try again shortly rather than spin.
+      if (opt.on_event) opt.on_event("accept failed: " + ec.message());
+      accept_retry.expires_after(std::chrono::milliseconds(50));
+      accept_retry.async_wait([this](beast::error_code e) {
+        if (!e) accept();
+      });
+      return;
+    }
+    beast::error_code ignore;
+    socket.set_option(tcp::no_delay(true), ignore);
+    {
+      std::lock_guard lock(stats.mu);
+      ++stats.connections_total;
+    }
+    if (sessions.size() >= opt.max_connections) {
+      {
+        std::lock_guard lock(stats.mu);
+        ++stats.connections_rejected;
+      }
+      auto s = std::make_shared<tcp::socket>(std::move(socket));
+      auto text = std::make_shared<std::string>(answer_rejected(opt.retry_after));
+      asio::async_write(*s, asio::buffer(*text), [s, text](beast::error_code, std::size_t) {
+        beast::error_code e;
+        s->shutdown(tcp::socket::shutdown_send, e);
+        s->close(e);
+      });
+    } else {
+      std::make_shared<session>(*this, std::move(socket))->start();
+    }
+    accept();
+  });
+}
+
+void server::watch_control() {
+  control.async_wait(asio::posix::stream_descriptor::wait_read, [this](beast::error_code ec) {
+    if (ec) return;
+    std::uint64_t v = 0;
+    while (::read(control_fd, &v, sizeof v) > 0) {
+    }
+    if (stop_requested) return io.stop();
+    if (drain_requested && !draining) begin_drain();
+    watch_control();
+  });
+}
+
+void server::begin_drain() {
+  draining = true;
+  beast::error_code ec;
+  acceptor.close(ec);
+  accept_retry.cancel();
+  std::vector<session*> now(sessions.begin(), sessions.end());
+  for (auto* s : now) s->on_drain();
+  drain_deadline.expires_after(opt.drain_timeout);
+  drain_deadline.async_wait([this](beast::error_code e) {
+    if (!e) io.stop();
+  });
+  maybe_finish_drain();
+}
+
+void server::maybe_finish_drain() {
+  if (draining && !shutting_down && sessions.empty()) asio::post(io, [this] { io.stop(); });
+}
+
+bool server::send_request(std::uint64_t id, std::string_view service,
+                          std::chrono::milliseconds timeout, const std::string& wire) {
+  outbound.clear();
+  protocol::append_client_request(outbound, id, service,
+                                  static_cast<std::uint32_t>(std::min<long long>(
+                                      timeout.count(), std::numeric_limits<std::uint32_t>::max())));
+  outbound.emplace_back(wire.data(), wire.size());
+  bool sent = false;
+  try {
+    sent = zmq::send_multipart(dealer, outbound, zmq::send_flags::dontwait).has_value();
+  } catch (const zmq::error_t& e) {
+    if (opt.on_event) opt.on_event(std::string("send to broker failed: ") + e.what());
+  }
+  after_send();
+  return sent;
+}
+
+// ZMQ_FD is edge-like: it only says "the socket's state may have changed". Readiness is what
+// ZMQ_EVENTS says, and any send may consume the signal, so every send is followed by a check.
+void server::after_send() {
+  if (dealer_posted) return;
+  if (!(dealer.get(zmq::sockopt::events) & ZMQ_POLLIN)) return;
+  dealer_posted = true;
+  asio::post(io, [this] {
+    dealer_posted = false;
+    read_broker();
+  });
+}
+
+void server::wait_broker() {
+  if (dealer_waiting) return;
+  dealer_waiting = true;
+  dealer_fd.async_wait(asio::posix::stream_descriptor::wait_read, [this](beast::error_code ec) {
+    dealer_waiting = false;
+    if (!ec) read_broker();
+  });
+}
+
+void server::read_broker() {
+  for (int n = 0; n < 256; ++n) {
+    if (!(dealer.get(zmq::sockopt::events) & ZMQ_POLLIN)) return wait_broker();
+    inbound.clear();
+    if (!zmq::recv_multipart(dealer, std::back_inserter(inbound), zmq::recv_flags::dontwait))
+      return wait_broker();
+    on_broker_message();
+  }
+  // More may be waiting: let HTTP work run in between, then continue.
+  if (!dealer_posted) {
+    dealer_posted = true;
+    asio::post(io, [this] {
+      dealer_posted = false;
+      read_broker();
+    });
+  }
+}
+
+void server::on_broker_message() {
+  const auto m = protocol::decode_for_client(inbound);
+  if (m.kind != protocol::client_inbound_kind::reply) return;
+  const auto it = pending.find(m.id);
+  if (it == pending.end()) {
+    std::lock_guard lock(stats.mu);
+    ++stats.broker_unknown_replies;
+    return;
+  }
+  auto s = std::move(it->second);
+  pending.erase(it);
+  s->on_reply(m.status, m.message, inbound, m.first);
+}
+
+gateway::gateway(gateway_options options) : impl_(std::make_unique<impl>(std::move(options))) {}
+gateway::~gateway() = default;
+
+void gateway::run() {
+  impl_->io.run();
+}
+
+void gateway::stop() noexcept {
+  impl_->stop_requested = true;
+  const std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(impl_->control_fd, &one, sizeof one);
+}
+
+void gateway::drain() noexcept {
+  impl_->drain_requested = true;
+  const std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(impl_->control_fd, &one, sizeof one);
+}
+
+std::string gateway::endpoint() const {
+  beast::error_code ec;
+  const auto ep = impl_->acceptor.local_endpoint(ec);
+  if (ec) return {};
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+std::string gateway::metrics_endpoint() const {
+  return impl_->metrics ? impl_->metrics->endpoint() : std::string();
+}
+
+}  // namespace scale0
