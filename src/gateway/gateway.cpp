@@ -251,7 +251,7 @@ class session : public std::enable_shared_from_this<session> {
   }
 
  private:
-  enum class phase { idle, head, body, waiting, writing, closed };
+  enum class phase { idle, head, body, waiting, writing, lingering, closed };
 
   // Arms the one timer of this connection for the current phase; a stale expiry is ignored.
   void arm(std::chrono::milliseconds d) {
@@ -271,6 +271,7 @@ class session : public std::enable_shared_from_this<session> {
     switch (phase_) {
       case phase::idle:
       case phase::writing:
+      case phase::lingering:
         return close();
       case phase::head:
       case phase::body:
@@ -486,9 +487,31 @@ class session : public std::enable_shared_from_this<session> {
                          const auto took = clock_type::now() - self->started_;
                          self->g_.stats.record(self->label_, self->res_.result_int(), took);
                          self->started_ = {};
-                         if (ec || !self->keep_alive_) return self->close();
+                         if (ec) return self->close();
+                         if (!self->keep_alive_) return self->linger();
                          self->read_next();
                        });
+  }
+
+  // After a last answer: half-close, then read and discard what the client still sends (a body
+  // we refused, pipelined requests) for a moment, so closing does not reset the connection
+  // before the client has read the answer.
+  void linger() {
+    phase_ = phase::lingering;
+    beast::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) return close();
+    arm(std::chrono::seconds(1));
+    discard();
+  }
+  void discard() {
+    static std::array<char, 4096> sink;  // the data is thrown away: one buffer serves everyone
+    socket_.async_read_some(asio::buffer(sink),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                              self->discarded_ += n;
+                              if (ec || self->discarded_ > (1u << 20)) return self->close();
+                              self->discard();
+                            });
   }
 
   void close() {
@@ -527,6 +550,7 @@ class session : public std::enable_shared_from_this<session> {
   std::string_view label_ = "none";
   clock_type::time_point started_{};
   std::uint64_t id_ = 0;
+  std::size_t discarded_ = 0;
   unsigned version_ = 11;
   phase phase_ = phase::idle;
   bool keep_alive_ = true;
