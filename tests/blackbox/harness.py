@@ -1826,7 +1826,10 @@ class HttpResponse:
         return v[0] if v else default
 
     def json(self):
-        return json.loads(self.body.decode("utf-8"))
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except ValueError:
+            raise AssertionError("expected the HttpWorker's JSON echo, got %r" % (self,))
 
     def __repr__(self):
         return "HttpResponse(%s %d %s, %r, body=%r)" % (self.version, self.status, self.reason, self.headers,
