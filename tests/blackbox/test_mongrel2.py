@@ -24,6 +24,7 @@ from harness import (BIN, Broker, NativeWorker, Proc, binary_available, free_por
 SERVER_UUID = "f400bf85-4538-4f7a-8908-67e313d515c2"
 JSON_IDENT = "54c6755b-9628-40a4-9a2d-cc82a816345e"
 TNET_IDENT = "64c6755b-9628-40a4-9a2d-cc82a816345e"
+DEAD_IDENT = "74c6755b-9628-40a4-9a2d-cc82a816345e"
 
 
 def find_mongrel2():
@@ -46,8 +47,8 @@ class Mongrel2:
         for d in ("run", "logs", "tmp"):
             os.mkdir(os.path.join(self.dir, d))
         self.port = free_port()
-        self.json_send, self.json_recv, self.tnet_send, self.tnet_recv = (
-            "tcp://127.0.0.1:%d" % free_port() for _ in range(4))
+        (self.json_send, self.json_recv, self.tnet_send, self.tnet_recv, self.dead_send,
+         self.dead_recv) = ("tcp://127.0.0.1:%d" % free_port() for _ in range(6))
         self.proc = None
 
     def config(self):
@@ -55,6 +56,7 @@ class Mongrel2:
 json_handler = Handler(send_spec='%(js)s', send_ident='%(ji)s', recv_spec='%(jr)s', recv_ident='')
 tnet_handler = Handler(send_spec='%(ts)s', send_ident='%(ti)s', recv_spec='%(tr)s', recv_ident='',
                        protocol='tnetstring')
+dead_handler = Handler(send_spec='%(ds)s', send_ident='%(di)s', recv_spec='%(dr)s', recv_ident='')
 main = Server(
     uuid="%(uuid)s",
     access_log="/logs/access.log",
@@ -68,13 +70,14 @@ main = Server(
     hosts=[
         Host(name="localhost", routes={'/': json_handler, '/t/': tnet_handler}),
         Host(name="example.com", matching="example.com",
-             routes={'/': json_handler, '/t/': tnet_handler})
+             routes={'/': json_handler, '/t/': tnet_handler, '/dead/': dead_handler})
     ]
 )
 settings = {"server.daemonize": 0, "zeromq.threads": 1}
 servers = [main]
 """ % dict(js=self.json_send, ji=JSON_IDENT, jr=self.json_recv, ts=self.tnet_send, ti=TNET_IDENT,
-           tr=self.tnet_recv, uuid=SERVER_UUID, port=self.port)
+           tr=self.tnet_recv, ds=self.dead_send, di=DEAD_IDENT, dr=self.dead_recv,
+           uuid=SERVER_UUID, port=self.port)
 
     def start(self, timeout=15.0):
         conf = os.path.join(self.dir, "mongrel2.conf")
@@ -200,6 +203,11 @@ class Mongrel2FrontDoorTest(unittest.TestCase):
             cls.tnet_adapter = Adapter(cls.m2.tnet_send, cls.m2.tnet_recv, cls.broker.frontend,
                                        route).start()
             cls.adapters.append(cls.tnet_adapter)
+            # A broker endpoint nobody listens on: the handler's own deadline must answer.
+            cls.dead_adapter = Adapter(cls.m2.dead_send, cls.m2.dead_recv,
+                                       "tcp://127.0.0.1:%d" % free_port(),
+                                       ["--timeout", "300"]).start()
+            cls.adapters.append(cls.dead_adapter)
         except Exception:
             cls.tearDownClass()
             raise
@@ -234,8 +242,9 @@ class Mongrel2FrontDoorTest(unittest.TestCase):
         except Exception:
             return False
 
-    def worker(self, service, mode, name=None):
-        w = NativeWorker(self.ctx, self.broker.backend, [service], mode=mode, name=name)
+    def worker(self, service, mode, name=None, concurrency=1):
+        w = NativeWorker(self.ctx, self.broker.backend, [service], mode=mode, name=name,
+                         concurrency=concurrency)
         self.workers.append(w)
         w.start()
         w.wait_welcome(10.0)
@@ -340,6 +349,35 @@ class Mongrel2FrontDoorTest(unittest.TestCase):
             self.fail("the connection was not closed after a Connection: close request: %r" % data)
         self.assertTrue(data.startswith(b"HTTP/1.1 200 "), data[:200])
         self.assertIn(b"\r\nConnection: close\r\n", data)
+
+    def test_pipelined_requests_are_answered_in_order(self):
+        w = self.worker("pipe.example.com", "hold", concurrency=2)
+        s = socket.create_connection(("127.0.0.1", self.m2.port), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(b"GET /first HTTP/1.1\r\nHost: pipe.example.com\r\n\r\n"
+                  b"GET /second HTTP/1.1\r\nHost: pipe.example.com\r\n\r\n")
+        jobs = {}
+        for _ in range(2):
+            job = w.next_job(10.0)
+            self.assertIsNotNone(job, "Mongrel2 did not pass both pipelined requests on")
+            jobs[parse_encoded_request(b"".join(job.body))[1]] = job
+        self.assertEqual(sorted(jobs), ["/first", "/second"])
+        for target in ("/second", "/first"):  # the worker answers out of order
+            w.reply(jobs[target], 200, b"", [b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                                              % (len(target), target.encode())])
+        data = b""
+        deadline = now() + 10
+        while now() < deadline and data.count(b"HTTP/1.1 200") < 2:
+            data += s.recv(65536)
+        self.assertLess(data.index(b"/first"), data.index(b"/second"), data)
+
+    def test_broker_silent_gives_504_after_deadline_plus_one_second(self):
+        t0 = now()
+        r, body = self.request("GET", "/dead/x", "dead.example.com")
+        elapsed = now() - t0
+        self.assertEqual(r.status, 504, body)
+        self.assertGreaterEqual(elapsed, 1.2)
+        self.assertLess(elapsed, 5.0)
 
     def test_no_worker_gives_503_with_retry_after(self):
         r, body = self.request("GET", "/", "nobody.example.com")
