@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-zmq
   nats-server  # the comparison benchmark (bench/compare) runs against it
+  mongrel2-core sqlite3  # the Mongrel2 front door's black-box test (tests/blackbox/test_mongrel2.py)
 )
 
 missing=()

@@ -172,7 +172,7 @@ def binary_available():
 class Proc:
     """A subprocess with stderr captured to a temp file; always killable."""
 
-    def __init__(self, args, stdin=None, capture_stdout=False):
+    def __init__(self, args, stdin=None, capture_stdout=False, cwd=None):
         self.args = [str(a) for a in args]
         self.errfile = tempfile.NamedTemporaryFile(prefix="scale0-bb-", suffix=".stderr", delete=False)
         self.p = subprocess.Popen(
@@ -181,6 +181,7 @@ class Proc:
             stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
             stderr=self.errfile,
             start_new_session=True,
+            cwd=cwd,
         )
         _ALL_PROCS.append(self.p)
 
