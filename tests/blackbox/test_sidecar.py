@@ -237,6 +237,24 @@ class SidecarTest(Scale0TestCase):
         err = w.proc.stderr_text()
         self.assertIn("stopping the worker", err)
         self.assertIn("answers: taking work", err)
+        self.assertEqual(w.proc.terminate(10.0), 0, "SIGTERM while serving: a clean exit")
+        self.wait_mmi(b, "web", expect=b"404", timeout=5.0)
+
+    def test_slow_app_times_out_at_the_deadline_and_keeps_its_worker(self):
+        b = self.start_broker()
+        app = self.app()
+        w = self.sidecar(b, app.url)
+        c = self.client(b)
+        t0 = now()
+        r = self.call(c, "GET", "/slow?ms=3000", timeout_ms=500)
+        self.assertEqual(r.status, 504, r)
+        self.assertLess(now() - t0, 2.5)
+        # the app still accepts connections: the worker stays, and is free again at once
+        t0 = now()
+        self.assertEqual(self.http(c, "GET", "/next").json()["target"], "/next")
+        self.assertLess(now() - t0, 2.0, "the handler gave up on the slow request at its deadline")
+        self.assertIn("did not answer within", w.proc.stderr_text())
+        self.assertNotIn("stopping the worker", w.proc.stderr_text())
 
     def test_waits_for_an_app_that_is_not_up_yet(self):
         b = self.start_broker(no_worker_timeout=200)
@@ -252,6 +270,9 @@ class SidecarTest(Scale0TestCase):
         self.wait_mmi(b, "web", timeout=10.0)
         self.assertEqual(self.http(c, "GET", "/up").json()["target"], "/up")
         self.assertIn("not answering", w.proc.stderr_text())
+        app.kill()
+        self.wait_mmi(b, "web", expect=b"404", timeout=10.0)
+        self.assertEqual(w.proc.terminate(10.0), 0, "SIGTERM while waiting for the app: a clean exit")
 
     def test_bad_options_are_refused(self):
         for url, why in (("https://127.0.0.1:1", "https is not supported"),
