@@ -34,14 +34,15 @@ struct forward_options {
   std::size_t max_response_body = 8u << 20;  // larger app responses are answered 502
   std::size_t max_response_header = 64u << 10;
   // Called on the handler's thread when a request found the application unreachable (connect
-  // refused, reset, closed, timed out); the request itself is answered 502.
+  // refused, reset, closed: answered 502; no answer before the deadline: answered 504).
   std::function<void(const std::string&)> on_app_error;
 };
 
 // The handler: parses the job as an encoded request (400 if it is not one), sends it to the app
 // (target prefixed with the base path, hop-by-hop fields dropped, Host as the client sent it), and
 // replies 200 with the app's response in the encoding (de-chunked, hop-by-hop fields dropped).
-// The app unreachable or answering something that is not HTTP: a 502 reply with a message. Safe to
+// The app unreachable or answering something that is not HTTP: a 502 reply with a message; no
+// answer before the job's deadline: 504 (the broker answers the client 504 then anyway). Safe to
 // call from any number of threads: each call uses its own connection from the pool. A pooled
 // connection the app has closed is replaced before use; one it closes under an idempotent request
 // (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) before any byte of a response is retried once on a new

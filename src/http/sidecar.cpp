@@ -189,11 +189,12 @@ class forwarder {
       const bool reused = c->open();
       if (!reused) {
         if (auto ec = connect(*c, app_, deadline))
-          return app_down(ec == beast::error::timeout
-                              ? "cannot connect to the app at " + app_.authority() + " within " +
-                                    std::to_string(timeout.count()) + " ms"
-                              : "cannot connect to the app at " + app_.authority() + ": " +
-                                    ec.message());
+          return ec == beast::error::timeout
+                     ? app_down(status::deadline, "cannot connect to the app at " +
+                                                      app_.authority() + " within " +
+                                                      std::to_string(timeout.count()) + " ms")
+                     : app_down(status::worker_lost, "cannot connect to the app at " +
+                                                         app_.authority() + ": " + ec.message());
       }
       std::unique_ptr<response_parser> parser;
       const beast::error_code ec = exchange(*c, req, parser, options_, deadline);
@@ -221,20 +222,23 @@ class forwarder {
       return job_result::failure(status::worker_lost,
                                  "the app's response header is larger than " +
                                      std::to_string(options_.max_response_header) + " bytes");
+    // The client's deadline: 504, as the broker answers at that same moment.
     if (ec == beast::error::timeout)
-      return app_down("the app at " + app_.authority() + " did not answer within " +
-                      std::to_string(timeout.count()) + " ms");
+      return app_down(status::deadline, "the app at " + app_.authority() +
+                                            " did not answer within " +
+                                            std::to_string(timeout.count()) + " ms");
     if (ec.category() == bhttp::make_error_code(bhttp::error::end_of_stream).category() &&
         ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message)
       return job_result::failure(status::worker_lost,
                                  "the app at " + app_.authority() +
                                      " answered something that is not HTTP: " + ec.message());
-    return app_down("the app at " + app_.authority() + " failed: " + ec.message());
+    return app_down(status::worker_lost,
+                    "the app at " + app_.authority() + " failed: " + ec.message());
   }
 
-  job_result app_down(std::string what) {
+  job_result app_down(std::uint16_t code, std::string what) {
     if (options_.on_app_error) options_.on_app_error(what);
-    return job_result::failure(status::worker_lost, std::move(what));
+    return job_result::failure(code, std::move(what));
   }
 
   std::unique_ptr<app_connection> take() {

@@ -216,7 +216,7 @@ TEST(HttpSidecar, ConnectRefusedIs502AndAnAppFailure) {
   EXPECT_EQ(f.app_errors, 1);
 }
 
-TEST(HttpSidecar, NoAnswerBeforeTheDeadlineIs502) {
+TEST(HttpSidecar, NoAnswerBeforeTheDeadlineIs504) {
   scripted_app app([&](tcp::socket& s, int) {
     std::string buf;
     read_request(s, buf);
@@ -225,7 +225,7 @@ TEST(HttpSidecar, NoAnswerBeforeTheDeadlineIs502) {
   const auto t0 = std::chrono::steady_clock::now();
   const forwarded f = forward_once(app.url(), get("/"), milliseconds(200));
   EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(2000));
-  EXPECT_EQ(f.result.status, status::worker_lost);
+  EXPECT_EQ(f.result.status, status::deadline);
   EXPECT_NE(f.result.message.find("did not answer within 200 ms"), std::string::npos)
       << f.result.message;
   EXPECT_EQ(f.app_errors, 1);
