@@ -1,10 +1,12 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
 #include "commands.hpp"
+#include "http_worker.hpp"
 #include "scale0/error.hpp"
 #include "scale0/exec.hpp"
 #include "scale0/worker.hpp"
@@ -23,7 +25,21 @@ struct worker_args {
   exec_options exec;
   bool exec_given = false;
   long exec_timeout_ms = 30000;
+  std::string http_url;
+  std::string health_path;
+  long health_interval_ms = 1000;
+  long health_timeout_ms = 1000;
 };
+
+int run_http(worker_args& a) {
+  http_worker_options h;
+  h.forward.url = a.http_url;
+  h.probe.health_path = a.health_path;
+  h.probe.timeout = std::chrono::milliseconds(a.health_timeout_ms);
+  h.health_interval = std::chrono::milliseconds(a.health_interval_ms);
+  h.name = a.name;
+  return run_http_worker(a.o, std::move(h));
+}
 
 // The handler the flags ask for: --echo, or --exec CMD. Throws scale0::error (400).
 job_handler make_handler(const worker_args& a, const std::string& name) {
@@ -53,19 +69,23 @@ job_handler make_handler(const worker_args& a, const std::string& name) {
 }
 
 int run_worker(worker_args& a) {
-  if (a.echo == a.exec_given) {
-    std::fprintf(stderr,
-                 a.echo ? "scale0 worker: --echo and --exec exclude each other\n"
-                        : "scale0 worker: choose what the worker does: --echo or --exec CMD\n");
+  const bool http_given = !a.http_url.empty();
+  if (int(a.echo) + int(a.exec_given) + int(http_given) != 1) {
+    std::fprintf(stderr, a.echo || a.exec_given || http_given
+                             ? "scale0 worker: --echo, --exec and --http exclude each other\n"
+                             : "scale0 worker: choose what the worker does: --echo, --exec CMD or "
+                               "--http URL\n");
     return 2;
   }
-  if (a.name.empty()) a.name = (a.echo ? "echo-" : "exec-") + std::to_string(::getpid());
+  if (a.name.empty())
+    a.name = (a.echo ? "echo-" : http_given ? "http-" : "exec-") + std::to_string(::getpid());
   a.o.heartbeat_interval = std::chrono::milliseconds(a.heartbeat_ms);
   // An echo without --delay never blocks: run it on the I/O thread, no thread hop per request.
   a.o.inline_handler = a.echo && a.delay_ms == 0;
   const std::string name = a.name;
   a.o.on_event = [name](const std::string& what) { spdlog::info("worker {}: {}", name, what); };
   try {
+    if (http_given) return run_http(a);
     worker w(a.o, make_handler(a, name));
     running = &w;
     // Cleared however this scope ends, before the object dies: a late signal then finds nothing.
@@ -96,7 +116,17 @@ void add_worker_command(CLI::App& root, int& exit_code) {
       "  scale0 worker --service echo --echo\n"
       "  scale0 worker --service echo,upper --echo --concurrency 8 --idempotent --name w1\n"
       "  scale0 worker --service upper --exec 'tr a-z A-Z' --concurrency 4 --exec-timeout 5000\n"
-      "  scale0 worker --service count --exec 'sort | uniq -c' --shell");
+      "  scale0 worker --service count --exec 'sort | uniq -c' --shell\n"
+      "  scale0 worker --service www.example.com --http http://127.0.0.1:8000 --concurrency 16\n"
+      "  scale0 worker --service api --http http://127.0.0.1:9000/api --health-path /healthz\n"
+      "\n"
+      "--http URL makes the worker a sidecar for an existing HTTP/1.1 app (docs/http.md): each\n"
+      "request (in the HTTP encoding) goes to the app over --concurrency keep-alive connections "
+      "and\n"
+      "the app's response comes back; an unreachable app answers 502. The app is probed every\n"
+      "--health-interval ms (TCP connect, or GET --health-path: 2xx/3xx is healthy); while it "
+      "fails,\n"
+      "the worker leaves the broker (graceful stop) and registers again once it answers.");
   auto& o = args->o;
   sub->add_option("--service", o.services, "Services served (comma-separated)")
       ->required()
@@ -120,6 +150,41 @@ void add_worker_command(CLI::App& root, int& exit_code) {
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 32))
       ->needs(exec);
+  CLI::Option* http_opt =
+      sub->add_option("--http", args->http_url,
+                      "Sidecar: forward requests (HTTP encoding) to the HTTP/1.1 app at "
+                      "http://host:port[/base-path]")
+          ->type_name("URL")
+          ->excludes(echo)
+          ->excludes(exec)
+          ->check([](const std::string& url) {
+            try {
+              (void)http::parse_app_url(url);
+              return std::string();
+            } catch (const error& e) {
+              return e.message();
+            }
+          });
+  sub->add_option("--health-path", args->health_path,
+                  "--http: probe the app with GET PATH (2xx/3xx healthy) instead of a TCP connect")
+      ->type_name("PATH")
+      ->needs(http_opt)
+      ->check([](const std::string& p) {
+        const bool ok = !p.empty() && p.front() == '/' &&
+                        std::all_of(p.begin(), p.end(), [](char c) { return c > ' ' && c < 127; });
+        return ok ? std::string() : "a path starting with '/', without spaces: '" + p + "'";
+      });
+  sub->add_option("--health-interval", args->health_interval_ms,
+                  "--http: ms between health probes of the app (and between retries while it is "
+                  "down)")
+      ->capture_default_str()
+      ->check(CLI::Range(10L, 3600000L))
+      ->needs(http_opt);
+  sub->add_option("--health-timeout", args->health_timeout_ms,
+                  "--http: ms a health probe may take before the app counts as down")
+      ->capture_default_str()
+      ->check(CLI::Range(1L, 3600000L))
+      ->needs(http_opt);
   sub->add_option("--broker", o.broker, "Broker endpoint")->capture_default_str();
   sub->add_option("--concurrency", o.concurrency, "Requests held at once")
       ->capture_default_str()
@@ -130,9 +195,10 @@ void add_worker_command(CLI::App& root, int& exit_code) {
       ->check(CLI::Range(0L, 3600000L));
   sub->add_option("--delay", args->delay_ms, "Echo: wait this long before replying (ms)")
       ->check(CLI::Range(0L, 3600000L))
-      ->excludes(exec);
+      ->excludes(exec)
+      ->excludes(http_opt);
   sub->add_option("--name", args->name,
-                  "Name put in each reply's message (default echo-PID or exec-PID)");
+                  "Name put in each reply's message (default echo-PID, exec-PID or http-PID)");
   sub->callback([args, exec, &exit_code] {
     args->exec_given = exec->count() > 0;
     exit_code = run_worker(*args);

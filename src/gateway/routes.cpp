@@ -36,8 +36,15 @@ bool prefix_matches(const std::string& prefix, std::string_view path) {
   return path.size() == prefix.size() || prefix.back() == '/' || path[prefix.size()] == '/';
 }
 
+// mmi.* and scale0.* are answered by the broker itself (docs/protocol.md), never by an HTTP worker:
+// a Host header must not reach them.
+bool reserved_service(std::string_view s) {
+  const auto starts = [s](std::string_view p) { return s.substr(0, p.size()) == p; };
+  return starts("mmi.") || starts("scale0.");
+}
+
 bool valid_service(std::string_view s) {
-  return !s.empty() && s.size() <= 255;
+  return !s.empty() && s.size() <= 255 && !reserved_service(s);
 }
 
 }  // namespace
@@ -77,6 +84,9 @@ route parse_route(std::string_view rule, std::size_t index) {
       r.prefix = std::string(value);
       has_prefix = true;
     } else if (key == "service") {
+      if (reserved_service(value))
+        throw error(status::bad_request,
+                    where + "service names starting with mmi. or scale0. are reserved");
       if (!valid_service(value))
         throw error(status::bad_request, where + "service must be 1-255 bytes");
       r.service = std::string(value);

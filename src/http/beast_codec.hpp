@@ -6,6 +6,9 @@
 #include <string>
 #include <string_view>
 #include <utility>  // Boost 1.74 Asio uses std::exchange without including <utility>
+#include <vector>
+
+#include "encoding.hpp"
 
 namespace scale0::http_detail {
 
@@ -15,6 +18,18 @@ using beast_response = boost::beast::http::response<boost::beast::http::string_b
 // Parses an encoded response into `out` (hop-by-hop fields removed); `to_head`: it answers a HEAD
 // request, so it has no body whatever its Content-Length says. Returns "" or what is wrong.
 std::string parse_response_into(std::string_view wire, beast_response& out, bool to_head);
+
+// The field names listed in every Connection field of `fields`, lower-cased (hop-by-hop too).
+template <class Fields>
+std::vector<std::string> connection_listed(const Fields& fields) {
+  std::vector<std::string> out;
+  const auto [first, last] = fields.equal_range(boost::beast::http::field::connection);
+  for (auto it = first; it != last; ++it) {
+    auto tokens = connection_tokens(std::string_view(it->value().data(), it->value().size()));
+    out.insert(out.end(), tokens.begin(), tokens.end());
+  }
+  return out;
+}
 
 // Parses an encoded request into `out`. Returns "" or what is wrong.
 std::string parse_request_into(std::string_view wire, beast_request& out);

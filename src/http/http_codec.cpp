@@ -63,9 +63,12 @@ void head_writer::finish(std::string_view body) {
 
 namespace {
 
-// Feeds the whole of `wire` to `parser`; returns "" when it holds one complete message.
+// Feeds the whole of `wire` to `parser`; returns "" when it holds one complete message and
+// nothing else. `eof_ends_body`: a response, whose body may run to the end of `wire`.
+// `ignore_rest`: it answers a HEAD, so whatever follows the head is a body to skip.
 template <class Parser>
-std::string feed(Parser& parser, std::string_view wire, bool eof_ends_body) {
+std::string feed(Parser& parser, std::string_view wire, bool eof_ends_body,
+                 bool ignore_rest = false) {
   parser.eager(true);
   parser.header_limit(static_cast<std::uint32_t>(
       std::min<std::size_t>(wire.size() + 1, std::numeric_limits<std::uint32_t>::max())));
@@ -87,7 +90,7 @@ std::string feed(Parser& parser, std::string_view wire, bool eof_ends_body) {
     parser.put_eof(ec);
     if (ec) return ec.message();
   }
-  if (used != wire.size() && !eof_ends_body) return "bytes after the end of the message";
+  if (used != wire.size() && !ignore_rest) return "bytes after the end of the message";
   return {};
 }
 
@@ -96,12 +99,10 @@ std::string feed(Parser& parser, std::string_view wire, bool eof_ends_body) {
 std::string parse_response_into(std::string_view wire, beast_response& out, bool to_head) {
   bhttp::response_parser<bhttp::string_body> parser;
   if (to_head) parser.skip(true);
-  if (std::string problem = feed(parser, wire, true); !problem.empty()) return problem;
+  if (std::string problem = feed(parser, wire, true, to_head); !problem.empty()) return problem;
   out = parser.release();
   // Connection-specific fields are the front door's business.
-  std::vector<std::string> listed;
-  if (auto it = out.find(bhttp::field::connection); it != out.end())
-    listed = connection_tokens(sv(it->value()));
+  const std::vector<std::string> listed = connection_listed(out);
   for (auto it = out.begin(); it != out.end();) {
     const std::string_view name = sv(it->name_string());
     bool drop = http::hop_by_hop(name);
@@ -140,8 +141,13 @@ std::vector<field> copy_fields(const Message& m) {
 
 template <class Message>
 std::vector<std::string> dropped_by(const Message& m) {
-  auto c = find(m.headers, "connection");
-  return c ? http_detail::connection_tokens(*c) : std::vector<std::string>{};
+  std::vector<std::string> out;
+  for (const auto& f : m.headers)
+    if (http_detail::iequals(f.name, "connection")) {
+      auto tokens = http_detail::connection_tokens(f.value);
+      out.insert(out.end(), tokens.begin(), tokens.end());
+    }
+  return out;
 }
 }  // namespace
 
