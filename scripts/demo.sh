@@ -2,7 +2,8 @@
 # The main job, in under a minute: a broker, workers that join on their own (two native echo
 # workers and an unmodified program run per request), traffic showing which worker served each
 # request, a worker joining and taking traffic, a worker killed with SIGKILL while requests are in
-# flight (none fails: the service is idempotent), the broker's status, and a clean shutdown.
+# flight (none fails: the service is idempotent), HTTP through the gateway to an unmodified HTTP app
+# behind a sidecar worker, the broker's status, and a clean shutdown.
 #
 # With SCALE0_BIN set, that binary is used and nothing is installed or built (CI does this).
 set -euo pipefail
@@ -98,10 +99,37 @@ done
 echo "   100 requests from 4 clients: $ok succeeded, $failed failed"
 [[ $failed -eq 0 ]] || fail "requests failed: $(cat "$log/load-errors")"
 
-say "6. What the broker saw (scale0 status)"
+say "6. HTTP: a gateway in front, an unmodified HTTP app behind a sidecar worker"
+app_port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+/usr/bin/python3 -m http.server --bind 127.0.0.1 --directory docs "$app_port" >"$log/app.out" 2>&1 &
+pid[app]=$!
+"$bin" worker --broker "$be" --service docs.local --http "http://127.0.0.1:$app_port" --concurrency 4 \
+  --name sidecar 2>"$log/sidecar.err" &
+pid[sidecar]=$!
+"$bin" gateway --listen 127.0.0.1:0 --broker "$fe" --metrics-listen "" >"$log/gateway.out" 2>"$log/gateway.err" &
+pid[gateway]=$!
+for _ in $(seq 100); do grep -q '^ready' "$log/gateway.out" 2>/dev/null && break; sleep 0.05; done
+grep -q '^ready' "$log/gateway.out" || fail "the gateway did not start: $(cat "$log/gateway.err")"
+read -r _ listen _ <"$log/gateway.out"
+listen=${listen#listen=}
+echo "   python3 -m http.server serves docs/ on :$app_port; the sidecar registers service docs.local;"
+echo "   the gateway on http://$listen routes by Host"
+for _ in $(seq 100); do
+  [[ $(curl -s -o /dev/null -w '%{http_code}' -H 'Host: docs.local' "http://$listen/http.md") == 200 ]] && break
+  sleep 0.1
+done
+curl -s -D "$log/headers" -H 'Host: docs.local' "http://$listen/http.md" | head -1 | sed 's/^/   body:   /'
+head -1 "$log/headers" | sed 's/^/   status: /'
+grep -i '^x-request-id' "$log/headers" | sed 's/^/   /'
+code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: nobody.local' "http://$listen/")
+echo "   Host: nobody.local (no worker) -> $code"
+[[ $code == 503 ]] || fail "expected 503 for a service without workers, got $code"
+for name in gateway sidecar app; do kill -TERM "${pid[$name]}"; wait "${pid[$name]}" 2>/dev/null || true; unset "pid[$name]"; done
+
+say "7. What the broker saw (scale0 status)"
 "$bin" status --broker "$fe" | sed 's/^/   /'
 
-say "7. Shutdown: workers stop gracefully, then the broker drains and exits"
+say "8. Shutdown: workers stop gracefully, then the broker drains and exits"
 for name in alice carol dave; do kill -TERM "${pid[$name]}"; done
 for name in alice carol dave; do
   wait "${pid[$name]}" || fail "worker $name did not exit cleanly"

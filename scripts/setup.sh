@@ -11,6 +11,7 @@ packages=(
   python3 python3-zmq
   nats-server  # the comparison benchmark (bench/compare) runs against it
   mongrel2-core sqlite3  # the Mongrel2 front door's black-box test (tests/blackbox/test_mongrel2.py)
+  curl  # the gateway's black-box tests and the demo drive it with a real HTTP client
 )
 
 missing=()
