@@ -147,6 +147,7 @@ struct server {
   void wait_broker();
   void read_broker();
   void after_send();
+  void schedule_read_broker();
   void on_broker_message();
 
   // Sessions refer to these until the io_context has destroyed the last of them: declared first.
@@ -629,7 +630,7 @@ server::server(gateway_options o) : opt(std::move(o)) {
   accept();
   sweep();
   watch_control();
-  read_broker();  // checks ZMQ_EVENTS first: an edge before the first wait is not lost
+  read_broker();  // receives until EAGAIN first: an edge before the first wait is not lost
 }
 
 server::~server() {
@@ -736,11 +737,17 @@ bool server::send_request(std::uint64_t id, std::string_view service,
   return sent;
 }
 
-// ZMQ_FD is edge-like: it only says "the socket's state may have changed". Readiness is what
-// ZMQ_EVENTS says, and any send may consume the signal, so every send is followed by a check.
+// ZMQ_FD is edge-like: it only says "the socket's state may have changed", and a send may consume
+// that signal while processing commands. So the fd is waited on only after a receive has said
+// EAGAIN (libzmq processes pending commands before saying so, which re-arms the fd), and sends are
+// followed by one such receive per turn of the loop, however many requests the turn sent. Asking
+// ZMQ_EVENTS per send or per receive would cost a poll() and a getpid() each.
 void server::after_send() {
+  schedule_read_broker();
+}
+
+void server::schedule_read_broker() {
   if (dealer_posted) return;
-  if (!(dealer.get(zmq::sockopt::events) & ZMQ_POLLIN)) return;
   dealer_posted = true;
   asio::post(io, [this] {
     dealer_posted = false;
@@ -759,20 +766,12 @@ void server::wait_broker() {
 
 void server::read_broker() {
   for (int n = 0; n < 256; ++n) {
-    if (!(dealer.get(zmq::sockopt::events) & ZMQ_POLLIN)) return wait_broker();
     inbound.clear();
     if (!zmq::recv_multipart(dealer, std::back_inserter(inbound), zmq::recv_flags::dontwait))
       return wait_broker();
     on_broker_message();
   }
-  // More may be waiting: let HTTP work run in between, then continue.
-  if (!dealer_posted) {
-    dealer_posted = true;
-    asio::post(io, [this] {
-      dealer_posted = false;
-      read_broker();
-    });
-  }
+  schedule_read_broker();  // more may be waiting: let HTTP work run in between, then continue
 }
 
 void server::on_broker_message() {
