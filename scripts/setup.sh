@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-zmq
   nats-server  # the comparison benchmark (bench/compare) runs against it
+  wrk nginx-light mongrel2-core sqlite3  # the HTTP comparison (bench/http): load, nginx, Mongrel2
 )
 
 missing=()
