@@ -10,8 +10,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-zmq
   nats-server  # the comparison benchmark (bench/compare) runs against it
-  mongrel2-core sqlite3  # the Mongrel2 front door's black-box test (tests/blackbox/test_mongrel2.py)
+  mongrel2-core sqlite3  # the Mongrel2 front door: its black-box test, and the HTTP comparison
   curl  # the gateway's black-box tests and the demo drive it with a real HTTP client
+  wrk nginx-light  # the HTTP comparison (bench/http): the load generator, and nginx to compare with
 )
 
 missing=()
