@@ -102,7 +102,8 @@ class broker_core {
     std::uint32_t generation = 1;
     slot_state state = slot_state::free;
     bool mdp_client = false;
-    std::uint8_t attempts = 0;  // dispatches so far
+    std::uint8_t client_version = protocol::version_1;  // native clients: the framing to answer in
+    std::uint8_t attempts = 0;                          // dispatches so far
     std::uint8_t client_socket = 0;
     std::string client;  // ROUTER identity of the client
     std::uint64_t client_id = 0;
@@ -123,6 +124,7 @@ class broker_core {
     bool mdp = false;
     bool stopping = false;
     bool idempotent = false;
+    std::uint8_t version = protocol::version_1;  // native workers: the framing it registered in
     std::uint8_t socket = 0;
     std::string identity;
     std::string key;
@@ -165,6 +167,7 @@ class broker_core {
     bool mdp;
     std::uint64_t id;
     std::string_view service;
+    std::uint8_t version = protocol::version_1;
   };
 
   // message handlers
@@ -194,8 +197,9 @@ class broker_core {
   void send_error(const client_ref& c, std::uint16_t code, std::string_view message);
   void send_client_reply(const client_ref& c, std::uint16_t code, std::string_view message,
                          frames& src, std::size_t first);
-  void send_disconnect(std::uint8_t socket, std::string_view identity, bool mdp, std::uint16_t code,
-                       std::string_view message);
+  void send_disconnect(std::uint8_t socket, std::string_view identity, bool mdp,
+                       std::uint8_t version, std::uint16_t code, std::string_view message);
+  void send_disconnect(const worker_entry& w, std::uint16_t code, std::string_view message);
   void send_welcome(const worker_entry& w);
   bool send(std::uint8_t socket, frames& msg);
 

@@ -491,7 +491,7 @@ TEST_F(core_test, bounded_queue_and_per_client_inflight) {
 
 TEST_F(core_test, malformed_client_messages_are_answered_and_garbage_is_counted) {
   deliver(0, {"c", "", "S0C1", "\x09", u64(3)});
-  deliver(0, {"c", "", "S0C2", "\x01", u64(4)});
+  deliver(0, {"c", "", "S0C3", "\x01", u64(4)});
   deliver(0, {"c", "", "S0C1", "\x01", u64(5), "", u32(0)});
   deliver(0, {"c"});
   deliver(0, {"c", "junk"});
