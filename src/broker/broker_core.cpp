@@ -233,8 +233,14 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   W.key = key;
   W.concurrency = mdp ? 1 : in.concurrency;
   W.in_flight = 0;
-  W.interval =
+  W.requested =
       std::max<clock::duration>(milliseconds(in.heartbeat_ms), options_.heartbeat_interval);
+  W.interval = W.requested;
+  W.regranted = false;
+  if (!mdp) {
+    ++native_workers_;
+    W.interval = std::max(W.requested, fleet_interval());
+  }
   W.last_seen = W.joined = now;
   W.expires = now + W.interval * options_.liveness;
   W.jobs = {};
@@ -492,8 +498,9 @@ bool broker_core::may_retry(const request_slot& r) const noexcept {
 
 void broker_core::touch(worker_entry& W, time_point now) {
   const auto gap = now - W.last_seen;
-  if (gap > 2 * W.interval)
+  if (gap > 2 * W.interval && !W.regranted)
     counters_.heartbeats_missed += static_cast<std::uint64_t>(gap / W.interval - 1);
+  W.regranted = false;
   W.last_seen = now;
   W.expires = now + W.interval * options_.liveness;
 }
@@ -526,6 +533,7 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
     }
   }
   worker_by_key_.erase(W.key);
+  if (!W.mdp) --native_workers_;
   W.used = false;
   W.memberships.clear();
   W.in_flight = 0;
@@ -594,8 +602,49 @@ void broker_core::heartbeat_tick(time_point now) {
   std::erase_if(clients_, [&](const auto& kv) {
     return kv.second.in_flight == 0 && now - kv.second.last_request > options_.heartbeat_interval;
   });
+  if (native_workers_ != regranted_for_) regrant_intervals();
   next_heartbeat_ += options_.heartbeat_interval;
   if (next_heartbeat_ <= now) next_heartbeat_ = now + options_.heartbeat_interval;
+}
+
+// The interval that keeps N native workers under max_worker_heartbeats per second: a whole
+// multiple of the broker's interval, never less than it.
+clock::duration broker_core::fleet_interval() const noexcept {
+  const clock::duration base = options_.heartbeat_interval;
+  if (options_.max_worker_heartbeats == 0 || base <= clock::duration::zero()) return base;
+  // heartbeats a second at the base interval, then how many base intervals keep it under the rate
+  const auto base_ms =
+      std::max<std::int64_t>(1, std::chrono::duration_cast<milliseconds>(base).count());
+  const std::int64_t per_interval =
+      std::max<std::int64_t>(1, std::int64_t{options_.max_worker_heartbeats} * base_ms / 1000);
+  const std::int64_t multiple =
+      std::max<std::int64_t>(1, (std::int64_t{native_workers_} + per_interval - 1) / per_interval);
+  return base * multiple;
+}
+
+// As the fleet grows (or shrinks), S0/2 workers are told a new interval with an unsolicited
+// WELCOME (S0/1 workers keep what they were granted: S0/1 has no re-grant). Steps of less than a
+// quarter are not worth a message to every worker; shrinking waits for a halving, so a fleet
+// hovering around a step does not flap.
+void broker_core::regrant_intervals() {
+  regranted_for_ = native_workers_;
+  const clock::duration target = fleet_interval();
+  for (worker_entry& W : workers_) {
+    if (!W.used || W.mdp || W.version != protocol::version_2) continue;
+    const clock::duration want = std::max(W.requested, target);
+    if (want > W.interval + W.interval / 4) {
+      // Longer: the worker may still send at the old pace for a while, which is only early.
+      W.expires = std::max(W.expires, W.last_seen + want * options_.liveness);
+    } else if (want < W.interval / 2) {
+      // Shorter: the current deadline, made with the longer interval, stands until the worker's
+      // next message, and that first gap is not counted as missed heartbeats.
+      W.regranted = true;
+    } else {
+      continue;
+    }
+    W.interval = want;
+    send_welcome(W);
+  }
 }
 
 time_point broker_core::next_wakeup(time_point now) const noexcept {

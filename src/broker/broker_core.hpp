@@ -95,6 +95,8 @@ class broker_core {
   std::size_t queued(std::string_view service) const;
   std::size_t idle_slots(std::string_view service) const;
   std::size_t requests_pending() const noexcept { return slots_.size() - free_slots_.size(); }
+  // The heartbeat interval a native worker registering now is granted (at least this).
+  clock::duration granted_interval() const noexcept { return fleet_interval(); }
 
  private:
   enum class slot_state : std::uint8_t { free, queued, in_flight, abandoned };
@@ -131,7 +133,9 @@ class broker_core {
     std::string address;  // the peer's IP, from ZeroMQ's Peer-Address
     std::uint32_t concurrency = 1;
     std::uint32_t in_flight = 0;
-    clock::duration interval{};
+    clock::duration interval{};   // granted: the worker heartbeats at this interval
+    clock::duration requested{};  // the least it may be granted: max(its READY, the broker's)
+    bool regranted = false;       // told a shorter interval; its next gap is not a miss
     time_point last_seen{};
     time_point expires{};
     time_point joined{};
@@ -191,6 +195,8 @@ class broker_core {
   void schedule_queued(std::uint32_t slot, time_point now);
   void on_timer(std::uint32_t slot, time_point now);
   void heartbeat_tick(time_point now);
+  clock::duration fleet_interval() const noexcept;
+  void regrant_intervals();
   void flush_dispatch(time_point now);
 
   // sending
@@ -250,6 +256,8 @@ class broker_core {
   std::string key_;       // scratch: peer keys (socket byte + identity)
   std::string name_key_;  // scratch: service lookups
 
+  std::uint32_t native_workers_ = 0;  // registered S0 workers (both framings): they heartbeat
+  std::uint32_t regranted_for_ = 0;   // native_workers_ when intervals were last re-granted
   time_point next_heartbeat_;
   time_point next_expiry_scan_;
   std::uint64_t heartbeat_sequence_ = 0;
