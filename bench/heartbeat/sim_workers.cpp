@@ -2,8 +2,10 @@
 // (bench/heartbeat/run drives it; docs/protocol.md describes the frames).
 //
 //   scale0_sim_workers --broker tcp://127.0.0.1:5556 --workers 2500
-//       K native S0/1 workers: each DEALER sends READY (concurrency 1, heartbeat-ms 0, flags 0, one
-//       service), reads WELCOME and then sends HEARTBEAT every agreed interval, staggered so the
+//       K native workers (S0/2 framing; --protocol-version 1 for S0/1): each DEALER sends READY
+//       (concurrency 1, heartbeat-ms 0, flags 0, one service), reads WELCOME (and, in S0/2, any
+//       later WELCOME that re-grants the interval) and then sends HEARTBEAT every agreed interval,
+//       staggered so the
 //       broker sees a steady trickle rather than K at once. Broker heartbeats (S0H1) arrive on ONE
 //       SUB socket shared by the whole process: a real worker has a SUB of its own, but the broker
 //       publishes once per interval whoever listens, so sharing it measures the broker's side of
