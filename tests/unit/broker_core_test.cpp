@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -479,6 +480,25 @@ TEST_F(fleet_test, zero_rate_keeps_the_broker_interval_and_a_longer_request_is_k
   advance(1000ms);
   EXPECT_EQ(welcomes("slow"), (std::vector<std::uint32_t>{7000})) << "never below its request";
   EXPECT_EQ(welcomes(name(0)), (std::vector<std::uint32_t>{1000, 3000}));
+}
+
+TEST_F(fleet_test, status_shows_each_workers_framing_and_granted_interval) {
+  broker_options o;
+  o.max_worker_heartbeats = 1;
+  reset(o);
+  ready("old", {"idle"});
+  ready_v2("new");
+  request("c", 1, "scale0.status");
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  const auto j = nlohmann::json::parse(r[0].back());
+  std::map<std::string, std::pair<std::string, double>> seen;
+  for (const auto& w : j["workers"])
+    seen[w["protocol"].get<std::string>()] = {w["id"].get<std::string>(),
+                                              w["heartbeat_interval_ms"].get<double>()};
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen["S0W1"].second, 1000);
+  EXPECT_EQ(seen["S0W2"].second, 2000);
 }
 
 TEST_F(fleet_test, s02_client_gets_its_reply_in_s02_from_an_s01_worker) {
