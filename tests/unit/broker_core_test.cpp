@@ -452,6 +452,23 @@ TEST_F(fleet_test, a_shrinking_fleet_gets_shorter_intervals_without_false_misses
   EXPECT_EQ(core->worker_count(), 0u);
 }
 
+TEST_F(fleet_test, a_short_deadline_after_long_ones_is_still_checked_in_time) {
+  ready_v2("slow", 10000);  // deadline 30 s away: the expiry walk has nothing to do for a while
+  advance(500ms);
+  ready_v2("fast");  // 1 s interval, then silent
+  advance(2900ms);
+  EXPECT_EQ(core->worker_count(), 2u);
+  advance(300ms);  // 3 x 1 s after its READY, plus one expiry scan
+  EXPECT_EQ(core->worker_count(), 1u);
+  EXPECT_EQ(core->counters().workers_expired, 1u);
+  // A worker that joins with a nearer deadline than any the last walk saw is found in time too.
+  advance(1000ms);
+  ready("x", {"idle"});
+  advance(3300ms);
+  EXPECT_EQ(core->worker_count(), 1u);
+  EXPECT_EQ(core->counters().workers_expired, 2u);
+}
+
 TEST_F(fleet_test, s01_workers_are_counted_but_never_sent_an_unsolicited_welcome) {
   broker_options o;
   o.max_worker_heartbeats = 1;
