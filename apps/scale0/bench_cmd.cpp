@@ -98,9 +98,12 @@ class ledger {
   std::vector<std::uint8_t> done_;
 };
 
-// Native S0/1 client: the library's pipelined API; request ids match replies.
+// Native client (S0/2, or S0/1 with --protocol s0v1): the library's pipelined API; request ids
+// match replies.
 void run_native(const bench_args& a, const std::atomic<bool>& stop, long quota, client_result& r) {
-  client c(a.broker);
+  client_options options;
+  options.protocol_version = a.protocol == "s0v1" ? protocol::version_1 : protocol::version_2;
+  client c(a.broker, options);
   ledger book;
   std::vector<std::uint64_t> seq_by_id;  // request id -> sequence (ids are assigned 1, 2, ...)
   long in_flight = 0;
@@ -204,8 +207,8 @@ double percentile(std::vector<std::uint32_t>& v, double q) {
 }
 
 int run_bench(const bench_args& a) {
-  if (a.protocol != "s0" && a.protocol != "mdp") {
-    std::cerr << "scale0 bench: --protocol must be s0 or mdp\n";
+  if (a.protocol != "s0" && a.protocol != "s0v1" && a.protocol != "mdp") {
+    std::cerr << "scale0 bench: --protocol must be s0, s0v1 or mdp\n";
     return 2;
   }
   if (a.protocol == "mdp" && a.size < 8) {
@@ -222,6 +225,7 @@ int run_bench(const bench_args& a) {
     o.services = {a.service};
     o.concurrency = a.concurrency;
     o.inline_handler = true;  // an echo never blocks: no thread hop
+    o.protocol_version = a.protocol == "s0v1" ? protocol::version_1 : protocol::version_2;
     workers.push_back(std::make_unique<worker>(o, [](job& j) {
       job_result r;
       r.body = std::move(j.body);
@@ -336,9 +340,11 @@ int run_bench(const bench_args& a) {
         "errors: {}  lost: {}  duplicated: {}  wrong: {}\n"
         "client cpu: {:.2f} s ({:.0f}% of one core)\n",
         total.received, wall, rate, a.clients, a.window, a.size,
-        a.protocol == "mdp" ? "MDP 0.1" : "S0/1", p50, p90, p99, p999, max,
-        errors.empty() ? "none" : errors.dump(), lost, total.duplicated, total.wrong,
-        total.cpu_seconds, 100 * total.cpu_seconds / wall);
+        a.protocol == "mdp"    ? "MDP 0.1"
+        : a.protocol == "s0v1" ? "S0/1"
+                               : "S0/2",
+        p50, p90, p99, p999, max, errors.empty() ? "none" : errors.dump(), lost, total.duplicated,
+        total.wrong, total.cpu_seconds, 100 * total.cpu_seconds / wall);
   }
   return (lost != 0 || total.duplicated != 0 || total.wrong != 0 || failed != 0) ? 1 : 0;
 }
@@ -358,7 +364,9 @@ void add_bench_command(CLI::App& root, int& exit_code) {
       "client");
   sub->add_option("--broker", args->broker, "Broker endpoint")->capture_default_str();
   sub->add_option("--service", args->service, "Service to call")->capture_default_str();
-  sub->add_option("--protocol", args->protocol, "s0 (native) or mdp (Majordomo 0.1 client)")
+  sub->add_option(
+         "--protocol", args->protocol,
+         "s0 (native, S0/2 framing), s0v1 (native, S0/1 framing) or mdp (Majordomo 0.1 client)")
       ->capture_default_str();
   sub->add_option("--clients", args->clients, "Client threads, one socket each")
       ->capture_default_str()

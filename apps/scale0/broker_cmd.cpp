@@ -228,6 +228,10 @@ void add_broker_command(CLI::App& root, int& exit_code) {
   g.push_back(
       sub->add_option("--liveness", f.liveness, "Silent intervals before a worker is purged")
           ->capture_default_str());
+  g.push_back(sub->add_option("--max-worker-heartbeats", f.max_worker_heartbeats,
+                              "Native worker heartbeats/s to stay under: the interval granted "
+                              "grows with the fleet (0: never)")
+                  ->capture_default_str());
   g.push_back(sub->add_option("--no-worker-timeout", f.no_worker_timeout,
                               "503 after this long with no worker (ms)")
                   ->capture_default_str());

@@ -73,6 +73,7 @@ const std::vector<field>& fields() {
       {"heartbeat", &broker_settings::heartbeat, 0, 0, check_endpoint},
       {"heartbeat-interval", &broker_settings::heartbeat_interval, 10, 3600000, {}},
       {"liveness", &broker_settings::liveness, 1, 100, {}},
+      {"max-worker-heartbeats", &broker_settings::max_worker_heartbeats, 0, 10000000, {}},
       {"no-worker-timeout", &broker_settings::no_worker_timeout, 1, 3600000, {}},
       {"request-timeout", &broker_settings::request_timeout, 1, 86400000, {}},
       {"drain-timeout", &broker_settings::drain_timeout, 0, 3600000, {}},
@@ -169,6 +170,7 @@ broker_options broker_settings::to_options() const {
   o.heartbeat = heartbeat;
   o.heartbeat_interval = milliseconds(heartbeat_interval);
   o.liveness = static_cast<std::uint32_t>(liveness);
+  o.max_worker_heartbeats = static_cast<std::uint32_t>(max_worker_heartbeats);
   o.no_worker_timeout = milliseconds(no_worker_timeout);
   o.request_timeout = milliseconds(request_timeout);
   o.drain_timeout = milliseconds(drain_timeout);

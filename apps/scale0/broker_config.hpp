@@ -17,9 +17,10 @@ struct broker_settings {
   std::string heartbeat = "tcp://127.0.0.1:5557";
   std::int64_t heartbeat_interval = 1000;  // ms
   std::int64_t liveness = 3;
-  std::int64_t no_worker_timeout = 1000;  // ms
-  std::int64_t request_timeout = 30000;   // ms
-  std::int64_t drain_timeout = 10000;     // ms
+  std::int64_t max_worker_heartbeats = 500;  // per second; 0: granted intervals do not scale
+  std::int64_t no_worker_timeout = 1000;     // ms
+  std::int64_t request_timeout = 30000;      // ms
+  std::int64_t drain_timeout = 10000;        // ms
   std::int64_t max_frames = 128;
   std::int64_t max_message_bytes = 8 << 20;
   std::int64_t max_queue = 10000;

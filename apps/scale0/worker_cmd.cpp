@@ -21,6 +21,7 @@ struct worker_args {
   bool echo = false;
   long delay_ms = 0;
   long heartbeat_ms = 0;
+  int protocol_version = 2;
   std::string name;
   exec_options exec;
   bool exec_given = false;
@@ -80,6 +81,7 @@ int run_worker(worker_args& a) {
   if (a.name.empty())
     a.name = (a.echo ? "echo-" : http_given ? "http-" : "exec-") + std::to_string(::getpid());
   a.o.heartbeat_interval = std::chrono::milliseconds(a.heartbeat_ms);
+  a.o.protocol_version = static_cast<std::uint8_t>(a.protocol_version);
   // An echo without --delay never blocks: run it on the I/O thread, no thread hop per request.
   a.o.inline_handler = a.echo && a.delay_ms == 0;
   const std::string name = a.name;
@@ -193,6 +195,10 @@ void add_worker_command(CLI::App& root, int& exit_code) {
   sub->add_option("--heartbeat-interval", args->heartbeat_ms,
                   "Ask for a longer heartbeat interval (ms); 0 takes the broker's")
       ->check(CLI::Range(0L, 3600000L));
+  sub->add_option("--protocol-version", args->protocol_version,
+                  "Wire framing: 2 (S0/2, compact) or 1 (S0/1, for brokers before S0/2)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 2));
   sub->add_option("--delay", args->delay_ms, "Echo: wait this long before replying (ms)")
       ->check(CLI::Range(0L, 3600000L))
       ->excludes(exec)

@@ -4,9 +4,12 @@
 //   --protocol raw   request ["", id(8), payload], reply the same frames: the direct path
 //                    (bench_echo_server --bind, one DEALER connected to every server, which deals
 //                    requests round-robin) and the zmq_proxy path.
-//   --protocol s0    Scale0 native client REQUEST ["", S0C1, 0x01, id, service, timeout, payload];
-//                    REPLY ["", S0C1, 0x02, id, status, message, payload]. A status other than 200
+//   --protocol s0    Scale0 native client in the compact S0/2 framing: REQUEST
+//                    ["", S0C2 0x01 id timeout len service, payload]; REPLY
+//                    ["", S0C2 0x02 id status len message, payload]. A status other than 200
 //                    counts as an error.
+//   --protocol s0v1  the same in S0/1 framing: REQUEST ["", S0C1, 0x01, id, service, timeout,
+//                    payload]; REPLY ["", S0C1, 0x02, id, status, message, payload].
 //   --protocol mdp   Majordomo 0.1 client ["", MDPC01, service, id, payload] on a DEALER (several
 //                    requests in flight); REPLY ["", MDPC01, service, id, payload]. An error reply
 //                    ["", MDPC01, service, "503", reason] counts as an error.
@@ -25,7 +28,7 @@
 
 namespace {
 
-enum class protocol { raw, s0, mdp };
+enum class protocol { raw, s0, s0v1, mdp };
 
 struct client_config {
   bench::load_options load;
@@ -102,6 +105,17 @@ class client_thread {
         socket_.send(zmq::buffer(idbuf, 8), more);
         break;
       case protocol::s0: {
+        // "S0C2" 0x01 · id u64 · timeout u32 · service (u8 length + bytes), in one frame
+        packed_.assign("S0C2\x01");
+        packed_.append(idbuf, 8);
+        for (int i = 0; i < 4; ++i)
+          packed_ += static_cast<char>((cfg_.timeout_ms >> (8 * (3 - i))) & 0xFF);
+        packed_ += static_cast<char>(cfg_.service.size());
+        packed_ += cfg_.service;
+        socket_.send(zmq::buffer(packed_), more);
+        break;
+      }
+      case protocol::s0v1: {
         char timeout[4];
         for (int i = 0; i < 4; ++i) {
           timeout[i] = static_cast<char>((cfg_.timeout_ms >> (8 * (3 - i))) & 0xFF);
@@ -158,6 +172,24 @@ class client_thread {
         complete(bench::get_u64(f[1].data()), &f[2], true, now);
         return;
       case protocol::s0: {
+        // "S0C2" 0x02 · id u64 · status u16 · message (u16 length + bytes) · payload
+        const std::string_view h = view(f[1]);
+        if (f.size() < 2 || f.size() > 3 || h.size() < 17 || h.substr(0, 5) != "S0C2\x02") {
+          ++st_.wrong;
+          return;
+        }
+        const auto* p = reinterpret_cast<const unsigned char*>(h.data());
+        const int status = (p[13] << 8) | p[14];
+        const std::size_t len = static_cast<std::size_t>((p[15] << 8) | p[16]);
+        if (h.size() != 17 + len) {
+          ++st_.wrong;
+          return;
+        }
+        if (status != 200) report_status(status, h.substr(17));
+        complete(bench::get_u64(h.data() + 5), f.size() == 3 ? &f[2] : nullptr, status == 200, now);
+        return;
+      }
+      case protocol::s0v1: {
         if (f.size() < 6 || view(f[1]) != "S0C1" || view(f[2]) != "\x02" || f[3].size() != 8 ||
             f[4].size() != 2) {
           ++st_.wrong;
@@ -202,6 +234,7 @@ class client_thread {
   zmq::socket_t socket_;
   bench::inflight_table table_;
   std::vector<char> payload_;
+  std::string packed_;  // the S0/2 header frame, rebuilt per request (no allocation once sized)
   std::vector<char> scratch_;
   std::vector<zmq::message_t> frames_;
   long unmatched_errors_ = 0;
@@ -219,13 +252,18 @@ int main(int argc, char** argv) {
                  "round-robin over them)")
       ->required()
       ->delimiter(',');
-  app.add_option("--protocol", proto, "raw, s0 (Scale0 native) or mdp (Majordomo 0.1)")
-      ->check(CLI::IsMember({"raw", "s0", "mdp"}));
+  app.add_option(
+         "--protocol", proto,
+         "raw, s0 (Scale0 native, S0/2 framing), s0v1 (S0/1 framing) or mdp (Majordomo 0.1)")
+      ->check(CLI::IsMember({"raw", "s0", "s0v1", "mdp"}));
   app.add_option("--service", cfg.service, "Service name (s0, mdp)");
   app.add_option("--timeout-ms", cfg.timeout_ms, "S0 request deadline; 0: the broker's default");
   bench::add_load_options(app, cfg.load);
   CLI11_PARSE(app, argc, argv);
-  cfg.proto = proto == "s0" ? protocol::s0 : proto == "mdp" ? protocol::mdp : protocol::raw;
+  cfg.proto = proto == "s0"     ? protocol::s0
+              : proto == "s0v1" ? protocol::s0v1
+              : proto == "mdp"  ? protocol::mdp
+                                : protocol::raw;
   if (cfg.load.window > (1 << bench::inflight_table::slot_bits)) {
     std::fprintf(stderr, "bench_raw_client: --window too large\n");
     return 2;

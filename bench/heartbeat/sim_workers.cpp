@@ -2,8 +2,10 @@
 // (bench/heartbeat/run drives it; docs/protocol.md describes the frames).
 //
 //   scale0_sim_workers --broker tcp://127.0.0.1:5556 --workers 2500
-//       K native S0/1 workers: each DEALER sends READY (concurrency 1, heartbeat-ms 0, flags 0, one
-//       service), reads WELCOME and then sends HEARTBEAT every agreed interval, staggered so the
+//       K native workers (S0/2 framing; --protocol-version 1 for S0/1): each DEALER sends READY
+//       (concurrency 1, heartbeat-ms 0, flags 0, one service), reads WELCOME (and, in S0/2, any
+//       later WELCOME that re-grants the interval) and then sends HEARTBEAT every agreed interval,
+//       staggered so the
 //       broker sees a steady trickle rather than K at once. Broker heartbeats (S0H1) arrive on ONE
 //       SUB socket shared by the whole process: a real worker has a SUB of its own, but the broker
 //       publishes once per interval whoever listens, so sharing it measures the broker's side of
@@ -60,6 +62,7 @@ using time_point = clock_type::time_point;
 using std::chrono::milliseconds;
 
 constexpr std::string_view s0_worker = "S0W1";
+constexpr std::string_view s0_worker_v2 = "S0W2";  // S0/2: command and fields packed in one frame
 constexpr std::string_view s0_heartbeat = "S0H1";
 constexpr std::string_view mdp_worker = "MDPW01";
 constexpr std::uint8_t cmd_ready = 0x01;
@@ -75,6 +78,7 @@ struct settings {
   std::string broker;
   std::uint32_t workers = 100;
   bool mdp = false;
+  int version = 2;  // native framing: 1 (S0/1) or 2 (S0/2)
   bool sub_per_worker = false;
   std::string service = "hb.idle";
   std::uint32_t heartbeat_ms = 0;  // native: asked for in READY (0 = the broker's); MDP: sent at
@@ -186,6 +190,8 @@ class simulator {
   void drain_sub(std::uint32_t s, time_point now);
   void on_worker_message(std::uint32_t w, time_point now);
   void on_welcome(std::uint32_t w, time_point now);
+  bool send_command(worker& W, std::uint8_t command);
+  bool unpack_v2();
   std::uint32_t subscribe(const std::string& endpoint);
   void watch(const zmq::socket_t& socket, std::uint64_t key);
   void schedule_first(std::uint32_t w, time_point now);
@@ -261,6 +267,11 @@ void simulator::send_ready(std::uint32_t w) {
     m.emplace_back(mdp_worker);
     m.emplace_back(std::string(1, static_cast<char>(cmd_ready)));
     m.emplace_back(std::string_view(s_.service));
+  } else if (s_.version == 2) {
+    // "S0W2" 0x01 · concurrency u32 · heartbeat-ms u32 · flags u8 · service (u8 length + bytes)
+    m.emplace_back(std::string(s0_worker_v2) + static_cast<char>(cmd_ready) + be_bytes(1, 4) +
+                   be_bytes(s_.heartbeat_ms, 4) + '\0' + static_cast<char>(s_.service.size()) +
+                   s_.service);
   } else {
     m.emplace_back(s0_worker);
     m.emplace_back(std::string(1, static_cast<char>(cmd_ready)));
@@ -284,16 +295,64 @@ void simulator::schedule_first(std::uint32_t w, time_point now) {
   due_.push({now + offset, w});
 }
 
+// "" · header · command (S0/1, MDP) or "" · "S0W2" command (S0/2).
+bool simulator::send_command(worker& W, std::uint8_t command) {
+  const char cmd = static_cast<char>(command);
+  if (!W.socket.send(zmq::const_buffer(nullptr, 0),
+                     zmq::send_flags::sndmore | zmq::send_flags::dontwait))
+    return false;
+  if (!s_.mdp && s_.version == 2) {
+    const std::string packed = std::string(s0_worker_v2) + cmd;
+    return W.socket.send(zmq::buffer(packed), zmq::send_flags::none).has_value();
+  }
+  const std::string_view header = s_.mdp ? mdp_worker : s0_worker;
+  return W.socket.send(zmq::buffer(header), zmq::send_flags::sndmore).has_value() &&
+         W.socket.send(zmq::const_buffer(&cmd, 1), zmq::send_flags::none).has_value();
+}
+
+// Rewrites an S0/2 message in msg_ into the S0/1 layout the handlers read ("" · S0W1 · command ·
+// one frame per field · body…). False when it is not a well-formed S0/2 message we take.
+bool simulator::unpack_v2() {
+  if (msg_.size() < 2 || msg_[0].size() != 0) return false;
+  const std::string p = msg_[1].to_string();
+  if (p.size() < 5 || std::string_view(p).substr(0, 4) != s0_worker_v2) return false;
+  const auto cmd = static_cast<std::uint8_t>(p[4]);
+  std::vector<zmq::message_t> out;
+  out.emplace_back();
+  out.emplace_back(s0_worker);
+  out.emplace_back(std::string(1, static_cast<char>(cmd)));
+  switch (cmd) {
+    case cmd_welcome: {  // heartbeat-ms · liveness · broker-heartbeat-ms · broker-id · endpoint
+      if (p.size() < 5 + 22) return false;
+      const std::size_t len =
+          (static_cast<unsigned char>(p[25]) << 8) | static_cast<unsigned char>(p[26]);
+      if (p.size() != 27 + len) return false;
+      out.emplace_back(p.substr(5, 4));
+      out.emplace_back(p.substr(9, 4));
+      out.emplace_back(p.substr(27, len));
+      out.emplace_back(p.substr(17, 8));
+      break;
+    }
+    case cmd_request: {  // job-id · timeout-ms · service, then body
+      if (p.size() < 5 + 13) return false;
+      const std::size_t len = static_cast<unsigned char>(p[17]);
+      if (p.size() != 18 + len) return false;
+      out.emplace_back(p.substr(5, 8));
+      out.emplace_back(p.substr(18, len));
+      out.emplace_back(p.substr(13, 4));
+      for (std::size_t i = 2; i < msg_.size(); ++i) out.push_back(std::move(msg_[i]));
+      break;
+    }
+    default:  // DISCONNECT (status and message are not needed), STOPPING
+      break;
+  }
+  msg_ = std::move(out);
+  return true;
+}
+
 void simulator::send_heartbeat(std::uint32_t w, time_point now) {
   worker& W = workers_[w];
-  const std::string_view header = s_.mdp ? mdp_worker : s0_worker;
-  const char cmd = static_cast<char>(cmd_heartbeat);
-  const bool ok =
-      W.socket
-          .send(zmq::const_buffer(nullptr, 0), zmq::send_flags::sndmore | zmq::send_flags::dontwait)
-          .has_value() &&
-      W.socket.send(zmq::buffer(header), zmq::send_flags::sndmore).has_value() &&
-      W.socket.send(zmq::const_buffer(&cmd, 1), zmq::send_flags::none).has_value();
+  const bool ok = send_command(W, cmd_heartbeat);
   if (ok) {
     ++total_.heartbeats_sent;
     ++window_.heartbeats_sent;
@@ -347,6 +406,8 @@ void simulator::on_welcome(std::uint32_t w, time_point now) {
 
 void simulator::on_worker_message(std::uint32_t w, time_point now) {
   worker& W = workers_[w];
+  const bool v2 = !s_.mdp && s_.version == 2;
+  if (v2 && !unpack_v2()) return;
   if (msg_.size() < 3 || msg_[2].size() != 1) return;
   const std::string_view header = msg_[1].to_string_view();
   const auto cmd = *static_cast<const std::uint8_t*>(msg_[2].data());
@@ -394,6 +455,14 @@ void simulator::on_worker_message(std::uint32_t w, time_point now) {
       // body…
       std::vector<zmq::message_t> reply;
       reply.emplace_back();
+      if (v2) {  // "S0W2" 0x03 · job-id · status 200 · empty message, then body
+        if (msg_.size() < 6) return;
+        reply.emplace_back(std::string(s0_worker_v2) + static_cast<char>(cmd_reply) +
+                           msg_[3].to_string() + be_bytes(200, 2) + be_bytes(0, 2));
+        for (std::size_t i = 6; i < msg_.size(); ++i) reply.push_back(std::move(msg_[i]));
+        (void)zmq::send_multipart(W.socket, reply, zmq::send_flags::dontwait);
+        return;
+      }
       reply.emplace_back(header);
       reply.emplace_back(std::string(1, static_cast<char>(cmd_reply)));
       std::size_t body = 0;
@@ -461,11 +530,20 @@ void simulator::report(const char* type, time_point now) {
       window_open_ ? std::chrono::duration<double>(now - window_start_).count() : 0.0;
   const auto n = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
   if (s_.json) {
+    long long interval_ms = 0;  // the longest interval a registered worker heartbeats at now
+    for (const worker& W : workers_)
+      if (W.registered)
+        interval_ms = std::max<long long>(
+            interval_ms, std::chrono::duration_cast<milliseconds>(W.interval).count());
+    std::printf("{\"interval_ms\":%lld,", interval_ms);
     std::printf(
-        "{\"type\":\"%s\",\"protocol\":\"%s\",\"workers\":%u,\"opened\":%zu,\"registered\":%zu,"
+        "\"type\":\"%s\",\"protocol\":\"%s\",\"workers\":%u,\"opened\":%zu,\"registered\":%zu,"
         "\"subscribers\":%zu,\"window_seconds\":%.2f",
-        type, s_.mdp ? "MDPW01" : "S0W1", s_.workers, workers_.size(), registered_, subs_.size(),
-        window_s);
+        type,
+        s_.mdp            ? "MDPW01"
+        : s_.version == 2 ? "S0W2"
+                          : "S0W1",
+        s_.workers, workers_.size(), registered_, subs_.size(), window_s);
     for (const auto& [prefix, c] : {std::pair<const char*, const counters&>{"", total_},
                                     std::pair<const char*, const counters&>{"window_", window_}}) {
       std::printf(
@@ -485,9 +563,13 @@ void simulator::report(const char* type, time_point now) {
         "%s: %s registered %zu/%u  disconnects %llu (expiries %llu)  max broker-heartbeat gap "
         "%.1f ms  own lateness %.1f ms  heartbeats sent %llu  broker heartbeats %llu  sequence "
         "gaps %llu",
-        type, s_.mdp ? "MDPW01" : "S0W1", registered_, s_.workers, n(total_.disconnects),
-        n(total_.expiries), total_.max_gap_ms, total_.max_late_ms, n(total_.heartbeats_sent),
-        n(total_.broker_heartbeats), n(total_.sequence_gaps));
+        type,
+        s_.mdp            ? "MDPW01"
+        : s_.version == 2 ? "S0W2"
+                          : "S0W1",
+        registered_, s_.workers, n(total_.disconnects), n(total_.expiries), total_.max_gap_ms,
+        total_.max_late_ms, n(total_.heartbeats_sent), n(total_.broker_heartbeats),
+        n(total_.sequence_gaps));
     if (window_open_)
       std::printf("  | window %.1f s: disconnects %llu  max gap %.1f ms  own lateness %.1f ms",
                   window_s, n(window_.disconnects), window_.max_gap_ms, window_.max_late_ms);
@@ -509,15 +591,8 @@ void simulator::read_signals() {
 }
 
 void simulator::goodbye() {
-  const std::string_view header = s_.mdp ? mdp_worker : s0_worker;
-  const char cmd = static_cast<char>(cmd_disconnect);
-  for (worker& W : workers_) {
-    if (!W.registered) continue;
-    (void)W.socket.send(zmq::const_buffer(nullptr, 0),
-                        zmq::send_flags::sndmore | zmq::send_flags::dontwait);
-    (void)W.socket.send(zmq::buffer(header), zmq::send_flags::sndmore);
-    (void)W.socket.send(zmq::const_buffer(&cmd, 1), zmq::send_flags::none);
-  }
+  for (worker& W : workers_)
+    if (W.registered) (void)send_command(W, cmd_disconnect);
 }
 
 int simulator::run() {
@@ -603,7 +678,11 @@ int main(int argc, char** argv) {
   app.add_option("--workers", s.workers, "Simulated workers in this process")
       ->capture_default_str()
       ->check(CLI::Range(1u, 1000000u));
-  app.add_flag("--mdp", s.mdp, "Majordomo MDPW01 workers instead of native S0/1");
+  app.add_flag("--mdp", s.mdp, "Majordomo MDPW01 workers instead of native S0");
+  app.add_option("--protocol-version", s.version,
+                 "Native framing: 2 (S0/2, takes re-granted intervals) or 1 (S0/1)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 2));
   app.add_flag("--sub-per-worker", s.sub_per_worker,
                "Native: one SUB per worker, as real workers have (default: one per process)");
   app.add_option("--service", s.service, "Service the workers register for")->capture_default_str();

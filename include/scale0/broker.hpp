@@ -19,6 +19,10 @@ struct broker_options {
   std::string heartbeat = "tcp://127.0.0.1:5557";  // PUB: broker heartbeats
   std::chrono::milliseconds heartbeat_interval{1000};
   std::uint32_t liveness = 3;
+  // Native worker heartbeats per second the broker aims to receive at most: the interval granted
+  // to native workers grows with their number (docs/protocol.md, "Heartbeat intervals as the
+  // fleet grows"); the broker's own PUB heartbeat stays at heartbeat_interval. 0: no scaling.
+  std::uint32_t max_worker_heartbeats = 500;
   std::chrono::milliseconds no_worker_timeout{1000};
   std::chrono::milliseconds request_timeout{30000};  // used when a request gives 0
   std::size_t max_frames = 128;                      // a READY for 64 services is 71 frames

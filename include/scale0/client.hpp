@@ -25,6 +25,8 @@ struct reply {
 struct client_options {
   std::chrono::milliseconds timeout{2500};  // default per-attempt timeout of request()
   int retries = 0;  // Lazy Pirate: on timeout, resend this many times on a fresh socket
+  // Wire framing: 2 (S0/2, compact: fields packed in one frame) or 1 (S0/1, for older brokers).
+  std::uint8_t protocol_version = 2;
 };
 
 class client {

@@ -1,7 +1,9 @@
-// The Scale0 wire protocol (S0/1) and Majordomo 0.1 framing: constants, a pure decoder and
-// encoders. Nothing here touches a socket; frames are zmq::message_t values. See docs/protocol.md.
+// The Scale0 wire protocol (S0/1 and the compact S0/2 framing) and Majordomo 0.1: constants, a pure
+// decoder and encoders. Nothing here touches a socket; frames are zmq::message_t values. See
+// docs/protocol.md.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -14,6 +16,9 @@ using frames = std::vector<zmq::message_t>;
 
 inline constexpr std::string_view client_header = "S0C1";
 inline constexpr std::string_view worker_header = "S0W1";
+// S0/2: the same commands, with every fixed field packed into the header frame.
+inline constexpr std::string_view client_header_v2 = "S0C2";
+inline constexpr std::string_view worker_header_v2 = "S0W2";
 inline constexpr std::string_view heartbeat_header = "S0H1";
 inline constexpr std::string_view mdp_client_header = "MDPC01";
 inline constexpr std::string_view mdp_worker_header = "MDPW01";
@@ -22,6 +27,11 @@ inline constexpr std::size_t max_service_name = 255;
 inline constexpr std::size_t max_services_per_worker = 64;
 inline constexpr std::uint32_t max_concurrency = 1024;
 inline constexpr std::uint8_t flag_idempotent = 0x01;
+inline constexpr std::size_t max_message_length = 65535;  // S0/2 message and endpoint strings
+
+// Native protocol versions: 1 (S0/1, one frame per field) and 2 (S0/2, fields packed in one frame).
+inline constexpr std::uint8_t version_1 = 1;
+inline constexpr std::uint8_t version_2 = 2;
 
 enum class client_command : std::uint8_t { request = 1, reply = 2, ping = 3, pong = 4 };
 enum class worker_command : std::uint8_t {
@@ -64,36 +74,48 @@ enum class inbound_kind : std::uint8_t {
 // A decoded message. Views point into the frames it was decoded from.
 struct inbound {
   inbound_kind kind = inbound_kind::drop;
-  std::uint16_t status = 0;        // client_error / worker_error: the status to answer with
-  std::string_view reason;         // errors: why (static text)
-  std::uint64_t id = 0;            // client request-id, or job-id in worker replies
-  std::string_view service;        // requests; first service of READY
-  std::uint32_t timeout_ms = 0;    // client_request
-  std::uint32_t concurrency = 0;   // worker_ready
-  std::uint32_t heartbeat_ms = 0;  // worker_ready
-  std::uint8_t flags = 0;          // worker_ready
-  std::uint16_t reply_status = 0;  // worker_reply
-  std::size_t first =
-      0;  // index of the first body frame (requests, replies), first service (READY)
+  std::uint8_t version = version_1;  // native messages: the framing the peer spoke (1 or 2)
+  std::uint16_t status = 0;          // client_error / worker_error: the status to answer with
+  std::string_view reason;           // errors: why (static text)
+  std::uint64_t id = 0;              // client request-id, or job-id in worker replies
+  std::string_view service;          // requests; first service of READY
+  std::uint32_t timeout_ms = 0;      // client_request
+  std::uint32_t concurrency = 0;     // worker_ready
+  std::uint32_t heartbeat_ms = 0;    // worker_ready
+  std::uint8_t flags = 0;            // worker_ready
+  std::uint16_t reply_status = 0;    // worker_reply
+  std::string_view message;          // worker_reply
+  std::string_view services;         // S0/2 READY: the packed service list (see ready_services)
+  // Index of the first body frame (requests, replies, ping) or, for an S0/1 READY, of the first
+  // service frame.
+  std::size_t first = 0;
 };
 
 inbound decode_inbound(const frames& f) noexcept;
+
+// The service names of a decoded READY (native of either version, or Majordomo), in order; returns
+// how many were written. The views point into `f`.
+using service_names = std::array<std::string_view, max_services_per_worker>;
+std::size_t ready_services(const frames& f, const inbound& in, service_names& out) noexcept;
 
 // ---- decoding at a native worker (DEALER: no identity frame) ----
 
 enum class worker_inbound_kind : std::uint8_t { invalid, welcome, request, disconnect, stopping };
 struct worker_inbound {
   worker_inbound_kind kind = worker_inbound_kind::invalid;
+  std::uint8_t version = version_1;
   std::uint64_t job_id = 0;
   std::string_view service;
   std::uint32_t timeout_ms = 0;
   std::uint32_t heartbeat_ms = 0;  // welcome
   std::uint32_t liveness = 0;      // welcome
-  std::string_view endpoint;       // welcome: heartbeat PUB endpoint
-  std::uint64_t broker_id = 0;     // welcome
-  std::uint16_t status = 0;        // disconnect (0 when absent)
-  std::string_view message;        // disconnect
-  std::size_t first = 0;           // request: first body frame
+  // welcome: the broker's own heartbeat interval (PUB); S0/1 has one interval for both directions
+  std::uint32_t broker_heartbeat_ms = 0;
+  std::string_view endpoint;    // welcome: heartbeat PUB endpoint
+  std::uint64_t broker_id = 0;  // welcome
+  std::uint16_t status = 0;     // disconnect (0 when absent)
+  std::string_view message;     // disconnect
+  std::size_t first = 0;        // request: first body frame
 };
 worker_inbound decode_for_worker(const frames& f) noexcept;
 
@@ -102,6 +124,7 @@ worker_inbound decode_for_worker(const frames& f) noexcept;
 enum class client_inbound_kind : std::uint8_t { invalid, reply, pong };
 struct client_inbound {
   client_inbound_kind kind = client_inbound_kind::invalid;
+  std::uint8_t version = version_1;
   std::uint64_t id = 0;
   std::uint16_t status = 0;
   std::string_view message;
@@ -118,24 +141,30 @@ struct heartbeat {
 bool decode_heartbeat(const frames& f, heartbeat& out) noexcept;
 
 // ---- encoding: each appends frames to `out` (the caller adds any identity frame first) ----
+// `version` picks the framing: 1 (S0/1) or 2 (S0/2). In S0/2 a message or endpoint longer than
+// max_message_length is cut to that length; encoders take service names as given (1-255 bytes).
 
 void append_client_request(frames& out, std::uint64_t id, std::string_view service,
-                           std::uint32_t timeout_ms);
+                           std::uint32_t timeout_ms, std::uint8_t version = version_1);
 void append_client_reply(frames& out, std::uint64_t id, std::uint16_t status,
-                         std::string_view message);
-void append_client_ping(frames& out);
-void append_client_pong(frames& out);
+                         std::string_view message, std::uint8_t version = version_1);
+void append_client_ping(frames& out, std::uint8_t version = version_1);
+void append_client_pong(frames& out, std::uint8_t version = version_1);
 void append_worker_ready(frames& out, std::uint32_t concurrency, std::uint32_t heartbeat_ms,
-                         std::uint8_t flags, const std::vector<std::string_view>& services);
+                         std::uint8_t flags, const std::vector<std::string_view>& services,
+                         std::uint8_t version = version_1);
+// S0/1 WELCOME has no broker interval: an S0/1 worker takes heartbeat_ms for both directions.
 void append_worker_welcome(frames& out, std::uint32_t heartbeat_ms, std::uint32_t liveness,
-                           std::string_view endpoint, std::uint64_t broker_id);
+                           std::string_view endpoint, std::uint64_t broker_id,
+                           std::uint8_t version = version_1, std::uint32_t broker_heartbeat_ms = 0);
 void append_worker_request(frames& out, std::uint64_t job_id, std::string_view service,
-                           std::uint32_t timeout_ms);
+                           std::uint32_t timeout_ms, std::uint8_t version = version_1);
 void append_worker_reply(frames& out, std::uint64_t job_id, std::uint16_t status,
-                         std::string_view message);
-void append_worker_heartbeat(frames& out);
-void append_worker_disconnect(frames& out, std::uint16_t status, std::string_view message);
-void append_worker_stopping(frames& out);
+                         std::string_view message, std::uint8_t version = version_1);
+void append_worker_heartbeat(frames& out, std::uint8_t version = version_1);
+void append_worker_disconnect(frames& out, std::uint16_t status, std::string_view message,
+                              std::uint8_t version = version_1);
+void append_worker_stopping(frames& out, std::uint8_t version = version_1);
 void append_heartbeat(frames& out, std::uint64_t broker_id, std::uint64_t sequence);
 
 void append_mdp_client_reply(frames& out, std::string_view service);

@@ -44,6 +44,8 @@ struct worker_options {
   // no thread hop per request, for handlers that never block (an echo, a lookup in memory).
   // The worker still holds up to `concurrency` requests; they are handled one after another.
   bool inline_handler = false;
+  // Wire framing: 2 (S0/2, compact: fields packed in one frame) or 1 (S0/1, for older brokers).
+  std::uint8_t protocol_version = 2;
   // Called (on the worker's thread) with human-readable events: registered, lost broker, ...
   std::function<void(const std::string&)> on_event;
 };

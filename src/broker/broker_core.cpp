@@ -57,7 +57,7 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
       break;
     case inbound_kind::client_error:
       ++counters_.requests;
-      send_error({socket, view(msg[0]), false, in.id, {}}, in.status, in.reason);
+      send_error({socket, view(msg[0]), false, in.id, {}, in.version}, in.status, in.reason);
       break;
     case inbound_kind::client_request:
     case inbound_kind::mdp_request:
@@ -66,14 +66,15 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
     case inbound_kind::client_ping:
       scratch_.clear();
       scratch_.push_back(std::move(msg[0]));
-      protocol::append_client_pong(scratch_);
+      protocol::append_client_pong(scratch_, in.version);
       for (std::size_t i = in.first; i < msg.size(); ++i) scratch_.push_back(std::move(msg[i]));
       send(socket, scratch_);
       break;
     case inbound_kind::worker_ready:
     case inbound_kind::mdp_ready:
       if (oversized) {
-        send_disconnect(socket, view(msg[0]), mdp, status::too_large, "READY too large");
+        send_disconnect(socket, view(msg[0]), mdp, in.version, status::too_large,
+                        "READY too large");
         if (const std::uint32_t w = find_worker(socket, msg[0]); w != npos)
           purge_worker(w, now, "READY too large");
       } else {
@@ -87,9 +88,9 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
       if (w == npos) {
         // RFC 7: a valid but unexpected command gets DISCONNECT, so the worker registers again.
         if (in.kind == inbound_kind::worker_error) {
-          send_disconnect(socket, view(msg[0]), false, in.status, in.reason);
+          send_disconnect(socket, view(msg[0]), false, in.version, in.status, in.reason);
         } else if (!disconnect) {
-          send_disconnect(socket, view(msg[0]), mdp, status::bad_request,
+          send_disconnect(socket, view(msg[0]), mdp, in.version, status::bad_request,
                           "unknown worker: send READY first");
         }
         break;
@@ -104,7 +105,7 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
           on_worker_stopping(w);
           break;
         case inbound_kind::worker_error:
-          send_disconnect(socket, view(msg[0]), false, in.status, in.reason);
+          send_disconnect(socket, view(msg[0]), false, in.version, in.status, in.reason);
           purge_worker(w, now, in.reason);
           break;
         case inbound_kind::worker_disconnect:
@@ -122,7 +123,7 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
 void broker_core::on_client_request(std::uint8_t socket, frames& msg, const protocol::inbound& in,
                                     bool mdp, bool oversized, time_point now) {
   ++counters_.requests;
-  const client_ref c{socket, view(msg[0]), mdp, in.id, in.service};
+  const client_ref c{socket, view(msg[0]), mdp, in.id, in.service, in.version};
   if (oversized) return send_error(c, status::too_large, "request too large");
   if (reserved_service(in.service)) return on_management(c, msg, in.first, now);
   if (draining_) return send_error(c, status::unavailable, "broker draining");
@@ -147,6 +148,7 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   request_slot& r = slots_[slot];
   r.state = slot_state::queued;
   r.mdp_client = mdp;
+  r.client_version = in.version;
   r.attempts = 0;
   r.client_socket = socket;
   r.client.assign(c.identity);
@@ -193,21 +195,24 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   const std::string& key = make_key(socket, identity);
   if (auto it = worker_by_key_.find(key); it != worker_by_key_.end()) {
     const std::uint32_t w = it->second;
-    send_disconnect(socket, identity, mdp, status::bad_request, "already registered");
+    send_disconnect(socket, identity, mdp, in.version, status::bad_request, "already registered");
     return purge_worker(w, now, "sent READY twice");
   }
+  protocol::service_names names{};
+  const std::size_t count = protocol::ready_services(msg, in, names);
   std::size_t new_services = 0;
-  for (std::size_t i = in.first; i < msg.size(); ++i) {
-    const std::string_view name = view(msg[i]);
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::string_view name = names[i];
     if (reserved_service(name))
-      return send_disconnect(socket, identity, mdp, status::bad_request,
+      return send_disconnect(socket, identity, mdp, in.version, status::bad_request,
                              "service name is reserved");
     bool repeated = false;  // a name listed twice is one service
-    for (std::size_t k = in.first; k < i && !repeated; ++k) repeated = view(msg[k]) == name;
+    for (std::size_t k = 0; k < i && !repeated; ++k) repeated = names[k] == name;
     if (!repeated && !service_by_name_.contains(std::string(name))) ++new_services;
   }
   if (service_by_name_.size() + new_services > options_.max_services)
-    return send_disconnect(socket, identity, mdp, status::unavailable, "too many services");
+    return send_disconnect(socket, identity, mdp, in.version, status::unavailable,
+                           "too many services");
 
   std::uint32_t w;
   if (!free_workers_.empty()) {
@@ -222,13 +227,20 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   W.mdp = mdp;
   W.stopping = false;
   W.idempotent = !mdp && (in.flags & protocol::flag_idempotent) != 0;
+  W.version = in.version;
   W.socket = socket;
   W.identity.assign(identity);
   W.key = key;
   W.concurrency = mdp ? 1 : in.concurrency;
   W.in_flight = 0;
-  W.interval =
+  W.requested =
       std::max<clock::duration>(milliseconds(in.heartbeat_ms), options_.heartbeat_interval);
+  W.interval = W.requested;
+  W.regranted = false;
+  if (!mdp) {
+    ++native_workers_;
+    W.interval = std::max(W.requested, fleet_interval());
+  }
   W.last_seen = W.joined = now;
   W.expires = now + W.interval * options_.liveness;
   W.jobs = {};
@@ -239,8 +251,8 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   worker_by_key_.emplace(W.key, w);
   ++counters_.workers_joined;
 
-  for (std::size_t i = in.first; i < msg.size(); ++i) {
-    const std::uint32_t s = find_or_create_service(view(msg[i]), now);
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::uint32_t s = find_or_create_service(names[i], now);
     if (s == npos) continue;
     const bool duplicate = std::any_of(W.memberships.begin(), W.memberships.end(),
                                        [&](std::uint32_t m) { return members_[m].service == s; });
@@ -260,15 +272,18 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
     if (!services_[s].queue.empty()) pending_dispatch_.push_back(s);
   }
   if (!mdp) send_welcome(W);
-  std::string names;
+  std::string joined;
   for (std::uint32_t m : W.memberships) {
-    if (!names.empty()) names += ',';
-    names += services_[members_[m].service].name;
+    if (!joined.empty()) joined += ',';
+    joined += services_[members_[m].service].name;
   }
   const std::string id = hex_id(W.identity);
-  const std::string detail = (mdp ? "MDPW01" : "S0W1") + std::string(", concurrency ") +
-                             std::to_string(W.concurrency) + (W.idempotent ? ", idempotent" : "");
-  out_.event({event_kind::worker_joined, id, W.address, names, 0, detail});
+  const std::string detail = (mdp                                ? "MDPW01"
+                              : W.version == protocol::version_2 ? "S0W2"
+                                                                 : "S0W1") +
+                             std::string(", concurrency ") + std::to_string(W.concurrency) +
+                             (W.idempotent ? ", idempotent" : "");
+  out_.event({event_kind::worker_joined, id, W.address, joined, 0, detail});
 }
 
 void broker_core::on_worker_reply(std::uint32_t w, frames& msg, const protocol::inbound& in,
@@ -300,7 +315,7 @@ void broker_core::on_worker_reply(std::uint32_t w, frames& msg, const protocol::
         ++services_[r.service].replies_ok;
       else
         count_error(r.service, in.reply_status);
-      send_client_reply(c, in.reply_status, view(msg[in.first]), msg, in.first + 1);
+      send_client_reply(c, in.reply_status, in.message, msg, in.first);
     }
   }
   finish(slot);
@@ -315,7 +330,7 @@ void broker_core::on_worker_stopping(std::uint32_t w) {
     list_remove(services_[members_[m].service].lru, m, member_links());
   scratch_.clear();
   scratch_.push_back(str_frame(W.identity));
-  protocol::append_worker_stopping(scratch_);
+  protocol::append_worker_stopping(scratch_, W.version);
   send(W.socket, scratch_);
 }
 
@@ -366,7 +381,8 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   if (W.mdp) {
     protocol::append_mdp_worker_request(scratch_, job_id);
   } else {
-    protocol::append_worker_request(scratch_, job_id, S.name, millis_left(r.deadline, now));
+    protocol::append_worker_request(scratch_, job_id, S.name, millis_left(r.deadline, now),
+                                    W.version);
   }
   const std::size_t header = scratch_.size();
   // A request that may be re-dispatched keeps its body (a reference-counted copy, not a memcpy for
@@ -482,8 +498,9 @@ bool broker_core::may_retry(const request_slot& r) const noexcept {
 
 void broker_core::touch(worker_entry& W, time_point now) {
   const auto gap = now - W.last_seen;
-  if (gap > 2 * W.interval)
+  if (gap > 2 * W.interval && !W.regranted)
     counters_.heartbeats_missed += static_cast<std::uint64_t>(gap / W.interval - 1);
+  W.regranted = false;
   W.last_seen = now;
   W.expires = now + W.interval * options_.liveness;
 }
@@ -516,6 +533,7 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
     }
   }
   worker_by_key_.erase(W.key);
+  if (!W.mdp) --native_workers_;
   W.used = false;
   W.memberships.clear();
   W.in_flight = 0;
@@ -542,8 +560,7 @@ void broker_core::on_tick(time_point now) {
     // Every worker is checked, not just the oldest: one slow worker must not shield the rest.
     for (std::uint32_t w = 0; w < workers_.size(); ++w) {
       if (!workers_[w].used || now < workers_[w].expires) continue;
-      send_disconnect(workers_[w].socket, workers_[w].identity, workers_[w].mdp, status::deadline,
-                      "heartbeat expired");
+      send_disconnect(workers_[w], status::deadline, "heartbeat expired");
       ++counters_.workers_expired;
       // Its silence counts as missed heartbeats too, beyond the first interval.
       const auto silent =
@@ -585,8 +602,49 @@ void broker_core::heartbeat_tick(time_point now) {
   std::erase_if(clients_, [&](const auto& kv) {
     return kv.second.in_flight == 0 && now - kv.second.last_request > options_.heartbeat_interval;
   });
+  if (native_workers_ != regranted_for_) regrant_intervals();
   next_heartbeat_ += options_.heartbeat_interval;
   if (next_heartbeat_ <= now) next_heartbeat_ = now + options_.heartbeat_interval;
+}
+
+// The interval that keeps N native workers under max_worker_heartbeats per second: a whole
+// multiple of the broker's interval, never less than it.
+clock::duration broker_core::fleet_interval() const noexcept {
+  const clock::duration base = options_.heartbeat_interval;
+  if (options_.max_worker_heartbeats == 0 || base <= clock::duration::zero()) return base;
+  // heartbeats a second at the base interval, then how many base intervals keep it under the rate
+  const auto base_ms =
+      std::max<std::int64_t>(1, std::chrono::duration_cast<milliseconds>(base).count());
+  const std::int64_t per_interval =
+      std::max<std::int64_t>(1, std::int64_t{options_.max_worker_heartbeats} * base_ms / 1000);
+  const std::int64_t multiple =
+      std::max<std::int64_t>(1, (std::int64_t{native_workers_} + per_interval - 1) / per_interval);
+  return base * multiple;
+}
+
+// As the fleet grows (or shrinks), S0/2 workers are told a new interval with an unsolicited
+// WELCOME (S0/1 workers keep what they were granted: S0/1 has no re-grant). Steps of less than a
+// quarter are not worth a message to every worker; shrinking waits for a halving, so a fleet
+// hovering around a step does not flap.
+void broker_core::regrant_intervals() {
+  regranted_for_ = native_workers_;
+  const clock::duration target = fleet_interval();
+  for (worker_entry& W : workers_) {
+    if (!W.used || W.mdp || W.version != protocol::version_2) continue;
+    const clock::duration want = std::max(W.requested, target);
+    if (want > W.interval + W.interval / 4) {
+      // Longer: the worker may still send at the old pace for a while, which is only early.
+      W.expires = std::max(W.expires, W.last_seen + want * options_.liveness);
+    } else if (want < W.interval / 2) {
+      // Shorter: the current deadline, made with the longer interval, stands until the worker's
+      // next message, and that first gap is not counted as missed heartbeats.
+      W.regranted = true;
+    } else {
+      continue;
+    }
+    W.interval = want;
+    send_welcome(W);
+  }
 }
 
 time_point broker_core::next_wakeup(time_point now) const noexcept {
@@ -604,8 +662,7 @@ void broker_core::shutdown(time_point now) {
   }
   for (std::uint32_t w = 0; w < workers_.size(); ++w) {
     if (!workers_[w].used) continue;
-    send_disconnect(workers_[w].socket, workers_[w].identity, workers_[w].mdp, status::unavailable,
-                    "broker shutting down");
+    send_disconnect(workers_[w], status::unavailable, "broker shutting down");
     purge_worker(w, now, "broker shutting down");
   }
   pending_dispatch_.clear();
@@ -640,7 +697,7 @@ void broker_core::send_client_reply(const client_ref& c, std::uint16_t code,
       scratch_.emplace_back();  // MDP bodies have at least one frame
     }
   } else {
-    protocol::append_client_reply(scratch_, c.id, code, message);
+    protocol::append_client_reply(scratch_, c.id, code, message, c.version);
   }
   if (!c.mdp || code == status::ok)
     for (std::size_t i = first; i < src.size(); ++i) scratch_.push_back(std::move(src[i]));
@@ -648,23 +705,31 @@ void broker_core::send_client_reply(const client_ref& c, std::uint16_t code,
 }
 
 void broker_core::send_disconnect(std::uint8_t socket, std::string_view identity, bool mdp,
-                                  std::uint16_t code, std::string_view message) {
+                                  std::uint8_t version, std::uint16_t code,
+                                  std::string_view message) {
   scratch_.clear();
   scratch_.push_back(str_frame(identity));
   if (mdp) {
     protocol::append_mdp_worker_command(scratch_, protocol::mdp_command::disconnect);
   } else {
-    protocol::append_worker_disconnect(scratch_, code, message);
+    protocol::append_worker_disconnect(scratch_, code, message, version);
   }
   send(socket, scratch_);
+}
+
+void broker_core::send_disconnect(const worker_entry& W, std::uint16_t code,
+                                  std::string_view message) {
+  send_disconnect(W.socket, W.identity, W.mdp, W.version, code, message);
 }
 
 void broker_core::send_welcome(const worker_entry& W) {
   scratch_.clear();
   scratch_.push_back(str_frame(W.identity));
   const auto ms = std::chrono::duration_cast<milliseconds>(W.interval).count();
+  const auto base = std::chrono::duration_cast<milliseconds>(options_.heartbeat_interval).count();
   protocol::append_worker_welcome(scratch_, static_cast<std::uint32_t>(ms), options_.liveness,
-                                  heartbeat_endpoint_, broker_id_);
+                                  heartbeat_endpoint_, broker_id_, W.version,
+                                  static_cast<std::uint32_t>(base));
   send(W.socket, scratch_);
 }
 
@@ -750,7 +815,8 @@ void broker_core::reconfigure(const broker_options& options) {
 }
 
 broker_core::client_ref broker_core::client_of(const request_slot& r) const {
-  return {r.client_socket, r.client, r.mdp_client, r.client_id, services_[r.service].name};
+  return {r.client_socket,           r.client,        r.mdp_client, r.client_id,
+          services_[r.service].name, r.client_version};
 }
 
 void broker_core::count_error(std::uint32_t service, std::uint16_t code) {

@@ -95,6 +95,8 @@ class broker_core {
   std::size_t queued(std::string_view service) const;
   std::size_t idle_slots(std::string_view service) const;
   std::size_t requests_pending() const noexcept { return slots_.size() - free_slots_.size(); }
+  // The heartbeat interval a native worker registering now is granted (at least this).
+  clock::duration granted_interval() const noexcept { return fleet_interval(); }
 
  private:
   enum class slot_state : std::uint8_t { free, queued, in_flight, abandoned };
@@ -102,7 +104,8 @@ class broker_core {
     std::uint32_t generation = 1;
     slot_state state = slot_state::free;
     bool mdp_client = false;
-    std::uint8_t attempts = 0;  // dispatches so far
+    std::uint8_t client_version = protocol::version_1;  // native clients: the framing to answer in
+    std::uint8_t attempts = 0;                          // dispatches so far
     std::uint8_t client_socket = 0;
     std::string client;  // ROUTER identity of the client
     std::uint64_t client_id = 0;
@@ -123,13 +126,16 @@ class broker_core {
     bool mdp = false;
     bool stopping = false;
     bool idempotent = false;
+    std::uint8_t version = protocol::version_1;  // native workers: the framing it registered in
     std::uint8_t socket = 0;
     std::string identity;
     std::string key;
     std::string address;  // the peer's IP, from ZeroMQ's Peer-Address
     std::uint32_t concurrency = 1;
     std::uint32_t in_flight = 0;
-    clock::duration interval{};
+    clock::duration interval{};   // granted: the worker heartbeats at this interval
+    clock::duration requested{};  // the least it may be granted: max(its READY, the broker's)
+    bool regranted = false;       // told a shorter interval; its next gap is not a miss
     time_point last_seen{};
     time_point expires{};
     time_point joined{};
@@ -165,6 +171,7 @@ class broker_core {
     bool mdp;
     std::uint64_t id;
     std::string_view service;
+    std::uint8_t version = protocol::version_1;
   };
 
   // message handlers
@@ -188,14 +195,17 @@ class broker_core {
   void schedule_queued(std::uint32_t slot, time_point now);
   void on_timer(std::uint32_t slot, time_point now);
   void heartbeat_tick(time_point now);
+  clock::duration fleet_interval() const noexcept;
+  void regrant_intervals();
   void flush_dispatch(time_point now);
 
   // sending
   void send_error(const client_ref& c, std::uint16_t code, std::string_view message);
   void send_client_reply(const client_ref& c, std::uint16_t code, std::string_view message,
                          frames& src, std::size_t first);
-  void send_disconnect(std::uint8_t socket, std::string_view identity, bool mdp, std::uint16_t code,
-                       std::string_view message);
+  void send_disconnect(std::uint8_t socket, std::string_view identity, bool mdp,
+                       std::uint8_t version, std::uint16_t code, std::string_view message);
+  void send_disconnect(const worker_entry& w, std::uint16_t code, std::string_view message);
   void send_welcome(const worker_entry& w);
   bool send(std::uint8_t socket, frames& msg);
 
@@ -246,6 +256,8 @@ class broker_core {
   std::string key_;       // scratch: peer keys (socket byte + identity)
   std::string name_key_;  // scratch: service lookups
 
+  std::uint32_t native_workers_ = 0;  // registered S0 workers (both framings): they heartbeat
+  std::uint32_t regranted_for_ = 0;   // native_workers_ when intervals were last re-granted
   time_point next_heartbeat_;
   time_point next_expiry_scan_;
   std::uint64_t heartbeat_sequence_ = 0;

@@ -71,7 +71,9 @@ std::string broker_core::status_json(time_point now) const {
     for (std::uint32_t m : W.memberships) names.push_back(services_[members_[m].service].name);
     workers.push_back({{"id", hex_id(W.identity)},
                        {"address", W.address},
-                       {"protocol", W.mdp ? "MDPW01" : "S0W1"},
+                       {"protocol", W.mdp                              ? "MDPW01"
+                                    : W.version == protocol::version_2 ? "S0W2"
+                                                                       : "S0W1"},
                        {"services", names},
                        {"concurrency", W.concurrency},
                        {"in_flight", W.in_flight},

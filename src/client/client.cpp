@@ -27,7 +27,12 @@ std::string reply::text() const {
 }
 
 struct client::impl {
-  impl(std::string ep, client_options o) : endpoint(std::move(ep)), options(o) { open(); }
+  impl(std::string ep, client_options o) : endpoint(std::move(ep)), options(o) {
+    if (options.protocol_version != protocol::version_1 &&
+        options.protocol_version != protocol::version_2)
+      throw error(status::bad_request, "client protocol_version must be 1 or 2");
+    open();
+  }
 
   void open() {
     socket = zmq::socket_t(context, zmq::socket_type::dealer);
@@ -44,7 +49,7 @@ struct client::impl {
   void send_request(std::uint64_t id, std::string_view service, std::vector<zmq::message_t>& body,
                     milliseconds timeout) {
     out.clear();
-    protocol::append_client_request(out, id, service, to_wire(timeout));
+    protocol::append_client_request(out, id, service, to_wire(timeout), options.protocol_version);
     for (auto& f : body) out.push_back(std::move(f));
     send_frames();
   }
@@ -202,7 +207,7 @@ std::optional<reply> client::receive(milliseconds wait) {
 
 bool client::ping(milliseconds wait) {
   impl_->out.clear();
-  protocol::append_client_ping(impl_->out);
+  protocol::append_client_ping(impl_->out, impl_->options.protocol_version);
   impl_->send_frames();
   const auto until = clock::now() + wait;
   for (;;) {

@@ -1,5 +1,8 @@
 // The decoder is a pure function over frames: every size is checked before a field is read, and
 // nothing here throws or asserts on input. Encoders only append frames.
+#include <algorithm>
+#include <cstring>
+
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
 
@@ -113,7 +116,8 @@ inbound decode_worker(const frames& f) noexcept {
       in.kind = inbound_kind::worker_reply;
       in.id = read_u64(f[4]);
       in.reply_status = read_u16(f[5]);
-      in.first = 6;  // message frame, then body
+      in.message = view(f[6]);
+      in.first = 7;
       return in;
     case worker_command::heartbeat:
       in.kind = inbound_kind::worker_heartbeat;
@@ -158,6 +162,177 @@ inbound decode_mdp_worker(const frames& f) noexcept {
   }
 }
 
+// ---- S0/2: every fixed field packed into the header frame ----
+
+// Reads big-endian fields from a byte string. A read past the end yields zero or an empty view and
+// marks the reader failed, so a decoder reads every field first and checks once.
+class reader {
+ public:
+  explicit reader(std::string_view bytes) noexcept : rest_(bytes) {}
+  std::uint64_t uint(std::size_t width) noexcept {
+    const std::string_view b = take(width);
+    std::uint64_t v = 0;
+    for (unsigned char c : b) v = (v << 8) | c;
+    return v;
+  }
+  std::uint8_t u8() noexcept { return static_cast<std::uint8_t>(uint(1)); }
+  std::uint16_t u16() noexcept { return static_cast<std::uint16_t>(uint(2)); }
+  std::uint32_t u32() noexcept { return static_cast<std::uint32_t>(uint(4)); }
+  std::uint64_t u64() noexcept { return uint(8); }
+  std::string_view str8() noexcept { return take(u8()); }
+  std::string_view str16() noexcept { return take(u16()); }
+  bool ok() const noexcept { return ok_; }
+  // Every field was there and nothing follows the last one.
+  bool complete() const noexcept { return ok_ && rest_.empty(); }
+  bool empty() const noexcept { return rest_.empty(); }
+
+ private:
+  std::string_view take(std::size_t n) noexcept {
+    if (!ok_ || rest_.size() < n) {
+      ok_ = false;
+      rest_ = {};
+      return {};
+    }
+    const std::string_view v = rest_.substr(0, n);
+    rest_.remove_prefix(n);
+    return v;
+  }
+  std::string_view rest_;
+  bool ok_ = true;
+};
+
+// The packed frame after its 4-byte header: command byte, then fields.
+constexpr std::size_t v2_head = 5;
+
+std::uint8_t v2_command(std::string_view packed) noexcept {
+  return static_cast<std::uint8_t>(packed[4]);
+}
+
+bool valid_service(std::string_view s) noexcept {
+  return !s.empty() && s.size() <= max_service_name;
+}
+
+// Checks a packed service list (str8 names to the end of the frame): 1-64 names of 1-255 bytes.
+const char* check_services_v2(std::string_view list) noexcept {
+  reader r(list);
+  std::size_t n = 0;
+  while (!r.empty()) {
+    const std::string_view name = r.str8();
+    if (!r.ok()) return "READY service list truncated";
+    if (!valid_service(name)) return "service name must be 1-255 bytes";
+    if (++n > max_services_per_worker) return "too many services in READY";
+  }
+  return n == 0 ? "READY needs a service" : nullptr;
+}
+
+inbound client_error_v2(std::uint16_t code, std::string_view reason,
+                        std::string_view packed) noexcept {
+  inbound in;
+  in.kind = inbound_kind::client_error;
+  in.version = version_2;
+  in.status = code;
+  in.reason = reason;
+  if (packed.size() >= v2_head + 8) in.id = reader(packed.substr(v2_head)).u64();
+  return in;
+}
+
+inbound worker_error_v2(std::uint16_t code, std::string_view reason) noexcept {
+  inbound in = worker_error(code, reason);
+  in.version = version_2;
+  return in;
+}
+
+inbound decode_client_v2(const frames& f) noexcept {
+  // f: identity · "" · S0C2 command fields · body...
+  const std::string_view packed = view(f[2]);
+  if (packed.size() < v2_head)
+    return client_error_v2(status::bad_request, "missing command byte", packed);
+  reader r(packed.substr(v2_head));
+  inbound in;
+  in.version = version_2;
+  in.first = 3;
+  switch (static_cast<client_command>(v2_command(packed))) {
+    case client_command::request:
+      in.id = r.u64();
+      in.timeout_ms = r.u32();
+      in.service = r.str8();
+      if (!r.complete())
+        return client_error_v2(status::bad_request,
+                               "REQUEST needs request-id, timeout and service, nothing more",
+                               packed);
+      if (!valid_service(in.service))
+        return client_error_v2(status::bad_request, "service name must be 1-255 bytes", packed);
+      in.kind = inbound_kind::client_request;
+      return in;
+    case client_command::ping:
+      if (!r.complete()) return client_error_v2(status::bad_request, "PING has no fields", packed);
+      in.kind = inbound_kind::client_ping;
+      return in;
+    default:
+      return client_error_v2(status::not_implemented, "unknown command", packed);
+  }
+}
+
+inbound decode_worker_v2(const frames& f) noexcept {
+  const std::string_view packed = view(f[2]);
+  if (packed.size() < v2_head) return worker_error_v2(status::bad_request, "missing command byte");
+  reader r(packed.substr(v2_head));
+  inbound in;
+  in.version = version_2;
+  in.first = 3;
+  switch (static_cast<worker_command>(v2_command(packed))) {
+    case worker_command::ready: {
+      in.concurrency = r.u32();
+      in.heartbeat_ms = r.u32();
+      in.flags = r.u8();
+      if (!r.ok())
+        return worker_error_v2(status::bad_request,
+                               "READY needs concurrency, heartbeat, flags and a service");
+      in.services = packed.substr(v2_head + 9);
+      if (in.concurrency < 1 || in.concurrency > max_concurrency)
+        return worker_error_v2(status::bad_request, "concurrency must be 1-1024");
+      if ((in.flags & ~flag_idempotent) != 0)
+        return worker_error_v2(status::bad_request, "unknown READY flags");
+      if (const char* why = check_services_v2(in.services))
+        return worker_error_v2(status::bad_request, why);
+      in.service = reader(in.services).str8();
+      in.kind = inbound_kind::worker_ready;
+      return in;
+    }
+    case worker_command::reply:
+      in.id = r.u64();
+      in.reply_status = r.u16();
+      in.message = r.str16();
+      if (!r.complete())
+        return worker_error_v2(status::bad_request,
+                               "REPLY needs job-id, status and message, nothing more");
+      in.kind = inbound_kind::worker_reply;
+      return in;
+    case worker_command::heartbeat:
+      if (!r.complete()) return worker_error_v2(status::bad_request, "HEARTBEAT has no fields");
+      in.kind = inbound_kind::worker_heartbeat;
+      return in;
+    case worker_command::disconnect:  // it is leaving: any status and message it gives are moot
+      in.kind = inbound_kind::worker_disconnect;
+      return in;
+    case worker_command::stopping:
+      if (!r.complete()) return worker_error_v2(status::bad_request, "STOPPING has no fields");
+      in.kind = inbound_kind::worker_stopping;
+      return in;
+    default:
+      return worker_error_v2(status::not_implemented, "unknown command");
+  }
+}
+
+// "S0C" / "S0W" followed by a version byte, and for S0/1 nothing else.
+enum class native_role : std::uint8_t { none, client, worker };
+native_role role_of(std::string_view header) noexcept {
+  if (header.size() < 4 || header.substr(0, 2) != "S0") return native_role::none;
+  if (header[2] == 'C') return native_role::client;
+  if (header[2] == 'W') return native_role::worker;
+  return native_role::none;
+}
+
 }  // namespace
 
 std::string_view view(const zmq::message_t& m) noexcept {
@@ -196,17 +371,120 @@ inbound decode_inbound(const frames& f) noexcept {
     return in;
   }
   if (header == mdp_worker_header) return decode_mdp_worker(f);
-  if (header.size() == 4 && header.substr(0, 3) == "S0C")
+  const native_role role = role_of(header);
+  if (role == native_role::none) return {};
+  if (header[3] == '2')
+    return role == native_role::client ? decode_client_v2(f) : decode_worker_v2(f);
+  // S0/1 headers are exactly 4 bytes (matched above): anything longer is not ours. Other versions
+  // are answered in S0/1, which every native peer reads.
+  if (header[3] == '1') return {};
+  if (role == native_role::client)
     return client_error(status::bad_version,
-                        "protocol version not supported: this broker speaks S0C1", f);
-  if (header.size() == 4 && header.substr(0, 3) == "S0W")
-    return worker_error(status::bad_version,
-                        "protocol version not supported: this broker speaks S0W1");
-  return {};
+                        "protocol version not supported: this broker speaks S0C1 and S0C2", f);
+  return worker_error(status::bad_version,
+                      "protocol version not supported: this broker speaks S0W1 and S0W2");
 }
+
+std::size_t ready_services(const frames& f, const inbound& in, service_names& out) noexcept {
+  std::size_t n = 0;
+  if (in.kind == inbound_kind::mdp_ready) {
+    out[n++] = in.service;
+  } else if (in.kind != inbound_kind::worker_ready) {
+    return 0;
+  } else if (in.version == version_2) {
+    reader r(in.services);
+    while (!r.empty() && n < out.size()) {
+      const std::string_view name = r.str8();
+      if (!r.ok()) break;
+      out[n++] = name;
+    }
+  } else {
+    for (std::size_t i = in.first; i < f.size() && n < out.size(); ++i) out[n++] = view(f[i]);
+  }
+  return n;
+}
+
+namespace {
+
+// S0/2 at a worker: "" · S0W2 command fields · body...
+worker_inbound decode_for_worker_v2(const frames& f) noexcept {
+  worker_inbound in;
+  const std::string_view packed = view(f[1]);
+  if (packed.size() < v2_head) return in;
+  reader r(packed.substr(v2_head));
+  switch (static_cast<worker_command>(v2_command(packed))) {
+    case worker_command::welcome:
+      in.heartbeat_ms = r.u32();
+      in.liveness = r.u32();
+      in.broker_heartbeat_ms = r.u32();
+      in.broker_id = r.u64();
+      in.endpoint = r.str16();
+      if (!r.complete()) return {};
+      in.kind = worker_inbound_kind::welcome;
+      break;
+    case worker_command::request:
+      in.job_id = r.u64();
+      in.timeout_ms = r.u32();
+      in.service = r.str8();
+      if (!r.complete() || !valid_service(in.service)) return {};
+      in.kind = worker_inbound_kind::request;
+      in.first = 2;
+      break;
+    case worker_command::disconnect:
+      if (!r.empty()) {
+        in.status = r.u16();
+        in.message = r.str16();
+        if (!r.complete()) return {};
+      }
+      in.kind = worker_inbound_kind::disconnect;
+      break;
+    case worker_command::stopping:
+      if (!r.complete()) return {};
+      in.kind = worker_inbound_kind::stopping;
+      break;
+    default:
+      return {};
+  }
+  in.version = version_2;
+  return in;
+}
+
+// S0/2 at a client: "" · S0C2 command fields · body...
+client_inbound decode_for_client_v2(const frames& f) noexcept {
+  client_inbound in;
+  const std::string_view packed = view(f[1]);
+  if (packed.size() < v2_head) return in;
+  reader r(packed.substr(v2_head));
+  switch (static_cast<client_command>(v2_command(packed))) {
+    case client_command::reply:
+      in.id = r.u64();
+      in.status = r.u16();
+      in.message = r.str16();
+      if (!r.complete()) return {};
+      in.kind = client_inbound_kind::reply;
+      break;
+    case client_command::pong:
+      if (!r.complete()) return {};
+      in.kind = client_inbound_kind::pong;
+      break;
+    default:
+      return {};
+  }
+  in.version = version_2;
+  in.first = 2;
+  return in;
+}
+
+bool starts_with(const zmq::message_t& m, std::string_view prefix) noexcept {
+  return view(m).substr(0, prefix.size()) == prefix;
+}
+
+}  // namespace
 
 worker_inbound decode_for_worker(const frames& f) noexcept {
   worker_inbound in;
+  if (f.size() >= 2 && f[0].size() == 0 && starts_with(f[1], worker_header_v2))
+    return decode_for_worker_v2(f);
   if (f.size() < 3 || f[0].size() != 0 || view(f[1]) != worker_header || f[2].size() != 1)
     return in;
   switch (static_cast<worker_command>(*static_cast<const std::uint8_t*>(f[2].data()))) {
@@ -214,6 +492,7 @@ worker_inbound decode_for_worker(const frames& f) noexcept {
       if (f.size() != 7 || f[3].size() != 4 || f[4].size() != 4 || f[6].size() != 8) return in;
       in.kind = worker_inbound_kind::welcome;
       in.heartbeat_ms = read_u32(f[3]);
+      in.broker_heartbeat_ms = in.heartbeat_ms;
       in.liveness = read_u32(f[4]);
       in.endpoint = view(f[5]);
       in.broker_id = read_u64(f[6]);
@@ -243,6 +522,8 @@ worker_inbound decode_for_worker(const frames& f) noexcept {
 
 client_inbound decode_for_client(const frames& f) noexcept {
   client_inbound in;
+  if (f.size() >= 2 && f[0].size() == 0 && starts_with(f[1], client_header_v2))
+    return decode_for_client_v2(f);
   if (f.size() < 3 || f[0].size() != 0 || view(f[1]) != client_header || f[2].size() != 1)
     return in;
   switch (static_cast<client_command>(*static_cast<const std::uint8_t*>(f[2].data()))) {
@@ -277,34 +558,124 @@ void append_head(frames& out, std::string_view header, std::uint8_t command) {
   out.emplace_back(header.data(), header.size());
   out.emplace_back(&command, 1);
 }
+
+// Writes big-endian fields into a frame sized beforehand (no copy, and no allocation at all for
+// frames up to libzmq's 33-byte inline size).
+class writer {
+ public:
+  explicit writer(zmq::message_t& m) noexcept : p_(static_cast<unsigned char*>(m.data())) {}
+  writer& uint(std::uint64_t v, std::size_t width) noexcept {
+    for (std::size_t i = 0; i < width; ++i)
+      p_[width - 1 - i] = static_cast<unsigned char>(v >> (8 * i));
+    p_ += width;
+    return *this;
+  }
+  writer& u8(std::uint8_t v) noexcept { return uint(v, 1); }
+  writer& u16(std::uint16_t v) noexcept { return uint(v, 2); }
+  writer& u32(std::uint32_t v) noexcept { return uint(v, 4); }
+  writer& u64(std::uint64_t v) noexcept { return uint(v, 8); }
+  writer& bytes(std::string_view s) noexcept {
+    if (!s.empty()) std::memcpy(p_, s.data(), s.size());
+    p_ += s.size();
+    return *this;
+  }
+  writer& str8(std::string_view s) noexcept {
+    s = s.substr(0, max_service_name);
+    return u8(static_cast<std::uint8_t>(s.size())).bytes(s);
+  }
+  writer& str16(std::string_view s) noexcept {
+    s = s.substr(0, max_message_length);
+    return u16(static_cast<std::uint16_t>(s.size())).bytes(s);
+  }
+
+ private:
+  unsigned char* p_;
+};
+
+std::size_t str8_size(std::string_view s) noexcept {
+  return 1 + std::min(s.size(), max_service_name);
+}
+std::size_t str16_size(std::string_view s) noexcept {
+  return 2 + std::min(s.size(), max_message_length);
+}
+
+// Appends the delimiter and an S0/2 header frame of `fields` bytes after the command byte; the
+// caller writes the fields through the returned writer.
+writer append_packed(frames& out, std::string_view header, std::uint8_t command,
+                     std::size_t fields) {
+  out.emplace_back();
+  out.emplace_back(v2_head + fields);
+  writer w(out.back());
+  w.bytes(header).u8(command);
+  return w;
+}
+
+constexpr auto cmd(client_command c) noexcept {
+  return static_cast<std::uint8_t>(c);
+}
+constexpr auto cmd(worker_command c) noexcept {
+  return static_cast<std::uint8_t>(c);
+}
 }  // namespace
 
 void append_client_request(frames& out, std::uint64_t id, std::string_view service,
-                           std::uint32_t timeout_ms) {
-  append_head(out, client_header, static_cast<std::uint8_t>(client_command::request));
+                           std::uint32_t timeout_ms, std::uint8_t version) {
+  if (version == version_2) {
+    append_packed(out, client_header_v2, cmd(client_command::request), 12 + str8_size(service))
+        .u64(id)
+        .u32(timeout_ms)
+        .str8(service);
+    return;
+  }
+  append_head(out, client_header, cmd(client_command::request));
   out.push_back(u64_frame(id));
   out.push_back(str_frame(service));
   out.push_back(u32_frame(timeout_ms));
 }
 
 void append_client_reply(frames& out, std::uint64_t id, std::uint16_t code,
-                         std::string_view message) {
-  append_head(out, client_header, static_cast<std::uint8_t>(client_command::reply));
+                         std::string_view message, std::uint8_t version) {
+  if (version == version_2) {
+    append_packed(out, client_header_v2, cmd(client_command::reply), 10 + str16_size(message))
+        .u64(id)
+        .u16(code)
+        .str16(message);
+    return;
+  }
+  append_head(out, client_header, cmd(client_command::reply));
   out.push_back(u64_frame(id));
   out.push_back(u16_frame(code));
   out.push_back(str_frame(message));
 }
 
-void append_client_ping(frames& out) {
-  append_head(out, client_header, static_cast<std::uint8_t>(client_command::ping));
+void append_client_ping(frames& out, std::uint8_t version) {
+  if (version == version_2) {
+    append_packed(out, client_header_v2, cmd(client_command::ping), 0);
+    return;
+  }
+  append_head(out, client_header, cmd(client_command::ping));
 }
-void append_client_pong(frames& out) {
-  append_head(out, client_header, static_cast<std::uint8_t>(client_command::pong));
+
+void append_client_pong(frames& out, std::uint8_t version) {
+  if (version == version_2) {
+    append_packed(out, client_header_v2, cmd(client_command::pong), 0);
+    return;
+  }
+  append_head(out, client_header, cmd(client_command::pong));
 }
 
 void append_worker_ready(frames& out, std::uint32_t concurrency, std::uint32_t heartbeat_ms,
-                         std::uint8_t flags, const std::vector<std::string_view>& services) {
-  append_head(out, worker_header, static_cast<std::uint8_t>(worker_command::ready));
+                         std::uint8_t flags, const std::vector<std::string_view>& services,
+                         std::uint8_t version) {
+  if (version == version_2) {
+    std::size_t size = 9;
+    for (auto s : services) size += str8_size(s);
+    writer w = append_packed(out, worker_header_v2, cmd(worker_command::ready), size);
+    w.u32(concurrency).u32(heartbeat_ms).u8(flags);
+    for (auto s : services) w.str8(s);
+    return;
+  }
+  append_head(out, worker_header, cmd(worker_command::ready));
   out.push_back(u32_frame(concurrency));
   out.push_back(u32_frame(heartbeat_ms));
   out.emplace_back(&flags, 1);
@@ -312,8 +683,18 @@ void append_worker_ready(frames& out, std::uint32_t concurrency, std::uint32_t h
 }
 
 void append_worker_welcome(frames& out, std::uint32_t heartbeat_ms, std::uint32_t liveness,
-                           std::string_view endpoint, std::uint64_t broker_id) {
-  append_head(out, worker_header, static_cast<std::uint8_t>(worker_command::welcome));
+                           std::string_view endpoint, std::uint64_t broker_id, std::uint8_t version,
+                           std::uint32_t broker_heartbeat_ms) {
+  if (version == version_2) {
+    append_packed(out, worker_header_v2, cmd(worker_command::welcome), 20 + str16_size(endpoint))
+        .u32(heartbeat_ms)
+        .u32(liveness)
+        .u32(broker_heartbeat_ms != 0 ? broker_heartbeat_ms : heartbeat_ms)
+        .u64(broker_id)
+        .str16(endpoint);
+    return;
+  }
+  append_head(out, worker_header, cmd(worker_command::welcome));
   out.push_back(u32_frame(heartbeat_ms));
   out.push_back(u32_frame(liveness));
   out.push_back(str_frame(endpoint));
@@ -321,35 +702,64 @@ void append_worker_welcome(frames& out, std::uint32_t heartbeat_ms, std::uint32_
 }
 
 void append_worker_request(frames& out, std::uint64_t job_id, std::string_view service,
-                           std::uint32_t timeout_ms) {
-  append_head(out, worker_header, static_cast<std::uint8_t>(worker_command::request));
+                           std::uint32_t timeout_ms, std::uint8_t version) {
+  if (version == version_2) {
+    append_packed(out, worker_header_v2, cmd(worker_command::request), 12 + str8_size(service))
+        .u64(job_id)
+        .u32(timeout_ms)
+        .str8(service);
+    return;
+  }
+  append_head(out, worker_header, cmd(worker_command::request));
   out.push_back(u64_frame(job_id));
   out.push_back(str_frame(service));
   out.push_back(u32_frame(timeout_ms));
 }
 
 void append_worker_reply(frames& out, std::uint64_t job_id, std::uint16_t code,
-                         std::string_view message) {
-  append_head(out, worker_header, static_cast<std::uint8_t>(worker_command::reply));
+                         std::string_view message, std::uint8_t version) {
+  if (version == version_2) {
+    append_packed(out, worker_header_v2, cmd(worker_command::reply), 10 + str16_size(message))
+        .u64(job_id)
+        .u16(code)
+        .str16(message);
+    return;
+  }
+  append_head(out, worker_header, cmd(worker_command::reply));
   out.push_back(u64_frame(job_id));
   out.push_back(u16_frame(code));
   out.push_back(str_frame(message));
 }
 
-void append_worker_heartbeat(frames& out) {
-  append_head(out, worker_header, static_cast<std::uint8_t>(worker_command::heartbeat));
+void append_worker_heartbeat(frames& out, std::uint8_t version) {
+  if (version == version_2) {
+    append_packed(out, worker_header_v2, cmd(worker_command::heartbeat), 0);
+    return;
+  }
+  append_head(out, worker_header, cmd(worker_command::heartbeat));
 }
 
-void append_worker_disconnect(frames& out, std::uint16_t code, std::string_view message) {
-  append_head(out, worker_header, static_cast<std::uint8_t>(worker_command::disconnect));
+void append_worker_disconnect(frames& out, std::uint16_t code, std::string_view message,
+                              std::uint8_t version) {
+  if (version == version_2) {
+    const std::size_t size = code != 0 ? 2 + str16_size(message) : 0;
+    writer w = append_packed(out, worker_header_v2, cmd(worker_command::disconnect), size);
+    if (code != 0) w.u16(code).str16(message);
+    return;
+  }
+  append_head(out, worker_header, cmd(worker_command::disconnect));
   if (code != 0) {
     out.push_back(u16_frame(code));
     out.push_back(str_frame(message));
   }
 }
 
-void append_worker_stopping(frames& out) {
-  append_head(out, worker_header, static_cast<std::uint8_t>(worker_command::stopping));
+void append_worker_stopping(frames& out, std::uint8_t version) {
+  if (version == version_2) {
+    append_packed(out, worker_header_v2, cmd(worker_command::stopping), 0);
+    return;
+  }
+  append_head(out, worker_header, cmd(worker_command::stopping));
 }
 
 void append_heartbeat(frames& out, std::uint64_t broker_id, std::uint64_t sequence) {

@@ -104,6 +104,9 @@ struct worker::impl {
     if (options.concurrency < 1 || options.concurrency > protocol::max_concurrency)
       throw error(status::bad_request, "concurrency must be 1-1024");
     if (!handler) throw error(status::bad_request, "a worker needs a handler");
+    if (options.protocol_version != protocol::version_1 &&
+        options.protocol_version != protocol::version_2)
+      throw error(status::bad_request, "worker protocol_version must be 1 or 2");
     try {  // fail here, not in run(), on an endpoint ZeroMQ cannot parse
       zmq::socket_t probe(context, zmq::socket_type::dealer);
       probe.set(zmq::sockopt::linger, 0);
@@ -154,9 +157,9 @@ struct worker::impl {
     sub = zmq::socket_t();
     out.clear();
     std::vector<std::string_view> names(options.services.begin(), options.services.end());
-    protocol::append_worker_ready(out, options.concurrency,
-                                  static_cast<std::uint32_t>(options.heartbeat_interval.count()),
-                                  options.idempotent ? protocol::flag_idempotent : 0, names);
+    protocol::append_worker_ready(
+        out, options.concurrency, static_cast<std::uint32_t>(options.heartbeat_interval.count()),
+        options.idempotent ? protocol::flag_idempotent : 0, names, options.protocol_version);
     send(out);
     st = state::registering;
     const auto guess = std::max(options.heartbeat_interval, milliseconds(1000));
@@ -199,11 +202,18 @@ struct worker::impl {
     const auto d = protocol::decode_for_worker(in);
     using k = protocol::worker_inbound_kind;
     if (d.kind == k::invalid) return;
-    broker_alive_until = now + interval * liveness;
+    broker_alive_until = now + broker_interval * liveness;
     switch (d.kind) {
       case k::welcome: {
+        if (st == state::ready && d.broker_id == broker_id) {
+          // S0/2: the broker changed the interval it grants (its fleet grew or shrank).
+          interval = milliseconds(std::max<std::uint32_t>(d.heartbeat_ms, 10));
+          next_heartbeat = std::min(next_heartbeat, now + interval);
+          return;
+        }
         if (st != state::registering) return;
         interval = milliseconds(std::max<std::uint32_t>(d.heartbeat_ms, 10));
+        broker_interval = milliseconds(std::max<std::uint32_t>(d.broker_heartbeat_ms, 10));
         liveness = std::max<std::uint32_t>(d.liveness, 1);
         broker_id = d.broker_id;
         const std::string hb = resolve_endpoint(std::string(d.endpoint), options.broker);
@@ -217,7 +227,7 @@ struct worker::impl {
         }
         st = state::ready;
         backoff = options.reconnect_min;
-        broker_alive_until = now + interval * liveness;
+        broker_alive_until = now + broker_interval * liveness;
         next_heartbeat = now + interval;
         event("registered with " + options.broker + " (heartbeat " +
               std::to_string(interval.count()) + " ms)");
@@ -282,7 +292,7 @@ struct worker::impl {
       connect(now);
       return;
     }
-    broker_alive_until = now + interval * liveness;
+    broker_alive_until = now + broker_interval * liveness;
   }
 
   void send_results() {
@@ -309,7 +319,7 @@ struct worker::impl {
     --in_flight;
     if (job_epoch != epoch || !dealer) return;  // the broker that sent it is gone
     out.clear();
-    protocol::append_worker_reply(out, id, result.status, result.message);
+    protocol::append_worker_reply(out, id, result.status, result.message, options.protocol_version);
     for (auto& b : result.body) out.push_back(std::move(b));
     send(out);
   }
@@ -318,13 +328,13 @@ struct worker::impl {
     drain_deadline = now + options.drain_timeout;
     if (st == state::ready) {
       out.clear();
-      protocol::append_worker_stopping(out);
+      protocol::append_worker_stopping(out, options.protocol_version);
       send(out);
-      ack_deadline = now + interval * liveness;
+      ack_deadline = now + broker_interval * liveness;
     } else {
       // Registering: the broker may already have us on its books.
       out.clear();
-      protocol::append_worker_disconnect(out, 0, {});
+      protocol::append_worker_disconnect(out, 0, {}, options.protocol_version);
       send(out);
       close_connection();
     }
@@ -336,7 +346,7 @@ struct worker::impl {
     const bool acked = stopping_acked || !dealer || now >= ack_deadline;
     if (acked && in_flight == 0) {
       out.clear();
-      protocol::append_worker_disconnect(out, 0, {});
+      protocol::append_worker_disconnect(out, 0, {}, options.protocol_version);
       send(out);
       return true;
     }
@@ -345,7 +355,7 @@ struct worker::impl {
       // once instead of after heartbeat expiry.
       event("drain timeout: " + std::to_string(in_flight) + " requests still in flight");
       out.clear();
-      protocol::append_worker_disconnect(out, 0, {});
+      protocol::append_worker_disconnect(out, 0, {}, options.protocol_version);
       send(out);
       return true;
     }
@@ -379,7 +389,7 @@ struct worker::impl {
       if (st == state::disconnected && now >= reconnect_at) connect(now);
       if ((st == state::ready || st == state::stopping) && dealer && now >= next_heartbeat) {
         out.clear();
-        protocol::append_worker_heartbeat(out);
+        protocol::append_worker_heartbeat(out, options.protocol_version);
         send(out);
         next_heartbeat = now + interval;
       }
@@ -430,7 +440,8 @@ struct worker::impl {
   state st = state::disconnected;
   std::uint64_t epoch = 0;
   std::uint64_t broker_id = 0;
-  milliseconds interval{1000};
+  milliseconds interval{1000};         // ours: how often we send HEARTBEAT
+  milliseconds broker_interval{1000};  // the broker's: how often it publishes
   std::uint32_t liveness = 3;
   milliseconds backoff{1000};
   clock::time_point broker_alive_until{};

@@ -1,7 +1,8 @@
 // libFuzzer target for the wire decoders. The input is split into frames by a one-byte length
 // prefix (length, then that many bytes; a short last frame takes what is left), and the frames go
 // through all four decoders. A decoder must not crash, and every view it returns must lie inside
-// the frames it was given: anything else traps.
+// the frames it was given: anything else traps. S0/2 packed frames are covered by the same split
+// (a frame starting "S0C2" / "S0W2").
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -51,11 +52,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check(in.first <= f.size());
   if (in.kind == inbound_kind::client_error || in.kind == inbound_kind::worker_error)
     check(!in.reason.empty() && in.status >= 400 && in.status <= 599);
-  if (in.kind == inbound_kind::client_error)
+  check(inside(in.message, f) && inside(in.services, f));
+  if (in.kind == inbound_kind::client_error && in.version == version_1)
     check(in.id == (f.size() > 4 && f[4].size() == 8 ? read_u64(f[4]) : 0));
-  if (in.kind == inbound_kind::worker_ready)
+  if (in.kind == inbound_kind::worker_ready) {
     check(in.concurrency >= 1 && in.concurrency <= max_concurrency &&
-          (in.flags & ~flag_idempotent) == 0 && f.size() - in.first <= max_services_per_worker);
+          (in.flags & ~flag_idempotent) == 0);
+    service_names names{};
+    const std::size_t n = ready_services(f, in, names);
+    check(n >= 1 && n <= max_services_per_worker && names[0] == in.service);
+    for (std::size_t i = 0; i < n; ++i)
+      check(inside(names[i], f) && !names[i].empty() && names[i].size() <= max_service_name);
+  }
 
   const worker_inbound wi = decode_for_worker(f);
   check(inside(wi.service, f) && inside(wi.endpoint, f) && inside(wi.message, f));

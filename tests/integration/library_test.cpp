@@ -97,6 +97,45 @@ TEST(library, synchronous_request_round_trip) {
   EXPECT_EQ(r.text(), "abc");
 }
 
+TEST(library, s01_and_s02_clients_and_workers_mix_through_one_broker) {
+  running_broker b;
+  auto o1 = options_for(b, {"mixed"});
+  o1.protocol_version = 1;
+  auto o2 = options_for(b, {"mixed"});
+  o2.protocol_version = 2;
+  std::atomic<int> by_v1{0}, by_v2{0};
+  running_worker w1(o1, [&](job& j) {
+    ++by_v1;
+    return job_result::ok("v1:" + j.text(), "from v1");
+  });
+  running_worker w2(o2, [&](job& j) {
+    ++by_v2;
+    return job_result::ok("v2:" + j.text(), "from v2");
+  });
+  client_options c1o;
+  c1o.protocol_version = 1;
+  client c1(b.endpoints().frontend, c1o);
+  client c2(b.endpoints().frontend);  // S0/2 by default
+  await_service(c2, "mixed");
+  // Until both workers have served (the second may register a moment after the first), and at
+  // least 20 requests: every reply comes back whole, whichever framings met.
+  for (int i = 0; i < 400 && (i < 20 || by_v1 == 0 || by_v2 == 0); ++i) {
+    client& c = i % 2 ? c1 : c2;
+    const std::string body = "r" + std::to_string(i);
+    std::vector<zmq::message_t> f;
+    f.emplace_back(body.data(), body.size());
+    const reply r = c.call("mixed", std::move(f));
+    ASSERT_EQ(r.status, status::ok);
+    const std::string text = r.text();
+    EXPECT_TRUE(text == "v1:" + body || text == "v2:" + body) << text;
+    EXPECT_EQ(r.message, text.substr(0, 2) == "v1" ? "from v1" : "from v2");
+    if (by_v1 == 0 || by_v2 == 0) std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_GT(by_v1.load(), 0);
+  EXPECT_GT(by_v2.load(), 0);
+  EXPECT_THROW(client(b.endpoints().frontend, client_options{.protocol_version = 3}), error);
+}
+
 TEST(library, errors_are_thrown_with_their_status) {
   broker_options o = running_broker::loopback();
   o.no_worker_timeout = 100ms;

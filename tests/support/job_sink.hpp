@@ -12,7 +12,12 @@ class job_sink : public outbox {
   bool send(std::uint8_t, frames& msg) override {
     if (msg.size() > 4 && msg[3].size() == 1 && *static_cast<const char*>(msg[3].data()) == 2 &&
         msg[4].size() == 8)
-      last_job = protocol::read_u64(msg[4]);
+      last_job = protocol::read_u64(msg[4]);  // S0/1 REQUEST: job-id frame
+    if (msg.size() > 2 && protocol::view(msg[2]).substr(0, 5) == "S0W2\x02" &&
+        msg[2].size() >= 13) {
+      last_job = 0;  // S0/2 REQUEST: the job-id follows the command byte
+      for (unsigned char c : protocol::view(msg[2]).substr(5, 8)) last_job = (last_job << 8) | c;
+    }
     ++sent;
     return true;
   }

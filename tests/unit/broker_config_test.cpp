@@ -24,27 +24,20 @@ using scale0::cli::setting_names;
 using scale0::cli::to_toml;
 
 // The documented keys, in the documented order (`scale0 broker --help`).
-const std::vector<std::string> kDocumentedKeys = {"frontend",
-                                                  "backend",
-                                                  "heartbeat",
-                                                  "heartbeat-interval",
-                                                  "liveness",
-                                                  "no-worker-timeout",
-                                                  "request-timeout",
-                                                  "drain-timeout",
-                                                  "max-frames",
-                                                  "max-message-bytes",
-                                                  "max-queue",
-                                                  "max-services",
-                                                  "max-client-inflight",
-                                                  "idempotent",
-                                                  "metrics-listen",
-                                                  "log-level",
-                                                  "log-format"};
+const std::vector<std::string> kDocumentedKeys = {"frontend",          "backend",
+                                                  "heartbeat",         "heartbeat-interval",
+                                                  "liveness",          "max-worker-heartbeats",
+                                                  "no-worker-timeout", "request-timeout",
+                                                  "drain-timeout",     "max-frames",
+                                                  "max-message-bytes", "max-queue",
+                                                  "max-services",      "max-client-inflight",
+                                                  "idempotent",        "metrics-listen",
+                                                  "log-level",         "log-format"};
 
 const std::vector<std::string> kIntKeys = {
-    "heartbeat-interval", "liveness",           "no-worker-timeout", "request-timeout",
-    "drain-timeout",      "max-frames",         "max-message-bytes", "max-queue",
+    "heartbeat-interval", "liveness",           "max-worker-heartbeats",
+    "no-worker-timeout",  "request-timeout",    "drain-timeout",
+    "max-frames",         "max-message-bytes",  "max-queue",
     "max-services",       "max-client-inflight"};
 
 // Every field compared, with the field's name in the failure message.
@@ -54,6 +47,7 @@ void ExpectSame(const broker_settings& a, const broker_settings& b) {
   EXPECT_EQ(a.heartbeat, b.heartbeat) << "heartbeat";
   EXPECT_EQ(a.heartbeat_interval, b.heartbeat_interval) << "heartbeat-interval";
   EXPECT_EQ(a.liveness, b.liveness) << "liveness";
+  EXPECT_EQ(a.max_worker_heartbeats, b.max_worker_heartbeats) << "max-worker-heartbeats";
   EXPECT_EQ(a.no_worker_timeout, b.no_worker_timeout) << "no-worker-timeout";
   EXPECT_EQ(a.request_timeout, b.request_timeout) << "request-timeout";
   EXPECT_EQ(a.drain_timeout, b.drain_timeout) << "drain-timeout";
@@ -76,6 +70,7 @@ broker_settings NonDefault() {
   s.heartbeat = "tcp://127.0.0.1:7003";
   s.heartbeat_interval = 250;
   s.liveness = 5;
+  s.max_worker_heartbeats = 250;
   s.no_worker_timeout = 1500;
   s.request_timeout = 45000;
   s.drain_timeout = 2500;
@@ -95,6 +90,7 @@ broker_settings NonDefault() {
 void SetInt(broker_settings& s, const std::string& name, std::int64_t v) {
   if (name == "heartbeat-interval") s.heartbeat_interval = v;
   if (name == "liveness") s.liveness = v;
+  if (name == "max-worker-heartbeats") s.max_worker_heartbeats = v;
   if (name == "no-worker-timeout") s.no_worker_timeout = v;
   if (name == "request-timeout") s.request_timeout = v;
   if (name == "drain-timeout") s.drain_timeout = v;
@@ -152,6 +148,7 @@ TEST_F(broker_config_test, LoadsAGoodFile) {
                                  "heartbeat = \"tcp://127.0.0.1:7003\"\n"
                                  "heartbeat-interval = 250\n"
                                  "liveness = 5\n"
+                                 "max-worker-heartbeats = 250\n"
                                  "no-worker-timeout = 1_500\n"
                                  "request-timeout = 45000\n"
                                  "drain-timeout = 2500\n"

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -342,6 +343,196 @@ TEST_F(core_test, heartbeats_keep_a_worker_alive_and_one_pub_send_per_interval_s
   EXPECT_EQ(core->counters().heartbeats_missed, 0u);
 }
 
+// ---- S0/2 peers and heartbeat intervals that grow with the fleet ----
+
+std::string str8(const std::string& s) {
+  return std::string(1, static_cast<char>(s.size())) + s;
+}
+
+class fleet_test : public core_test {
+ protected:
+  // An S0/2 READY for one service.
+  void ready_v2(const std::string& id, std::uint32_t heartbeat_ms = 0) {
+    deliver(
+        1, {id, "", "S0W2\x01" + u32(1) + u32(heartbeat_ms) + std::string(1, '\0') + str8("idle")});
+  }
+  void heartbeat_v2(const std::string& id) { deliver(1, {id, "", "S0W2\x04"}); }
+  // The heartbeat-ms of every WELCOME `id` got (S0/2: packed after "S0W2" 0x06; S0/1: frame 4),
+  // taking them from the record.
+  std::vector<std::uint32_t> welcomes(const std::string& id) {
+    std::vector<std::uint32_t> ms;
+    for (auto& m : out.take(id)) {
+      if (m.size() == 3 && m[2].substr(0, 5) == "S0W2\x06") {
+        zmq::message_t f(m[2].data() + 5, 4);
+        ms.push_back(protocol::read_u32(f));
+        zmq::message_t base(m[2].data() + 13, 4);
+        EXPECT_EQ(protocol::read_u32(base), 1000u) << "broker interval stays the base";
+      } else if (m.size() == 8 && m[2] == "S0W1" && m[3] == "\x06") {
+        zmq::message_t f(m[4].data(), 4);
+        ms.push_back(protocol::read_u32(f));
+      }
+    }
+    return ms;
+  }
+  std::string name(int i) { return "w" + std::to_string(i); }
+};
+
+TEST_F(fleet_test, the_granted_interval_grows_with_the_fleet_to_hold_the_heartbeat_rate) {
+  broker_options o;
+  o.max_worker_heartbeats = 10;  // per second; base interval 1000 ms
+  reset(o);
+  for (int i = 0; i < 10; ++i) ready_v2(name(i));
+  EXPECT_EQ(welcomes(name(9)), (std::vector<std::uint32_t>{1000}));  // 10 a second: fits
+  ready_v2(name(10));
+  EXPECT_EQ(welcomes(name(10)), (std::vector<std::uint32_t>{2000}));  // 11 workers: 2 s
+  for (int i = 11; i < 35; ++i) ready_v2(name(i));
+  EXPECT_EQ(welcomes(name(34)), (std::vector<std::uint32_t>{4000}));  // 35 workers: 4 s
+  EXPECT_EQ(core->granted_interval(), 4000ms);
+
+  // Workers that joined earlier are told the new interval at the next broker heartbeat.
+  advance(1000ms);
+  EXPECT_EQ(welcomes(name(0)), (std::vector<std::uint32_t>{1000, 4000}));
+  EXPECT_EQ(welcomes(name(10)), (std::vector<std::uint32_t>{4000}));  // its 2000 was read above
+  EXPECT_TRUE(welcomes(name(34)).empty()) << "already at 4 s: no message";
+
+  // At their new interval every worker lives on, and the broker still publishes every second.
+  out.published.clear();
+  for (int round = 0; round < 5; ++round) {
+    advance(4000ms);
+    for (int i = 0; i < 35; ++i) heartbeat_v2(name(i));
+  }
+  EXPECT_EQ(core->worker_count(), 35u);
+  EXPECT_EQ(core->counters().workers_expired, 0u);
+  EXPECT_EQ(core->counters().heartbeats_missed, 0u);
+  EXPECT_EQ(out.published.size(), 20u);
+  // 35 workers at 4 s: 8.75 heartbeats a second, under the 10 asked for.
+}
+
+TEST_F(fleet_test, liveness_counts_intervals_of_the_granted_length) {
+  broker_options o;
+  o.max_worker_heartbeats = 1;  // two workers: 2 s each
+  reset(o);
+  ready_v2("a");
+  ready_v2("b");
+  EXPECT_EQ(welcomes("b"), (std::vector<std::uint32_t>{2000}));
+  advance(1000ms);
+  EXPECT_EQ(welcomes("a"), (std::vector<std::uint32_t>{1000, 2000}));
+  // "a" goes silent; "b" heartbeats every 2 s. "a" is gone after 3 x 2 s, not 3 x 1 s.
+  for (int i = 0; i < 2; ++i) {
+    advance(2000ms);
+    heartbeat_v2("b");
+  }
+  EXPECT_EQ(core->worker_count(), 2u) << "5 s of silence is within 3 x 2 s";
+  advance(1300ms);
+  EXPECT_EQ(core->worker_count(), 1u);
+  EXPECT_EQ(core->counters().workers_expired, 1u);
+}
+
+TEST_F(fleet_test, a_shrinking_fleet_gets_shorter_intervals_without_false_misses) {
+  broker_options o;
+  o.max_worker_heartbeats = 2;
+  reset(o);
+  for (int i = 0; i < 8; ++i) ready_v2(name(i));  // 8 workers: 4 s
+  advance(1000ms);
+  for (int i = 0; i < 8; ++i) welcomes(name(i));
+  for (int i = 2; i < 8; ++i) deliver(1, {name(i), "", "S0W2\x05"});  // 6 leave: 2 left
+  advance(1000ms);  // 2 workers need 1 s, less than half of 4 s: told so
+  EXPECT_EQ(welcomes(name(0)), (std::vector<std::uint32_t>{1000}));
+  // They were last heard 2 s ago under a 4 s interval; the first message after is not a miss.
+  heartbeat_v2(name(0));
+  heartbeat_v2(name(1));
+  for (int i = 0; i < 4; ++i) {
+    advance(1000ms);
+    heartbeat_v2(name(0));
+    heartbeat_v2(name(1));
+  }
+  EXPECT_EQ(core->worker_count(), 2u);
+  EXPECT_EQ(core->counters().heartbeats_missed, 0u);
+  advance(3100ms);  // now 3 x 1 s of silence is enough
+  EXPECT_EQ(core->worker_count(), 0u);
+}
+
+TEST_F(fleet_test, a_short_deadline_after_long_ones_is_still_checked_in_time) {
+  ready_v2("slow", 10000);  // deadline 30 s away: the expiry walk has nothing to do for a while
+  advance(500ms);
+  ready_v2("fast");  // 1 s interval, then silent
+  advance(2900ms);
+  EXPECT_EQ(core->worker_count(), 2u);
+  advance(300ms);  // 3 x 1 s after its READY, plus one expiry scan
+  EXPECT_EQ(core->worker_count(), 1u);
+  EXPECT_EQ(core->counters().workers_expired, 1u);
+  // A worker that joins with a nearer deadline than any the last walk saw is found in time too.
+  advance(1000ms);
+  ready("x", {"idle"});
+  advance(3300ms);
+  EXPECT_EQ(core->worker_count(), 1u);
+  EXPECT_EQ(core->counters().workers_expired, 2u);
+}
+
+TEST_F(fleet_test, s01_workers_are_counted_but_never_sent_an_unsolicited_welcome) {
+  broker_options o;
+  o.max_worker_heartbeats = 1;
+  reset(o);
+  ready("old", {"idle"});
+  EXPECT_EQ(welcomes("old"), (std::vector<std::uint32_t>{1000}));
+  ready_v2("new");
+  EXPECT_EQ(welcomes("new"), (std::vector<std::uint32_t>{2000}));
+  advance(1500ms);  // heartbeat ticks, within everyone's liveness
+  EXPECT_TRUE(welcomes("old").empty());
+  ready("also-old", {"idle"});
+  EXPECT_EQ(welcomes("also-old"), (std::vector<std::uint32_t>{3000}));
+}
+
+TEST_F(fleet_test, zero_rate_keeps_the_broker_interval_and_a_longer_request_is_kept) {
+  broker_options o;
+  o.max_worker_heartbeats = 0;
+  reset(o);
+  for (int i = 0; i < 100; ++i) ready_v2(name(i));
+  EXPECT_EQ(welcomes(name(99)), (std::vector<std::uint32_t>{1000}));
+  o.max_worker_heartbeats = 50;
+  reset(o);
+  out.sent.clear();
+  ready_v2("slow", 7000);
+  for (int i = 0; i < 120; ++i) ready_v2(name(i));  // 121 workers: 3 s
+  advance(1000ms);
+  EXPECT_EQ(welcomes("slow"), (std::vector<std::uint32_t>{7000})) << "never below its request";
+  EXPECT_EQ(welcomes(name(0)), (std::vector<std::uint32_t>{1000, 3000}));
+}
+
+TEST_F(fleet_test, status_shows_each_workers_framing_and_granted_interval) {
+  broker_options o;
+  o.max_worker_heartbeats = 1;
+  reset(o);
+  ready("old", {"idle"});
+  ready_v2("new");
+  request("c", 1, "scale0.status");
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  const auto j = nlohmann::json::parse(r[0].back());
+  std::map<std::string, std::pair<std::string, double>> seen;
+  for (const auto& w : j["workers"])
+    seen[w["protocol"].get<std::string>()] = {w["id"].get<std::string>(),
+                                              w["heartbeat_interval_ms"].get<double>()};
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen["S0W1"].second, 1000);
+  EXPECT_EQ(seen["S0W2"].second, 2000);
+}
+
+TEST_F(fleet_test, s02_client_gets_its_reply_in_s02_from_an_s01_worker) {
+  ready("w1", {"echo"});
+  out.take("w1");
+  deliver(0, {"c2", "", "S0C2\x01" + u64(5) + u32(0) + str8("echo"), "ping"});
+  auto jobs = jobs_of("w1");
+  ASSERT_EQ(jobs.size(), 1u);  // S0/1 to the S0/1 worker
+  EXPECT_EQ(jobs[0][7], "ping");
+  reply("w1", as_u64(jobs[0][4]), "pong");
+  auto r = out.take("c2");
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_EQ(r[0].size(), 4u);  // identity "" packed body
+  EXPECT_EQ(r[0][2], "S0C2\x02" + u64(5) + u16(200) + u16(3) + "msg");
+  EXPECT_EQ(r[0][3], "pong");
+}
+
 TEST_F(core_test, idempotent_request_of_a_dead_worker_goes_to_another_once) {
   ready("w1", {"echo"}, 1, protocol::flag_idempotent);
   ready("w2", {"echo"}, 1, protocol::flag_idempotent);
@@ -491,7 +682,7 @@ TEST_F(core_test, bounded_queue_and_per_client_inflight) {
 
 TEST_F(core_test, malformed_client_messages_are_answered_and_garbage_is_counted) {
   deliver(0, {"c", "", "S0C1", "\x09", u64(3)});
-  deliver(0, {"c", "", "S0C2", "\x01", u64(4)});
+  deliver(0, {"c", "", "S0C3", "\x01", u64(4)});
   deliver(0, {"c", "", "S0C1", "\x01", u64(5), "", u32(0)});
   deliver(0, {"c"});
   deliver(0, {"c", "junk"});

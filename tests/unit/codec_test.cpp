@@ -74,6 +74,22 @@ std::string byte(int b) {
   return std::string(1, static_cast<char>(b));
 }
 
+// S0/2 pieces, from the spec: strings with a 1- or 2-byte length, and the packed header frame.
+std::string s8(std::string_view v) {
+  return byte(static_cast<int>(v.size())) + std::string(v);
+}
+std::string s16(std::string_view v) {
+  return u16(static_cast<std::uint16_t>(v.size())) + std::string(v);
+}
+std::string packed(std::string_view header, int command, const std::string& fields) {
+  return std::string(header) + byte(command) + fields;
+}
+std::uint64_t be_read(std::string_view b) {
+  std::uint64_t v = 0;
+  for (unsigned char c : b) v = (v << 8) | c;
+  return v;
+}
+
 void push(frames& f, std::string_view s) {
   f.emplace_back(s.data(), s.size());
 }
@@ -266,8 +282,8 @@ TEST(CodecRoundTrip, WorkerReply) {
       ASSERT_EQ(in.kind, inbound_kind::worker_reply);
       EXPECT_EQ(in.id, 0xA1B2C3D4E5F60718u);
       EXPECT_EQ(in.reply_status, code);
-      ASSERT_EQ(in.first, 6u);  // the message frame, then the body
-      EXPECT_EQ(str(f[6]), message);
+      EXPECT_EQ(in.message, message);
+      ASSERT_EQ(in.first, 7u);  // the body
       EXPECT_EQ(str(f[7]), "result");
     }
   }
@@ -518,7 +534,7 @@ TEST(CodecMalformed, UnrecognisedHeaderIsDropped) {
 }
 
 TEST(CodecMalformed, UnknownClientVersionIs505WithTheRequestIdWhenReadable) {
-  for (const std::string& header : {"S0C2"s, "S0C0"s, "S0C9"s, "S0C\xFF"s}) {
+  for (const std::string& header : {"S0C3"s, "S0C0"s, "S0C9"s, "S0C\xFF"s}) {
     inbound in = decode({"", header, byte(1), u64(0xCAFE), "echo", u32(0)});
     ASSERT_EQ(in.kind, inbound_kind::client_error) << header;
     EXPECT_EQ(in.status, st::bad_version);
@@ -543,7 +559,7 @@ TEST(CodecMalformed, UnknownClientVersionIs505WithTheRequestIdWhenReadable) {
 }
 
 TEST(CodecMalformed, UnknownWorkerVersionIs505) {
-  for (const std::string& header : {"S0W9"s, "S0W2"s, "S0W0"s}) {
+  for (const std::string& header : {"S0W9"s, "S0W3"s, "S0W0"s}) {
     inbound in = decode({"", header, byte(1), u32(1), u32(0), byte(0), "echo"});
     ASSERT_EQ(in.kind, inbound_kind::worker_error) << header;
     EXPECT_EQ(in.status, st::bad_version);
@@ -955,9 +971,24 @@ class generator {
 
   // A frame at logical position p: -1 identity, 0 delimiter, 1 header, 2 command, 3+ fields.
   std::string frame(int p, bool pub_view) {
-    static const std::array<std::string, 14> headers = {
-        "S0C1", "S0W1", "MDPC01", "MDPW01", "S0H1",  "S0C2",    "S0W9",
-        "S0C",  "S0W",  "MDPC02", "",       "S0C11", "S0W1\0"s, "X"};
+    static const std::array<std::string, 17> headers = {
+        "S0C1",
+        "S0W1",
+        "MDPC01",
+        "MDPW01",
+        "S0H1",
+        "S0C2",
+        "S0W9",
+        "S0C",
+        "S0W",
+        "MDPC02",
+        "",
+        "S0C11",
+        "S0W1\0"s,
+        "X",
+        "S0C3x",
+        "S0W2\x04",
+        "S0C2\x01" + std::string(12, '\0') + "\x01s"};
     if (p == 0 && chance(80)) return "";
     if (p == 1 && chance(80)) return headers[below(headers.size())];
     if (p == 2 && !pub_view && chance(80))
@@ -999,6 +1030,8 @@ class generator {
     const std::string service = chance(90) ? "svc" + std::to_string(below(10))
                                            : std::string(1 + below(max_service_name), 'n');
     strings m;
+    const std::uint64_t v2 = below(4);  // a quarter of the native messages in S0/2 framing
+    if (v2 == 0) return with_body(valid_v2(service));
     switch (below(17)) {
       case 0:
         m = {"", "S0C1", byte(1), u64(rng_()), service, u32(static_cast<std::uint32_t>(rng_()))};
@@ -1067,6 +1100,51 @@ class generator {
         m = {"", "MDPW01", byte(5)};
         break;
     }
+    return with_body(std::move(m));
+  }
+
+  // A well-formed S0/2 message: "" · packed header frame.
+  strings valid_v2(const std::string& service) {
+    const auto u = [&](std::size_t bits) { return rng_() & ((std::uint64_t{1} << bits) - 1); };
+    switch (below(11)) {
+      case 0:
+        return {"", packed("S0C2", 1,
+                           u64(rng_()) + u32(static_cast<std::uint32_t>(u(32))) + s8(service))};
+      case 1:
+        return {"", packed("S0C2", 3, "")};
+      case 2: {
+        std::string fields = u32(static_cast<std::uint32_t>(1 + below(max_concurrency))) +
+                             u32(static_cast<std::uint32_t>(below(5000))) +
+                             byte(static_cast<int>(below(2)));
+        const std::size_t services = 1 + below(chance(95) ? 4 : max_services_per_worker);
+        for (std::size_t i = 0; i < services; ++i) fields += s8(service + std::to_string(i));
+        return {"", packed("S0W2", 1, fields)};
+      }
+      case 3:
+        return {"", packed("S0W2", 3,
+                           u64(rng_()) + u16(static_cast<std::uint16_t>(200 + below(400))) +
+                               s16("message"))};
+      case 4:
+        return {"", packed("S0W2", 4, "")};
+      case 5:
+        return {"", packed("S0W2", 5, chance(50) ? "" : u16(400) + s16("unknown worker"))};
+      case 6:
+        return {"", packed("S0W2", 7, "")};
+      case 7:
+        return {"", packed("S0W2", 6,
+                           u32(5000) + u32(3) + u32(1000) + u64(rng_()) + s16("tcp://*:5557"))};
+      case 8:
+        return {"",
+                packed("S0W2", 2,
+                       u64(rng_()) + u32(1 + static_cast<std::uint32_t>(below(9))) + s8(service))};
+      case 9:
+        return {"", packed("S0C2", 2, u64(rng_()) + u16(200) + s16("ok"))};
+      default:
+        return {"", packed("S0C2", 4, "")};
+    }
+  }
+
+  strings with_body(strings m) {
     const std::size_t body = below(4);
     for (std::size_t i = 0; i < body; ++i) m.push_back(random_bytes(below(41)));
     return m;
@@ -1117,9 +1195,14 @@ std::string check_inbound(const frames& f, const inbound& in) {
       if (in.status != st::bad_request && in.status != st::too_large &&
           in.status != st::not_implemented && in.status != st::bad_version)
         return "client_error with status " + std::to_string(in.status);
-      if (f.size() < 3 || f[1].size() != 0 || header().size() != 4 ||
-          header().substr(0, 3) != "S0C")
+      if (f.size() < 3 || f[1].size() != 0 || header().size() < 4 ||
+          header().substr(0, 3) != "S0C" || (header()[3] == '1' && header().size() != 4))
         return "client_error for a message that is not S0C<v>";
+      if (header().substr(0, 4) == "S0C2") {  // S0/2: the id is the first field, when present
+        const std::uint64_t expected = header().size() >= 13 ? be_read(header().substr(5, 8)) : 0;
+        if (in.id != expected || in.version != 2) return "S0/2 client_error id (or version)";
+        return "";
+      }
       const std::uint64_t expected = f.size() > 4 && f[4].size() == 8 ? read_u64(f[4]) : 0;
       if (in.id != expected) return "client_error id is not frame 4 (or 0)";
       return "";
@@ -1129,11 +1212,16 @@ std::string check_inbound(const frames& f, const inbound& in) {
       if (in.status != st::bad_request && in.status != st::too_large &&
           in.status != st::not_implemented && in.status != st::bad_version)
         return "worker_error with status " + std::to_string(in.status);
-      if (f.size() < 3 || f[1].size() != 0 || header().size() != 4 ||
-          header().substr(0, 3) != "S0W")
+      if (f.size() < 3 || f[1].size() != 0 || header().size() < 4 ||
+          header().substr(0, 3) != "S0W" || (header()[3] == '1' && header().size() != 4))
         return "worker_error for a message that is not S0W<v>";
       return "";
     case inbound_kind::client_request:
+      if (in.version == 2)
+        return header() == packed("S0C2", 1, u64(in.id) + u32(in.timeout_ms) + s8(in.service)) &&
+                       !in.service.empty() && in.first == 3
+                   ? ""
+                   : "S0/2 client_request that does not match the packed REQUEST layout";
       if (f.size() < 7 || header() != S0C1 || str(f[3]) != byte(1) || f[4].size() != 8 ||
           !valid_service_frame(f[5]) || f[6].size() != 4)
         return "client_request that does not match the REQUEST layout";
@@ -1142,10 +1230,27 @@ std::string check_inbound(const frames& f, const inbound& in) {
         return "client_request fields differ from the frames";
       return "";
     case inbound_kind::client_ping:
+      if (in.version == 2) return header() == "S0C2\x03" && in.first == 3 ? "" : "bad S0/2 ping";
       if (f.size() < 4 || header() != S0C1 || str(f[3]) != byte(3) || in.first != 4)
         return "bad client_ping";
       return "";
     case inbound_kind::worker_ready: {
+      if (in.version == 2) {
+        service_names names{};
+        const std::size_t n = ready_services(f, in, names);
+        std::string list;
+        for (std::size_t i = 0; i < n; ++i) {
+          if (names[i].empty() || !inside(names[i], f)) return "S0/2 READY with a bad service";
+          list += s8(names[i]);
+        }
+        if (n == 0 || in.concurrency < 1 || in.concurrency > max_concurrency ||
+            (in.flags & ~flag_idempotent) != 0 || in.service != names[0])
+          return "S0/2 worker_ready fields out of range";
+        if (header() !=
+            packed("S0W2", 1, u32(in.concurrency) + u32(in.heartbeat_ms) + byte(in.flags) + list))
+          return "S0/2 worker_ready that does not match the packed READY layout";
+        return "";
+      }
       if (f.size() < 8 || header() != S0W1 || str(f[3]) != byte(1)) return "bad worker_ready";
       if (in.concurrency < 1 || in.concurrency > max_concurrency)
         return "worker_ready concurrency out of range";
@@ -1157,8 +1262,15 @@ std::string check_inbound(const frames& f, const inbound& in) {
       return "";
     }
     case inbound_kind::worker_reply:
+      if (in.version == 2)
+        return inside(in.message, f) &&
+                       header() ==
+                           packed("S0W2", 3, u64(in.id) + u16(in.reply_status) + s16(in.message)) &&
+                       in.first == 3
+                   ? ""
+                   : "S0/2 worker_reply that does not match the packed REPLY layout";
       if (f.size() < 7 || header() != S0W1 || str(f[3]) != byte(3) || f[4].size() != 8 ||
-          f[5].size() != 2 || in.first != 6)
+          f[5].size() != 2 || in.first != 7 || in.message != view(f[6]))
         return "worker_reply that does not match the REPLY layout";
       if (in.id != read_u64(f[4]) || in.reply_status != read_u16(f[5]))
         return "worker_reply fields differ from the frames";
@@ -1166,6 +1278,11 @@ std::string check_inbound(const frames& f, const inbound& in) {
     case inbound_kind::worker_heartbeat:
     case inbound_kind::worker_disconnect:
     case inbound_kind::worker_stopping:
+      if (in.version == 2)
+        return header().size() >= 5 && header().substr(0, 4) == "S0W2" &&
+                       (in.kind == inbound_kind::worker_disconnect || header().size() == 5)
+                   ? ""
+                   : "bad S0/2 worker command";
       if (f.size() < 4 || header() != S0W1 || f[3].size() != 1) return "bad worker command";
       return "";
     case inbound_kind::mdp_request:
@@ -1195,6 +1312,25 @@ std::string check_for_worker(const frames& f, const worker_inbound& in) {
   if (!inside(in.service, f) || !inside(in.endpoint, f) || !inside(in.message, f))
     return "worker view outside the frames";
   if (in.kind == worker_inbound_kind::invalid) return "";
+  if (in.version == 2) {
+    if (f.size() < 2 || f[0].size() != 0) return "S0/2 worker message without delimiter";
+    const std::string h = str(f[1]);
+    if (in.kind == worker_inbound_kind::welcome &&
+        h != packed("S0W2", 6,
+                    u32(in.heartbeat_ms) + u32(in.liveness) + u32(in.broker_heartbeat_ms) +
+                        u64(in.broker_id) + s16(in.endpoint)))
+      return "bad S0/2 welcome";
+    if (in.kind == worker_inbound_kind::request &&
+        (h != packed("S0W2", 2, u64(in.job_id) + u32(in.timeout_ms) + s8(in.service)) ||
+         in.service.empty() || in.first != 2))
+      return "bad S0/2 request";
+    if (in.kind == worker_inbound_kind::disconnect &&
+        h != packed("S0W2", 5,
+                    in.status == 0 && h.size() == 5 ? "" : u16(in.status) + s16(in.message)))
+      return "bad S0/2 disconnect";
+    if (in.kind == worker_inbound_kind::stopping && h != "S0W2\x07") return "bad S0/2 stopping";
+    return "";
+  }
   if (f.size() < 3 || f[0].size() != 0 || str(f[1]) != S0W1 || f[2].size() != 1)
     return "accepted a message without \"\" · S0W1 · command";
   if (in.kind == worker_inbound_kind::welcome &&
@@ -1210,6 +1346,14 @@ std::string check_for_worker(const frames& f, const worker_inbound& in) {
 std::string check_for_client(const frames& f, const client_inbound& in) {
   if (!inside(in.message, f)) return "client view outside the frames";
   if (in.kind == client_inbound_kind::invalid) return "";
+  if (in.version == 2) {
+    if (f.size() < 2 || f[0].size() != 0 || in.first != 2) return "S0/2 client message shape";
+    if (in.kind == client_inbound_kind::reply &&
+        str(f[1]) != packed("S0C2", 2, u64(in.id) + u16(in.status) + s16(in.message)))
+      return "bad S0/2 reply";
+    if (in.kind == client_inbound_kind::pong && str(f[1]) != "S0C2\x04") return "bad S0/2 pong";
+    return "";
+  }
   if (f.size() < 3 || f[0].size() != 0 || str(f[1]) != S0C1 || f[2].size() != 1)
     return "accepted a message without \"\" · S0C1 · command";
   if (in.kind == client_inbound_kind::reply &&

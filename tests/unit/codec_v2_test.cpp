@@ -1,0 +1,388 @@
+// The S0/2 compact framing, tested against docs/protocol.md: every encoder's packed frame is
+// compared with a layout written out here from the spec and decoded back; truncated frames, lying
+// lengths, trailing bytes, unknown commands and other versions are fed to the decoders.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "scale0/error.hpp"
+#include "scale0/protocol.hpp"
+
+namespace {
+
+using namespace scale0::protocol;
+using namespace std::string_literals;
+namespace st = scale0::status;
+using strings = std::vector<std::string>;
+
+const std::string identity = "\x00\x01\x02\x03\x04"s;
+
+// Big-endian integers and length-prefixed strings, written out independently of the codec.
+std::string be(std::uint64_t v, std::size_t width) {
+  std::string s(width, '\0');
+  for (std::size_t i = 0; i < width; ++i)
+    s[width - 1 - i] = static_cast<char>(static_cast<unsigned char>(v >> (8 * i)));
+  return s;
+}
+std::string u64(std::uint64_t v) {
+  return be(v, 8);
+}
+std::string u32(std::uint32_t v) {
+  return be(v, 4);
+}
+std::string u16(std::uint16_t v) {
+  return be(v, 2);
+}
+std::string u8(std::uint8_t v) {
+  return be(v, 1);
+}
+std::string str8(std::string_view s) {
+  return u8(static_cast<std::uint8_t>(s.size())) + std::string(s);
+}
+std::string str16(std::string_view s) {
+  return u16(static_cast<std::uint16_t>(s.size())) + std::string(s);
+}
+
+frames make(const strings& parts) {
+  frames f;
+  for (const auto& p : parts) f.emplace_back(p.data(), p.size());
+  return f;
+}
+strings parts_of(const frames& f) {
+  strings out;
+  for (const auto& m : f) out.emplace_back(view(m));
+  return out;
+}
+// As the broker's ROUTER sees a peer's message.
+frames at_broker(const strings& parts) {
+  strings all{identity};
+  all.insert(all.end(), parts.begin(), parts.end());
+  return make(all);
+}
+
+const std::string C2 = "S0C2";
+const std::string W2 = "S0W2";
+
+// ---- round trips ----
+
+TEST(CodecV2, ClientRequestIsOnePackedFrame) {
+  for (const std::string& service : {"echo"s, "x"s, std::string(max_service_name, 's')}) {
+    frames f;
+    f.emplace_back(identity.data(), identity.size());
+    append_client_request(f, 0x0102030405060708, service, 1500, version_2);
+    EXPECT_EQ(
+        parts_of(f),
+        (strings{identity, "", C2 + "\x01" + u64(0x0102030405060708) + u32(1500) + str8(service)}));
+    f.emplace_back("body", 4);
+    const inbound in = decode_inbound(f);
+    ASSERT_EQ(in.kind, inbound_kind::client_request);
+    EXPECT_EQ(in.version, version_2);
+    EXPECT_EQ(in.id, 0x0102030405060708u);
+    EXPECT_EQ(in.timeout_ms, 1500u);
+    EXPECT_EQ(in.service, service);
+    ASSERT_EQ(in.first, 3u);
+    EXPECT_EQ(view(f[3]), "body");
+  }
+}
+
+TEST(CodecV2, SmallRequestFitsLibzmqInlineMessages) {
+  // 5 + 8 + 4 + 1 + 4 bytes: no heap buffer for a short service name (33 bytes inline).
+  frames f;
+  append_client_request(f, 1, "echo", 0, version_2);
+  EXPECT_EQ(f[1].size(), 22u);
+}
+
+TEST(CodecV2, ClientReplyAndPongAtTheClient) {
+  frames f;
+  append_client_reply(f, 77, st::unavailable, "no worker", version_2);
+  EXPECT_EQ(parts_of(f), (strings{"", C2 + "\x02" + u64(77) + u16(503) + str16("no worker")}));
+  f.emplace_back("b1", 2);
+  client_inbound in = decode_for_client(f);
+  ASSERT_EQ(in.kind, client_inbound_kind::reply);
+  EXPECT_EQ(in.version, version_2);
+  EXPECT_EQ(in.id, 77u);
+  EXPECT_EQ(in.status, st::unavailable);
+  EXPECT_EQ(in.message, "no worker");
+  ASSERT_EQ(in.first, 2u);
+  EXPECT_EQ(view(f[2]), "b1");
+
+  frames p;
+  append_client_pong(p, version_2);
+  EXPECT_EQ(parts_of(p), (strings{"", C2 + "\x04"}));
+  in = decode_for_client(p);
+  EXPECT_EQ(in.kind, client_inbound_kind::pong);
+  EXPECT_EQ(in.first, 2u);
+}
+
+TEST(CodecV2, PingAtTheBroker) {
+  frames f{};
+  f.emplace_back(identity.data(), identity.size());
+  append_client_ping(f, version_2);
+  EXPECT_EQ(parts_of(f), (strings{identity, "", C2 + "\x03"}));
+  const inbound in = decode_inbound(f);
+  EXPECT_EQ(in.kind, inbound_kind::client_ping);
+  EXPECT_EQ(in.first, 3u);
+}
+
+TEST(CodecV2, WorkerReadyWithSeveralServices) {
+  frames f;
+  f.emplace_back(identity.data(), identity.size());
+  append_worker_ready(f, 8, 5000, flag_idempotent, {"a", "bb", "ccc"}, version_2);
+  EXPECT_EQ(parts_of(f), (strings{identity, "",
+                                  W2 + "\x01" + u32(8) + u32(5000) + u8(1) + str8("a") +
+                                      str8("bb") + str8("ccc")}));
+  const inbound in = decode_inbound(f);
+  ASSERT_EQ(in.kind, inbound_kind::worker_ready);
+  EXPECT_EQ(in.version, version_2);
+  EXPECT_EQ(in.concurrency, 8u);
+  EXPECT_EQ(in.heartbeat_ms, 5000u);
+  EXPECT_EQ(in.flags, flag_idempotent);
+  EXPECT_EQ(in.service, "a");
+  service_names names{};
+  ASSERT_EQ(ready_services(f, in, names), 3u);
+  EXPECT_EQ(names[0], "a");
+  EXPECT_EQ(names[1], "bb");
+  EXPECT_EQ(names[2], "ccc");
+}
+
+TEST(CodecV2, ReadyServicesOfV1AndMajordomoToo) {
+  const frames v1 = at_broker({"", "S0W1", "\x01", u32(1), u32(0), u8(0), "s1", "s2"});
+  inbound in = decode_inbound(v1);
+  ASSERT_EQ(in.kind, inbound_kind::worker_ready);
+  service_names names{};
+  ASSERT_EQ(ready_services(v1, in, names), 2u);
+  EXPECT_EQ(names[1], "s2");
+  const frames mdp = at_broker({"", "MDPW01", "\x01", "m"});
+  in = decode_inbound(mdp);
+  ASSERT_EQ(ready_services(mdp, in, names), 1u);
+  EXPECT_EQ(names[0], "m");
+}
+
+TEST(CodecV2, ReadyWithSixtyFourServicesAndNotMore) {
+  std::string list;
+  for (int i = 0; i < 64; ++i) list += str8("s" + std::to_string(i));
+  const std::string head = W2 + "\x01" + u32(1) + u32(0) + u8(0);
+  frames f = at_broker({"", head + list});
+  inbound in = decode_inbound(f);
+  ASSERT_EQ(in.kind, inbound_kind::worker_ready);
+  service_names names{};
+  EXPECT_EQ(ready_services(f, in, names), 64u);
+  in = decode_inbound(at_broker({"", head + list + str8("s64")}));
+  EXPECT_EQ(in.kind, inbound_kind::worker_error);
+  EXPECT_EQ(in.status, st::bad_request);
+}
+
+TEST(CodecV2, WorkerRequestReplyWelcomeDisconnectStopping) {
+  frames f;
+  append_worker_request(f, 0xAABBCCDD00112233, "svc", 250, version_2);
+  EXPECT_EQ(parts_of(f),
+            (strings{"", W2 + "\x02" + u64(0xAABBCCDD00112233) + u32(250) + str8("svc")}));
+  f.emplace_back("job", 3);
+  worker_inbound wi = decode_for_worker(f);
+  ASSERT_EQ(wi.kind, worker_inbound_kind::request);
+  EXPECT_EQ(wi.version, version_2);
+  EXPECT_EQ(wi.job_id, 0xAABBCCDD00112233u);
+  EXPECT_EQ(wi.timeout_ms, 250u);
+  EXPECT_EQ(wi.service, "svc");
+  ASSERT_EQ(wi.first, 2u);
+  EXPECT_EQ(view(f[2]), "job");
+
+  frames r;
+  r.emplace_back(identity.data(), identity.size());
+  append_worker_reply(r, 42, st::worker_failed, "boom", version_2);
+  EXPECT_EQ(parts_of(r), (strings{identity, "", W2 + "\x03" + u64(42) + u16(500) + str16("boom")}));
+  r.emplace_back("out", 3);
+  const inbound in = decode_inbound(r);
+  ASSERT_EQ(in.kind, inbound_kind::worker_reply);
+  EXPECT_EQ(in.id, 42u);
+  EXPECT_EQ(in.reply_status, st::worker_failed);
+  EXPECT_EQ(in.message, "boom");
+  ASSERT_EQ(in.first, 3u);
+  EXPECT_EQ(view(r[3]), "out");
+
+  frames w;
+  append_worker_welcome(w, 20000, 3, "tcp://*:5557", 0x1122334455667788, version_2, 1000);
+  EXPECT_EQ(parts_of(w), (strings{"", W2 + "\x06" + u32(20000) + u32(3) + u32(1000) +
+                                          u64(0x1122334455667788) + str16("tcp://*:5557")}));
+  wi = decode_for_worker(w);
+  ASSERT_EQ(wi.kind, worker_inbound_kind::welcome);
+  EXPECT_EQ(wi.heartbeat_ms, 20000u);
+  EXPECT_EQ(wi.broker_heartbeat_ms, 1000u);
+  EXPECT_EQ(wi.liveness, 3u);
+  EXPECT_EQ(wi.broker_id, 0x1122334455667788u);
+  EXPECT_EQ(wi.endpoint, "tcp://*:5557");
+
+  frames d;
+  append_worker_disconnect(d, st::deadline, "heartbeat expired", version_2);
+  EXPECT_EQ(parts_of(d), (strings{"", W2 + "\x05" + u16(504) + str16("heartbeat expired")}));
+  wi = decode_for_worker(d);
+  ASSERT_EQ(wi.kind, worker_inbound_kind::disconnect);
+  EXPECT_EQ(wi.status, st::deadline);
+  EXPECT_EQ(wi.message, "heartbeat expired");
+  d.clear();
+  append_worker_disconnect(d, 0, {}, version_2);
+  EXPECT_EQ(parts_of(d), (strings{"", W2 + "\x05"}));
+  EXPECT_EQ(decode_for_worker(d).kind, worker_inbound_kind::disconnect);
+
+  frames s;
+  append_worker_stopping(s, version_2);
+  EXPECT_EQ(parts_of(s), (strings{"", W2 + "\x07"}));
+  EXPECT_EQ(decode_for_worker(s).kind, worker_inbound_kind::stopping);
+  frames h;
+  h.emplace_back(identity.data(), identity.size());
+  append_worker_heartbeat(h, version_2);
+  EXPECT_EQ(parts_of(h), (strings{identity, "", W2 + "\x04"}));
+  EXPECT_EQ(decode_inbound(h).kind, inbound_kind::worker_heartbeat);
+}
+
+TEST(CodecV2, V1WelcomeGivesOneIntervalForBothDirections) {
+  frames w;
+  append_worker_welcome(w, 2000, 3, "tcp://*:5557", 9);
+  const worker_inbound wi = decode_for_worker(w);
+  ASSERT_EQ(wi.kind, worker_inbound_kind::welcome);
+  EXPECT_EQ(wi.version, version_1);
+  EXPECT_EQ(wi.heartbeat_ms, 2000u);
+  EXPECT_EQ(wi.broker_heartbeat_ms, 2000u);
+}
+
+TEST(CodecV2, LongMessagesAreCutToTheLengthField) {
+  const std::string huge(max_message_length + 10, 'm');
+  frames f;
+  append_client_reply(f, 1, st::ok, huge, version_2);
+  const client_inbound in = decode_for_client(f);
+  ASSERT_EQ(in.kind, client_inbound_kind::reply);
+  EXPECT_EQ(in.message.size(), max_message_length);
+}
+
+// ---- truncated, lying lengths, trailing bytes ----
+
+TEST(CodecV2, EveryTruncationOfARequestIs400WithTheIdWhenReadable) {
+  const std::string full = C2 + "\x01" + u64(0xCAFE) + u32(10) + str8("echo");
+  for (std::size_t n = 4; n < full.size(); ++n) {
+    const inbound in = decode_inbound(at_broker({"", full.substr(0, n), "body"}));
+    ASSERT_EQ(in.kind, inbound_kind::client_error) << n;
+    EXPECT_EQ(in.status, st::bad_request) << n;
+    EXPECT_EQ(in.version, version_2);
+    EXPECT_EQ(in.id, n >= 13 ? 0xCAFEu : 0u) << n;
+    EXPECT_FALSE(in.reason.empty());
+  }
+}
+
+TEST(CodecV2, WrongLengthsAndTrailingBytesAre400) {
+  const std::string head = C2 + "\x01" + u64(5) + u32(0);
+  for (const std::string& bad : {
+           head + u8(10) + "short",    // length says more than there is
+           head + u8(2) + "echo",      // length says less: trailing bytes
+           head + u8(0),               // empty service
+           head + str8("echo") + "x",  // trailing byte after the last field
+       }) {
+    const inbound in = decode_inbound(at_broker({"", bad}));
+    ASSERT_EQ(in.kind, inbound_kind::client_error) << bad.size();
+    EXPECT_EQ(in.status, st::bad_request);
+    EXPECT_EQ(in.id, 5u);
+  }
+  const std::string reply = W2 + "\x03" + u64(1) + u16(200);
+  for (const std::string& bad : {reply, reply + u16(3) + "ab", reply + str16("ok") + "!",
+                                 W2 + "\x04" + "x", W2 + "\x07" + "x"}) {
+    const inbound in = decode_inbound(at_broker({"", bad}));
+    ASSERT_EQ(in.kind, inbound_kind::worker_error) << bad.size();
+    EXPECT_EQ(in.status, st::bad_request);
+    EXPECT_EQ(in.version, version_2);
+  }
+  const std::string ready = W2 + "\x01" + u32(1) + u32(0) + u8(0);
+  for (const std::string& bad :
+       {ready, ready + u8(5) + "abc", ready + str8("a") + u8(0),
+        W2 + "\x01" + u32(0) + u32(0) + u8(0) + str8("a"),
+        W2 + "\x01" + u32(1) + u32(0) + u8(2) + str8("a"), W2 + "\x01" + u32(1) + u32(0)}) {
+    const inbound in = decode_inbound(at_broker({"", bad}));
+    EXPECT_EQ(in.kind, inbound_kind::worker_error) << bad.size();
+    EXPECT_EQ(in.status, st::bad_request);
+  }
+}
+
+TEST(CodecV2, MalformedMessagesAtPeersAreInvalid) {
+  const std::string req = W2 + "\x02" + u64(1) + u32(5) + str8("svc");
+  for (std::size_t n = 0; n < req.size(); ++n)
+    EXPECT_EQ(decode_for_worker(make({"", req.substr(0, n)})).kind, worker_inbound_kind::invalid)
+        << n;
+  EXPECT_EQ(decode_for_worker(make({"", req + "x"})).kind, worker_inbound_kind::invalid);
+  EXPECT_EQ(decode_for_worker(make({"x", req})).kind, worker_inbound_kind::invalid);
+  EXPECT_EQ(decode_for_worker(make({"", W2 + "\x02" + u64(1) + u32(5) + u8(0)})).kind,
+            worker_inbound_kind::invalid);  // empty service
+  EXPECT_EQ(decode_for_worker(make({"", W2 + "\x05" + u16(400)})).kind,
+            worker_inbound_kind::invalid);  // status without its message
+  EXPECT_EQ(decode_for_worker(make({"", W2 + "\x09"})).kind, worker_inbound_kind::invalid);
+
+  const std::string rep = C2 + "\x02" + u64(1) + u16(200) + str16("ok");
+  for (std::size_t n = 0; n < rep.size(); ++n)
+    EXPECT_EQ(decode_for_client(make({"", rep.substr(0, n)})).kind, client_inbound_kind::invalid)
+        << n;
+  EXPECT_EQ(decode_for_client(make({"", rep + "x"})).kind, client_inbound_kind::invalid);
+  EXPECT_EQ(decode_for_client(make({"", C2 + "\x01"})).kind, client_inbound_kind::invalid);
+}
+
+// ---- unknown commands and versions ----
+
+TEST(CodecV2, UnknownCommandIs501) {
+  inbound in = decode_inbound(at_broker({"", C2 + "\x09" + u64(33)}));
+  ASSERT_EQ(in.kind, inbound_kind::client_error);
+  EXPECT_EQ(in.status, st::not_implemented);
+  EXPECT_EQ(in.id, 33u);
+  EXPECT_EQ(in.version, version_2);
+  // Commands that only the broker sends are unknown when they come to it.
+  in = decode_inbound(at_broker({"", C2 + "\x02" + u64(1) + u16(200) + str16("")}));
+  EXPECT_EQ(in.status, st::not_implemented);
+  in = decode_inbound(at_broker({"", W2 + "\x06"}));
+  ASSERT_EQ(in.kind, inbound_kind::worker_error);
+  EXPECT_EQ(in.status, st::not_implemented);
+  EXPECT_EQ(in.version, version_2);
+}
+
+TEST(CodecV2, HeaderWithoutCommandIs400) {
+  inbound in = decode_inbound(at_broker({"", C2}));
+  ASSERT_EQ(in.kind, inbound_kind::client_error);
+  EXPECT_EQ(in.status, st::bad_request);
+  in = decode_inbound(at_broker({"", W2}));
+  ASSERT_EQ(in.kind, inbound_kind::worker_error);
+  EXPECT_EQ(in.status, st::bad_request);
+}
+
+TEST(CodecV2, OtherVersionsAre505InVersion1Framing) {
+  // A future packed version: answered 505, in S0/1 (which the reply encoder picks from
+  // in.version), whatever follows the header.
+  for (const std::string& header : {"S0C3"s, "S0C3\x01"s + u64(1), "S0C0"s}) {
+    const inbound in = decode_inbound(at_broker({"", header, "\x01", u64(8)}));
+    ASSERT_EQ(in.kind, inbound_kind::client_error) << header;
+    EXPECT_EQ(in.status, st::bad_version);
+    EXPECT_EQ(in.version, version_1);
+  }
+  for (const std::string& header : {"S0W3"s, "S0W3\x01"s}) {
+    const inbound in = decode_inbound(at_broker({"", header}));
+    ASSERT_EQ(in.kind, inbound_kind::worker_error) << header;
+    EXPECT_EQ(in.status, st::bad_version);
+    EXPECT_EQ(in.version, version_1);
+  }
+  // Version 1 framing with packed fields is neither version: dropped.
+  EXPECT_EQ(decode_inbound(at_broker({"", "S0C1\x01"s + u64(1)})).kind, inbound_kind::drop);
+  // A peer library only accepts the framings it knows.
+  EXPECT_EQ(decode_for_client(make({"", "S0C3\x02"s + u64(1) + u16(200) + str16("")})).kind,
+            client_inbound_kind::invalid);
+  EXPECT_EQ(decode_for_worker(make({"", "S0W3\x07"s})).kind, worker_inbound_kind::invalid);
+}
+
+TEST(CodecV2, VersionMismatchBetweenHeaderAndLayoutIsNotAccepted) {
+  // S0/1 frames under an S0/2 header: the command frame is not packed, so the header frame has
+  // no command byte.
+  inbound in = decode_inbound(at_broker({"", C2, "\x01", u64(4), "echo", u32(0)}));
+  ASSERT_EQ(in.kind, inbound_kind::client_error);
+  EXPECT_EQ(in.status, st::bad_request);
+  EXPECT_EQ(in.id, 0u);
+  // S0/2 packed fields under an S0/1 header: dropped (not a 4-byte header).
+  in = decode_inbound(at_broker({"", "S0W1\x04"s}));
+  EXPECT_EQ(in.kind, inbound_kind::drop);
+}
+
+}  // namespace
