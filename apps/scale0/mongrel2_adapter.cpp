@@ -201,7 +201,8 @@ class adapter {
     const long timeout_ms =
         choice.timeout.count() > 0 ? static_cast<long>(choice.timeout.count()) : o_.timeout_ms;
     protocol::frames f;
-    protocol::append_client_request(f, id, choice.service, static_cast<std::uint32_t>(timeout_ms));
+    protocol::append_client_request(f, id, choice.service, static_cast<std::uint32_t>(timeout_ms),
+                                    protocol::version_2);
     f.push_back(protocol::str_frame(h.wire));
     if (!send_frames(f))
       return admit_answered(id, std::move(p), 503, "the broker connection is backed up");

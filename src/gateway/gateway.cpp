@@ -725,7 +725,8 @@ bool server::send_request(std::uint64_t id, std::string_view service,
   outbound.clear();
   protocol::append_client_request(outbound, id, service,
                                   static_cast<std::uint32_t>(std::min<long long>(
-                                      timeout.count(), std::numeric_limits<std::uint32_t>::max())));
+                                      timeout.count(), std::numeric_limits<std::uint32_t>::max())),
+                                  protocol::version_2);
   outbound.emplace_back(wire.data(), wire.size());
   bool sent = false;
   try {
