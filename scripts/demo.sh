@@ -118,7 +118,9 @@ for _ in $(seq 100); do
   [[ $(curl -s -o /dev/null -w '%{http_code}' -H 'Host: docs.local' "http://$listen/http.md") == 200 ]] && break
   sleep 0.1
 done
-curl -s -D "$log/headers" -H 'Host: docs.local' "http://$listen/http.md" | head -1 | sed 's/^/   body:   /'
+curl -s -D "$log/headers" -o "$log/body" -H 'Host: docs.local' "http://$listen/http.md" ||
+  fail "curl through the gateway failed"
+head -1 "$log/body" | sed 's/^/   body:   /'
 head -1 "$log/headers" | sed 's/^/   status: /'
 grep -i '^x-request-id' "$log/headers" | sed 's/^/   /'
 code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: nobody.local' "http://$listen/")
