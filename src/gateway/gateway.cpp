@@ -157,6 +157,7 @@ struct server {
   std::unordered_map<std::uint64_t, std::shared_ptr<session>> pending;
   std::unordered_set<session*> sessions;
   bool shutting_down = false;
+  bool draining = false;
   asio::io_context io{1};
   tcp::acceptor acceptor{io};
   asio::steady_timer accept_retry{io};
@@ -168,7 +169,6 @@ struct server {
   asio::posix::stream_descriptor control{io};
   std::atomic<bool> stop_requested{false};
   std::atomic<bool> drain_requested{false};
-  bool draining = false;
 
   zmq::context_t zctx{1};
   zmq::socket_t dealer{zctx, zmq::socket_type::dealer};
@@ -242,6 +242,10 @@ class session : public std::enable_shared_from_this<session> {
         !problem.empty())
       return answer_error(bhttp::status::bad_gateway,
                           "invalid response from the worker: " + problem);
+    if (res_.result_int() < 200)  // 1xx is not a final answer, and the gateway upgrades nothing
+      return answer_error(
+          bhttp::status::bad_gateway,
+          "invalid response from the worker: interim status " + std::to_string(res_.result_int()));
     res_.version(version_);
     if (!head_) res_.prepare_payload();
     res_.set("X-Request-Id", request_id_);
@@ -277,8 +281,13 @@ class session : public std::enable_shared_from_this<session> {
         return close();
       case phase::head:
       case phase::body:
+        if (timed_out_) return close();  // the cancel below found no read to abort
         timed_out_ = true;
-        socket_.cancel();  // the read completes with operation_aborted, then 408 is written
+        // The read completes with operation_aborted, then 408 is written. A read completion
+        // already queued escapes the cancel and the composed read may start another: the
+        // deadline stays armed so that one is cut too.
+        socket_.cancel();
+        arm(std::chrono::seconds(1));
         return;
       case phase::waiting: {
         // The broker always answers by the deadline; silence past it means it is gone.
@@ -296,13 +305,13 @@ class session : public std::enable_shared_from_this<session> {
   }
 
   void read_next() {
-    if (g_.draining) return close();
+    if (g_.draining) return linger();  // pipelined requests may be unread: no reset
     phase_ = phase::idle;
     if (buffer_.size() > 0) return read_head();
     arm(g_.opt.idle_timeout);
     socket_.async_read_some(buffer_.prepare(4096),
                             [self = shared_from_this()](beast::error_code ec, std::size_t n) {
-                              if (ec) return self->close();
+                              if (ec || self->phase_ == phase::closed) return self->close();
                               self->buffer_.commit(n);
                               self->read_head();
                             });
@@ -311,12 +320,18 @@ class session : public std::enable_shared_from_this<session> {
   void read_head() {
     phase_ = phase::head;
     started_ = clock_type::now();
+    timed_out_ = false;  // what the last request left must not shape this one's errors
+    head_ = false;
+    version_ = 11;
+    request_id_.clear();
+    label_ = "none";
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(g_.opt.max_header));
     parser_->body_limit(g_.opt.max_body);
     arm(g_.opt.header_timeout);
     bhttp::async_read_header(socket_, buffer_, *parser_,
                              [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                               if (self->phase_ == phase::closed) return;
                                if (ec) return self->on_read_error(ec);
                                self->on_head();
                              });
@@ -413,9 +428,10 @@ class session : public std::enable_shared_from_this<session> {
       }
       if (!forwarded_for.empty()) forwarded_for.append(", ");
       forwarded_for.append(peer_);
-      w.add("X-Forwarded-For", forwarded_for);
-      w.add("X-Forwarded-Proto", "http");
-      w.add("X-Request-Id", request_id_);
+      // The gateway's own fields, whatever the client's Connection header names.
+      w.put("X-Forwarded-For", forwarded_for);
+      w.put("X-Forwarded-Proto", "http");
+      w.put("X-Request-Id", request_id_);
       w.finish(req.body());
     }
     const auto timeout = choice.timeout.count() > 0 ? choice.timeout : g_.opt.timeout;
@@ -576,6 +592,10 @@ server::server(gateway_options o) : opt(std::move(o)) {
       opt.body_timeout.count() <= 0 || opt.idle_timeout.count() <= 0 ||
       opt.send_timeout.count() <= 0 || opt.drain_timeout.count() < 0)
     throw error(status::bad_request, "timeouts must be positive");
+  constexpr std::chrono::milliseconds longest{std::chrono::hours(24 * 24)};  // about 2^31 ms
+  for (auto t : {opt.timeout, opt.header_timeout, opt.body_timeout, opt.idle_timeout,
+                 opt.send_timeout, opt.drain_timeout})
+    if (t > longest) throw error(status::bad_request, "timeouts are at most 24 days");
   if (opt.max_connections == 0 || opt.max_inflight == 0 || opt.max_header < 64)
     throw error(status::bad_request,
                 "max-connections and max-inflight must be at least 1, "

@@ -286,11 +286,11 @@ std::string to_http_request(const m2_request& r, std::string_view fresh_id, http
   }
   if (const std::string xff = forwarded_for(r); !xff.empty()) {
     if (!is_field_value(xff)) return "bad x-forwarded-for";
-    head.add("X-Forwarded-For", xff);
+    head.put("X-Forwarded-For", xff);
   }
   const std::string* scheme = r.header("URL_SCHEME");
-  head.add("X-Forwarded-Proto", scheme != nullptr && *scheme == "https" ? "https" : "http");
-  head.add("X-Request-Id", out.request_id);
+  head.put("X-Forwarded-Proto", scheme != nullptr && *scheme == "https" ? "https" : "http");
+  head.put("X-Request-Id", out.request_id);
   head.finish(r.body);
   return {};
 }

@@ -19,6 +19,8 @@ class head_writer {
       : out_(out), dropped_(std::move(dropped)) {}
   // False when the field was dropped.
   bool add(std::string_view name, std::string_view value);
+  // Appends the field whatever `dropped` says: the front door's own fields.
+  void put(std::string_view name, std::string_view value);
   // Appends Content-Length, the blank line and the body.
   void finish(std::string_view body);
 

@@ -52,8 +52,12 @@ bool head_writer::add(std::string_view name, std::string_view value) {
   if (http::hop_by_hop(name) || iequals(name, "content-length")) return false;
   for (const auto& d : dropped_)
     if (iequals(name, d)) return false;
-  out_.append(name).append(": ").append(value).append("\r\n");
+  put(name, value);
   return true;
+}
+
+void head_writer::put(std::string_view name, std::string_view value) {
+  out_.append(name).append(": ").append(value).append("\r\n");
 }
 
 void head_writer::finish(std::string_view body) {

@@ -1785,6 +1785,8 @@ class HttpWorker(NativeWorker):
                 "short-body": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly a few bytes",
                 "bad-status": b"HTTP/1.1 abc Nope\r\nContent-Length: 0\r\n\r\n",
                 "no-end": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n",
+                "interim": b"HTTP/1.1 100 Continue\r\n\r\n",
+                "switching": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
             }[mal]
             return [data] if data else []
         status = int(req.get("X-Test-Status", "200"))

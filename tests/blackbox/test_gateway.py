@@ -384,6 +384,12 @@ class GatewayEncodingTest(GatewayTestCase):
         r, req = self.one(g, w, b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n")
         self.assertEqual(xff_list(req.get_all("X-Forwarded-For")), ["127.0.0.1"])
         self.assertEqual(req.get_all("X-Forwarded-Proto"), ["http"])
+        # naming the gateway's own fields in Connection must not remove them (hiding the peer)
+        r, req = self.one(g, w, b"GET / HTTP/1.1\r\nHost: web.test\r\nConnection: keep-alive, "
+                                b"X-Forwarded-For, X-Forwarded-Proto, X-Request-Id\r\n\r\n")
+        self.assertEqual(xff_list(req.get_all("X-Forwarded-For")), ["127.0.0.1"], req.headers)
+        self.assertEqual(req.get_all("X-Forwarded-Proto"), ["http"], req.headers)
+        self.assertEqual(len(req.get_all("X-Request-Id")), 1, req.headers)
         r, req = self.one(g, w, b"GET / HTTP/1.1\r\nHost: web.test\r\nX-Forwarded-For: 10.1.2.3, 10.4.5.6\r\n\r\n")
         self.assertEqual(xff_list(req.get_all("X-Forwarded-For")), ["10.1.2.3", "10.4.5.6", "127.0.0.1"],
                          "the peer address is appended to the client's value: %r" % req.headers)
@@ -758,7 +764,8 @@ class GatewayErrorTest(GatewayTestCase):
 
     def test_malformed_worker_reply_is_502(self):
         b, g, w = self.setup_gw()
-        for kind in ("garbage", "empty", "short-body", "bad-status", "no-end"):
+        # a 1xx is not a final answer: forwarding it would leave the client waiting for one
+        for kind in ("garbage", "empty", "short-body", "bad-status", "no-end", "interim", "switching"):
             r = self.call(g, "/", headers=[("X-Test-Malformed", kind)])
             self.assertEqual(r.status, 502, "malformed reply %r: %r" % (kind, r))
             self.assertFrontDoorError(r, 502)
@@ -810,6 +817,18 @@ class GatewayErrorTest(GatewayTestCase):
             self.assertEqual(good.read_final(5.0).status, 200)
         self.assertTrue(all(q.target in ("/before", "/between") for q in w.http_requests))
         w.check()
+
+    def test_malformed_request_after_head_gets_a_whole_400(self):
+        # nothing of the previous request (a HEAD: no body) may shape the error answer
+        b, g, w = self.setup_gw()
+        c = self.raw_http(g)
+        c.send(http_request_bytes("HEAD", "/", [("Host", WEB), ("X-Request-Id", "previous-one")]))
+        self.assertEqual(c.read_final(5.0, head_only=True).status, 200)
+        c.send(b"GARBAGE\r\n\r\n")
+        r = c.read_final(5.0)
+        self.assertEqual(r.status, 400, r)
+        self.assertTrue(r.body.startswith(b"400 "), "the 400 carries its body: %r" % r)
+        self.assertNotEqual(r.get("X-Request-Id"), "previous-one", r)
 
     def test_broker_413_is_413(self):
         b, g, w = self.setup_gw(broker_kw=dict(max_message_bytes=20000))
