@@ -17,6 +17,7 @@
 
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
+#include "support/wire_bytes.hpp"
 
 // Readable names in failure messages (gtest finds PrintTo by ADL).
 namespace scale0::protocol {
@@ -50,25 +51,7 @@ using strings = std::vector<std::string>;
 
 // ---- building and reading frames ----
 
-// A ROUTER peer identity like the ones libzmq generates for anonymous peers.
-const std::string identity = "\x00\x01\x02\x03\x04"s;
-
-// Big-endian encodings written out independently of the codec, straight from the spec.
-std::string be(std::uint64_t v, std::size_t width) {
-  std::string s(width, '\0');
-  for (std::size_t i = 0; i < width; ++i)
-    s[width - 1 - i] = static_cast<char>(static_cast<unsigned char>(v >> (8 * i)));
-  return s;
-}
-std::string u64(std::uint64_t v) {
-  return be(v, 8);
-}
-std::string u32(std::uint32_t v) {
-  return be(v, 4);
-}
-std::string u16(std::uint16_t v) {
-  return be(v, 2);
-}
+using namespace scale0_test;  // identity, be, u64, u32, u16
 // One byte (a command or flags frame); takes int so that literal lists need no casts.
 std::string byte(int b) {
   return std::string(1, static_cast<char>(b));

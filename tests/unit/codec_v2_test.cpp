@@ -10,6 +10,7 @@
 
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
+#include "support/wire_bytes.hpp"
 
 namespace {
 
@@ -18,24 +19,7 @@ using namespace std::string_literals;
 namespace st = scale0::status;
 using strings = std::vector<std::string>;
 
-const std::string identity = "\x00\x01\x02\x03\x04"s;
-
-// Big-endian integers and length-prefixed strings, written out independently of the codec.
-std::string be(std::uint64_t v, std::size_t width) {
-  std::string s(width, '\0');
-  for (std::size_t i = 0; i < width; ++i)
-    s[width - 1 - i] = static_cast<char>(static_cast<unsigned char>(v >> (8 * i)));
-  return s;
-}
-std::string u64(std::uint64_t v) {
-  return be(v, 8);
-}
-std::string u32(std::uint32_t v) {
-  return be(v, 4);
-}
-std::string u16(std::uint16_t v) {
-  return be(v, 2);
-}
+using namespace scale0_test;  // identity, be, u64, u32, u16
 std::string u8(std::uint8_t v) {
   return be(v, 1);
 }
