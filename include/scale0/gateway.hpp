@@ -13,7 +13,7 @@
 namespace scale0 {
 
 struct gateway_options {
-  std::string listen = "127.0.0.1:8080";       // host:port; port 0 picks a free one
+  std::string listen = "127.0.0.1:8080";        // host:port; port 0 picks a free one
   std::string broker = "tcp://127.0.0.1:5555";  // the broker's frontend
   std::vector<std::string> routes;              // rules, tried in order (docs/http.md)
   std::string default_service;                  // for requests without a host

@@ -129,18 +129,7 @@ std::string broker_core::metrics_text(time_point now) const {
          "Time from a request's arrival to its reply.");
   for (const service_entry& S : services_) {
     if (!S.used) continue;
-    const std::string svc = label(S.name);
-    std::uint64_t cumulative = 0;
-    for (std::size_t i = 0; i < latency_histogram::bounds.size(); ++i) {
-      cumulative += S.latency.counts[i];
-      o << "scale0_request_duration_seconds_bucket{service=\"" << svc << "\",le=\""
-        << latency_histogram::bounds[i] << "\"} " << cumulative << '\n';
-    }
-    o << "scale0_request_duration_seconds_bucket{service=\"" << svc << "\",le=\"+Inf\"} "
-      << S.latency.count << '\n';
-    o << "scale0_request_duration_seconds_sum{service=\"" << svc << "\"} " << S.latency.sum << '\n';
-    o << "scale0_request_duration_seconds_count{service=\"" << svc << "\"} " << S.latency.count
-      << '\n';
+    write_prometheus(o, "scale0_request_duration_seconds", "service", label(S.name), S.latency);
   }
   auto per_service = [&](const char* name, const char* help, auto value) {
     family(name, "gauge", help);
@@ -181,6 +170,19 @@ std::string broker_core::metrics_text(time_point now) const {
   single("scale0_uptime_seconds", "gauge", "Seconds since the broker started.",
          std::chrono::duration<double>(now - started_).count());
   return o.str();
+}
+
+void write_prometheus(std::ostream& o, std::string_view name, std::string_view label,
+                      std::string_view value, const latency_histogram& h) {
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i < latency_histogram::bounds.size(); ++i) {
+    cumulative += h.counts[i];
+    o << name << "_bucket{" << label << "=\"" << value << "\",le=\"" << latency_histogram::bounds[i]
+      << "\"} " << cumulative << '\n';
+  }
+  o << name << "_bucket{" << label << "=\"" << value << "\",le=\"+Inf\"} " << h.count << '\n';
+  o << name << "_sum{" << label << "=\"" << value << "\"} " << h.sum << '\n';
+  o << name << "_count{" << label << "=\"" << value << "\"} " << h.count << '\n';
 }
 
 }  // namespace scale0::broker_detail

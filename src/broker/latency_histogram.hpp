@@ -5,6 +5,8 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <iosfwd>
+#include <string_view>
 
 namespace scale0::broker_detail {
 
@@ -47,5 +49,10 @@ struct latency_histogram {
   std::uint64_t count = 0;
   double sum = 0;
 };
+
+// Writes the Prometheus series of `h` (cumulative buckets, sum, count) of the histogram `name`,
+// labelled `label="value"` (`value` already escaped). Defined in broker_status.cpp.
+void write_prometheus(std::ostream& o, std::string_view name, std::string_view label,
+                      std::string_view value, const latency_histogram& h);
 
 }  // namespace scale0::broker_detail

@@ -21,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 #include <zmq.hpp>
@@ -87,24 +88,11 @@ struct gateway_stats {
         "# HELP scale0_gateway_request_duration_seconds Time from a whole request read to its "
         "response written, by route.");
     line("# TYPE scale0_gateway_request_duration_seconds histogram");
-    for (const auto& [route, h] : latency) {
-      std::uint64_t cumulative = 0;
-      for (std::size_t i = 0; i < h.counts.size(); ++i) {
-        cumulative += h.counts[i];
-        char le[32];
-        if (i < broker_detail::latency_histogram::bounds.size())
-          std::snprintf(le, sizeof le, "%g", broker_detail::latency_histogram::bounds[i]);
-        else
-          std::snprintf(le, sizeof le, "+Inf");
-        line("scale0_gateway_request_duration_seconds_bucket{route=\"" + route + "\",le=\"" + le +
-             "\"} " + std::to_string(cumulative));
-      }
-      char sum[64];
-      std::snprintf(sum, sizeof sum, "%.9g", h.sum);
-      line("scale0_gateway_request_duration_seconds_sum{route=\"" + route + "\"} " + sum);
-      line("scale0_gateway_request_duration_seconds_count{route=\"" + route + "\"} " +
-           std::to_string(h.count));
-    }
+    std::ostringstream histograms;
+    for (const auto& [route, h] : latency)
+      broker_detail::write_prometheus(histograms, "scale0_gateway_request_duration_seconds",
+                                      "route", route, h);
+    out.append(histograms.str());
     auto gauge = [&](const char* name, const char* type, const char* help, std::uint64_t v) {
       line(std::string("# HELP ") + name + " " + help);
       line(std::string("# TYPE ") + name + " " + type);
@@ -191,13 +179,6 @@ struct gateway::impl : server {
 };
 
 namespace {
-
-bool valid_request_id(std::string_view v) {
-  if (v.empty() || v.size() > 128) return false;
-  for (unsigned char c : v)
-    if (c < 0x21 || c > 0x7e) return false;
-  return true;
-}
 
 // One HTTP connection: read a request, send it to the broker, write the answer, repeat. Requests
 // pipelined by the client wait in `buffer_` and are read only after the previous answer is
@@ -343,7 +324,8 @@ class session : public std::enable_shared_from_this<session> {
     keep_alive_ = req.keep_alive();
     head_ = req.method() == bhttp::verb::head;
     const auto given_id = sv(req["X-Request-Id"]);
-    request_id_ = valid_request_id(given_id) ? std::string(given_id) : fresh_request_id();
+    request_id_ =
+        http_detail::valid_request_id(given_id) ? std::string(given_id) : fresh_request_id();
     label_ = "none";
     if (const auto length = parser_->content_length(); length && *length > g_.opt.max_body)
       return answer_error(bhttp::status::payload_too_large,
@@ -444,24 +426,13 @@ class session : public std::enable_shared_from_this<session> {
     arm(timeout + std::chrono::seconds(1));
   }
 
-  // Maps a non-200 status from the broker or the worker (docs/http.md, status mapping).
+  // A non-200 status from the broker or the worker, mapped as docs/http.md says.
   void answer_status(std::uint16_t code, std::string_view message) {
     std::string text = message.empty() ? std::string(reason_phrase(code)) : std::string(message);
-    switch (code) {
-      case status::unavailable:
-      case status::too_many_requests:
-        return answer_error(bhttp::status::service_unavailable, text);
-      case status::deadline:
-        return answer_error(bhttp::status::gateway_timeout, text);
-      case status::too_large:
-        return answer_error(bhttp::status::payload_too_large, text);
-      case status::bad_request:
-        return answer_error(bhttp::status::bad_request, text);
-      default:
-        if (code >= 500 && code <= 599) return answer_error(static_cast<bhttp::status>(code), text);
-        return answer_error(bhttp::status::bad_gateway,
-                            "unexpected status " + std::to_string(code) + ": " + text);
-    }
+    const unsigned http = http_detail::http_status_for(code);
+    if (http == 502 && code != status::worker_lost)
+      text = "unexpected status " + std::to_string(code) + ": " + text;
+    answer_error(static_cast<bhttp::status>(http), text);
   }
 
   void answer_error(bhttp::status code, std::string_view text) {

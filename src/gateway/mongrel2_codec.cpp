@@ -356,26 +356,4 @@ std::string error_response(unsigned status, std::string_view text, bool head, bo
   return out;
 }
 
-unsigned http_status_for(std::uint16_t s0_status) noexcept {
-  switch (s0_status) {
-    case 429:
-    case 503:
-      return 503;
-    case 400:
-    case 413:
-    case 502:
-    case 504:
-      return s0_status;
-    default:
-      return s0_status >= 500 && s0_status <= 599 ? s0_status : 502;
-  }
-}
-
-bool valid_request_id(std::string_view id) noexcept {
-  if (id.empty() || id.size() > 128) return false;
-  for (const char c : id)
-    if (!is_visible(c)) return false;
-  return true;
-}
-
 }  // namespace scale0::mongrel2_detail

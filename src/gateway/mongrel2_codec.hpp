@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "http/encoding.hpp"
+
 namespace scale0::mongrel2_detail {
 
 struct m2_field {
@@ -84,10 +86,8 @@ std::string client_response(std::string_view worker_wire, bool head, bool keep_a
 std::string error_response(unsigned status, std::string_view text, bool head, bool keep_alive,
                            std::string_view request_id, unsigned retry_after_s = 0);
 
-// The HTTP status for a non-200 S0/1 reply (docs/http.md, "Status mapping at the front door").
-unsigned http_status_for(std::uint16_t s0_status) noexcept;
-
-// True for 1-128 visible ASCII characters: a client's X-Request-Id worth keeping.
-bool valid_request_id(std::string_view id) noexcept;
+// Shared with the gateway (src/http/encoding.hpp).
+using http_detail::http_status_for;
+using http_detail::valid_request_id;
 
 }  // namespace scale0::mongrel2_detail

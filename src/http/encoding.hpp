@@ -2,6 +2,7 @@
 // field from whatever they parsed (Beast messages, Mongrel2 headers), workers build responses.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,5 +31,12 @@ class head_writer {
 };
 
 bool iequals(std::string_view a, std::string_view b) noexcept;
+
+// The HTTP status a front door answers for a non-200 S0 reply (docs/http.md, "Status mapping at
+// the front door").
+unsigned http_status_for(std::uint16_t s0_status) noexcept;
+
+// True for 1-128 visible ASCII characters: a client's X-Request-Id worth keeping.
+bool valid_request_id(std::string_view id) noexcept;
 
 }  // namespace scale0::http_detail

@@ -29,6 +29,28 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
   return true;
 }
 
+unsigned http_status_for(std::uint16_t s0_status) noexcept {
+  switch (s0_status) {
+    case status::too_many_requests:
+    case status::unavailable:
+      return 503;
+    case status::bad_request:
+    case status::too_large:
+    case status::worker_lost:
+    case status::deadline:
+      return s0_status;
+    default:
+      return s0_status >= 500 && s0_status <= 599 ? s0_status : 502;
+  }
+}
+
+bool valid_request_id(std::string_view id) noexcept {
+  if (id.empty() || id.size() > 128) return false;
+  for (const unsigned char c : id)
+    if (c < 0x21 || c > 0x7e) return false;
+  return true;
+}
+
 std::vector<std::string> connection_tokens(std::string_view value) {
   std::vector<std::string> out;
   std::size_t i = 0;
