@@ -250,7 +250,34 @@ void add_broker_command(CLI::App& root, int& exit_code) {
   g.push_back(sub->add_option("--max-services", f.max_services, "Number of services")
                   ->capture_default_str());
   g.push_back(sub->add_option("--max-client-inflight", f.max_client_inflight,
-                              "Requests in flight per client")
+                              "Requests in flight per client (with answers it has not read)")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--max-client-backlog-bytes", f.max_client_backlog_bytes,
+                              "Answers held for one client that is not reading (bytes)")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--max-total-backlog-bytes", f.max_total_backlog_bytes,
+                              "Answers held for all clients that are not reading (bytes)")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--max-queue-bytes", f.max_queue_bytes,
+                              "Bytes of queued requests per service")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--max-total-queue-bytes", f.max_total_queue_bytes,
+                              "Bytes of queued requests, all services")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--max-unserved-services", f.max_unserved_services,
+                              "Services nobody serves that client requests may create")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--max-worker-services", f.max_worker_services,
+                              "Services one worker may announce (1-64)")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--service-ttl", f.service_ttl,
+                              "An unserved, idle service is forgotten after (ms)")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--max-heartbeat-interval", f.max_heartbeat_interval,
+                              "Longest heartbeat interval a worker may ask for (ms)")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--mdp-heartbeat-interval", f.mdp_heartbeat_interval,
+                              "Heartbeat interval Majordomo workers are judged by (ms)")
                   ->capture_default_str());
   g.push_back(sub->add_option("--idempotent", f.idempotent,
                               "Services whose requests may be re-dispatched when a worker dies "

@@ -82,6 +82,27 @@ const std::vector<field>& fields() {
       {"max-queue", &broker_settings::max_queue, 1, 10000000, {}},
       {"max-services", &broker_settings::max_services, 1, 10000000, {}},
       {"max-client-inflight", &broker_settings::max_client_inflight, 1, 10000000, {}},
+      {"max-client-backlog-bytes",
+       &broker_settings::max_client_backlog_bytes,
+       1024,
+       std::int64_t{1} << 40,
+       {}},
+      {"max-total-backlog-bytes",
+       &broker_settings::max_total_backlog_bytes,
+       1024,
+       std::int64_t{1} << 40,
+       {}},
+      {"max-queue-bytes", &broker_settings::max_queue_bytes, 1024, std::int64_t{1} << 40, {}},
+      {"max-total-queue-bytes",
+       &broker_settings::max_total_queue_bytes,
+       1024,
+       std::int64_t{1} << 40,
+       {}},
+      {"max-unserved-services", &broker_settings::max_unserved_services, 0, 10000000, {}},
+      {"max-worker-services", &broker_settings::max_worker_services, 1, 64, {}},
+      {"service-ttl", &broker_settings::service_ttl, 0, 86400000, {}},
+      {"max-heartbeat-interval", &broker_settings::max_heartbeat_interval, 10, 86400000, {}},
+      {"mdp-heartbeat-interval", &broker_settings::mdp_heartbeat_interval, 10, 3600000, {}},
       {"idempotent", &broker_settings::idempotent, 0, 0, {}},
       {"metrics-listen", &broker_settings::metrics_listen, 0, 0, check_listen},
       {"log-level", &broker_settings::log_level, 0, 0,
@@ -179,6 +200,15 @@ broker_options broker_settings::to_options() const {
   o.max_queue = static_cast<std::size_t>(max_queue);
   o.max_services = static_cast<std::size_t>(max_services);
   o.max_client_inflight = static_cast<std::size_t>(max_client_inflight);
+  o.max_client_backlog_bytes = static_cast<std::size_t>(max_client_backlog_bytes);
+  o.max_total_backlog_bytes = static_cast<std::size_t>(max_total_backlog_bytes);
+  o.max_queue_bytes = static_cast<std::size_t>(max_queue_bytes);
+  o.max_total_queue_bytes = static_cast<std::size_t>(max_total_queue_bytes);
+  o.max_unserved_services = static_cast<std::size_t>(max_unserved_services);
+  o.max_worker_services = static_cast<std::size_t>(max_worker_services);
+  o.service_ttl = milliseconds(service_ttl);
+  o.max_heartbeat_interval = milliseconds(max_heartbeat_interval);
+  o.mdp_heartbeat_interval = milliseconds(mdp_heartbeat_interval);
   o.idempotent_services = idempotent;
   o.metrics_listen = metrics_listen;
   return o;

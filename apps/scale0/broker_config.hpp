@@ -26,6 +26,15 @@ struct broker_settings {
   std::int64_t max_queue = 10000;
   std::int64_t max_services = 10000;
   std::int64_t max_client_inflight = 10000;
+  std::int64_t max_client_backlog_bytes = std::int64_t{64} << 20;
+  std::int64_t max_total_backlog_bytes = std::int64_t{256} << 20;
+  std::int64_t max_queue_bytes = std::int64_t{128} << 20;
+  std::int64_t max_total_queue_bytes = std::int64_t{1} << 30;
+  std::int64_t max_unserved_services = 1000;
+  std::int64_t max_worker_services = 64;
+  std::int64_t service_ttl = 10000;             // ms
+  std::int64_t max_heartbeat_interval = 60000;  // ms
+  std::int64_t mdp_heartbeat_interval = 2500;   // ms
   std::vector<std::string> idempotent;
   std::string metrics_listen = "127.0.0.1:9555";
   std::string log_level = "info";

@@ -29,7 +29,22 @@ struct broker_options {
   std::size_t max_message_bytes = 8u << 20;
   std::size_t max_queue = 10000;  // queued requests per service
   std::size_t max_services = 10000;
-  std::size_t max_client_inflight = 10000;
+  std::size_t max_client_inflight = 10000;  // accepted and unanswered, plus answers it has not read
+  // Majordomo workers cannot negotiate: they are judged by MDP's own cadence (7/MDP's reference
+  // worker heartbeats every 2.5 s), and one holding a request is kept until that request's
+  // deadline plus one liveness period (it cannot heartbeat while its handler runs).
+  std::chrono::milliseconds mdp_heartbeat_interval{2500};
+  // The longest heartbeat interval a native worker may ask for (a longer request is cut to this).
+  std::chrono::milliseconds max_heartbeat_interval{60000};
+  std::size_t max_queue_bytes = std::size_t{128} << 20;      // bytes of queued requests per service
+  std::size_t max_total_queue_bytes = std::size_t{1} << 30;  // ... over all services
+  std::size_t max_unserved_services = 1000;      // services nobody serves (made by client requests)
+  std::size_t max_worker_services = 64;          // services one worker may announce (1-64)
+  std::chrono::milliseconds service_ttl{10000};  // an unserved, idle service is forgotten after
+  // Answers held for a client whose ZeroMQ queue is full (it is not reading), per client and in
+  // all.
+  std::size_t max_client_backlog_bytes = std::size_t{64} << 20;
+  std::size_t max_total_backlog_bytes = std::size_t{256} << 20;
   std::vector<std::string> idempotent_services;    // for Majordomo workers, which cannot declare it
   std::chrono::milliseconds drain_timeout{10000};  // drain(): longest wait for accepted requests
   // HTTP listener for /metrics, /healthz and /readyz, e.g. "127.0.0.1:9555"; empty: none.
@@ -46,9 +61,9 @@ enum class event_kind : std::uint8_t {
   service_created,  // service
   service_removed,  // service
   request_error,    // service, code, detail: every error reply the broker makes
-  dropped,          // detail: what was dropped (malformed, unknown reply, late reply, unroutable)
-  draining,         // detail
-  reloaded,         // detail
+  dropped,   // detail: what was dropped (malformed, unknown reply, late reply, unroutable, backlog)
+  draining,  // detail
+  reloaded,  // detail
 };
 struct broker_event {
   event_kind kind;

@@ -3,6 +3,7 @@
 
 #include "event_loop.hpp"
 #include "scale0/error.hpp"
+#include "scale0/protocol.hpp"
 
 namespace scale0 {
 
@@ -24,6 +25,18 @@ void broker_options::validate() const {
   if (max_queue < 1) fail("max queue must be at least 1");
   if (max_services < 1) fail("max services must be at least 1");
   if (max_client_inflight < 1) fail("max client in-flight must be at least 1");
+  if (mdp_heartbeat_interval.count() < 10) fail("MDP heartbeat interval must be at least 10 ms");
+  if (max_heartbeat_interval < heartbeat_interval)
+    fail("max heartbeat interval must be at least the heartbeat interval");
+  if (max_queue_bytes < 1024) fail("max queue bytes must be at least 1024");
+  if (max_total_queue_bytes < max_queue_bytes)
+    fail("max total queue bytes must be at least max queue bytes");
+  if (max_worker_services < 1 || max_worker_services > protocol::max_services_per_worker)
+    fail("max worker services must be 1-64");
+  if (service_ttl.count() < 0) fail("service TTL must not be negative");
+  if (max_client_backlog_bytes < 1024) fail("max client backlog bytes must be at least 1024");
+  if (max_total_backlog_bytes < max_client_backlog_bytes)
+    fail("max total backlog bytes must be at least max client backlog bytes");
 }
 
 struct broker::impl {

@@ -68,7 +68,7 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
       scratch_.push_back(std::move(msg[0]));
       protocol::append_client_pong(scratch_, in.version);
       for (std::size_t i = in.first; i < msg.size(); ++i) scratch_.push_back(std::move(msg[i]));
-      send(socket, scratch_);
+      send_to_client(socket, view(scratch_[0]), scratch_);
       break;
     case inbound_kind::worker_ready:
     case inbound_kind::mdp_ready:
@@ -130,14 +130,28 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
 
   const std::string& key = make_key(socket, c.identity);
   auto client = clients_.find(key);
-  if (client != clients_.end() && client->second.in_flight >= options_.max_client_inflight)
+  // Answers it has not read yet count too: a client that does not read gets 429s, not more work.
+  if (client != clients_.end() &&
+      client->second.in_flight + client->second.backlog.size() >= options_.max_client_inflight)
     return send_error(c, status::too_many_requests, "too many requests in flight for this client");
 
-  const std::uint32_t s = find_or_create_service(in.service, now);
-  if (s == npos) return send_error(c, status::unavailable, "too many services");
-  if (services_[s].queue.size >= options_.max_queue) {
+  const std::uint32_t s = find_or_create_service(in.service, now, false);
+  if (s == npos)
+    return send_error(c, status::unavailable,
+                      service_by_name_.size() >= options_.max_services ? "too many services"
+                                                                       : "no worker for service");
+  std::size_t bytes = 0;
+  for (std::size_t i = in.first; i < msg.size(); ++i) bytes += msg[i].size();
+  service_entry& svc = services_[s];
+  const bool immediate = svc.queue.empty() && !svc.lru.empty();
+  if (!immediate && svc.queue.size >= options_.max_queue) {
     count_error(s, status::unavailable);
     return send_error(c, status::unavailable, "service queue full");
+  }
+  if (!immediate && (svc.queue_bytes + bytes > options_.max_queue_bytes ||
+                     queue_bytes_ + bytes > options_.max_total_queue_bytes)) {
+    count_error(s, status::unavailable);
+    return send_error(c, status::unavailable, "service queue full (bytes)");
   }
   if (client == clients_.end()) client = clients_.emplace(key, client_entry{}).first;
   ++client->second.in_flight;
@@ -146,11 +160,11 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
 
   const std::uint32_t slot = alloc_slot();
   request_slot& r = slots_[slot];
-  r.state = slot_state::queued;
   r.mdp_client = mdp;
   r.client_version = in.version;
   r.attempts = 0;
   r.client_socket = socket;
+  r.bytes = static_cast<std::uint32_t>(std::min<std::size_t>(bytes, UINT32_MAX));
   r.client.assign(c.identity);
   r.client_id = in.id;
   r.service = s;
@@ -161,10 +175,8 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   r.body.clear();
   for (std::size_t i = in.first; i < msg.size(); ++i) r.body.push_back(std::move(msg[i]));
 
-  service_entry& svc = services_[s];
-  if (svc.queue.empty() && !svc.lru.empty()) return assign(slot, svc.lru.head, now);
-  list_push_back(svc.queue, slot, slot_links());
-  schedule_queued(slot, now);
+  if (immediate) return assign(slot, svc.lru.head, now);
+  enqueue(slot, false, now);
   dispatch(s, now);
 }
 
@@ -200,6 +212,9 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   }
   protocol::service_names names{};
   const std::size_t count = protocol::ready_services(msg, in, names);
+  if (count > options_.max_worker_services)
+    return send_disconnect(socket, identity, mdp, in.version, status::bad_request,
+                           "too many services for one worker");
   std::size_t new_services = 0;
   for (std::size_t i = 0; i < count; ++i) {
     const std::string_view name = names[i];
@@ -210,9 +225,16 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
     for (std::size_t k = 0; k < i && !repeated; ++k) repeated = names[k] == name;
     if (!repeated && !service_by_name_.contains(std::string(name))) ++new_services;
   }
-  if (service_by_name_.size() + new_services > options_.max_services)
-    return send_disconnect(socket, identity, mdp, in.version, status::unavailable,
-                           "too many services");
+  if (service_by_name_.size() + new_services > options_.max_services) {
+    // Room is made by forgetting services nobody serves and nothing waits for; a worker is
+    // refused only when the table is full of services that are in use.
+    std::size_t idle_unserved = 0;
+    for (const service_entry& S : services_)
+      if (S.used && S.workers == 0 && S.queue.empty() && S.in_flight == 0) ++idle_unserved;
+    if (service_by_name_.size() - idle_unserved + new_services > options_.max_services)
+      return send_disconnect(socket, identity, mdp, in.version, status::unavailable,
+                             "too many services");
+  }
 
   std::uint32_t w;
   if (!free_workers_.empty()) {
@@ -233,11 +255,16 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   W.key = key;
   W.concurrency = mdp ? 1 : in.concurrency;
   W.in_flight = 0;
-  W.requested =
-      std::max<clock::duration>(milliseconds(in.heartbeat_ms), options_.heartbeat_interval);
+  W.unreachable = false;
+  // A worker may ask for a longer interval than the broker's, up to the cap: a silent worker must
+  // not be able to stay registered for ever.
+  W.requested = std::clamp<clock::duration>(
+      milliseconds(in.heartbeat_ms), options_.heartbeat_interval, options_.max_heartbeat_interval);
   W.interval = W.requested;
   W.regranted = false;
-  if (!mdp) {
+  if (mdp) {
+    W.requested = W.interval = granted_mdp_interval();
+  } else {
     ++native_workers_;
     W.interval = std::max(W.requested, fleet_interval());
   }
@@ -252,7 +279,7 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   ++counters_.workers_joined;
 
   for (std::size_t i = 0; i < count; ++i) {
-    const std::uint32_t s = find_or_create_service(names[i], now);
+    const std::uint32_t s = find_or_create_service(names[i], now, true);
     if (s == npos) continue;
     const bool duplicate = std::any_of(W.memberships.begin(), W.memberships.end(),
                                        [&](std::uint32_t m) { return members_[m].service == s; });
@@ -267,7 +294,7 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
     }
     members_[m] = membership{w, s, {}};
     W.memberships.push_back(m);
-    ++services_[s].workers;
+    if (services_[s].workers++ == 0) --unserved_services_;
     list_push_back(services_[s].lru, m, member_links());
     if (!services_[s].queue.empty()) pending_dispatch_.push_back(s);
   }
@@ -359,7 +386,7 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   service_entry& S = services_[s];
   request_slot& r = slots_[slot];
 
-  list_remove(S.queue, slot, slot_links());
+  if (r.state == slot_state::queued) dequeue(slot);
   r.state = slot_state::in_flight;
   r.worker = w;
   ++r.attempts;
@@ -398,11 +425,13 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   }
   const bool padded = W.mdp && r.body.empty();
   if (padded) scratch_.emplace_back();  // MDP bodies have at least one frame
-  if (send(W.socket, scratch_)) {
+  if (out_.send(W.socket, scratch_) == delivery::sent) {
     if (!keep) r.body.clear();
     return;
   }
-  // Never delivered: the request goes back to the head of the queue, the worker is gone.
+  // Never delivered: the request goes back to the head of the queue. The worker gets no more
+  // work, but it is not purged yet: a reply it sent before its connection closed may still be
+  // unread, and must not be answered 502 (on_input_drained purges it).
   if (!keep) {
     r.body.clear();
     for (std::size_t i = header; i < scratch_.size() - (padded ? 1 : 0); ++i)
@@ -412,18 +441,65 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   list_remove(W.jobs, slot, slot_links());
   --W.in_flight;
   --S.in_flight;
+  enqueue(slot, true, now);
+  pending_dispatch_.push_back(s);
+  mark_unreachable(w, now);
+}
+
+void broker_core::mark_unreachable(std::uint32_t w, time_point now) {
+  worker_entry& W = workers_[w];
+  if (W.unreachable) return;
+  W.unreachable = true;
+  W.unreachable_since = now;
+  for (std::uint32_t m : W.memberships)
+    list_remove(services_[members_[m].service].lru, m, member_links());
+  unreachable_.push_back(w);
+}
+
+void broker_core::purge_unreachable(time_point now, bool all) {
+  // Under sustained input the sockets may never be empty: an unreachable worker is then purged
+  // one heartbeat interval after it was found so.
+  std::erase_if(unreachable_, [&](std::uint32_t w) {
+    worker_entry& W = workers_[w];
+    if (!W.used || !W.unreachable) return true;  // purged meanwhile (the slot may be reused)
+    if (!all && now - W.unreachable_since < options_.heartbeat_interval) return false;
+    purge_worker(w, now, "unreachable");
+    return true;
+  });
+}
+
+void broker_core::on_input_drained(time_point now) {
+  if (unreachable_.empty()) return;
+  purge_unreachable(now, true);
+  flush_dispatch(now);
+}
+
+void broker_core::enqueue(std::uint32_t slot, bool front, time_point now) {
+  request_slot& r = slots_[slot];
+  service_entry& S = services_[r.service];
   r.state = slot_state::queued;
   r.worker = npos;
-  list_push_front(S.queue, slot, slot_links());
+  if (front)
+    list_push_front(S.queue, slot, slot_links());
+  else
+    list_push_back(S.queue, slot, slot_links());
+  S.queue_bytes += r.bytes;
+  queue_bytes_ += r.bytes;
   schedule_queued(slot, now);
-  pending_dispatch_.push_back(s);
-  purge_worker(w, now, "unreachable");
+}
+
+void broker_core::dequeue(std::uint32_t slot) {
+  request_slot& r = slots_[slot];
+  service_entry& S = services_[r.service];
+  list_remove(S.queue, slot, slot_links());
+  S.queue_bytes -= r.bytes;
+  queue_bytes_ -= r.bytes;
 }
 
 void broker_core::release_credit(std::uint32_t w) {
   worker_entry& W = workers_[w];
   --W.in_flight;
-  if (W.stopping || W.in_flight + 1 != W.concurrency) return;
+  if (W.stopping || W.unreachable || W.in_flight + 1 != W.concurrency) return;
   // It was full: it is ready again, and has waited least.
   for (std::uint32_t m : W.memberships) {
     service_entry& S = services_[members_[m].service];
@@ -436,7 +512,7 @@ void broker_core::finish(std::uint32_t slot) {
   request_slot& r = slots_[slot];
   service_entry& S = services_[r.service];
   if (r.state == slot_state::queued) {
-    list_remove(S.queue, slot, slot_links());
+    dequeue(slot);
   } else if (r.worker != npos) {
     list_remove(workers_[r.worker].jobs, slot, slot_links());
   }
@@ -498,7 +574,9 @@ bool broker_core::may_retry(const request_slot& r) const noexcept {
 
 void broker_core::touch(worker_entry& W, time_point now) {
   const auto gap = now - W.last_seen;
-  if (gap > 2 * W.interval && !W.regranted)
+  // A Majordomo worker is silent while its handler runs: that is not a missed heartbeat.
+  const bool busy_mdp = W.mdp && W.in_flight != 0;
+  if (gap > 2 * W.interval && !W.regranted && !busy_mdp)
     counters_.heartbeats_missed += static_cast<std::uint64_t>(gap / W.interval - 1);
   W.regranted = false;
   W.last_seen = now;
@@ -511,7 +589,10 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
   for (std::uint32_t m : W.memberships) {
     service_entry& S = services_[members_[m].service];
     list_remove(S.lru, m, member_links());
-    if (--S.workers == 0) S.no_worker_since = now;
+    if (--S.workers == 0) {
+      S.no_worker_since = now;
+      ++unserved_services_;
+    }
     free_members_.push_back(m);
   }
   while (!W.jobs.empty()) {
@@ -520,10 +601,7 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
     if (r.state == slot_state::in_flight && may_retry(r) && r.attempts < 2) {
       list_remove(W.jobs, slot, slot_links());
       --services_[r.service].in_flight;
-      r.state = slot_state::queued;
-      r.worker = npos;
-      list_push_front(services_[r.service].queue, slot, slot_links());
-      schedule_queued(slot, now);
+      enqueue(slot, true, now);
       pending_dispatch_.push_back(r.service);
       ++counters_.redispatched;
     } else if (r.state == slot_state::in_flight) {
@@ -535,6 +613,7 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
   worker_by_key_.erase(W.key);
   if (!W.mdp) --native_workers_;
   W.used = false;
+  W.unreachable = false;
   W.memberships.clear();
   W.in_flight = 0;
   free_workers_.push_back(w);
@@ -557,22 +636,43 @@ void broker_core::on_tick(time_point now) {
     next_expiry_scan_ = std::max(next_expiry_scan_, now + options_.heartbeat_interval);
   last_tick_ = now;
   if (now >= next_expiry_scan_) {
-    // Every worker is checked, not just the oldest: one slow worker must not shield the rest.
-    for (std::uint32_t w = 0; w < workers_.size(); ++w) {
-      if (!workers_[w].used || now < workers_[w].expires) continue;
-      send_disconnect(workers_[w], status::deadline, "heartbeat expired");
-      ++counters_.workers_expired;
-      // Its silence counts as missed heartbeats too, beyond the first interval.
-      const auto silent =
-          static_cast<std::uint64_t>((now - workers_[w].last_seen) / workers_[w].interval);
-      if (silent > 1) counters_.heartbeats_missed += silent - 1;
-      purge_worker(w, now, "heartbeat expired");
-    }
+    expire_workers(now);
     next_expiry_scan_ =
         now + std::max<clock::duration>(options_.heartbeat_interval / 4, milliseconds(5));
   }
+  if (!unreachable_.empty()) purge_unreachable(now, false);
+  if (!backlogged_.empty() && now >= next_backlog_retry_) {
+    flush_backlogs();
+    next_backlog_retry_ = now + milliseconds(2);
+  }
   if (now >= next_heartbeat_) heartbeat_tick(now);
   flush_dispatch(now);
+}
+
+void broker_core::expire_workers(time_point now) {
+  // Every worker is checked, not just the oldest: one slow worker must not shield the rest.
+  for (std::uint32_t w = 0; w < workers_.size(); ++w) {
+    worker_entry& W = workers_[w];
+    if (!W.used || now < W.expires) continue;
+    if (W.mdp) {
+      // A Majordomo worker cannot heartbeat while it works: it is kept until the deadline of
+      // what it holds has passed, plus one liveness period.
+      time_point hold{};
+      for (std::uint32_t slot = W.jobs.head; slot != npos; slot = slots_[slot].link.next)
+        hold = std::max(hold, slots_[slot].deadline);
+      if (W.jobs.head != npos && now < hold + W.interval * options_.liveness) continue;
+    }
+    send_disconnect(W, status::deadline, "heartbeat expired");
+    ++counters_.workers_expired;
+    // Its silence counts as missed heartbeats too, beyond the first interval.
+    const auto silent = static_cast<std::uint64_t>((now - W.last_seen) / W.interval);
+    if (silent > 1) counters_.heartbeats_missed += silent - 1;
+    purge_worker(w, now, "heartbeat expired");
+  }
+}
+
+clock::duration broker_core::granted_mdp_interval() const noexcept {
+  return std::max<clock::duration>(options_.mdp_heartbeat_interval, options_.heartbeat_interval);
 }
 
 void broker_core::heartbeat_tick(time_point now) {
@@ -588,7 +688,7 @@ void broker_core::heartbeat_tick(time_point now) {
     send(W.socket, scratch_);
   }
   // Forget services nobody serves or asks for, and clients with nothing in flight.
-  const auto ttl = std::max<clock::duration>(options_.no_worker_timeout, std::chrono::seconds(10));
+  const auto ttl = std::max<clock::duration>(options_.no_worker_timeout, options_.service_ttl);
   for (std::uint32_t s = 0; s < services_.size(); ++s) {
     service_entry& S = services_[s];
     if (!S.used) continue;
@@ -600,7 +700,8 @@ void broker_core::heartbeat_tick(time_point now) {
   }
   // Clients still active keep their entry, so a steady client costs no allocation per request.
   std::erase_if(clients_, [&](const auto& kv) {
-    return kv.second.in_flight == 0 && now - kv.second.last_request > options_.heartbeat_interval;
+    return kv.second.in_flight == 0 && kv.second.backlog.empty() &&
+           now - kv.second.last_request > options_.heartbeat_interval;
   });
   if (native_workers_ != regranted_for_) regrant_intervals();
   next_heartbeat_ += options_.heartbeat_interval;
@@ -648,7 +749,8 @@ void broker_core::regrant_intervals() {
 }
 
 time_point broker_core::next_wakeup(time_point now) const noexcept {
-  return std::min({timers_.next_due(now), next_heartbeat_, next_expiry_scan_});
+  const time_point next = std::min({timers_.next_due(now), next_heartbeat_, next_expiry_scan_});
+  return backlogged_.empty() ? next : std::min(next, next_backlog_retry_);
 }
 
 void broker_core::shutdown(time_point now) {
@@ -666,15 +768,91 @@ void broker_core::shutdown(time_point now) {
     purge_worker(w, now, "broker shutting down");
   }
   pending_dispatch_.clear();
+  unreachable_.clear();
+  // What a client's full queue still refuses now is lost with the broker: counted.
+  flush_backlogs();
+  for (auto& [key, client] : clients_) {
+    counters_.dropped_backlog += client.backlog.size();
+    client.backlog.clear();
+    client.backlog_bytes = 0;
+  }
+  backlogged_.clear();
+  backlog_bytes_ = backlog_messages_ = 0;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Sending
 
 bool broker_core::send(std::uint8_t socket, frames& msg) {
-  if (out_.send(socket, msg)) return true;
+  if (out_.send(socket, msg) == delivery::sent) return true;
   drop(counters_.dropped_unroutable, "message to a peer that is gone or not reading");
   return false;
+}
+
+namespace {
+// What a held message costs: its bytes and the ZeroMQ message structure of each frame.
+std::size_t held_cost(const frames& msg) noexcept {
+  std::size_t n = 0;
+  for (const auto& f : msg) n += f.size() + sizeof(zmq::message_t);
+  return n;
+}
+}  // namespace
+
+void broker_core::send_to_client(std::uint8_t socket, std::string_view identity, frames& msg) {
+  client_entry* held = nullptr;  // the client's entry when it already has a backlog
+  if (!backlogged_.empty()) {
+    const auto it = clients_.find(make_key(socket, identity));
+    if (it != clients_.end() && !it->second.backlog.empty()) held = &it->second;
+  }
+  if (held == nullptr) {
+    switch (out_.send(socket, msg)) {
+      case delivery::sent:
+        return;
+      case delivery::gone:
+        return drop(counters_.dropped_unroutable, "answer to a client that is gone");
+      case delivery::full:
+        break;
+    }
+    // Its queue is full: it is not reading (yet). Hold the answer, in order, within budget.
+    held = &clients_.try_emplace(make_key(socket, identity)).first->second;
+  }
+  const std::size_t cost = held_cost(msg);
+  if (held->backlog_bytes + cost > options_.max_client_backlog_bytes ||
+      backlog_bytes_ + cost > options_.max_total_backlog_bytes)
+    return drop(counters_.dropped_backlog, "answer to a client that is not reading: backlog full");
+  if (held->backlog.empty()) backlogged_.push_back(make_key(socket, identity));
+  held->backlog.push_back({cost, std::move(msg)});
+  msg.clear();
+  held->backlog_bytes += cost;
+  backlog_bytes_ += cost;
+  ++backlog_messages_;
+  if (backlogged_.size() == 1) next_backlog_retry_ = last_tick_ + milliseconds(1);
+}
+
+void broker_core::flush_backlogs() {
+  for (std::size_t i = 0; i < backlogged_.size();) {
+    const std::string& key = backlogged_[i];
+    const auto it = clients_.find(key);
+    const auto socket = static_cast<std::uint8_t>(key[0]);
+    client_entry& c = it->second;
+    while (!c.backlog.empty()) {
+      held_answer& a = c.backlog.front();
+      const delivery d = out_.send(socket, a.msg);
+      if (d == delivery::full) break;
+      if (d == delivery::gone)
+        drop(counters_.dropped_unroutable, "answer to a client that is gone");
+      c.backlog_bytes -= a.bytes;
+      backlog_bytes_ -= a.bytes;
+      --backlog_messages_;
+      c.backlog.pop_front();
+    }
+    if (c.backlog.empty()) {
+      backlogged_[i] = std::move(backlogged_.back());
+      backlogged_.pop_back();
+    } else {
+      ++i;
+    }
+  }
 }
 
 void broker_core::send_error(const client_ref& c, std::uint16_t code, std::string_view message) {
@@ -701,7 +879,7 @@ void broker_core::send_client_reply(const client_ref& c, std::uint16_t code,
   }
   if (!c.mdp || code == status::ok)
     for (std::size_t i = first; i < src.size(); ++i) scratch_.push_back(std::move(src[i]));
-  send(c.socket, scratch_);
+  send_to_client(c.socket, c.identity, scratch_);
 }
 
 void broker_core::send_disconnect(std::uint8_t socket, std::string_view identity, bool mdp,
@@ -747,10 +925,16 @@ std::uint32_t broker_core::find_worker(std::uint8_t socket, const zmq::message_t
   return it == worker_by_key_.end() ? npos : it->second;
 }
 
-std::uint32_t broker_core::find_or_create_service(std::string_view name, time_point now) {
+std::uint32_t broker_core::find_or_create_service(std::string_view name, time_point now,
+                                                  bool for_worker) {
   name_key_.assign(name);
   if (auto it = service_by_name_.find(name_key_); it != service_by_name_.end()) return it->second;
-  if (service_by_name_.size() >= options_.max_services) return npos;
+  // Clients may make only so many services that nobody serves (a request waits in one for a
+  // worker); a worker makes room by forgetting such services that nothing waits for.
+  if (!for_worker && unserved_services_ >= options_.max_unserved_services) return npos;
+  if (service_by_name_.size() >= options_.max_services &&
+      (!for_worker || !evict_unserved_service()))
+    return npos;
   std::uint32_t s;
   if (!free_services_.empty()) {
     s = free_services_.back();
@@ -767,6 +951,7 @@ std::uint32_t broker_core::find_or_create_service(std::string_view name, time_po
   S.idempotent = std::find(options_.idempotent_services.begin(), options_.idempotent_services.end(),
                            name) != options_.idempotent_services.end();
   S.no_worker_since = now;
+  ++unserved_services_;
   service_by_name_.emplace(S.name, s);
   out_.event({event_kind::service_created, {}, {}, S.name, 0, {}});
   return s;
@@ -786,8 +971,21 @@ void broker_core::remove_service(std::uint32_t s) {
   service_entry& S = services_[s];
   out_.event({event_kind::service_removed, {}, {}, S.name, 0, {}});
   service_by_name_.erase(S.name);
+  if (S.workers == 0) --unserved_services_;
   S.used = false;
   free_services_.push_back(s);
+}
+
+bool broker_core::evict_unserved_service() {
+  std::uint32_t oldest = npos;
+  for (std::uint32_t s = 0; s < services_.size(); ++s) {
+    const service_entry& S = services_[s];
+    if (!S.used || S.workers != 0 || !S.queue.empty() || S.in_flight != 0) continue;
+    if (oldest == npos || S.no_worker_since < services_[oldest].no_worker_since) oldest = s;
+  }
+  if (oldest == npos) return false;
+  remove_service(oldest);
+  return true;
 }
 
 void broker_core::drop(std::uint64_t& counter, std::string_view what) {
@@ -798,7 +996,7 @@ void broker_core::drop(std::uint64_t& counter, std::string_view what) {
 bool broker_core::drained() const noexcept {
   for (const request_slot& r : slots_)
     if (r.state == slot_state::queued || r.state == slot_state::in_flight) return false;
-  return true;
+  return backlogged_.empty();
 }
 
 void broker_core::reconfigure(const broker_options& options) {

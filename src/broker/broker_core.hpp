@@ -7,6 +7,7 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <string>
 #include <unordered_map>
@@ -27,13 +28,16 @@ using protocol::frames;
 using scale0::broker_event;
 using scale0::event_kind;
 
+// What became of a send. A ROUTER refuses a message when its peer is gone (disconnected or never
+// known) or when the peer's queue is full (it is not reading).
+enum class delivery : std::uint8_t { sent, full, gone };
+
 // Where the core's messages go. For ROUTER sockets frame 0 of `msg` is the peer identity.
 class outbox {
  public:
   virtual ~outbox() = default;
-  // Returns false when the message could not be queued (peer unknown, or its queue is full). On
-  // false the frames are left in `msg` untouched.
-  virtual bool send(std::uint8_t socket, frames& msg) = 0;
+  // Unless sent, the frames are left in `msg` untouched.
+  virtual delivery send(std::uint8_t socket, frames& msg) = 0;
   virtual void publish(frames& msg) = 0;
   virtual void event(const broker_event&) {}
 };
@@ -45,7 +49,8 @@ struct broker_counters {
   std::uint64_t dropped_malformed = 0;            // unanswerable messages
   std::uint64_t dropped_unknown_reply = 0;        // replies for unknown or already answered jobs
   std::uint64_t dropped_late_reply = 0;           // replies after the client got 504
-  std::uint64_t dropped_unroutable = 0;           // sends that failed (peer gone or queue full)
+  std::uint64_t dropped_unroutable = 0;           // sends to a peer that is gone (or not reading)
+  std::uint64_t dropped_backlog = 0;  // answers to a client that does not read, over its backlog
   std::uint64_t workers_joined = 0;
   std::uint64_t workers_left = 0;
   std::uint64_t workers_expired = 0;
@@ -66,6 +71,10 @@ class broker_core {
   // take the frames (msg is left valid but unspecified).
   void on_message(std::uint8_t socket, frames& msg, bool oversized, time_point now);
 
+  // The loop has read everything the sockets held: workers found unreachable by a failed send
+  // are purged now, after any reply they sent before going has been read.
+  void on_input_drained(time_point now);
+
   // Fires deadlines, sends heartbeats, expires workers. Call at least by next_wakeup().
   void on_tick(time_point now);
   time_point next_wakeup(time_point now) const noexcept;
@@ -74,7 +83,7 @@ class broker_core {
   void shutdown(time_point now);
 
   // Graceful drain: new requests get 503 at once; queued and in-flight ones go on. drained() is
-  // true when nothing accepted is left unanswered.
+  // true when nothing accepted is left unanswered and every answer has left the broker.
   void begin_drain() noexcept { draining_ = true; }
   bool draining() const noexcept { return draining_; }
   bool drained() const noexcept;
@@ -107,7 +116,8 @@ class broker_core {
     std::uint8_t client_version = protocol::version_1;  // native clients: the framing to answer in
     std::uint8_t attempts = 0;                          // dispatches so far
     std::uint8_t client_socket = 0;
-    std::string client;  // ROUTER identity of the client
+    std::uint32_t bytes = 0;  // body bytes, counted in the service's queue bytes while queued
+    std::string client;       // ROUTER identity of the client
     std::uint64_t client_id = 0;
     std::uint32_t service = npos;
     std::uint32_t worker = npos;
@@ -126,6 +136,7 @@ class broker_core {
     bool mdp = false;
     bool stopping = false;
     bool idempotent = false;
+    bool unreachable = false;  // a send to it failed: no new work; purged once input is read
     std::uint8_t version = protocol::version_1;  // native workers: the framing it registered in
     std::uint8_t socket = 0;
     std::string identity;
@@ -139,6 +150,7 @@ class broker_core {
     time_point last_seen{};
     time_point expires{};
     time_point joined{};
+    time_point unreachable_since{};
     list_head jobs;
     std::vector<std::uint32_t> memberships;
   };
@@ -150,6 +162,7 @@ class broker_core {
     list_head queue;  // queued request slots
     std::uint32_t workers = 0;
     std::uint32_t in_flight = 0;
+    std::size_t queue_bytes = 0;
     time_point no_worker_since{};
     std::uint64_t requests = 0;
     std::uint64_t replies = 0;                      // worker replies forwarded, any status
@@ -191,7 +204,12 @@ class broker_core {
   void fail(std::uint32_t slot, std::uint16_t code, std::string_view message);
   void release_credit(std::uint32_t w);
   void purge_worker(std::uint32_t w, time_point now, std::string_view why);
+  void mark_unreachable(std::uint32_t w, time_point now);
+  void purge_unreachable(time_point now, bool all);
   void touch(worker_entry& w, time_point now);
+  void expire_workers(time_point now);
+  void enqueue(std::uint32_t slot, bool front, time_point now);
+  void dequeue(std::uint32_t slot);
   void schedule_queued(std::uint32_t slot, time_point now);
   void on_timer(std::uint32_t slot, time_point now);
   void heartbeat_tick(time_point now);
@@ -208,10 +226,15 @@ class broker_core {
   void send_disconnect(const worker_entry& w, std::uint16_t code, std::string_view message);
   void send_welcome(const worker_entry& w);
   bool send(std::uint8_t socket, frames& msg);
+  // Answers go through here: a client whose queue is full gets them held, in order, in its backlog.
+  void send_to_client(std::uint8_t socket, std::string_view identity, frames& msg);
+  void flush_backlogs();
 
   // registries
   std::uint32_t find_worker(std::uint8_t socket, const zmq::message_t& identity);
-  std::uint32_t find_or_create_service(std::string_view name, time_point now);
+  std::uint32_t find_or_create_service(std::string_view name, time_point now, bool for_worker);
+  bool evict_unserved_service();
+  clock::duration granted_mdp_interval() const noexcept;
   std::uint32_t alloc_slot();
   const std::string& make_key(std::uint8_t socket, std::string_view identity);
   client_ref client_of(const request_slot& r) const;
@@ -243,11 +266,24 @@ class broker_core {
   std::vector<std::uint32_t> free_services_;
   std::unordered_map<std::string, std::uint32_t> worker_by_key_;
   std::unordered_map<std::string, std::uint32_t> service_by_name_;
+  struct held_answer {
+    std::size_t bytes;
+    frames msg;
+  };
   struct client_entry {
     std::uint32_t in_flight = 0;
     time_point last_request{};
+    std::deque<held_answer> backlog;  // answers its full queue refused, oldest first
+    std::size_t backlog_bytes = 0;
   };
   std::unordered_map<std::string, client_entry> clients_;
+  std::vector<std::string> backlogged_;  // keys of clients with a backlog
+  std::size_t backlog_bytes_ = 0;
+  std::size_t backlog_messages_ = 0;
+  time_point next_backlog_retry_{};
+  std::size_t queue_bytes_ = 0;             // queued request bytes, all services
+  std::size_t unserved_services_ = 0;       // services with no worker
+  std::vector<std::uint32_t> unreachable_;  // workers a send failed to, to purge
 
   timer_wheel timers_;
   std::vector<std::uint32_t> due_;

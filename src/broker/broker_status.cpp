@@ -1,5 +1,6 @@
 // What the broker tells about itself: the scale0.status JSON answer and the Prometheus text
 // exposition. Both are built only when asked, off the hot path.
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -53,6 +54,7 @@ std::string broker_core::status_json(time_point now) const {
                         {"workers", S.workers},
                         {"idle_slots", idle},
                         {"queue_depth", S.queue.size},
+                        {"queue_bytes", S.queue_bytes},
                         {"in_flight", S.in_flight},
                         {"idempotent", S.idempotent},
                         {"requests", S.requests},
@@ -101,7 +103,8 @@ std::string broker_core::status_json(time_point now) const {
          {{"malformed", c.dropped_malformed},
           {"unknown_reply", c.dropped_unknown_reply},
           {"late_reply", c.dropped_late_reply},
-          {"unroutable", c.dropped_unroutable}}},
+          {"unroutable", c.dropped_unroutable},
+          {"client_backlog_full", c.dropped_backlog}}},
         {"workers_joined", c.workers_joined},
         {"workers_left", c.workers_left},
         {"workers_expired", c.workers_expired},
@@ -142,12 +145,63 @@ std::string broker_core::metrics_text(time_point now) const {
               [](const service_entry& S) { return S.queue.size; });
   per_service("scale0_in_flight", "Requests held by workers.",
               [](const service_entry& S) { return S.in_flight; });
+  per_service("scale0_queue_bytes", "Body bytes of the requests waiting for a worker.",
+              [](const service_entry& S) { return S.queue_bytes; });
   const broker_counters& c = counters_;
   family("scale0_dropped_messages_total", "counter", "Messages dropped, by reason.");
   o << "scale0_dropped_messages_total{reason=\"malformed\"} " << c.dropped_malformed << '\n'
     << "scale0_dropped_messages_total{reason=\"unknown_reply\"} " << c.dropped_unknown_reply << '\n'
     << "scale0_dropped_messages_total{reason=\"late_reply\"} " << c.dropped_late_reply << '\n'
-    << "scale0_dropped_messages_total{reason=\"unroutable\"} " << c.dropped_unroutable << '\n';
+    << "scale0_dropped_messages_total{reason=\"unroutable\"} " << c.dropped_unroutable << '\n'
+    << "scale0_dropped_messages_total{reason=\"client_backlog_full\"} " << c.dropped_backlog
+    << '\n';
+  // Every budget a peer can spend, with its limit (docs/operations.md, "Budgets").
+  std::uint64_t longest_interval_ms = 0;
+  std::uint64_t biggest_client_backlog = 0;
+  std::uint64_t biggest_queue_bytes = 0;
+  std::uint64_t longest_queue = 0;
+  for (const worker_entry& W : workers_)
+    if (W.used)
+      longest_interval_ms = std::max<std::uint64_t>(
+          longest_interval_ms,
+          std::chrono::duration_cast<std::chrono::milliseconds>(W.interval).count());
+  for (const auto& [key, client] : clients_)
+    biggest_client_backlog = std::max<std::uint64_t>(biggest_client_backlog, client.backlog_bytes);
+  for (const service_entry& S : services_) {
+    if (!S.used) continue;
+    biggest_queue_bytes = std::max<std::uint64_t>(biggest_queue_bytes, S.queue_bytes);
+    longest_queue = std::max<std::uint64_t>(longest_queue, S.queue.size);
+  }
+  const struct {
+    const char* name;
+    std::uint64_t used;
+    std::uint64_t limit;
+  } budgets[] = {
+      {"services", service_by_name_.size(), options_.max_services},
+      {"unserved_services", unserved_services_, options_.max_unserved_services},
+      {"queue_per_service", longest_queue, options_.max_queue},
+      {"queue_bytes_per_service", biggest_queue_bytes, options_.max_queue_bytes},
+      {"queue_bytes", queue_bytes_, options_.max_total_queue_bytes},
+      {"client_backlog_bytes_per_client", biggest_client_backlog,
+       options_.max_client_backlog_bytes},
+      {"client_backlog_bytes", backlog_bytes_, options_.max_total_backlog_bytes},
+      {"heartbeat_interval_ms", longest_interval_ms,
+       static_cast<std::uint64_t>(std::max(
+           options_.max_heartbeat_interval.count(),
+           std::chrono::duration_cast<std::chrono::milliseconds>(fleet_interval()).count()))},
+  };
+  family("scale0_budget_used", "gauge",
+         "What peers use of each bounded resource (per_service / per_client: the largest one).");
+  for (const auto& b : budgets)
+    o << "scale0_budget_used{budget=\"" << b.name << "\"} " << b.used << '\n';
+  family("scale0_budget_limit", "gauge", "The limit of each bounded resource.");
+  for (const auto& b : budgets)
+    o << "scale0_budget_limit{budget=\"" << b.name << "\"} " << b.limit << '\n';
+  family("scale0_client_backlog_messages", "gauge",
+         "Answers held for clients whose queue is full (not reading).");
+  o << "scale0_client_backlog_messages " << backlog_messages_ << '\n';
+  family("scale0_clients_backlogged", "gauge", "Clients with answers held for them.");
+  o << "scale0_clients_backlogged " << backlogged_.size() << '\n';
   family("scale0_errors_total", "counter", "Error replies made by the broker, by status code.");
   for (const auto& [code, n] : c.errors)
     o << "scale0_errors_total{code=\"" << code << "\"} " << n << '\n';

@@ -170,8 +170,11 @@ void event_loop::run() {
                              {routers_[1].handle(), 0, ZMQ_POLLIN, 0},
                              {control_.handle(), 0, ZMQ_POLLIN, 0},
                              {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+  auto last_turn = clock::now();
+  constexpr auto stall_gap = std::chrono::milliseconds(1500);
   for (;;) {
     auto now = clock::now();
+    last_turn = now;
     if (core_->draining() && (core_->drained() || now >= drain_deadline_)) break;
     const auto wait =
         std::chrono::ceil<std::chrono::milliseconds>(core_->next_wakeup(now) - now).count();
@@ -181,14 +184,21 @@ void event_loop::run() {
     if (stop_requested_) break;
     if (rc > 0 && (items[3].revents & ZMQ_POLLIN)) handle_requests(clock::now());
     if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) handle_control();
+    // The loop never sleeps longer than a second: a longer gap means the process was stopped or
+    // starved. What workers sent meanwhile is read before any request is dispatched.
+    if (clock::now() - last_turn > stall_gap) settle_after_stall();
     // Drain everything readable: handling one message per wake-up is what made heartbeats go
-    // missing in the original prototype. Timers get a turn between batches.
+    // missing in the original prototype. Timers get a turn between batches. The backend goes
+    // first, so replies and heartbeats are read before new requests are dispatched.
     for (;;) {
-      const std::size_t a = drain_socket(0, batch);
       const std::size_t b = drain_socket(1, batch);
+      const std::size_t a = drain_socket(0, batch);
       now = clock::now();
       if (now >= core_->next_wakeup(now)) core_->on_tick(now);
-      if (a < batch && b < batch) break;
+      if (a < batch && b < batch) {
+        core_->on_input_drained(now);
+        break;
+      }
       // Under sustained load poll() is not reached: serve control queries and look at
       // stop/drain/reload requests here too.
       handle_control();
@@ -196,6 +206,18 @@ void event_loop::run() {
     }
   }
   core_->shutdown(clock::now());
+}
+
+// After a stall, libzmq's I/O thread needs a moment to move what the kernel buffered into the
+// sockets' queues: read the backend alone for a short while (replies, heartbeats, and the ends
+// of closed connections) before the frontend's requests are dispatched.
+void event_loop::settle_after_stall() {
+  const auto until = clock::now() + std::chrono::milliseconds(20);
+  zmq_pollitem_t backend{routers_[1].handle(), 0, ZMQ_POLLIN, 0};
+  while (clock::now() < until) {
+    if (drain_socket(1, batch) == 0) zmq_poll(&backend, 1, 2);
+  }
+  core_->on_input_drained(clock::now());
 }
 
 std::size_t event_loop::drain_socket(std::uint8_t socket, std::size_t budget) {
@@ -242,15 +264,16 @@ bool event_loop::receive(zmq::socket_t& socket, bool& oversized) {
   return true;
 }
 
-bool event_loop::send(std::uint8_t socket, frames& msg) {
+delivery event_loop::send(std::uint8_t socket, frames& msg) {
   void* handle = routers_[socket].handle();
   for (std::size_t i = 0; i < msg.size(); ++i) {
     const int flags = ZMQ_DONTWAIT | (i + 1 < msg.size() ? ZMQ_SNDMORE : 0);
-    // With ROUTER_MANDATORY only the first frame can fail (unknown peer, or its queue is full);
-    // then nothing was sent and the frames are still ours.
-    if (zmq_msg_send(msg[i].handle(), handle, flags) < 0 && i == 0) return false;
+    // With ROUTER_MANDATORY only the first frame can fail: EAGAIN when the peer's queue is full,
+    // EHOSTUNREACH when it is gone. Then nothing was sent and the frames are still ours.
+    if (zmq_msg_send(msg[i].handle(), handle, flags) < 0 && i == 0)
+      return zmq_errno() == EAGAIN ? delivery::full : delivery::gone;
   }
-  return true;
+  return delivery::sent;
 }
 
 void event_loop::publish(frames& msg) {

@@ -39,7 +39,7 @@ class event_loop final : public outbox {
   // Thread-safe: asks the loop for a "metrics" or "status" snapshot.
   std::optional<std::string> query(std::string_view what, std::chrono::milliseconds wait);
 
-  bool send(std::uint8_t socket, frames& msg) override;
+  delivery send(std::uint8_t socket, frames& msg) override;
   void publish(frames& msg) override;
   void event(const broker_event& e) override;
 
@@ -49,6 +49,7 @@ class event_loop final : public outbox {
   void handle_control();
   void handle_requests(clock::time_point now);
   void wake() noexcept;
+  void settle_after_stall();
 
   broker_options options_;
   zmq::context_t context_;

@@ -144,10 +144,11 @@ inbound decode_mdp_worker(const frames& f) noexcept {
       in.first = 4;
       return in;
     case mdp_command::reply:
-      // client address (our job-id) · "" · body
-      if (f.size() < 6 || f[4].size() != 8 || f[5].size() != 0) return in;
+      // client address (our job-id) · "" · body. Any client address is valid MDP; one that is
+      // not 8 bytes cannot be a job-id we issued, so it gets an id that matches no request.
+      if (f.size() < 6 || f[5].size() != 0) return in;
       in.kind = inbound_kind::mdp_reply;
-      in.id = read_u64(f[4]);
+      in.id = f[4].size() == 8 ? read_u64(f[4]) : ~std::uint64_t{0};
       in.reply_status = status::ok;
       in.first = 6;
       return in;

@@ -9,7 +9,7 @@ namespace scale0::broker_detail {
 
 class job_sink : public outbox {
  public:
-  bool send(std::uint8_t, frames& msg) override {
+  delivery send(std::uint8_t, frames& msg) override {
     if (msg.size() > 4 && msg[3].size() == 1 && *static_cast<const char*>(msg[3].data()) == 2 &&
         msg[4].size() == 8)
       last_job = protocol::read_u64(msg[4]);  // S0/1 REQUEST: job-id frame
@@ -19,7 +19,7 @@ class job_sink : public outbox {
       for (unsigned char c : protocol::view(msg[2]).substr(5, 8)) last_job = (last_job << 8) | c;
     }
     ++sent;
-    return true;
+    return delivery::sent;
   }
   void publish(frames&) override {}
   std::uint64_t last_job = 0;

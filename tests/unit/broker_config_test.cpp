@@ -24,21 +24,54 @@ using scale0::cli::setting_names;
 using scale0::cli::to_toml;
 
 // The documented keys, in the documented order (`scale0 broker --help`).
-const std::vector<std::string> kDocumentedKeys = {"frontend",          "backend",
-                                                  "heartbeat",         "heartbeat-interval",
-                                                  "liveness",          "max-worker-heartbeats",
-                                                  "no-worker-timeout", "request-timeout",
-                                                  "drain-timeout",     "max-frames",
-                                                  "max-message-bytes", "max-queue",
-                                                  "max-services",      "max-client-inflight",
-                                                  "idempotent",        "metrics-listen",
-                                                  "log-level",         "log-format"};
+const std::vector<std::string> kDocumentedKeys = {"frontend",
+                                                  "backend",
+                                                  "heartbeat",
+                                                  "heartbeat-interval",
+                                                  "liveness",
+                                                  "max-worker-heartbeats",
+                                                  "no-worker-timeout",
+                                                  "request-timeout",
+                                                  "drain-timeout",
+                                                  "max-frames",
+                                                  "max-message-bytes",
+                                                  "max-queue",
+                                                  "max-services",
+                                                  "max-client-inflight",
+                                                  "max-client-backlog-bytes",
+                                                  "max-total-backlog-bytes",
+                                                  "max-queue-bytes",
+                                                  "max-total-queue-bytes",
+                                                  "max-unserved-services",
+                                                  "max-worker-services",
+                                                  "service-ttl",
+                                                  "max-heartbeat-interval",
+                                                  "mdp-heartbeat-interval",
+                                                  "idempotent",
+                                                  "metrics-listen",
+                                                  "log-level",
+                                                  "log-format"};
 
-const std::vector<std::string> kIntKeys = {
-    "heartbeat-interval", "liveness",           "max-worker-heartbeats",
-    "no-worker-timeout",  "request-timeout",    "drain-timeout",
-    "max-frames",         "max-message-bytes",  "max-queue",
-    "max-services",       "max-client-inflight"};
+const std::vector<std::string> kIntKeys = {"heartbeat-interval",
+                                           "liveness",
+                                           "max-worker-heartbeats",
+                                           "no-worker-timeout",
+                                           "request-timeout",
+                                           "drain-timeout",
+                                           "max-frames",
+                                           "max-message-bytes",
+                                           "max-queue",
+                                           "max-services",
+                                           "max-client-inflight",
+                                           "max-client-backlog-bytes",
+                                           "max-total-backlog-bytes",
+                                           "max-queue-bytes",
+                                           "max-total-queue-bytes",
+                                           "max-unserved-services",
+                                           "max-worker-services",
+                                           "service-ttl",
+                                           "max-heartbeat-interval",
+                                           "mdp-heartbeat-interval"};
 
 // Every field compared, with the field's name in the failure message.
 void ExpectSame(const broker_settings& a, const broker_settings& b) {
@@ -56,6 +89,15 @@ void ExpectSame(const broker_settings& a, const broker_settings& b) {
   EXPECT_EQ(a.max_queue, b.max_queue) << "max-queue";
   EXPECT_EQ(a.max_services, b.max_services) << "max-services";
   EXPECT_EQ(a.max_client_inflight, b.max_client_inflight) << "max-client-inflight";
+  EXPECT_EQ(a.max_client_backlog_bytes, b.max_client_backlog_bytes) << "max-client-backlog-bytes";
+  EXPECT_EQ(a.max_total_backlog_bytes, b.max_total_backlog_bytes) << "max-total-backlog-bytes";
+  EXPECT_EQ(a.max_queue_bytes, b.max_queue_bytes) << "max-queue-bytes";
+  EXPECT_EQ(a.max_total_queue_bytes, b.max_total_queue_bytes) << "max-total-queue-bytes";
+  EXPECT_EQ(a.max_unserved_services, b.max_unserved_services) << "max-unserved-services";
+  EXPECT_EQ(a.max_worker_services, b.max_worker_services) << "max-worker-services";
+  EXPECT_EQ(a.service_ttl, b.service_ttl) << "service-ttl";
+  EXPECT_EQ(a.max_heartbeat_interval, b.max_heartbeat_interval) << "max-heartbeat-interval";
+  EXPECT_EQ(a.mdp_heartbeat_interval, b.mdp_heartbeat_interval) << "mdp-heartbeat-interval";
   EXPECT_EQ(a.idempotent, b.idempotent) << "idempotent";
   EXPECT_EQ(a.metrics_listen, b.metrics_listen) << "metrics-listen";
   EXPECT_EQ(a.log_level, b.log_level) << "log-level";
@@ -79,6 +121,15 @@ broker_settings NonDefault() {
   s.max_queue = 77;
   s.max_services = 99;
   s.max_client_inflight = 33;
+  s.max_client_backlog_bytes = 1 << 22;
+  s.max_total_backlog_bytes = 1 << 24;
+  s.max_queue_bytes = 1 << 21;
+  s.max_total_queue_bytes = 1 << 23;
+  s.max_unserved_services = 12;
+  s.max_worker_services = 8;
+  s.service_ttl = 2500;
+  s.max_heartbeat_interval = 30000;
+  s.mdp_heartbeat_interval = 3000;
   s.idempotent = {"alpha", "beta.v2", "with \"quotes\" and \\ backslash", "ünïcode"};
   s.metrics_listen = "0.0.0.0:9100";
   s.log_level = "debug";
@@ -99,6 +150,15 @@ void SetInt(broker_settings& s, const std::string& name, std::int64_t v) {
   if (name == "max-queue") s.max_queue = v;
   if (name == "max-services") s.max_services = v;
   if (name == "max-client-inflight") s.max_client_inflight = v;
+  if (name == "max-client-backlog-bytes") s.max_client_backlog_bytes = v;
+  if (name == "max-total-backlog-bytes") s.max_total_backlog_bytes = v;
+  if (name == "max-queue-bytes") s.max_queue_bytes = v;
+  if (name == "max-total-queue-bytes") s.max_total_queue_bytes = v;
+  if (name == "max-unserved-services") s.max_unserved_services = v;
+  if (name == "max-worker-services") s.max_worker_services = v;
+  if (name == "service-ttl") s.service_ttl = v;
+  if (name == "max-heartbeat-interval") s.max_heartbeat_interval = v;
+  if (name == "mdp-heartbeat-interval") s.mdp_heartbeat_interval = v;
 }
 
 class broker_config_test : public ::testing::Test {
@@ -158,6 +218,15 @@ TEST_F(broker_config_test, LoadsAGoodFile) {
                                  "max-queue = 77\n"
                                  "max-services = 99\n"
                                  "max-client-inflight = 33\n"
+                                 "max-client-backlog-bytes = 4194304\n"
+                                 "max-total-backlog-bytes = 16777216\n"
+                                 "max-queue-bytes = 2097152\n"
+                                 "max-total-queue-bytes = 8388608\n"
+                                 "max-unserved-services = 12\n"
+                                 "max-worker-services = 8\n"
+                                 "service-ttl = 2500\n"
+                                 "max-heartbeat-interval = 30000\n"
+                                 "mdp-heartbeat-interval = 3000\n"
                                  "idempotent = [\"alpha\", \"beta.v2\",\n"
                                  "  'with \"quotes\" and \\ backslash', \"\\u00fcn\\u00efcode\"]\n"
                                  "metrics-listen = \"0.0.0.0:9100\"\n"
