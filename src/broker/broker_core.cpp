@@ -143,7 +143,7 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   std::size_t bytes = 0;
   for (std::size_t i = in.first; i < msg.size(); ++i) bytes += msg[i].size();
   service_entry& svc = services_[s];
-  const bool immediate = svc.queue.empty() && !svc.lru.empty();
+  const bool immediate = !dispatch_held_ && svc.queue.empty() && !svc.lru.empty();
   if (!immediate && svc.queue.size >= options_.max_queue) {
     count_error(s, status::unavailable);
     return send_error(c, status::unavailable, "service queue full");
@@ -365,6 +365,7 @@ void broker_core::on_worker_stopping(std::uint32_t w) {
 // Dispatch, credit and the wait queue
 
 void broker_core::dispatch(std::uint32_t s, time_point now) {
+  if (dispatch_held_) return;  // hold_dispatch(false) dispatches every service
   while (!services_[s].queue.empty() && !services_[s].lru.empty())
     assign(services_[s].queue.head, services_[s].lru.head, now);
 }
@@ -466,6 +467,14 @@ void broker_core::purge_unreachable(time_point now, bool all) {
     purge_worker(w, now, "unreachable");
     return true;
   });
+}
+
+void broker_core::hold_dispatch(bool held, time_point now) {
+  dispatch_held_ = held;
+  if (held) return;
+  for (std::uint32_t s = 0; s < services_.size(); ++s)
+    if (services_[s].used && !services_[s].queue.empty()) pending_dispatch_.push_back(s);
+  flush_dispatch(now);
 }
 
 void broker_core::on_input_drained(time_point now) {

@@ -75,6 +75,10 @@ class broker_core {
   // are purged now, after any reply they sent before going has been read.
   void on_input_drained(time_point now);
 
+  // While held, nothing is dispatched (requests queue). The loop holds dispatch after a stall
+  // while it reads what workers sent meanwhile: replies, DISCONNECTs and closed connections.
+  void hold_dispatch(bool held, time_point now);
+
   // Fires deadlines, sends heartbeats, expires workers. Call at least by next_wakeup().
   void on_tick(time_point now);
   time_point next_wakeup(time_point now) const noexcept;
@@ -300,6 +304,7 @@ class broker_core {
   time_point started_;
   time_point last_tick_;  // when on_tick last ran: a long gap means the loop itself stalled
   bool draining_ = false;
+  bool dispatch_held_ = false;
   broker_counters counters_;
 };
 

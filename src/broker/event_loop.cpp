@@ -170,11 +170,10 @@ void event_loop::run() {
                              {routers_[1].handle(), 0, ZMQ_POLLIN, 0},
                              {control_.handle(), 0, ZMQ_POLLIN, 0},
                              {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
-  auto last_turn = clock::now();
-  constexpr auto stall_gap = std::chrono::milliseconds(1500);
+  last_progress_ = clock::now();
   for (;;) {
     auto now = clock::now();
-    last_turn = now;
+    last_progress_ = now;
     if (core_->draining() && (core_->drained() || now >= drain_deadline_)) break;
     const auto wait =
         std::chrono::ceil<std::chrono::milliseconds>(core_->next_wakeup(now) - now).count();
@@ -184,9 +183,7 @@ void event_loop::run() {
     if (stop_requested_) break;
     if (rc > 0 && (items[3].revents & ZMQ_POLLIN)) handle_requests(clock::now());
     if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) handle_control();
-    // The loop never sleeps longer than a second: a longer gap means the process was stopped or
-    // starved. What workers sent meanwhile is read before any request is dispatched.
-    if (clock::now() - last_turn > stall_gap) settle_after_stall();
+    note_progress(clock::now());
     // Drain everything readable: handling one message per wake-up is what made heartbeats go
     // missing in the original prototype. Timers get a turn between batches. The backend goes
     // first, so replies and heartbeats are read before new requests are dispatched.
@@ -211,13 +208,28 @@ void event_loop::run() {
 // After a stall, libzmq's I/O thread needs a moment to move what the kernel buffered into the
 // sockets' queues: read the backend alone for a short while (replies, heartbeats, and the ends
 // of closed connections) before the frontend's requests are dispatched.
+// The loop never sleeps longer than a quarter heartbeat interval (the expiry scan) or a second:
+// a gap well beyond that means the process was stopped or starved. What workers sent meanwhile is
+// read before another request is dispatched.
+void event_loop::note_progress(clock::time_point now) {
+  const auto longest_sleep =
+      std::min<clock::duration>(options_.heartbeat_interval / 4, std::chrono::milliseconds(1000));
+  const auto gap = std::max<clock::duration>(2 * longest_sleep, std::chrono::milliseconds(100));
+  if (now - last_progress_ > gap) settle_after_stall();
+  last_progress_ = clock::now();
+}
+
 void event_loop::settle_after_stall() {
+  core_->hold_dispatch(true, clock::now());
   const auto until = clock::now() + std::chrono::milliseconds(20);
   zmq_pollitem_t backend{routers_[1].handle(), 0, ZMQ_POLLIN, 0};
   while (clock::now() < until) {
     if (drain_socket(1, batch) == 0) zmq_poll(&backend, 1, 2);
   }
+  // Asking for the events makes each socket take in the ends of closed connections now.
+  for (auto& r : routers_) (void)r.get(zmq::sockopt::events);
   core_->on_input_drained(clock::now());
+  core_->hold_dispatch(false, clock::now());
 }
 
 std::size_t event_loop::drain_socket(std::uint8_t socket, std::size_t budget) {
@@ -225,8 +237,10 @@ std::size_t event_loop::drain_socket(std::uint8_t socket, std::size_t budget) {
   bool oversized = false;
   while (n < budget && receive(routers_[socket], oversized)) {
     ++n;
+    const auto now = clock::now();
+    if (socket == 0) note_progress(now);
     try {
-      core_->on_message(socket, inbox_, oversized, clock::now());
+      core_->on_message(socket, inbox_, oversized, now);
     } catch (const std::exception& e) {
       // Nothing from the network may end the loop (the decoder itself never throws; this is
       // for resource exhaustion and bugs): report it and go on with the next message.

@@ -49,6 +49,7 @@ class event_loop final : public outbox {
   void handle_control();
   void handle_requests(clock::time_point now);
   void wake() noexcept;
+  void note_progress(clock::time_point now);
   void settle_after_stall();
 
   broker_options options_;
@@ -63,6 +64,7 @@ class event_loop final : public outbox {
   std::atomic<bool> reload_requested_{false};
   std::atomic<bool> draining_{false};
   clock::time_point drain_deadline_{};
+  clock::time_point last_progress_{};  // last time the loop turned or read a request
   bound_endpoints endpoints_;
   std::unique_ptr<broker_core> core_;
   std::unique_ptr<metrics_server> metrics_;

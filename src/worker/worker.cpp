@@ -173,6 +173,11 @@ struct worker::impl {
 
   void lose_broker(clock::time_point now, const std::string& why) {
     event("lost broker (" + why + "); reconnecting in " + std::to_string(backoff.count()) + " ms");
+    // If the broker was only stalled, it reads this before anything else from this connection
+    // and stops sending to it, instead of finding out when a request it sent is lost.
+    out.clear();
+    protocol::append_worker_disconnect(out, 0, {}, options.protocol_version);
+    send(out);
     close_connection();
     st = state::disconnected;
     reconnect_at = now + backoff;
@@ -203,6 +208,7 @@ struct worker::impl {
     using k = protocol::worker_inbound_kind;
     if (d.kind == k::invalid) return;
     broker_alive_until = now + broker_interval * liveness;
+    silence_reported = false;
     switch (d.kind) {
       case k::welcome: {
         if (st == state::ready && d.broker_id == broker_id) {
@@ -238,6 +244,7 @@ struct worker::impl {
         queued_job j{epoch, d.job_id, {}};
         j.work.service.assign(d.service);
         j.work.time_left = milliseconds(d.timeout_ms);
+        holding_until = std::max(holding_until, now + j.work.time_left);
         for (std::size_t i = d.first; i < in.size(); ++i) j.work.body.push_back(std::move(in[i]));
         ++in_flight;
         if (options.inline_handler) {
@@ -293,6 +300,7 @@ struct worker::impl {
       return;
     }
     broker_alive_until = now + broker_interval * liveness;
+    silence_reported = false;
   }
 
   void send_results() {
@@ -362,6 +370,8 @@ struct worker::impl {
     return false;
   }
 
+  static constexpr auto stall_gap = std::chrono::milliseconds(1000);
+
   // Joins the handler threads however run() ends.
   struct pool_guard {
     impl& self;
@@ -382,8 +392,15 @@ struct worker::impl {
       pool.threads.emplace_back([this] { handler_thread(); });
     connect(clock::now());
     bool stop_asked = false;
+    auto last_turn = clock::now();
     for (;;) {
       auto now = clock::now();
+      // The loop sleeps at most 100 ms: a much longer gap means this process was stopped or
+      // starved (or an inline handler ran long). What the broker sent meanwhile is still on its
+      // way from the kernel into the sockets: read it before judging the broker silent.
+      if (now - last_turn > stall_gap)
+        broker_alive_until = std::max(broker_alive_until, now + broker_interval);
+      last_turn = now;
       if (stop_asked && st != state::stopping) begin_stop(now);
       if (st == state::stopping && stop_done(now)) break;
       if (st == state::disconnected && now >= reconnect_at) connect(now);
@@ -393,12 +410,26 @@ struct worker::impl {
         send(out);
         next_heartbeat = now + interval;
       }
-      if ((st == state::registering || st == state::ready) && now >= broker_alive_until)
-        lose_broker(now, "no heartbeat for " + std::to_string(liveness) + " intervals");
+      if ((st == state::registering || st == state::ready) && now >= broker_alive_until) {
+        // A silent broker may only be stalled. While this connection holds requests, it stays
+        // open until they are answered or their deadlines pass: closing it would lose replies a
+        // returning broker is waiting for (and its clients would get 502).
+        if (st == state::ready && in_flight > 0 && now < holding_until) {
+          if (!silence_reported) {
+            event("broker silent; holding " + std::to_string(in_flight) +
+                  " requests on this connection until they are answered");
+            silence_reported = true;
+          }
+        } else {
+          lose_broker(now, "no heartbeat for " + std::to_string(liveness) + " intervals");
+        }
+      }
 
       auto wake = now + milliseconds(100);
       if (st == state::disconnected) wake = std::min(wake, reconnect_at);
-      if (st == state::ready) wake = std::min({wake, next_heartbeat, broker_alive_until});
+      if (st == state::ready)
+        wake = std::min(
+            {wake, next_heartbeat, now < broker_alive_until ? broker_alive_until : holding_until});
       zmq_pollitem_t items[4] = {{nullptr, stop_fd, ZMQ_POLLIN, 0},
                                  {nullptr, result_fd, ZMQ_POLLIN, 0},
                                  {dealer ? dealer.handle() : nullptr, 0, 0, 0},
@@ -450,7 +481,9 @@ struct worker::impl {
   clock::time_point ack_deadline{};
   clock::time_point drain_deadline{};
   bool stopping_acked = false;
+  bool silence_reported = false;
   std::uint32_t in_flight = 0;
+  clock::time_point holding_until{};  // the latest deadline of the requests received
   frames in;
   frames out;
 };
