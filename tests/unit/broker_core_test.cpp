@@ -733,5 +733,223 @@ TEST_F(core_test, every_request_ends_in_exactly_one_reply_under_churn) {
   EXPECT_EQ(core->requests_pending(), 0u);
 }
 
+// ---- issue 9: budgets, stalls and Majordomo cadence ----
+
+namespace budgets {
+
+// MDP worker frames.
+strings mdp_ready(const std::string& id, const std::string& service) {
+  return {id, "", "MDPW01", "\x01", service};
+}
+strings mdp_heartbeat(const std::string& id) {
+  return {id, "", "MDPW01", "\x04"};
+}
+
+}  // namespace budgets
+
+TEST_F(core_test, answers_to_a_client_that_is_not_reading_wait_in_order_and_then_arrive) {
+  ready("w", {"echo"}, 8);
+  out.full.insert("c");
+  for (std::uint64_t i = 1; i <= 5; ++i) request("c", i, "echo", "b" + std::to_string(i));
+  for (auto& j : jobs_of("w")) reply("w", as_u64(j[4]), j.back());
+  EXPECT_TRUE(replies_of("c").empty());
+  EXPECT_NE(core->metrics_text(now).find("scale0_client_backlog_messages 5"), std::string::npos);
+  EXPECT_FALSE(core->drained()) << "answers still held are not delivered yet";
+  out.full.erase("c");
+  advance(10ms);
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 5u);
+  for (std::uint64_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(as_u64(r[i][4]), i + 1) << "held answers keep their order";
+    EXPECT_EQ(r[i].back(), "b" + std::to_string(i + 1));
+  }
+  EXPECT_EQ(core->counters().dropped_unroutable + core->counters().dropped_backlog, 0u);
+  EXPECT_TRUE(core->drained());
+}
+
+TEST_F(core_test, unread_answers_count_against_the_clients_in_flight_bound) {
+  broker_options o;
+  o.max_client_inflight = 3;
+  reset(o);
+  ready("w", {"echo"}, 8);
+  out.full.insert("c");
+  for (std::uint64_t i = 1; i <= 3; ++i) request("c", i, "echo");
+  for (auto& j : jobs_of("w")) reply("w", as_u64(j[4]));  // 3 answers held, none in flight
+  request("c", 4, "echo");
+  EXPECT_TRUE(jobs_of("w").empty()) << "a client that does not read gets no more work";
+  out.full.erase("c");
+  advance(10ms);
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(as_u64(r[3][4]), 4u);
+  EXPECT_EQ(as_u16(r[3][5]), 429);
+}
+
+TEST_F(core_test, a_backlog_over_its_budget_drops_and_counts_and_a_gone_client_is_forgotten) {
+  broker_options o;
+  o.max_client_backlog_bytes = 2048;
+  o.max_total_backlog_bytes = 2048;
+  reset(o);
+  ready("w", {"echo"}, 64);
+  out.full.insert("c");
+  for (std::uint64_t i = 1; i <= 20; ++i) request("c", i, "echo", std::string(200, 'x'));
+  for (auto& j : jobs_of("w")) reply("w", as_u64(j[4]), j.back());
+  const auto dropped = core->counters().dropped_backlog;
+  EXPECT_GT(dropped, 0u);
+  EXPECT_LT(dropped, 20u);
+  // The client goes away: what it was owed is dropped as unroutable, and the backlog is freed.
+  out.full.erase("c");
+  out.unreachable.insert("c");
+  advance(10ms);
+  EXPECT_EQ(core->counters().dropped_unroutable, 20u - dropped);
+  EXPECT_TRUE(core->drained());
+}
+
+TEST_F(core_test, a_reply_read_after_a_failed_send_is_forwarded_not_502) {
+  // A stalled broker: worker "a" replied to job 1, then its connection closed. The broker sends
+  // it the next request before reading that reply: the send fails, but the reply still arrives.
+  ready("a", {"echo"}, 2);
+  ready("b", {"echo"}, 2);
+  request("c", 1, "echo");
+  auto ja = jobs_of("a");
+  ASSERT_EQ(ja.size(), 1u);
+  out.unreachable.insert("a");
+  request("c", 2, "echo");  // LRU: "b" first (a has waited least) — force "a" with a 3rd
+  request("c", 3, "echo");
+  reply("a", as_u64(ja[0][4]), "first");  // read after the failed send
+  core->on_input_drained(now);
+  EXPECT_EQ(core->worker_count(), 1u);
+  for (auto& j : jobs_of("b")) reply("b", as_u64(j[4]));
+  auto r = replies_of("c");
+  std::map<std::uint64_t, std::uint16_t> status;
+  for (auto& m : r) status[as_u64(m[4])] = as_u16(m[5]);
+  EXPECT_EQ(status, (std::map<std::uint64_t, std::uint16_t>{{1, 200}, {2, 200}, {3, 200}}));
+}
+
+TEST_F(core_test, held_dispatch_queues_and_release_dispatches) {
+  ready("w", {"echo"}, 2);
+  core->hold_dispatch(true, now);
+  request("c", 1, "echo");
+  EXPECT_TRUE(jobs_of("w").empty());
+  EXPECT_EQ(core->queued("echo"), 1u);
+  core->hold_dispatch(false, now);
+  EXPECT_EQ(jobs_of("w").size(), 1u);
+}
+
+TEST_F(core_test, majordomo_workers_are_judged_by_mdps_cadence) {
+  // Broker 1 s x 3; an MDP worker heartbeating every 3.4 s (mdwrkapi's 2.5 s, checked only when
+  // a broker message arrives) is not expired: MDP workers get 2.5 s x 3.
+  deliver(1, budgets::mdp_ready("m", "echo"));
+  for (int i = 0; i < 10; ++i) {
+    advance(3400ms);
+    deliver(1, budgets::mdp_heartbeat("m"));
+  }
+  EXPECT_EQ(core->counters().workers_expired, 0u);
+  EXPECT_EQ(core->worker_count(), 1u);
+  advance(7600ms);  // past 2.5 s x 3 of silence
+  EXPECT_EQ(core->counters().workers_expired, 1u);
+}
+
+TEST_F(core_test, a_busy_majordomo_worker_is_kept_until_its_deadline_plus_liveness) {
+  deliver(1, budgets::mdp_ready("m", "slow"));
+  request("c", 1, "slow", "x", 20000);
+  advance(19000ms);  // silent while it works: kept
+  EXPECT_EQ(core->worker_count(), 1u);
+  std::string job;
+  for (auto& m : out.take("m"))
+    if (m.size() > 4 && m[3] == "\x02") job = m[4];
+  ASSERT_EQ(job.size(), 8u);
+  deliver(1, {"m", "", "MDPW01", "\x03", job, "", "done"});
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), 200);
+  EXPECT_EQ(core->counters().heartbeats_missed, 0u) << "working is not missing heartbeats";
+  // Frozen with a request: out once the deadline (504 to the client) plus 2.5 s x 3 have passed.
+  request("c", 2, "slow", "x", 2000);
+  advance(2100ms);
+  r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), 504);
+  EXPECT_EQ(core->worker_count(), 1u);
+  advance(7600ms);
+  EXPECT_EQ(core->worker_count(), 0u);
+}
+
+TEST_F(core_test, the_heartbeat_interval_a_worker_asks_for_is_capped) {
+  ready("w", {"echo"}, 1, 0, 0xFFFFFFFFu);
+  auto m = out.take("w");
+  ASSERT_EQ(m.size(), 1u);
+  zmq::message_t hb(m[0][4].data(), 4);
+  EXPECT_EQ(protocol::read_u32(hb), 60000u);
+  advance(181000ms);  // liveness x the cap
+  EXPECT_EQ(core->worker_count(), 0u);
+}
+
+TEST_F(core_test, clients_cannot_fill_the_table_with_services_nobody_serves) {
+  broker_options o;
+  o.max_unserved_services = 3;
+  o.max_services = 5;
+  reset(o);
+  for (std::uint64_t i = 0; i < 6; ++i) request("c", i, "ghost" + std::to_string(i));
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 3u) << "over the cap: 503 at once, no entry";
+  EXPECT_EQ(as_u16(r[0][5]), 503);
+  EXPECT_EQ(core->service_count(), 3u);
+  advance(1100ms);  // the three queued get their 503 (no worker)
+  EXPECT_EQ(replies_of("c").size(), 3u);
+  // A worker with four new services: the table (5) makes room by forgetting idle unserved ones.
+  ready("w", {"a", "b", "c", "d"});
+  auto m = out.take("w");
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0][3], "\x06") << "welcomed, not refused";
+  EXPECT_LE(core->service_count(), 5u);
+  // Services in use are never forgotten: a fifth and sixth new one do not fit.
+  ready("w2", {"e", "f", "g"});
+  m = out.take("w2");
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0][3], "\x05");
+}
+
+TEST_F(core_test, a_worker_may_announce_only_so_many_services) {
+  broker_options o;
+  o.max_worker_services = 2;
+  reset(o);
+  ready("w", {"a", "b", "c"});
+  auto m = out.take("w");
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0][3], "\x05");
+  EXPECT_EQ(core->worker_count(), 0u);
+}
+
+TEST_F(core_test, queued_bytes_are_bounded_per_service_and_in_all) {
+  broker_options o;
+  o.max_queue_bytes = 2500;
+  o.max_total_queue_bytes = 4000;
+  reset(o);
+  request("c", 1, "a", std::string(1000, 'x'));
+  request("c", 2, "a", std::string(1000, 'x'));
+  request("c", 3, "a", std::string(1000, 'x'));  // 3000 > 2500
+  request("c", 4, "b", std::string(1000, 'x'));
+  request("c", 5, "b", std::string(1500, 'x'));  // 2000 + 1000 + 1500 > 4000
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(as_u64(r[0][4]), 3u);
+  EXPECT_EQ(as_u64(r[1][4]), 5u);
+  EXPECT_EQ(as_u16(r[0][5]), 503);
+  EXPECT_NE(core->metrics_text(now).find("scale0_queue_bytes{service=\"a\"} 2000"),
+            std::string::npos);
+  ready("w", {"a"}, 8);  // dispatching frees the budget
+  EXPECT_NE(core->metrics_text(now).find("scale0_queue_bytes{service=\"a\"} 0"), std::string::npos);
+}
+
+TEST_F(core_test, an_mdp_reply_before_ready_gets_disconnect_whatever_its_address) {
+  for (const std::string address : {"abc", "12345678", ""}) {
+    deliver(1, {"x", "", "MDPW01", "\x03", address, "", "body"});
+    auto m = out.take("x");
+    ASSERT_EQ(m.size(), 1u) << address;
+    EXPECT_EQ(m[0], (strings{"x", "", "MDPW01", "\x05"}));
+  }
+}
+
 }  // namespace
 }  // namespace scale0::broker_detail
