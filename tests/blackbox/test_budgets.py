@@ -7,6 +7,7 @@ worker that never sent READY gets DISCONNECT, whatever its client address."""
 import json
 import os
 import re
+import time
 import unittest
 import urllib.request
 
@@ -77,11 +78,13 @@ class UnreadFloodTest(Scale0TestCase):
         s.setsockopt(zmq.RCVHWM, 10)
         s.connect(b.frontend)
         self.addCleanup(s.close, 0)
-        for i in range(60000):
-            s.send_multipart([b"", b"MDPC01", b"echo", b"%d" % i])
+        body = b"z" * 2000  # 60 MB in all: more than the kernel's socket buffers and the queue hold
+        for i in range(30000):
+            s.send_multipart([b"", b"MDPC01", b"echo", body])
         deadline = now() + 30
         m = scrape(b)
         while now() < deadline and m['scale0_dropped_messages_total{reason="client_backlog_full"}'] == 0:
+            time.sleep(0.1)
             m = scrape(b)
         self.assertGreater(m['scale0_dropped_messages_total{reason="client_backlog_full"}'], 0)
         self.assertLessEqual(m['scale0_budget_used{budget="client_backlog_bytes"}'], 65536)

@@ -123,10 +123,30 @@ class MajordomoClientTest(Scale0TestCase):
         mc.send("safe", [b"job"])
         j = m1.next_job(3.0)
         self.assertIsNotNone(j, "first request goes to the MDP worker that waited longest")
-        m1.stop()  # silent death
+        m1.send([b"", MDPW, M_DISCONNECT])  # it leaves holding the request
+        time.sleep(0.1)
+        m1.stop()
         r = mc.recv(EXPIRY + MARGIN + 3.0)
         self.assertIsNotNone(r)
         self.assertEqual((r.service, r.body), (b"safe", [b"m2:job"]))
+
+    def test_mdp_worker_silent_while_holding_a_request_is_kept_until_the_deadline(self):
+        # An MDP worker cannot heartbeat while it works: silence with a request is not death
+        # until the request's deadline (then 504) plus one liveness period.
+        b = self.start_broker(heartbeat_interval=INTERVAL, liveness=LIVENESS, request_timeout=1500,
+                              idempotent=["safe"], extra=["--mdp-heartbeat-interval", str(INTERVAL)])
+        m1 = self.mdp_worker(b, "safe", hb_ms=INTERVAL, mode="hold")
+        self.wait_mmi(b, "safe")
+        mc = self.mdp_client(b, "req")
+        t0 = now()
+        mc.send("safe", [b"job"])
+        self.assertIsNotNone(m1.next_job(3.0))
+        m1.stop()  # silent, holding the request
+        r = mc.recv(5.0)
+        self.assertIsNotNone(r)
+        self.assertEqual(r.body[0], b"504", r)
+        self.assertGreaterEqual(now() - t0, 1.4, "not expired before the deadline")
+        self.wait_mmi(b, "safe", expect=b"404", timeout=EXPIRY + MARGIN + 3.0)
 
 
 class MajordomoWorkerTest(Scale0TestCase):
@@ -160,7 +180,9 @@ class MajordomoWorkerTest(Scale0TestCase):
         self.assertEqual(self.mmi_service(b, "beat"), b"200")
 
     def test_silent_mdp_worker_is_purged_then_disconnected(self):
-        b = self.start_broker(heartbeat_interval=INTERVAL, liveness=LIVENESS)
+        # MDP workers are judged by --mdp-heartbeat-interval (default 2500 ms), here the test's.
+        b = self.start_broker(heartbeat_interval=INTERVAL, liveness=LIVENESS,
+                              extra=["--mdp-heartbeat-interval", str(INTERVAL)])
         mw = self.mdp_worker(b, "quiet", hb_ms=INTERVAL, send_heartbeats=False)
         self.wait_mmi(b, "quiet")
         t0 = now()

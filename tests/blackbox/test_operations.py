@@ -594,7 +594,12 @@ class ReloadTest(OpsTestCase):
             c = self.client(b)
             rid = c.send_request(service, b"job", timeout_ms=8000)
             self.assertIsNotNone(a.next_job(5.0))
-            a.stop()  # no heartbeat, no reply: the broker expires it after liveness intervals
+            # It leaves without replying. (A Majordomo worker that merely goes silent while it
+            # holds a request is kept until that request's deadline: it cannot heartbeat while it
+            # works. docs/protocol.md, Majordomo interop.)
+            a.send([b"", b"MDPW01", b"\x05"])
+            time.sleep(0.1)
+            a.stop()
             spare = self.mdp_worker(b, service)  # echoes
             wait_for(lambda: (self.status_json(b).get("services") and
                               [s for s in self.status_json(b)["services"]
