@@ -249,6 +249,16 @@ printf '%s' "$tok"
 """
 
 
+def asan_instrumented():
+    """Whether the binary is built with AddressSanitizer (its runtime's strings are in it or it links libasan)."""
+    import mmap
+    try:
+        with open(BIN, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+            return m.find(b"AddressSanitizer") >= 0 or m.find(b"libasan.so") >= 0
+    except (OSError, ValueError):
+        return False
+
+
 def write_job_script(workdir):
     path = os.path.join(workdir, "job.sh")
     with open(path, "w") as f:
