@@ -30,6 +30,7 @@
 #include "broker/latency_histogram.hpp"
 #include "broker/metrics_server.hpp"
 #include "common/host_port.hpp"
+#include "common/text.hpp"
 #include "http/beast_codec.hpp"
 #include "http/encoding.hpp"
 #include "routes.hpp"
@@ -82,8 +83,8 @@ struct gateway_stats {
     line("# TYPE scale0_gateway_requests_total counter");
     for (const auto& [route, codes] : requests)
       for (const auto& [code, n] : codes)
-        line("scale0_gateway_requests_total{route=\"" + route + "\",code=\"" +
-             std::to_string(code) + "\"} " + std::to_string(n));
+        line("scale0_gateway_requests_total{route=\"" + prometheus_label_value(route) +
+             "\",code=\"" + std::to_string(code) + "\"} " + std::to_string(n));
     line(
         "# HELP scale0_gateway_request_duration_seconds Time from a whole request read to its "
         "response written, by route.");
@@ -91,7 +92,7 @@ struct gateway_stats {
     std::ostringstream histograms;
     for (const auto& [route, h] : latency)
       broker_detail::write_prometheus(histograms, "scale0_gateway_request_duration_seconds",
-                                      "route", route, h);
+                                      "route", prometheus_label_value(route), h);
     out.append(histograms.str());
     auto gauge = [&](const char* name, const char* type, const char* help, std::uint64_t v) {
       line(std::string("# HELP ") + name + " " + help);
