@@ -90,6 +90,7 @@ int run_worker(worker_args& a) {
   a.o.on_event = [name](const std::string& what) {
     spdlog::info("worker {}: {}", escape_text(name), escape_text(what));
   };
+  hangup_logger hangups("worker");  // nothing to reload: SIGHUP must not end the worker
   try {
     if (http_given) return run_http(a);
     worker w(a.o, make_handler(a, name));
