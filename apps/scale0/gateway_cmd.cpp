@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <variant>
 
 #include "commands.hpp"
@@ -147,9 +148,11 @@ struct gateway_args {
 std::atomic<gateway*> running{nullptr};
 std::atomic<int> stop_signals{0};
 
-extern "C" void on_gateway_signal(int) {
+// First SIGTERM/SIGINT: drain. A second one: stop at once. SIGHUP: reload the --config file.
+extern "C" void on_gateway_signal(int sig) {
   gateway* g = running.load();
   if (g == nullptr) return;
+  if (sig == SIGHUP) return g->reload();
   if (stop_signals.fetch_add(1) == 0) {
     g->drain();
   } else {
@@ -157,14 +160,53 @@ extern "C" void on_gateway_signal(int) {
   }
 }
 
+// Defaults, then the file, then every flag actually given.
+gateway_settings effective(const gateway_args& a) {
+  gateway_settings s;
+  if (!a.config_file.empty()) s = load_file(a.config_file);
+  for (std::size_t i = 0; i < settings().size(); ++i)
+    if (a.given[i]->count() > 0)
+      std::visit([&](auto field) { s.*field = a.flags.*field; }, settings()[i].field);
+  return s;
+}
+
+// SIGHUP, on the gateway's thread: the file again, as at start. Nothing changes unless all of it
+// is valid.
+std::optional<gateway_options> reload(const gateway_args& a, gateway_settings& current) {
+  if (a.config_file.empty()) {
+    log(spdlog::level::info, "SIGHUP: nothing to reload (no --config file)");
+    return std::nullopt;
+  }
+  try {
+    gateway_settings next = effective(a);
+    gateway_options options = to_options(next);
+    check_gateway_options(options);
+    setup_logging(next.log_level, next.log_format);
+    for (const char* key : {"listen", "broker", "metrics-listen"})
+      for (const auto& st : settings())
+        if (st.name == std::string_view(key))
+          std::visit(
+              [&](auto field) {
+                if (!(next.*field == current.*field))
+                  log(spdlog::level::warn, "this setting changes only on restart", {{"key", key}});
+              },
+              st.field);
+    current = next;
+    log(spdlog::level::info, "configuration reloaded",
+        {{"config", a.config_file}, {"routes", std::to_string(next.route.size())}});
+    return options;
+  } catch (const std::exception& e) {
+    log(spdlog::level::err, "reload failed; keeping the current configuration",
+        {{"error", e.what()}});
+    return std::nullopt;
+  }
+}
+
 int run_gateway(const gateway_args& a) {
   gateway_settings s;
   gateway_options options;
   try {
-    if (!a.config_file.empty()) s = load_file(a.config_file);
-    for (std::size_t i = 0; i < settings().size(); ++i)
-      if (a.given[i]->count() > 0)
-        std::visit([&](auto field) { s.*field = a.flags.*field; }, settings()[i].field);
+    s = effective(a);
     options = to_options(s);
     setup_logging(s.log_level, s.log_format);
   } catch (const std::exception& e) {
@@ -177,13 +219,14 @@ int run_gateway(const gateway_args& a) {
     if (!limiter.allow(held)) return;
     log(spdlog::level::warn, what);
   };
+  options.on_reload = [&a, current = s]() mutable { return reload(a, current); };
   try {
     gateway g(options);
     running = &g;
     struct forget {
       ~forget() { running = nullptr; }
     } forget_on_exit;
-    for (int sig : {SIGINT, SIGTERM}) {
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
       struct sigaction sa {};
       sa.sa_handler = on_gateway_signal;
       sigemptyset(&sa.sa_mask);
@@ -216,7 +259,7 @@ void add_gateway_command(CLI::App& root, int& exit_code) {
       "The service is the request's Host without port unless a --route matches first.\n"
       "Every option is also a key of the --config file (TOML, same names without --; `route` is\n"
       "an array of rule strings); flags override the file. SIGTERM/SIGINT drain (a second one\n"
-      "stops at once). See docs/http.md.\n\n"
+      "stops at once); SIGHUP reloads the file (routes, timeouts, limits). See docs/http.md.\n\n"
       "Examples:\n"
       "  scale0 gateway --listen 127.0.0.1:8080\n"
       "  scale0 gateway --route host=api.example.com,service=api \\\n"

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "commands.hpp"
+#include "common/text.hpp"
 
 namespace scale0::cli {
 namespace {
@@ -78,7 +79,7 @@ bool wait_for_app(const http_worker_options& h, const std::string& url) {
       spdlog::warn(
           "http worker {}: the app at {} is not answering ({}): not taking work, probing "
           "every {} ms",
-          h.name, url, problem, h.health_interval.count());
+          h.name, url, escape_text(problem), h.health_interval.count());
     last = std::move(problem);
     if (!sleep_unless_stopped(h.health_interval)) return false;
   }
@@ -102,7 +103,7 @@ void serve_while_healthy(const worker_options& wo, const job_handler& handler,
       spdlog::warn(
           "http worker {}: the app at {} failed its health check ({}): stopping the "
           "worker, no new requests until it answers again",
-          h.name, url, problem);
+          h.name, url, escape_text(problem));
       w.stop();
       return;
     }
@@ -125,7 +126,8 @@ int run_http_worker(const worker_options& wo, http_worker_options h) {
   h.probe.url = h.forward.url;
   auto health = std::make_shared<health_clock>();
   h.forward.on_app_error = [health, name = h.name](const std::string& what) {
-    spdlog::warn("http worker {}: {}: answered 502, checking the app's health now", name, what);
+    spdlog::warn("http worker {}: {}: answered 502, checking the app's health now", name,
+                 escape_text(what));
     health->poke();
   };
   job_handler forward = http::make_http_forwarder(h.forward);

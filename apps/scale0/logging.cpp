@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "common/text.hpp"
+
 namespace scale0::cli {
 namespace {
 bool json_format = false;
@@ -28,30 +30,46 @@ void setup_logging(const std::string& level, const std::string& format) {
   }
 }
 
+// Messages and values may carry what a peer sent (service names, reasons, error texts): both
+// formats get them through escape_text, so an event is one line and a byte that is not printable
+// UTF-8 reads the same way in either.
 void log(spdlog::level::level_enum level, std::string_view message,
          std::initializer_list<log_field> fields) {
   if (!spdlog::should_log(level)) return;
-  if (json_format) {
+  spdlog::log(level, "{}", format_log_line(level, message, fields, json_format));
+}
+
+std::string format_log_line(spdlog::level::level_enum level, std::string_view message,
+                            std::initializer_list<log_field> fields, bool json) {
+  if (json) {
     nlohmann::json j;
     const auto now = std::chrono::system_clock::now();
     j["time"] = std::chrono::duration<double>(now.time_since_epoch()).count();
     j["level"] = spdlog::level::to_string_view(level).data();
-    j["msg"] = message;
-    for (const auto& [k, v] : fields) j[std::string(k)] = v;
-    spdlog::log(level, "{}", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
-    return;
+    j["msg"] = escape_text(message);
+    for (const auto& [k, v] : fields) j[escape_text(k)] = escape_text(v);
+    // Everything is valid UTF-8 by now; `replace` only guards against a throw.
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
-  std::string line(message);
+  std::string line = escape_text(message);
   for (const auto& [k, v] : fields) {
     line += ' ';
-    line += k;
+    line += escape_text(k);
     line += '=';
-    const bool quote = v.empty() || v.find_first_of(" \"=") != std::string::npos;
-    if (quote) line += '"';
-    line += v;
-    if (quote) line += '"';
+    const std::string value = escape_text(v);
+    const bool quote = value.empty() || value.find_first_of(" \"=") != std::string::npos;
+    if (!quote) {
+      line += value;
+      continue;
+    }
+    line += '"';
+    for (char c : value) {  // backslashes are already escaped: \" is unambiguous
+      if (c == '"') line += '\\';
+      line += c;
+    }
+    line += '"';
   }
-  spdlog::log(level, "{}", line);
+  return line;
 }
 
 std::uint64_t log_limiter::flush() {

@@ -18,8 +18,15 @@ using log_field = std::pair<std::string_view, std::string>;
 // Throws std::invalid_argument for an unknown level or format.
 void setup_logging(const std::string& level, const std::string& format);
 
+// Text: `message key=value ...`, a value quoted when empty or holding a space, `"` or `=` (a `"`
+// inside quotes is `\"`). JSON: one object with time, level, msg and the fields. In both, the
+// message, keys and values go through escape_text (src/common/text.hpp): a control character, a
+// backslash or a byte that is not UTF-8 never reaches the log as is.
 void log(spdlog::level::level_enum level, std::string_view message,
          std::initializer_list<log_field> fields = {});
+// The line log() writes (without spdlog's prefix); exposed for tests.
+std::string format_log_line(spdlog::level::level_enum level, std::string_view message,
+                            std::initializer_list<log_field> fields, bool json);
 
 // Lets through at most `per_second` events a second; when it starts letting them through again
 // it reports how many it held back.

@@ -1,3 +1,8 @@
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
 #include <csignal>
 
 #include "commands.hpp"
@@ -18,6 +23,51 @@ void on_stop_signal(void (*stop)() noexcept) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+}
+
+namespace {
+std::atomic<int> hangup_fd{-1};
+struct sigaction previous_hangup {};
+extern "C" void handle_hangup(int) {
+  const int saved = errno;
+  if (const int fd = hangup_fd.load(); fd >= 0) {
+    const char h = 'h';
+    [[maybe_unused]] auto n = ::write(fd, &h, 1);
+  }
+  errno = saved;
+}
+}  // namespace
+
+hangup_logger::hangup_logger(std::string command) : command_(std::move(command)) {
+  if (::pipe2(pipe_, O_CLOEXEC) != 0) return;  // then SIGHUP keeps its default
+  ::fcntl(pipe_[1], F_SETFL, O_NONBLOCK);      // a flood of signals must not block the handler
+  thread_ = std::thread([this] {
+    char c = 0;
+    for (;;) {
+      const auto n = ::read(pipe_[0], &c, 1);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0 || c == 'q') return;
+      log(spdlog::level::info, "SIGHUP: nothing to reload", {{"command", command_}});
+    }
+  });
+  hangup_fd = pipe_[1];
+  struct sigaction sa {};
+  sa.sa_handler = handle_hangup;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGHUP, &sa, &previous_hangup);
+}
+
+hangup_logger::~hangup_logger() {
+  if (!thread_.joinable()) return;
+  sigaction(SIGHUP, &previous_hangup, nullptr);
+  hangup_fd = -1;
+  const char q = 'q';
+  while (::write(pipe_[1], &q, 1) < 0 && errno == EINTR) {
+  }
+  thread_.join();
+  ::close(pipe_[0]);
+  ::close(pipe_[1]);
 }
 }  // namespace scale0::cli
 

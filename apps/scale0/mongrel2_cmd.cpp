@@ -25,6 +25,7 @@ int run(mongrel2_args& a) {
     return 2;
   }
   on_stop_signal([]() noexcept { stop_requested.store(true); });
+  hangup_logger hangups("mongrel2");  // nothing to reload: SIGHUP must not end the adapter
   try {
     return run_mongrel2(a.o, stop_requested);
   } catch (const error& e) {

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "commands.hpp"
+#include "common/text.hpp"
 #include "scale0/client.hpp"
 #include "scale0/error.hpp"
 
@@ -38,6 +39,12 @@ std::string errors_text(const nlohmann::json& errors) {
   return out.empty() ? "-" : out;
 }
 
+// A string of the broker's JSON for a table cell: service names and the like came from peers, so
+// control characters (a newline, an escape sequence) are shown escaped, never acted on.
+std::string cell(const nlohmann::json& v) {
+  return escape_text(v.is_string() ? v.get<std::string>() : v.dump());
+}
+
 std::string age(double ms) {
   if (ms < 1000) return fmt::format("{:.0f} ms", ms);
   if (ms < 120000) return fmt::format("{:.1f} s", ms / 1000);
@@ -46,8 +53,7 @@ std::string age(double ms) {
 
 void print_tables(const nlohmann::json& s, const std::string& endpoint) {
   std::cout << fmt::format("broker {} at {}  up {}  {}  heartbeat {} ms x {}\n\n",
-                           s["broker_id"].get<std::string>(), endpoint,
-                           age(s["uptime_ms"].get<double>()),
+                           cell(s["broker_id"]), endpoint, age(s["uptime_ms"].get<double>()),
                            s["draining"].get<bool>() ? "DRAINING" : "serving",
                            s["heartbeat_interval_ms"].get<double>(), s["liveness"].get<int>());
   std::cout << fmt::format("{:<24} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9}  {}\n", "SERVICE",
@@ -55,9 +61,9 @@ void print_tables(const nlohmann::json& s, const std::string& endpoint) {
                            "ERRORS");
   for (const auto& v : s["services"]) {
     std::cout << fmt::format("{:<24} {:>7} {:>6} {:>6} {:>9} {:>9.1f} {:>9.2f} {:>9.2f}  {}\n",
-                             v["name"].get<std::string>(), v["workers"].get<long>(),
-                             v["idle_slots"].get<long>(), v["queue_depth"].get<long>(),
-                             v["in_flight"].get<long>(), v["requests_per_second"].get<double>(),
+                             cell(v["name"]), v["workers"].get<long>(), v["idle_slots"].get<long>(),
+                             v["queue_depth"].get<long>(), v["in_flight"].get<long>(),
+                             v["requests_per_second"].get<double>(),
                              v["latency_p50_ms"].get<double>(), v["latency_p99_ms"].get<double>(),
                              errors_text(v["errors"]));
   }
@@ -67,11 +73,10 @@ void print_tables(const nlohmann::json& s, const std::string& endpoint) {
     std::string services;
     for (const auto& n : w["services"]) {
       if (!services.empty()) services += ',';
-      services += n.get<std::string>();
+      services += cell(n);
     }
     std::cout << fmt::format("{:<12} {:<16} {:<7} {:<24} {:>5} {:>9} {:>10}{}\n",
-                             w["id"].get<std::string>().substr(0, 12),
-                             w["address"].get<std::string>(), w["protocol"].get<std::string>(),
+                             cell(w["id"]).substr(0, 12), cell(w["address"]), cell(w["protocol"]),
                              services, w["concurrency"].get<long>(), w["in_flight"].get<long>(),
                              age(w["last_seen_ms"].get<double>()),
                              w["stopping"].get<bool>() ? "  stopping" : "");
@@ -100,7 +105,7 @@ int show(const status_args& a, client& c) {
     return 1;
   }
   if (r.status != status::ok) {
-    std::cerr << "scale0 status: " << r.status << " " << r.message << "\n";
+    std::cerr << "scale0 status: " << r.status << " " << escape_text(r.message) << "\n";
     return 1;
   }
   const auto s = nlohmann::json::parse(r.text(), nullptr, false);
@@ -109,7 +114,7 @@ int show(const status_args& a, client& c) {
     return 1;
   }
   if (a.json) {
-    std::cout << s.dump(2) << "\n";
+    std::cout << s.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     print_tables(s, a.broker);
   }

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "commands.hpp"
+#include "common/text.hpp"
 #include "http_worker.hpp"
 #include "scale0/error.hpp"
 #include "scale0/exec.hpp"
@@ -85,7 +86,11 @@ int run_worker(worker_args& a) {
   // An echo without --delay never blocks: run it on the I/O thread, no thread hop per request.
   a.o.inline_handler = a.echo && a.delay_ms == 0;
   const std::string name = a.name;
-  a.o.on_event = [name](const std::string& what) { spdlog::info("worker {}: {}", name, what); };
+  // Events may quote the broker (a DISCONNECT's reason): escaped like every logged peer string.
+  a.o.on_event = [name](const std::string& what) {
+    spdlog::info("worker {}: {}", escape_text(name), escape_text(what));
+  };
+  hangup_logger hangups("worker");  // nothing to reload: SIGHUP must not end the worker
   try {
     if (http_given) return run_http(a);
     worker w(a.o, make_handler(a, name));

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,7 +33,17 @@ struct gateway_options {
   // Notable events in words (accept failures, messages from the broker that make no sense).
   // Called on the gateway's thread.
   std::function<void(const std::string&)> on_event;
+  // Called on the gateway's thread after reload(): the options to run with from now on, or
+  // nullopt to keep the running ones. What can change without a restart is applied (routes,
+  // default_service, timeouts, max_connections, max_inflight, max_body, max_header, retry_after,
+  // drain_timeout) to requests read from then on; listen, broker and metrics_listen stay. An
+  // invalid set is reported through on_event and the running options kept.
+  std::function<std::optional<gateway_options>()> on_reload;
 };
+
+// Throws scale0::error (400) saying what is wrong with `options` (timeouts, limits, routes),
+// without binding or connecting anything.
+void check_gateway_options(const gateway_options& options);
 
 class gateway {
  public:
@@ -51,6 +62,9 @@ class gateway {
   // `Connection: close`), then returns from run(); after drain_timeout it stops regardless.
   // Safe from another thread or a signal handler.
   void drain() noexcept;
+  // Asks the gateway's thread to reload (gateway_options::on_reload). Safe from another thread or
+  // a signal handler.
+  void reload() noexcept;
 
   std::string endpoint() const;          // host:port actually listened on
   std::string metrics_endpoint() const;  // host:port, or "" when off

@@ -69,6 +69,8 @@ enum class inbound_kind : std::uint8_t {
   mdp_reply,
   mdp_heartbeat,
   mdp_disconnect,
+  mdp_client_error,  // Majordomo client request with an invalid service name: REPLY in MDP form
+  mdp_worker_error,  // Majordomo READY with an invalid service name: DISCONNECT
 };
 
 // A decoded message. Views point into the frames it was decoded from.
@@ -78,7 +80,8 @@ struct inbound {
   std::uint16_t status = 0;          // client_error / worker_error: the status to answer with
   std::string_view reason;           // errors: why (static text)
   std::uint64_t id = 0;              // client request-id, or job-id in worker replies
-  std::string_view service;          // requests; first service of READY
+  std::string_view service;          // requests; first service of READY; client_error and
+                                     // mdp_client_error for an invalid name: the name sent
   std::uint32_t timeout_ms = 0;      // client_request
   std::uint32_t concurrency = 0;     // worker_ready
   std::uint32_t heartbeat_ms = 0;    // worker_ready
@@ -92,6 +95,11 @@ struct inbound {
 };
 
 inbound decode_inbound(const frames& f) noexcept;
+
+// A service name is 1-255 bytes of printable UTF-8: well-formed (no overlong forms, surrogates or
+// code points above U+10FFFF), without C0 controls, DEL or C1 controls (U+0080-U+009F). The
+// decoder answers any other name in a REQUEST or READY with 400 "invalid service name".
+bool valid_service_name(std::string_view name) noexcept;
 
 // The service names of a decoded READY (native of either version, or Majordomo), in order; returns
 // how many were written. The views point into `f`.

@@ -56,8 +56,9 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
       drop(counters_.dropped_malformed, "malformed message");
       break;
     case inbound_kind::client_error:
+    case inbound_kind::mdp_client_error:  // in.service: an invalid name, echoed to MDP clients
       ++counters_.requests;
-      send_error({socket, view(msg[0]), false, in.id, {}, in.version}, in.status, in.reason);
+      send_error({socket, view(msg[0]), mdp, in.id, in.service, in.version}, in.status, in.reason);
       break;
     case inbound_kind::client_request:
     case inbound_kind::mdp_request:
@@ -87,8 +88,8 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
           in.kind == inbound_kind::worker_disconnect || in.kind == inbound_kind::mdp_disconnect;
       if (w == npos) {
         // RFC 7: a valid but unexpected command gets DISCONNECT, so the worker registers again.
-        if (in.kind == inbound_kind::worker_error) {
-          send_disconnect(socket, view(msg[0]), false, in.version, in.status, in.reason);
+        if (in.kind == inbound_kind::worker_error || in.kind == inbound_kind::mdp_worker_error) {
+          send_disconnect(socket, view(msg[0]), mdp, in.version, in.status, in.reason);
         } else if (!disconnect) {
           send_disconnect(socket, view(msg[0]), mdp, in.version, status::bad_request,
                           "unknown worker: send READY first");
@@ -105,7 +106,8 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
           on_worker_stopping(w);
           break;
         case inbound_kind::worker_error:
-          send_disconnect(socket, view(msg[0]), false, in.version, in.status, in.reason);
+        case inbound_kind::mdp_worker_error:
+          send_disconnect(socket, view(msg[0]), mdp, in.version, in.status, in.reason);
           purge_worker(w, now, in.reason);
           break;
         case inbound_kind::worker_disconnect:

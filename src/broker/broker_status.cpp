@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "broker_core.hpp"
+#include "common/text.hpp"
 
 namespace scale0::broker_detail {
 namespace {
@@ -19,18 +20,10 @@ double millis(clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
 }
 
-// Prometheus label values: backslash, double quote and newline are escaped.
+// Prometheus label values: backslash, double quote and newline escaped, and valid UTF-8 whatever
+// bytes a name holds (the decoder admits only printable UTF-8 names; this is the second line).
 std::string label(std::string_view v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-  return out;
+  return prometheus_label_value(v);
 }
 
 }  // namespace

@@ -30,6 +30,7 @@
 #include "broker/latency_histogram.hpp"
 #include "broker/metrics_server.hpp"
 #include "common/host_port.hpp"
+#include "common/text.hpp"
 #include "http/beast_codec.hpp"
 #include "http/encoding.hpp"
 #include "routes.hpp"
@@ -82,8 +83,8 @@ struct gateway_stats {
     line("# TYPE scale0_gateway_requests_total counter");
     for (const auto& [route, codes] : requests)
       for (const auto& [code, n] : codes)
-        line("scale0_gateway_requests_total{route=\"" + route + "\",code=\"" +
-             std::to_string(code) + "\"} " + std::to_string(n));
+        line("scale0_gateway_requests_total{route=\"" + prometheus_label_value(route) +
+             "\",code=\"" + std::to_string(code) + "\"} " + std::to_string(n));
     line(
         "# HELP scale0_gateway_request_duration_seconds Time from a whole request read to its "
         "response written, by route.");
@@ -91,7 +92,7 @@ struct gateway_stats {
     std::ostringstream histograms;
     for (const auto& [route, h] : latency)
       broker_detail::write_prometheus(histograms, "scale0_gateway_request_duration_seconds",
-                                      "route", route, h);
+                                      "route", prometheus_label_value(route), h);
     out.append(histograms.str());
     auto gauge = [&](const char* name, const char* type, const char* help, std::uint64_t v) {
       line(std::string("# HELP ") + name + " " + help);
@@ -128,6 +129,7 @@ struct server {
   void watch_control();
   void begin_drain();
   void maybe_finish_drain();
+  void apply_reload();
 
   // Broker link.
   bool send_request(std::uint64_t id, std::string_view service, std::chrono::milliseconds timeout,
@@ -140,7 +142,7 @@ struct server {
 
   // Sessions refer to these until the io_context has destroyed the last of them: declared first.
   gateway_options opt;
-  router routes;
+  std::shared_ptr<const router> routes;  // replaced whole by a reload
   gateway_stats stats;
   std::unordered_map<std::uint64_t, std::shared_ptr<session>> pending;
   std::unordered_set<session*> sessions;
@@ -157,6 +159,7 @@ struct server {
   asio::posix::stream_descriptor control{io};
   std::atomic<bool> stop_requested{false};
   std::atomic<bool> drain_requested{false};
+  std::atomic<bool> reload_requested{false};
 
   zmq::context_t zctx{1};
   zmq::socket_t dealer{zctx, zmq::socket_type::dealer};
@@ -378,7 +381,8 @@ class session : public std::enable_shared_from_this<session> {
     disarm();
     phase_ = phase::waiting;  // the whole request is read: the connection is in step
     auto& req = parser_->get();
-    const route_choice choice = g_.routes.choose(sv(req[bhttp::field::host]), sv(req.target()));
+    routes_ = g_.routes;  // label_ points into it until the answer is recorded
+    const route_choice choice = routes_->choose(sv(req[bhttp::field::host]), sv(req.target()));
     label_ = choice.label;
     if (choice.service.empty()) return answer_error(bhttp::status::bad_request, choice.problem);
     if (g_.draining) {
@@ -536,6 +540,7 @@ class session : public std::enable_shared_from_this<session> {
   std::string peer_;
   std::string request_id_;
   std::string_view label_ = "none";
+  std::shared_ptr<const router> routes_;
   clock_type::time_point started_{};
   std::uint64_t id_ = 0;
   std::size_t discarded_ = 0;
@@ -558,7 +563,26 @@ std::string answer_rejected(unsigned retry_after) {
 
 }  // namespace
 
-server::server(gateway_options o) : opt(std::move(o)) {
+namespace {
+router make_router(const gateway_options& o) {
+  std::vector<gateway_detail::route> parsed;
+  for (std::size_t i = 0; i < o.routes.size(); ++i)
+    parsed.push_back(gateway_detail::parse_route(o.routes[i], i));
+  if (o.default_service.size() > protocol::max_service_name)
+    throw error(status::bad_request, "default-service must be at most 255 bytes");
+  return router(std::move(parsed), o.default_service);
+}
+
+// A tenth of the shortest timeout, between 5 and 50 ms: timeouts fire within 10% late.
+std::chrono::milliseconds sweep_interval_for(const gateway_options& o) {
+  std::chrono::milliseconds interval{50};
+  for (auto t : {o.header_timeout, o.body_timeout, o.idle_timeout, o.send_timeout, o.timeout})
+    interval = std::min(interval, std::max(std::chrono::milliseconds(5), t / 10));
+  return interval;
+}
+}  // namespace
+
+void check_gateway_options(const gateway_options& opt) {
   if (opt.timeout.count() <= 0 || opt.header_timeout.count() <= 0 ||
       opt.body_timeout.count() <= 0 || opt.idle_timeout.count() <= 0 ||
       opt.send_timeout.count() <= 0 || opt.drain_timeout.count() < 0)
@@ -572,12 +596,12 @@ server::server(gateway_options o) : opt(std::move(o)) {
                 "max-connections and max-inflight must be at least 1, "
                 "max-header at least 64");
   if (opt.max_header > 1 << 20) throw error(status::bad_request, "max-header is at most 1 MiB");
-  std::vector<gateway_detail::route> parsed;
-  for (std::size_t i = 0; i < opt.routes.size(); ++i)
-    parsed.push_back(gateway_detail::parse_route(opt.routes[i], i));
-  if (opt.default_service.size() > protocol::max_service_name)
-    throw error(status::bad_request, "default-service must be at most 255 bytes");
-  routes = router(std::move(parsed), opt.default_service);
+  (void)make_router(opt);
+}
+
+server::server(gateway_options o) : opt(std::move(o)) {
+  check_gateway_options(opt);
+  routes = std::make_shared<const router>(make_router(opt));
   request_id_seed = std::random_device{}() * 0x100000000ull + std::random_device{}();
 
   const auto hp = detail::parse_host_port(opt.listen, "listen address");
@@ -614,10 +638,7 @@ server::server(gateway_options o) : opt(std::move(o)) {
     h.ready = [this] { return !drain_requested.load(); };
     metrics = std::make_unique<broker_detail::metrics_server>(opt.metrics_listen, std::move(h));
   }
-  // A tenth of the shortest timeout, between 5 and 50 ms: timeouts fire within 10% late.
-  for (auto t :
-       {opt.header_timeout, opt.body_timeout, opt.idle_timeout, opt.send_timeout, opt.timeout})
-    sweep_interval = std::min(sweep_interval, std::max(std::chrono::milliseconds(5), t / 10));
+  sweep_interval = sweep_interval_for(opt);
   accept();
   sweep();
   watch_control();
@@ -689,8 +710,33 @@ void server::watch_control() {
     }
     if (stop_requested) return io.stop();
     if (drain_requested && !draining) begin_drain();
+    if (reload_requested.exchange(false)) apply_reload();
     watch_control();
   });
+}
+
+// On the io thread, like every reader of `opt` and `routes`: no request sees half of each. A
+// request already routed keeps its router (and the metrics label that points into it) alive.
+void server::apply_reload() {
+  if (!opt.on_reload) return;
+  std::optional<gateway_options> next;
+  try {
+    next = opt.on_reload();
+    if (!next) return;
+    check_gateway_options(*next);
+    auto next_routes = std::make_shared<const router>(make_router(*next));
+    next->listen = opt.listen;  // these need a restart
+    next->broker = opt.broker;
+    next->metrics_listen = opt.metrics_listen;
+    next->on_event = std::move(opt.on_event);
+    next->on_reload = std::move(opt.on_reload);
+    opt = std::move(*next);
+    routes = std::move(next_routes);
+    sweep_interval = sweep_interval_for(opt);
+  } catch (const std::exception& e) {
+    if (opt.on_event)
+      opt.on_event(std::string("reload failed; keeping the running configuration: ") + e.what());
+  }
 }
 
 void server::begin_drain() {
@@ -795,6 +841,12 @@ void gateway::stop() noexcept {
 
 void gateway::drain() noexcept {
   impl_->drain_requested = true;
+  const std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(impl_->control_fd, &one, sizeof one);
+}
+
+void gateway::reload() noexcept {
+  impl_->reload_requested = true;
   const std::uint64_t one = 1;
   [[maybe_unused]] auto n = ::write(impl_->control_fd, &one, sizeof one);
 }

@@ -3,11 +3,19 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/text.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
 
 namespace scale0::protocol {
+
+bool valid_service_name(std::string_view name) noexcept {
+  return !name.empty() && name.size() <= max_service_name && printable_utf8(name);
+}
+
 namespace {
+
+constexpr std::string_view invalid_name = "invalid service name";
 
 std::uint64_t load_be(const zmq::message_t& m, std::size_t width) noexcept {
   const auto* p = static_cast<const unsigned char*>(m.data());
@@ -24,7 +32,7 @@ zmq::message_t store_be(std::uint64_t v, std::size_t width) {
 }
 
 bool valid_service(const zmq::message_t& m) noexcept {
-  return m.size() >= 1 && m.size() <= max_service_name;
+  return valid_service_name(view(m));
 }
 
 inbound client_error(std::uint16_t code, std::string_view reason, const frames& f) noexcept {
@@ -57,9 +65,12 @@ inbound decode_client(const frames& f) noexcept {
                             "REQUEST needs request-id, service and timeout frames", f);
       if (f[4].size() != 8)
         return client_error(status::bad_request, "request-id must be 8 bytes", f);
-      if (!valid_service(f[5]))
-        return client_error(status::bad_request, "service name must be 1-255 bytes", f);
       if (f[6].size() != 4) return client_error(status::bad_request, "timeout must be 4 bytes", f);
+      if (!valid_service(f[5])) {
+        in = client_error(status::bad_request, invalid_name, f);
+        in.service = view(f[5]);
+        return in;
+      }
       in.kind = inbound_kind::client_request;
       in.id = read_u64(f[4]);
       in.service = view(f[5]);
@@ -93,8 +104,7 @@ inbound decode_ready(const frames& f) noexcept {
   if (f.size() - 7 > max_services_per_worker)
     return worker_error(status::bad_request, "too many services in READY");
   for (std::size_t i = 7; i < f.size(); ++i)
-    if (!valid_service(f[i]))
-      return worker_error(status::bad_request, "service name must be 1-255 bytes");
+    if (!valid_service(f[i])) return worker_error(status::bad_request, invalid_name);
   in.kind = inbound_kind::worker_ready;
   in.service = view(f[7]);
   in.first = 7;
@@ -138,7 +148,13 @@ inbound decode_mdp_worker(const frames& f) noexcept {
   if (f.size() < 4 || f[3].size() != 1) return in;
   switch (static_cast<mdp_command>(*static_cast<const std::uint8_t*>(f[3].data()))) {
     case mdp_command::ready:
-      if (f.size() != 5 || !valid_service(f[4])) return in;
+      if (f.size() != 5) return in;
+      if (!valid_service(f[4])) {  // answered: DISCONNECT, so it is not left waiting for work
+        in.kind = inbound_kind::mdp_worker_error;
+        in.status = status::bad_request;
+        in.reason = invalid_name;
+        return in;
+      }
       in.kind = inbound_kind::mdp_ready;
       in.service = view(f[4]);
       in.first = 4;
@@ -210,7 +226,7 @@ std::uint8_t v2_command(std::string_view packed) noexcept {
 }
 
 bool valid_service(std::string_view s) noexcept {
-  return !s.empty() && s.size() <= max_service_name;
+  return valid_service_name(s);
 }
 
 // Checks a packed service list (str8 names to the end of the frame): 1-64 names of 1-255 bytes.
@@ -220,7 +236,7 @@ const char* check_services_v2(std::string_view list) noexcept {
   while (!r.empty()) {
     const std::string_view name = r.str8();
     if (!r.ok()) return "READY service list truncated";
-    if (!valid_service(name)) return "service name must be 1-255 bytes";
+    if (!valid_service(name)) return invalid_name.data();
     if (++n > max_services_per_worker) return "too many services in READY";
   }
   return n == 0 ? "READY needs a service" : nullptr;
@@ -261,8 +277,12 @@ inbound decode_client_v2(const frames& f) noexcept {
         return client_error_v2(status::bad_request,
                                "REQUEST needs request-id, timeout and service, nothing more",
                                packed);
-      if (!valid_service(in.service))
-        return client_error_v2(status::bad_request, "service name must be 1-255 bytes", packed);
+      if (!valid_service(in.service)) {
+        const std::string_view name = in.service;
+        in = client_error_v2(status::bad_request, invalid_name, packed);
+        in.service = name;
+        return in;
+      }
       in.kind = inbound_kind::client_request;
       return in;
     case client_command::ping:
@@ -365,7 +385,14 @@ inbound decode_inbound(const frames& f) noexcept {
   if (header == worker_header) return decode_worker(f);
   if (header == mdp_client_header) {
     inbound in;
-    if (f.size() < 5 || !valid_service(f[3])) return in;  // RFC 7: body is 1+ frames
+    if (f.size() < 5) return in;  // RFC 7: body is 1+ frames
+    in.service = view(f[3]);
+    if (!valid_service(f[3])) {  // answered in MDP form, the service frame echoed
+      in.kind = inbound_kind::mdp_client_error;
+      in.status = status::bad_request;
+      in.reason = invalid_name;
+      return in;
+    }
     in.kind = inbound_kind::mdp_request;
     in.service = view(f[3]);
     in.first = 4;
@@ -407,6 +434,11 @@ std::size_t ready_services(const frames& f, const inbound& in, service_names& ou
 
 namespace {
 
+// A worker takes the name the broker sends as it is (the broker checked it when it came in).
+bool sized_service(std::string_view s) noexcept {
+  return !s.empty() && s.size() <= max_service_name;
+}
+
 // S0/2 at a worker: "" · S0W2 command fields · body...
 worker_inbound decode_for_worker_v2(const frames& f) noexcept {
   worker_inbound in;
@@ -427,7 +459,7 @@ worker_inbound decode_for_worker_v2(const frames& f) noexcept {
       in.job_id = r.u64();
       in.timeout_ms = r.u32();
       in.service = r.str8();
-      if (!r.complete() || !valid_service(in.service)) return {};
+      if (!r.complete() || !sized_service(in.service)) return {};
       in.kind = worker_inbound_kind::request;
       in.first = 2;
       break;
@@ -499,7 +531,8 @@ worker_inbound decode_for_worker(const frames& f) noexcept {
       in.broker_id = read_u64(f[6]);
       return in;
     case worker_command::request:
-      if (f.size() < 6 || f[3].size() != 8 || !valid_service(f[4]) || f[5].size() != 4) return in;
+      if (f.size() < 6 || f[3].size() != 8 || !sized_service(view(f[4])) || f[5].size() != 4)
+        return in;
       in.kind = worker_inbound_kind::request;
       in.job_id = read_u64(f[3]);
       in.service = view(f[4]);

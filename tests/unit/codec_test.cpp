@@ -22,10 +22,23 @@
 // Readable names in failure messages (gtest finds PrintTo by ADL).
 namespace scale0::protocol {
 void PrintTo(inbound_kind k, std::ostream* os) {
-  static constexpr std::array<const char*, 15> names = {
-      "drop",         "client_error", "worker_error",     "client_request",    "client_ping",
-      "worker_ready", "worker_reply", "worker_heartbeat", "worker_disconnect", "worker_stopping",
-      "mdp_request",  "mdp_ready",    "mdp_reply",        "mdp_heartbeat",     "mdp_disconnect"};
+  static constexpr std::array<const char*, 17> names = {"drop",
+                                                        "client_error",
+                                                        "worker_error",
+                                                        "client_request",
+                                                        "client_ping",
+                                                        "worker_ready",
+                                                        "worker_reply",
+                                                        "worker_heartbeat",
+                                                        "worker_disconnect",
+                                                        "worker_stopping",
+                                                        "mdp_request",
+                                                        "mdp_ready",
+                                                        "mdp_reply",
+                                                        "mdp_heartbeat",
+                                                        "mdp_disconnect",
+                                                        "mdp_client_error",
+                                                        "mdp_worker_error"};
   const auto i = static_cast<std::size_t>(k);
   *os << (i < names.size() ? names[i] : "?") << " (" << i << ")";
 }
@@ -732,6 +745,66 @@ TEST(CodecWorkerMalformed, ReadyMissingOrWrongSizedFieldsIs400) {
                       "flags 2 bytes");
 }
 
+// Service names are printable UTF-8 without control characters, 1-255 bytes (protocol.md, framing
+// rules): anything else in a REQUEST or READY is 400 "invalid service name" in every framing.
+const strings bad_names = {"bad\xff"s,
+                           "a\nb"s,
+                           "a\x1b"s
+                           "b"s,
+                           ""s,
+                           std::string(256, 's'),
+                           "\xc0\xaf"s,
+                           "\xed\xa0\x80"s,
+                           "a\x7f"s,
+                           "a\xc2\x85"s,
+                           "a\tb"s};
+
+TEST(CodecServiceName, ClientRequestWithAnInvalidNameIs400) {
+  for (const std::string& name : bad_names) {
+    const frames f = at_broker({"", S0C1, byte(1), u64(9), name, u32(0), "body"});
+    const inbound in = decode_inbound(f);
+    ASSERT_EQ(in.kind, inbound_kind::client_error) << name.size();
+    EXPECT_EQ(in.status, st::bad_request);
+    EXPECT_EQ(in.reason, "invalid service name");
+    EXPECT_EQ(in.id, 9u);
+    EXPECT_EQ(in.service, name) << "the name is kept for the broker's (escaped) log";
+  }
+  EXPECT_EQ(decode({"", S0C1, byte(1), u64(9), "caf\xc3\xa9 \xe2\x82\xac", u32(0)}).kind,
+            inbound_kind::client_request);
+}
+
+TEST(CodecServiceName, ReadyWithAnInvalidNameIs400AndRegistersNothing) {
+  for (const std::string& name : bad_names) {
+    const inbound in = decode(ready(u32(1), u32(0), byte(0), {"echo", name}));
+    ASSERT_EQ(in.kind, inbound_kind::worker_error) << name.size();
+    EXPECT_EQ(in.status, st::bad_request);
+    EXPECT_EQ(in.reason, "invalid service name");
+  }
+  EXPECT_EQ(decode(ready(u32(1), u32(0), byte(0), {"\xf0\x9f\x98\x80"})).kind,
+            inbound_kind::worker_ready);
+}
+
+TEST(CodecServiceName, MajordomoRequestWithAnInvalidNameIsAnErrorInMajordomoForm) {
+  for (const std::string& name : bad_names) {
+    const frames f = at_broker({"", MDPC01, name, "body"});
+    const inbound in = decode_inbound(f);
+    ASSERT_EQ(in.kind, inbound_kind::mdp_client_error) << name.size();
+    EXPECT_EQ(in.status, st::bad_request);
+    EXPECT_EQ(in.reason, "invalid service name");
+    EXPECT_EQ(in.service, name) << "echoed in the MDP reply's service frame";
+  }
+  EXPECT_EQ(decode({"", MDPC01, "bad\xff"}).kind, inbound_kind::drop) << "no body: not a request";
+}
+
+TEST(CodecServiceName, MajordomoReadyWithAnInvalidNameIsDisconnected) {
+  for (const std::string& name : bad_names) {
+    const inbound in = decode({"", MDPW01, byte(1), name});
+    ASSERT_EQ(in.kind, inbound_kind::mdp_worker_error) << name.size();
+    EXPECT_EQ(in.status, st::bad_request);
+    EXPECT_EQ(in.reason, "invalid service name");
+  }
+}
+
 TEST(CodecWorkerMalformed, ReadyBadServiceNameIs400) {
   expect_worker_error(ready(u32(1), u32(0), byte(0), {""}), st::bad_request, "empty service");
   expect_worker_error(ready(u32(1), u32(0), byte(0), {"echo", ""}), st::bad_request,
@@ -776,11 +849,12 @@ TEST(CodecWorkerMalformed, ReplyWithShortFieldsIs400) {
 
 // ---- malformed Majordomo: dropped ----
 
-TEST(CodecMdpMalformed, ClientRequestWithoutValidServiceIsDropped) {
+TEST(CodecMdpMalformed, ClientRequestWithoutServiceIsDropped) {
   EXPECT_EQ(decode({"", MDPC01}).kind, inbound_kind::drop);
-  EXPECT_EQ(decode({"", MDPC01, "", "body"}).kind, inbound_kind::drop);
+  // A request with a body and an invalid name is answered (CodecServiceName above).
+  EXPECT_EQ(decode({"", MDPC01, "", "body"}).kind, inbound_kind::mdp_client_error);
   EXPECT_EQ(decode({"", MDPC01, std::string(max_service_name + 1, 'm'), "body"}).kind,
-            inbound_kind::drop);
+            inbound_kind::mdp_client_error);
 }
 
 TEST(CodecMdpMalformed, ClientRequestWithoutBodyIsNotARequest) {
@@ -798,11 +872,12 @@ TEST(CodecMdpMalformed, WorkerCommandFrameIsDroppedWhenWrong) {
   EXPECT_EQ(decode({"", MDPW01, byte(2), u64(1), "", "body"}).kind, inbound_kind::drop);
 }
 
-TEST(CodecMdpMalformed, ReadyWithoutOneValidServiceIsDropped) {
+TEST(CodecMdpMalformed, ReadyWithoutOneServiceIsDropped) {
   EXPECT_EQ(decode({"", MDPW01, byte(1)}).kind, inbound_kind::drop);
-  EXPECT_EQ(decode({"", MDPW01, byte(1), ""}).kind, inbound_kind::drop);
+  // One service frame with an invalid name: DISCONNECT (CodecServiceName above).
+  EXPECT_EQ(decode({"", MDPW01, byte(1), ""}).kind, inbound_kind::mdp_worker_error);
   EXPECT_EQ(decode({"", MDPW01, byte(1), std::string(max_service_name + 1, 'x')}).kind,
-            inbound_kind::drop);
+            inbound_kind::mdp_worker_error);
   EXPECT_EQ(decode({"", MDPW01, byte(1), std::string(max_service_name, 'x')}).kind,
             inbound_kind::mdp_ready);
   // One worker socket serves one service.
@@ -1169,8 +1244,44 @@ bool inside(std::string_view v, const frames& f) {
   return false;
 }
 
+// The spec's rule, independently of the codec: 1-255 bytes of UTF-8 (no overlongs, surrogates or
+// code points above U+10FFFF) without C0 controls, DEL or C1 controls.
+bool valid_name(std::string_view s) {
+  if (s.empty() || s.size() > max_service_name) return false;
+  for (std::size_t i = 0; i < s.size();) {
+    const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
+    const unsigned char c = b(0);
+    std::size_t n;
+    std::uint32_t cp;
+    if (c < 0x80) {
+      n = 1;
+      cp = c;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      n = 2;
+      cp = c & 0x1fu;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 3;
+      cp = c & 0x0fu;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 4;
+      cp = c & 0x07u;
+    } else {
+      return false;
+    }
+    if (i + n > s.size()) return false;
+    for (std::size_t k = 1; k < n; ++k) {
+      if ((b(k) & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (b(k) & 0x3fu);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))) return false;
+    if (cp >= 0xd800 && cp <= 0xdfff) return false;
+    if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) return false;
+    i += n;
+  }
+  return true;
+}
 bool valid_service_frame(const zmq::message_t& m) {
-  return m.size() >= 1 && m.size() <= max_service_name;
+  return valid_name(view(m));
 }
 
 // What protocol.md promises about any message a decoder accepts. Returns an explanation, or ""
@@ -1210,7 +1321,7 @@ std::string check_inbound(const frames& f, const inbound& in) {
     case inbound_kind::client_request:
       if (in.version == 2)
         return header() == packed("S0C2", 1, u64(in.id) + u32(in.timeout_ms) + s8(in.service)) &&
-                       !in.service.empty() && in.first == 3
+                       valid_name(in.service) && in.first == 3
                    ? ""
                    : "S0/2 client_request that does not match the packed REQUEST layout";
       if (f.size() < 7 || header() != S0C1 || str(f[3]) != byte(1) || f[4].size() != 8 ||
@@ -1231,7 +1342,7 @@ std::string check_inbound(const frames& f, const inbound& in) {
         const std::size_t n = ready_services(f, in, names);
         std::string list;
         for (std::size_t i = 0; i < n; ++i) {
-          if (names[i].empty() || !inside(names[i], f)) return "S0/2 READY with a bad service";
+          if (!valid_name(names[i]) || !inside(names[i], f)) return "S0/2 READY with a bad service";
           list += s8(names[i]);
         }
         if (n == 0 || in.concurrency < 1 || in.concurrency > max_concurrency ||
@@ -1294,6 +1405,16 @@ std::string check_inbound(const frames& f, const inbound& in) {
     case inbound_kind::mdp_heartbeat:
     case inbound_kind::mdp_disconnect:
       if (f.size() < 4 || header() != MDPW01 || f[3].size() != 1) return "bad mdp command";
+      return "";
+    case inbound_kind::mdp_client_error:
+      if (f.size() < 5 || header() != MDPC01 || valid_service_frame(f[3]) ||
+          in.service != view(f[3]) || in.status != st::bad_request || in.reason.empty())
+        return "bad mdp_client_error";
+      return "";
+    case inbound_kind::mdp_worker_error:
+      if (f.size() != 5 || header() != MDPW01 || str(f[3]) != byte(1) ||
+          valid_service_frame(f[4]) || in.status != st::bad_request || in.reason.empty())
+        return "bad mdp_worker_error";
       return "";
   }
   return "unknown inbound_kind";

@@ -287,6 +287,41 @@ TEST(CodecV2, WrongLengthsAndTrailingBytesAre400) {
   }
 }
 
+// Service names are printable UTF-8 without control characters (protocol.md, framing rules).
+TEST(CodecV2, InvalidServiceNamesAre400) {
+  const strings bad_names = {"bad\xff"s,
+                             "a\nb"s,
+                             "a\x1b"s
+                             "b"s,
+                             "a\x7f"s,
+                             "\xc0\xaf"s,
+                             "\xed\xa0\x80"s,
+                             "a\xc2\x9f"s,
+                             "\xf4\x90\x80\x80"s};
+  for (const std::string& name : bad_names) {
+    const inbound req =
+        decode_inbound(at_broker({"", C2 + "\x01" + u64(7) + u32(0) + str8(name), "body"}));
+    ASSERT_EQ(req.kind, inbound_kind::client_error) << name;
+    EXPECT_EQ(req.status, st::bad_request);
+    EXPECT_EQ(req.reason, "invalid service name");
+    EXPECT_EQ(req.id, 7u);
+    EXPECT_EQ(req.version, version_2);
+    EXPECT_EQ(req.service, name);
+    const inbound ready = decode_inbound(
+        at_broker({"", W2 + "\x01" + u32(1) + u32(0) + u8(0) + str8("ok") + str8(name)}));
+    ASSERT_EQ(ready.kind, inbound_kind::worker_error) << name;
+    EXPECT_EQ(ready.status, st::bad_request);
+    EXPECT_EQ(ready.reason, "invalid service name");
+    EXPECT_EQ(ready.version, version_2);
+  }
+  const std::string good = "caf\xc3\xa9-\xf0\x9f\x98\x80";
+  EXPECT_EQ(decode_inbound(at_broker({"", C2 + "\x01" + u64(7) + u32(0) + str8(good)})).kind,
+            inbound_kind::client_request);
+  EXPECT_EQ(
+      decode_inbound(at_broker({"", W2 + "\x01" + u32(1) + u32(0) + u8(0) + str8(good)})).kind,
+      inbound_kind::worker_ready);
+}
+
 TEST(CodecV2, MalformedMessagesAtPeersAreInvalid) {
   const std::string req = W2 + "\x02" + u64(1) + u32(5) + str8("svc");
   for (std::size_t n = 0; n < req.size(); ++n)

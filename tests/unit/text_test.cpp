@@ -1,0 +1,156 @@
+// Peer bytes on their way to logs, metrics and tables (src/common/text.hpp), and the service-name
+// rule of docs/protocol.md ("printable UTF-8 without control characters, 1-255 bytes").
+#include "common/text.hpp"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+#include "logging.hpp"
+#include "scale0/protocol.hpp"
+
+namespace {
+
+using namespace std::string_literals;
+using scale0::protocol::valid_service_name;
+
+TEST(ServiceName, PrintableUtf8OfOneTo255BytesIsValid) {
+  for (const std::string& name :
+       {"echo"s, "a"s, "www.example.com"s, "a b"s, "back\\slash"s, "q\"uote"s, "~"s,
+        "caf\xc3\xa9"s,                    // é, 2 bytes
+        "\xe2\x82\xac"s,                   // €, 3 bytes
+        "\xf0\x9f\x98\x80"s,               // U+1F600, 4 bytes
+        "\xc2\xa0"s,                       // U+00A0, first code point after C1
+        "\xef\xbf\xbd"s,                   // U+FFFD
+        "\xf4\x8f\xbf\xbf"s,               // U+10FFFF, the last code point
+        "\xed\x9f\xbf"s, "\xee\x80\x80"s,  // U+D7FF and U+E000 around the surrogates
+        std::string(255, 'x')})
+    EXPECT_TRUE(valid_service_name(name)) << name;
+  std::string euros;  // 85 three-byte characters: 255 bytes
+  for (int i = 0; i < 85; ++i) euros += "\xe2\x82\xac";
+  EXPECT_TRUE(valid_service_name(euros));
+  EXPECT_FALSE(valid_service_name(euros + "x")) << "256 bytes";
+}
+
+TEST(ServiceName, LengthOutOfRangeIsInvalid) {
+  EXPECT_FALSE(valid_service_name(""));
+  EXPECT_FALSE(valid_service_name(std::string(256, 'x')));
+}
+
+TEST(ServiceName, MalformedUtf8IsInvalid) {
+  for (const std::string& name : {
+           "bad\xff"s,
+           "\xfe"s,
+           "\x80"s,
+           "a\xbf"s,  // bytes that never start a character
+           "\xc3"s,
+           "\xe2\x82"s,
+           "\xf0\x9f\x98"s,  // truncated sequences
+           "\xc3x"s,
+           "\xe2\x82x"s,  // continuation missing
+           "\xc0\xaf"s,
+           "\xc1\xbf"s,  // overlong 2-byte
+           "\xe0\x80\xaf"s,
+           "\xe0\x9f\xbf"s,  // overlong 3-byte
+           "\xf0\x80\x80\xaf"s,
+           "\xf0\x8f\xbf\xbf"s,  // overlong 4-byte
+           "\xed\xa0\x80"s,
+           "\xed\xbf\xbf"s,  // surrogates U+D800, U+DFFF
+           "\xf4\x90\x80\x80"s,
+           "\xf5\x80\x80\x80"s,      // above U+10FFFF
+           "\xf8\x88\x80\x80\x80"s,  // 5-byte form
+       })
+    EXPECT_FALSE(valid_service_name(name)) << scale0::escape_text(name);
+}
+
+TEST(ServiceName, ControlCharactersAreInvalid) {
+  for (int c = 0; c < 0x20; ++c)
+    EXPECT_FALSE(valid_service_name("a"s + static_cast<char>(c) + "b")) << c;
+  EXPECT_FALSE(valid_service_name("a\nb"));
+  EXPECT_FALSE(valid_service_name("a\x1b[31mb"));
+  EXPECT_FALSE(valid_service_name("a\x7f"));  // DEL
+  for (int c = 0x80; c < 0xa0; ++c) {         // C1: U+0080-U+009F, encoded C2 80 - C2 9F
+    std::string name = "a\xc2"s;
+    name += static_cast<char>(c);
+    EXPECT_FALSE(valid_service_name(name)) << c;
+  }
+}
+
+TEST(EscapeText, PrintableUtf8IsKept) {
+  for (const std::string& s :
+       {""s, "echo"s, "a b=c \"d\""s, "caf\xc3\xa9"s, "\xf0\x9f\x98\x80"s, "\xc2\xa0"s})
+    EXPECT_EQ(scale0::escape_text(s), s);
+}
+
+TEST(EscapeText, ControlsBackslashAndBadBytesBecomeHexEscapes) {
+  EXPECT_EQ(scale0::escape_text("a\nb"), "a\\x0ab");
+  EXPECT_EQ(scale0::escape_text("a\r\n2024-01-01 INFO forged"),
+            "a\\x0d\\x0a2024-01-01 INFO forged");
+  EXPECT_EQ(scale0::escape_text("a\x1b[31mb"), "a\\x1b[31mb");
+  EXPECT_EQ(scale0::escape_text("\t\x7f"s + '\0'), "\\x09\\x7f\\x00");
+  EXPECT_EQ(scale0::escape_text("back\\slash"), "back\\\\slash");
+  EXPECT_EQ(scale0::escape_text("bad\xff"), "bad\\xff");
+  EXPECT_EQ(scale0::escape_text("\xc0\xaf"), "\\xc0\\xaf");           // overlong
+  EXPECT_EQ(scale0::escape_text("\xed\xa0\x80"), "\\xed\\xa0\\x80");  // surrogate
+  EXPECT_EQ(scale0::escape_text("x\xc3"), "x\\xc3");                  // truncated
+  EXPECT_EQ(scale0::escape_text("\xc2\x85"), "\\xc2\\x85");           // C1 NEL
+  // Unicode line and paragraph separators: some viewers break lines on them.
+  EXPECT_EQ(scale0::escape_text("a\xe2\x80\xa8z\xe2\x80\xa9"), "a\\xe2\\x80\\xa8z\\xe2\\x80\\xa9");
+}
+
+TEST(EscapeText, OutputIsPrintableUtf8ForEveryByte) {
+  std::string all;
+  for (int c = 0; c < 256; ++c) all += static_cast<char>(c);
+  const std::string out = scale0::escape_text(all);
+  EXPECT_TRUE(scale0::printable_utf8(out)) << out;
+  EXPECT_EQ(out.find('\n'), std::string::npos);
+  // Dumping it as JSON with the strict (throwing) error handler works.
+  EXPECT_NO_THROW((void)nlohmann::json(out).dump());
+}
+
+TEST(PrometheusLabel, EscapesWhatTheExpositionFormatRequires) {
+  EXPECT_EQ(scale0::prometheus_label_value("echo"), "echo");
+  EXPECT_EQ(scale0::prometheus_label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+  EXPECT_EQ(scale0::prometheus_label_value("caf\xc3\xa9"), "caf\xc3\xa9");
+  // Label values must be UTF-8: a byte that is not becomes U+FFFD.
+  EXPECT_EQ(scale0::prometheus_label_value("bad\xff"), "bad\xef\xbf\xbd");
+  EXPECT_EQ(scale0::prometheus_label_value("\xed\xa0\x80x"),
+            "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdx");
+  EXPECT_TRUE(scale0::valid_utf8(scale0::prometheus_label_value("\xc0\xaf\xf5")));
+}
+
+}  // namespace
+
+namespace {
+
+using scale0::cli::format_log_line;
+
+TEST(LogLine, TextLogIsOneLineWhateverThePeerSent) {
+  const std::string forged = "a\n2024-01-01 00:00:00.000 INFO  worker joined worker=evil";
+  const std::string line =
+      format_log_line(spdlog::level::warn, "request error",
+                      {{"service", forged}, {"reason", "bad\xff\x1b[2J"}}, false);
+  EXPECT_EQ(line.find('\n'), std::string::npos) << line;
+  EXPECT_EQ(line.find('\x1b'), std::string::npos) << line;
+  EXPECT_TRUE(scale0::printable_utf8(line)) << line;
+  EXPECT_EQ(line,
+            "request error service=\"a\\x0a2024-01-01 00:00:00.000 INFO  worker joined "
+            "worker=evil\" reason=bad\\xff\\x1b[2J");
+  EXPECT_EQ(format_log_line(spdlog::level::info, "m", {{"k", "say \"hi\"\\"}}, false),
+            "m k=\"say \\\"hi\\\"\\\\\"");
+}
+
+TEST(LogLine, JsonLogIsValidJsonForInvalidUtf8) {
+  const std::string line = format_log_line(spdlog::level::warn, "request error",
+                                           {{"service", "bad\xff"}, {"reason", "a\nb"}}, true);
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+  const auto j = nlohmann::json::parse(line, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << line;
+  EXPECT_EQ(j["service"], "bad\\xff");  // the same escape as the text log
+  EXPECT_EQ(j["reason"], "a\\x0ab");
+  EXPECT_EQ(j["msg"], "request error");
+}
+
+}  // namespace
