@@ -11,6 +11,7 @@ namespace scale0 {
 // Status codes carried by every reply (HTTP-like). All codes the broker emits are listed here.
 namespace status {
 inline constexpr std::uint16_t ok = 200;
+inline constexpr std::uint16_t no_content = 204;  // worker DISCONNECT: it holds no request
 inline constexpr std::uint16_t bad_request = 400;
 inline constexpr std::uint16_t not_found = 404;
 inline constexpr std::uint16_t too_large = 413;

@@ -86,7 +86,7 @@ struct inbound {
   std::uint32_t concurrency = 0;     // worker_ready
   std::uint32_t heartbeat_ms = 0;    // worker_ready
   std::uint8_t flags = 0;            // worker_ready
-  std::uint16_t reply_status = 0;    // worker_reply
+  std::uint16_t reply_status = 0;    // worker_reply; worker_disconnect: its status (0: none)
   std::string_view message;          // worker_reply
   std::string_view services;         // S0/2 READY: the packed service list (see ready_services)
   // Index of the first body frame (requests, replies, ping) or, for an S0/1 READY, of the first

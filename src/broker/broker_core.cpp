@@ -111,6 +111,8 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
           purge_worker(w, now, in.reason);
           break;
         case inbound_kind::worker_disconnect:
+          purge_worker(w, now, "disconnected", in.reply_status == status::no_content);
+          break;
         case inbound_kind::mdp_disconnect:
           purge_worker(w, now, "disconnected");
           break;
@@ -416,8 +418,9 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   }
   const std::size_t header = scratch_.size();
   // A request that may be re-dispatched keeps its body (a reference-counted copy, not a memcpy for
-  // large frames); any other request moves its body out.
-  const bool keep = may_retry(r) && r.attempts < 2;
+  // large frames). So does any request to a native worker: one that leaves saying it holds nothing
+  // (DISCONNECT 204) never got it, and it goes to another worker. MDP requests move their body out.
+  const bool keep = !W.mdp || (may_retry(r) && r.attempts < 2);
   for (auto& f : r.body) {
     if (keep) {
       scratch_.emplace_back();
@@ -594,7 +597,8 @@ void broker_core::touch(worker_entry& W, time_point now) {
   W.expires = now + W.interval * options_.liveness;
 }
 
-void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view why) {
+void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view why,
+                               bool held_nothing) {
   worker_entry& W = workers_[w];
   out_.event({event_kind::worker_left, hex_id(W.identity), W.address, {}, 0, why});
   for (std::uint32_t m : W.memberships) {
@@ -609,7 +613,9 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
   while (!W.jobs.empty()) {
     const std::uint32_t slot = W.jobs.head;
     request_slot& r = slots_[slot];
-    if (r.state == slot_state::in_flight && may_retry(r) && r.attempts < 2) {
+    const bool never_ran = held_nothing;  // native workers only: their bodies are kept
+    if (r.state == slot_state::in_flight && (never_ran || (may_retry(r) && r.attempts < 2))) {
+      if (never_ran) --r.attempts;
       list_remove(W.jobs, slot, slot_links());
       --services_[r.service].in_flight;
       enqueue(slot, true, now);

@@ -207,7 +207,10 @@ class broker_core {
   void finish(std::uint32_t slot);
   void fail(std::uint32_t slot, std::uint16_t code, std::string_view message);
   void release_credit(std::uint32_t w);
-  void purge_worker(std::uint32_t w, time_point now, std::string_view why);
+  // held_nothing: the worker said (DISCONNECT 204) it holds no request, so whatever the broker has
+  // in flight at it never reached it and goes back to its queue, idempotent or not.
+  void purge_worker(std::uint32_t w, time_point now, std::string_view why,
+                    bool held_nothing = false);
   void mark_unreachable(std::uint32_t w, time_point now);
   void purge_unreachable(time_point now, bool all);
   void touch(worker_entry& w, time_point now);

@@ -190,7 +190,7 @@ void event_loop::run() {
     for (;;) {
       const std::size_t b = drain_socket(1, batch);
       const std::size_t a = drain_socket(0, batch);
-      now = clock::now();
+      now = note_progress(clock::now());  // timers dispatch too
       if (now >= core_->next_wakeup(now)) core_->on_tick(now);
       if (a < batch && b < batch) {
         core_->on_input_drained(now);
@@ -205,21 +205,27 @@ void event_loop::run() {
   core_->shutdown(clock::now());
 }
 
-// After a stall, libzmq's I/O thread needs a moment to move what the kernel buffered into the
-// sockets' queues: read the backend alone for a short while (replies, heartbeats, and the ends
-// of closed connections) before the frontend's requests are dispatched.
-// The loop never sleeps longer than a quarter heartbeat interval (the expiry scan) or a second:
-// a gap well beyond that means the process was stopped or starved. What workers sent meanwhile is
-// read before another request is dispatched.
-void event_loop::note_progress(clock::time_point now) {
+// Called before anything that may dispatch (reading a message, running timers). The loop never
+// sleeps longer than a quarter heartbeat interval (the expiry scan) or a second: a gap well beyond
+// that means the process was stopped or starved, and what workers sent meanwhile is read before
+// another request is dispatched.
+clock::time_point event_loop::note_progress(clock::time_point now) {
   const auto longest_sleep =
       std::min<clock::duration>(options_.heartbeat_interval / 4, std::chrono::milliseconds(1000));
   const auto gap = std::max<clock::duration>(2 * longest_sleep, std::chrono::milliseconds(100));
-  if (now - last_progress_ > gap) settle_after_stall();
-  last_progress_ = clock::now();
+  if (now - last_progress_ > gap) {
+    settle_after_stall();
+    now = clock::now();
+  }
+  last_progress_ = now;
+  return now;
 }
 
+// After a stall, libzmq's I/O thread needs a moment to move what the kernel buffered into the
+// sockets' queues: with dispatch held, read the backend alone for a short while (replies,
+// DISCONNECTs, and the ends of closed connections) before anything is dispatched.
 void event_loop::settle_after_stall() {
+  last_progress_ = clock::now();  // the reads below are not a stall
   core_->hold_dispatch(true, clock::now());
   const auto until = clock::now() + std::chrono::milliseconds(20);
   zmq_pollitem_t backend{routers_[1].handle(), 0, ZMQ_POLLIN, 0};
@@ -235,10 +241,10 @@ void event_loop::settle_after_stall() {
 std::size_t event_loop::drain_socket(std::uint8_t socket, std::size_t budget) {
   std::size_t n = 0;
   bool oversized = false;
-  while (n < budget && receive(routers_[socket], oversized)) {
-    ++n;
-    const auto now = clock::now();
-    if (socket == 0) note_progress(now);
+  for (; n < budget; ++n) {
+    // Before a message is read, not after: settling reads the backend into the same inbox.
+    const auto now = note_progress(clock::now());
+    if (!receive(routers_[socket], oversized)) break;
     try {
       core_->on_message(socket, inbox_, oversized, now);
     } catch (const std::exception& e) {

@@ -49,7 +49,7 @@ class event_loop final : public outbox {
   void handle_control();
   void handle_requests(clock::time_point now);
   void wake() noexcept;
-  void note_progress(clock::time_point now);
+  clock::time_point note_progress(clock::time_point now);  // returns the time after it
   void settle_after_stall();
 
   broker_options options_;

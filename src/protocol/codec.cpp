@@ -134,6 +134,7 @@ inbound decode_worker(const frames& f) noexcept {
       return in;
     case worker_command::disconnect:
       in.kind = inbound_kind::worker_disconnect;
+      if (f.size() >= 5 && f[4].size() == 2) in.reply_status = read_u16(f[4]);  // optional
       return in;
     case worker_command::stopping:
       in.kind = inbound_kind::worker_stopping;
@@ -333,8 +334,10 @@ inbound decode_worker_v2(const frames& f) noexcept {
       if (!r.complete()) return worker_error_v2(status::bad_request, "HEARTBEAT has no fields");
       in.kind = inbound_kind::worker_heartbeat;
       return in;
-    case worker_command::disconnect:  // it is leaving: any status and message it gives are moot
+    case worker_command::disconnect:  // it is leaving; only status 204 means something (below)
       in.kind = inbound_kind::worker_disconnect;
+      if (!r.empty()) in.reply_status = r.u16();
+      if (!r.ok()) in.reply_status = 0;
       return in;
     case worker_command::stopping:
       if (!r.complete()) return worker_error_v2(status::bad_request, "STOPPING has no fields");

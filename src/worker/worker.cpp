@@ -175,8 +175,13 @@ struct worker::impl {
     event("lost broker (" + why + "); reconnecting in " + std::to_string(backoff.count()) + " ms");
     // If the broker was only stalled, it reads this before anything else from this connection
     // and stops sending to it, instead of finding out when a request it sent is lost.
+    // 204 says it holds nothing: a request still on its way here never ran and may go elsewhere.
     out.clear();
-    protocol::append_worker_disconnect(out, 0, {}, options.protocol_version);
+    if (in_flight == 0)
+      protocol::append_worker_disconnect(out, status::no_content, "holding nothing",
+                                         options.protocol_version);
+    else
+      protocol::append_worker_disconnect(out, 0, {}, options.protocol_version);
     send(out);
     close_connection();
     st = state::disconnected;

@@ -942,6 +942,27 @@ TEST_F(core_test, queued_bytes_are_bounded_per_service_and_in_all) {
   EXPECT_NE(core->metrics_text(now).find("scale0_queue_bytes{service=\"a\"} 0"), std::string::npos);
 }
 
+TEST_F(core_test, a_worker_leaving_with_disconnect_204_held_nothing_so_its_requests_go_elsewhere) {
+  // A request was on its way to "a" when it gave up on a (stalled) broker: it never ran, so even a
+  // non-idempotent request goes to another worker. A plain DISCONNECT still means 502.
+  ready("a", {"echo"});
+  ready("b", {"echo"});
+  request("c", 1, "echo", "one");
+  ASSERT_EQ(jobs_of("a").size(), 1u);
+  deliver(1, {"a", "", "S0W1", "\x05", u16(204), "holding nothing"});
+  auto jb = jobs_of("b");
+  ASSERT_EQ(jb.size(), 1u);
+  EXPECT_EQ(jb[0].back(), "one");
+  reply("b", as_u64(jb[0][4]), "one");
+  request("c", 2, "echo", "two");
+  ASSERT_EQ(jobs_of("b").size(), 1u);
+  deliver(1, {"b", "", "S0W1", "\x05"});
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(as_u16(r[0][5]), 200);
+  EXPECT_EQ(as_u16(r[1][5]), 502);
+}
+
 TEST_F(core_test, an_mdp_reply_before_ready_gets_disconnect_whatever_its_address) {
   for (const std::string address : {"abc", "12345678", ""}) {
     deliver(1, {"x", "", "MDPW01", "\x03", address, "", "body"});

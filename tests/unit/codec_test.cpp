@@ -1493,7 +1493,9 @@ std::string describe(const frames& f) {
 TEST(CodecRobustness, RandomMessagesNeverCrashAndViewsStayInsideTheFrames) {
   constexpr std::size_t messages = 200'000;
   generator gen(0x5CA1E0C0DEC0FFEEull);
-  std::array<std::size_t, 15> inbound_seen{};
+  // one counter per inbound_kind (mdp_worker_error is the last)
+  std::array<std::size_t, static_cast<std::size_t>(inbound_kind::mdp_worker_error) + 1>
+      inbound_seen{};
   std::array<std::size_t, 5> worker_seen{};
   std::array<std::size_t, 3> client_seen{};
   std::size_t heartbeats = 0;

@@ -299,16 +299,17 @@ TEST(CodecV2, InvalidServiceNamesAre400) {
                              "a\xc2\x9f"s,
                              "\xf4\x90\x80\x80"s};
   for (const std::string& name : bad_names) {
-    const inbound req =
-        decode_inbound(at_broker({"", C2 + "\x01" + u64(7) + u32(0) + str8(name), "body"}));
+    const auto req_frames = at_broker({"", C2 + "\x01" + u64(7) + u32(0) + str8(name), "body"});
+    const inbound req = decode_inbound(req_frames);  // its views point into req_frames
     ASSERT_EQ(req.kind, inbound_kind::client_error) << name;
     EXPECT_EQ(req.status, st::bad_request);
     EXPECT_EQ(req.reason, "invalid service name");
     EXPECT_EQ(req.id, 7u);
     EXPECT_EQ(req.version, version_2);
     EXPECT_EQ(req.service, name);
-    const inbound ready = decode_inbound(
-        at_broker({"", W2 + "\x01" + u32(1) + u32(0) + u8(0) + str8("ok") + str8(name)}));
+    const auto ready_frames =
+        at_broker({"", W2 + "\x01" + u32(1) + u32(0) + u8(0) + str8("ok") + str8(name)});
+    const inbound ready = decode_inbound(ready_frames);
     ASSERT_EQ(ready.kind, inbound_kind::worker_error) << name;
     EXPECT_EQ(ready.status, st::bad_request);
     EXPECT_EQ(ready.reason, "invalid service name");
