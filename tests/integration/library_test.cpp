@@ -187,7 +187,12 @@ TEST(library, pipelined_client_gets_every_reply_exactly_once) {
 }
 
 TEST(library, worker_runs_up_to_its_concurrency_at_once) {
-  running_broker b;
+  // A 1 s heartbeat (3 s of liveness) rather than the usual 100 ms: under ThreadSanitizer on a
+  // loaded machine the broker saw no message from the busy worker for 300 ms, expired it and
+  // answered its four jobs 502; this test is about concurrency, not liveness.
+  broker_options o = running_broker::loopback();
+  o.heartbeat_interval = 1000ms;
+  running_broker b(o);
   std::atomic<int> now{0}, peak{0};
   running_worker w(options_for(b, {"slow"}, 4), [&](job& j) {
     const int n = ++now;
