@@ -21,15 +21,17 @@ void check(bool ok) {
   if (!ok) __builtin_trap();
 }
 
-// One file per fuzzing process, rewritten for every input.
+// One file per fuzzing process, rewritten for every input and removed at exit (the string is never
+// destroyed, so the exit handler can still use it).
 const std::string& config_path() {
-  static const std::string path = [] {
+  static const std::string* const path = [] {
     const char* dir = std::getenv("TMPDIR");
-    std::string p = std::string(dir != nullptr && *dir != '\0' ? dir : "/tmp") +
-                    "/scale0-config-fuzz-" + std::to_string(getpid()) + ".toml";
+    const auto* p = new std::string(std::string(dir != nullptr && *dir != '\0' ? dir : "/tmp") +
+                                    "/scale0-config-fuzz-" + std::to_string(getpid()) + ".toml");
+    std::atexit([] { std::remove(config_path().c_str()); });
     return p;
   }();
-  return path;
+  return *path;
 }
 
 void write_file(const std::string& path, const std::string& text) {
