@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs every test: the dev build, then the same suite under ASan + UBSan.
+# Sets up, builds and runs every test: the dev build, then the same suite under ASan + UBSan; then
+# the unit and library tests under ThreadSanitizer, and a short run of each libFuzzer target over
+# its committed corpus (tests/fuzz/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -9,4 +11,10 @@ for preset in dev asan-ubsan; do
   cmake --build --preset "$preset"
   ctest --preset "$preset" --timeout 900
 done
-echo "all tests passed (dev and asan-ubsan)"
+echo "=== tsan ==="
+cmake --preset tsan >/dev/null
+cmake --build --preset tsan  # the unit and integration test binaries only
+ctest --preset tsan --timeout 900
+echo "=== fuzz ==="
+scripts/fuzz.sh 20  # clang, build/fuzz, only the fuzz targets; 20 s each
+echo "all tests passed (dev, asan-ubsan, tsan, fuzz)"

@@ -8,6 +8,8 @@
 #include <sstream>
 #include <variant>
 
+#include "toml_guard.hpp"
+
 namespace scale0::cli {
 namespace {
 
@@ -224,6 +226,14 @@ const std::vector<std::string>& setting_names() {
 }
 
 broker_settings load_config(const std::string& path, broker_settings s) {
+  // Bytes toml++ 3.3 cannot read safely are refused first (toml_guard.hpp). A file that cannot be
+  // opened is left to the parser, which reports it.
+  if (std::ifstream in{path, std::ios::binary}) {
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (const toml_hazard h = find_toml_hazard(text.str()); h.line != 0)
+      fail(path, h.line, "", h.what);
+  }
   toml::table doc;
   try {
     doc = toml::parse_file(path);

@@ -5,14 +5,17 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <variant>
 
 #include "commands.hpp"
 #include "logging.hpp"
 #include "scale0/error.hpp"
 #include "scale0/gateway.hpp"
+#include "toml_guard.hpp"
 
 namespace scale0::cli {
 namespace {
@@ -74,6 +77,12 @@ const std::vector<setting>& settings() {
 
 gateway_settings load_file(const std::string& path) {
   gateway_settings out;
+  if (std::ifstream in{path, std::ios::binary}) {  // as the broker's config (toml_guard.hpp)
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (const toml_hazard h = find_toml_hazard(text.str()); h.line != 0)
+      throw std::runtime_error(path + ":" + std::to_string(h.line) + ": " + h.what);
+  }
   toml::table doc;
   try {
     doc = toml::parse_file(path);

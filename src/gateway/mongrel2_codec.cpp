@@ -106,9 +106,13 @@ bool is_token(std::string_view s) noexcept {
   return true;
 }
 
+// RFC 9110 field-value bytes: visible ASCII, space, tab and obs-text; no other control byte (the
+// worker's HTTP parser rejects a request holding one).
 bool is_field_value(std::string_view s) noexcept {
-  for (const char c : s)
-    if (c == '\r' || c == '\n' || c == '\0') return false;
+  for (const char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t') || u == 0x7f) return false;
+  }
   return true;
 }
 

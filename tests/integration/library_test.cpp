@@ -187,7 +187,12 @@ TEST(library, pipelined_client_gets_every_reply_exactly_once) {
 }
 
 TEST(library, worker_runs_up_to_its_concurrency_at_once) {
-  running_broker b;
+  // A 1 s heartbeat (3 s of liveness) rather than the usual 100 ms: under ThreadSanitizer on a
+  // loaded machine the broker saw no message from the busy worker for 300 ms, expired it and
+  // answered its four jobs 502; this test is about concurrency, not liveness.
+  broker_options o = running_broker::loopback();
+  o.heartbeat_interval = 1000ms;
+  running_broker b(o);
   std::atomic<int> now{0}, peak{0};
   running_worker w(options_for(b, {"slow"}, 4), [&](job& j) {
     const int n = ++now;
@@ -215,7 +220,9 @@ TEST(library, lazy_pirate_retries_until_the_broker_is_there) {
   o.heartbeat = first->endpoints().heartbeat;
   first.reset();  // the ports are now known and free; nobody listens
 
-  client c(o.frontend, {300ms, 10});
+  // Retries to spare (9 s): the broker comes at 0.7 s, but under ThreadSanitizer on a loaded
+  // machine its worker has taken over 2 s more to register.
+  client c(o.frontend, {300ms, 30});
   std::thread late([&] {
     std::this_thread::sleep_for(700ms);
     static std::optional<running_broker> b;
@@ -226,8 +233,14 @@ TEST(library, lazy_pirate_retries_until_the_broker_is_there) {
     wo.services = {"echo"};
     w.emplace(wo, echo);
   });
-  EXPECT_EQ(c.request("echo", "eventually"), "eventually");
-  late.join();
+  std::string reply;
+  try {
+    reply = c.request("echo", "eventually");
+  } catch (const error& e) {
+    ADD_FAILURE() << "status " << static_cast<int>(e.code()) << ": " << e.what();
+  }
+  late.join();  // also when the request failed: a joinable thread's destructor would terminate
+  EXPECT_EQ(reply, "eventually");
 }
 
 TEST(library, retries_exhausted_gives_504) {

@@ -201,6 +201,25 @@ TEST(HttpCodec, MalformedResponsesAre502) {
     EXPECT_EQ(error_code_of(parse_res, wire), status::worker_lost) << wire;
 }
 
+// Found by scale0_mongrel2_fuzz: with a Content-Length far past the end of the wire and body bytes
+// after the head, Beast 1.74's response parser went on into the body after its body_limit error
+// and reserved Content-Length bytes: std::bad_alloc out of parse_response (the gateway's and the
+// Mongrel2 adapter's reading of a worker's reply) instead of a 502.
+TEST(HttpCodec, HugeContentLengthIs502NotAnAllocation) {
+  for (std::string_view wire : {
+           std::string_view("HTTP/1.1 200 OK\r\nContent-Length: 2804457849598742072\r\n\r\nhi"),
+           std::string_view("HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\nhi"),
+           std::string_view("HTTP/1.1 200 OK\r\nContent-Length: 4000000000\r\n\r\nhi"),
+       })
+    EXPECT_EQ(error_code_of(parse_res, wire), status::worker_lost) << wire;
+  for (std::string_view wire : {
+           std::string_view("POST / HTTP/1.1\r\nContent-Length: 2804457849598742072\r\n\r\nhi"),
+       })
+    EXPECT_EQ(error_code_of(parse_req, wire), status::bad_request) << wire;
+  // A body that is all there still parses, as before.
+  EXPECT_EQ(parse_response("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").body, "hi");
+}
+
 TEST(HttpCodec, ServeAnswersTheEncodedResponse) {
   const job_handler h = serve([](const request& req) {
     response r;
