@@ -9,7 +9,10 @@ for preset in dev asan-ubsan; do
   echo "=== $preset ==="
   cmake --preset "$preset" >/dev/null
   cmake --build --preset "$preset"
-  ctest --preset "$preset" --timeout 900
+  # The chaos suite (tests/chaos, ~75 s) runs once, in the dev build, to keep CI under 40 minutes.
+  skip=()
+  if [[ $preset == asan-ubsan ]]; then skip=(-LE chaos); fi
+  ctest --preset "$preset" --timeout 900 "${skip[@]}"
 done
 echo "=== tsan ==="
 cmake --preset tsan >/dev/null
