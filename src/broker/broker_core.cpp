@@ -613,9 +613,9 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
   while (!W.jobs.empty()) {
     const std::uint32_t slot = W.jobs.head;
     request_slot& r = slots_[slot];
-    const bool never_ran = held_nothing;  // native workers only: their bodies are kept
-    if (r.state == slot_state::in_flight && (never_ran || (may_retry(r) && r.attempts < 2))) {
-      if (never_ran) --r.attempts;
+    // held_nothing comes only from native workers, whose requests keep their body (assign).
+    if (r.state == slot_state::in_flight && (held_nothing || (may_retry(r) && r.attempts < 2))) {
+      if (held_nothing) --r.attempts;  // it never ran
       list_remove(W.jobs, slot, slot_links());
       --services_[r.service].in_flight;
       enqueue(slot, true, now);
@@ -630,7 +630,6 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
   worker_by_key_.erase(W.key);
   if (!W.mdp) --native_workers_;
   W.used = false;
-  W.unreachable = false;
   W.memberships.clear();
   W.in_flight = 0;
   free_workers_.push_back(w);

@@ -894,6 +894,18 @@ TEST(CodecMdpMalformed, ReplyWithoutAddressOrEmptyFrameIsDropped) {
 // RFC 7: any client address is valid in a REPLY. One that is not 8 bytes cannot be a job-id the
 // broker issued: it decodes to an id that matches no request (so an unregistered worker still gets
 // DISCONNECT, and a registered one has its reply dropped as unknown).
+// A worker's DISCONNECT may carry a status; only 204 means something (it holds nothing). A status
+// that is not two bytes reads as none, so a broken peer cannot make it mean 204.
+TEST(CodecWorker, DisconnectStatusIsReadOnlyWhenWellFormed) {
+  EXPECT_EQ(decode({"", S0W1, byte(5), u16(204), "holding nothing"}).reply_status, 204u);
+  EXPECT_EQ(decode({"", S0W1, byte(5)}).reply_status, 0u);
+  for (const std::string& bad : {std::string("\xcc"), std::string("\x00\xcc\x00", 3)}) {
+    const auto in = decode({"", S0W1, byte(5), bad, ""});
+    EXPECT_EQ(in.kind, inbound_kind::worker_disconnect);
+    EXPECT_EQ(in.reply_status, 0u);
+  }
+}
+
 TEST(CodecMdp, ReplyWithAForeignAddressIsAReplyToNoRequest) {
   for (const std::string address : {"1234567", "123456789", ""}) {
     const auto in = decode({"", MDPW01, byte(3), address, "", "body"});

@@ -72,6 +72,16 @@ TEST(CodecV2, ClientRequestIsOnePackedFrame) {
   }
 }
 
+TEST(CodecV2, WorkerDisconnectStatusIsReadOnlyWhenWellFormed) {
+  EXPECT_EQ(decode_inbound(at_broker({"", W2 + "\x05" + u16(204) + str16("holding nothing")}))
+                .reply_status,
+            204u);
+  EXPECT_EQ(decode_inbound(at_broker({"", W2 + "\x05"})).reply_status, 0u);
+  const inbound cut = decode_inbound(at_broker({"", W2 + "\x05" + "\xcc"}));  // one byte of it
+  EXPECT_EQ(cut.kind, inbound_kind::worker_disconnect);
+  EXPECT_EQ(cut.reply_status, 0u);
+}
+
 TEST(CodecV2, SmallRequestFitsLibzmqInlineMessages) {
   // 5 + 8 + 4 + 1 + 4 bytes: no heap buffer for a short service name (33 bytes inline).
   frames f;
