@@ -37,12 +37,14 @@ struct gateway_settings {
   std::int64_t retry_after = 1;
   std::int64_t drain_timeout = 10000;
   std::string metrics_listen = "127.0.0.1:9556";
+  std::string trusted_proxies;
+  bool underscores_in_headers = false;
   std::string log_level = "info";
   std::string log_format = "text";
 };
 
 using member = std::variant<std::string gateway_settings::*, std::int64_t gateway_settings::*,
-                            std::vector<std::string> gateway_settings::*>;
+                            std::vector<std::string> gateway_settings::*, bool gateway_settings::*>;
 struct setting {
   const char* name;
   member field;
@@ -69,6 +71,10 @@ const std::vector<setting>& settings() {
       {"retry-after", &s::retry_after, "Retry-After seconds of 503 answers", 0},
       {"drain-timeout", &s::drain_timeout, "On SIGTERM, longest wait for requests (ms)", 0},
       {"metrics-listen", &s::metrics_listen, "HTTP /metrics /healthz /readyz; \"\" for none"},
+      {"trusted-proxies", &s::trusted_proxies,
+       "Peers (CIDR,...) whose X-Forwarded-For/Forwarded/X-Real-IP are kept and extended"},
+      {"underscores-in-headers", &s::underscores_in_headers,
+       "Keep header fields whose names hold '_' (dropped by default)"},
       {"log-level", &s::log_level, "trace, debug, info, warn, error, critical, off"},
       {"log-format", &s::log_format, "text or json"},
   };
@@ -106,6 +112,9 @@ gateway_settings load_file(const std::string& path) {
           } else if constexpr (std::is_same_v<T, std::int64_t>) {
             if (!node.is_integer()) throw std::runtime_error(where + ": expected an integer");
             out.*field = *node.value<std::int64_t>();
+          } else if constexpr (std::is_same_v<T, bool>) {
+            if (!node.is_boolean()) throw std::runtime_error(where + ": expected true or false");
+            out.*field = *node.value<bool>();
           } else {
             const toml::array* a = node.as_array();
             if (a == nullptr) throw std::runtime_error(where + ": expected an array of strings");
@@ -145,6 +154,8 @@ gateway_options to_options(const gateway_settings& s) {
   o.retry_after = static_cast<unsigned>(s.retry_after);
   o.drain_timeout = ms(s.drain_timeout);
   o.metrics_listen = s.metrics_listen;
+  o.trusted_proxies = s.trusted_proxies;
+  o.underscores_in_headers = s.underscores_in_headers;
   return o;
 }
 
@@ -278,10 +289,14 @@ void add_gateway_command(CLI::App& root, int& exit_code) {
   for (const auto& st : settings()) {
     std::visit(
         [&](auto field) {
-          CLI::Option* o =
-              sub->add_option(std::string("--") + st.name, args->flags.*field, st.help);
           using T = std::decay_t<decltype(args->flags.*field)>;
-          if constexpr (!std::is_same_v<T, std::vector<std::string>>) o->capture_default_str();
+          CLI::Option* o = nullptr;
+          if constexpr (std::is_same_v<T, bool>) {
+            o = sub->add_flag(std::string("--") + st.name, args->flags.*field, st.help);
+          } else {
+            o = sub->add_option(std::string("--") + st.name, args->flags.*field, st.help);
+            if constexpr (!std::is_same_v<T, std::vector<std::string>>) o->capture_default_str();
+          }
           args->given.push_back(o);
         },
         st.field);

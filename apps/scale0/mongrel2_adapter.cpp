@@ -64,6 +64,9 @@ class adapter {
     for (std::size_t i = 0; i < o.routes.size(); ++i)
       routes.push_back(gateway_detail::parse_route(o.routes[i], i + 1));
     router_ = gateway_detail::router(std::move(routes), o.default_service);
+    trusted_ = gateway_detail::trusted_proxies(o.trusted_proxies);
+    rules_.trusted = &trusted_;
+    rules_.keep_underscores = o.underscores_in_headers;
     const std::string identity = o.sender_id.empty() ? fresh_uuid() : o.sender_id;
     for (zmq::socket_t* s : {&pull_, &pub_, &broker_}) {
       s->set(zmq::sockopt::linger, 0);
@@ -188,13 +191,15 @@ class adapter {
                             "request body over Mongrel2's limits.content_length");
     }
     m2::http_request h;
-    if (auto problem = m2::to_http_request(r, fresh, h); !problem.empty()) {
-      malformed("unusable HTTP request answered 400", problem);
+    if (auto problem = m2::to_http_request(r, fresh, rules_, h); !problem.empty()) {
+      malformed("unusable HTTP request refused", problem);
       p.keep_alive = false;
-      return admit_answered(id, std::move(p), 400, "bad request: " + problem);
+      return admit_answered(id, std::move(p), h.status, problem);
     }
     p.request_id = h.request_id;
-    const auto choice = router_.choose(h.host, h.target);
+    if (h.connect) p.keep_alive = false;  // no tunnel follows
+    const auto choice = router_.choose(h.host, h.path, h.connect);
+    if (choice.connect_refused) return admit_answered(id, std::move(p), 405, choice.problem);
     if (choice.service.empty()) return admit_answered(id, std::move(p), 400, choice.problem);
     if (inflight_.size() >= o_.max_inflight)
       return admit_answered(id, std::move(p), 503, "too many requests in flight");
@@ -406,6 +411,8 @@ class adapter {
   zmq::socket_t pub_;
   zmq::socket_t broker_;
   gateway_detail::router router_;
+  gateway_detail::trusted_proxies trusted_;
+  m2::m2_rules rules_;
   std::string id_prefix_;
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::uint64_t, pending> inflight_;

@@ -20,7 +20,9 @@ struct mongrel2_options {
   std::size_t max_inflight = 10000;
   std::size_t max_message = 16u << 20;
   unsigned retry_after_s = 1;
-  std::string sender_id;  // our socket identity; empty: a fresh UUID
+  std::string sender_id;        // our socket identity; empty: a fresh UUID
+  std::string trusted_proxies;  // REMOTE_ADDRs whose forwarding fields are kept (CIDR,...)
+  bool underscores_in_headers = false;
 };
 
 // Runs until `stop` becomes true. Prints the ready line on stdout once connected. Returns the exit

@@ -71,6 +71,10 @@ void add_mongrel2_command(CLI::App& root, int& exit_code) {
   sub->add_option("--retry-after", o.retry_after_s, "Seconds, in Retry-After of 503 answers")
       ->capture_default_str()
       ->check(CLI::Range(0u, 3600u));
+  sub->add_option("--trusted-proxies", o.trusted_proxies,
+                  "Peers (CIDR,...) whose X-Forwarded-For/Forwarded/X-Real-IP are kept");
+  sub->add_flag("--underscores-in-headers", o.underscores_in_headers,
+                "Keep header fields whose names hold '_' (dropped by default)");
   sub->add_option("--sender-id", o.sender_id,
                   "This handler's socket identity (UUID); default: a fresh one");
   sub->add_option("--log-level", args->log_level, "trace, debug, info, warn, error, critical, off")

@@ -30,14 +30,19 @@ struct gateway_options {
   unsigned retry_after = 1;  // seconds, in Retry-After of 503 answers
   std::chrono::milliseconds drain_timeout{10000};
   std::string metrics_listen = "127.0.0.1:9556";  // empty: no metrics endpoint
+  // Peers whose X-Forwarded-For, Forwarded, X-Forwarded-Proto/-Host and X-Real-IP are kept and
+  // extended ("10.0.0.0/8,::1/128"); from everyone else they are replaced.
+  std::string trusted_proxies;
+  bool underscores_in_headers = false;  // keep header fields whose names hold '_'
   // Notable events in words (accept failures, messages from the broker that make no sense).
   // Called on the gateway's thread.
   std::function<void(const std::string&)> on_event;
   // Called on the gateway's thread after reload(): the options to run with from now on, or
   // nullopt to keep the running ones. What can change without a restart is applied (routes,
   // default_service, timeouts, max_connections, max_inflight, max_body, max_header, retry_after,
-  // drain_timeout) to requests read from then on; listen, broker and metrics_listen stay. An
-  // invalid set is reported through on_event and the running options kept.
+  // drain_timeout, trusted_proxies, underscores_in_headers) to requests read from then on; listen,
+  // broker and metrics_listen stay. An invalid set is reported through on_event and the running
+  // options kept.
   std::function<std::optional<gateway_options>()> on_reload;
 };
 

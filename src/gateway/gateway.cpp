@@ -33,6 +33,8 @@
 #include "common/text.hpp"
 #include "http/beast_codec.hpp"
 #include "http/encoding.hpp"
+#include "http/message_parser.hpp"
+#include "request_rules.hpp"
 #include "routes.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
@@ -62,6 +64,7 @@ struct gateway_stats {
   std::uint64_t broker_unknown_replies = 0;
   std::atomic<std::uint64_t> connections_open{0};
   std::atomic<std::uint64_t> inflight{0};
+  std::atomic<std::uint64_t> trailer_fields_dropped{0};
 
   void record(std::string_view route, unsigned code, clock_type::duration took) {
     std::lock_guard lock(mu);
@@ -108,6 +111,9 @@ struct gateway_stats {
           connections_rejected);
     gauge("scale0_gateway_requests_inflight", "gauge", "Requests waiting for the broker.",
           inflight.load());
+    gauge("scale0_gateway_trailer_fields_dropped_total", "counter",
+          "Trailer fields of chunked requests read and thrown away (never forwarded).",
+          trailer_fields_dropped.load());
     gauge("scale0_gateway_broker_unknown_replies_total", "counter",
           "Replies from the broker for no request in progress (late or after a disconnect).",
           broker_unknown_replies);
@@ -143,6 +149,7 @@ struct server {
   // Sessions refer to these until the io_context has destroyed the last of them: declared first.
   gateway_options opt;
   std::shared_ptr<const router> routes;  // replaced whole by a reload
+  gateway_detail::trusted_proxies trusted;
   gateway_stats stats;
   std::unordered_map<std::uint64_t, std::shared_ptr<session>> pending;
   std::unordered_set<session*> sessions;
@@ -226,6 +233,9 @@ class session : public std::enable_shared_from_this<session> {
         !problem.empty())
       return answer_error(bhttp::status::bad_gateway,
                           "invalid response from the worker: " + problem);
+    if (connect_ && res_.result_int() >= 200 && res_.result_int() < 300)
+      return answer_error(bhttp::status::bad_gateway,
+                          "a 2xx answer to CONNECT opens a tunnel; the gateway carries none");
     if (res_.result_int() < 200)  // 1xx is not a final answer, and the gateway upgrades nothing
       return answer_error(
           bhttp::status::bad_gateway,
@@ -326,10 +336,30 @@ class session : public std::enable_shared_from_this<session> {
     version_ = req.version() == 10 ? 10 : 11;
     keep_alive_ = req.keep_alive();
     head_ = req.method() == bhttp::verb::head;
+    fields_.clear();
+    for (const auto& f : req) fields_.push_back({sv(f.name_string()), sv(f.value())});
     const auto given_id = sv(req["X-Request-Id"]);
     request_id_ =
         http_detail::valid_request_id(given_id) ? std::string(given_id) : fresh_request_id();
     label_ = "none";
+    // What the front door accepts (docs/http.md), decided on the header section alone.
+    bool chunked = false;
+    if (auto refused = gateway_detail::check_transfer_encoding(fields_, version_, chunked))
+      return refuse(refused);
+    if (chunked != parser_->chunked())  // never let the parser and the rules disagree on framing
+      return answer_error(bhttp::status::bad_request, "ambiguous Transfer-Encoding");
+    if (auto refused = gateway_detail::check_expect(fields_)) return refuse(refused);
+    if (auto refused = gateway_detail::read_target(sv(req.method_string()), sv(req.target()),
+                                                   version_, fields_, target_))
+      return refuse(refused);
+    connect_ = target_.form == gateway_detail::target_form::authority;
+    routes_ = g_.routes;  // label_ points into it until the answer is recorded
+    choice_ = routes_->choose(target_.host, target_.path, connect_);
+    label_ = choice_.label;
+    if (choice_.connect_refused) {
+      return answer_error(bhttp::status::method_not_allowed, choice_.problem);
+    }
+    if (choice_.service.empty()) return answer_error(bhttp::status::bad_request, choice_.problem);
     if (const auto length = parser_->content_length(); length && *length > g_.opt.max_body)
       return answer_error(bhttp::status::payload_too_large,
                           "the body is over " + std::to_string(g_.opt.max_body) + " bytes");
@@ -345,6 +375,10 @@ class session : public std::enable_shared_from_this<session> {
                                });
     }
     read_body();
+  }
+
+  void refuse(const gateway_detail::refusal& r) {
+    answer_error(static_cast<bhttp::status>(r.status), r.problem);
   }
 
   void read_body() {
@@ -381,10 +415,9 @@ class session : public std::enable_shared_from_this<session> {
     disarm();
     phase_ = phase::waiting;  // the whole request is read: the connection is in step
     auto& req = parser_->get();
-    routes_ = g_.routes;  // label_ points into it until the answer is recorded
-    const route_choice choice = routes_->choose(sv(req[bhttp::field::host]), sv(req.target()));
-    label_ = choice.label;
-    if (choice.service.empty()) return answer_error(bhttp::status::bad_request, choice.problem);
+    if (const auto dropped = parser_->trailer_fields(); dropped > 0)
+      g_.stats.trailer_fields_dropped += dropped;
+    if (connect_) keep_alive_ = false;  // no tunnel follows, whatever the answer
     if (g_.draining) {
       keep_alive_ = false;
       return answer_error(bhttp::status::service_unavailable, "the gateway is shutting down");
@@ -392,37 +425,16 @@ class session : public std::enable_shared_from_this<session> {
     if (g_.pending.size() >= g_.opt.max_inflight)
       return answer_error(bhttp::status::service_unavailable, "too many requests in flight");
 
-    // The request encoding (docs/http.md).
-    wire_.clear();
-    wire_.append(sv(req.method_string()))
-        .append(" ")
-        .append(sv(req.target()))
-        .append(" HTTP/1.1\r\n");
-    {
-      http_detail::head_writer w(wire_,
-                                 http_detail::connection_tokens(sv(req[bhttp::field::connection])));
-      std::string forwarded_for;
-      for (const auto& f : req) {
-        const auto name = sv(f.name_string());
-        if (http_detail::iequals(name, "x-forwarded-for")) {
-          if (!forwarded_for.empty()) forwarded_for.append(", ");
-          forwarded_for.append(sv(f.value()));
-        } else if (!http_detail::iequals(name, "x-request-id") &&
-                   !http_detail::iequals(name, "x-forwarded-proto")) {
-          w.add(name, sv(f.value()));
-        }
-      }
-      if (!forwarded_for.empty()) forwarded_for.append(", ");
-      forwarded_for.append(peer_);
-      // The gateway's own fields, whatever the client's Connection header names.
-      w.put("X-Forwarded-For", forwarded_for);
-      w.put("X-Forwarded-Proto", "http");
-      w.put("X-Request-Id", request_id_);
-      w.finish(req.body());
-    }
-    const auto timeout = choice.timeout.count() > 0 ? choice.timeout : g_.opt.timeout;
+    gateway_detail::encode_options eo;
+    eo.peer = peer_;
+    eo.trusted = g_.trusted.contains(peer_);
+    eo.keep_underscores = g_.opt.underscores_in_headers;
+    eo.request_id = request_id_;
+    gateway_detail::encode_request(sv(req.method_string()), target_, fields_, req.body(), eo,
+                                   wire_);
+    const auto timeout = choice_.timeout.count() > 0 ? choice_.timeout : g_.opt.timeout;
     id_ = g_.next_id++;
-    if (!g_.send_request(id_, choice.service, timeout, wire_))
+    if (!g_.send_request(id_, choice_.service, timeout, wire_))
       return answer_error(bhttp::status::service_unavailable, "the broker is not taking requests");
     g_.pending.emplace(id_, shared_from_this());
     ++g_.stats.inflight;
@@ -447,6 +459,8 @@ class session : public std::enable_shared_from_this<session> {
     res_.set(bhttp::field::content_type, "text/plain; charset=utf-8");
     if (code == bhttp::status::service_unavailable)
       res_.set(bhttp::field::retry_after, std::to_string(g_.opt.retry_after));
+    if (code == bhttp::status::method_not_allowed)
+      res_.set(bhttp::field::allow, "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE");
     res_.set("X-Request-Id", request_id_.empty() ? fresh_request_id() : request_id_);
     std::string body = std::to_string(static_cast<unsigned>(code));
     body.append(" ")
@@ -534,7 +548,11 @@ class session : public std::enable_shared_from_this<session> {
   tcp::socket socket_;
   clock_type::time_point deadline_ = clock_type::time_point::max();
   beast::flat_buffer buffer_;
-  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<http_detail::message_parser<true>> parser_;
+  std::vector<gateway_detail::field_ref> fields_;  // the header section, into *parser_
+  gateway_detail::request_target target_;
+  route_choice choice_;
+  bool connect_ = false;
   http_detail::beast_response res_;
   std::string wire_;
   std::string peer_;
@@ -597,11 +615,13 @@ void check_gateway_options(const gateway_options& opt) {
                 "max-header at least 64");
   if (opt.max_header > 1 << 20) throw error(status::bad_request, "max-header is at most 1 MiB");
   (void)make_router(opt);
+  (void)gateway_detail::trusted_proxies(opt.trusted_proxies);
 }
 
 server::server(gateway_options o) : opt(std::move(o)) {
   check_gateway_options(opt);
   routes = std::make_shared<const router>(make_router(opt));
+  trusted = gateway_detail::trusted_proxies(opt.trusted_proxies);
   request_id_seed = std::random_device{}() * 0x100000000ull + std::random_device{}();
 
   const auto hp = detail::parse_host_port(opt.listen, "listen address");
@@ -725,6 +745,7 @@ void server::apply_reload() {
     if (!next) return;
     check_gateway_options(*next);
     auto next_routes = std::make_shared<const router>(make_router(*next));
+    gateway_detail::trusted_proxies next_trusted(next->trusted_proxies);
     next->listen = opt.listen;  // these need a restart
     next->broker = opt.broker;
     next->metrics_listen = opt.metrics_listen;
@@ -732,6 +753,7 @@ void server::apply_reload() {
     next->on_reload = std::move(opt.on_reload);
     opt = std::move(*next);
     routes = std::move(next_routes);
+    trusted = std::move(next_trusted);
     sweep_interval = sweep_interval_for(opt);
   } catch (const std::exception& e) {
     if (opt.on_event)

@@ -122,19 +122,6 @@ bool has_upper(std::string_view s) noexcept {
   return false;
 }
 
-// X-Forwarded-For as the worker should see it: what came in, ending with the peer's address.
-std::string forwarded_for(const m2_request& r) {
-  const std::string* xff = r.header("x-forwarded-for");
-  const std::string* remote = r.header("REMOTE_ADDR");
-  if (xff == nullptr || xff->empty()) return remote ? *remote : std::string();
-  if (remote == nullptr || remote->empty()) return *xff;
-  // Mongrel2 puts the peer's address in x-forwarded-for itself; append it only when missing.
-  const std::string_view tail = std::string_view(*xff).substr(
-      xff->size() > remote->size() ? xff->size() - remote->size() : 0);
-  if (tail == *remote) return *xff;
-  return *xff + ", " + *remote;
-}
-
 std::string_view reason_for(unsigned status) {
   const auto r =
       boost::beast::http::obsolete_reason(static_cast<boost::beast::http::status>(status));
@@ -250,52 +237,65 @@ bool is_head(const m2_request& r) {
   return method != nullptr && *method == "HEAD";
 }
 
-std::string to_http_request(const m2_request& r, std::string_view fresh_id, http_request& out) {
+std::string to_http_request(const m2_request& r, std::string_view fresh_id, const m2_rules& rules,
+                            http_request& out) {
   out = http_request{};
   const std::string* method = r.header("METHOD");
   if (method == nullptr || !is_token(*method)) return "bad METHOD";
+  std::string target;
   const std::string* uri = r.header("URI");
   if (uri != nullptr && !uri->empty()) {
-    out.target = uri->substr(0, uri->find('#'));
+    target = uri->substr(0, uri->find('#'));
   } else {
     const std::string* path = r.header("PATH");
-    out.target = path != nullptr ? *path : r.path;
+    target = path != nullptr ? *path : r.path;
     const std::string* query = r.header("QUERY");
-    if (query != nullptr && !query->empty()) out.target.append("?").append(*query);
+    if (query != nullptr && !query->empty()) target.append("?").append(*query);
   }
-  if (out.target.empty()) return "empty request target";
-  for (const char c : out.target)
+  if (target.empty()) return "empty request target";
+  for (const char c : target)
     if (!is_visible(c) && static_cast<unsigned char>(c) < 0x80) return "bad request target";
 
   const std::string* client_id = r.header("x-request-id");
   out.request_id =
       client_id != nullptr && valid_request_id(*client_id) ? *client_id : std::string(fresh_id);
-  if (const std::string* host = r.header("host")) out.host = *host;
 
-  std::string& w = out.wire;
-  w.reserve(128 + out.target.size() + r.body.size() + r.headers.size() * 40);
-  w.append(*method).append(" ").append(out.target).append(" HTTP/1.1\r\n");
-  std::vector<std::string> listed;
-  for (const auto& f : r.headers)
-    if (f.name == "connection")
-      for (auto& t : http_detail::connection_tokens(f.value)) listed.push_back(std::move(t));
-  http_detail::head_writer head(w, std::move(listed));
+  // The client's fields: Mongrel2 sends them lower-cased, its own in upper case. Its
+  // x-forwarded-for is its own too (it replaces the client's with the peer's address).
+  std::vector<gateway_detail::field_ref> fields;
+  fields.reserve(r.headers.size());
   for (const auto& f : r.headers) {
-    if (has_upper(f.name)) continue;  // Mongrel2's own fields; client names come lower-cased
-    if (f.name == "x-forwarded-for" || f.name == "x-forwarded-proto" || f.name == "x-request-id")
-      continue;
+    if (has_upper(f.name) || f.name == "x-forwarded-for") continue;
     if (!is_token(f.name) || !is_field_value(f.value))
       return "bad header field '" + f.name.substr(0, 64) + "'";
-    head.add(f.name, f.value);
+    fields.push_back({f.name, f.value});
   }
-  if (const std::string xff = forwarded_for(r); !xff.empty()) {
-    if (!is_field_value(xff)) return "bad x-forwarded-for";
-    head.put("X-Forwarded-For", xff);
+  const std::string* version = r.header("VERSION");
+  const unsigned v = version != nullptr && *version == "HTTP/1.0" ? 10 : 11;
+  bool chunked = false;
+  gateway_detail::refusal refused = gateway_detail::check_transfer_encoding(fields, v, chunked);
+  if (!refused) refused = gateway_detail::check_expect(fields);
+  gateway_detail::request_target t;
+  if (!refused) refused = gateway_detail::read_target(*method, target, v, fields, t);
+  if (refused) {
+    out.status = refused.status;
+    return refused.problem;
   }
+  out.host = t.host;
+  out.path = t.path;
+  out.target = t.target;
+  out.connect = t.form == gateway_detail::target_form::authority;
+
+  const std::string* remote = r.header("REMOTE_ADDR");
   const std::string* scheme = r.header("URL_SCHEME");
-  head.put("X-Forwarded-Proto", scheme != nullptr && *scheme == "https" ? "https" : "http");
-  head.put("X-Request-Id", out.request_id);
-  head.finish(r.body);
+  gateway_detail::encode_options eo;
+  eo.peer = remote != nullptr ? std::string_view(*remote) : std::string_view("unknown");
+  eo.trusted = rules.trusted != nullptr && rules.trusted->contains(eo.peer);
+  eo.keep_underscores = rules.keep_underscores;
+  eo.scheme = scheme != nullptr && *scheme == "https" ? "https" : "http";
+  eo.request_id = out.request_id;
+  if (!is_field_value(eo.peer)) return "bad REMOTE_ADDR";
+  gateway_detail::encode_request(*method, t, fields, r.body, eo, out.wire);
   return {};
 }
 

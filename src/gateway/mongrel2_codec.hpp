@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "http/encoding.hpp"
+#include "request_rules.hpp"
 
 namespace scale0::mongrel2_detail {
 
@@ -64,16 +65,27 @@ bool is_head(const m2_request& r);
 
 struct http_request {
   std::string wire;        // the HTTP request encoding
-  std::string host;        // the Host header as received ("" when none)
-  std::string target;      // path and query
+  std::string host;        // the request's host (Host, or an absolute-form target's authority)
+  std::string path;        // the normalised path routes match
+  std::string target;      // what the worker receives: the normalised path and the query
   std::string request_id;  // X-Request-Id sent to the worker
+  bool connect = false;    // a CONNECT request (routed only by a connect=yes rule)
+  unsigned status = 400;   // when refused: the HTTP status to answer
 };
 
-// Builds the HTTP request encoding of `r` (docs/http.md): request line from METHOD and URI (or
-// PATH and QUERY), the client's fields without Mongrel2's meta fields and hop-by-hop ones,
-// X-Forwarded-For (x-forwarded-for and REMOTE_ADDR), X-Forwarded-Proto, X-Request-Id (the client's
-// when valid, else `fresh_id`). Returns "" or what is wrong (answer 400).
-std::string to_http_request(const m2_request& r, std::string_view fresh_id, http_request& out);
+// What the handler believes and keeps (docs/http.md, "What the front door accepts").
+struct m2_rules {
+  const gateway_detail::trusted_proxies* trusted = nullptr;  // REMOTE_ADDRs whose fields are kept
+  bool keep_underscores = false;
+};
+
+// Builds the HTTP request encoding of `r` (docs/http.md) under the front door's rules
+// (request_rules.hpp): request line from METHOD and URI (or PATH and QUERY) with the normalised
+// path, Host, the client's fields without Mongrel2's meta fields and hop-by-hop ones, the
+// forwarding fields for REMOTE_ADDR, X-Request-Id (the client's when valid, else `fresh_id`).
+// Returns "" or what is wrong (answer `out.status`).
+std::string to_http_request(const m2_request& r, std::string_view fresh_id, const m2_rules& rules,
+                            http_request& out);
 
 // Turns a worker's encoded response into the bytes for the client: its status, reason and fields,
 // with this connection's Connection, Content-Length and X-Request-Id. `head`: no body. Returns ""

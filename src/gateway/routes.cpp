@@ -3,6 +3,7 @@
 #include <cctype>
 #include <charconv>
 
+#include "request_rules.hpp"
 #include "scale0/error.hpp"
 
 namespace scale0::gateway_detail {
@@ -81,8 +82,14 @@ route parse_route(std::string_view rule, std::size_t index) {
     } else if (key == "prefix") {
       if (value.empty() || value.front() != '/')
         throw error(status::bad_request, where + "prefix must start with '/'");
-      r.prefix = std::string(value);
+      // Requests are routed by their normalised path: the prefix is put in the same form.
+      if (!normalise_path(value, r.prefix))
+        throw error(status::bad_request, where + "prefix has a '%' without two hex digits");
       has_prefix = true;
+    } else if (key == "connect") {
+      if (value != "yes" && value != "no")
+        throw error(status::bad_request, where + "connect must be yes or no");
+      r.connect = value == "yes";
     } else if (key == "service") {
       if (reserved_service(value))
         throw error(status::bad_request,
@@ -101,7 +108,7 @@ route parse_route(std::string_view rule, std::size_t index) {
       r.name = std::string(value);
     } else {
       throw error(status::bad_request, where + "unknown key '" + std::string(key) +
-                                           "' (host, prefix, service, timeout, name)");
+                                           "' (host, prefix, service, timeout, name, connect)");
     }
   }
   if (!has_host && !has_prefix)
@@ -113,16 +120,24 @@ route parse_route(std::string_view rule, std::size_t index) {
 router::router(std::vector<route> routes, std::string default_service)
     : routes_(std::move(routes)), default_service_(std::move(default_service)) {}
 
-route_choice router::choose(std::string_view host_header, std::string_view target) const {
+route_choice router::choose(std::string_view host_header, std::string_view path,
+                            bool connect) const {
   const std::string host = host_without_port(host_header);
-  const std::string_view path = target.substr(0, target.find('?'));
+  path = path.substr(0, path.find('?'));
   route_choice c;
   const route* hit = nullptr;
   for (const auto& r : routes_)
-    if (host_matches(r.host, host) && prefix_matches(r.prefix, path)) {
+    if (r.connect == connect && host_matches(r.host, host) &&
+        (connect ? r.prefix.empty() : prefix_matches(r.prefix, path))) {
       hit = &r;
       break;
     }
+  if (connect && hit == nullptr) {
+    c.label = "none";
+    c.problem = "CONNECT is not allowed here";
+    c.connect_refused = true;
+    return c;
+  }
   if (hit != nullptr) {
     c.label = hit->name;
     c.timeout = hit->timeout;

@@ -17,6 +17,7 @@ struct route {
   std::string service;  // "" : the request's host
   std::chrono::milliseconds timeout{0};  // 0: the front door's default
   std::string name;                      // metrics label
+  bool connect = false;                  // matches CONNECT requests (and only those)
 };
 
 // Parses "host=...,prefix=...,service=...,timeout=...,name=..." (the `index` names unnamed rules
@@ -26,17 +27,19 @@ route parse_route(std::string_view rule, std::size_t index);
 struct route_choice {
   std::string service;  // empty: no usable service (answer 400)
   std::chrono::milliseconds timeout{0};
-  std::string_view label;  // metrics label: a rule's name, or "host"
-  std::string problem;     // why there is no service
+  std::string_view label;        // metrics label: a rule's name, or "host"
+  std::string problem;           // why there is no service
+  bool connect_refused = false;  // a CONNECT no route allows: 405
 };
 
 class router {
  public:
   router() = default;
   router(std::vector<route> routes, std::string default_service);
-  // `host` is the Host header as received (may hold a port, may be empty); `target` the request
-  // target (path and query).
-  route_choice choose(std::string_view host, std::string_view target) const;
+  // `host` is the request's host as received (may hold a port, may be empty); `path` its
+  // normalised path (request_rules.hpp); `connect`: a CONNECT request, which only a rule with
+  // connect=yes and no prefix takes.
+  route_choice choose(std::string_view host, std::string_view path, bool connect = false) const;
   const std::vector<route>& routes() const noexcept { return routes_; }
 
  private:

@@ -15,6 +15,11 @@ namespace scale0::http_detail {
 using beast_request = boost::beast::http::request<boost::beast::http::string_body>;
 using beast_response = boost::beast::http::response<boost::beast::http::string_body>;
 
+// What is wrong with a parsed response's framing ("" when nothing): any Transfer-Encoding but
+// `chunked` alone (and read as chunked by the parser: `chunked`), or one in an HTTP/1.0
+// response, is refused (only chunked is ever decoded).
+std::string framing_problem(const beast_response& m, bool chunked);
+
 // Parses an encoded response into `out` (hop-by-hop fields removed); `to_head`: it answers a HEAD
 // request, so it has no body whatever its Content-Length says. Returns "" or what is wrong.
 std::string parse_response_into(std::string_view wire, beast_response& out, bool to_head);

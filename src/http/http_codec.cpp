@@ -6,6 +6,7 @@
 
 #include "beast_codec.hpp"
 #include "encoding.hpp"
+#include "message_parser.hpp"
 #include "scale0/error.hpp"
 #include "scale0/http.hpp"
 
@@ -127,10 +128,29 @@ std::string feed(Parser& parser, std::string_view wire, bool eof_ends_body,
 
 }  // namespace
 
+std::string framing_problem(const beast_response& m, bool chunked) {
+  std::size_t fields = 0;
+  std::string joined;
+  for (const auto& f : m.base()) {
+    if (f.name() != bhttp::field::transfer_encoding) continue;
+    ++fields;
+    if (!joined.empty()) joined.append(",");
+    joined.append(sv(f.value()));
+  }
+  if (fields == 0) return {};
+  if (m.version() < 11) return "Transfer-Encoding in an HTTP/1.0 response";
+  const auto tokens = connection_tokens(joined);  // the same list syntax
+  if (tokens.size() != 1 || tokens.front() != "chunked" || !chunked)
+    return "Transfer-Encoding other than chunked alone: '" + joined.substr(0, 64) + "'";
+  return {};
+}
+
 std::string parse_response_into(std::string_view wire, beast_response& out, bool to_head) {
-  bhttp::response_parser<bhttp::string_body> parser;
+  message_parser<false> parser;
   if (to_head) parser.skip(true);
   if (std::string problem = feed(parser, wire, true, to_head); !problem.empty()) return problem;
+  if (std::string problem = framing_problem(parser.get(), parser.chunked()); !problem.empty())
+    return problem;
   out = parser.release();
   // Connection-specific fields are the front door's business.
   const std::vector<std::string> listed = connection_listed(out);
@@ -144,8 +164,12 @@ std::string parse_response_into(std::string_view wire, beast_response& out, bool
 }
 
 std::string parse_request_into(std::string_view wire, beast_request& out) {
-  bhttp::request_parser<bhttp::string_body> parser;
+  message_parser<true> parser;
   if (std::string problem = feed(parser, wire, false); !problem.empty()) return problem;
+  for (const auto& f : parser.get().base())
+    if (f.name() == bhttp::field::transfer_encoding &&
+        !(parser.chunked() && iequals(sv(f.value()), "chunked")))
+      return "Transfer-Encoding other than chunked alone";
   out = parser.release();
   return {};
 }

@@ -21,6 +21,7 @@
 
 #include "beast_codec.hpp"
 #include "encoding.hpp"
+#include "message_parser.hpp"
 #include "scale0/error.hpp"
 #include "scale0/http.hpp"
 #include "scale0/http_sidecar.hpp"
@@ -86,7 +87,8 @@ beast::error_code connect(app_connection& c, const app_url& app, steady::time_po
   return ec;
 }
 
-using response_parser = bhttp::response_parser<bhttp::string_body>;
+// Trailer fields of the app's chunked responses are dropped, never promoted to header fields.
+using response_parser = http_detail::message_parser<false>;
 
 // Sends `req` and reads one final response into `parser` (1xx interim responses are skipped).
 beast::error_code exchange(app_connection& c, http_detail::beast_request& req,
@@ -199,6 +201,13 @@ class forwarder {
       std::unique_ptr<response_parser> parser;
       const beast::error_code ec = exchange(*c, req, parser, options_, deadline);
       if (!ec) {
+        if (std::string problem = http_detail::framing_problem(parser->get(), parser->chunked());
+            !problem.empty()) {
+          c->close();  // what follows on this connection cannot be trusted either
+          return job_result::failure(
+              status::worker_lost,
+              "the app at " + app_.authority() + " answered with unusable framing: " + problem);
+        }
         const bool keep = !parser->need_eof() && parser->get().keep_alive() &&
                           c->buffer.size() == 0 && parser->get().result_int() != 101;
         std::string wire = encode(parser->get(), head);

@@ -47,7 +47,7 @@ void request(std::string_view message) {
   (void)m2::is_head(r);
   if (r.kind != m2::m2_kind::http) return;
   m2::http_request h;
-  if (!m2::to_http_request(r, "fuzz-request-id", h).empty()) return;
+  if (!m2::to_http_request(r, "fuzz-request-id", {}, h).empty()) return;
   check(!h.target.empty() && !h.request_id.empty());
   // What the worker gets is an HTTP request it can decode.
   scale0::http_detail::beast_request decoded;

@@ -68,7 +68,8 @@ TEST(Mongrel2Codec, JsonListValuesBecomeOneFieldEach) {
 TEST(Mongrel2Codec, JsonWithRawControlBytesAsMongrel2WritesThem) {
   // Mongrel2 escapes only '"' and '\': a tab in a value arrives raw.
   m2::m2_request r;
-  ASSERT_EQ(m2::parse_request(json_message("/", "{\"METHOD\":\"GET\",\"x-a\":\"1\t2\"}", ""), r),
+  ASSERT_EQ(m2::parse_request(
+                json_message("/", "{\"METHOD\":\"GET\",\"host\":\"h\",\"x-a\":\"1\t2\"}", ""), r),
             "");
   EXPECT_EQ(*r.header("x-a"), "1\t2");
 }
@@ -204,7 +205,7 @@ TEST(Mongrel2Codec, BuildsTheHttpRequestEncoding) {
   m2::m2_request r;
   ASSERT_EQ(m2::parse_request(json_message("/hello", get_headers, ""), r), "");
   m2::http_request h;
-  ASSERT_EQ(m2::to_http_request(r, "fresh-1", h), "");
+  ASSERT_EQ(m2::to_http_request(r, "fresh-1", {}, h), "");
   EXPECT_EQ(h.host, "www.example.com:6767");
   EXPECT_EQ(h.target, "/hello?a=1");
   EXPECT_EQ(h.request_id, "fresh-1");
@@ -233,7 +234,7 @@ TEST(Mongrel2Codec, RequestEncodingKeepsBodyDropsHopByHopAndKeepsClientId) {
   m2::m2_request r;
   ASSERT_EQ(m2::parse_request(json_message("/p", headers, body), r), "");
   m2::http_request h;
-  ASSERT_EQ(m2::to_http_request(r, "fresh", h), "");
+  ASSERT_EQ(m2::to_http_request(r, "fresh", {}, h), "");
   EXPECT_EQ(h.target, "/p?q=1");  // no URI: PATH and QUERY
   const auto req = scale0::http::parse_request(h.wire);
   EXPECT_EQ(req.method, "POST");
@@ -243,7 +244,10 @@ TEST(Mongrel2Codec, RequestEncodingKeepsBodyDropsHopByHopAndKeepsClientId) {
   EXPECT_FALSE(req.header("keep-alive"));
   EXPECT_FALSE(req.header("x-secret"));
   EXPECT_EQ(req.header("X-Request-Id"), "client-id-1");
-  EXPECT_EQ(req.header("X-Forwarded-For"), "10.0.0.1, 127.0.0.2");
+  // Mongrel2's x-forwarded-for is its own (the peer); the peer is not a trusted proxy.
+  EXPECT_EQ(req.header("X-Forwarded-For"), "127.0.0.2");
+  EXPECT_EQ(req.header("Forwarded"), "for=127.0.0.2;proto=http");
+  EXPECT_EQ(req.header("X-Real-IP"), "127.0.0.2");
 }
 
 TEST(Mongrel2Codec, RequestWithInjectionIsRefused) {
@@ -252,11 +256,11 @@ TEST(Mongrel2Codec, RequestWithInjectionIsRefused) {
                 json_message("/", "{\"METHOD\":\"GET\",\"x-a\":\"1\\r\\nX-Evil: 1\"}", ""), r),
             "");
   m2::http_request h;
-  EXPECT_NE(m2::to_http_request(r, "id", h), "");
+  EXPECT_NE(m2::to_http_request(r, "id", {}, h), "");
   ASSERT_EQ(m2::parse_request(json_message("/", R"({"METHOD":"G T"})", ""), r), "");
-  EXPECT_NE(m2::to_http_request(r, "id", h), "");
+  EXPECT_NE(m2::to_http_request(r, "id", {}, h), "");
   ASSERT_EQ(m2::parse_request(json_message("/", R"({"METHOD":"GET","URI":"/a b"})", ""), r), "");
-  EXPECT_NE(m2::to_http_request(r, "id", h), "");
+  EXPECT_NE(m2::to_http_request(r, "id", {}, h), "");
 }
 
 // Found by scale0_mongrel2_fuzz: a control byte other than tab in a field value (here in
@@ -269,16 +273,18 @@ TEST(Mongrel2Codec, FieldValuesWithControlBytesAreRefused) {
        {std::string("127.\x05.0.1"), std::string("1\x7f"), std::string("a\x1b[0m")}) {
     SCOPED_TRACE(bad);
     const std::string headers =
-        std::string(R"({"METHOD":"GET","PATH":"/","REMOTE_ADDR":")") + bad + R"("})";
+        std::string(R"({"METHOD":"GET","PATH":"/","host":"h","REMOTE_ADDR":")") + bad + R"("})";
     ASSERT_EQ(m2::parse_request(json_message("/", headers, ""), r), "");
-    EXPECT_NE(m2::to_http_request(r, "id", h), "");
-    const std::string client = std::string(R"({"METHOD":"GET","PATH":"/","x-a":")") + bad + R"("})";
+    EXPECT_NE(m2::to_http_request(r, "id", {}, h), "");
+    const std::string client =
+        std::string(R"({"METHOD":"GET","PATH":"/","host":"h","x-a":")") + bad + R"("})";
     ASSERT_EQ(m2::parse_request(json_message("/", client, ""), r), "");
-    EXPECT_NE(m2::to_http_request(r, "id", h), "");
+    EXPECT_NE(m2::to_http_request(r, "id", {}, h), "");
   }
-  ASSERT_EQ(m2::parse_request(json_message("/", "{\"METHOD\":\"GET\",\"x-a\":\"1\t2\"}", ""), r),
+  ASSERT_EQ(m2::parse_request(
+                json_message("/", "{\"METHOD\":\"GET\",\"host\":\"h\",\"x-a\":\"1\t2\"}", ""), r),
             "");
-  ASSERT_EQ(m2::to_http_request(r, "id", h), "");
+  ASSERT_EQ(m2::to_http_request(r, "id", {}, h), "");
   EXPECT_EQ(scale0::http::parse_request(h.wire).header("x-a"), "1\t2");
 }
 
