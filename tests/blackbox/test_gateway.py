@@ -34,7 +34,8 @@ VISIBLE_ASCII_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 HOP_BY_HOP = ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "upgrade",
               "trailer", "expect")
 # fields the front door adds to every request encoding
-ADDED = ("x-forwarded-for", "x-forwarded-proto", "x-request-id", "content-length")
+ADDED = ("x-forwarded-for", "x-forwarded-proto", "x-request-id", "content-length", "forwarded",
+         "x-real-ip")
 
 _HAS_GATEWAY = None
 
@@ -390,10 +391,24 @@ class GatewayEncodingTest(GatewayTestCase):
         self.assertEqual(xff_list(req.get_all("X-Forwarded-For")), ["127.0.0.1"], req.headers)
         self.assertEqual(req.get_all("X-Forwarded-Proto"), ["http"], req.headers)
         self.assertEqual(len(req.get_all("X-Request-Id")), 1, req.headers)
-        r, req = self.one(g, w, b"GET / HTTP/1.1\r\nHost: web.test\r\nX-Forwarded-For: 10.1.2.3, 10.4.5.6\r\n\r\n")
-        self.assertEqual(xff_list(req.get_all("X-Forwarded-For")), ["10.1.2.3", "10.4.5.6", "127.0.0.1"],
-                         "the peer address is appended to the client's value: %r" % req.headers)
+        r, req = self.one(g, w, b"GET / HTTP/1.1\r\nHost: web.test\r\nX-Forwarded-For: 10.1.2.3, 10.4.5.6\r\n"
+                                b"X-Forwarded-Proto: https\r\nX-Real-IP: 10.9.9.9\r\n\r\n")
+        self.assertEqual(xff_list(req.get_all("X-Forwarded-For")), ["127.0.0.1"],
+                         "an untrusted client's forwarding fields are replaced: %r" % req.headers)
         self.assertEqual(req.get_all("X-Forwarded-Proto"), ["http"])
+        self.assertEqual(req.get_all("X-Real-IP"), ["127.0.0.1"])
+        self.assertEqual(req.get_all("Forwarded"), ["for=127.0.0.1;proto=http"])
+        w.check()
+
+    def test_forwarding_fields_from_a_trusted_proxy_are_extended(self):
+        b, g, w = self.setup_gw(trusted_proxies="10.0.0.0/8,127.0.0.0/8")
+        r, req = self.one(g, w, b"GET / HTTP/1.1\r\nHost: web.test\r\nX-Forwarded-For: 10.1.2.3, 10.4.5.6\r\n"
+                                b"X-Forwarded-Proto: https\r\nForwarded: for=10.1.2.3\r\n\r\n")
+        self.assertEqual(xff_list(req.get_all("X-Forwarded-For")), ["10.1.2.3", "10.4.5.6", "127.0.0.1"],
+                         "the peer address is appended to a trusted proxy's value: %r" % req.headers)
+        self.assertEqual(req.get_all("X-Forwarded-Proto"), ["https"])
+        self.assertEqual(req.get_all("Forwarded"), ["for=10.1.2.3, for=127.0.0.1;proto=http"])
+        self.assertEqual(req.get_all("X-Real-IP"), ["127.0.0.1"])
         w.check()
 
     def test_valid_request_id_is_kept_and_echoed(self):
