@@ -104,9 +104,18 @@ beast::error_code exchange(app_connection& c, http_detail::beast_request& req,
     parser->body_limit(o.max_response_body);
     parser->header_limit(static_cast<std::uint32_t>(o.max_response_header));
     if (head) parser->skip(true);
+    // The head first: framing the front door will refuse is judged before any body is read,
+    // not after waiting for a close that a keep-alive app never sends.
     ec = run_op(c, [&](auto handler) {
-      bhttp::async_read(c.stream, c.buffer, *parser, std::move(handler));
+      bhttp::async_read_header(c.stream, c.buffer, *parser, std::move(handler));
     });
+    if (ec) return ec;
+    if (!http_detail::framing_problem(parser->get(), parser->chunked()).empty())
+      return bhttp::error::bad_transfer_encoding;
+    if (!parser->is_done())
+      ec = run_op(c, [&](auto handler) {
+        bhttp::async_read(c.stream, c.buffer, *parser, std::move(handler));
+      });
     if (ec) return ec;
     const unsigned code = parser->get().result_int();
     if (code >= 200 || code == 101) return ec;
