@@ -313,6 +313,26 @@ class SidecarResponsePath(_Base):
         self.bad(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
                  + chunk(b"hello") + b"0\r\n\r\n", "TE chunked, identity")
 
+    def test_r2_te_chunked_identity_app_closes(self):
+        # R2: the same answer followed by the app closing: still 502, never the chunk framing
+        # passed on as a close-delimited body.
+        r = self.bad(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n"
+                     + chunk(b"hello") + b"0\r\n\r\n", "TE chunked, identity + close", close=True)
+        self.assertNotIn(b"5\r\nhello", r.body)
+
+    def test_r2_te_other_not_exactly_chunked(self):
+        # R2: an empty value, a quoted "chunked" (RFC 9112 §7: a coding is a token), `chunked;q=1`.
+        for te in (b"", b'"chunked"', b"chunked;q=1", b"chunked, chunked"):
+            with self.subTest(te=te):
+                self.bad(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: " + te + b"\r\n\r\n" + chunk(b"hello")
+                         + b"0\r\n\r\n", "TE %r" % te, close=True)
+
+    def test_r2_te_chunked_is_case_insensitive(self):
+        # RFC 9112 §7 (coding names are case-insensitive; request rule 2 says the same): `Chunked`
+        # is chunked: served, de-chunked.
+        p = self.vec(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n" + chunk(b"hello") + b"0\r\n\r\n")
+        self.assertServed(self.fetch(p), 200, b"hello", absent=["Transfer-Encoding"])
+
     def test_r2_te_gzip_chunked(self):
         # R2: nothing here decodes gzip; passing it on undecoded under our own framing is refused.
         self.bad(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
@@ -359,6 +379,19 @@ class SidecarResponsePath(_Base):
     def test_r2_content_length_not_digits(self):
         # RFC 9112 §6.3 item 5: an invalid Content-Length is unrecoverable -> 502.
         self.bad(b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello", "CL +5", close=True)
+
+    def test_r2_content_length_bad_values(self):
+        # RFC 9112 §6.3 item 5: Content-Length = 1*DIGIT; anything else is 502.
+        for cl in (b"-1", b"5 5", b"0x5", b"", b"5a", b"99999999999999999999999"):
+            with self.subTest(cl=cl):
+                self.bad(b"HTTP/1.1 200 OK\r\nContent-Length: " + cl + b"\r\n\r\nhello", "CL %r" % cl, close=True)
+
+    def test_truncated_bodies_are_502(self):
+        # docs/http.md (sidecar: "connection ... closed before a whole response" -> 502): a body
+        # shorter than its Content-Length, a chunked body cut before its last chunk.
+        self.bad(b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nonly a few", "short CL body", close=True)
+        self.bad(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk(b"hello"), "cut chunked",
+                 close=True)
 
     def test_r2_content_length_list_same_value(self):
         # RFC 9110 §8.6: a list of identical values may be taken as that value (as request rule 5):
@@ -413,9 +446,17 @@ class SidecarResponsePath(_Base):
     def test_r3_bad_status_lines(self):
         # R3: the status line must be `HTTP/1.x NNN reason` (RFC 9112 §4).
         for line in (b"HTTP/1.1 2000 OK", b"HTTP/1.1 20 OK", b"HTTP/1.1 abc OK", b"HTTP/2.0 200 OK",
-                     b"ICY 200 OK", b" HTTP/1.1 200 OK", b"HTTP/1.1  200 OK"):
+                     b"ICY 200 OK", b" HTTP/1.1 200 OK", b"HTTP/1.1  200 OK", b"HTTP/1.1 200 O\x00K"):
             with self.subTest(line=line):
                 self.bad(line + b"\r\nContent-Length: 5\r\n\r\nhello", "status line %r" % line, close=True)
+
+    def test_r3_bad_field_names(self):
+        # R3 / RFC 9112 §5: a field line must be `token ":" value`; no name, a space or a control
+        # byte in the name, no colon at all: not HTTP -> 502.
+        for line in (b": x", b"X A: 1", b"X\x01A: 1", b"no colon here", b"X-A\x00: 1"):
+            with self.subTest(line=line):
+                self.bad(b"HTTP/1.1 200 OK\r\n" + line + b"\r\nContent-Length: 5\r\n\r\nhello",
+                         "field line %r" % line, close=True)
 
     def test_rfc9112_whitespace_before_colon(self):
         # RFC 9112 §5.1: a proxy MUST remove whitespace between a field name and the colon of a
@@ -474,6 +515,25 @@ class SidecarResponsePath(_Base):
         self.assertServed(r, 304, absent=["X-Smuggled"], present={"ETag": "\"x\""})
         self.assertNotReused(p, "304 with a body")
 
+    def test_r4_head_answer_with_chunked_and_no_body(self):
+        # RFC 9112 §6.3 item 1: a HEAD answer announcing chunked has no body: served at once (not
+        # a wait for chunks until the deadline), with no Transfer-Encoding at the client.
+        p = self.vec(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-App: 1\r\n\r\n")
+        r = self.fetch(p, method="HEAD")
+        self.assertServed(r, 200, absent=["Transfer-Encoding"], present={"X-App": "1"})
+
+    def test_r4_304_with_chunked_and_no_body(self):
+        # RFC 9112 §6.3 item 1: the same for a 304 (no body whatever its framing fields say).
+        p = self.vec(b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.assertServed(self.fetch(p), 304, absent=["Transfer-Encoding"])
+
+    def test_app_connection_close_is_not_reused(self):
+        # RFC 9112 §9.6 + docs/http.md: after an answer with `Connection: close` the app
+        # connection is not used again, even if the app leaves it open.
+        p = self.vec(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello" + self.SMUGGLED)
+        self.assertServed(self.fetch(p), 200, b"hello", absent=["X-Smuggled"])
+        self.assertNotReused(p, "Connection: close from the app")
+
     # --- R5: hop-by-hop fields ------------------------------------------------------------------
     def test_r5_hop_by_hop_fields_dropped(self):
         # R5 (RFC 9110 §7.6.1): the app's hop-by-hop fields never reach the client; the client sees
@@ -525,6 +585,14 @@ class SidecarResponsePath(_Base):
                      b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
         self.assertServed(self.fetch(p), 200, b"hello", absent=["Link"])
 
+    def test_r7_several_interim_then_final(self):
+        # R7: 100, 102 and 103 in a row are all skipped.
+        p = self.vec(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n"
+                     b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        r = self.fetch(p)
+        self.assertServed(r, 200, b"hello", absent=["Link"])
+        self.assertTrue(r.raw.startswith(b"HTTP/1.1 200 "), r.raw[:100])
+
     def test_r7_101_is_502(self):
         # R7: nothing here carries a tunnel; a 101 to a request that asked for no upgrade is 502.
         self.bad(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
@@ -540,6 +608,12 @@ class SidecarResponsePath(_Base):
         # docs/http.md (sidecar): one 70 000-byte field value is over the 64 KiB header too.
         self.bad(b"HTTP/1.1 200 OK\r\nX-Big: " + b"v" * 70000 + b"\r\nContent-Length: 5\r\n\r\nhello",
                  "70 KB field", close=True)
+
+
+    def test_body_over_8_mib_is_502(self):
+        # docs/http.md (sidecar): a body over 8 MiB is answered 502.
+        n = 8 * 1024 * 1024 + 1
+        self.bad(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % n + b"x" * n, "8 MiB + 1 body", close=True)
 
 
 class NativeWorkerResponsePath(_Base):
@@ -618,6 +692,21 @@ class NativeWorkerResponsePath(_Base):
                                   b"Keep-Alive: timeout=1\r\nUpgrade: h2c\r\nX-Kept: 1\r\n"
                                   b"Content-Length: 2\r\n\r\nok")
         self.assertServed(r, 200, b"ok", absent=["X-Secret", "Keep-Alive", "Upgrade"], present={"X-Kept": "1"})
+
+    def test_native_control_bytes_in_value_is_502(self):
+        # R3 for the worker path (docs/http.md: a reply that is not a well-formed response -> 502):
+        # a CR or NUL inside a field value never reaches the client.
+        for line in (b"X-A: a\rSet-Cookie: evil=1", b"X-A: a\x00b", b"X-A: a\nSet-Cookie: evil=1"):
+            with self.subTest(line=line):
+                r = self.answer("/n/ctl", b"HTTP/1.1 200 OK\r\n" + line + b"\r\nContent-Length: 2\r\n\r\nok")
+                self.assertServed(r, 502, absent=["Set-Cookie"])
+
+    def test_native_te_with_content_length_is_502(self):
+        # R2's framing conflict inside a worker's encoded response (RFC 9112 §6.3 item 3; docs/http.md:
+        # not well-formed -> 502).
+        r = self.answer("/n/tecl", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        + chunk(b"hello") + b"0\r\n\r\n")
+        self.assertServed(r, 502)
 
     def test_native_bytes_after_last_chunk_is_502(self):
         # docs/http.md (response encoding): bytes after the last chunk make the response malformed.
