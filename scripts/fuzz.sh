@@ -12,7 +12,8 @@ seconds=${1:-20}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-  targets=(scale0_decode_fuzz scale0_config_fuzz scale0_mongrel2_fuzz)
+  targets=(scale0_decode_fuzz scale0_config_fuzz scale0_mongrel2_fuzz scale0_http_request_fuzz
+           scale0_http_response_fuzz)
 fi
 
 build=build/fuzz

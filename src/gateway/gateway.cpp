@@ -343,14 +343,8 @@ class session : public std::enable_shared_from_this<session> {
         http_detail::valid_request_id(given_id) ? std::string(given_id) : fresh_request_id();
     label_ = "none";
     // What the front door accepts (docs/http.md), decided on the header section alone.
-    bool chunked = false;
-    if (auto refused = gateway_detail::check_transfer_encoding(fields_, version_, chunked))
-      return refuse(refused);
-    if (chunked != parser_->chunked())  // never let the parser and the rules disagree on framing
-      return answer_error(bhttp::status::bad_request, "ambiguous Transfer-Encoding");
-    if (auto refused = gateway_detail::check_expect(fields_)) return refuse(refused);
-    if (auto refused = gateway_detail::read_target(sv(req.method_string()), sv(req.target()),
-                                                   version_, fields_, target_))
+    if (auto refused = gateway_detail::admit_head(sv(req.method_string()), sv(req.target()),
+                                                  version_, fields_, parser_->chunked(), target_))
       return refuse(refused);
     connect_ = target_.form == gateway_detail::target_form::authority;
     routes_ = g_.routes;  // label_ points into it until the answer is recorded

@@ -272,11 +272,9 @@ std::string to_http_request(const m2_request& r, std::string_view fresh_id, cons
   }
   const std::string* version = r.header("VERSION");
   const unsigned v = version != nullptr && *version == "HTTP/1.0" ? 10 : 11;
-  bool chunked = false;
-  gateway_detail::refusal refused = gateway_detail::check_transfer_encoding(fields, v, chunked);
-  if (!refused) refused = gateway_detail::check_expect(fields);
   gateway_detail::request_target t;
-  if (!refused) refused = gateway_detail::read_target(*method, target, v, fields, t);
+  const gateway_detail::refusal refused =
+      gateway_detail::admit_head(*method, target, v, fields, std::nullopt, t);
   if (refused) {
     out.status = refused.status;
     return refused.problem;

@@ -290,6 +290,16 @@ refusal read_target(std::string_view method, std::string_view target, unsigned v
   return {};
 }
 
+refusal admit_head(std::string_view method, std::string_view target, unsigned version,
+                   std::span<const field_ref> fields, std::optional<bool> parser_chunked,
+                   request_target& out) {
+  bool chunked = false;
+  if (auto r = check_transfer_encoding(fields, version, chunked)) return r;
+  if (parser_chunked && *parser_chunked != chunked) return {400, "ambiguous Transfer-Encoding"};
+  if (auto r = check_expect(fields)) return r;
+  return read_target(method, target, version, fields, out);
+}
+
 trusted_proxies::trusted_proxies(std::string_view list) {
   for_each_member(list, [&](std::string_view entry) {
     const auto slash = entry.find('/');

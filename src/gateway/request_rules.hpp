@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -59,6 +60,14 @@ struct request_target {
 // CONNECT) into `out`.
 refusal read_target(std::string_view method, std::string_view target, unsigned version,
                     std::span<const field_ref> fields, request_target& out);
+
+// Everything a front door decides on a request's head, in this order: the framing fields, Expect,
+// Host and the target. `parser_chunked`: whether the HTTP parser reads the body as chunked (the
+// gateway's Beast parser), which must agree with what the rules make of Transfer-Encoding; nullopt
+// when the request arrives de-framed (Mongrel2).
+refusal admit_head(std::string_view method, std::string_view target, unsigned version,
+                   std::span<const field_ref> fields, std::optional<bool> parser_chunked,
+                   request_target& out);
 
 // Peers whose forwarding fields are believed (--trusted-proxies "10.0.0.0/8,::1/128,127.0.0.1").
 class trusted_proxies {

@@ -36,6 +36,11 @@ std::vector<std::string> connection_listed(const Fields& fields) {
   return out;
 }
 
+// An app's response (as the sidecar read it) in the response encoding: status, reason, the
+// end-to-end fields, one Content-Length and the body. Without a body (HEAD, 1xx, 204, 304) the
+// app's own Content-Length, if any, is kept: it describes the body a GET would get.
+std::string encode_app_response(const beast_response& m, bool head);
+
 // Parses an encoded request into `out`. Returns "" or what is wrong.
 std::string parse_request_into(std::string_view wire, beast_request& out);
 

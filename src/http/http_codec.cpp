@@ -163,6 +163,31 @@ std::string parse_response_into(std::string_view wire, beast_response& out, bool
   return {};
 }
 
+// The app's response in the encoding. Without a body (HEAD, 1xx, 204, 304) the app's own
+// Content-Length, if any, is kept: it describes the body a GET would get.
+std::string encode_app_response(const beast_response& m, bool head) {
+  std::string out;
+  out.reserve(256 + m.body().size());
+  const unsigned code = m.result_int();
+  const std::string_view reason =
+      m.reason().empty() ? sv(bhttp::obsolete_reason(m.result())) : sv(m.reason());
+  out.append("HTTP/1.1 ").append(std::to_string(code)).append(" ").append(reason).append("\r\n");
+  head_writer w(out, connection_listed(m));
+  const bool bodyless = head || code < 200 || code == 204 || code == 304;
+  for (const auto& f : m) {
+    const std::string_view name = sv(f.name_string());
+    if (bodyless && iequals(name, "content-length"))
+      out.append(name).append(": ").append(sv(f.value())).append("\r\n");
+    else
+      w.add(name, sv(f.value()));
+  }
+  if (bodyless)
+    out.append("\r\n");
+  else
+    w.finish(m.body());
+  return out;
+}
+
 std::string parse_request_into(std::string_view wire, beast_request& out) {
   message_parser<true> parser;
   if (std::string problem = feed(parser, wire, false); !problem.empty()) return problem;

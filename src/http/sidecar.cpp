@@ -155,30 +155,6 @@ void prepare(http_detail::beast_request& req, const app_url& app) {
   req.prepare_payload();
 }
 
-// The app's response in the encoding. Without a body (HEAD, 1xx, 204, 304) the app's own
-// Content-Length, if any, is kept: it describes the body a GET would get.
-std::string encode(const http_detail::beast_response& m, bool head) {
-  std::string out;
-  out.reserve(256 + m.body().size());
-  const unsigned code = m.result_int();
-  const std::string_view reason =
-      m.reason().empty() ? sv(bhttp::obsolete_reason(m.result())) : sv(m.reason());
-  out.append("HTTP/1.1 ").append(std::to_string(code)).append(" ").append(reason).append("\r\n");
-  http_detail::head_writer w(out, http_detail::connection_listed(m));
-  const bool bodyless = head || code < 200 || code == 204 || code == 304;
-  for (const auto& f : m) {
-    const std::string_view name = sv(f.name_string());
-    if (bodyless && http_detail::iequals(name, "content-length"))
-      out.append(name).append(": ").append(sv(f.value())).append("\r\n");
-    else
-      w.add(name, sv(f.value()));
-  }
-  if (bodyless)
-    out.append("\r\n");
-  else
-    w.finish(m.body());
-  return out;
-}
 
 // Shared by the copies of the handler: the app's address and the idle connections.
 class forwarder {
@@ -219,7 +195,7 @@ class forwarder {
         }
         const bool keep = !parser->need_eof() && parser->get().keep_alive() &&
                           c->buffer.size() == 0 && parser->get().result_int() != 101;
-        std::string wire = encode(parser->get(), head);
+        std::string wire = http_detail::encode_app_response(parser->get(), head);
         if (keep) give_back(std::move(c));
         return job_result::ok(wire);
       }
