@@ -15,7 +15,8 @@ namespace scale0::http_detail {
 using beast_request = boost::beast::http::request<boost::beast::http::string_body>;
 using beast_response = boost::beast::http::response<boost::beast::http::string_body>;
 
-// What is wrong with a parsed response's framing ("" when nothing): any Transfer-Encoding but
+// What is wrong with a parsed response's status line or framing ("" when nothing): a status
+// outside 100-599; any Transfer-Encoding but
 // `chunked` alone (and read as chunked by the parser: `chunked`), or one in an HTTP/1.0
 // response, is refused (only chunked is ever decoded).
 std::string framing_problem(const beast_response& m, bool chunked);

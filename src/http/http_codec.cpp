@@ -129,6 +129,9 @@ std::string feed(Parser& parser, std::string_view wire, bool eof_ends_body,
 }  // namespace
 
 std::string framing_problem(const beast_response& m, bool chunked) {
+  // Beast reads any three digits; HTTP's status codes are 100-599 (RFC 9110 §15), and "020"
+  // would be re-encoded as an unreadable "20". Found by scale0_http_response_fuzz.
+  if (m.result_int() < 100 || m.result_int() > 599) return "status code outside 100-599";
   std::size_t fields = 0;
   std::string joined;
   for (const auto& f : m.base()) {

@@ -155,7 +155,6 @@ void prepare(http_detail::beast_request& req, const app_url& app) {
   req.prepare_payload();
 }
 
-
 // Shared by the copies of the handler: the app's address and the idle connections.
 class forwarder {
  public:

@@ -24,7 +24,9 @@ void check(bool ok) {
   if (!ok) __builtin_trap();
 }
 
-std::string_view sv(boost::beast::string_view s) { return {s.data(), s.size()}; }
+std::string_view sv(boost::beast::string_view s) {
+  return {s.data(), s.size()};
+}
 
 template <class Message>
 std::vector<gd::field_ref> fields_of(const Message& m) {

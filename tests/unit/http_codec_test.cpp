@@ -201,6 +201,47 @@ TEST(HttpCodec, MalformedResponsesAre502) {
     EXPECT_EQ(error_code_of(parse_res, wire), status::worker_lost) << wire;
 }
 
+// docs/http.md: only `chunked` alone is a transfer coding a response may use; a status is 100-599
+// (found by scale0_http_response_fuzz: "020" was read as 20 and re-encoded as an unreadable "20").
+TEST(HttpCodec, ResponsesWithUnusableFramingOrStatusAre502) {
+  for (std::string_view wire : {
+           std::string_view(
+               "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+           std::string_view("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+           std::string_view("HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nabc"),
+           std::string_view("HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\nabc"),
+           std::string_view("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+           std::string_view("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            "3\r\nabc\r\n0\r\nContent-Length: 9\r\n\r\n"),
+           std::string_view("HTTP/1.1 020 OK\r\nContent-Length: 0\r\n\r\n"),
+           std::string_view("HTTP/1.1 600 Odd\r\nContent-Length: 0\r\n\r\n"),
+       })
+    EXPECT_EQ(error_code_of(parse_res, wire), status::worker_lost) << wire;
+  EXPECT_EQ(parse_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n"
+                           "3\r\nabc\r\n0\r\n\r\n")
+                .body,
+            "abc");
+}
+
+// docs/http.md: trailer fields never join the header section, in either direction.
+TEST(HttpCodec, TrailerFieldsAreDropped) {
+  const response r = parse_response(
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: 1\r\n\r\n3\r\nabc\r\n"
+      "0\r\nSet-Cookie: s=1\r\nX-Head: 2\r\nLocation: /evil\r\n\r\n");
+  EXPECT_EQ(r.body, "abc");
+  EXPECT_FALSE(r.header("Set-Cookie"));
+  EXPECT_FALSE(r.header("Location"));
+  std::size_t heads = 0;
+  for (const auto& f : r.headers) heads += f.name == "X-Head";
+  EXPECT_EQ(heads, 1u);
+  const request q = parse_request(
+      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+      "0\r\nHost: b\r\nAuthorization: x\r\n\r\n");
+  EXPECT_EQ(q.body, "abc");
+  EXPECT_EQ(q.header("Host"), "a");
+  EXPECT_FALSE(q.header("Authorization"));
+}
+
 // Found by scale0_mongrel2_fuzz: with a Content-Length far past the end of the wire and body bytes
 // after the head, Beast 1.74's response parser went on into the body after its body_limit error
 // and reserved Content-Length bytes: std::bad_alloc out of parse_response (the gateway's and the
