@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <charconv>
 
 #include "http/encoding.hpp"
@@ -337,6 +338,13 @@ bool trusted_proxies::contains(std::string_view address) const noexcept {
   if (inet_pton(AF_INET, text, a.data()) != 1) {
     if (inet_pton(AF_INET6, text, a.data()) != 1) return false;
     v6 = true;
+    // An IPv4-mapped address (::ffff:10.1.2.3, a dual-stack listener's view of an IPv4 peer) is
+    // that IPv4 address.
+    static constexpr std::array<std::uint8_t, 12> mapped{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (std::equal(mapped.begin(), mapped.end(), a.begin())) {
+      std::copy(a.begin() + 12, a.end(), a.begin());
+      v6 = false;
+    }
   }
   for (const auto& n : nets_) {
     if (n.v6 != v6) continue;

@@ -173,6 +173,8 @@ TEST(RequestRules, TrustedProxies) {
   EXPECT_TRUE(t.contains("2001:db8:1::5"));
   EXPECT_FALSE(t.contains("2001:db9::5"));
   EXPECT_FALSE(t.contains("not an address"));
+  EXPECT_TRUE(t.contains("::ffff:10.9.8.7")) << "IPv4-mapped is the IPv4 address";
+  EXPECT_FALSE(t.contains("::ffff:11.9.8.7"));
   EXPECT_FALSE(trusted_proxies().contains("127.0.0.1"));
   EXPECT_TRUE(trusted_proxies("0.0.0.0/0").contains("8.8.8.8"));
   EXPECT_THROW(trusted_proxies("10.0.0.0/33"), error);
