@@ -334,10 +334,10 @@ class session : public std::enable_shared_from_this<session> {
   void on_head() {
     auto& req = parser_->get();
     version_ = req.version() == 10 ? 10 : 11;
-    keep_alive_ = req.keep_alive();
     head_ = req.method() == bhttp::verb::head;
     fields_.clear();
     for (const auto& f : req) fields_.push_back({sv(f.name_string()), sv(f.value())});
+    keep_alive_ = gateway_detail::keep_alive(fields_, version_);  // every Connection field counts
     const auto given_id = sv(req["X-Request-Id"]);
     request_id_ =
         http_detail::valid_request_id(given_id) ? std::string(given_id) : fresh_request_id();

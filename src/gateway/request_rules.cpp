@@ -146,6 +146,20 @@ refusal check_transfer_encoding(std::span<const field_ref> fields, unsigned vers
   return {};
 }
 
+bool keep_alive(std::span<const field_ref> fields, unsigned version) {
+  bool close = false;
+  bool keep = false;
+  for (const auto& f : fields) {
+    if (!iequals(f.name, "connection")) continue;
+    for_each_member(f.value, [&](std::string_view token) {
+      close = close || iequals(token, "close");
+      keep = keep || iequals(token, "keep-alive");
+    });
+  }
+  if (close) return false;
+  return version >= 11 || keep;
+}
+
 refusal check_expect(std::span<const field_ref> fields) {
   for (const auto& f : fields) {
     if (!iequals(f.name, "expect")) continue;

@@ -33,6 +33,10 @@ struct refusal {
 // coding other than chunked: 400; chunked twice: 400; another coding before chunked: 501.
 refusal check_transfer_encoding(std::span<const field_ref> fields, unsigned version, bool& chunked);
 
+// Whether the client asks to keep the connection: the tokens of every Connection field count;
+// HTTP/1.1 unless one says `close`, HTTP/1.0 only when one says `keep-alive` and none `close`.
+bool keep_alive(std::span<const field_ref> fields, unsigned version);
+
 // Expect: only `100-continue` (417 otherwise).
 refusal check_expect(std::span<const field_ref> fields);
 

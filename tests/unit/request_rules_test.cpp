@@ -49,6 +49,16 @@ TEST(RequestRules, ExpectOnlyHundredContinue) {
   EXPECT_EQ(check_expect(fields{{"Expect", "100-continue, x"}}).status, 417u);
 }
 
+TEST(RequestRules, EveryConnectionFieldDecidesKeepAlive) {
+  EXPECT_TRUE(keep_alive(fields{}, 11));
+  EXPECT_FALSE(keep_alive(fields{}, 10));
+  EXPECT_FALSE(keep_alive(fields{{"Connection", "keep-alive"}, {"Connection", "close"}}, 11));
+  EXPECT_FALSE(keep_alive(fields{{"Connection", "x, CLOSE"}}, 11));
+  EXPECT_TRUE(keep_alive(fields{{"connection", "Keep-Alive"}}, 10));
+  EXPECT_FALSE(keep_alive(fields{{"Connection", "keep-alive"}, {"Connection", "close"}}, 10));
+  EXPECT_TRUE(keep_alive(fields{{"Connection", "closed"}}, 11)) << "a token, not a substring";
+}
+
 TEST(RequestRules, HostSyntax) {
   for (const char* good : {"", "example.com", "EXAMPLE.com:8080", "a-b_c~d.e", "127.0.0.1:80",
                            "[::1]", "[::1]:8080", "[2001:db8::7]", "h:", "x!$&'()*+,;=y"})
