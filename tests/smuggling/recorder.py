@@ -621,10 +621,21 @@ http {{
     client_max_body_size {max_body};
     large_client_header_buffers 4 {max_header};
     keepalive_timeout 5s;
+    # like the gateway's host routing: only the hosts with an app behind them are served; the
+    # others have "no worker" (503). No Host (HTTP/1.0) or an empty one: the default service.
+    map $host $known_host {{
+        default 0;
+        "" 1;
+        "app.local" 1;
+        "admin.internal" 1;
+    }}
     server {{
         listen 127.0.0.1:{port};
-        server_name _;
+        server_name "";
         location / {{
+            if ($known_host = 0) {{
+                return 503;
+            }}
             proxy_pass http://127.0.0.1:{app_port};
             proxy_http_version 1.1;
             proxy_set_header Host $http_host;
@@ -658,8 +669,11 @@ class NginxStack(_Base):
         self.addr = "127.0.0.1:%d" % port
         deadline = now() + 10.0
         for _ in range(1000):
-            ex = http_get(self.addr, APP_HOST, BARRIER, extra=b"X-Barrier: 1\r\n", total=1.0)
-            if ex.statuses == [200]:
+            try:
+                ex = http_get(self.addr, APP_HOST, BARRIER, extra=b"X-Barrier: 1\r\n", total=1.0)
+            except OSError as e:  # not listening yet
+                ex = e
+            if isinstance(ex, Exchange) and ex.statuses == [200]:
                 break
             if now() > deadline or not self.proc.alive():
                 raise StackError("nginx did not answer (rc=%r): %r\n%s" % (self.proc.poll(), ex, self.stderr_text()))
