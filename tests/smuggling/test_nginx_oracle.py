@@ -60,6 +60,8 @@ KNOWN_DIFFERENCES = {
     "request_line_trailing_space": (2, "nginx accepts a trailing SP in the request line; rule 8 refuses it"),
     "field_line_without_colon": (2, "nginx ignores an invalid field line (ignore_invalid_headers on); "
                                     "rule 8 refuses the request"),
+    "field_name_not_token": (2, "nginx drops a field whose name is not a token (ignore_invalid_headers on); "
+                                "rule 8 refuses the request"),
     # Expect
     "expect_other": (2, "nginx ignores expectations it does not know (RFC 9110 §10.1.1: a server MAY answer "
                         "417); rule 9 answers 417 and closes"),
