@@ -550,8 +550,8 @@ class GatewayStack(_Base):
         out = []
         if self.gateway:
             out.append("--- gateway ---\n" + self.gateway.stderr_text()[-4000:])
-        for w in self.workers:
-            out.append("--- %s ---\n%s" % (w.args[-5], w.stderr_text()[-2000:]))
+        for service, w in zip(self.recorders, self.workers):
+            out.append("--- sidecar %s ---\n%s" % (service, w.stderr_text()[-2000:]))
         if self.broker:
             out.append("--- broker ---\n" + self.broker.stderr_text()[-2000:])
         return "\n".join(out)

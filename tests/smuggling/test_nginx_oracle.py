@@ -132,11 +132,17 @@ class NginxOracleTests(unittest.TestCase):
         t = threading.Thread(target=run_nginx, daemon=True)
         t.start()
         try:
-            cls.gateway_results = VX.gateway_results()
-        finally:
-            t.join(120.0)
-        if errors:
-            raise errors[0]
+            try:
+                cls.gateway_results = VX.gateway_results()
+            finally:
+                t.join(120.0)
+            if errors:
+                raise errors[0]
+            if t.is_alive():
+                raise AssertionError("the nginx runs did not finish within 120 s")
+        except BaseException:
+            cls.nginx.stop()
+            raise
 
     @classmethod
     def tearDownClass(cls):
