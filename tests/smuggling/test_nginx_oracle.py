@@ -49,6 +49,10 @@ KNOWN_DIFFERENCES = {
                                     "serves the POST (SMUG is swallowed); rule 6/7 refuse the malformed trailer"),
     "chunk_bare_lf_after_size": (2, "nginx accepts a bare LF after a chunk size (RFC 9112 §2.2 lets a recipient); "
                                     "SMUG is then a pipelined request; rule 8 refuses bare LF"),
+    "trailer_content_length": (2, "nginx drops a Content-Length trailer and serves the POST, then SMUG pipelined; "
+                                  "the gateway refuses framing fields in a trailer (RFC 9110 §6.5.1) with 400"),
+    "trailer_transfer_encoding": (2, "nginx drops a Transfer-Encoding trailer and serves the POST, then SMUG "
+                                     "pipelined; the gateway refuses framing fields in a trailer with 400"),
     # line ends and bytes of the head
     "bare_lf_line_ends": (2, "nginx accepts bare LF line ends (RFC 9112 §2.2 allows it); rule 8 refuses them"),
     "bare_lf_one_field": (2, "nginx accepts a bare LF line end; rule 8 refuses it"),

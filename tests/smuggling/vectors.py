@@ -291,12 +291,15 @@ VECTORS = [
     V("trailer_authorization", "rule 7", "an Authorization trailer is thrown away",
       head(P(), HOST, b"Transfer-Encoding: chunked") + b"5\r\nhello\r\n0\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\n\r\n",
       200, False, [Seen(APP, "POST", "/", {"Authorization": None}, body=b"hello")]),
-    V("trailer_content_length", "rule 7/20", "a Content-Length trailer changes nothing",
-      head(P(), HOST, b"Transfer-Encoding: chunked") + b"5\r\nhello\r\n0\r\nContent-Length: 100\r\n\r\n",
-      200, False, [Seen(APP, "POST", "/", {"Content-Length": "5"}, body=b"hello")]),
-    V("trailer_transfer_encoding", "rule 7", "a Transfer-Encoding trailer changes nothing",
-      head(P(), HOST, b"Transfer-Encoding: chunked") + b"5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n",
-      200, False, [Seen(APP, "POST", "/", {"Transfer-Encoding": None}, body=b"hello")]),
+    # RFC 9110 §6.5.1: framing fields are not allowed in a trailer section. docs/http.md: a trailer
+    # carrying Content-Length or Transfer-Encoding makes the request malformed (400 and close), it
+    # never re-frames anything (Beast refuses it; nginx drops the field and serves the request).
+    V("trailer_content_length", "rule 7/20, RFC 9110 §6.5.1", "a Content-Length trailer re-frames nothing: 400",
+      head(P(), HOST, b"Transfer-Encoding: chunked") + b"5\r\nhello\r\n0\r\nContent-Length: 100\r\n\r\n" + SMUG,
+      400, True, []),
+    V("trailer_transfer_encoding", "rule 7, RFC 9110 §6.5.1", "a Transfer-Encoding trailer re-frames nothing: 400",
+      head(P(), HOST, b"Transfer-Encoding: chunked") + b"5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n" + SMUG,
+      400, True, []),
     V("trailer_declared", "rule 7/17", "`Trailer: X-Secret` and the X-Secret trailer: neither reaches the app",
       head(P(), HOST, b"Trailer: X-Secret", b"Transfer-Encoding: chunked")
       + b"5\r\nhello\r\n0\r\nX-Secret: s3cr3t\r\n\r\n", 200, False,
