@@ -52,7 +52,19 @@ def now():
 # ---------------------------------------------------------------------------------------------
 # The recording app
 # ---------------------------------------------------------------------------------------------
-class Recorded:
+class Fields:
+    """Field lookup over `self.headers`, a list of (name, value) in order."""
+
+    def get_all(self, name):
+        n = name.lower()
+        return [v for k, v in self.headers if k.lower() == n]
+
+    def get(self, name, default=None):
+        v = self.get_all(name)
+        return v[0] if v else default
+
+
+class Recorded(Fields):
     """One request as the app received it."""
 
     def __init__(self, method, target, version, headers, body, raw, conn_id):
@@ -63,14 +75,6 @@ class Recorded:
         self.conn_id = conn_id
         self.service = None     # set by the recorder: which app saw it
         self.seq = 0            # global arrival order (all recorders)
-
-    def get_all(self, name):
-        n = name.lower()
-        return [v for k, v in self.headers if k.lower() == n]
-
-    def get(self, name, default=None):
-        v = self.get_all(name)
-        return v[0] if v else default
 
     def __repr__(self):
         return "<%s%s %s %s headers=%r body=%r>" % (
@@ -276,18 +280,11 @@ class Recorder:
 # ---------------------------------------------------------------------------------------------
 # A raw client
 # ---------------------------------------------------------------------------------------------
-class Answer:
+class Answer(Fields):
     def __init__(self, version, status, reason, headers, body, raw):
         self.version, self.status, self.reason, self.headers, self.body, self.raw = \
             version, status, reason, headers, body, raw
 
-    def get_all(self, name):
-        n = name.lower()
-        return [v for k, v in self.headers if k.lower() == n]
-
-    def get(self, name, default=None):
-        v = self.get_all(name)
-        return v[0] if v else default
 
     def __repr__(self):
         return "<%d %s %r body=%r>" % (self.status, self.reason, self.headers, self.body[:120])

@@ -29,6 +29,7 @@ import zmq  # noqa: E402
 
 from harness import (BIN, Broker, Gateway, NativeWorker, Proc, binary_available,  # noqa: E402
                      now)
+from recorder import Fields  # noqa: E402
 from response_app import ScriptedApp  # noqa: E402
 
 SERVICE = "resp.test"
@@ -37,18 +38,10 @@ DEADLINE_MS = 2000
 HOP_BY_HOP = ("Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "TE", "Upgrade", "Trailer")
 
 
-class Resp:
+class Resp(Fields):
     def __init__(self, status, reason, headers, body, rest, raw):
         self.status, self.reason, self.headers, self.body, self.rest, self.raw = (
             status, reason, headers, body, rest, raw)
-
-    def get_all(self, name):
-        n = name.lower()
-        return [v for k, v in self.headers if k.lower() == n]
-
-    def get(self, name):
-        v = self.get_all(name)
-        return v[0] if v else None
 
     def names(self):
         return [k.lower() for k, _ in self.headers]
