@@ -76,10 +76,16 @@ void log_event(const broker_event& e, log_limiter& limiter) {
       return log(info, e.detail);
     case event_kind::request_error:
     case event_kind::dropped:
+    case event_kind::refused:
       // A flood of bad input must not become a flood of log lines.
       if (!limiter.allow(held)) return;
       if (held > 0)
         log(warn, "log lines suppressed by the rate limit", {{"count", std::to_string(held)}});
+      if (e.kind == event_kind::refused)
+        return log(warn, "refused",
+                   {{"address", std::string(e.address)},
+                    {"service", std::string(e.service)},
+                    {"detail", std::string(e.detail)}});
       if (e.kind == event_kind::dropped)
         return log(warn, "message dropped", {{"reason", std::string(e.detail)}});
       return log(e.code == status::bad_request || e.code == status::not_implemented ||
@@ -286,6 +292,13 @@ void add_broker_command(CLI::App& root, int& exit_code) {
   g.push_back(sub->add_option("--metrics-listen", f.metrics_listen,
                               "HTTP /metrics /healthz /readyz; \"\" for none")
                   ->capture_default_str());
+  g.push_back(sub->add_option("--curve-cert", f.curve_cert,
+                              "The broker's secret CURVE certificate (scale0 keygen): CURVE on the "
+                              "frontend, backend and heartbeat endpoints"));
+  g.push_back(sub->add_option("--worker-keys", f.worker_keys,
+                              "Workers allowed: lines '<public-key> <service-glob>,...'"));
+  g.push_back(sub->add_option("--client-keys", f.client_keys,
+                              "Clients allowed (same format), or 'any' (encrypted, any key)"));
   g.push_back(
       sub->add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
           ->capture_default_str());

@@ -1,5 +1,7 @@
 #include "broker_config.hpp"
 
+#include "scale0/error.hpp"
+
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -107,6 +109,9 @@ const std::vector<field>& fields() {
       {"mdp-heartbeat-interval", &broker_settings::mdp_heartbeat_interval, 10, 3600000, {}},
       {"idempotent", &broker_settings::idempotent, 0, 0, {}},
       {"metrics-listen", &broker_settings::metrics_listen, 0, 0, check_listen},
+      {"curve-cert", &broker_settings::curve_cert, 0, 0, {}},
+      {"worker-keys", &broker_settings::worker_keys, 0, 0, {}},
+      {"client-keys", &broker_settings::client_keys, 0, 0, {}},
       {"log-level", &broker_settings::log_level, 0, 0,
        [](const std::string& v) {
          return one_of(v, {"trace", "debug", "info", "warn", "error", "critical", "off"});
@@ -213,6 +218,18 @@ broker_options broker_settings::to_options() const {
   o.mdp_heartbeat_interval = milliseconds(mdp_heartbeat_interval);
   o.idempotent_services = idempotent;
   o.metrics_listen = metrics_listen;
+  if (!curve_cert.empty()) {
+    const security::keypair k = security::load_certificate(curve_cert);
+    if (k.secret_key.empty())
+      throw error(status::bad_request, curve_cert + ": a public certificate; the broker needs its "
+                                                    "secret one (NAME_secret from scale0 keygen)");
+    o.curve_secret_key = k.secret_key;
+  }
+  if (!worker_keys.empty()) o.worker_keys = security::load_key_list(worker_keys);
+  if (client_keys == "any")
+    o.any_client_key = true;
+  else if (!client_keys.empty())
+    o.client_keys = security::load_key_list(client_keys);
   return o;
 }
 

@@ -9,6 +9,16 @@ namespace scale0 {
 
 void broker_options::validate() const {
   auto fail = [](const std::string& what) { throw error(status::bad_request, what); };
+  if (curve_secret_key.empty()) {
+    if (!worker_keys.empty() || !client_keys.empty() || any_client_key)
+      fail("worker and client keys need CURVE: give the broker's certificate (--curve-cert)");
+  } else {
+    if (!security::valid_z85_key(curve_secret_key))
+      fail("the broker's CURVE secret key is not a 40-character Z85 key");
+    if (client_keys.empty() && !any_client_key)
+      fail("CURVE is on but no client may connect: give --client-keys FILE (the keys allowed to "
+           "call, and what), or --client-keys any (any key: encrypted, not authenticated)");
+  }
   for (const auto* ep : {&frontend, &backend, &heartbeat}) {
     const auto sep = ep->find("://");
     const auto scheme = ep->substr(0, sep);

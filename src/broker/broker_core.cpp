@@ -48,7 +48,14 @@ broker_core::broker_core(const broker_options& options, outbox& out, std::uint64
 // ---------------------------------------------------------------------------------------------
 // Inbound messages
 
-void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, time_point now) {
+void broker_core::note_refusal(std::string_view endpoint, std::string_view reason) {
+  auto key = std::make_pair(std::string(endpoint), std::string(reason));
+  ++counters_.refused[std::move(key)];
+}
+
+void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, time_point now,
+                             const access_grant* who) {
+  who_ = who;
   const protocol::inbound in = protocol::decode_inbound(msg);
   const bool mdp = in.kind >= inbound_kind::mdp_request;
   switch (in.kind) {
@@ -130,6 +137,12 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   const client_ref c{socket, view(msg[0]), mdp, in.id, in.service, in.version};
   if (oversized) return send_error(c, status::too_large, "request too large");
   if (reserved_service(in.service)) return on_management(c, msg, in.first, now);
+  if (who_ != nullptr && !who_->may_call(in.service)) {
+    note_refusal(socket == 0 ? "frontend" : "backend", "service_not_allowed");
+    out_.event({event_kind::refused, {}, {}, in.service, status::forbidden,
+                "a client key called a service it is not allowed"});
+    return send_error(c, status::forbidden, "this key may not call this service");
+  }
   if (draining_) return send_error(c, status::unavailable, "broker draining");
 
   const std::string& key = make_key(socket, c.identity);
@@ -225,6 +238,13 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
     if (reserved_service(name))
       return send_disconnect(socket, identity, mdp, in.version, status::bad_request,
                              "service name is reserved");
+    if (who_ != nullptr && !who_->may_serve(name)) {
+      note_refusal(socket == 0 ? "frontend" : "backend", "service_not_allowed");
+      out_.event({event_kind::refused, {}, {}, name, status::forbidden,
+                  "a worker key announced a service it is not allowed"});
+      return send_disconnect(socket, identity, mdp, in.version, status::forbidden,
+                             "this key may not serve this service");
+    }
     bool repeated = false;  // a name listed twice is one service
     for (std::size_t k = 0; k < i && !repeated; ++k) repeated = names[k] == name;
     if (!repeated && !service_by_name_.contains(std::string(name))) ++new_services;

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "scale0/error.hpp"
+#include "security/curve_socket.hpp"
 
 namespace scale0::broker_detail {
 namespace {
@@ -56,6 +57,17 @@ event_loop::event_loop(const broker_options& options)
   }
   pub_.set(zmq::sockopt::linger, 0);
   control_.set(zmq::sockopt::linger, 0);
+  if (!options.curve_secret_key.empty()) {
+    // The ZAP handler is this loop: its socket is bound before any CURVE endpoint, so no handshake
+    // can happen without it; libzmq refuses a handshake it cannot ask about (fails closed).
+    zap_ = zmq::socket_t(context_, zmq::socket_type::rep);
+    zap_.set(zmq::sockopt::linger, 0);
+    zap_.bind("inproc://zeromq.zap.01");
+    load_grants(options);
+    security::apply_curve_server(routers_[0], options.curve_secret_key, "frontend");
+    security::apply_curve_server(routers_[1], options.curve_secret_key, "backend");
+    security::apply_curve_server(pub_, options.curve_secret_key, "heartbeat");
+  }
   bind(routers_[0], options.frontend, "frontend");
   bind(routers_[1], options.backend, "backend");
   bind(pub_, options.heartbeat, "heartbeat");
@@ -137,6 +149,87 @@ void event_loop::handle_control() {
   }
 }
 
+void event_loop::load_grants(const broker_options& o) {
+  for (auto& g : grants_) g.clear();
+  for (const auto& k : o.client_keys) {
+    access_grant& g = grants_[0][k.key];
+    g.call = true;
+    g.globs.insert(g.globs.end(), k.globs.begin(), k.globs.end());
+  }
+  for (const auto& k : o.worker_keys) {
+    access_grant& g = grants_[1][k.key];
+    g.serve = true;
+    g.globs.insert(g.globs.end(), k.globs.begin(), k.globs.end());
+  }
+  any_client_ = access_grant{};
+  any_client_.call = true;
+  any_client_.any = true;
+}
+
+// 27/ZAP: one request per handshake, answered at once from the key lists. A key is let in on the
+// endpoint whose list names it (any key on the frontend with --client-keys any); the heartbeat PUB
+// takes a key of either list. The User-Id of the reply is the key, which every message of that
+// connection then carries (grant_of).
+void event_loop::handle_zap() {
+  for (;;) {
+    std::vector<zmq::message_t> req;
+    zmq::message_t part;
+    if (!zap_.recv(part, zmq::recv_flags::dontwait)) return;
+    req.push_back(std::move(part));
+    while (req.back().more() && req.size() < 16) {
+      zmq::message_t next;
+      if (!zap_.recv(next)) break;
+      req.push_back(std::move(next));
+    }
+    auto frame = [&req](std::size_t i) {
+      return i < req.size() ? req[i].to_string_view() : std::string_view();
+    };
+    std::string key;
+    std::string_view refused;
+    const std::string_view domain = frame(2);
+    if (frame(0) != "1.0" || frame(5) != "CURVE" || req.size() < 7 || req[6].size() != 32) {
+      refused = "not a CURVE handshake";
+    } else {
+      char text[41];
+      zmq_z85_encode(text, static_cast<const std::uint8_t*>(req[6].data()), 32);
+      key.assign(text, 40);
+      const bool client = options_.any_client_key || grants_[0].contains(key);
+      const bool worker = grants_[1].contains(key);
+      if (domain == "frontend" && !client) refused = "key not in the client keys";
+      else if (domain == "backend" && !worker) refused = "key not in the worker keys";
+      else if (domain == "heartbeat" && !client && !worker) refused = "unknown key";
+      else if (domain != "frontend" && domain != "backend" && domain != "heartbeat")
+        refused = "unknown ZAP domain";
+    }
+    if (!refused.empty()) {
+      core_->note_refusal(domain, refused == "not a CURVE handshake" ? "not_curve" : "unknown_key");
+      const std::string detail = "CURVE handshake refused on " + std::string(domain) + ": " +
+                                 std::string(refused) + (key.empty() ? "" : " " + key);
+      event({event_kind::refused, {}, frame(3), {}, status::forbidden, detail});
+    }
+    const bool ok = refused.empty();
+    zap_.send(zmq::buffer(std::string_view("1.0")), zmq::send_flags::sndmore);
+    zap_.send(zmq::buffer(frame(1)), zmq::send_flags::sndmore);
+    zap_.send(zmq::buffer(std::string_view(ok ? "200" : "400")), zmq::send_flags::sndmore);
+    zap_.send(zmq::buffer(ok ? std::string_view("OK") : refused), zmq::send_flags::sndmore);
+    zap_.send(zmq::buffer(std::string_view(key)), zmq::send_flags::sndmore);
+    zap_.send(zmq::message_t(), zmq::send_flags::none);
+  }
+}
+
+// The grant of the key the message in inbox_ came with; nullptr when CURVE is off.
+const access_grant* event_loop::grant_of(std::uint8_t socket) {
+  if (!zap_ || inbox_.size() < 2) return nullptr;
+  const char* user = zmq_msg_gets(inbox_[1].handle(), "User-Id");
+  if (user == nullptr) return &nothing_;
+  if (socket == 0 && options_.any_client_key) {
+    const auto it = grants_[0].find(std::string(user));
+    return it != grants_[0].end() ? &it->second : &any_client_;
+  }
+  const auto it = grants_[socket].find(std::string(user));
+  return it != grants_[socket].end() ? &it->second : &nothing_;
+}
+
 void event_loop::event(const broker_event& e) {
   if (event_handler_) event_handler_(e);
 }
@@ -166,10 +259,12 @@ void event_loop::handle_requests(clock::time_point now) {
 }
 
 void event_loop::run() {
-  zmq_pollitem_t items[4] = {{routers_[0].handle(), 0, ZMQ_POLLIN, 0},
+  zmq_pollitem_t items[5] = {{routers_[0].handle(), 0, ZMQ_POLLIN, 0},
                              {routers_[1].handle(), 0, ZMQ_POLLIN, 0},
                              {control_.handle(), 0, ZMQ_POLLIN, 0},
-                             {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+                             {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+                             {zap_.handle(), 0, ZMQ_POLLIN, 0}};
+  const int polled = zap_ ? 5 : 4;
   last_progress_ = clock::now();
   for (;;) {
     auto now = clock::now();
@@ -177,12 +272,14 @@ void event_loop::run() {
     if (core_->draining() && (core_->drained() || now >= drain_deadline_)) break;
     const auto wait =
         std::chrono::ceil<std::chrono::milliseconds>(core_->next_wakeup(now) - now).count();
-    const int rc = zmq_poll(items, 4, static_cast<long>(std::clamp<std::int64_t>(wait, 0, 1000)));
+    const int rc =
+        zmq_poll(items, polled, static_cast<long>(std::clamp<std::int64_t>(wait, 0, 1000)));
     if (rc < 0 && zmq_errno() != EINTR)
       throw error(status::unavailable, std::string("zmq_poll: ") + zmq_strerror(zmq_errno()));
     if (stop_requested_) break;
     if (rc > 0 && (items[3].revents & ZMQ_POLLIN)) handle_requests(clock::now());
     if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) handle_control();
+    if (zap_) handle_zap();
     note_progress(clock::now());
     // Drain everything readable: handling one message per wake-up is what made heartbeats go
     // missing in the original prototype. Timers get a turn between batches. The backend goes
@@ -196,9 +293,10 @@ void event_loop::run() {
         core_->on_input_drained(now);
         break;
       }
-      // Under sustained load poll() is not reached: serve control queries and look at
-      // stop/drain/reload requests here too.
+      // Under sustained load poll() is not reached: serve control queries and handshakes, and
+      // look at stop/drain/reload requests here too.
       handle_control();
+      if (zap_) handle_zap();
       if (stop_requested_ || drain_requested_ || reload_requested_) break;
     }
   }
@@ -246,7 +344,7 @@ std::size_t event_loop::drain_socket(std::uint8_t socket, std::size_t budget) {
     const auto now = note_progress(clock::now());
     if (!receive(routers_[socket], oversized)) break;
     try {
-      core_->on_message(socket, inbox_, oversized, now);
+      core_->on_message(socket, inbox_, oversized, now, grant_of(socket));
     } catch (const std::exception& e) {
       // Nothing from the network may end the loop (the decoder itself never throws; this is
       // for resource exhaustion and bugs): report it and go on with the next message.

@@ -1,0 +1,31 @@
+// What one authenticated peer may do (docs/security.md): the grant its public key has on the
+// endpoint it came through. The event loop finds it from the message's ZAP User-Id; the broker core
+// checks it on READY (serve) and on each request (call). No grant at all: CURVE is off, anything
+// goes.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "scale0/security.hpp"
+
+namespace scale0::broker_detail {
+
+struct access_grant {
+  bool serve = false;  // a worker key (backend): may register for `globs`
+  bool call = false;   // a client key (frontend): may call `globs`
+  bool any = false;    // every service (--client-keys any)
+  std::vector<std::string> globs;
+
+  bool allows(std::string_view service) const noexcept {
+    if (any) return true;
+    for (const auto& g : globs)
+      if (security::glob_match(g, service)) return true;
+    return false;
+  }
+  bool may_serve(std::string_view service) const noexcept { return serve && allows(service); }
+  bool may_call(std::string_view service) const noexcept { return call && allows(service); }
+};
+
+}  // namespace scale0::broker_detail
