@@ -125,7 +125,8 @@ int run_broker(broker_args& a) {
       try {
         broker_settings next = effective(a);
         setup_logging(next.log_level, next.log_format);
-        for (const char* key : {"frontend", "backend", "heartbeat", "metrics-listen"}) {
+        for (const char* key : {"frontend", "backend", "heartbeat", "metrics-listen", "curve-cert",
+                                "handshake-timeout", "insecure"}) {
           broker_settings probe = current;
           copy_setting(key, next, probe);
           if (to_toml(probe) != to_toml(current))
@@ -299,6 +300,11 @@ void add_broker_command(CLI::App& root, int& exit_code) {
                               "Workers allowed: lines '<public-key> <service-glob>,...'"));
   g.push_back(sub->add_option("--client-keys", f.client_keys,
                               "Clients allowed (same format), or 'any' (encrypted, any key)"));
+  g.push_back(sub->add_option("--handshake-timeout", f.handshake_timeout,
+                              "A connection's ZeroMQ (and CURVE) handshake must finish within (ms)")
+                  ->capture_default_str());
+  g.push_back(sub->add_flag("--insecure", f.insecure,
+                            "Allow non-loopback endpoints and metrics without CURVE (not advised)"));
   g.push_back(
       sub->add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
           ->capture_default_str());

@@ -18,10 +18,11 @@ namespace {
 using text_field = std::string broker_settings::*;
 using int_field = std::int64_t broker_settings::*;
 using list_field = std::vector<std::string> broker_settings::*;
+using flag_field = bool broker_settings::*;
 
 struct field {
   const char* name;
-  std::variant<text_field, int_field, list_field> member;
+  std::variant<text_field, int_field, list_field, flag_field> member;
   std::int64_t min = 0;  // integers only
   std::int64_t max = 0;
   std::function<std::string(const std::string&)> check_text;  // strings only: error or ""
@@ -112,6 +113,8 @@ const std::vector<field>& fields() {
       {"curve-cert", &broker_settings::curve_cert, 0, 0, {}},
       {"worker-keys", &broker_settings::worker_keys, 0, 0, {}},
       {"client-keys", &broker_settings::client_keys, 0, 0, {}},
+      {"handshake-timeout", &broker_settings::handshake_timeout, 100, 3600000, {}},
+      {"insecure", &broker_settings::insecure, 0, 0, {}},
       {"log-level", &broker_settings::log_level, 0, 0,
        [](const std::string& v) {
          return one_of(v, {"trace", "debug", "info", "warn", "error", "critical", "off"});
@@ -226,6 +229,8 @@ broker_options broker_settings::to_options() const {
     o.curve_secret_key = k.secret_key;
   }
   if (!worker_keys.empty()) o.worker_keys = security::load_key_list(worker_keys);
+  o.handshake_timeout = milliseconds(handshake_timeout);
+  o.insecure = insecure;
   if (client_keys == "any")
     o.any_client_key = true;
   else if (!client_keys.empty())
@@ -283,6 +288,10 @@ broker_settings load_config(const std::string& path, broker_settings s) {
         values.push_back(item.as_string()->get());
       }
       s.** l = std::move(values);
+    } else if (auto b = std::get_if<flag_field>(&f->member)) {
+      if (!node.is_boolean())
+        fail(path, line, key.str(), std::string("expected true or false, found ") + type_name(node));
+      s.** b = node.as_boolean()->get();
     }
     if (const std::string problem = check(*f, s); !problem.empty())
       fail(path, line, key.str(), problem);
@@ -316,6 +325,8 @@ std::string to_toml(const broker_settings& s) {
       toml::array a;
       for (const auto& v : s.**l) a.push_back(v);
       out << a;
+    } else if (auto b = std::get_if<flag_field>(&f.member)) {
+      out << (s.**b ? "true" : "false");
     }
     out << '\n';
   }

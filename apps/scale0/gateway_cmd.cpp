@@ -39,6 +39,7 @@ struct gateway_settings {
   std::string metrics_listen = "127.0.0.1:9556";
   std::string trusted_proxies;
   bool underscores_in_headers = false;
+  bool insecure = false;
   std::string log_level = "info";
   std::string log_format = "text";
 };
@@ -75,6 +76,7 @@ const std::vector<setting>& settings() {
        "Peers (CIDR,...) whose X-Forwarded-For/Forwarded/X-Real-IP are kept and extended"},
       {"underscores-in-headers", &s::underscores_in_headers,
        "Keep header fields whose names hold '_' (dropped by default)"},
+      {"insecure", &s::insecure, "Allow non-loopback --listen/--metrics-listen without TLS"},
       {"log-level", &s::log_level, "trace, debug, info, warn, error, critical, off"},
       {"log-format", &s::log_format, "text or json"},
   };
@@ -156,6 +158,7 @@ gateway_options to_options(const gateway_settings& s) {
   o.metrics_listen = s.metrics_listen;
   o.trusted_proxies = s.trusted_proxies;
   o.underscores_in_headers = s.underscores_in_headers;
+  o.insecure = s.insecure;
   return o;
 }
 

@@ -59,6 +59,12 @@ struct broker_options {
   std::vector<security::key_grant> worker_keys;  // keys and the services each may serve
   std::vector<security::key_grant> client_keys;  // keys and the services each may call
   bool any_client_key = false;                   // accept any client key (encrypted only)
+  // A connection must finish its ZeroMQ handshake (CURVE's included) within this: silent TCP
+  // connections to the ports are closed, not held.
+  std::chrono::milliseconds handshake_timeout{5000};
+  // Protected mode: a tcp:// endpoint that is not loopback needs CURVE, and a non-loopback
+  // metrics_listen is refused (plain HTTP), unless this is set.
+  bool insecure = false;
 
   // Throws scale0::error (400) naming the first invalid option.
   void validate() const;

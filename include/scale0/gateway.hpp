@@ -34,6 +34,9 @@ struct gateway_options {
   // extended ("10.0.0.0/8,::1/128"); from everyone else they are replaced.
   std::string trusted_proxies;
   bool underscores_in_headers = false;  // keep header fields whose names hold '_'
+  // Protected mode: a listen or metrics address other than loopback is refused (the gateway
+  // speaks plain HTTP) unless this is set.
+  bool insecure = false;
   // Notable events in words (accept failures, messages from the broker that make no sense).
   // Called on the gateway's thread.
   std::function<void(const std::string&)> on_event;

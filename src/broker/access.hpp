@@ -4,6 +4,7 @@
 // goes.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,6 +14,7 @@
 namespace scale0::broker_detail {
 
 struct access_grant {
+  std::string key;     // the Z85 public key it belongs to ("" for the `any` grant)
   bool serve = false;  // a worker key (backend): may register for `globs`
   bool call = false;   // a client key (frontend): may call `globs`
   bool any = false;    // every service (--client-keys any)
@@ -27,5 +29,8 @@ struct access_grant {
   bool may_serve(std::string_view service) const noexcept { return serve && allows(service); }
   bool may_call(std::string_view service) const noexcept { return call && allows(service); }
 };
+
+// The grant a worker key has now (after a reload), or nullptr when it has none.
+using grant_lookup = std::function<const access_grant*(const std::string& key)>;
 
 }  // namespace scale0::broker_detail

@@ -53,6 +53,21 @@ void broker_core::note_refusal(std::string_view endpoint, std::string_view reaso
   ++counters_.refused[std::move(key)];
 }
 
+void broker_core::revoke_workers(const grant_lookup& grant_for, time_point now) {
+  for (std::uint32_t w = 0; w < workers_.size(); ++w) {
+    worker_entry& W = workers_[w];
+    if (!W.used || W.curve_key.empty()) continue;
+    const access_grant* g = grant_for(W.curve_key);
+    bool allowed = g != nullptr;
+    for (std::uint32_t m : W.memberships)
+      allowed = allowed && g->may_serve(services_[members_[m].service].name);
+    if (allowed) continue;
+    note_refusal(W.socket == 0 ? "frontend" : "backend", "key_revoked");
+    send_disconnect(W, status::forbidden, "this key may no longer serve these services");
+    purge_worker(w, now, "its key was revoked");
+  }
+}
+
 void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, time_point now,
                              const access_grant* who) {
   who_ = who;
@@ -277,6 +292,7 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   W.socket = socket;
   W.identity.assign(identity);
   W.key = key;
+  W.curve_key = who_ != nullptr ? who_->key : std::string();
   W.concurrency = mdp ? 1 : in.concurrency;
   W.in_flight = 0;
   W.unreachable = false;

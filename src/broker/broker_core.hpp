@@ -107,6 +107,10 @@ class broker_core {
 
   const broker_counters& counters() const noexcept { return counters_; }
   void note_refusal(std::string_view endpoint, std::string_view reason);
+  // The key lists changed (SIGHUP): a worker whose key may no longer serve every service it
+  // registered for gets DISCONNECT 403 and is forgotten (its requests handled as for a lost
+  // worker).
+  void revoke_workers(const grant_lookup& grant_for, time_point now);
   std::string status_json(time_point now) const;
 
   // Introspection for tests and status.
@@ -154,6 +158,7 @@ class broker_core {
     std::string identity;
     std::string key;
     std::string address;  // the peer's IP, from ZeroMQ's Peer-Address
+    std::string curve_key;  // the CURVE key it registered with ("" without CURVE)
     std::uint32_t concurrency = 1;
     std::uint32_t in_flight = 0;
     clock::duration interval{};   // granted: the worker heartbeats at this interval

@@ -54,7 +54,9 @@ event_loop::event_loop(const broker_options& options)
     r.set(zmq::sockopt::rcvhwm, 10000);
     r.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(options.max_message_bytes) * 2);
     r.set(zmq::sockopt::linger, 500);
+    r.set(zmq::sockopt::handshake_ivl, static_cast<int>(options.handshake_timeout.count()));
   }
+  pub_.set(zmq::sockopt::handshake_ivl, static_cast<int>(options.handshake_timeout.count()));
   pub_.set(zmq::sockopt::linger, 0);
   control_.set(zmq::sockopt::linger, 0);
   if (!options.curve_secret_key.empty()) {
@@ -153,11 +155,13 @@ void event_loop::load_grants(const broker_options& o) {
   for (auto& g : grants_) g.clear();
   for (const auto& k : o.client_keys) {
     access_grant& g = grants_[0][k.key];
+    g.key = k.key;
     g.call = true;
     g.globs.insert(g.globs.end(), k.globs.begin(), k.globs.end());
   }
   for (const auto& k : o.worker_keys) {
     access_grant& g = grants_[1][k.key];
+    g.key = k.key;
     g.serve = true;
     g.globs.insert(g.globs.end(), k.globs.begin(), k.globs.end());
   }
@@ -241,6 +245,18 @@ void event_loop::handle_requests(clock::time_point now) {
   if (reload_requested_.exchange(false) && reload_handler_) {
     if (auto next = reload_handler_()) {
       core_->reconfigure(*next);
+      if (zap_) {  // the key lists were read again with the rest of the configuration
+        options_.client_keys = next->client_keys;
+        options_.worker_keys = next->worker_keys;
+        options_.any_client_key = next->any_client_key;
+        load_grants(options_);
+        core_->revoke_workers(
+            [this](const std::string& key) -> const access_grant* {
+              const auto it = grants_[1].find(key);
+              return it != grants_[1].end() ? &it->second : nullptr;
+            },
+            now);
+      }
       // The loop enforces frame and byte limits itself; endpoints need a restart.
       options_.drain_timeout = next->drain_timeout;
       options_.max_frames = next->max_frames;

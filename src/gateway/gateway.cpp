@@ -610,6 +610,15 @@ void check_gateway_options(const gateway_options& opt) {
   if (opt.max_header > 1 << 20) throw error(status::bad_request, "max-header is at most 1 MiB");
   (void)make_router(opt);
   (void)gateway_detail::trusted_proxies(opt.trusted_proxies);
+  if (!opt.insecure && !detail::loopback_listen(opt.listen))
+    throw error(status::bad_request,
+                "protected mode: --listen " + opt.listen +
+                    " serves plain HTTP to other machines; listen on a loopback address behind a "
+                    "TLS proxy, or pass --insecure (see docs/security.md)");
+  if (!opt.insecure && !opt.metrics_listen.empty() && !detail::loopback_listen(opt.metrics_listen))
+    throw error(status::bad_request, "protected mode: --metrics-listen " + opt.metrics_listen +
+                                         " serves plain HTTP to other machines; bind a loopback "
+                                         "address or pass --insecure");
 }
 
 server::server(gateway_options o) : opt(std::move(o)) {
