@@ -303,8 +303,9 @@ void add_broker_command(CLI::App& root, int& exit_code) {
   g.push_back(sub->add_option("--handshake-timeout", f.handshake_timeout,
                               "A connection's ZeroMQ (and CURVE) handshake must finish within (ms)")
                   ->capture_default_str());
-  g.push_back(sub->add_flag("--insecure", f.insecure,
-                            "Allow non-loopback endpoints and metrics without CURVE (not advised)"));
+  g.push_back(
+      sub->add_flag("--insecure", f.insecure,
+                    "Allow non-loopback endpoints and metrics without CURVE (not advised)"));
   g.push_back(
       sub->add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
           ->capture_default_str());

@@ -1,7 +1,5 @@
 #include "broker_config.hpp"
 
-#include "scale0/error.hpp"
-
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -10,6 +8,7 @@
 #include <sstream>
 #include <variant>
 
+#include "scale0/error.hpp"
 #include "toml_guard.hpp"
 
 namespace scale0::cli {
@@ -224,8 +223,9 @@ broker_options broker_settings::to_options() const {
   if (!curve_cert.empty()) {
     const security::keypair k = security::load_certificate(curve_cert);
     if (k.secret_key.empty())
-      throw error(status::bad_request, curve_cert + ": a public certificate; the broker needs its "
-                                                    "secret one (NAME_secret from scale0 keygen)");
+      throw error(status::bad_request, curve_cert +
+                                           ": a public certificate; the broker needs its "
+                                           "secret one (NAME_secret from scale0 keygen)");
     o.curve_secret_key = k.secret_key;
   }
   if (!worker_keys.empty()) o.worker_keys = security::load_key_list(worker_keys);
@@ -290,7 +290,8 @@ broker_settings load_config(const std::string& path, broker_settings s) {
       s.** l = std::move(values);
     } else if (auto b = std::get_if<flag_field>(&f->member)) {
       if (!node.is_boolean())
-        fail(path, line, key.str(), std::string("expected true or false, found ") + type_name(node));
+        fail(path, line, key.str(),
+             std::string("expected true or false, found ") + type_name(node));
       s.** b = node.as_boolean()->get();
     }
     if (const std::string problem = check(*f, s); !problem.empty())

@@ -37,11 +37,11 @@ struct broker_settings {
   std::int64_t mdp_heartbeat_interval = 2500;   // ms
   std::vector<std::string> idempotent;
   std::string metrics_listen = "127.0.0.1:9555";
-  std::string curve_cert;   // the broker's secret certificate: CURVE on
-  std::string worker_keys;  // key list file
-  std::string client_keys;  // key list file, or "any"
+  std::string curve_cert;                 // the broker's secret certificate: CURVE on
+  std::string worker_keys;                // key list file
+  std::string client_keys;                // key list file, or "any"
   std::int64_t handshake_timeout = 5000;  // ms
-  bool insecure = false;  // allow non-loopback endpoints without CURVE
+  bool insecure = false;                  // allow non-loopback endpoints without CURVE
   std::string log_level = "info";
   std::string log_format = "text";
 

@@ -40,6 +40,8 @@ struct gateway_settings {
   std::string trusted_proxies;
   bool underscores_in_headers = false;
   bool insecure = false;
+  std::string curve_server_key;
+  std::string curve_cert;
   std::string log_level = "info";
   std::string log_format = "text";
 };
@@ -77,6 +79,10 @@ const std::vector<setting>& settings() {
       {"underscores-in-headers", &s::underscores_in_headers,
        "Keep header fields whose names hold '_' (dropped by default)"},
       {"insecure", &s::insecure, "Allow non-loopback --listen/--metrics-listen without TLS"},
+      {"curve-server-key", &s::curve_server_key,
+       "The broker's CURVE public key (Z85, or its certificate file): CURVE on"},
+      {"curve-cert", &s::curve_cert,
+       "Own secret CURVE certificate (scale0 keygen); default: an ephemeral key"},
       {"log-level", &s::log_level, "trace, debug, info, warn, error, critical, off"},
       {"log-format", &s::log_format, "text or json"},
   };
@@ -159,6 +165,7 @@ gateway_options to_options(const gateway_settings& s) {
   o.trusted_proxies = s.trusted_proxies;
   o.underscores_in_headers = s.underscores_in_headers;
   o.insecure = s.insecure;
+  o.curve = security::curve_client_from(s.curve_server_key, s.curve_cert);
   return o;
 }
 

@@ -8,8 +8,8 @@
 #include <thread>
 
 #include "commands.hpp"
-#include "curve_flags.hpp"
 #include "common/text.hpp"
+#include "curve_flags.hpp"
 #include "scale0/client.hpp"
 #include "scale0/error.hpp"
 

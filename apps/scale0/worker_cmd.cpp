@@ -6,8 +6,8 @@
 #include <thread>
 
 #include "commands.hpp"
-#include "curve_flags.hpp"
 #include "common/text.hpp"
+#include "curve_flags.hpp"
 #include "http_worker.hpp"
 #include "scale0/error.hpp"
 #include "scale0/exec.hpp"

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "scale0/security.hpp"
+
 namespace scale0 {
 
 struct gateway_options {
@@ -37,6 +39,7 @@ struct gateway_options {
   // Protected mode: a listen or metrics address other than loopback is refused (the gateway
   // speaks plain HTTP) unless this is set.
   bool insecure = false;
+  security::curve_client curve{};  // CURVE to the broker (docs/security.md)
   // Notable events in words (accept failures, messages from the broker that make no sense).
   // Called on the gateway's thread.
   std::function<void(const std::string&)> on_event;

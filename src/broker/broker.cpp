@@ -28,8 +28,9 @@ void broker_options::validate() const {
     if (!security::valid_z85_key(curve_secret_key))
       fail("the broker's CURVE secret key is not a 40-character Z85 key");
     if (client_keys.empty() && !any_client_key)
-      fail("CURVE is on but no client may connect: give --client-keys FILE (the keys allowed to "
-           "call, and what), or --client-keys any (any key: encrypted, not authenticated)");
+      fail(
+          "CURVE is on but no client may connect: give --client-keys FILE (the keys allowed to "
+          "call, and what), or --client-keys any (any key: encrypted, not authenticated)");
   }
   for (const auto* ep : {&frontend, &backend, &heartbeat}) {
     const auto sep = ep->find("://");

@@ -154,7 +154,11 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   if (reserved_service(in.service)) return on_management(c, msg, in.first, now);
   if (who_ != nullptr && !who_->may_call(in.service)) {
     note_refusal(socket == 0 ? "frontend" : "backend", "service_not_allowed");
-    out_.event({event_kind::refused, {}, {}, in.service, status::forbidden,
+    out_.event({event_kind::refused,
+                {},
+                {},
+                in.service,
+                status::forbidden,
                 "a client key called a service it is not allowed"});
     return send_error(c, status::forbidden, "this key may not call this service");
   }
@@ -255,7 +259,11 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
                              "service name is reserved");
     if (who_ != nullptr && !who_->may_serve(name)) {
       note_refusal(socket == 0 ? "frontend" : "backend", "service_not_allowed");
-      out_.event({event_kind::refused, {}, {}, name, status::forbidden,
+      out_.event({event_kind::refused,
+                  {},
+                  {},
+                  name,
+                  status::forbidden,
                   "a worker key announced a service it is not allowed"});
       return send_disconnect(socket, identity, mdp, in.version, status::forbidden,
                              "this key may not serve this service");

@@ -157,7 +157,7 @@ class broker_core {
     std::uint8_t socket = 0;
     std::string identity;
     std::string key;
-    std::string address;  // the peer's IP, from ZeroMQ's Peer-Address
+    std::string address;    // the peer's IP, from ZeroMQ's Peer-Address
     std::string curve_key;  // the CURVE key it registered with ("" without CURVE)
     std::uint32_t concurrency = 1;
     std::uint32_t in_flight = 0;

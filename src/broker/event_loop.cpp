@@ -199,9 +199,12 @@ void event_loop::handle_zap() {
       key.assign(text, 40);
       const bool client = options_.any_client_key || grants_[0].contains(key);
       const bool worker = grants_[1].contains(key);
-      if (domain == "frontend" && !client) refused = "key not in the client keys";
-      else if (domain == "backend" && !worker) refused = "key not in the worker keys";
-      else if (domain == "heartbeat" && !client && !worker) refused = "unknown key";
+      if (domain == "frontend" && !client)
+        refused = "key not in the client keys";
+      else if (domain == "backend" && !worker)
+        refused = "key not in the worker keys";
+      else if (domain == "heartbeat" && !client && !worker)
+        refused = "unknown key";
       else if (domain != "frontend" && domain != "backend" && domain != "heartbeat")
         refused = "unknown ZAP domain";
     }

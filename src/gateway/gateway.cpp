@@ -38,6 +38,7 @@
 #include "routes.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
+#include "security/curve_socket.hpp"
 
 namespace scale0 {
 namespace {
@@ -639,6 +640,7 @@ server::server(gateway_options o) : opt(std::move(o)) {
   if (ec) throw error(status::bad_request, "cannot listen on " + opt.listen + ": " + ec.message());
 
   try {
+    security::apply_curve_client(dealer, opt.curve);
     dealer.set(zmq::sockopt::linger, 0);
     const int hwm = static_cast<int>(std::min<std::size_t>(opt.max_inflight * 2 + 100, 1 << 30));
     dealer.set(zmq::sockopt::sndhwm, hwm);

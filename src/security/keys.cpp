@@ -1,5 +1,3 @@
-#include "scale0/security.hpp"
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,11 +11,14 @@
 #include <sstream>
 
 #include "scale0/error.hpp"
+#include "scale0/security.hpp"
 
 namespace scale0::security {
 namespace {
 
-[[noreturn]] void fail(const std::string& what) { throw error(status::bad_request, what); }
+[[noreturn]] void fail(const std::string& what) {
+  throw error(status::bad_request, what);
+}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r'))

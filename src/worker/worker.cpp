@@ -15,8 +15,8 @@
 #include <thread>
 
 #include "scale0/error.hpp"
-#include "security/curve_socket.hpp"
 #include "scale0/protocol.hpp"
+#include "security/curve_socket.hpp"
 
 namespace scale0 {
 namespace {
