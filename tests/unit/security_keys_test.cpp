@@ -107,6 +107,15 @@ TEST(SecurityKeys, KeyListsSkipCommentsAndKeepGlobs) {
   EXPECT_EQ(list[1].globs, (std::vector<std::string>{"reports"}));
 }
 
+TEST(SecurityKeys, AKeyMayStartWithHash) {
+  keypair k = generate_keypair();
+  for (int i = 0; i < 100000 && k.public_key.front() != '#'; ++i) k = generate_keypair();
+  ASSERT_EQ(k.public_key.front(), '#') << "no key starting with '#' in 100000 tries";
+  const auto list = parse_key_list("# a comment\n" + k.public_key + " svc\n", "keys");
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].key, k.public_key);
+}
+
 TEST(SecurityKeys, BadKeyListLinesNameTheLine) {
   const keypair a = generate_keypair();
   for (const std::string& text : {std::string("notakey svc\n"), a.public_key + "\n",
