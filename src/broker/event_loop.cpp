@@ -226,7 +226,8 @@ void event_loop::handle_zap() {
 
 // The grant of the key the message in inbox_ came with; nullptr when CURVE is off.
 const access_grant* event_loop::grant_of(std::uint8_t socket) {
-  if (!zap_ || inbox_.size() < 2) return nullptr;
+  if (!zap_) return nullptr;
+  if (inbox_.size() < 2) return &nothing_;  // fail closed
   const char* user = zmq_msg_gets(inbox_[1].handle(), "User-Id");
   if (user == nullptr) return &nothing_;
   if (socket == 0 && options_.any_client_key) {
