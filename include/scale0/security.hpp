@@ -56,8 +56,8 @@ struct key_grant {
 };
 
 // Reads a key list: one `<public-key> <glob>[,<glob>...]` per line; blank lines and lines whose
-// first non-blank character is '#' are skipped, unless the line starts with a whole Z85 key (which
-// may begin with '#'); Z85 keys may hold '#' anywhere, so there are no trailing comments.
+// first non-blank character is '#' are skipped (no Z85 key starts with '#'; keys may hold it
+// elsewhere, so there are no trailing comments).
 // Throws scale0::error (400) naming the file and line.
 std::vector<key_grant> load_key_list(const std::string& path);
 std::vector<key_grant> parse_key_list(std::string_view text, const std::string& where);

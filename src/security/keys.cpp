@@ -175,12 +175,11 @@ std::vector<key_grant> parse_key_list(std::string_view text, const std::string& 
     const std::string_view line = trim(text.substr(0, nl));
     text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
     ++number;
-    if (line.empty()) continue;
+    // '#' is a Z85 character, but never the first of a key: a 5-character group encodes at most
+    // 2^32 - 1, so its first character has index 82 or less, and '#' is index 84.
+    if (line.empty() || line.front() == '#') continue;
     const auto space = line.find_first_of(" \t");
     const std::string_view key = line.substr(0, space);
-    // '#' starts a comment, but it is also a Z85 character (about one key in 85 starts with it):
-    // a line that begins with a whole valid key is a key line.
-    if (line.front() == '#' && !valid_z85_key(key)) continue;
     const std::string at = where + ":" + std::to_string(number) + ": ";
     if (!valid_z85_key(key)) fail(at + "expected a 40-character Z85 public key first");
     if (space == std::string_view::npos) fail(at + "no service globs after the key");
