@@ -196,6 +196,8 @@ namespace {
 // written, so answers go out in order.
 class session : public std::enable_shared_from_this<session> {
  public:
+  static constexpr std::size_t chunk_line_limit = 65536;
+
   session(server& g, tcp::socket socket) : g_(g), socket_(std::move(socket)) {
     g_.sessions.insert(this);
     ++g_.stats.connections_open;
@@ -322,6 +324,10 @@ class session : public std::enable_shared_from_this<session> {
     label_ = "none";
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(g_.opt.max_header));
+    // Beast bounds the head, and the body by its chunk sizes, but not a chunk line or the trailer
+    // section: it waits for their end with the bytes in the buffer. Bounding the buffer bounds
+    // them (body bytes are consumed as they come).
+    buffer_.max_size(std::max(buffer_.size(), g_.opt.max_header + chunk_line_limit));
     parser_->body_limit(g_.opt.max_body);
     arm(g_.opt.header_timeout);
     bhttp::async_read_header(socket_, buffer_, *parser_,
@@ -344,8 +350,9 @@ class session : public std::enable_shared_from_this<session> {
         http_detail::valid_request_id(given_id) ? std::string(given_id) : fresh_request_id();
     label_ = "none";
     // What the front door accepts (docs/http.md), decided on the header section alone.
-    if (auto refused = gateway_detail::admit_head(sv(req.method_string()), sv(req.target()),
-                                                  version_, fields_, parser_->chunked(), target_))
+    if (auto refused =
+            gateway_detail::admit_head(sv(req.method_string()), sv(req.target()), req.version(),
+                                       fields_, parser_->chunked(), target_))
       return refuse(refused);
     connect_ = target_.form == gateway_detail::target_form::authority;
     routes_ = g_.routes;  // label_ points into it until the answer is recorded
@@ -359,7 +366,7 @@ class session : public std::enable_shared_from_this<session> {
       return answer_error(bhttp::status::payload_too_large,
                           "the body is over " + std::to_string(g_.opt.max_body) + " bytes");
     if (parser_->is_done()) return on_request();
-    if (version_ == 11 && http_detail::iequals(sv(req[bhttp::field::expect]), "100-continue")) {
+    if (version_ == 11 && target_.wants_continue) {
       phase_ = phase::writing;
       arm(g_.opt.send_timeout);
       static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -397,6 +404,10 @@ class session : public std::enable_shared_from_this<session> {
       return answer_error(
           bhttp::status::request_header_fields_too_large,
           "the request head is over " + std::to_string(g_.opt.max_header) + " bytes");
+    if (ec == bhttp::error::buffer_overflow)
+      return answer_error(bhttp::status::bad_request,
+                          "a chunk line or the trailer section is over " +
+                              std::to_string(g_.opt.max_header + chunk_line_limit) + " bytes");
     if (ec == bhttp::error::body_limit)
       return answer_error(bhttp::status::payload_too_large,
                           "the body is over " + std::to_string(g_.opt.max_body) + " bytes");

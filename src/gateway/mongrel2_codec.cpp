@@ -217,19 +217,13 @@ std::string reply_message(std::string_view sender, std::string_view conn_ids,
 }
 
 bool keep_alive(const m2_request& r) {
+  // The front door's own rule (request_rules.hpp), on the Connection fields Mongrel2 passed on.
   const std::string* version = r.header("VERSION");
-  const bool http10 = version != nullptr && *version == "HTTP/1.0";
-  bool close = false;
-  bool keep = false;
-  for (const auto& f : r.headers) {
-    if (f.name != "connection") continue;
-    for (const auto& token : http_detail::connection_tokens(f.value)) {
-      close = close || token == "close";
-      keep = keep || token == "keep-alive";
-    }
-  }
-  if (close) return false;
-  return http10 ? keep : true;
+  std::vector<gateway_detail::field_ref> connection;
+  for (const auto& f : r.headers)
+    if (f.name == "connection") connection.push_back({f.name, f.value});
+  return gateway_detail::keep_alive(connection,
+                                    version != nullptr && *version == "HTTP/1.0" ? 10 : 11);
 }
 
 bool is_head(const m2_request& r) {

@@ -160,7 +160,8 @@ bool keep_alive(std::span<const field_ref> fields, unsigned version) {
   return version >= 11 || keep;
 }
 
-refusal check_expect(std::span<const field_ref> fields) {
+refusal check_expect(std::span<const field_ref> fields, bool& wants_continue) {
+  wants_continue = false;
   for (const auto& f : fields) {
     if (!iequals(f.name, "expect")) continue;
     bool fine = true;
@@ -170,6 +171,7 @@ refusal check_expect(std::span<const field_ref> fields) {
       fine = fine && iequals(member, "100-continue");
     });
     if (!fine || !any) return {417, "only Expect: 100-continue is understood"};
+    wants_continue = true;
   }
   return {};
 }
@@ -194,28 +196,39 @@ bool valid_host(std::string_view host) noexcept {
   return valid_port(port);
 }
 
-bool normalise_path(std::string_view path, std::string& out) {
-  // First the escapes: unreserved characters decoded, the rest kept in upper-case hex.
+std::string_view normalise_path(std::string_view path, std::string& out) {
+  // First the bytes: percent-encoded unreserved characters decoded, other escapes kept in
+  // upper-case hex, and every byte that is not a pchar or '/' ('"', '{', a byte of UTF-8, ...)
+  // escaped, so that raw and escaped spellings meet.
+  static constexpr char digits[] = "0123456789ABCDEF";
   std::string decoded;
   decoded.reserve(path.size());
+  auto escape = [&decoded](unsigned char c) {
+    decoded.push_back('%');
+    decoded.push_back(digits[c >> 4]);
+    decoded.push_back(digits[c & 15]);
+  };
   for (std::size_t i = 0; i < path.size(); ++i) {
-    if (path[i] != '%') {
-      decoded.push_back(path[i]);
+    const char c = path[i];
+    if (c != '%') {
+      if (c == '\\') return "a '\\' in the path (a separator to some servers, not to others)";
+      if (is_unreserved(c) || is_sub_delim(c) || c == ':' || c == '@' || c == '/')
+        decoded.push_back(c);
+      else
+        escape(static_cast<unsigned char>(c));
       continue;
     }
-    if (i + 2 >= path.size()) return false;
+    if (i + 2 >= path.size()) return "a '%' in the path is not followed by two hex digits";
     const int hi = hex_value(path[i + 1]);
     const int lo = hex_value(path[i + 2]);
-    if (hi < 0 || lo < 0) return false;
-    const char c = static_cast<char>(hi * 16 + lo);
-    if (is_unreserved(c)) {
-      decoded.push_back(c);
-    } else {
-      static constexpr char digits[] = "0123456789ABCDEF";
-      decoded.push_back('%');
-      decoded.push_back(digits[hi]);
-      decoded.push_back(digits[lo]);
-    }
+    if (hi < 0 || lo < 0) return "a '%' in the path is not followed by two hex digits";
+    const auto byte = static_cast<unsigned char>(hi * 16 + lo);
+    // Workers disagree on these: some decode before they split or compare, some stop at NUL.
+    if (byte == '/' || byte == '\\' || byte == 0) return "an encoded '/', '\\' or NUL in the path";
+    if (is_unreserved(static_cast<char>(byte)))
+      decoded.push_back(static_cast<char>(byte));
+    else
+      escape(byte);
     i += 2;
   }
   // Then the segments: empty ones and "." vanish, ".." removes the one before (never the root);
@@ -228,6 +241,10 @@ bool normalise_path(std::string_view path, std::string& out) {
     last = slash == std::string_view::npos;
     const std::string_view seg = rest.substr(0, slash);
     if (!last) rest.remove_prefix(slash + 1);
+    // "..;x" is ".." to servers that strip path parameters and a name to those that do not.
+    const std::string_view bare = seg.substr(0, seg.find(';'));
+    if (bare.size() != seg.size() && (bare == "." || bare == ".."))
+      return "a dot segment with parameters in the path";
     if (seg == ".." && !kept.empty()) kept.pop_back();
     if (seg.empty() || seg == "." || seg == "..") {
       ends_in_slash = last;
@@ -239,7 +256,7 @@ bool normalise_path(std::string_view path, std::string& out) {
   out.clear();
   for (const auto seg : kept) out.append("/").append(seg);
   if (out.empty() || ends_in_slash) out.push_back('/');
-  return true;
+  return {};
 }
 
 refusal read_target(std::string_view method, std::string_view target, unsigned version,
@@ -263,8 +280,16 @@ refusal read_target(std::string_view method, std::string_view target, unsigned v
   if (connect) {
     // authority-form: host:port, nothing else (RFC 9112 §3.2.3).
     const auto colon = target.rfind(':');
-    if (target.empty() || target.front() == '/' || colon == std::string_view::npos ||
-        colon + 1 == target.size() || !valid_host(target) || target.find('@') != target.npos)
+    const auto bracket = target.rfind(']');
+    const std::string_view port =
+        colon == std::string_view::npos || (bracket != std::string_view::npos && colon < bracket)
+            ? std::string_view()
+            : target.substr(colon + 1);
+    unsigned number = 0;
+    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), number);
+    if (target.empty() || target.front() == '/' || port.empty() || ec != std::errc{} ||
+        end != port.data() + port.size() || number == 0 || number > 65535 || !valid_host(target) ||
+        target.find('@') != target.npos)
       return {400, "CONNECT needs an authority-form target host:port (RFC 9112 §3.2.3)"};
     out.form = target_form::authority;
     out.host = std::string(target);
@@ -298,8 +323,8 @@ refusal read_target(std::string_view method, std::string_view target, unsigned v
   const auto query = path_and_query.find('?');
   std::string_view path = path_and_query.substr(0, query);
   if (path.empty()) path = "/";
-  if (!normalise_path(path, out.path))
-    return {400, "a '%' in the path is not followed by two hex digits"};
+  if (const std::string_view problem = normalise_path(path, out.path); !problem.empty())
+    return {400, std::string(problem)};
   out.target = out.path;
   if (query != std::string_view::npos) out.target.append(path_and_query.substr(query));
   return {};
@@ -308,11 +333,15 @@ refusal read_target(std::string_view method, std::string_view target, unsigned v
 refusal admit_head(std::string_view method, std::string_view target, unsigned version,
                    std::span<const field_ref> fields, std::optional<bool> parser_chunked,
                    request_target& out) {
+  if (version != 10 && version != 11) return {505, "only HTTP/1.0 and HTTP/1.1 are spoken here"};
   bool chunked = false;
   if (auto r = check_transfer_encoding(fields, version, chunked)) return r;
   if (parser_chunked && *parser_chunked != chunked) return {400, "ambiguous Transfer-Encoding"};
-  if (auto r = check_expect(fields)) return r;
-  return read_target(method, target, version, fields, out);
+  if (auto r = check_expect(fields, out.wants_continue)) return r;
+  const bool wants_continue = out.wants_continue;
+  if (auto r = read_target(method, target, version, fields, out)) return r;
+  out.wants_continue = wants_continue;
+  return {};
 }
 
 trusted_proxies::trusted_proxies(std::string_view list) {
@@ -325,6 +354,14 @@ trusted_proxies::trusted_proxies(std::string_view list) {
     } else if (inet_pton(AF_INET6, address.c_str(), n.bytes.data()) == 1) {
       n.bits = 128;
       n.v6 = true;
+      static constexpr std::array<std::uint8_t, 12> mapped{0, 0, 0, 0, 0,    0,
+                                                           0, 0, 0, 0, 0xff, 0xff};
+      if (std::equal(mapped.begin(), mapped.end(), n.bytes.begin())) {
+        // ::ffff:a.b.c.d/N is the IPv4 net a.b.c.d/(N-96), as peers are matched (contains).
+        std::copy(n.bytes.begin() + 12, n.bytes.end(), n.bytes.begin());
+        n.bits = 32;
+        n.v6 = false;
+      }
     } else {
       throw error(status::bad_request,
                   "trusted-proxies: '" + std::string(entry) + "' is not an address or CIDR");
@@ -333,9 +370,17 @@ trusted_proxies::trusted_proxies(std::string_view list) {
       const std::string_view bits = entry.substr(slash + 1);
       unsigned b = 0;
       const auto [end, ec] = std::from_chars(bits.data(), bits.data() + bits.size(), b);
-      if (ec != std::errc{} || end != bits.data() + bits.size() || bits.empty() || b > n.bits)
+      const bool mapped = !n.v6 && address.find(':') != std::string::npos;
+      if (ec != std::errc{} || end != bits.data() + bits.size() || bits.empty() ||
+          b > (mapped ? 128u : n.bits))
         throw error(status::bad_request,
                     "trusted-proxies: bad prefix length in '" + std::string(entry) + "'");
+      if (mapped) {
+        if (b < 96)
+          throw error(status::bad_request, "trusted-proxies: '" + std::string(entry) +
+                                               "': an IPv4-mapped net needs a prefix of 96-128");
+        b -= 96;
+      }
       n.bits = b;
     }
     nets_.push_back(n);
@@ -377,8 +422,9 @@ bool trusted_proxies::contains(std::string_view address) const noexcept {
 
 bool front_door_field(std::string_view name) noexcept {
   if (http::hop_by_hop(name)) return true;
-  for (std::string_view own : {"host", "content-length", "x-request-id", "x-forwarded-for",
-                               "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-real-ip"})
+  for (std::string_view own :
+       {"host", "content-length", "x-request-id", "x-forwarded-for", "x-forwarded-proto",
+        "x-forwarded-host", "forwarded", "x-real-ip", "x-original-url", "x-rewrite-url"})
     if (iequals(name, own)) return true;
   return false;
 }
@@ -422,6 +468,8 @@ void encode_request(std::string_view method, const request_target& t,
       forwarded_host = f.value;
     else if (iequals(f.name, "x-real-ip") && real_ip.empty())
       real_ip = f.value;
+    else if (iequals(f.name, "x-original-url") || iequals(f.name, "x-rewrite-url"))
+      w.put(f.name, f.value);  // a path override only a trusted proxy may make
   }
   join(forwarded_for, o.peer);
   std::string element;

@@ -37,16 +37,17 @@ refusal check_transfer_encoding(std::span<const field_ref> fields, unsigned vers
 // HTTP/1.1 unless one says `close`, HTTP/1.0 only when one says `keep-alive` and none `close`.
 bool keep_alive(std::span<const field_ref> fields, unsigned version);
 
-// Expect: only `100-continue` (417 otherwise).
-refusal check_expect(std::span<const field_ref> fields);
+// Expect: only `100-continue` (417 otherwise); `wants_continue` when it was asked for.
+refusal check_expect(std::span<const field_ref> fields, bool& wants_continue);
 
 // True for uri-host [":" port] (RFC 9112 §3.2, RFC 3986 §3.2.2) without percent-escapes; "" too.
 bool valid_host(std::string_view host) noexcept;
 
 // The path with percent-encoded unreserved characters decoded, other escapes in upper-case hex,
-// dot-segments removed (RFC 3986 §5.2.4) and runs of '/' merged. False for a '%' not followed by
-// two hex digits. `path` starts with '/'.
-bool normalise_path(std::string_view path, std::string& out);
+// bytes that are not pchars escaped, dot-segments removed (RFC 3986 §5.2.4) and runs of '/'
+// merged. Returns "" or what is wrong: a '%' not followed by two hex digits, an encoded '/', '\'
+// or NUL, a raw '\', a dot segment with parameters ("..;x"). `path` starts with '/'.
+std::string_view normalise_path(std::string_view path, std::string& out);
 
 enum class target_form { origin, absolute, asterisk, authority };
 
@@ -57,6 +58,7 @@ struct request_target {
   bool has_host = false;
   std::string path;    // the normalised path routes match ("*" or the authority for CONNECT)
   std::string target;  // what the worker receives: path + query as sent, "*", or host:port
+  bool wants_continue = false;  // Expect: 100-continue (set by admit_head)
 };
 
 // Reads Host (exactly one in HTTP/1.1, at most one in 1.0, each valid) and the request-target

@@ -33,8 +33,10 @@ bool host_matches(const std::string& pattern, std::string_view host) {
 bool prefix_matches(const std::string& prefix, std::string_view path) {
   if (prefix.empty()) return true;
   if (path.substr(0, prefix.size()) != prefix) return false;
-  // "/api" matches "/api", "/api/x", not "/apix"; a prefix ending in '/' matches what follows.
-  return path.size() == prefix.size() || prefix.back() == '/' || path[prefix.size()] == '/';
+  // "/api" matches "/api", "/api/x", "/api;v=1" (path parameters, which some servers strip), not
+  // "/apix"; a prefix ending in '/' matches what follows.
+  return path.size() == prefix.size() || prefix.back() == '/' || path[prefix.size()] == '/' ||
+         path[prefix.size()] == ';';
 }
 
 // mmi.* and scale0.* are answered by the broker itself (docs/protocol.md), never by an HTTP worker:
@@ -56,7 +58,10 @@ std::string host_without_port(std::string_view host) {
     const auto end = host.find(']');
     return lower(end == std::string_view::npos ? host : host.substr(0, end + 1));
   }
-  return lower(host.substr(0, host.find(':')));
+  host = host.substr(0, host.find(':'));
+  // "example.com." is the fully qualified spelling of "example.com": one trailing dot goes.
+  if (host.size() > 1 && host.back() == '.') host.remove_suffix(1);
+  return lower(host);
 }
 
 route parse_route(std::string_view rule, std::size_t index) {
@@ -83,8 +88,8 @@ route parse_route(std::string_view rule, std::size_t index) {
       if (value.empty() || value.front() != '/')
         throw error(status::bad_request, where + "prefix must start with '/'");
       // Requests are routed by their normalised path: the prefix is put in the same form.
-      if (!normalise_path(value, r.prefix))
-        throw error(status::bad_request, where + "prefix has a '%' without two hex digits");
+      if (const std::string_view problem = normalise_path(value, r.prefix); !problem.empty())
+        throw error(status::bad_request, where + "prefix: " + std::string(problem));
       has_prefix = true;
     } else if (key == "connect") {
       if (value != "yes" && value != "no")
@@ -113,6 +118,9 @@ route parse_route(std::string_view rule, std::size_t index) {
   }
   if (!has_host && !has_prefix)
     throw error(status::bad_request, where + "give host= or prefix= (or both)");
+  if (r.connect && has_prefix)
+    throw error(status::bad_request,
+                where + "a connect=yes rule has no prefix (CONNECT has no path)");
   if (r.name.empty()) r.name = r.service.empty() ? "route" + std::to_string(index) : r.service;
   return r;
 }

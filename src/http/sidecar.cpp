@@ -101,6 +101,9 @@ beast::error_code exchange(app_connection& c, http_detail::beast_request& req,
   if (ec) return ec;
   for (int interim = 0; interim < 8; ++interim) {
     parser = std::make_unique<response_parser>();
+    // A chunk line or trailer section is bounded only by the buffer (the head and the chunk
+    // sizes by the parser's limits).
+    c.buffer.max_size(std::max(c.buffer.size(), o.max_response_header + 65536));
     parser->body_limit(o.max_response_body);
     parser->header_limit(static_cast<std::uint32_t>(o.max_response_header));
     if (head) parser->skip(true);
@@ -192,8 +195,10 @@ class forwarder {
               status::worker_lost,
               "the app at " + app_.authority() + " answered with unusable framing: " + problem);
         }
+        // A 101 or an answer to CONNECT may have turned the connection into a tunnel.
         const bool keep = !parser->need_eof() && parser->get().keep_alive() &&
-                          c->buffer.size() == 0 && parser->get().result_int() != 101;
+                          c->buffer.size() == 0 && parser->get().result_int() != 101 &&
+                          req.method() != bhttp::verb::connect;
         std::string wire = http_detail::encode_app_response(parser->get(), head);
         if (keep) give_back(std::move(c));
         return job_result::ok(wire);

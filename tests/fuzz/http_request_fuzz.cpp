@@ -1,10 +1,11 @@
 // libFuzzer target for the gateway's request path: arbitrary bytes as what a client sends. They go
 // through the parser the gateway uses (trailers kept out of the header section), the front door's
 // rules on the head (request_rules.hpp: framing, Expect, Host, target) and, when admitted and
-// complete, the request encoding. Invariants: a refusal is 400, 417 or 501; an admitted request's
-// encoding re-parses to exactly one request with the same method, the normalised target and the
-// same body, one Host (when the request had a host), one Content-Length, no Transfer-Encoding; and
-// the normal form is a fixed point (admitting the encoding again changes nothing).
+// complete, the request encoding. Invariants: a refusal is 400, 417, 501 or 505; an admitted
+// request's encoding re-parses to exactly one request with the same method, the normalised target
+// and the same body, one Host (when the request had a host), one Content-Length, no
+// Transfer-Encoding; and the normal form is a fixed point (admitting the encoding again changes
+// nothing).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -52,11 +53,10 @@ int feed(scale0::http_detail::message_parser<true>& p, std::string_view in, bool
   }
   const auto& req = p.get();
   const auto fields = fields_of(req);
-  const unsigned version = req.version() == 10 ? 10 : 11;
-  const gd::refusal r =
-      gd::admit_head(sv(req.method_string()), sv(req.target()), version, fields, p.chunked(), t);
+  const gd::refusal r = gd::admit_head(sv(req.method_string()), sv(req.target()), req.version(),
+                                       fields, p.chunked(), t);
   if (r) {
-    check(r.status == 400 || r.status == 417 || r.status == 501);
+    check(r.status == 400 || r.status == 417 || r.status == 501 || r.status == 505);
     check(!r.problem.empty());
     return 1;
   }

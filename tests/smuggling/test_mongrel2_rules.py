@@ -387,9 +387,9 @@ class Mongrel2RequestRules(unittest.TestCase):
         # Rule 14: the path is normalised, the query kept as sent.
         self.normalised(b"/x/%2E%2E/admin/./y?q=/../x&r=%61", "admin.internal", "/admin/y?q=/../x&r=%61")
 
-    def test_r14_encoded_slash_stays_encoded(self):
-        # Rule 14: `%2f` is not a separator: upper-cased, kept; not under /admin.
-        self.normalised(b"/%2fadmin", "app.test", "/%2Fadmin")
+    def test_r14_encoded_slash_refused(self):
+        # docs/http.md: an encoded slash is refused (workers disagree on it): 400, nothing forwarded.
+        self.refused(b"GET /%2fadmin HTTP/1.1|Host: app.test", why="encoded slash")
 
     def test_r14_mixed(self):
         # Rule 14: decoding plus merging plus upper-case hex of a reserved escape.

@@ -53,6 +53,15 @@ KNOWN_DIFFERENCES = {
                                   "the gateway refuses framing fields in a trailer (RFC 9110 §6.5.1) with 400"),
     "trailer_transfer_encoding": (2, "nginx drops a Transfer-Encoding trailer and serves the POST, then SMUG "
                                      "pipelined; the gateway refuses framing fields in a trailer with 400"),
+    "path_encoded_slash_kept": (2, "nginx passes an encoded slash on (and serves the request behind it); the gateway refuses it and closes (workers disagree on it)"),
+    "path_encoded_slash_first": (2, "nginx passes an encoded slash on; the gateway refuses it"),
+    "path_encoded_slash_dot_dot": (2, "nginx passes an encoded slash on; the gateway refuses it"),
+    "path_encoded_backslash": (2, "nginx passes an encoded backslash on; the gateway refuses it"),
+    "path_raw_backslash": (2, "nginx passes a raw backslash on; the gateway refuses it"),
+    "path_encoded_nul": (0, "nginx refuses an encoded NUL too (400)"),
+    "path_dot_dot_with_parameter": (2, "nginx passes `..;` on as a name; the gateway refuses it"),
+    "chunk_extension_unbounded": (0, "nginx refuses the over-long chunk line too"),
+    "trailer_unbounded": (0, "nginx refuses the over-long trailer too"),
     # line ends and bytes of the head
     "bare_lf_line_ends": (2, "nginx accepts bare LF line ends (RFC 9112 §2.2 allows it); rule 8 refuses them"),
     "bare_lf_one_field": (2, "nginx accepts a bare LF line end; rule 8 refuses it"),

@@ -276,13 +276,14 @@ class SidecarResponsePath(_Base):
         # RFC 9110 §6.5.1: framing fields are not allowed in trailers, and a sender must not send
         # them there. docs/http.md: a trailer carrying Content-Length or Transfer-Encoding makes
         # the response malformed (502), never a re-framed one. (Beast's parser refuses it.)
-        self.bad(self._trailer(b"Content-Length: 9999\r\n"), "trailer Content-Length",
-                 reuse_check=False)
+        r = self.fetch(self._trailer(b"Content-Length: 9999\r\n"))
+        self.assertServed(r, 502, absent=["Content-Length: 9999"])
+        self.assertNotEqual(r.get("Content-Length"), "9999")
 
     def test_r1_trailer_transfer_encoding(self):
         # As above: a Transfer-Encoding trailer must not re-frame the client's response: 502.
-        self.bad(self._trailer(b"Transfer-Encoding: chunked\r\n"), "trailer Transfer-Encoding",
-                 reuse_check=False)
+        r = self.fetch(self._trailer(b"Transfer-Encoding: chunked\r\n"))
+        self.assertServed(r, 502, absent=["Transfer-Encoding"])
 
     def test_r1_trailer_location(self):
         # R1: a redirect smuggled in a trailer is lost.

@@ -41,12 +41,25 @@ TEST(RequestRules, TransferEncodingIsChunkedAloneOrRefused) {
   EXPECT_EQ(te_status({{"Transfer-Encoding", "chunked"}}, 10), 400u);
 }
 
+unsigned expect_status(const fields& f, bool* wants = nullptr) {
+  bool w = false;
+  const refusal r = check_expect(f, w);
+  if (wants != nullptr) *wants = w;
+  return r.status;
+}
+
 TEST(RequestRules, ExpectOnlyHundredContinue) {
-  EXPECT_FALSE(check_expect(fields{{"Expect", "100-continue"}}));
-  EXPECT_FALSE(check_expect(fields{{"Expect", "100-Continue"}}));
-  EXPECT_EQ(check_expect(fields{{"Expect", "200-ok"}}).status, 417u);
-  EXPECT_EQ(check_expect(fields{{"Expect", ""}}).status, 417u);
-  EXPECT_EQ(check_expect(fields{{"Expect", "100-continue, x"}}).status, 417u);
+  bool wants = false;
+  EXPECT_EQ(expect_status({{"Expect", "100-continue"}}, &wants), 0u);
+  EXPECT_TRUE(wants);
+  EXPECT_EQ(expect_status({{"Expect", "100-Continue"}}), 0u);
+  EXPECT_EQ(expect_status({{"Expect", "100-continue, 100-continue"}}, &wants), 0u);
+  EXPECT_TRUE(wants) << "a list of 100-continue still asks for it";
+  EXPECT_EQ(expect_status({{"Host", "h"}}, &wants), 0u);
+  EXPECT_FALSE(wants);
+  EXPECT_EQ(expect_status({{"Expect", "200-ok"}}), 417u);
+  EXPECT_EQ(expect_status({{"Expect", ""}}), 417u);
+  EXPECT_EQ(expect_status({{"Expect", "100-continue, x"}}), 417u);
 }
 
 TEST(RequestRules, EveryConnectionFieldDecidesKeepAlive) {
@@ -70,7 +83,7 @@ TEST(RequestRules, HostSyntax) {
 
 std::string norm(std::string_view p) {
   std::string out;
-  if (!normalise_path(p, out)) return "<bad>";
+  if (!normalise_path(p, out).empty()) return "<bad>";
   return out;
 }
 
@@ -91,16 +104,24 @@ TEST(RequestRules, PathNormalForm) {
   EXPECT_EQ(norm("/a/b/."), "/a/b/");
   EXPECT_EQ(norm("/a/.."), "/");
   EXPECT_EQ(norm("/.."), "/");
-  EXPECT_EQ(norm("/a/%2f/b"), "/a/%2F/b") << "an encoded slash is data, not a separator";
-  EXPECT_EQ(norm("/a%2Fb"), "/a%2Fb");
+  EXPECT_EQ(norm("/a/%2f/b"), "<bad>") << "workers disagree on an encoded slash";
+  EXPECT_EQ(norm("/a%5Cb"), "<bad>") << "... and an encoded backslash";
+  EXPECT_EQ(norm("/admin%00"), "<bad>") << "... and NUL";
   EXPECT_EQ(norm("/%c3%a9"), "/%C3%A9");
+  EXPECT_EQ(norm("/caf\xc3\xa9"), "/caf%C3%A9") << "raw and escaped UTF-8 meet";
+  EXPECT_EQ(norm("/public/..\\admin"), "<bad>") << "a raw backslash is refused too";
+  EXPECT_EQ(norm("/a{b}|c^`\"<>"), "/a%7Bb%7D%7Cc%5E%60%22%3C%3E");
+  EXPECT_EQ(norm("/a:b@c;d=e!$&'()*+,"), "/a:b@c;d=e!$&'()*+,") << "pchars stay";
+  EXPECT_EQ(norm("/public/..;/admin"), "<bad>") << "a dot segment with parameters";
+  EXPECT_EQ(norm("/.;x/admin"), "<bad>");
+  EXPECT_EQ(norm("/admin;x"), "/admin;x");
   EXPECT_EQ(norm("/a/...b/..."), "/a/...b/...") << "only exact dot segments";
   EXPECT_EQ(norm("/%"), "<bad>");
   EXPECT_EQ(norm("/%4"), "<bad>");
   EXPECT_EQ(norm("/%zz"), "<bad>");
   EXPECT_EQ(norm("/%%41"), "<bad>");
   // Idempotent: the normal form of a normal form is itself.
-  for (const char* p : {"/./a//b/../c/", "/%61/%2f/%7e", "/..", "/a/b/..", "//"})
+  for (const char* p : {"/./a//b/../c/", "/%61/%2c/%7e", "/..", "/a/b/..", "//", "/\xc3\xa9\"x"})
     EXPECT_EQ(norm(norm(p)), norm(p)) << p;
 }
 
@@ -164,6 +185,10 @@ TEST(RequestRules, AsteriskAndAuthorityForms) {
   EXPECT_EQ(target_status("CONNECT", "/x", {{"Host", "h"}}), 400u);
   EXPECT_EQ(target_status("CONNECT", "app.local", {{"Host", "h"}}), 400u);
   EXPECT_EQ(target_status("CONNECT", "u@app.local:1", {{"Host", "h"}}), 400u);
+  EXPECT_EQ(target_status("CONNECT", "[::1]", {{"Host", "h"}}), 400u) << "no port";
+  EXPECT_EQ(target_status("CONNECT", "a:99999", {{"Host", "h"}}), 400u);
+  EXPECT_EQ(target_status("CONNECT", "a:0", {{"Host", "h"}}), 400u);
+  EXPECT_EQ(target_status("CONNECT", "[::1]:443", {{"Host", "h"}}), 0u);
 }
 
 TEST(RequestRules, OriginFormKeepsTheQueryAsSent) {
@@ -190,6 +215,11 @@ TEST(RequestRules, TrustedProxies) {
   EXPECT_THROW(trusted_proxies("10.0.0.0/33"), error);
   EXPECT_THROW(trusted_proxies("example.com"), error);
   EXPECT_THROW(trusted_proxies("10.0.0.0/"), error);
+  const trusted_proxies mapped("::ffff:10.0.0.0/104");
+  EXPECT_TRUE(mapped.contains("10.1.2.3")) << "an IPv4-mapped net is the IPv4 net";
+  EXPECT_TRUE(mapped.contains("::ffff:10.1.2.3"));
+  EXPECT_FALSE(mapped.contains("11.1.2.3"));
+  EXPECT_THROW(trusted_proxies("::ffff:10.0.0.0/64"), error);
 }
 
 http::request encoded(const fields& f, const encode_options& o, std::string_view target = "/p?q") {
@@ -263,6 +293,26 @@ TEST(RequestRules, ConnectionCannotStripHostOrTheFrontDoorsFields) {
   EXPECT_FALSE(r.header("X-Secret")) << "the second Connection field counts too";
   EXPECT_FALSE(r.header("Connection"));
   EXPECT_EQ(r.header("X-Other"), "o");
+}
+
+TEST(RequestRules, OnlyHttp10And11) {
+  request_target t;
+  EXPECT_EQ(admit_head("GET", "/", 9, fields{{"Host", "h"}}, false, t).status, 505u);
+  EXPECT_EQ(admit_head("GET", "/", 12, fields{{"Host", "h"}}, false, t).status, 505u);
+  EXPECT_EQ(admit_head("GET", "/", 20, fields{{"Host", "h"}}, false, t).status, 505u);
+  EXPECT_FALSE(admit_head("GET", "/", 11, fields{{"Host", "h"}}, false, t));
+  EXPECT_FALSE(admit_head("GET", "/", 10, fields{}, false, t));
+}
+
+TEST(RequestRules, PathOverridesOnlyFromTrustedProxies) {
+  encode_options o;
+  o.peer = "192.0.2.1";
+  auto r = encoded({{"Host", "h"}, {"X-Original-URL", "/admin"}, {"X-Rewrite-URL", "/admin"}}, o);
+  EXPECT_FALSE(r.header("X-Original-URL"));
+  EXPECT_FALSE(r.header("X-Rewrite-URL"));
+  o.trusted = true;
+  r = encoded({{"Host", "h"}, {"X-Original-URL", "/admin"}}, o);
+  EXPECT_EQ(r.header("X-Original-URL"), "/admin");
 }
 
 TEST(RequestRules, AbsoluteFormEncodesTheAuthorityAsHost) {

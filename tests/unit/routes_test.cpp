@@ -61,6 +61,23 @@ TEST(Routes, ParseErrorsSayWhatIsWrong) {
         << t;
   EXPECT_NE(parse_error("host=a,name=").find("empty name"), std::string::npos);
   EXPECT_NE(parse_error("host=a,colour=red").find("unknown key 'colour'"), std::string::npos);
+  EXPECT_NE(parse_error("host=a,prefix=/x,connect=yes").find("no prefix"), std::string::npos);
+  EXPECT_NE(parse_error("host=a,connect=maybe").find("yes or no"), std::string::npos);
+  EXPECT_NE(parse_error("prefix=/a%2fb").find("encoded"), std::string::npos);
+}
+
+TEST(Routes, PrefixesAreNormalisedLikePaths) {
+  const router r = make_router({"prefix=//admin/./,service=admin", "prefix=/%61pi,service=api"});
+  EXPECT_EQ(r.routes()[0].prefix, "/admin/");
+  EXPECT_EQ(r.routes()[1].prefix, "/api");
+  EXPECT_EQ(r.choose("h", "/api/x").service, "api");
+}
+
+TEST(Routes, ConnectRulesTakeOnlyConnect) {
+  const router r = make_router({"host=tunnel,connect=yes,service=t", "host=tunnel,service=web"});
+  EXPECT_EQ(r.choose("tunnel:443", "tunnel:443", true).service, "t");
+  EXPECT_EQ(r.choose("tunnel", "/", false).service, "web");
+  EXPECT_TRUE(r.choose("other:443", "other:443", true).connect_refused);
 }
 
 TEST(Routes, ReservedServiceNamesAreRefused) {
@@ -95,6 +112,7 @@ TEST(Routes, PrefixStopsAtASegmentBoundary) {
   EXPECT_EQ(r.choose("h", "/static/a.css").service, "files");
   EXPECT_EQ(r.choose("h", "/staticx").service, "h");
   EXPECT_EQ(r.choose("h", "/x?/api").service, "h") << "the query is not the path";
+  EXPECT_EQ(r.choose("h", "/api;jsessionid=1").service, "api") << "path parameters";
 }
 
 TEST(Routes, WildcardHosts) {
@@ -136,6 +154,7 @@ TEST(Routes, HostWithoutPort) {
   EXPECT_EQ(host_without_port("[2001:DB8::1]"), "[2001:db8::1]");
   EXPECT_EQ(host_without_port("127.0.0.1:5"), "127.0.0.1");
   EXPECT_EQ(host_without_port(""), "");
+  EXPECT_EQ(host_without_port("Example.com.:80"), "example.com") << "one trailing dot";
   const router r = make_router({"host=[::1],service=local6"});
   EXPECT_EQ(r.choose("[::1]:8080", "/").service, "local6");
 }
