@@ -39,6 +39,10 @@ struct gateway_options {
   // Protected mode: a listen or metrics address other than loopback is refused (the gateway
   // speaks plain HTTP) unless this is set.
   bool insecure = false;
+  // HTTPS (TLS 1.2/1.3, ALPN http/1.1): the certificate chain and its private key, PEM files,
+  // read again by reload(). Both empty: plain HTTP.
+  std::string tls_cert;
+  std::string tls_key;
   security::curve_client curve{};  // CURVE to the broker (docs/security.md)
   // Notable events in words (accept failures, messages from the broker that make no sense).
   // Called on the gateway's thread.
@@ -46,9 +50,9 @@ struct gateway_options {
   // Called on the gateway's thread after reload(): the options to run with from now on, or
   // nullopt to keep the running ones. What can change without a restart is applied (routes,
   // default_service, timeouts, max_connections, max_inflight, max_body, max_header, retry_after,
-  // drain_timeout, trusted_proxies, underscores_in_headers) to requests read from then on; listen,
-  // broker and metrics_listen stay. An invalid set is reported through on_event and the running
-  // options kept.
+  // drain_timeout, trusted_proxies, underscores_in_headers, the TLS files) to requests read from
+  // then on; listen, broker and metrics_listen stay. An invalid set is reported through on_event
+  // and the running options kept.
   std::function<std::optional<gateway_options>()> on_reload;
 };
 

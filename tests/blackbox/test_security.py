@@ -3,8 +3,8 @@ permissions, `scale0 keygen`, the handshake timeout, SIGHUP key reload, refusal 
 protected mode, Majordomo 0.1 peers with CURVE options, and TLS at the HTTP gateway.
 
 Written from the text of issue 11, docs/protocol.md and docs/http.md only. Every broker, gateway and
-worker listens on 127.0.0.1, except the protected-mode checks, which kill at once any process that
-manages to bind 0.0.0.0. Key pairs are made by libzmq (pyzmq's curve_keypair) and written as
+worker listens on 127.0.0.1, except in the protected-mode checks, which run the process in a
+network namespace of its own (loopback only) and kill it as soon as it says it is ready. Key pairs are made by libzmq (pyzmq's curve_keypair) and written as
 CZMQ's zcert_save would (security_peers.write_zcert). Every wait is bounded.
 
 Interface used (issue 11): `scale0 keygen NAME`; broker `--curve-cert FILE --worker-keys FILE
@@ -180,10 +180,24 @@ class SecurityTestCase(Scale0TestCase):
         time.sleep(0.3)
 
 
+UNSHARE = shutil.which("unshare")
+IP = shutil.which("ip")
+
+
+def private_net(args):
+    """args run in a network namespace of their own (loopback only, up): a server there may bind
+    0.0.0.0 without listening on any address of this machine. Needs root."""
+    if os.geteuid() != 0 or not UNSHARE or not IP:
+        raise unittest.SkipTest("binding 0.0.0.0 is tested in a private network namespace: needs "
+                                "root, unshare and ip")
+    return [UNSHARE, "--net", "--", "sh", "-c", '"$0" link set lo up && exec "$@"', IP] + list(args)
+
+
 def launch_until_ready_or_exit(args, timeout=10.0):
-    """Runs args; returns (outcome, rc, stdout, stderr) with outcome "ready" (a `ready ...` line
-    was printed: the process is killed at once), "exit" or "timeout" (killed)."""
-    p = Proc(args, capture_stdout=True)
+    """Runs args in a private network namespace (private_net); returns (outcome, rc, stdout,
+    stderr) with outcome "ready" (a `ready ...` line was printed: the process is killed at once),
+    "exit" or "timeout" (killed)."""
+    p = Proc(private_net(args), capture_stdout=True)
     try:
         fd = p.p.stdout.fileno()
         buf = b""
@@ -724,6 +738,17 @@ class ProtectedModeTest(SecurityTestCase):
         self.assertEqual(outcome, "ready", "a gateway with --insecure may listen on 0.0.0.0 (stderr %r)"
                          % err[-1000:])
 
+    @unittest.skipUnless(OPENSSL, "openssl is not installed (needed to make the test certificate)")
+    def test_gateway_with_tls_may_listen_on_any_address(self):
+        cert, key = make_tls_cert(self.tmp)
+        g = [BIN, "gateway", "--listen", "0.0.0.0:%d" % free_port(), "--broker",
+             "tcp://127.0.0.1:%d" % free_port(), "--metrics-listen", "127.0.0.1:0"]
+        outcome, rc, out, err = launch_until_ready_or_exit(g + ["--tls-cert", cert, "--tls-key", key])
+        self.assertEqual(outcome, "ready", "TLS lets a gateway listen on 0.0.0.0 (stderr %r)" % err[-1000:])
+        outcome, rc, out, err = launch_until_ready_or_exit(g + ["--tls-cert", cert])
+        self.assertEqual(outcome, "exit", "--tls-cert without --tls-key must refuse to start")
+        self.assertIn("--tls-key", err)
+
 
 # =============================================================================================
 # 12. HTTPS at the gateway
@@ -798,6 +823,86 @@ class GatewayTlsTest(SecurityTestCase):
         for r in w.http_requests:
             self.assertEqual(r.get_all("X-Forwarded-Proto"), ["https"], r.headers)
 
+    def served_cert(self, g):
+        """The DER certificate the gateway presents now (not verified: it may be any)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with socket.create_connection((g.host, g.port), timeout=5) as raw:
+            with ctx.wrap_socket(raw) as tls:
+                return tls.getpeercert(binary_form=True)
+
+    def test_sighup_reads_the_certificate_again(self):
+        b = self.start_broker(heartbeat_interval=INTERVAL)
+        w = self.http_worker(b, ["tls.web"])
+        first_dir = tempfile.mkdtemp(prefix="scale0-tls-a-", dir=self.tmp)
+        second_dir = tempfile.mkdtemp(prefix="scale0-tls-b-", dir=self.tmp)
+        first = make_tls_cert(first_dir)
+        second = make_tls_cert(second_dir)
+        cert, key = os.path.join(self.tmp, "live-cert.pem"), os.path.join(self.tmp, "live-key.pem")
+        shutil.copy(first[0], cert)
+        shutil.copy(first[1], key)
+        g = self.start_gateway(b, ["host=127.0.0.1,service=tls.web"], extra=["--tls-cert", cert, "--tls-key", key])
+        der = lambda path: ssl.PEM_cert_to_DER_cert(read(path))
+        self.assertEqual(self.served_cert(g), der(first[0]))
+        shutil.copy(second[0], cert)
+        shutil.copy(second[1], key)
+        g.proc.signal(signal.SIGHUP)
+        deadline = now() + 5.0
+        while now() < deadline and self.served_cert(g) != der(second[0]):
+            time.sleep(0.05)
+        self.assertEqual(self.served_cert(g), der(second[0]), "SIGHUP: the renewed certificate is served")
+        # A broken pair on the next SIGHUP keeps the running certificate (and the gateway).
+        with open(key, "w") as f:
+            f.write("not a key\n")
+        g.proc.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        self.assertEqual(self.served_cert(g), der(second[0]))
+        status, body = self.https_get_with(g, "/still", second[0])
+        self.assertEqual(status, 200, body[:300])
+
+    def https_get_with(self, g, path, cafile):
+        ctx = ssl.create_default_context(cafile=cafile)
+        conn = http.client.HTTPSConnection(g.host, g.port, context=ctx, timeout=10)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def test_alpn_without_http11_is_refused_and_plain_http_is_not_answered(self):
+        b, w, g = self.tls_gateway()
+        req = b"GET /alpn HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        p = subprocess.run([OPENSSL, "s_client", "-connect", g.listen, "-CAfile", self.tls_cert,
+                            "-alpn", "h2,http/1.1", "-ign_eof"],
+                           input=req, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+        out = p.stdout.decode("utf-8", "replace")
+        self.assertIn("ALPN protocol: http/1.1", out, "h2 offered first, http/1.1 chosen: %s" % out[-2000:])
+        self.assertRegex(out, r"HTTP/1\.1 200")
+        p = subprocess.run([OPENSSL, "s_client", "-connect", g.listen, "-CAfile", self.tls_cert,
+                            "-alpn", "h2"],
+                           input=req, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10)
+        both = (p.stdout + p.stderr).decode("utf-8", "replace")
+        self.assertNotIn("HTTP/1.1 200", both, "a client offering only h2 is not answered in HTTP/1.1")
+        self.assertRegex(both, r"no application protocol|alert number 120",
+                         "refused with no_application_protocol: %s" % both[-2000:])
+        # Plain HTTP on the TLS port: no HTTP answer, the connection is closed, nothing breaks.
+        with socket.create_connection((g.host, g.port), timeout=5) as s:
+            s.sendall(req)
+            got = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                got += chunk
+        self.assertNotIn(b"HTTP/1.1", got)
+        status, body = self.https_get(g, "/after")
+        self.assertEqual(status, 200, body[:300])
+        m = metrics_text(g.metrics)
+        self.assertRegex(m, r'scale0_gateway_tls_handshakes_total\{result="failed"\} [2-9]')
+        self.assertRegex(m, r'scale0_gateway_tls_handshakes_total\{result="ok"\} [2-9]')
+
     def test_unfinished_tls_handshake_closed_after_header_timeout(self):
         b, w, g = self.tls_gateway()
         stuck = StuckTlsClient(g.host, g.port)
@@ -813,6 +918,7 @@ class GatewayTlsTest(SecurityTestCase):
         self.assertGreaterEqual(elapsed, 0.5, "closed before the header timeout (%.2fs)" % elapsed)
         status, body = self.https_get(g, "/after")
         self.assertEqual(status, 200, body[:300])
+        self.assertRegex(metrics_text(g.metrics), r'scale0_gateway_tls_handshakes_total\{result="timeout"\} [1-9]')
 
 
 if __name__ == "__main__":
