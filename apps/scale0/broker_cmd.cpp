@@ -300,6 +300,9 @@ void add_broker_command(CLI::App& root, int& exit_code) {
                               "Workers allowed: lines '<public-key> <service-glob>,...'"));
   g.push_back(sub->add_option("--client-keys", f.client_keys,
                               "Clients allowed (same format), or 'any' (encrypted, any key)"));
+  g.push_back(sub->add_option("--admin-keys", f.admin_keys,
+                              "Keys that may ask scale0.status, one per line (default: every "
+                              "listed client key)"));
   g.push_back(sub->add_option("--handshake-timeout", f.handshake_timeout,
                               "A connection's ZeroMQ (and CURVE) handshake must finish within (ms)")
                   ->capture_default_str());

@@ -112,6 +112,7 @@ const std::vector<field>& fields() {
       {"curve-cert", &broker_settings::curve_cert, 0, 0, {}},
       {"worker-keys", &broker_settings::worker_keys, 0, 0, {}},
       {"client-keys", &broker_settings::client_keys, 0, 0, {}},
+      {"admin-keys", &broker_settings::admin_keys, 0, 0, {}},
       {"handshake-timeout", &broker_settings::handshake_timeout, 100, 3600000, {}},
       {"insecure", &broker_settings::insecure, 0, 0, {}},
       {"log-level", &broker_settings::log_level, 0, 0,
@@ -235,6 +236,7 @@ broker_options broker_settings::to_options() const {
     o.any_client_key = true;
   else if (!client_keys.empty())
     o.client_keys = security::load_key_list(client_keys);
+  if (!admin_keys.empty()) o.admin_keys = security::load_key_names(admin_keys);
   return o;
 }
 

@@ -40,6 +40,7 @@ struct broker_settings {
   std::string curve_cert;                 // the broker's secret certificate: CURVE on
   std::string worker_keys;                // key list file
   std::string client_keys;                // key list file, or "any"
+  std::string admin_keys;                 // file of keys that may ask scale0.status
   std::int64_t handshake_timeout = 5000;  // ms
   bool insecure = false;                  // allow non-loopback endpoints without CURVE
   std::string log_level = "info";

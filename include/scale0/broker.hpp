@@ -59,6 +59,9 @@ struct broker_options {
   std::vector<security::key_grant> worker_keys;  // keys and the services each may serve
   std::vector<security::key_grant> client_keys;  // keys and the services each may call
   bool any_client_key = false;                   // accept any client key (encrypted only)
+  // Keys that may ask scale0.status on the frontend (they need not be client keys). Unset: every
+  // listed client key may; an `any` key never may.
+  std::optional<std::vector<std::string>> admin_keys;
   // A connection must finish its ZeroMQ handshake (CURVE's included) within this: silent TCP
   // connections to the ports are closed, not held.
   std::chrono::milliseconds handshake_timeout{5000};

@@ -62,6 +62,10 @@ struct key_grant {
 std::vector<key_grant> load_key_list(const std::string& path);
 std::vector<key_grant> parse_key_list(std::string_view text, const std::string& where);
 
+// Reads a list of keys alone (--admin-keys): one `<public-key>` per line, comments as above.
+std::vector<std::string> load_key_names(const std::string& path);
+std::vector<std::string> parse_key_names(std::string_view text, const std::string& where);
+
 // The CURVE settings of a peer from the command line: the broker's key (Z85 or a certificate file)
 // and, optionally, the peer's own secret certificate. Throws scale0::error (400).
 curve_client curve_client_from(std::string_view server_key_or_path, const std::string& cert_path);

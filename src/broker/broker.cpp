@@ -22,8 +22,10 @@ void broker_options::validate() const {
          "proxy) or pass --insecure");
   if (handshake_timeout.count() <= 0) fail("handshake-timeout must be positive");
   if (curve_secret_key.empty()) {
-    if (!worker_keys.empty() || !client_keys.empty() || any_client_key)
-      fail("worker and client keys need CURVE: give the broker's certificate (--curve-cert)");
+    if (!worker_keys.empty() || !client_keys.empty() || any_client_key || admin_keys)
+      fail(
+          "worker, client and admin keys need CURVE: give the broker's certificate "
+          "(--curve-cert)");
   } else {
     if (!security::valid_z85_key(curve_secret_key))
       fail("the broker's CURVE secret key is not a 40-character Z85 key");

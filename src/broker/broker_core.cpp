@@ -227,6 +227,17 @@ void broker_core::on_management(const client_ref& c, frames& msg, std::size_t fi
   } else if (c.service.substr(0, 4) == "mmi.") {
     body = "501";
   } else if (c.service == "scale0.status") {
+    if (who_ != nullptr && !who_->status) {
+      note_refusal(c.socket == 0 ? "frontend" : "backend", "status_not_allowed");
+      out_.event({event_kind::refused,
+                  {},
+                  {},
+                  c.service,
+                  status::forbidden,
+                  "a key that is not an admin key asked scale0.status"});
+      return send_error(c, status::forbidden,
+                        "scale0.status needs an admin key (--admin-keys) or a listed client key");
+    }
     body = status_json(now);
   } else {
     if (!c.mdp) return send_error(c, status::not_implemented, "unknown management service");

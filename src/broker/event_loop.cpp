@@ -165,6 +165,13 @@ void event_loop::load_grants(const broker_options& o) {
     g.serve = true;
     g.globs.insert(g.globs.end(), k.globs.begin(), k.globs.end());
   }
+  for (auto& [key, g] : grants_[0]) g.status = !o.admin_keys;
+  if (o.admin_keys)
+    for (const auto& k : *o.admin_keys) {  // on the frontend, even if not a client key
+      access_grant& g = grants_[0][k];
+      g.key = k;
+      g.status = true;
+    }
   any_client_ = access_grant{};
   any_client_.call = true;
   any_client_.any = true;
@@ -231,10 +238,10 @@ const access_grant* event_loop::grant_of(std::uint8_t socket) {
   const char* user = zmq_msg_gets(inbox_[1].handle(), "User-Id");
   if (user == nullptr) return &nothing_;
   if (socket == 0 && options_.any_client_key) {
-    const auto it = grants_[0].find(std::string(user));
+    const auto it = grants_[0].find(std::string_view(user));
     return it != grants_[0].end() ? &it->second : &any_client_;
   }
-  const auto it = grants_[socket].find(std::string(user));
+  const auto it = grants_[socket].find(std::string_view(user));
   return it != grants_[socket].end() ? &it->second : &nothing_;
 }
 
@@ -253,6 +260,7 @@ void event_loop::handle_requests(clock::time_point now) {
         options_.client_keys = next->client_keys;
         options_.worker_keys = next->worker_keys;
         options_.any_client_key = next->any_client_key;
+        options_.admin_keys = next->admin_keys;
         load_grants(options_);
         core_->revoke_workers(
             [this](const std::string& key) -> const access_grant* {

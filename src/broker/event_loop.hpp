@@ -64,7 +64,7 @@ class event_loop final : public outbox {
   // CURVE: the ZAP handler's socket (bound before any endpoint), and the grants by public key of
   // the frontend (client keys) and the backend (worker keys).
   zmq::socket_t zap_;
-  std::unordered_map<std::string, access_grant> grants_[2];
+  grant_table grants_[2];
   access_grant any_client_;
   access_grant nothing_;  // a message without a known key: every check fails
   std::string control_endpoint_;

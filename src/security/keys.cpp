@@ -167,8 +167,10 @@ std::string public_key_from(std::string_view key_or_path) {
   fail("'" + path.substr(0, 60) + "' is neither a 40-character Z85 key nor a certificate file");
 }
 
-std::vector<key_grant> parse_key_list(std::string_view text, const std::string& where) {
-  std::vector<key_grant> out;
+namespace {
+// Calls line(text, "FILE:N: ") for every line that is not blank or a comment.
+template <class Line>
+void for_each_key_line(std::string_view text, const std::string& where, Line line_fn) {
   int number = 0;
   while (!text.empty()) {
     const auto nl = text.find('\n');
@@ -178,9 +180,31 @@ std::vector<key_grant> parse_key_list(std::string_view text, const std::string& 
     // '#' is a Z85 character, but never the first of a key: a 5-character group encodes at most
     // 2^32 - 1, so its first character has index 82 or less, and '#' is index 84.
     if (line.empty() || line.front() == '#') continue;
+    line_fn(line, where + ":" + std::to_string(number) + ": ");
+  }
+}
+}  // namespace
+
+std::vector<std::string> parse_key_names(std::string_view text, const std::string& where) {
+  std::vector<std::string> out;
+  for_each_key_line(text, where, [&out](std::string_view line, const std::string& at) {
+    const auto space = line.find_first_of(" \t");
+    if (!valid_z85_key(line.substr(0, space))) fail(at + "expected a 40-character Z85 public key");
+    if (space != std::string_view::npos) fail(at + "one key per line, nothing after it");
+    out.emplace_back(line);
+  });
+  return out;
+}
+
+std::vector<std::string> load_key_names(const std::string& path) {
+  return parse_key_names(read_file(path), path);
+}
+
+std::vector<key_grant> parse_key_list(std::string_view text, const std::string& where) {
+  std::vector<key_grant> out;
+  for_each_key_line(text, where, [&out](std::string_view line, const std::string& at) {
     const auto space = line.find_first_of(" \t");
     const std::string_view key = line.substr(0, space);
-    const std::string at = where + ":" + std::to_string(number) + ": ";
     if (!valid_z85_key(key)) fail(at + "expected a 40-character Z85 public key first");
     if (space == std::string_view::npos) fail(at + "no service globs after the key");
     key_grant g{std::string(key), {}};
@@ -195,7 +219,7 @@ std::vector<key_grant> parse_key_list(std::string_view text, const std::string& 
     }
     if (g.globs.empty()) fail(at + "no service globs after the key");
     out.push_back(std::move(g));
-  }
+  });
   return out;
 }
 

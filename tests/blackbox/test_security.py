@@ -505,6 +505,47 @@ class CurveBrokerTest(SecurityTestCase):
         # and the backend still wants listed worker keys
         self.assertHandshake(fresh, b.backend, False, "an unlisted worker key with --client-keys any")
 
+    # --- scale0.status: listed client keys, or only --admin-keys -------------------------------------
+    def test_status_answers_listed_clients_not_any_keys(self):
+        wc = self.cert("worker")
+        b = self.curve_broker([(wc, ["*"])], "any")
+        self.curve_worker(b, wc, ["open.svc"])
+        c = self.curve_client(b, new_keypair())
+        r = c.request("scale0.status", [], timeout_ms=5000)
+        self.assertEqual(r.status, 403, "with --client-keys any a fresh key is encrypted, not "
+                         "authenticated: no status for it: %r" % (r,))
+        r = c.request("mmi.service", [b"open.svc"], timeout_ms=5000)
+        self.assertEqual((r.status, r.body), (200, [b"200"]), r)
+        cc = self.cert("client")
+        b2 = self.curve_broker([(wc, ["*"])], [(cc, ["echo.*"])])
+        r = self.curve_client(b2, cc).request("scale0.status", [], timeout_ms=5000)
+        self.assertEqual(r.status, 200, "without --admin-keys a listed client key may ask: %r" % (r,))
+        self.assertIn("services", json.loads(r.body[0]))
+
+    def test_admin_keys_limit_status_and_grant_nothing_else(self):
+        wc, cc, ac = self.cert("worker"), self.cert("client"), self.cert("admin")
+        admin_file = os.path.join(self.tmp, "admin_keys")
+        with open(admin_file, "w") as f:
+            f.write("# operators\n%s\n" % ac.public_text)
+        b = self.curve_broker([(wc, ["*"])], [(cc, ["*"])], extra=["--admin-keys", admin_file])
+        w = self.curve_worker(b, wc, ["echo.a"])
+        r = self.curve_client(b, cc).request("scale0.status", [], timeout_ms=5000)
+        self.assertEqual(r.status, 403, "a client key that is not an admin key: %r" % (r,))
+        admin = self.curve_client(b, ac)  # listed only as an admin key: admitted on the frontend
+        r = admin.request("scale0.status", [], timeout_ms=5000)
+        self.assertEqual(r.status, 200, r)
+        self.assertIn("echo.a", r.body[0].decode())
+        r = admin.request("echo.a", [b"x"], timeout_ms=5000)
+        self.assertEqual(r.status, 403, "an admin key may not call services: %r" % (r,))
+        self.assertEqual(w.jobs, [])
+        out = run_cli(["status", "--broker", b.frontend, "--json", "--curve-server-key", self.broker_cert.path,
+                       "--curve-cert", ac.secret_path], timeout=10)
+        self.assertEqual(out.returncode, 0, out.stderr[-1000:])
+        self.assertIn("echo.a", out.stdout.decode())
+        samples = metrics_samples(metrics_text(b.metrics))
+        self.assertTrue(any(n == "scale0_refused_total" and l.get("reason") == "status_not_allowed" and v >= 1
+                            for n, l, v in samples), "the refusal is counted")
+
     def test_curve_without_client_keys_refuses_to_start(self):
         self.broker_cert = self.cert("broker")
         wk = self.key_file("wk", [(self.cert("worker"), ["*"])])

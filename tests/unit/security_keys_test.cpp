@@ -134,6 +134,25 @@ TEST(SecurityKeys, BadKeyListLinesNameTheLine) {
   }
 }
 
+TEST(SecurityKeys, AdminKeyListsHoldKeysAlone) {
+  const keypair a = generate_keypair();
+  const keypair b = generate_keypair();
+  const auto keys =
+      parse_key_names("# admins\n  " + a.public_key + "  \n\n" + b.public_key + "\n", "admins");
+  ASSERT_EQ(keys.size(), 2u);
+  EXPECT_EQ(keys[0], a.public_key);
+  EXPECT_EQ(keys[1], b.public_key);
+  for (const std::string& text :
+       {a.public_key + " svc\n", std::string("short\n"), "#x\n" + a.public_key.substr(1) + "\n"}) {
+    try {
+      (void)parse_key_names(text, "admins");
+      ADD_FAILURE() << "parsed: " << text;
+    } catch (const error& e) {
+      EXPECT_NE(e.message().find("admins:"), std::string::npos) << e.message();
+    }
+  }
+}
+
 TEST(SecurityKeys, Globs) {
   EXPECT_TRUE(glob_match("*", "anything.at.all"));
   EXPECT_TRUE(glob_match("api.*", "api.v1"));
