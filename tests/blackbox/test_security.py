@@ -343,6 +343,23 @@ class CurveBrokerTest(SecurityTestCase):
                          % r.stderr[-1000:])
         self.assertEqual(r.stdout.strip(), b"via the cli")
 
+    def test_bench_cli_with_curve_options(self):
+        cert = self.cert("bench")  # one certificate for the spawned workers and the clients
+        b = self.curve_broker([(cert, ["bench.echo"])], [(cert, ["bench.echo"])])
+        r = run_cli(["bench", "--broker", b.frontend, "--backend", b.backend, "--service", "bench.echo",
+                     "--spawn-workers", "1", "--clients", "2", "--window", "20", "--requests", "400",
+                     "--json", "--curve-server-key", self.broker_cert.public_text,
+                     "--curve-cert", cert.secret_path], timeout=60)
+        self.assertEqual(r.returncode, 0, "scale0 bench over CURVE: %r" % r.stderr[-1000:])
+        summary = json.loads(r.stdout)
+        self.assertEqual(summary.get("received"), 400, summary)
+        # and a certificate the broker does not know gets nothing through
+        stranger = self.cert("stranger")
+        r = run_cli(["bench", "--broker", b.frontend, "--service", "bench.echo", "--requests", "5",
+                     "--timeout", "300", "--curve-server-key", self.broker_cert.public_text,
+                     "--curve-cert", stranger.secret_path], timeout=60)
+        self.assertNotEqual(r.returncode, 0, "an unlisted key must not be served: %r" % r.stdout[-500:])
+
     # --- 3. refused workers and clients ---------------------------------------------------------------
     def test_unknown_worker_key_refused(self):
         good = self.cert("worker")
