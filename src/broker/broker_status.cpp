@@ -142,8 +142,11 @@ std::string broker_core::metrics_text(time_point now) const {
               [](const service_entry& S) { return S.queue_bytes; });
   const broker_counters& c = counters_;
   family("scale0_refused_total", "counter",
-         "CURVE refusals by endpoint and reason: handshakes of keys not listed (unknown_key), "
-         "services a key may not serve or call (service_not_allowed).");
+         "CURVE refusals by endpoint and reason: keys not listed (unknown_key), peers without "
+         "CURVE (not_curve), broken handshakes (protocol_error), handshakes not finished in time "
+         "or abandoned (handshake_unfinished), services a key may not serve or call "
+         "(service_not_allowed), scale0.status without an admin key (status_not_allowed), workers "
+         "of removed keys (key_revoked).");
   for (const auto& [where, n] : c.refused)
     o << "scale0_refused_total{endpoint=\"" << where.first << "\",reason=\"" << where.second
       << "\"} " << n << '\n';

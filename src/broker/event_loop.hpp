@@ -49,6 +49,7 @@ class event_loop final : public outbox {
   bool receive(zmq::socket_t& socket, bool& oversized);
   void handle_control();
   void handle_zap();
+  void handle_monitors();
   void load_grants(const broker_options& o);
   const access_grant* grant_of(std::uint8_t socket);
   void handle_requests(clock::time_point now);
@@ -64,6 +65,14 @@ class event_loop final : public outbox {
   // CURVE: the ZAP handler's socket (bound before any endpoint), and the grants by public key of
   // the frontend (client keys) and the backend (worker keys).
   zmq::socket_t zap_;
+  // CURVE: handshake failures libzmq decides without asking ZAP (a plaintext peer, a broken or
+  // unfinished handshake), from socket monitors of the frontend, backend and heartbeat PUB.
+  zmq::socket_t monitors_[3];
+  struct handshake_watch {
+    std::unordered_map<int, std::string> peers;  // fd -> peer address, from ACCEPTED
+    std::string_view failed_detail;              // a failure seen; its DISCONNECTED names the fd
+  };
+  handshake_watch watches_[3];
   grant_table grants_[2];
   access_grant any_client_;
   access_grant nothing_;  // a message without a known key: every check fails

@@ -618,9 +618,39 @@ class CurveBrokerTest(SecurityTestCase):
             r = c.request("svc", [b"after"], timeout_ms=5000)
             self.assertEqual((r.status, r.body), (200, [b"after"]), r)
             self.assertAlive(b)
+            counted = {(l.get("endpoint"), l.get("reason")): v
+                       for n, l, v in metrics_samples(metrics_text(b.metrics)) if n == "scale0_refused_total"}
+            self.assertEqual(counted.get(("frontend", "handshake_unfinished")), 100, counted)
+            self.assertEqual(counted.get(("backend", "handshake_unfinished")), 5, counted)
         finally:
             for s in socks:
                 s.close()
+
+    def test_plaintext_zeromq_peer_counted_and_logged_with_its_address(self):
+        wc = self.cert("worker")
+        b = self.curve_broker([(wc, ["*"])], "any")
+        plain = zmq.Context()
+        self.addCleanup(plain.destroy, 0)
+        d = plain.socket(zmq.DEALER)
+        d.setsockopt(zmq.LINGER, 0)
+        self.addCleanup(d.close, 0)
+        d.setsockopt(zmq.RECONNECT_IVL, 10000)  # one attempt within the test
+        d.connect(b.backend)
+        d.send(b"hello?")
+        deadline = now() + 5.0
+        counted = 0
+        while now() < deadline and not counted:
+            counted = sum(v for n, l, v in metrics_samples(metrics_text(b.metrics))
+                          if n == "scale0_refused_total" and l == {"endpoint": "backend", "reason": "not_curve"})
+            time.sleep(0.05)
+        self.assertGreaterEqual(counted, 1, "a ZeroMQ peer without CURVE is counted as not_curve")
+        deadline = now() + 5.0
+        while now() < deadline and "without CURVE" not in b.stderr_text():
+            time.sleep(0.05)
+        lines = [l for l in b.stderr_text().splitlines() if "without CURVE" in l]
+        self.assertTrue(lines, "the refusal is logged")
+        self.assertRegex(lines[0], r"tcp://127\.0\.0\.1:\d+", "with the peer's address: %r" % lines[0])
+        self.assertNotIn(b.backend, lines[0], "the peer's address, not the broker's own: %r" % lines[0])
 
     # --- 8. SIGHUP removes a key ---------------------------------------------------------------------
     def test_sighup_removing_a_worker_key_disconnects_that_worker(self):
