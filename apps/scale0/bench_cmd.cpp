@@ -229,6 +229,12 @@ int run_bench(bench_args& a) {
         << "scale0 bench: --protocol mdp needs --size 8 or more (replies are matched by body)\n";
     return 2;
   }
+  if (a.spawn_workers > 0 && a.curve.enabled() && a.curve.secret_key.empty()) {
+    std::cerr
+        << "scale0 bench: spawned workers need --curve-cert (a certificate listed as a worker "
+           "key; an ephemeral key is never listed)\n";
+    return 2;
+  }
   // In-process echo workers, if asked for.
   std::vector<std::unique_ptr<worker>> workers;
   std::vector<std::thread> worker_threads;
@@ -252,12 +258,21 @@ int run_bench(bench_args& a) {
     po.curve = a.curve;
     client probe(a.broker, po);
     const auto give_up = clock::now() + std::chrono::seconds(10);
-    while (clock::now() < give_up) {
+    bool served = false;
+    while (!served && clock::now() < give_up) {
       try {
-        if (probe.request("mmi.service", a.service, milliseconds(1000)) == "200") break;
+        served = probe.request("mmi.service", a.service, milliseconds(1000)) == "200";
       } catch (const error&) {
       }
-      std::this_thread::sleep_for(milliseconds(20));
+      if (!served) std::this_thread::sleep_for(milliseconds(20));
+    }
+    if (!served) {
+      std::cerr << "scale0 bench: the spawned workers did not register with " << a.broker
+                << " within 10 s (with CURVE: is their key a listed worker key, and --backend "
+                   "the broker's backend?)\n";
+      for (auto& w : workers) w->stop();
+      for (auto& t : worker_threads) t.join();
+      return 1;
     }
     std::this_thread::sleep_for(milliseconds(300));  // let every worker register
   }
@@ -307,7 +322,10 @@ int run_bench(bench_args& a) {
     if (finished == a.clients) break;  // replies lost: the clients stopped waiting for them
     if (a.duration <= 0 && done >= a.requests) break;
     if (a.duration > 0 && stop) break;
-    if (failed > 0) break;
+    if (failed > 0) {
+      stop = true;  // the others stop sending and wait only for what they sent
+      break;
+    }
   }
   for (auto& t : threads) t.join();
   const double wall = std::chrono::duration<double>(clock::now() - start).count();

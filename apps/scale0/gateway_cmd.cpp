@@ -211,7 +211,8 @@ gateway_settings effective(const gateway_args& a) {
 // is valid.
 std::optional<gateway_options> reload(const gateway_args& a, gateway_settings& current) {
   if (a.config_file.empty()) {
-    log(spdlog::level::info, "SIGHUP: no --config file to read again");
+    log(spdlog::level::info,
+        "SIGHUP: nothing to reload (no --config file); TLS files, if any, are read again");
     return std::nullopt;
   }
   try {

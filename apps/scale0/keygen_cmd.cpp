@@ -9,6 +9,7 @@ namespace scale0::cli {
 
 void add_keygen_command(CLI::App& root, int& exit_code) {
   auto name = std::make_shared<std::string>();
+  auto force = std::make_shared<bool>(false);
   CLI::App* sub = root.add_subcommand(
       "keygen", "Make a CURVE key pair: NAME (public certificate) and NAME_secret (mode 0600)");
   sub->footer(
@@ -21,10 +22,11 @@ void add_keygen_command(CLI::App& root, int& exit_code) {
       "  scale0 keygen worker-1");
   sub->add_option("NAME", *name, "Path of the public certificate; the secret one is NAME_secret")
       ->required();
-  sub->callback([name, &exit_code] {
+  sub->add_flag("--force", *force, "Replace NAME and NAME_secret if they exist");
+  sub->callback([name, force, &exit_code] {
     try {
       const security::keypair k = security::generate_keypair();
-      security::save_certificate(*name, k);
+      security::save_certificate(*name, k, *force);
       std::printf("%s\n", k.public_key.c_str());
       exit_code = 0;
     } catch (const error& e) {

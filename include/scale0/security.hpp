@@ -43,7 +43,9 @@ keypair load_certificate(const std::string& path);
 std::string certificate_text(const keypair& k, bool with_secret);
 
 // Writes NAME (public) and NAME_secret (both keys, created with mode 0600). Throws on failure.
-void save_certificate(const std::string& name, const keypair& k);
+// Refuses (throws) when either file exists, unless `overwrite`; never writes through a symbolic
+// link.
+void save_certificate(const std::string& name, const keypair& k, bool overwrite = false);
 
 // A key given on the command line or in a file: a Z85 string, or the path of a certificate whose
 // public key is meant. Throws scale0::error (400) saying which it is not.

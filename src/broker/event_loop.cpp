@@ -129,6 +129,10 @@ event_loop::event_loop(const broker_options& options)
 
 event_loop::~event_loop() {
   metrics_.reset();  // its thread queries this loop: stop it first
+  // The endpoints go before the ZAP handler: a CURVE socket whose handler is gone would let any key
+  // in (libzmq without ZAP_ENFORCE_DOMAIN), even for the moment of destruction.
+  for (auto& r : routers_) r.close();
+  pub_.close();
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
@@ -271,32 +275,40 @@ void event_loop::handle_zap() {
 // Handshakes libzmq failed on its own: a peer without CURVE (mechanism mismatch), a broken CURVE
 // handshake, or one not finished (the handshake timeout, or the peer left first). Refusals by the
 // key lists are ZAP's and counted there. libzmq's monitor names no peer in a failure, only the fd
-// of the DISCONNECTED that follows it (one I/O thread: nothing comes between); the peer address is
-// taken from that fd when ACCEPTED is read (best effort: a connection gone by then is "unknown").
+// of the DISCONNECTED that follows it (one I/O thread: nothing comes between), so the peer's
+// address is read from the fd of ACCEPTED. The events are read in a batch first: when the same fd
+// was accepted again later in the batch, it may already belong to the newer connection, and the
+// older one's address is "unknown" rather than someone else's (as is a connection gone by then).
 void event_loop::handle_monitors() {
   static constexpr std::string_view endpoint_names[3] = {"frontend", "backend", "heartbeat"};
   for (int i = 0; i < 3; ++i) {
     handshake_watch& watch = watches_[i];
+    monitor_batch_.clear();
+    last_accepted_.clear();
+    while (monitor_batch_.size() < 4096) {
+      zmq::message_t head;
+      if (!monitors_[i].recv(head, zmq::recv_flags::dontwait)) break;
+      zmq::message_t ignored;
+      if (head.more()) (void)monitors_[i].recv(ignored);
+      if (head.size() < 6) continue;
+      monitor_event e;
+      std::memcpy(&e.kind, head.data(), 2);
+      std::memcpy(&e.value, static_cast<const char*>(head.data()) + 2, 4);
+      if (e.kind == ZMQ_EVENT_ACCEPTED) last_accepted_[e.value] = monitor_batch_.size();
+      monitor_batch_.push_back(e);
+    }
     auto report = [&](std::string_view address) {
       const std::string text = "handshake refused on " + std::string(endpoint_names[i]) + ": " +
                                std::string(watch.failed_detail);
       event({event_kind::refused, {}, address, {}, status::forbidden, text});
       watch.failed_detail = {};
     };
-    for (int n = 0; n < 1024; ++n) {
-      zmq::message_t head;
-      if (!monitors_[i].recv(head, zmq::recv_flags::dontwait)) break;
-      zmq::message_t ignored;
-      if (head.more()) (void)monitors_[i].recv(ignored);
-      if (head.size() < 6) continue;
-      std::uint16_t kind = 0;
-      std::uint32_t value = 0;
-      std::memcpy(&kind, head.data(), 2);
-      std::memcpy(&value, static_cast<const char*>(head.data()) + 2, 4);
-      const int fd = static_cast<int>(value);
-      if (kind == ZMQ_EVENT_ACCEPTED) {
-        watch.peers[fd] = peer_address(fd);
-      } else if (kind == ZMQ_EVENT_DISCONNECTED) {
+    for (std::size_t n = 0; n < monitor_batch_.size(); ++n) {
+      const monitor_event e = monitor_batch_[n];
+      const int fd = static_cast<int>(e.value);
+      if (e.kind == ZMQ_EVENT_ACCEPTED) {
+        watch.peers[fd] = last_accepted_[e.value] == n ? peer_address(fd) : "unknown";
+      } else if (e.kind == ZMQ_EVENT_DISCONNECTED) {
         const auto it = watch.peers.find(fd);
         if (!watch.failed_detail.empty()) report(it != watch.peers.end() ? it->second : "unknown");
         if (it != watch.peers.end()) watch.peers.erase(it);
@@ -305,8 +317,8 @@ void event_loop::handle_monitors() {
         std::string_view reason = "handshake_unfinished";
         watch.failed_detail =
             "closed before the CURVE handshake finished (the handshake timeout, or the peer left)";
-        if (kind == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
-          const bool plaintext = value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH;
+        if (e.kind == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+          const bool plaintext = e.value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH;
           reason = plaintext ? "not_curve" : "protocol_error";
           watch.failed_detail = plaintext ? "a peer without CURVE (its mechanism is not CURVE)"
                                           : "a broken ZeroMQ or CURVE handshake";

@@ -73,6 +73,12 @@ class event_loop final : public outbox {
     std::string_view failed_detail;              // a failure seen; its DISCONNECTED names the fd
   };
   handshake_watch watches_[3];
+  struct monitor_event {
+    std::uint16_t kind = 0;
+    std::uint32_t value = 0;  // an fd, an errno or a protocol error code
+  };
+  std::vector<monitor_event> monitor_batch_;                      // reused by handle_monitors
+  std::unordered_map<std::uint32_t, std::size_t> last_accepted_;  // fd -> its last ACCEPTED
   grant_table grants_[2];
   access_grant any_client_;
   access_grant nothing_;  // a message without a known key: every check fails

@@ -247,6 +247,7 @@ class session : public std::enable_shared_from_this<session> {
 
   // The gateway is draining: an idle connection closes now, a busy one after its answer.
   void on_drain() {
+    if (phase_ == phase::handshake) ++g_.stats.tls_handshakes_failed;  // cut short
     if (phase_ == phase::idle || phase_ == phase::handshake) close();
   }
 
@@ -549,10 +550,17 @@ class session : public std::enable_shared_from_this<session> {
     phase_ = phase::lingering;
     arm(std::chrono::seconds(1));
     if (stream_.is_tls()) {
-      // close_notify, then the client's (or its EOF, or the deadline).
-      return stream_.tls().async_shutdown(
-          [self = shared_from_this()](beast::error_code) { self->close(); });
+      // close_notify, then the client's (or its EOF, or the deadline). A client still sending
+      // (a refused body, pipelined requests) fails the shutdown: then as for plain TCP, so that
+      // closing with its bytes unread does not reset the connection before it read the answer.
+      return stream_.tls().async_shutdown([self = shared_from_this()](beast::error_code ec) {
+        if (!ec || self->phase_ == phase::closed) return self->close();
+        self->half_close_and_discard();
+      });
     }
+    half_close_and_discard();
+  }
+  void half_close_and_discard() {
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
     if (ec) return close();

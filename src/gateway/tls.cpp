@@ -52,6 +52,10 @@ std::shared_ptr<ssl::context> make_tls_context(const std::string& cert_file,
   SSL_CTX_set_options(native, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
                                   SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_SINGLE_DH_USE);
   SSL_CTX_set_mode(native, SSL_MODE_RELEASE_BUFFERS);  // idle connections hold no record buffers
+  // An encrypted key would make OpenSSL ask on the terminal, stopping the gateway's only thread
+  // (at start, or at a SIGHUP): with an empty passphrase it fails at once instead.
+  context->set_password_callback(
+      [](std::size_t, boost::asio::ssl::context::password_purpose) { return std::string(); });
   boost::system::error_code ec;
   context->use_certificate_chain_file(cert_file, ec);
   if (ec) fail("--tls-cert", cert_file, ec);

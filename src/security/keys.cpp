@@ -51,6 +51,10 @@ std::string zpl_value(std::string_view v) {
 
 bool valid_z85_key(std::string_view key) {
   if (key.size() != 40) return false;
+  // zmq_z85_decode stops at a NUL: every character must be of the alphabet.
+  static constexpr std::string_view alphabet =
+      "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#";
+  if (key.find_first_not_of(alphabet) != std::string_view::npos) return false;
   std::array<char, 41> text{};
   key.copy(text.data(), 40);
   std::array<std::uint8_t, 32> bytes{};
@@ -137,9 +141,16 @@ std::string certificate_text(const keypair& k, bool with_secret) {
   return out;
 }
 
-void save_certificate(const std::string& name, const keypair& k) {
-  auto write = [](const std::string& path, const std::string& text, mode_t mode) {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+void save_certificate(const std::string& name, const keypair& k, bool overwrite) {
+  // Never through a symbolic link; an existing certificate (a broker's secret, say) only when
+  // asked.
+  const int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (overwrite ? O_TRUNC : O_EXCL);
+  if (!overwrite)
+    for (const std::string& path : {name, name + "_secret"})
+      if (struct stat st{}; ::lstat(path.c_str(), &st) == 0)
+        fail(path + " exists; not overwritten (--force replaces it)");
+  auto write = [flags](const std::string& path, const std::string& text, mode_t mode) {
+    const int fd = ::open(path.c_str(), flags, mode);
     if (fd < 0) fail("cannot write " + path + ": " + std::strerror(errno));
     ::fchmod(fd, mode);  // also when the file was there with other permissions
     std::size_t done = 0;

@@ -52,6 +52,7 @@ const std::vector<std::string> kDocumentedKeys = {"frontend",
                                                   "curve-cert",
                                                   "worker-keys",
                                                   "client-keys",
+                                                  "admin-keys",
                                                   "handshake-timeout",
                                                   "insecure",
                                                   "log-level",
@@ -140,6 +141,7 @@ broker_settings NonDefault() {
   s.curve_cert = "/etc/scale0/broker_secret";
   s.worker_keys = "/etc/scale0/workers";
   s.client_keys = "any";
+  s.admin_keys = "/etc/scale0/admins";
   s.handshake_timeout = 2500;
   s.insecure = true;
   s.log_level = "debug";

@@ -52,8 +52,24 @@ TEST(SecurityKeys, SavedCertificatesLoadAndTheSecretOneIsPrivate) {
   EXPECT_EQ(text.find(k.secret_key), std::string::npos) << "no secret in the public file";
   EXPECT_EQ(public_key_from(name), k.public_key) << "a certificate path names its public key";
   EXPECT_EQ(public_key_from(k.public_key), k.public_key);
+  // An existing pair is not replaced unless asked: the old secret stays.
+  const keypair other = generate_keypair();
+  EXPECT_THROW(save_certificate(name, other), error);
+  EXPECT_EQ(load_certificate(name + "_secret").secret_key, k.secret_key);
+  save_certificate(name, other, true);
+  EXPECT_EQ(load_certificate(name + "_secret").secret_key, other.secret_key);
   std::remove(name.c_str());
   std::remove((name + "_secret").c_str());
+}
+
+TEST(SecurityKeys, KeysAreWholeZ85) {
+  const keypair k = generate_keypair();
+  EXPECT_TRUE(valid_z85_key(k.public_key));
+  std::string cut = k.public_key;
+  cut[5] = '\0';  // libzmq's decoder would stop here
+  EXPECT_FALSE(valid_z85_key(cut));
+  cut[5] = ' ';
+  EXPECT_FALSE(valid_z85_key(cut));
 }
 
 TEST(SecurityKeys, CzmqCertificatesLoadAsTheyAre) {
