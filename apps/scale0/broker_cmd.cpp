@@ -114,13 +114,15 @@ int run_broker(broker_args& a) {
   }
   setup_logging(settings.log_level, settings.log_format);
   try {
-    broker b(settings.to_options());
+    const broker_options initial = settings.to_options();
+    broker b(initial);
     log_limiter limiter(10);
     b.on_event([&limiter](const broker_event& e) {
       if (e.kind == event_kind::draining) notify_service("STOPPING=1");
       log_event(e, limiter);
     });
-    b.on_reload([&a, current = settings]() mutable -> std::optional<broker_options> {
+    b.on_reload([&a, current = settings,
+                 secret = initial.curve_secret_key]() mutable -> std::optional<broker_options> {
       notify_service("RELOADING=1");
       try {
         broker_settings next = effective(a);
@@ -129,12 +131,15 @@ int run_broker(broker_args& a) {
                                 "handshake-timeout", "insecure"}) {
           broker_settings probe = current;
           copy_setting(key, next, probe);
-          if (to_toml(probe) != to_toml(current))
+          if (to_toml(probe) != to_toml(current)) {
             log(spdlog::level::warn, "this setting changes only on restart", {{"key", key}});
+            copy_setting(key, current, next);  // what runs is what the next reload compares with
+          }
         }
-        current = next;
+        broker_options options = next.to_options(&secret);
+        current = next;  // only once all of it was valid
         notify_service("READY=1");
-        return next.to_options();
+        return options;
       } catch (const std::exception& e) {
         log(spdlog::level::err, "reload failed; keeping the current configuration",
             {{"error", e.what()}});

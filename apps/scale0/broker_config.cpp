@@ -193,7 +193,7 @@ const char* type_name(const toml::node& n) {
 
 }  // namespace
 
-broker_options broker_settings::to_options() const {
+broker_options broker_settings::to_options(const std::string* running_secret) const {
   using std::chrono::milliseconds;
   broker_options o;
   o.frontend = frontend;
@@ -221,7 +221,9 @@ broker_options broker_settings::to_options() const {
   o.mdp_heartbeat_interval = milliseconds(mdp_heartbeat_interval);
   o.idempotent_services = idempotent;
   o.metrics_listen = metrics_listen;
-  if (!curve_cert.empty()) {
+  if (!curve_cert.empty() && running_secret != nullptr) {
+    o.curve_secret_key = *running_secret;
+  } else if (!curve_cert.empty()) {
     const security::keypair k = security::load_certificate(curve_cert);
     if (k.secret_key.empty())
       throw error(status::bad_request, curve_cert +

@@ -47,7 +47,9 @@ struct broker_settings {
   std::string log_format = "text";
 
   // Reads the certificate and key lists too; throws scale0::error naming the file.
-  broker_options to_options() const;
+  // `running_secret`: the broker's secret key already loaded (a reload; the certificate is read
+  // only at start, so a moved file cannot block revoking keys).
+  broker_options to_options(const std::string* running_secret = nullptr) const;
 };
 
 // A bad configuration: what() names the file, the line and the key.
