@@ -13,6 +13,7 @@ packages=(
   mongrel2-core sqlite3  # the Mongrel2 front door: its black-box test, and the HTTP comparison
   curl  # the gateway's black-box tests and the demo drive it with a real HTTP client
   wrk nginx-light  # the HTTP comparison (bench/http): the load generator, and nginx to compare with
+  libssl-dev openssl  # HTTPS at the gateway (Boost.Asio over OpenSSL); openssl s_client in its tests
   iproute2  # the chaos suite's partition phase: ip netns and a veth pair (tests/chaos)
   # The libFuzzer targets (scripts/fuzz.sh): clang 14, and libclang-rt-14-dev, which holds
   # libclang_rt.fuzzer-x86_64.a and clang's ASan/UBSan runtimes (clang only recommends it, and

@@ -18,10 +18,12 @@
 #include <zmq_addon.hpp>
 
 #include "commands.hpp"
+#include "curve_flags.hpp"
 #include "scale0/client.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
 #include "scale0/worker.hpp"
+#include "security/curve_socket.hpp"
 
 namespace scale0::cli {
 namespace {
@@ -32,6 +34,7 @@ using std::chrono::milliseconds;
 struct bench_args {
   std::string broker = "tcp://127.0.0.1:5555";
   std::string service = "echo";
+  std::string backend;  // where spawned workers connect; empty: broker
   std::string protocol = "s0";
   int clients = 1;
   int window = 1;
@@ -42,6 +45,8 @@ struct bench_args {
   std::uint32_t concurrency = 16;
   long timeout_ms = 5000;
   bool json = false;
+  curve_flags curve_given;
+  security::curve_client curve{};  // resolved from curve_given by run_bench
 };
 
 struct client_result {
@@ -103,6 +108,7 @@ class ledger {
 void run_native(const bench_args& a, const std::atomic<bool>& stop, long quota, client_result& r) {
   client_options options;
   options.protocol_version = a.protocol == "s0v1" ? protocol::version_1 : protocol::version_2;
+  options.curve = a.curve;
   client c(a.broker, options);
   ledger book;
   std::vector<std::uint64_t> seq_by_id;  // request id -> sequence (ids are assigned 1, 2, ...)
@@ -148,6 +154,7 @@ void run_mdp(const bench_args& a, const std::atomic<bool>& stop, long quota, cli
   zmq::context_t ctx(1);
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.set(zmq::sockopt::linger, 0);
+  security::apply_curve_client(s, a.curve);
   s.connect(a.broker);
   ledger book;
   long in_flight = 0;
@@ -206,7 +213,13 @@ double percentile(std::vector<std::uint32_t>& v, double q) {
   return v[k];
 }
 
-int run_bench(const bench_args& a) {
+int run_bench(bench_args& a) {
+  try {
+    a.curve = a.curve_given.resolve();
+  } catch (const std::exception& e) {
+    std::cerr << "scale0 bench: " << e.what() << "\n";
+    return 2;
+  }
   if (a.protocol != "s0" && a.protocol != "s0v1" && a.protocol != "mdp") {
     std::cerr << "scale0 bench: --protocol must be s0, s0v1 or mdp\n";
     return 2;
@@ -216,16 +229,23 @@ int run_bench(const bench_args& a) {
         << "scale0 bench: --protocol mdp needs --size 8 or more (replies are matched by body)\n";
     return 2;
   }
+  if (a.spawn_workers > 0 && a.curve.enabled() && a.curve.secret_key.empty()) {
+    std::cerr
+        << "scale0 bench: spawned workers need --curve-cert (a certificate listed as a worker "
+           "key; an ephemeral key is never listed)\n";
+    return 2;
+  }
   // In-process echo workers, if asked for.
   std::vector<std::unique_ptr<worker>> workers;
   std::vector<std::thread> worker_threads;
   for (int i = 0; i < a.spawn_workers; ++i) {
     worker_options o;
-    o.broker = a.broker;
+    o.broker = a.backend.empty() ? a.broker : a.backend;
     o.services = {a.service};
     o.concurrency = a.concurrency;
     o.inline_handler = true;  // an echo never blocks: no thread hop
     o.protocol_version = a.protocol == "s0v1" ? protocol::version_1 : protocol::version_2;
+    o.curve = a.curve;  // the same certificate: list its key as a worker key too
     workers.push_back(std::make_unique<worker>(o, [](job& j) {
       job_result r;
       r.body = std::move(j.body);
@@ -234,14 +254,25 @@ int run_bench(const bench_args& a) {
     worker_threads.emplace_back([w = workers.back().get()] { w->run(); });
   }
   if (a.spawn_workers > 0) {
-    client probe(a.broker);
+    client_options po;
+    po.curve = a.curve;
+    client probe(a.broker, po);
     const auto give_up = clock::now() + std::chrono::seconds(10);
-    while (clock::now() < give_up) {
+    bool served = false;
+    while (!served && clock::now() < give_up) {
       try {
-        if (probe.request("mmi.service", a.service, milliseconds(1000)) == "200") break;
+        served = probe.request("mmi.service", a.service, milliseconds(1000)) == "200";
       } catch (const error&) {
       }
-      std::this_thread::sleep_for(milliseconds(20));
+      if (!served) std::this_thread::sleep_for(milliseconds(20));
+    }
+    if (!served) {
+      std::cerr << "scale0 bench: the spawned workers did not register with " << a.broker
+                << " within 10 s (with CURVE: is their key a listed worker key, and --backend "
+                   "the broker's backend?)\n";
+      for (auto& w : workers) w->stop();
+      for (auto& t : worker_threads) t.join();
+      return 1;
     }
     std::this_thread::sleep_for(milliseconds(300));  // let every worker register
   }
@@ -251,6 +282,7 @@ int run_bench(const bench_args& a) {
   std::vector<client_result> results(static_cast<std::size_t>(a.clients));
   std::vector<std::thread> threads;
   std::atomic<int> failed{0};
+  std::atomic<int> finished{0};  // client threads that returned (all replies, or gave up)
   const auto start = clock::now();
   for (int i = 0; i < a.clients; ++i) {
     threads.emplace_back([&, i] {
@@ -266,6 +298,7 @@ int run_bench(const bench_args& a) {
         ++failed;
       }
       r.cpu_seconds = thread_cpu_seconds() - cpu0;
+      ++finished;
     });
   }
   // Progress on a terminal; the duration limit.
@@ -286,11 +319,13 @@ int run_bench(const bench_args& a) {
       last_count = done;
       last_tick = now;
     }
-    bool all_done = true;
-    for (auto& t : threads) all_done = all_done && !t.joinable();
+    if (finished == a.clients) break;  // replies lost: the clients stopped waiting for them
     if (a.duration <= 0 && done >= a.requests) break;
     if (a.duration > 0 && stop) break;
-    if (failed > 0) break;
+    if (failed > 0) {
+      stop = true;  // the others stop sending and wait only for what they sent
+      break;
+    }
   }
   for (auto& t : threads) t.join();
   const double wall = std::chrono::duration<double>(clock::now() - start).count();
@@ -384,6 +419,8 @@ void add_bench_command(CLI::App& root, int& exit_code) {
       ->check(CLI::Range(0.0, 86400.0));
   sub->add_option("--spawn-workers", args->spawn_workers, "Start this many in-process echo workers")
       ->check(CLI::Range(0, 1024));
+  sub->add_option("--backend", args->backend,
+                  "Endpoint the spawned workers connect to (default: --broker)");
   sub->add_option("--concurrency", args->concurrency, "Concurrency of each spawned worker")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
@@ -391,6 +428,7 @@ void add_bench_command(CLI::App& root, int& exit_code) {
       ->capture_default_str()
       ->check(CLI::Range(1L, 3600000L));
   sub->add_flag("--json", args->json, "Print the summary as one JSON object");
+  args->curve_given.add_to(sub);  // spawned workers use the same certificate as the clients
   sub->callback([args, &exit_code] { exit_code = run_bench(*args); });
 }
 

@@ -76,10 +76,16 @@ void log_event(const broker_event& e, log_limiter& limiter) {
       return log(info, e.detail);
     case event_kind::request_error:
     case event_kind::dropped:
+    case event_kind::refused:
       // A flood of bad input must not become a flood of log lines.
       if (!limiter.allow(held)) return;
       if (held > 0)
         log(warn, "log lines suppressed by the rate limit", {{"count", std::to_string(held)}});
+      if (e.kind == event_kind::refused)
+        return log(warn, "refused",
+                   {{"address", std::string(e.address)},
+                    {"service", std::string(e.service)},
+                    {"detail", std::string(e.detail)}});
       if (e.kind == event_kind::dropped)
         return log(warn, "message dropped", {{"reason", std::string(e.detail)}});
       return log(e.code == status::bad_request || e.code == status::not_implemented ||
@@ -108,26 +114,32 @@ int run_broker(broker_args& a) {
   }
   setup_logging(settings.log_level, settings.log_format);
   try {
-    broker b(settings.to_options());
+    const broker_options initial = settings.to_options();
+    broker b(initial);
     log_limiter limiter(10);
     b.on_event([&limiter](const broker_event& e) {
       if (e.kind == event_kind::draining) notify_service("STOPPING=1");
       log_event(e, limiter);
     });
-    b.on_reload([&a, current = settings]() mutable -> std::optional<broker_options> {
+    b.on_reload([&a, current = settings,
+                 secret = initial.curve_secret_key]() mutable -> std::optional<broker_options> {
       notify_service("RELOADING=1");
       try {
         broker_settings next = effective(a);
         setup_logging(next.log_level, next.log_format);
-        for (const char* key : {"frontend", "backend", "heartbeat", "metrics-listen"}) {
+        for (const char* key : {"frontend", "backend", "heartbeat", "metrics-listen", "curve-cert",
+                                "handshake-timeout", "insecure"}) {
           broker_settings probe = current;
           copy_setting(key, next, probe);
-          if (to_toml(probe) != to_toml(current))
+          if (to_toml(probe) != to_toml(current)) {
             log(spdlog::level::warn, "this setting changes only on restart", {{"key", key}});
+            copy_setting(key, current, next);  // what runs is what the next reload compares with
+          }
         }
-        current = next;
+        broker_options options = next.to_options(&secret);
+        current = next;  // only once all of it was valid
         notify_service("READY=1");
-        return next.to_options();
+        return options;
       } catch (const std::exception& e) {
         log(spdlog::level::err, "reload failed; keeping the current configuration",
             {{"error", e.what()}});
@@ -286,6 +298,22 @@ void add_broker_command(CLI::App& root, int& exit_code) {
   g.push_back(sub->add_option("--metrics-listen", f.metrics_listen,
                               "HTTP /metrics /healthz /readyz; \"\" for none")
                   ->capture_default_str());
+  g.push_back(sub->add_option("--curve-cert", f.curve_cert,
+                              "The broker's secret CURVE certificate (scale0 keygen): CURVE on the "
+                              "frontend, backend and heartbeat endpoints"));
+  g.push_back(sub->add_option("--worker-keys", f.worker_keys,
+                              "Workers allowed: lines '<public-key> <service-glob>,...'"));
+  g.push_back(sub->add_option("--client-keys", f.client_keys,
+                              "Clients allowed (same format), or 'any' (encrypted, any key)"));
+  g.push_back(sub->add_option("--admin-keys", f.admin_keys,
+                              "Keys that may ask scale0.status, one per line (default: every "
+                              "listed client key)"));
+  g.push_back(sub->add_option("--handshake-timeout", f.handshake_timeout,
+                              "A connection's ZeroMQ (and CURVE) handshake must finish within (ms)")
+                  ->capture_default_str());
+  g.push_back(
+      sub->add_flag("--insecure", f.insecure,
+                    "Allow non-loopback endpoints and metrics without CURVE (not advised)"));
   g.push_back(
       sub->add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
           ->capture_default_str());

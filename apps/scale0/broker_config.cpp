@@ -8,6 +8,7 @@
 #include <sstream>
 #include <variant>
 
+#include "scale0/error.hpp"
 #include "toml_guard.hpp"
 
 namespace scale0::cli {
@@ -16,10 +17,11 @@ namespace {
 using text_field = std::string broker_settings::*;
 using int_field = std::int64_t broker_settings::*;
 using list_field = std::vector<std::string> broker_settings::*;
+using flag_field = bool broker_settings::*;
 
 struct field {
   const char* name;
-  std::variant<text_field, int_field, list_field> member;
+  std::variant<text_field, int_field, list_field, flag_field> member;
   std::int64_t min = 0;  // integers only
   std::int64_t max = 0;
   std::function<std::string(const std::string&)> check_text;  // strings only: error or ""
@@ -107,6 +109,12 @@ const std::vector<field>& fields() {
       {"mdp-heartbeat-interval", &broker_settings::mdp_heartbeat_interval, 10, 3600000, {}},
       {"idempotent", &broker_settings::idempotent, 0, 0, {}},
       {"metrics-listen", &broker_settings::metrics_listen, 0, 0, check_listen},
+      {"curve-cert", &broker_settings::curve_cert, 0, 0, {}},
+      {"worker-keys", &broker_settings::worker_keys, 0, 0, {}},
+      {"client-keys", &broker_settings::client_keys, 0, 0, {}},
+      {"admin-keys", &broker_settings::admin_keys, 0, 0, {}},
+      {"handshake-timeout", &broker_settings::handshake_timeout, 100, 3600000, {}},
+      {"insecure", &broker_settings::insecure, 0, 0, {}},
       {"log-level", &broker_settings::log_level, 0, 0,
        [](const std::string& v) {
          return one_of(v, {"trace", "debug", "info", "warn", "error", "critical", "off"});
@@ -185,7 +193,7 @@ const char* type_name(const toml::node& n) {
 
 }  // namespace
 
-broker_options broker_settings::to_options() const {
+broker_options broker_settings::to_options(const std::string* running_secret) const {
   using std::chrono::milliseconds;
   broker_options o;
   o.frontend = frontend;
@@ -213,6 +221,24 @@ broker_options broker_settings::to_options() const {
   o.mdp_heartbeat_interval = milliseconds(mdp_heartbeat_interval);
   o.idempotent_services = idempotent;
   o.metrics_listen = metrics_listen;
+  if (!curve_cert.empty() && running_secret != nullptr) {
+    o.curve_secret_key = *running_secret;
+  } else if (!curve_cert.empty()) {
+    const security::keypair k = security::load_certificate(curve_cert);
+    if (k.secret_key.empty())
+      throw error(status::bad_request, curve_cert +
+                                           ": a public certificate; the broker needs its "
+                                           "secret one (NAME_secret from scale0 keygen)");
+    o.curve_secret_key = k.secret_key;
+  }
+  if (!worker_keys.empty()) o.worker_keys = security::load_key_list(worker_keys);
+  o.handshake_timeout = milliseconds(handshake_timeout);
+  o.insecure = insecure;
+  if (client_keys == "any")
+    o.any_client_key = true;
+  else if (!client_keys.empty())
+    o.client_keys = security::load_key_list(client_keys);
+  if (!admin_keys.empty()) o.admin_keys = security::load_key_names(admin_keys);
   return o;
 }
 
@@ -266,6 +292,11 @@ broker_settings load_config(const std::string& path, broker_settings s) {
         values.push_back(item.as_string()->get());
       }
       s.** l = std::move(values);
+    } else if (auto b = std::get_if<flag_field>(&f->member)) {
+      if (!node.is_boolean())
+        fail(path, line, key.str(),
+             std::string("expected true or false, found ") + type_name(node));
+      s.** b = node.as_boolean()->get();
     }
     if (const std::string problem = check(*f, s); !problem.empty())
       fail(path, line, key.str(), problem);
@@ -299,6 +330,8 @@ std::string to_toml(const broker_settings& s) {
       toml::array a;
       for (const auto& v : s.**l) a.push_back(v);
       out << a;
+    } else if (auto b = std::get_if<flag_field>(&f.member)) {
+      out << (s.**b ? "true" : "false");
     }
     out << '\n';
   }

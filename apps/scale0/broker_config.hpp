@@ -37,10 +37,19 @@ struct broker_settings {
   std::int64_t mdp_heartbeat_interval = 2500;   // ms
   std::vector<std::string> idempotent;
   std::string metrics_listen = "127.0.0.1:9555";
+  std::string curve_cert;                 // the broker's secret certificate: CURVE on
+  std::string worker_keys;                // key list file
+  std::string client_keys;                // key list file, or "any"
+  std::string admin_keys;                 // file of keys that may ask scale0.status
+  std::int64_t handshake_timeout = 5000;  // ms
+  bool insecure = false;                  // allow non-loopback endpoints without CURVE
   std::string log_level = "info";
   std::string log_format = "text";
 
-  broker_options to_options() const;
+  // Reads the certificate and key lists too; throws scale0::error naming the file.
+  // `running_secret`: the broker's secret key already loaded (a reload; the certificate is read
+  // only at start, so a moved file cannot block revoking keys).
+  broker_options to_options(const std::string* running_secret = nullptr) const;
 };
 
 // A bad configuration: what() names the file, the line and the key.

@@ -14,6 +14,7 @@ void add_status_command(CLI::App& root, int& exit_code);
 void add_bench_command(CLI::App& root, int& exit_code);
 void add_gateway_command(CLI::App& root, int& exit_code);
 void add_mongrel2_command(CLI::App& root, int& exit_code);
+void add_keygen_command(CLI::App& root, int& exit_code);
 
 // Installs SIGINT/SIGTERM handlers that call `stop` (which must be async-signal-safe).
 void on_stop_signal(void (*stop)() noexcept);

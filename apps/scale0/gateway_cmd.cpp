@@ -39,6 +39,11 @@ struct gateway_settings {
   std::string metrics_listen = "127.0.0.1:9556";
   std::string trusted_proxies;
   bool underscores_in_headers = false;
+  bool insecure = false;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string curve_server_key;
+  std::string curve_cert;
   std::string log_level = "info";
   std::string log_format = "text";
 };
@@ -75,6 +80,14 @@ const std::vector<setting>& settings() {
        "Peers (CIDR,...) whose X-Forwarded-For/Forwarded/X-Real-IP are kept and extended"},
       {"underscores-in-headers", &s::underscores_in_headers,
        "Keep header fields whose names hold '_' (dropped by default)"},
+      {"insecure", &s::insecure, "Allow non-loopback --listen/--metrics-listen without TLS"},
+      {"tls-cert", &s::tls_cert,
+       "HTTPS: certificate chain, PEM (leaf first); re-read on SIGHUP. Needs --tls-key"},
+      {"tls-key", &s::tls_key, "HTTPS: the certificate's private key, PEM; re-read on SIGHUP"},
+      {"curve-server-key", &s::curve_server_key,
+       "The broker's CURVE public key (Z85, or its certificate file): CURVE on"},
+      {"curve-cert", &s::curve_cert,
+       "Own secret CURVE certificate (scale0 keygen); default: an ephemeral key"},
       {"log-level", &s::log_level, "trace, debug, info, warn, error, critical, off"},
       {"log-format", &s::log_format, "text or json"},
   };
@@ -156,6 +169,10 @@ gateway_options to_options(const gateway_settings& s) {
   o.metrics_listen = s.metrics_listen;
   o.trusted_proxies = s.trusted_proxies;
   o.underscores_in_headers = s.underscores_in_headers;
+  o.insecure = s.insecure;
+  o.tls_cert = s.tls_cert;
+  o.tls_key = s.tls_key;
+  o.curve = security::curve_client_from(s.curve_server_key, s.curve_cert);
   return o;
 }
 
@@ -194,7 +211,8 @@ gateway_settings effective(const gateway_args& a) {
 // is valid.
 std::optional<gateway_options> reload(const gateway_args& a, gateway_settings& current) {
   if (a.config_file.empty()) {
-    log(spdlog::level::info, "SIGHUP: nothing to reload (no --config file)");
+    log(spdlog::level::info,
+        "SIGHUP: nothing to reload (no --config file); TLS files, if any, are read again");
     return std::nullopt;
   }
   try {

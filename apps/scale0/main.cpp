@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
   scale0::cli::add_bench_command(app, exit_code);
   scale0::cli::add_gateway_command(app, exit_code);
   scale0::cli::add_mongrel2_command(app, exit_code);
+  scale0::cli::add_keygen_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

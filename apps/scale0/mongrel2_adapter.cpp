@@ -15,6 +15,7 @@
 #include "logging.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
+#include "security/curve_socket.hpp"
 
 namespace scale0::cli {
 namespace {
@@ -78,6 +79,7 @@ class adapter {
     pub_.set(zmq::sockopt::linger, 1000);  // answers given while stopping still go out
     connect(pull_, o.send_spec, "--send-spec");
     connect(pub_, o.recv_spec, "--recv-spec");
+    security::apply_curve_client(broker_, o.curve);
     connect(broker_, o.broker, "--broker");
   }
 

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "scale0/security.hpp"
+
 namespace scale0::cli {
 
 struct mongrel2_options {
@@ -23,6 +25,7 @@ struct mongrel2_options {
   std::string sender_id;        // our socket identity; empty: a fresh UUID
   std::string trusted_proxies;  // REMOTE_ADDRs whose forwarding fields are kept (CIDR,...)
   bool underscores_in_headers = false;
+  security::curve_client curve{};  // CURVE to the broker (docs/security.md)
 };
 
 // Runs until `stop` becomes true. Prints the ready line on stdout once connected. Returns the exit

@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "commands.hpp"
+#include "curve_flags.hpp"
 #include "logging.hpp"
 #include "mongrel2_adapter.hpp"
 #include "scale0/error.hpp"
@@ -13,6 +14,7 @@ std::atomic<bool> stop_requested{false};
 
 struct mongrel2_args {
   mongrel2_options o;
+  curve_flags curve;
   std::string log_level = "info";
   std::string log_format = "text";
 };
@@ -27,6 +29,7 @@ int run(mongrel2_args& a) {
   on_stop_signal([]() noexcept { stop_requested.store(true); });
   hangup_logger hangups("mongrel2");  // nothing to reload: SIGHUP must not end the adapter
   try {
+    a.o.curve = a.curve.resolve();
     return run_mongrel2(a.o, stop_requested);
   } catch (const error& e) {
     std::fprintf(stderr, "scale0 mongrel2: %s\n", e.message().c_str());
@@ -75,6 +78,7 @@ void add_mongrel2_command(CLI::App& root, int& exit_code) {
                   "Peers (CIDR,...) whose X-Forwarded-For/Forwarded/X-Real-IP are kept");
   sub->add_flag("--underscores-in-headers", o.underscores_in_headers,
                 "Keep header fields whose names hold '_' (dropped by default)");
+  args->curve.add_to(sub);
   sub->add_option("--sender-id", o.sender_id,
                   "This handler's socket identity (UUID); default: a fresh one");
   sub->add_option("--log-level", args->log_level, "trace, debug, info, warn, error, critical, off")

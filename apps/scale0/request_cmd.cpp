@@ -2,6 +2,7 @@
 #include <iterator>
 
 #include "commands.hpp"
+#include "curve_flags.hpp"
 #include "scale0/client.hpp"
 #include "scale0/error.hpp"
 
@@ -15,12 +16,17 @@ struct request_args {
   bool verbose = false;
   std::string service;
   std::optional<std::string> body;
+  curve_flags curve;
 };
 
 int run_request(request_args& a) {
   if (!a.body) a.body = std::string(std::istreambuf_iterator<char>(std::cin), {});
   try {
-    client c(a.broker, {std::chrono::milliseconds(a.timeout_ms), a.retries});
+    client_options co;
+    co.timeout = std::chrono::milliseconds(a.timeout_ms);
+    co.retries = a.retries;
+    co.curve = a.curve.resolve();
+    client c(a.broker, co);
     std::vector<zmq::message_t> body;
     body.emplace_back(a.body->data(), a.body->size());
     const reply r = c.call(a.service, std::move(body));
@@ -49,6 +55,7 @@ void add_request_command(CLI::App& root, int& exit_code) {
       "  echo hello | scale0 request --timeout 500 --verbose echo\n"
       "  scale0 request mmi.service echo      # 200 if a worker serves 'echo', else 404");
   sub->add_option("--broker", args->broker, "Broker endpoint")->capture_default_str();
+  args->curve.add_to(sub);
   sub->add_option("--timeout", args->timeout_ms, "Deadline (ms)")
       ->capture_default_str()
       ->check(CLI::Range(1L, 86400000L));

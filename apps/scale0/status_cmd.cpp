@@ -9,6 +9,7 @@
 
 #include "commands.hpp"
 #include "common/text.hpp"
+#include "curve_flags.hpp"
 #include "scale0/client.hpp"
 #include "scale0/error.hpp"
 
@@ -26,6 +27,7 @@ struct status_args {
   long interval_ms = 1000;
   bool json = false;
   bool watch = false;
+  curve_flags curve;
 };
 
 std::string errors_text(const nlohmann::json& errors) {
@@ -123,7 +125,9 @@ int show(const status_args& a, client& c) {
 
 int run_status(const status_args& a) {
   try {
-    client c(a.broker);
+    client_options co;
+    co.curve = a.curve.resolve();
+    client c(a.broker, co);
     if (!a.watch) return show(a, c);
     std::signal(SIGINT, stop_watching);
     std::signal(SIGTERM, stop_watching);
@@ -156,6 +160,7 @@ void add_status_command(CLI::App& root, int& exit_code) {
       "  scale0 status --watch --interval 500\n"
       "  scale0 status --broker tcp://10.0.0.5:5555 --timeout 300 || echo broker down");
   sub->add_option("--broker", args->broker, "Broker endpoint")->capture_default_str();
+  args->curve.add_to(sub);
   sub->add_option("--timeout", args->timeout_ms, "How long to wait for the answer (ms)")
       ->capture_default_str()
       ->check(CLI::Range(1L, 600000L));

@@ -7,6 +7,7 @@
 
 #include "commands.hpp"
 #include "common/text.hpp"
+#include "curve_flags.hpp"
 #include "http_worker.hpp"
 #include "scale0/error.hpp"
 #include "scale0/exec.hpp"
@@ -31,6 +32,7 @@ struct worker_args {
   std::string health_path;
   long health_interval_ms = 1000;
   long health_timeout_ms = 1000;
+  curve_flags curve;
 };
 
 int run_http(worker_args& a) {
@@ -92,6 +94,7 @@ int run_worker(worker_args& a) {
   };
   hangup_logger hangups("worker");  // nothing to reload: SIGHUP must not end the worker
   try {
+    a.o.curve = a.curve.resolve();
     if (http_given) return run_http(a);
     worker w(a.o, make_handler(a, name));
     running = &w;
@@ -193,6 +196,7 @@ void add_worker_command(CLI::App& root, int& exit_code) {
       ->check(CLI::Range(1L, 3600000L))
       ->needs(http_opt);
   sub->add_option("--broker", o.broker, "Broker endpoint")->capture_default_str();
+  args->curve.add_to(sub);
   sub->add_option("--concurrency", o.concurrency, "Requests held at once")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));

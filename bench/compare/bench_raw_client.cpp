@@ -36,6 +36,7 @@ struct client_config {
   std::vector<std::string> endpoints;
   std::string service = "echo";
   std::uint32_t timeout_ms = 0;
+  std::string curve_server_key;  // Z85: CURVE with an ephemeral key pair per socket
 };
 
 std::string_view view(const zmq::message_t& m) {
@@ -54,6 +55,14 @@ class client_thread {
     socket_.set(zmq::sockopt::sndhwm, 0);
     socket_.set(zmq::sockopt::rcvhwm, 0);
     socket_.set(zmq::sockopt::linger, 0);
+    if (!cfg.curve_server_key.empty()) {
+      char public_key[41];
+      char secret_key[41];
+      if (zmq_curve_keypair(public_key, secret_key) != 0) throw zmq::error_t();
+      socket_.set(zmq::sockopt::curve_serverkey, cfg.curve_server_key);
+      socket_.set(zmq::sockopt::curve_publickey, std::string(public_key, 40));
+      socket_.set(zmq::sockopt::curve_secretkey, std::string(secret_key, 40));
+    }
     for (const auto& ep : cfg.endpoints) socket_.connect(ep);
     if (quota > 0) st_.latency_ns.reserve(static_cast<std::size_t>(quota));
   }
@@ -258,6 +267,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"raw", "s0", "s0v1", "mdp"}));
   app.add_option("--service", cfg.service, "Service name (s0, mdp)");
   app.add_option("--timeout-ms", cfg.timeout_ms, "S0 request deadline; 0: the broker's default");
+  app.add_option("--curve-server-key", cfg.curve_server_key,
+                 "The server's CURVE public key (Z85): CURVE on, an ephemeral key per socket");
   bench::add_load_options(app, cfg.load);
   CLI11_PARSE(app, argc, argv);
   cfg.proto = proto == "s0"     ? protocol::s0

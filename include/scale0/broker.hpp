@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "scale0/security.hpp"
+
 namespace scale0 {
 
 struct broker_options {
@@ -50,6 +52,23 @@ struct broker_options {
   // HTTP listener for /metrics, /healthz and /readyz, e.g. "127.0.0.1:9555"; empty: none.
   std::string metrics_listen;
 
+  // CURVE (docs/security.md). The broker's secret key (Z85) turns it on for the frontend, the
+  // backend and the heartbeat PUB; a ZAP handler then admits only the keys listed here: worker
+  // keys on the backend, client keys on the frontend, either on the heartbeat PUB.
+  std::string curve_secret_key;
+  std::vector<security::key_grant> worker_keys;  // keys and the services each may serve
+  std::vector<security::key_grant> client_keys;  // keys and the services each may call
+  bool any_client_key = false;                   // accept any client key (encrypted only)
+  // Keys that may ask scale0.status on the frontend (they need not be client keys). Unset: every
+  // listed client key may; an `any` key never may.
+  std::optional<std::vector<std::string>> admin_keys;
+  // A connection must finish its ZeroMQ handshake (CURVE's included) within this: silent TCP
+  // connections to the ports are closed, not held.
+  std::chrono::milliseconds handshake_timeout{5000};
+  // Protected mode: a tcp:// endpoint that is not loopback needs CURVE, and a non-loopback
+  // metrics_listen is refused (plain HTTP), unless this is set.
+  bool insecure = false;
+
   // Throws scale0::error (400) naming the first invalid option.
   void validate() const;
 };
@@ -64,6 +83,7 @@ enum class event_kind : std::uint8_t {
   dropped,   // detail: what was dropped (malformed, unknown reply, late reply, unroutable, backlog)
   draining,  // detail
   reloaded,  // detail
+  refused,   // address, code, detail: a CURVE handshake or a service the key may not use
 };
 struct broker_event {
   event_kind kind;

@@ -12,6 +12,8 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "scale0/security.hpp"
+
 namespace scale0 {
 
 struct reply {
@@ -27,6 +29,7 @@ struct client_options {
   int retries = 0;  // Lazy Pirate: on timeout, resend this many times on a fresh socket
   // Wire framing: 2 (S0/2, compact: fields packed in one frame) or 1 (S0/1, for older brokers).
   std::uint8_t protocol_version = 2;
+  security::curve_client curve{};  // CURVE to the broker (docs/security.md); off by default
 };
 
 class client {

@@ -13,6 +13,7 @@ namespace status {
 inline constexpr std::uint16_t ok = 200;
 inline constexpr std::uint16_t no_content = 204;  // worker DISCONNECT: it holds no request
 inline constexpr std::uint16_t bad_request = 400;
+inline constexpr std::uint16_t forbidden = 403;  // CURVE: the key may not serve/call it
 inline constexpr std::uint16_t not_found = 404;
 inline constexpr std::uint16_t too_large = 413;
 inline constexpr std::uint16_t too_many_requests = 429;

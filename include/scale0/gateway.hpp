@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "scale0/security.hpp"
+
 namespace scale0 {
 
 struct gateway_options {
@@ -34,15 +36,23 @@ struct gateway_options {
   // extended ("10.0.0.0/8,::1/128"); from everyone else they are replaced.
   std::string trusted_proxies;
   bool underscores_in_headers = false;  // keep header fields whose names hold '_'
+  // Protected mode: a listen or metrics address other than loopback is refused (the gateway
+  // speaks plain HTTP) unless this is set.
+  bool insecure = false;
+  // HTTPS (TLS 1.2/1.3, ALPN http/1.1): the certificate chain and its private key, PEM files,
+  // read again by reload(). Both empty: plain HTTP.
+  std::string tls_cert;
+  std::string tls_key;
+  security::curve_client curve{};  // CURVE to the broker (docs/security.md)
   // Notable events in words (accept failures, messages from the broker that make no sense).
   // Called on the gateway's thread.
   std::function<void(const std::string&)> on_event;
   // Called on the gateway's thread after reload(): the options to run with from now on, or
   // nullopt to keep the running ones. What can change without a restart is applied (routes,
   // default_service, timeouts, max_connections, max_inflight, max_body, max_header, retry_after,
-  // drain_timeout, trusted_proxies, underscores_in_headers) to requests read from then on; listen,
-  // broker and metrics_listen stay. An invalid set is reported through on_event and the running
-  // options kept.
+  // drain_timeout, trusted_proxies, underscores_in_headers, the TLS files) to requests read from
+  // then on; listen, broker and metrics_listen stay. An invalid set is reported through on_event
+  // and the running options kept.
   std::function<std::optional<gateway_options>()> on_reload;
 };
 

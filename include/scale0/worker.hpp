@@ -11,6 +11,8 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "scale0/security.hpp"
+
 namespace scale0 {
 
 struct job {
@@ -33,6 +35,7 @@ using job_handler = std::function<job_result(job&)>;
 
 struct worker_options {
   std::string broker = "tcp://127.0.0.1:5556";
+  security::curve_client curve{};  // CURVE to the broker (docs/security.md); off by default
   std::vector<std::string> services;
   std::uint32_t concurrency = 1;
   bool idempotent = false;  // requests may be re-dispatched if this worker dies holding them

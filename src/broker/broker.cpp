@@ -1,6 +1,7 @@
 // The public, embeddable broker: option checks and a thin shell around the event loop.
 #include "scale0/broker.hpp"
 
+#include "common/host_port.hpp"
 #include "event_loop.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
@@ -9,6 +10,30 @@ namespace scale0 {
 
 void broker_options::validate() const {
   auto fail = [](const std::string& what) { throw error(status::bad_request, what); };
+  for (const auto* ep : {&frontend, &backend, &heartbeat})
+    if (!insecure && curve_secret_key.empty() && !detail::loopback_endpoint(*ep))
+      fail("protected mode: " + *ep +
+           " is reachable from other machines and CURVE is off. Make keys with `scale0 keygen "
+           "NAME` and give --curve-cert NAME_secret with --worker-keys and --client-keys (see "
+           "docs/security.md), bind a loopback address, or pass --insecure");
+  if (!insecure && !metrics_listen.empty() && !detail::loopback_listen(metrics_listen))
+    fail("protected mode: --metrics-listen " + metrics_listen +
+         " serves plain HTTP to other machines; bind a loopback address (and scrape through a "
+         "proxy) or pass --insecure");
+  if (handshake_timeout.count() <= 0) fail("handshake-timeout must be positive");
+  if (curve_secret_key.empty()) {
+    if (!worker_keys.empty() || !client_keys.empty() || any_client_key || admin_keys)
+      fail(
+          "worker, client and admin keys need CURVE: give the broker's certificate "
+          "(--curve-cert)");
+  } else {
+    if (!security::valid_z85_key(curve_secret_key))
+      fail("the broker's CURVE secret key is not a 40-character Z85 key");
+    if (client_keys.empty() && !any_client_key)
+      fail(
+          "CURVE is on but no client may connect: give --client-keys FILE (the keys allowed to "
+          "call, and what), or --client-keys any (any key: encrypted, not authenticated)");
+  }
   for (const auto* ep : {&frontend, &backend, &heartbeat}) {
     const auto sep = ep->find("://");
     const auto scheme = ep->substr(0, sep);

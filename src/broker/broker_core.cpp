@@ -48,7 +48,29 @@ broker_core::broker_core(const broker_options& options, outbox& out, std::uint64
 // ---------------------------------------------------------------------------------------------
 // Inbound messages
 
-void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, time_point now) {
+void broker_core::note_refusal(std::string_view endpoint, std::string_view reason) {
+  auto key = std::make_pair(std::string(endpoint), std::string(reason));
+  ++counters_.refused[std::move(key)];
+}
+
+void broker_core::revoke_workers(const grant_lookup& grant_for, time_point now) {
+  for (std::uint32_t w = 0; w < workers_.size(); ++w) {
+    worker_entry& W = workers_[w];
+    if (!W.used || W.curve_key.empty()) continue;
+    const access_grant* g = grant_for(W.curve_key);
+    bool allowed = g != nullptr;
+    for (std::uint32_t m : W.memberships)
+      allowed = allowed && g->may_serve(services_[members_[m].service].name);
+    if (allowed) continue;
+    note_refusal(W.socket == 0 ? "frontend" : "backend", "key_revoked");
+    send_disconnect(W, status::forbidden, "this key may no longer serve these services");
+    purge_worker(w, now, "its key was revoked");
+  }
+}
+
+void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, time_point now,
+                             const access_grant* who) {
+  who_ = who;
   const protocol::inbound in = protocol::decode_inbound(msg);
   const bool mdp = in.kind >= inbound_kind::mdp_request;
   switch (in.kind) {
@@ -130,6 +152,16 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   const client_ref c{socket, view(msg[0]), mdp, in.id, in.service, in.version};
   if (oversized) return send_error(c, status::too_large, "request too large");
   if (reserved_service(in.service)) return on_management(c, msg, in.first, now);
+  if (who_ != nullptr && !who_->may_call(in.service)) {
+    note_refusal(socket == 0 ? "frontend" : "backend", "service_not_allowed");
+    out_.event({event_kind::refused,
+                {},
+                {},
+                in.service,
+                status::forbidden,
+                "a client key called a service it is not allowed"});
+    return send_error(c, status::forbidden, "this key may not call this service");
+  }
   if (draining_) return send_error(c, status::unavailable, "broker draining");
 
   const std::string& key = make_key(socket, c.identity);
@@ -195,6 +227,17 @@ void broker_core::on_management(const client_ref& c, frames& msg, std::size_t fi
   } else if (c.service.substr(0, 4) == "mmi.") {
     body = "501";
   } else if (c.service == "scale0.status") {
+    if (who_ != nullptr && !who_->status) {
+      note_refusal(c.socket == 0 ? "frontend" : "backend", "status_not_allowed");
+      out_.event({event_kind::refused,
+                  {},
+                  {},
+                  c.service,
+                  status::forbidden,
+                  "a key that is not an admin key asked scale0.status"});
+      return send_error(c, status::forbidden,
+                        "scale0.status needs an admin key (--admin-keys) or a listed client key");
+    }
     body = status_json(now);
   } else {
     if (!c.mdp) return send_error(c, status::not_implemented, "unknown management service");
@@ -225,6 +268,17 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
     if (reserved_service(name))
       return send_disconnect(socket, identity, mdp, in.version, status::bad_request,
                              "service name is reserved");
+    if (who_ != nullptr && !who_->may_serve(name)) {
+      note_refusal(socket == 0 ? "frontend" : "backend", "service_not_allowed");
+      out_.event({event_kind::refused,
+                  {},
+                  {},
+                  name,
+                  status::forbidden,
+                  "a worker key announced a service it is not allowed"});
+      return send_disconnect(socket, identity, mdp, in.version, status::forbidden,
+                             "this key may not serve this service");
+    }
     bool repeated = false;  // a name listed twice is one service
     for (std::size_t k = 0; k < i && !repeated; ++k) repeated = names[k] == name;
     if (!repeated && !service_by_name_.contains(std::string(name))) ++new_services;
@@ -257,6 +311,7 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   W.socket = socket;
   W.identity.assign(identity);
   W.key = key;
+  W.curve_key = who_ != nullptr ? who_->key : std::string();
   W.concurrency = mdp ? 1 : in.concurrency;
   W.in_flight = 0;
   W.unreachable = false;

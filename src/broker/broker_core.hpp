@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "access.hpp"
 #include "intrusive_list.hpp"
 #include "latency_histogram.hpp"
 #include "scale0/broker.hpp"
@@ -56,6 +57,9 @@ struct broker_counters {
   std::uint64_t workers_expired = 0;
   std::uint64_t heartbeats_missed = 0;
   std::uint64_t redispatched = 0;
+  // CURVE refusals by endpoint and reason (handshakes the ZAP handler refused, services a key may
+  // not use).
+  std::map<std::pair<std::string, std::string>, std::uint64_t> refused;
 };
 
 // A peer identity as lowercase hex, for logs and status.
@@ -69,7 +73,9 @@ class broker_core {
   // One message from ROUTER `socket` (frame 0: identity). `oversized` says the loop found more
   // frames or bytes than the limits allow (it may have kept only the first frames). The core may
   // take the frames (msg is left valid but unspecified).
-  void on_message(std::uint8_t socket, frames& msg, bool oversized, time_point now);
+  // `who`: what the sender's CURVE key allows (nullptr: CURVE is off, anything goes).
+  void on_message(std::uint8_t socket, frames& msg, bool oversized, time_point now,
+                  const access_grant* who = nullptr);
 
   // The loop has read everything the sockets held: workers found unreachable by a failed send
   // are purged now, after any reply they sent before going has been read.
@@ -100,6 +106,11 @@ class broker_core {
   std::string metrics_text(time_point now) const;
 
   const broker_counters& counters() const noexcept { return counters_; }
+  void note_refusal(std::string_view endpoint, std::string_view reason);
+  // The key lists changed (SIGHUP): a worker whose key may no longer serve every service it
+  // registered for gets DISCONNECT 403 and is forgotten (its requests handled as for a lost
+  // worker).
+  void revoke_workers(const grant_lookup& grant_for, time_point now);
   std::string status_json(time_point now) const;
 
   // Introspection for tests and status.
@@ -112,6 +123,7 @@ class broker_core {
   clock::duration granted_interval() const noexcept { return fleet_interval(); }
 
  private:
+  const access_grant* who_ = nullptr;  // the grant of the message being handled
   enum class slot_state : std::uint8_t { free, queued, in_flight, abandoned };
   struct request_slot {
     std::uint32_t generation = 1;
@@ -145,7 +157,8 @@ class broker_core {
     std::uint8_t socket = 0;
     std::string identity;
     std::string key;
-    std::string address;  // the peer's IP, from ZeroMQ's Peer-Address
+    std::string address;    // the peer's IP, from ZeroMQ's Peer-Address
+    std::string curve_key;  // the CURVE key it registered with ("" without CURVE)
     std::uint32_t concurrency = 1;
     std::uint32_t in_flight = 0;
     clock::duration interval{};   // granted: the worker heartbeats at this interval

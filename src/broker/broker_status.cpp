@@ -141,6 +141,15 @@ std::string broker_core::metrics_text(time_point now) const {
   per_service("scale0_queue_bytes", "Body bytes of the requests waiting for a worker.",
               [](const service_entry& S) { return S.queue_bytes; });
   const broker_counters& c = counters_;
+  family("scale0_refused_total", "counter",
+         "CURVE refusals by endpoint and reason: keys not listed (unknown_key), peers without "
+         "CURVE (not_curve), broken handshakes (protocol_error), handshakes not finished in time "
+         "or abandoned (handshake_unfinished), services a key may not serve or call "
+         "(service_not_allowed), scale0.status without an admin key (status_not_allowed), workers "
+         "of removed keys (key_revoked).");
+  for (const auto& [where, n] : c.refused)
+    o << "scale0_refused_total{endpoint=\"" << where.first << "\",reason=\"" << where.second
+      << "\"} " << n << '\n';
   family("scale0_dropped_messages_total", "counter", "Messages dropped, by reason.");
   o << "scale0_dropped_messages_total{reason=\"malformed\"} " << c.dropped_malformed << '\n'
     << "scale0_dropped_messages_total{reason=\"unknown_reply\"} " << c.dropped_unknown_reply << '\n'

@@ -1,13 +1,18 @@
 #include "event_loop.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <random>
 
 #include "scale0/error.hpp"
+#include "security/curve_socket.hpp"
 
 namespace scale0::broker_detail {
 namespace {
@@ -27,6 +32,25 @@ void bind(zmq::socket_t& s, const std::string& endpoint, const char* what) {
     throw error(status::bad_request,
                 std::string("cannot bind ") + what + " endpoint " + endpoint + ": " + e.what());
   }
+}
+
+// "tcp://ADDRESS:PORT" of a connected socket's peer, "ipc" for a Unix socket, "unknown" if gone.
+std::string peer_address(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "unknown";
+  char host[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+    return "tcp://" + std::string(host) + ":" + std::to_string(ntohs(a->sin_port));
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+    return "tcp://[" + std::string(host) + "]:" + std::to_string(ntohs(a->sin6_port));
+  }
+  return ss.ss_family == AF_UNIX ? "ipc" : "unknown";
 }
 
 std::uint64_t random_broker_id() {
@@ -53,9 +77,36 @@ event_loop::event_loop(const broker_options& options)
     r.set(zmq::sockopt::rcvhwm, 10000);
     r.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(options.max_message_bytes) * 2);
     r.set(zmq::sockopt::linger, 500);
+    r.set(zmq::sockopt::handshake_ivl, static_cast<int>(options.handshake_timeout.count()));
   }
+  pub_.set(zmq::sockopt::handshake_ivl, static_cast<int>(options.handshake_timeout.count()));
   pub_.set(zmq::sockopt::linger, 0);
   control_.set(zmq::sockopt::linger, 0);
+  if (!options.curve_secret_key.empty()) {
+    // The ZAP handler is this loop: its socket is bound before any CURVE endpoint, so no handshake
+    // can happen without it; libzmq refuses a handshake it cannot ask about (fails closed).
+    zap_ = zmq::socket_t(context_, zmq::socket_type::rep);
+    zap_.set(zmq::sockopt::linger, 0);
+    zap_.bind("inproc://zeromq.zap.01");
+    load_grants(options);
+    security::apply_curve_server(routers_[0], options.curve_secret_key, "frontend");
+    security::apply_curve_server(routers_[1], options.curve_secret_key, "backend");
+    security::apply_curve_server(pub_, options.curve_secret_key, "heartbeat");
+    zmq::socket_t* watched[3] = {&routers_[0], &routers_[1], &pub_};
+    for (int i = 0; i < 3; ++i) {
+      const std::string ep = "inproc://scale0-monitor-" +
+                             std::to_string(reinterpret_cast<std::uintptr_t>(this)) + "-" +
+                             std::to_string(i);
+      if (zmq_socket_monitor(watched[i]->handle(), ep.c_str(),
+                             ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0)
+        throw error(status::unavailable, "cannot monitor handshakes");
+      monitors_[i] = zmq::socket_t(context_, zmq::socket_type::pair);
+      monitors_[i].set(zmq::sockopt::linger, 0);
+      monitors_[i].connect(ep);
+    }
+  }
   bind(routers_[0], options.frontend, "frontend");
   bind(routers_[1], options.backend, "backend");
   bind(pub_, options.heartbeat, "heartbeat");
@@ -78,6 +129,10 @@ event_loop::event_loop(const broker_options& options)
 
 event_loop::~event_loop() {
   metrics_.reset();  // its thread queries this loop: stop it first
+  // The endpoints go before the ZAP handler: a CURVE socket whose handler is gone would let any key
+  // in (libzmq without ZAP_ENFORCE_DOMAIN), even for the moment of destruction.
+  for (auto& r : routers_) r.close();
+  pub_.close();
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
@@ -137,6 +192,157 @@ void event_loop::handle_control() {
   }
 }
 
+void event_loop::load_grants(const broker_options& o) {
+  for (auto& g : grants_) g.clear();
+  for (const auto& k : o.client_keys) {
+    access_grant& g = grants_[0][k.key];
+    g.key = k.key;
+    g.call = true;
+    g.globs.insert(g.globs.end(), k.globs.begin(), k.globs.end());
+  }
+  for (const auto& k : o.worker_keys) {
+    access_grant& g = grants_[1][k.key];
+    g.key = k.key;
+    g.serve = true;
+    g.globs.insert(g.globs.end(), k.globs.begin(), k.globs.end());
+  }
+  for (auto& [key, g] : grants_[0]) g.status = !o.admin_keys;
+  if (o.admin_keys)
+    for (const auto& k : *o.admin_keys) {  // on the frontend, even if not a client key
+      access_grant& g = grants_[0][k];
+      g.key = k;
+      g.status = true;
+    }
+  any_client_ = access_grant{};
+  any_client_.call = true;
+  any_client_.any = true;
+}
+
+// 27/ZAP: one request per handshake, answered at once from the key lists. A key is let in on the
+// endpoint whose list names it (any key on the frontend with --client-keys any); the heartbeat PUB
+// takes a key of either list. The User-Id of the reply is the key, which every message of that
+// connection then carries (grant_of).
+void event_loop::handle_zap() {
+  for (;;) {
+    std::vector<zmq::message_t> req;
+    zmq::message_t part;
+    if (!zap_.recv(part, zmq::recv_flags::dontwait)) return;
+    req.push_back(std::move(part));
+    while (req.back().more() && req.size() < 16) {
+      zmq::message_t next;
+      if (!zap_.recv(next)) break;
+      req.push_back(std::move(next));
+    }
+    auto frame = [&req](std::size_t i) {
+      return i < req.size() ? req[i].to_string_view() : std::string_view();
+    };
+    std::string key;
+    std::string_view refused;
+    const std::string_view domain = frame(2);
+    if (frame(0) != "1.0" || frame(5) != "CURVE" || req.size() < 7 || req[6].size() != 32) {
+      refused = "not a CURVE handshake";
+    } else {
+      char text[41];
+      zmq_z85_encode(text, static_cast<const std::uint8_t*>(req[6].data()), 32);
+      key.assign(text, 40);
+      const bool client = options_.any_client_key || grants_[0].contains(key);
+      const bool worker = grants_[1].contains(key);
+      if (domain == "frontend" && !client)
+        refused = "key not in the client keys";
+      else if (domain == "backend" && !worker)
+        refused = "key not in the worker keys";
+      else if (domain == "heartbeat" && !client && !worker)
+        refused = "unknown key";
+      else if (domain != "frontend" && domain != "backend" && domain != "heartbeat")
+        refused = "unknown ZAP domain";
+    }
+    if (!refused.empty()) {
+      core_->note_refusal(domain, refused == "not a CURVE handshake" ? "not_curve" : "unknown_key");
+      const std::string detail = "CURVE handshake refused on " + std::string(domain) + ": " +
+                                 std::string(refused) + (key.empty() ? "" : " " + key);
+      event({event_kind::refused, {}, frame(3), {}, status::forbidden, detail});
+    }
+    const bool ok = refused.empty();
+    zap_.send(zmq::buffer(std::string_view("1.0")), zmq::send_flags::sndmore);
+    zap_.send(zmq::buffer(frame(1)), zmq::send_flags::sndmore);
+    zap_.send(zmq::buffer(std::string_view(ok ? "200" : "400")), zmq::send_flags::sndmore);
+    zap_.send(zmq::buffer(ok ? std::string_view("OK") : refused), zmq::send_flags::sndmore);
+    zap_.send(zmq::buffer(std::string_view(key)), zmq::send_flags::sndmore);
+    zap_.send(zmq::message_t(), zmq::send_flags::none);
+  }
+}
+
+// Handshakes libzmq failed on its own: a peer without CURVE (mechanism mismatch), a broken CURVE
+// handshake, or one not finished (the handshake timeout, or the peer left first). Refusals by the
+// key lists are ZAP's and counted there. libzmq's monitor names no peer in a failure, only the fd
+// of the DISCONNECTED that follows it (one I/O thread: nothing comes between), so the peer's
+// address is read from the fd of ACCEPTED. The events are read in a batch first: when the same fd
+// was accepted again later in the batch, it may already belong to the newer connection, and the
+// older one's address is "unknown" rather than someone else's (as is a connection gone by then).
+void event_loop::handle_monitors() {
+  static constexpr std::string_view endpoint_names[3] = {"frontend", "backend", "heartbeat"};
+  for (int i = 0; i < 3; ++i) {
+    handshake_watch& watch = watches_[i];
+    monitor_batch_.clear();
+    last_accepted_.clear();
+    while (monitor_batch_.size() < 4096) {
+      zmq::message_t head;
+      if (!monitors_[i].recv(head, zmq::recv_flags::dontwait)) break;
+      zmq::message_t ignored;
+      if (head.more()) (void)monitors_[i].recv(ignored);
+      if (head.size() < 6) continue;
+      monitor_event e;
+      std::memcpy(&e.kind, head.data(), 2);
+      std::memcpy(&e.value, static_cast<const char*>(head.data()) + 2, 4);
+      if (e.kind == ZMQ_EVENT_ACCEPTED) last_accepted_[e.value] = monitor_batch_.size();
+      monitor_batch_.push_back(e);
+    }
+    auto report = [&](std::string_view address) {
+      const std::string text = "handshake refused on " + std::string(endpoint_names[i]) + ": " +
+                               std::string(watch.failed_detail);
+      event({event_kind::refused, {}, address, {}, status::forbidden, text});
+      watch.failed_detail = {};
+    };
+    for (std::size_t n = 0; n < monitor_batch_.size(); ++n) {
+      const monitor_event e = monitor_batch_[n];
+      const int fd = static_cast<int>(e.value);
+      if (e.kind == ZMQ_EVENT_ACCEPTED) {
+        watch.peers[fd] = last_accepted_[e.value] == n ? peer_address(fd) : "unknown";
+      } else if (e.kind == ZMQ_EVENT_DISCONNECTED) {
+        const auto it = watch.peers.find(fd);
+        if (!watch.failed_detail.empty()) report(it != watch.peers.end() ? it->second : "unknown");
+        if (it != watch.peers.end()) watch.peers.erase(it);
+      } else {  // a handshake failed
+        if (!watch.failed_detail.empty()) report("unknown");
+        std::string_view reason = "handshake_unfinished";
+        watch.failed_detail =
+            "closed before the CURVE handshake finished (the handshake timeout, or the peer left)";
+        if (e.kind == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+          const bool plaintext = e.value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH;
+          reason = plaintext ? "not_curve" : "protocol_error";
+          watch.failed_detail = plaintext ? "a peer without CURVE (its mechanism is not CURVE)"
+                                          : "a broken ZeroMQ or CURVE handshake";
+        }
+        core_->note_refusal(endpoint_names[i], reason);
+      }
+    }
+  }
+}
+
+// The grant of the key the message in inbox_ came with; nullptr when CURVE is off.
+const access_grant* event_loop::grant_of(std::uint8_t socket) {
+  if (!zap_) return nullptr;
+  if (inbox_.size() < 2) return &nothing_;  // fail closed
+  const char* user = zmq_msg_gets(inbox_[1].handle(), "User-Id");
+  if (user == nullptr) return &nothing_;
+  if (socket == 0 && options_.any_client_key) {
+    const auto it = grants_[0].find(std::string_view(user));
+    return it != grants_[0].end() ? &it->second : &any_client_;
+  }
+  const auto it = grants_[socket].find(std::string_view(user));
+  return it != grants_[socket].end() ? &it->second : &nothing_;
+}
+
 void event_loop::event(const broker_event& e) {
   if (event_handler_) event_handler_(e);
 }
@@ -148,6 +354,19 @@ void event_loop::handle_requests(clock::time_point now) {
   if (reload_requested_.exchange(false) && reload_handler_) {
     if (auto next = reload_handler_()) {
       core_->reconfigure(*next);
+      if (zap_) {  // the key lists were read again with the rest of the configuration
+        options_.client_keys = next->client_keys;
+        options_.worker_keys = next->worker_keys;
+        options_.any_client_key = next->any_client_key;
+        options_.admin_keys = next->admin_keys;
+        load_grants(options_);
+        core_->revoke_workers(
+            [this](const std::string& key) -> const access_grant* {
+              const auto it = grants_[1].find(key);
+              return it != grants_[1].end() ? &it->second : nullptr;
+            },
+            now);
+      }
       // The loop enforces frame and byte limits itself; endpoints need a restart.
       options_.drain_timeout = next->drain_timeout;
       options_.max_frames = next->max_frames;
@@ -166,10 +385,12 @@ void event_loop::handle_requests(clock::time_point now) {
 }
 
 void event_loop::run() {
-  zmq_pollitem_t items[4] = {{routers_[0].handle(), 0, ZMQ_POLLIN, 0},
-                             {routers_[1].handle(), 0, ZMQ_POLLIN, 0},
-                             {control_.handle(), 0, ZMQ_POLLIN, 0},
-                             {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+  zmq_pollitem_t items[8] = {
+      {routers_[0].handle(), 0, ZMQ_POLLIN, 0},  {routers_[1].handle(), 0, ZMQ_POLLIN, 0},
+      {control_.handle(), 0, ZMQ_POLLIN, 0},     {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+      {zap_.handle(), 0, ZMQ_POLLIN, 0},         {monitors_[0].handle(), 0, ZMQ_POLLIN, 0},
+      {monitors_[1].handle(), 0, ZMQ_POLLIN, 0}, {monitors_[2].handle(), 0, ZMQ_POLLIN, 0}};
+  const int polled = zap_ ? 8 : 4;
   last_progress_ = clock::now();
   for (;;) {
     auto now = clock::now();
@@ -177,12 +398,17 @@ void event_loop::run() {
     if (core_->draining() && (core_->drained() || now >= drain_deadline_)) break;
     const auto wait =
         std::chrono::ceil<std::chrono::milliseconds>(core_->next_wakeup(now) - now).count();
-    const int rc = zmq_poll(items, 4, static_cast<long>(std::clamp<std::int64_t>(wait, 0, 1000)));
+    const int rc =
+        zmq_poll(items, polled, static_cast<long>(std::clamp<std::int64_t>(wait, 0, 1000)));
     if (rc < 0 && zmq_errno() != EINTR)
       throw error(status::unavailable, std::string("zmq_poll: ") + zmq_strerror(zmq_errno()));
     if (stop_requested_) break;
     if (rc > 0 && (items[3].revents & ZMQ_POLLIN)) handle_requests(clock::now());
     if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) handle_control();
+    if (zap_) {
+      handle_zap();
+      handle_monitors();
+    }
     note_progress(clock::now());
     // Drain everything readable: handling one message per wake-up is what made heartbeats go
     // missing in the original prototype. Timers get a turn between batches. The backend goes
@@ -196,9 +422,13 @@ void event_loop::run() {
         core_->on_input_drained(now);
         break;
       }
-      // Under sustained load poll() is not reached: serve control queries and look at
-      // stop/drain/reload requests here too.
+      // Under sustained load poll() is not reached: serve control queries and handshakes, and
+      // look at stop/drain/reload requests here too.
       handle_control();
+      if (zap_) {
+        handle_zap();
+        handle_monitors();
+      }
       if (stop_requested_ || drain_requested_ || reload_requested_) break;
     }
   }
@@ -246,7 +476,7 @@ std::size_t event_loop::drain_socket(std::uint8_t socket, std::size_t budget) {
     const auto now = note_progress(clock::now());
     if (!receive(routers_[socket], oversized)) break;
     try {
-      core_->on_message(socket, inbox_, oversized, now);
+      core_->on_message(socket, inbox_, oversized, now, grant_of(socket));
     } catch (const std::exception& e) {
       // Nothing from the network may end the loop (the decoder itself never throws; this is
       // for resource exhaustion and bugs): report it and go on with the next message.

@@ -10,6 +10,7 @@
 #include <optional>
 #include <zmq.hpp>
 
+#include "access.hpp"
 #include "broker_core.hpp"
 #include "metrics_server.hpp"
 #include "scale0/broker.hpp"
@@ -47,6 +48,10 @@ class event_loop final : public outbox {
   std::size_t drain_socket(std::uint8_t socket, std::size_t budget);
   bool receive(zmq::socket_t& socket, bool& oversized);
   void handle_control();
+  void handle_zap();
+  void handle_monitors();
+  void load_grants(const broker_options& o);
+  const access_grant* grant_of(std::uint8_t socket);
   void handle_requests(clock::time_point now);
   void wake() noexcept;
   clock::time_point note_progress(clock::time_point now);  // returns the time after it
@@ -57,6 +62,26 @@ class event_loop final : public outbox {
   zmq::socket_t routers_[2];
   zmq::socket_t pub_;
   zmq::socket_t control_;
+  // CURVE: the ZAP handler's socket (bound before any endpoint), and the grants by public key of
+  // the frontend (client keys) and the backend (worker keys).
+  zmq::socket_t zap_;
+  // CURVE: handshake failures libzmq decides without asking ZAP (a plaintext peer, a broken or
+  // unfinished handshake), from socket monitors of the frontend, backend and heartbeat PUB.
+  zmq::socket_t monitors_[3];
+  struct handshake_watch {
+    std::unordered_map<int, std::string> peers;  // fd -> peer address, from ACCEPTED
+    std::string_view failed_detail;              // a failure seen; its DISCONNECTED names the fd
+  };
+  handshake_watch watches_[3];
+  struct monitor_event {
+    std::uint16_t kind = 0;
+    std::uint32_t value = 0;  // an fd, an errno or a protocol error code
+  };
+  std::vector<monitor_event> monitor_batch_;                      // reused by handle_monitors
+  std::unordered_map<std::uint32_t, std::size_t> last_accepted_;  // fd -> its last ACCEPTED
+  grant_table grants_[2];
+  access_grant any_client_;
+  access_grant nothing_;  // a message without a known key: every check fails
   std::string control_endpoint_;
   int wake_fd_ = -1;
   std::atomic<bool> stop_requested_{false};

@@ -7,6 +7,7 @@
 
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
+#include "security/curve_socket.hpp"
 
 namespace scale0 {
 namespace {
@@ -36,6 +37,7 @@ struct client::impl {
 
   void open() {
     socket = zmq::socket_t(context, zmq::socket_type::dealer);
+    security::apply_curve_client(socket, options.curve);
     socket.set(zmq::sockopt::linger, 0);
     socket.set(zmq::sockopt::sndhwm, 100000);
     socket.set(zmq::sockopt::rcvhwm, 100000);

@@ -25,4 +25,41 @@ host_port parse_host_port(const std::string& text, const char* what) {
   return out;
 }
 
+namespace {
+bool loopback_host(std::string host) noexcept {
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  if (host == "localhost" || host == "::1") return true;
+  // 127.0.0.0/8, written as a dotted quad
+  unsigned parts = 0;
+  std::size_t i = 0;
+  unsigned first = 0;
+  while (i <= host.size()) {
+    const std::size_t dot = std::min(host.find('.', i), host.size());
+    unsigned v = 0;
+    const auto [end, ec] = std::from_chars(host.data() + i, host.data() + dot, v);
+    if (ec != std::errc{} || end != host.data() + dot || dot == i || v > 255) return false;
+    if (parts == 0) first = v;
+    ++parts;
+    i = dot + 1;
+  }
+  return parts == 4 && first == 127;
+}
+}  // namespace
+
+bool loopback_listen(const std::string& text) noexcept {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos) return false;
+  return loopback_host(text.substr(0, colon));
+}
+
+bool loopback_endpoint(const std::string& endpoint) noexcept {
+  if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) return true;
+  if (endpoint.rfind("tcp://", 0) != 0) return false;
+  std::string rest = endpoint.substr(6);
+  // tcp://iface;host:port names a source interface first; the bound address is after ';'
+  if (const auto semi = rest.find(';'); semi != std::string::npos) rest = rest.substr(semi + 1);
+  return loopback_listen(rest);
+}
+
 }  // namespace scale0::detail

@@ -15,4 +15,10 @@ struct host_port {
 // Throws scale0::error (400) naming `what` when `text` is not host:port.
 host_port parse_host_port(const std::string& text, const char* what);
 
+// Protected mode (docs/security.md): true when only this machine can reach it. A listen address
+// host:port on 127.0.0.0/8, ::1 or localhost; a ZeroMQ endpoint that is ipc://, inproc:// or
+// tcp:// on such a host. Anything else (0.0.0.0, *, an interface name, another address) is false.
+bool loopback_listen(const std::string& host_port_text) noexcept;
+bool loopback_endpoint(const std::string& endpoint) noexcept;
+
 }  // namespace scale0::detail

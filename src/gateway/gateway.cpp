@@ -38,6 +38,8 @@
 #include "routes.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
+#include "security/curve_socket.hpp"
+#include "tls.hpp"
 
 namespace scale0 {
 namespace {
@@ -65,6 +67,9 @@ struct gateway_stats {
   std::atomic<std::uint64_t> connections_open{0};
   std::atomic<std::uint64_t> inflight{0};
   std::atomic<std::uint64_t> trailer_fields_dropped{0};
+  std::atomic<std::uint64_t> tls_handshakes_ok{0};
+  std::atomic<std::uint64_t> tls_handshakes_failed{0};
+  std::atomic<std::uint64_t> tls_handshakes_timed_out{0};
 
   void record(std::string_view route, unsigned code, clock_type::duration took) {
     std::lock_guard lock(mu);
@@ -114,6 +119,16 @@ struct gateway_stats {
     gauge("scale0_gateway_trailer_fields_dropped_total", "counter",
           "Trailer fields of chunked requests read and thrown away (never forwarded).",
           trailer_fields_dropped.load());
+    line(
+        "# HELP scale0_gateway_tls_handshakes_total TLS handshakes by result: ok, failed (refused "
+        "or broken by either side), timeout (not finished within --header-timeout).");
+    line("# TYPE scale0_gateway_tls_handshakes_total counter");
+    line("scale0_gateway_tls_handshakes_total{result=\"ok\"} " +
+         std::to_string(tls_handshakes_ok.load()));
+    line("scale0_gateway_tls_handshakes_total{result=\"failed\"} " +
+         std::to_string(tls_handshakes_failed.load()));
+    line("scale0_gateway_tls_handshakes_total{result=\"timeout\"} " +
+         std::to_string(tls_handshakes_timed_out.load()));
     gauge("scale0_gateway_broker_unknown_replies_total", "counter",
           "Replies from the broker for no request in progress (late or after a disconnect).",
           broker_unknown_replies);
@@ -136,6 +151,7 @@ struct server {
   void begin_drain();
   void maybe_finish_drain();
   void apply_reload();
+  void reload_tls();
 
   // Broker link.
   bool send_request(std::uint64_t id, std::string_view service, std::chrono::milliseconds timeout,
@@ -150,6 +166,7 @@ struct server {
   gateway_options opt;
   std::shared_ptr<const router> routes;  // replaced whole by a reload
   gateway_detail::trusted_proxies trusted;
+  std::shared_ptr<asio::ssl::context> tls;  // null: plain HTTP; replaced whole by a reload
   gateway_stats stats;
   std::unordered_map<std::uint64_t, std::shared_ptr<session>> pending;
   std::unordered_set<session*> sessions;
@@ -197,11 +214,12 @@ class session : public std::enable_shared_from_this<session> {
  public:
   static constexpr std::size_t chunk_line_limit = 65536;
 
-  session(server& g, tcp::socket socket) : g_(g), socket_(std::move(socket)) {
+  session(server& g, tcp::socket socket, std::shared_ptr<asio::ssl::context> tls)
+      : g_(g), stream_(std::move(socket), std::move(tls)) {
     g_.sessions.insert(this);
     ++g_.stats.connections_open;
     beast::error_code ec;
-    const auto remote = socket_.remote_endpoint(ec);
+    const auto remote = stream_.socket().remote_endpoint(ec);
     if (!ec) peer_ = remote.address().to_string();
   }
   ~session() {
@@ -210,11 +228,27 @@ class session : public std::enable_shared_from_this<session> {
     g_.maybe_finish_drain();
   }
 
-  void start() { read_next(); }
+  void start() {
+    if (!stream_.is_tls()) return read_next();
+    // The handshake shares the head's deadline: a client that never finishes it is closed then.
+    phase_ = phase::handshake;
+    arm(g_.opt.header_timeout);
+    stream_.tls().async_handshake(asio::ssl::stream_base::server,
+                                  [self = shared_from_this()](beast::error_code ec) {
+                                    if (self->phase_ == phase::closed) return;
+                                    if (ec) {
+                                      ++self->g_.stats.tls_handshakes_failed;
+                                      return self->close();
+                                    }
+                                    ++self->g_.stats.tls_handshakes_ok;
+                                    self->read_next();
+                                  });
+  }
 
   // The gateway is draining: an idle connection closes now, a busy one after its answer.
   void on_drain() {
-    if (phase_ == phase::idle) close();
+    if (phase_ == phase::handshake) ++g_.stats.tls_handshakes_failed;  // cut short
+    if (phase_ == phase::idle || phase_ == phase::handshake) close();
   }
 
   void on_reply(std::uint16_t code, std::string_view message, const protocol::frames& f,
@@ -262,7 +296,7 @@ class session : public std::enable_shared_from_this<session> {
   }
 
  private:
-  enum class phase { idle, head, body, waiting, writing, lingering, closed };
+  enum class phase { handshake, idle, head, body, waiting, writing, lingering, closed };
 
   // The deadline of the current phase. The gateway's sweep checks every connection's deadline a
   // few times a second: a request then costs no timer syscalls and no cancelled-wait dispatches.
@@ -271,6 +305,9 @@ class session : public std::enable_shared_from_this<session> {
 
   void on_timeout() {
     switch (phase_) {
+      case phase::handshake:
+        ++g_.stats.tls_handshakes_timed_out;
+        return close();
       case phase::idle:
       case phase::writing:
       case phase::lingering:
@@ -282,7 +319,7 @@ class session : public std::enable_shared_from_this<session> {
         // The read completes with operation_aborted, then 408 is written. A read completion
         // already queued escapes the cancel and the composed read may start another: the
         // deadline stays armed so that one is cut too.
-        socket_.cancel();
+        stream_.socket().cancel();
         arm(std::chrono::seconds(1));
         return;
       case phase::waiting: {
@@ -305,7 +342,7 @@ class session : public std::enable_shared_from_this<session> {
     phase_ = phase::idle;
     if (buffer_.size() > 0) return read_head();
     arm(g_.opt.idle_timeout);
-    socket_.async_read_some(buffer_.prepare(4096),
+    stream_.async_read_some(buffer_.prepare(4096),
                             [self = shared_from_this()](beast::error_code ec, std::size_t n) {
                               if (ec || self->phase_ == phase::closed) return self->close();
                               self->buffer_.commit(n);
@@ -329,7 +366,7 @@ class session : public std::enable_shared_from_this<session> {
     buffer_.max_size(std::max(buffer_.size(), g_.opt.max_header + chunk_line_limit));
     parser_->body_limit(g_.opt.max_body);
     arm(g_.opt.header_timeout);
-    bhttp::async_read_header(socket_, buffer_, *parser_,
+    bhttp::async_read_header(stream_, buffer_, *parser_,
                              [self = shared_from_this()](beast::error_code ec, std::size_t) {
                                if (self->phase_ == phase::closed) return;
                                if (ec) return self->on_read_error(ec);
@@ -369,7 +406,7 @@ class session : public std::enable_shared_from_this<session> {
       phase_ = phase::writing;
       arm(g_.opt.send_timeout);
       static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
-      return asio::async_write(socket_, asio::buffer(go_on.data(), go_on.size()),
+      return asio::async_write(stream_, asio::buffer(go_on.data(), go_on.size()),
                                [self = shared_from_this()](beast::error_code ec, std::size_t) {
                                  if (ec) return self->close();
                                  self->read_body();
@@ -385,7 +422,7 @@ class session : public std::enable_shared_from_this<session> {
   void read_body() {
     phase_ = phase::body;
     arm(g_.opt.body_timeout);
-    bhttp::async_read(socket_, buffer_, *parser_,
+    bhttp::async_read(stream_, buffer_, *parser_,
                       [self = shared_from_this()](beast::error_code ec, std::size_t) {
                         if (ec) return self->on_read_error(ec);
                         self->on_request();
@@ -432,6 +469,7 @@ class session : public std::enable_shared_from_this<session> {
 
     gateway_detail::encode_options eo;
     eo.peer = peer_;
+    eo.scheme = stream_.is_tls() ? "https" : "http";
     eo.trusted = g_.trusted.contains(peer_);
     eo.keep_underscores = g_.opt.underscores_in_headers;
     eo.request_id = request_id_;
@@ -493,7 +531,7 @@ class session : public std::enable_shared_from_this<session> {
     phase_ = phase::writing;
     timed_out_ = false;
     arm(g_.opt.send_timeout);
-    bhttp::async_write(socket_, res_,
+    bhttp::async_write(stream_, res_,
                        [self = shared_from_this()](beast::error_code ec, std::size_t) {
                          self->disarm();
                          const auto took = clock_type::now() - self->started_;
@@ -510,20 +548,32 @@ class session : public std::enable_shared_from_this<session> {
   // before the client has read the answer.
   void linger() {
     phase_ = phase::lingering;
-    beast::error_code ec;
-    socket_.shutdown(tcp::socket::shutdown_send, ec);
-    if (ec) return close();
     arm(std::chrono::seconds(1));
+    if (stream_.is_tls()) {
+      // close_notify, then the client's (or its EOF, or the deadline). A client still sending
+      // (a refused body, pipelined requests) fails the shutdown: then as for plain TCP, so that
+      // closing with its bytes unread does not reset the connection before it read the answer.
+      return stream_.tls().async_shutdown([self = shared_from_this()](beast::error_code ec) {
+        if (!ec || self->phase_ == phase::closed) return self->close();
+        self->half_close_and_discard();
+      });
+    }
+    half_close_and_discard();
+  }
+  void half_close_and_discard() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) return close();
     discard();
   }
   void discard() {
     static std::array<char, 4096> sink;  // the data is thrown away: one buffer serves everyone
-    socket_.async_read_some(asio::buffer(sink),
-                            [self = shared_from_this()](beast::error_code ec, std::size_t n) {
-                              self->discarded_ += n;
-                              if (ec || self->discarded_ > (1u << 20)) return self->close();
-                              self->discard();
-                            });
+    stream_.socket().async_read_some(
+        asio::buffer(sink), [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+          self->discarded_ += n;
+          if (ec || self->discarded_ > (1u << 20)) return self->close();
+          self->discard();
+        });
   }
 
   void close() {
@@ -532,8 +582,8 @@ class session : public std::enable_shared_from_this<session> {
     phase_ = phase::closed;
     disarm();
     beast::error_code ec;
-    socket_.shutdown(tcp::socket::shutdown_send, ec);
-    socket_.close(ec);
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.socket().close(ec);
     if (waiting_) {  // the client left while the broker works: forget the request
       waiting_ = false;
       --g_.stats.inflight;
@@ -550,7 +600,7 @@ class session : public std::enable_shared_from_this<session> {
   }
 
   server& g_;
-  tcp::socket socket_;
+  gateway_detail::front_stream stream_;
   clock_type::time_point deadline_ = clock_type::time_point::max();
   beast::flat_buffer buffer_;
   std::optional<http_detail::message_parser<true>> parser_;
@@ -621,12 +671,26 @@ void check_gateway_options(const gateway_options& opt) {
   if (opt.max_header > 1 << 20) throw error(status::bad_request, "max-header is at most 1 MiB");
   (void)make_router(opt);
   (void)gateway_detail::trusted_proxies(opt.trusted_proxies);
+  if (opt.tls_cert.empty() != opt.tls_key.empty())
+    throw error(status::bad_request, "TLS needs both --tls-cert and --tls-key");
+  if (!opt.insecure && opt.tls_cert.empty() && !detail::loopback_listen(opt.listen))
+    throw error(
+        status::bad_request,
+        "protected mode: --listen " + opt.listen +
+            " serves plain HTTP to other machines; give --tls-cert and --tls-key, listen on "
+            "a loopback address behind a TLS proxy, or pass --insecure (see "
+            "docs/security.md)");
+  if (!opt.insecure && !opt.metrics_listen.empty() && !detail::loopback_listen(opt.metrics_listen))
+    throw error(status::bad_request, "protected mode: --metrics-listen " + opt.metrics_listen +
+                                         " serves plain HTTP to other machines; bind a loopback "
+                                         "address or pass --insecure");
 }
 
 server::server(gateway_options o) : opt(std::move(o)) {
   check_gateway_options(opt);
   routes = std::make_shared<const router>(make_router(opt));
   trusted = gateway_detail::trusted_proxies(opt.trusted_proxies);
+  if (!opt.tls_cert.empty()) tls = gateway_detail::make_tls_context(opt.tls_cert, opt.tls_key);
   request_id_seed = std::random_device{}() * 0x100000000ull + std::random_device{}();
 
   const auto hp = detail::parse_host_port(opt.listen, "listen address");
@@ -641,6 +705,7 @@ server::server(gateway_options o) : opt(std::move(o)) {
   if (ec) throw error(status::bad_request, "cannot listen on " + opt.listen + ": " + ec.message());
 
   try {
+    security::apply_curve_client(dealer, opt.curve);
     dealer.set(zmq::sockopt::linger, 0);
     const int hwm = static_cast<int>(std::min<std::size_t>(opt.max_inflight * 2 + 100, 1 << 30));
     dealer.set(zmq::sockopt::sndhwm, hwm);
@@ -700,6 +765,11 @@ void server::accept() {
         std::lock_guard lock(stats.mu);
         ++stats.connections_rejected;
       }
+      if (tls) {  // a plain-text 503 means nothing to a TLS client, and a handshake costs CPU
+        beast::error_code e;
+        socket.close(e);
+        return accept();
+      }
       auto s = std::make_shared<tcp::socket>(std::move(socket));
       auto text = std::make_shared<std::string>(answer_rejected(opt.retry_after));
       asio::async_write(*s, asio::buffer(*text), [s, text](beast::error_code, std::size_t) {
@@ -708,7 +778,7 @@ void server::accept() {
         s->close(e);
       });
     } else {
-      std::make_shared<session>(*this, std::move(socket))->start();
+      std::make_shared<session>(*this, std::move(socket), tls)->start();
     }
     accept();
   });
@@ -743,26 +813,44 @@ void server::watch_control() {
 // On the io thread, like every reader of `opt` and `routes`: no request sees half of each. A
 // request already routed keeps its router (and the metrics label that points into it) alive.
 void server::apply_reload() {
-  if (!opt.on_reload) return;
   std::optional<gateway_options> next;
   try {
-    next = opt.on_reload();
-    if (!next) return;
-    check_gateway_options(*next);
-    auto next_routes = std::make_shared<const router>(make_router(*next));
-    gateway_detail::trusted_proxies next_trusted(next->trusted_proxies);
-    next->listen = opt.listen;  // these need a restart
-    next->broker = opt.broker;
-    next->metrics_listen = opt.metrics_listen;
-    next->on_event = std::move(opt.on_event);
-    next->on_reload = std::move(opt.on_reload);
-    opt = std::move(*next);
-    routes = std::move(next_routes);
-    trusted = std::move(next_trusted);
-    sweep_interval = sweep_interval_for(opt);
+    if (opt.on_reload) next = opt.on_reload();
+    if (next) {
+      check_gateway_options(*next);
+      auto next_routes = std::make_shared<const router>(make_router(*next));
+      gateway_detail::trusted_proxies next_trusted(next->trusted_proxies);
+      next->listen = opt.listen;  // these need a restart
+      next->broker = opt.broker;
+      next->metrics_listen = opt.metrics_listen;
+      if (next->tls_cert.empty() != opt.tls_cert.empty()) {  // so does turning TLS on or off
+        next->tls_cert = opt.tls_cert;
+        next->tls_key = opt.tls_key;
+      }
+      next->on_event = std::move(opt.on_event);
+      next->on_reload = std::move(opt.on_reload);
+      opt = std::move(*next);
+      routes = std::move(next_routes);
+      trusted = std::move(next_trusted);
+      sweep_interval = sweep_interval_for(opt);
+    }
   } catch (const std::exception& e) {
     if (opt.on_event)
       opt.on_event(std::string("reload failed; keeping the running configuration: ") + e.what());
+  }
+  reload_tls();
+}
+
+// The certificate and key are read again on every reload, with or without a --config file (a
+// renewed certificate is the common case). Connections open keep the context they started with.
+void server::reload_tls() {
+  if (!tls) return;
+  try {
+    tls = gateway_detail::make_tls_context(opt.tls_cert, opt.tls_key);
+    if (opt.on_event) opt.on_event("TLS certificate and key read again from " + opt.tls_cert);
+  } catch (const std::exception& e) {
+    if (opt.on_event)
+      opt.on_event(std::string("TLS reload failed; keeping the running certificate: ") + e.what());
   }
 }
 

@@ -16,6 +16,7 @@
 
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
+#include "security/curve_socket.hpp"
 
 namespace scale0 {
 namespace {
@@ -107,6 +108,14 @@ struct worker::impl {
     if (options.protocol_version != protocol::version_1 &&
         options.protocol_version != protocol::version_2)
       throw error(status::bad_request, "worker protocol_version must be 1 or 2");
+    if (options.curve.enabled()) {
+      if (!security::valid_z85_key(options.curve.server_key))
+        throw error(status::bad_request, "the broker's CURVE key is not a 40-character Z85 key");
+      if (options.curve.public_key.empty() != options.curve.secret_key.empty() ||
+          (!options.curve.secret_key.empty() &&
+           security::public_for_secret(options.curve.secret_key) != options.curve.public_key))
+        throw error(status::bad_request, "the worker's CURVE key pair does not belong together");
+    }
     try {  // fail here, not in run(), on an endpoint ZeroMQ cannot parse
       zmq::socket_t probe(context, zmq::socket_type::dealer);
       probe.set(zmq::sockopt::linger, 0);
@@ -150,6 +159,7 @@ struct worker::impl {
   void connect(clock::time_point now) {
     ++epoch;
     dealer = zmq::socket_t(context, zmq::socket_type::dealer);
+    security::apply_curve_client(dealer, options.curve);
     dealer.set(zmq::sockopt::linger, 1000);
     // Replies never outnumber the credit, so a queue above it never refuses one.
     dealer.set(zmq::sockopt::sndhwm, static_cast<int>(options.concurrency) * 2 + 1000);
@@ -229,6 +239,7 @@ struct worker::impl {
         broker_id = d.broker_id;
         const std::string hb = resolve_endpoint(std::string(d.endpoint), options.broker);
         sub = zmq::socket_t(context, zmq::socket_type::sub);
+        security::apply_curve_client(sub, options.curve);
         sub.set(zmq::sockopt::linger, 0);
         sub.set(zmq::sockopt::subscribe, protocol::heartbeat_header);
         try {

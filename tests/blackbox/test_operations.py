@@ -321,6 +321,8 @@ def documented_options():
             continue
         if default is not None and kind == "INT":
             default = int(default)
+        if kind is None:  # a flag (--insecure): a boolean key, false unless given
+            kind, default = "FLAG", False
         opts.append((name, kind, default))
     return opts
 
@@ -340,7 +342,7 @@ class ConfigFileTest(OpsTestCase):
             with self.subTest(key=name):
                 if default is not None:
                     self.assertEqual(doc[name], default, "--print-config vs --help default")
-                self.assertIsInstance(doc[name], {"INT": int, "TEXT": (str, list)}[kind])
+                self.assertIsInstance(doc[name], {"INT": int, "TEXT": (str, list), "FLAG": bool}[kind])
         self.assertEqual(doc["idempotent"], [])
 
     def test_file_then_flags_in_print_config_and_round_trip(self):

@@ -134,7 +134,8 @@ class WelcomeTest(Scale0TestCase):
 
     def test_wildcard_heartbeat_endpoint(self):
         # "a host of * or 0.0.0.0 means the host you reached the broker at"
-        b = self.start_broker(heartbeat_interval=200, heartbeat_bind="tcp://*:%d")
+        # Protected mode: a PUB on every interface needs CURVE or --insecure (docs/security.md).
+        b = self.start_broker(heartbeat_interval=200, heartbeat_bind="tcp://*:%d", extra=["--insecure"])
         w = self.native_worker(b, ["wild"])
         self.assertTrue(w.welcome.endpoint.endswith(":%d" % b.ports[2]), w.welcome.endpoint)
         deadline = now() + 3.0

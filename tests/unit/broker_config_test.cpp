@@ -49,6 +49,12 @@ const std::vector<std::string> kDocumentedKeys = {"frontend",
                                                   "mdp-heartbeat-interval",
                                                   "idempotent",
                                                   "metrics-listen",
+                                                  "curve-cert",
+                                                  "worker-keys",
+                                                  "client-keys",
+                                                  "admin-keys",
+                                                  "handshake-timeout",
+                                                  "insecure",
                                                   "log-level",
                                                   "log-format"};
 
@@ -132,6 +138,12 @@ broker_settings NonDefault() {
   s.mdp_heartbeat_interval = 3000;
   s.idempotent = {"alpha", "beta.v2", "with \"quotes\" and \\ backslash", "ünïcode"};
   s.metrics_listen = "0.0.0.0:9100";
+  s.curve_cert = "/etc/scale0/broker_secret";
+  s.worker_keys = "/etc/scale0/workers";
+  s.client_keys = "any";
+  s.admin_keys = "/etc/scale0/admins";
+  s.handshake_timeout = 2500;
+  s.insecure = true;
   s.log_level = "debug";
   s.log_format = "json";
   return s;
