@@ -1263,17 +1263,23 @@ class Scale0TestCase(unittest.TestCase):
         self._threads = []
         self._sockets = []
 
-    def _destroy_ctx(self):
-        for t in self._threads:
+    def _stop_peers(self):
+        """Stops the test's peer threads and closes its sockets (each at most once)."""
+        threads, self._threads = self._threads, []
+        sockets, self._sockets = self._sockets, []
+        for t in threads:
             try:
                 t.stop()
             except Exception:
                 pass
-        for s in self._sockets:
+        for s in sockets:
             try:
                 s.close()
             except Exception:
                 pass
+
+    def _destroy_ctx(self):
+        self._stop_peers()
         self.ctx.destroy(linger=0)
 
     # --- brokers ---

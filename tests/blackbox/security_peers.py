@@ -177,14 +177,19 @@ def curve_context(server_public, kp):
     return ctx
 
 
-def curve_socket(ctx, kind, endpoint, server_public, kp, identity=None):
-    """One socket, CURVE options set on it explicitly (as any Majordomo peer would), connected."""
-    s = ctx.socket(kind)
-    s.setsockopt(zmq.LINGER, 0)
+def set_curve(s, server_public, kp):
+    """CURVE client options on s, set explicitly as any Majordomo peer would (none when kp is None)."""
     if kp is not None:
         s.setsockopt(zmq.CURVE_SERVERKEY, server_public)
         s.setsockopt(zmq.CURVE_PUBLICKEY, kp.public)
         s.setsockopt(zmq.CURVE_SECRETKEY, kp.secret)
+
+
+def curve_socket(ctx, kind, endpoint, server_public, kp, identity=None):
+    """One socket, CURVE options set on it explicitly (as any Majordomo peer would), connected."""
+    s = ctx.socket(kind)
+    s.setsockopt(zmq.LINGER, 0)
+    set_curve(s, server_public, kp)
     if identity is not None:
         s.setsockopt(zmq.IDENTITY, identity)
     s.connect(endpoint)
@@ -210,10 +215,7 @@ def handshake_probe(server_public, kp, endpoint, timeout=3.0, kind=zmq.DEALER):
     try:
         s = ctx.socket(kind)
         s.setsockopt(zmq.LINGER, 0)
-        if kp is not None:
-            s.setsockopt(zmq.CURVE_SERVERKEY, server_public)
-            s.setsockopt(zmq.CURVE_PUBLICKEY, kp.public)
-            s.setsockopt(zmq.CURVE_SECRETKEY, kp.secret)
+        set_curve(s, server_public, kp)
         mon = s.get_monitor_socket(zmq.EVENT_ALL)
         s.connect(endpoint)
         deadline = now() + timeout

@@ -75,16 +75,7 @@ class SecurityTestCase(Scale0TestCase):
         self.broker_cert = None
 
     def _close_curve(self):
-        for t in self._threads:
-            try:
-                t.stop()
-            except Exception:
-                pass
-        for s in self._sockets:
-            try:
-                s.close()
-            except Exception:
-                pass
+        self._stop_peers()  # the peers first: some use the contexts below
         for c in self._curve_ctxs:
             try:
                 c.destroy(linger=0)
