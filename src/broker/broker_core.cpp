@@ -53,6 +53,20 @@ void broker_core::note_refusal(std::string_view endpoint, std::string_view reaso
   ++counters_.refused[std::move(key)];
 }
 
+void broker_core::refuse(std::uint8_t socket, frames& msg, std::string_view reason,
+                         std::string_view service, std::string_view what) {
+  note_refusal(socket == 0 ? "frontend" : "backend", reason);
+  const char* address = msg.size() > 1 ? zmq_msg_gets(msg[1].handle(), "Peer-Address") : nullptr;
+  const char* key = msg.size() > 1 ? zmq_msg_gets(msg[1].handle(), "User-Id") : nullptr;
+  const std::string detail = std::string(what) + " (key " + (key != nullptr ? key : "unknown") + ")";
+  out_.event({event_kind::refused,
+              {},
+              address != nullptr ? address : "",
+              service,
+              status::forbidden,
+              detail});
+}
+
 void broker_core::revoke_workers(const grant_lookup& grant_for, time_point now) {
   for (std::uint32_t w = 0; w < workers_.size(); ++w) {
     worker_entry& W = workers_[w];
@@ -63,6 +77,11 @@ void broker_core::revoke_workers(const grant_lookup& grant_for, time_point now) 
       allowed = allowed && g->may_serve(services_[members_[m].service].name);
     if (allowed) continue;
     note_refusal(W.socket == 0 ? "frontend" : "backend", "key_revoked");
+    const std::string detail =
+        "a worker's key was removed, or no longer allows what it serves "
+        "(key " +
+        W.curve_key + ")";
+    out_.event({event_kind::refused, hex_id(W.identity), W.address, {}, status::forbidden, detail});
     send_disconnect(W, status::forbidden, "this key may no longer serve these services");
     purge_worker(w, now, "its key was revoked");
   }
@@ -153,13 +172,8 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   if (oversized) return send_error(c, status::too_large, "request too large");
   if (reserved_service(in.service)) return on_management(c, msg, in.first, now);
   if (who_ != nullptr && !who_->may_call(in.service)) {
-    note_refusal(socket == 0 ? "frontend" : "backend", "service_not_allowed");
-    out_.event({event_kind::refused,
-                {},
-                {},
-                in.service,
-                status::forbidden,
-                "a client key called a service it is not allowed"});
+    refuse(socket, msg, "service_not_allowed", in.service,
+           "a client key called a service it is not allowed");
     return send_error(c, status::forbidden, "this key may not call this service");
   }
   if (draining_) return send_error(c, status::unavailable, "broker draining");
@@ -228,13 +242,8 @@ void broker_core::on_management(const client_ref& c, frames& msg, std::size_t fi
     body = "501";
   } else if (c.service == "scale0.status") {
     if (who_ != nullptr && !who_->status) {
-      note_refusal(c.socket == 0 ? "frontend" : "backend", "status_not_allowed");
-      out_.event({event_kind::refused,
-                  {},
-                  {},
-                  c.service,
-                  status::forbidden,
-                  "a key that is not an admin key asked scale0.status"});
+      refuse(c.socket, msg, "status_not_allowed", c.service,
+             "a key that is not an admin key asked scale0.status");
       return send_error(c, status::forbidden,
                         "scale0.status needs an admin key (--admin-keys) or a listed client key");
     }
@@ -269,13 +278,8 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
       return send_disconnect(socket, identity, mdp, in.version, status::bad_request,
                              "service name is reserved");
     if (who_ != nullptr && !who_->may_serve(name)) {
-      note_refusal(socket == 0 ? "frontend" : "backend", "service_not_allowed");
-      out_.event({event_kind::refused,
-                  {},
-                  {},
-                  name,
-                  status::forbidden,
-                  "a worker key announced a service it is not allowed"});
+      refuse(socket, msg, "service_not_allowed", name,
+             "a worker key announced a service it is not allowed");
       return send_disconnect(socket, identity, mdp, in.version, status::forbidden,
                              "this key may not serve this service");
     }

@@ -107,6 +107,9 @@ class broker_core {
 
   const broker_counters& counters() const noexcept { return counters_; }
   void note_refusal(std::string_view endpoint, std::string_view reason);
+  // A listed key's message refused (403): counted, and reported with the key and the peer address.
+  void refuse(std::uint8_t socket, frames& msg, std::string_view reason, std::string_view service,
+              std::string_view what);
   // The key lists changed (SIGHUP): a worker whose key may no longer serve every service it
   // registered for gets DISCONNECT 403 and is forgotten (its requests handled as for a lost
   // worker).

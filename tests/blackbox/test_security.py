@@ -491,6 +491,14 @@ class CurveBrokerTest(SecurityTestCase):
         r = c.request("payroll", [b"give me everything"], timeout_ms=5000)
         self.assertEqual(r.status, 403, "a service outside the client's globs: %r" % r)
         self.assertEqual(w.jobs, [], "the forbidden request reached a worker")
+        deadline = now() + 5.0
+        lines = []
+        while now() < deadline and not lines:
+            lines = [l for l in b.stderr_text().splitlines() if "refused" in l and "payroll" in l]
+            time.sleep(0.05)
+        self.assertTrue(lines, "the refusal is logged")
+        self.assertIn(cc.public_text, lines[0], "with the client's public key: %r" % lines[0])
+        self.assertRegex(lines[0], r"address=(tcp://)?127\.0\.0\.1\b", "and its address: %r" % lines[0])
         r = c.request("echo.a", [b"allowed"], timeout_ms=5000)
         self.assertEqual((r.status, r.body), (200, [b"allowed"]), r)
         # mmi.* is allowed to every authenticated client, whatever its globs
