@@ -288,8 +288,10 @@ struct worker::impl {
           return;
         }
         // Known to us as ready: the broker restarted or expired us, so register again at once.
-        // Refused while registering, or the broker is going away: back off.
-        if (st == state::ready && d.status != status::unavailable) {
+        // Refused while registering, the broker going away (503), or our key no longer allowed
+        // (403: its handshakes would be refused until an operator lists it again): back off.
+        if (st == state::ready && d.status != status::unavailable &&
+            d.status != status::forbidden) {
           event(why + "; registering again");
           close_connection();
           connect(now);

@@ -676,7 +676,7 @@ class CurveBrokerTest(SecurityTestCase):
         b = self.curve_broker([(keep, ["keep.*"]), (drop, ["drop.*"])], [(cc, ["*"])],
                               heartbeat_interval=interval)
         self.cli_worker(b, keep, ["keep.me"], "w-keep")
-        self.cli_worker(b, drop, ["drop.me"], "w-drop")
+        dropped = self.cli_worker(b, drop, ["drop.me"], "w-drop")
         c = self.curve_client(b, cc)
         self.wait_names(b, "keep.me", ["w-keep"], timeout=10.0, client=c)
         self.wait_names(b, "drop.me", ["w-drop"], timeout=10.0, client=c)
@@ -688,8 +688,12 @@ class CurveBrokerTest(SecurityTestCase):
         bound = 2 * interval / 1000.0 + 1.5
         self.assertLessEqual(elapsed, bound, "the removed key's worker was still registered %.2fs after "
                              "SIGHUP (one heartbeat interval is %d ms)" % (elapsed, interval))
-        time.sleep(1.2)  # its worker reconnects and registers again: it must stay out
+        time.sleep(1.2)  # its worker tries again (after a back-off): it must stay out
         self.assertEqual(self.mmi_service(b, "drop.me", c), b"404", "the removed key came back")
+        told = [l for l in dropped.proc.stderr_text().splitlines() if "403" in l]
+        self.assertTrue(told, "the worker was told DISCONNECT 403")
+        self.assertIn("reconnecting in", told[0], "a worker whose key was removed backs off instead of "
+                      "handshaking again at once: %r" % told[0])
         r = c.request("keep.me", [b"still here"], timeout_ms=5000)
         self.assertEqual((r.status, r.message, r.body), (200, b"w-keep", [b"still here"]),
                          "a key still listed keeps its worker across SIGHUP")
