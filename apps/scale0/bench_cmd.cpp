@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 #include <zmq_addon.hpp>
 
@@ -238,6 +239,15 @@ int run_bench(bench_args& a) {
   // In-process echo workers, if asked for.
   std::vector<std::unique_ptr<worker>> workers;
   std::vector<std::thread> worker_threads;
+  struct stop_workers {  // on every way out, an exception included
+    std::vector<std::unique_ptr<worker>>& workers;
+    std::vector<std::thread>& threads;
+    ~stop_workers() {
+      for (auto& w : workers) w->stop();
+      for (auto& t : threads)
+        if (t.joinable()) t.join();
+    }
+  } stop_on_exit{workers, worker_threads};
   for (int i = 0; i < a.spawn_workers; ++i) {
     worker_options o;
     o.broker = a.backend.empty() ? a.broker : a.backend;
@@ -251,17 +261,29 @@ int run_bench(bench_args& a) {
       r.body = std::move(j.body);
       return r;
     }));
-    worker_threads.emplace_back([w = workers.back().get()] { w->run(); });
+    worker_threads.emplace_back([w = workers.back().get()] {
+      try {
+        w->run();
+      } catch (const std::exception& e) {
+        std::cerr << "scale0 bench: worker: " << e.what() << "\n";
+      }
+    });
   }
   if (a.spawn_workers > 0) {
     client_options po;
     po.curve = a.curve;
-    client probe(a.broker, po);
+    std::optional<client> probe;
+    try {
+      probe.emplace(a.broker, po);
+    } catch (const std::exception& e) {
+      std::cerr << "scale0 bench: " << e.what() << "\n";
+      return 2;
+    }
     const auto give_up = clock::now() + std::chrono::seconds(10);
     bool served = false;
     while (!served && clock::now() < give_up) {
       try {
-        served = probe.request("mmi.service", a.service, milliseconds(1000)) == "200";
+        served = probe->request("mmi.service", a.service, milliseconds(1000)) == "200";
       } catch (const error&) {
       }
       if (!served) std::this_thread::sleep_for(milliseconds(20));
@@ -270,8 +292,6 @@ int run_bench(bench_args& a) {
       std::cerr << "scale0 bench: the spawned workers did not register with " << a.broker
                 << " within 10 s (with CURVE: is their key a listed worker key, and --backend "
                    "the broker's backend?)\n";
-      for (auto& w : workers) w->stop();
-      for (auto& t : worker_threads) t.join();
       return 1;
     }
     std::this_thread::sleep_for(milliseconds(300));  // let every worker register
@@ -331,7 +351,7 @@ int run_bench(bench_args& a) {
   const double wall = std::chrono::duration<double>(clock::now() - start).count();
   if (tty) std::cerr << "\r" << std::string(40, ' ') << "\r";
   for (auto& w : workers) w->stop();
-  for (auto& t : worker_threads) t.join();
+  for (auto& t : worker_threads) t.join();  // stop_on_exit finds them joined
 
   client_result total;
   for (auto& r : results) {

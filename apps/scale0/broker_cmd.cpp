@@ -126,7 +126,6 @@ int run_broker(broker_args& a) {
       notify_service("RELOADING=1");
       try {
         broker_settings next = effective(a);
-        setup_logging(next.log_level, next.log_format);
         for (const char* key : {"frontend", "backend", "heartbeat", "metrics-listen", "curve-cert",
                                 "handshake-timeout", "insecure"}) {
           broker_settings probe = current;
@@ -137,6 +136,8 @@ int run_broker(broker_args& a) {
           }
         }
         broker_options options = next.to_options(&secret);
+        options.validate();  // with the restart-only settings as they run
+        setup_logging(next.log_level, next.log_format);
         current = next;  // only once all of it was valid
         notify_service("READY=1");
         return options;

@@ -34,10 +34,19 @@ void bind(zmq::socket_t& s, const std::string& endpoint, const char* what) {
   }
 }
 
-// "tcp://ADDRESS:PORT" of a connected socket's peer, "ipc" for a Unix socket, "unknown" if gone.
-std::string peer_address(int fd) {
+// "tcp://ADDRESS:PORT" of a connected socket's peer, "ipc" for a Unix socket; "unknown" when the
+// fd is gone, or is not (any more) a connection to `local_port` (another socket of this process
+// may have taken the number meanwhile).
+std::string peer_address(int fd, int local_port) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "unknown";
+  if (ss.ss_family == AF_UNIX) return "ipc";
+  const int port = ss.ss_family == AF_INET
+                       ? ntohs(reinterpret_cast<const sockaddr_in*>(&ss)->sin_port)
+                       : ntohs(reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_port);
+  if (port != local_port) return "unknown";
+  len = sizeof ss;
   if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "unknown";
   char host[INET6_ADDRSTRLEN] = {};
   if (ss.ss_family == AF_INET) {
@@ -50,7 +59,18 @@ std::string peer_address(int fd) {
     ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
     return "tcp://[" + std::string(host) + "]:" + std::to_string(ntohs(a->sin6_port));
   }
-  return ss.ss_family == AF_UNIX ? "ipc" : "unknown";
+  return "unknown";
+}
+
+// The port of a bound "tcp://host:port" endpoint; -1 for others.
+int endpoint_port(const std::string& endpoint) {
+  if (endpoint.rfind("tcp://", 0) != 0) return -1;
+  const auto colon = endpoint.rfind(':');
+  try {
+    return colon == std::string::npos ? -1 : std::stoi(endpoint.substr(colon + 1));
+  } catch (const std::exception&) {
+    return -1;
+  }
 }
 
 std::uint64_t random_broker_id() {
@@ -276,27 +296,33 @@ void event_loop::handle_zap() {
 // handshake, or one not finished (the handshake timeout, or the peer left first). Refusals by the
 // key lists are ZAP's and counted there. libzmq's monitor names no peer in a failure, only the fd
 // of the DISCONNECTED that follows it (one I/O thread: nothing comes between), so the peer's
-// address is read from the fd of ACCEPTED. The events are read in a batch first: when the same fd
-// was accepted again later in the batch, it may already belong to the newer connection, and the
-// older one's address is "unknown" rather than someone else's (as is a connection gone by then).
+// address is read from the fd when its ACCEPTED is read. It is kept only when that cannot be
+// another connection's: the fd must still be a connection to this endpoint's port, and no later
+// ACCEPTED of the same fd may have been emitted before the address was read (the monitor is read
+// again right after, to see). Otherwise the address is "unknown", never someone else's.
 void event_loop::handle_monitors() {
   static constexpr std::string_view endpoint_names[3] = {"frontend", "backend", "heartbeat"};
+  const int ports[3] = {endpoint_port(endpoints_.frontend), endpoint_port(endpoints_.backend),
+                        endpoint_port(endpoints_.heartbeat)};
   for (int i = 0; i < 3; ++i) {
     handshake_watch& watch = watches_[i];
     monitor_batch_.clear();
     last_accepted_.clear();
-    while (monitor_batch_.size() < 4096) {
-      zmq::message_t head;
-      if (!monitors_[i].recv(head, zmq::recv_flags::dontwait)) break;
-      zmq::message_t ignored;
-      if (head.more()) (void)monitors_[i].recv(ignored);
-      if (head.size() < 6) continue;
-      monitor_event e;
-      std::memcpy(&e.kind, head.data(), 2);
-      std::memcpy(&e.value, static_cast<const char*>(head.data()) + 2, 4);
-      if (e.kind == ZMQ_EVENT_ACCEPTED) last_accepted_[e.value] = monitor_batch_.size();
-      monitor_batch_.push_back(e);
-    }
+    auto read_more = [&] {
+      while (monitor_batch_.size() < 8192) {
+        zmq::message_t head;
+        if (!monitors_[i].recv(head, zmq::recv_flags::dontwait)) return;
+        zmq::message_t ignored;
+        if (head.more()) (void)monitors_[i].recv(ignored);
+        if (head.size() < 6) continue;
+        monitor_event e;
+        std::memcpy(&e.kind, head.data(), 2);
+        std::memcpy(&e.value, static_cast<const char*>(head.data()) + 2, 4);
+        if (e.kind == ZMQ_EVENT_ACCEPTED) last_accepted_[e.value] = monitor_batch_.size();
+        monitor_batch_.push_back(e);
+      }
+    };
+    read_more();
     auto report = [&](std::string_view address) {
       const std::string text = "handshake refused on " + std::string(endpoint_names[i]) + ": " +
                                std::string(watch.failed_detail);
@@ -307,7 +333,10 @@ void event_loop::handle_monitors() {
       const monitor_event e = monitor_batch_[n];
       const int fd = static_cast<int>(e.value);
       if (e.kind == ZMQ_EVENT_ACCEPTED) {
-        watch.peers[fd] = last_accepted_[e.value] == n ? peer_address(fd) : "unknown";
+        std::string address = last_accepted_[e.value] == n ? peer_address(fd, ports[i]) : "";
+        read_more();  // an ACCEPTED of the same fd emitted before the address was read shows now
+        if (last_accepted_[e.value] != n) address = "unknown";
+        watch.peers[fd] = std::move(address);
       } else if (e.kind == ZMQ_EVENT_DISCONNECTED) {
         const auto it = watch.peers.find(fd);
         if (!watch.failed_detail.empty()) report(it != watch.peers.end() ? it->second : "unknown");

@@ -59,12 +59,13 @@ class event_loop final : public outbox {
 
   broker_options options_;
   zmq::context_t context_;
+  // CURVE: the ZAP handler's socket, bound before any endpoint and declared before them, so that
+  // it is destroyed after them however the object ends (see ~event_loop).
+  zmq::socket_t zap_;
   zmq::socket_t routers_[2];
   zmq::socket_t pub_;
   zmq::socket_t control_;
-  // CURVE: the ZAP handler's socket (bound before any endpoint), and the grants by public key of
-  // the frontend (client keys) and the backend (worker keys).
-  zmq::socket_t zap_;
+  // CURVE: the grants by public key of the frontend (client keys) and the backend (worker keys).
   // CURVE: handshake failures libzmq decides without asking ZAP (a plaintext peer, a broken or
   // unfinished handshake), from socket monitors of the frontend, backend and heartbeat PUB.
   zmq::socket_t monitors_[3];

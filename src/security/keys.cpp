@@ -142,31 +142,55 @@ std::string certificate_text(const keypair& k, bool with_secret) {
 }
 
 void save_certificate(const std::string& name, const keypair& k, bool overwrite) {
-  // Never through a symbolic link; an existing certificate (a broker's secret, say) only when
-  // asked.
-  const int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (overwrite ? O_TRUNC : O_EXCL);
+  // Each file is written new (O_EXCL, never through a symbolic link) under a temporary name, then
+  // renamed over NAME_secret and NAME: a failure while writing leaves an existing pair as it was,
+  // and an existing pair (a broker's secret, say) is replaced only when asked.
   if (!overwrite)
     for (const std::string& path : {name, name + "_secret"})
       if (struct stat st{}; ::lstat(path.c_str(), &st) == 0)
         fail(path + " exists; not overwritten (--force replaces it)");
-  auto write = [flags](const std::string& path, const std::string& text, mode_t mode) {
-    const int fd = ::open(path.c_str(), flags, mode);
+  auto write = [](const std::string& path, const std::string& text, mode_t mode) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0) fail("cannot write " + path + ": " + std::strerror(errno));
-    ::fchmod(fd, mode);  // also when the file was there with other permissions
+    bool ok = ::fchmod(fd, mode) == 0;  // the umask may have taken bits away
     std::size_t done = 0;
-    while (done < text.size()) {
+    while (ok && done < text.size()) {
       const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
       if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        ::close(fd);
-        fail("cannot write " + path + ": " + std::strerror(errno));
-      }
-      done += static_cast<std::size_t>(n);
+      ok = n >= 0;
+      if (ok) done += static_cast<std::size_t>(n);
     }
-    if (::close(fd) != 0) fail("cannot write " + path + ": " + std::strerror(errno));
+    const int saved = errno;
+    ok = ::close(fd) == 0 && ok;
+    if (!ok) {
+      ::unlink(path.c_str());
+      fail("cannot write " + path + ": " + std::strerror(saved != 0 ? saved : errno));
+    }
   };
-  write(name + "_secret", certificate_text(k, true), 0600);
-  write(name, certificate_text(k, false), 0644);
+  const std::string suffix = ".new-" + std::to_string(::getpid());
+  const std::string secret_tmp = name + "_secret" + suffix;
+  const std::string public_tmp = name + suffix;
+  write(secret_tmp, certificate_text(k, true), 0600);
+  try {
+    write(public_tmp, certificate_text(k, false), 0644);
+  } catch (...) {
+    ::unlink(secret_tmp.c_str());
+    throw;
+  }
+  const auto put = [](const std::string& from, const std::string& to) {
+    if (::rename(from.c_str(), to.c_str()) != 0) {
+      const int saved = errno;
+      ::unlink(from.c_str());
+      fail("cannot write " + to + ": " + std::strerror(saved));
+    }
+  };
+  put(secret_tmp, name + "_secret");
+  try {
+    put(public_tmp, name);
+  } catch (...) {  // the secret is in place but its public certificate is not: take it back
+    ::unlink((name + "_secret").c_str());
+    throw;
+  }
 }
 
 std::string public_key_from(std::string_view key_or_path) {
