@@ -58,7 +58,8 @@ void broker_core::refuse(std::uint8_t socket, frames& msg, std::string_view reas
   note_refusal(socket == 0 ? "frontend" : "backend", reason);
   const char* address = msg.size() > 1 ? zmq_msg_gets(msg[1].handle(), "Peer-Address") : nullptr;
   const char* key = msg.size() > 1 ? zmq_msg_gets(msg[1].handle(), "User-Id") : nullptr;
-  const std::string detail = std::string(what) + " (key " + (key != nullptr ? key : "unknown") + ")";
+  const std::string detail =
+      std::string(what) + " (key " + (key != nullptr ? key : "unknown") + ")";
   out_.event({event_kind::refused,
               {},
               address != nullptr ? address : "",

@@ -131,6 +131,9 @@ event_loop::event_loop(const broker_options& options)
   bind(routers_[1], options.backend, "backend");
   bind(pub_, options.heartbeat, "heartbeat");
   endpoints_ = {last_endpoint(routers_[0]), last_endpoint(routers_[1]), last_endpoint(pub_)};
+  monitor_ports_[0] = endpoint_port(endpoints_.frontend);
+  monitor_ports_[1] = endpoint_port(endpoints_.backend);
+  monitor_ports_[2] = endpoint_port(endpoints_.heartbeat);
   control_endpoint_ =
       "inproc://scale0-control-" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
   control_.bind(control_endpoint_);
@@ -302,8 +305,6 @@ void event_loop::handle_zap() {
 // again right after, to see). Otherwise the address is "unknown", never someone else's.
 void event_loop::handle_monitors() {
   static constexpr std::string_view endpoint_names[3] = {"frontend", "backend", "heartbeat"};
-  const int ports[3] = {endpoint_port(endpoints_.frontend), endpoint_port(endpoints_.backend),
-                        endpoint_port(endpoints_.heartbeat)};
   for (int i = 0; i < 3; ++i) {
     handshake_watch& watch = watches_[i];
     monitor_batch_.clear();
@@ -333,7 +334,8 @@ void event_loop::handle_monitors() {
       const monitor_event e = monitor_batch_[n];
       const int fd = static_cast<int>(e.value);
       if (e.kind == ZMQ_EVENT_ACCEPTED) {
-        std::string address = last_accepted_[e.value] == n ? peer_address(fd, ports[i]) : "";
+        std::string address =
+            last_accepted_[e.value] == n ? peer_address(fd, monitor_ports_[i]) : "";
         read_more();  // an ACCEPTED of the same fd emitted before the address was read shows now
         if (last_accepted_[e.value] != n) address = "unknown";
         watch.peers[fd] = std::move(address);

@@ -74,6 +74,7 @@ class event_loop final : public outbox {
     std::string_view failed_detail;              // a failure seen; its DISCONNECTED names the fd
   };
   handshake_watch watches_[3];
+  int monitor_ports_[3] = {-1, -1, -1};  // the bound tcp ports, to check a peer's fd against
   struct monitor_event {
     std::uint16_t kind = 0;
     std::uint32_t value = 0;  // an fd, an errno or a protocol error code

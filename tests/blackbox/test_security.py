@@ -880,8 +880,9 @@ class GatewayTlsTest(SecurityTestCase):
                                extra=["--tls-cert", self.tls_cert, "--tls-key", self.tls_key])
         return b, w, g
 
-    def https_get(self, g, path):
-        ctx = ssl.create_default_context(cafile=self.tls_cert)
+    def https_get(self, g, path, cafile=None):
+        """GET over HTTPS, the server verified against cafile (default: the class's certificate)."""
+        ctx = ssl.create_default_context(cafile=cafile or self.tls_cert)
         conn = http.client.HTTPSConnection(g.host, g.port, context=ctx, timeout=10)
         try:
             conn.request("GET", path)
@@ -965,18 +966,8 @@ class GatewayTlsTest(SecurityTestCase):
         g.proc.signal(signal.SIGHUP)
         time.sleep(0.5)
         self.assertEqual(self.served_cert(g), der(second[0]))
-        status, body = self.https_get_with(g, "/still", second[0])
+        status, body = self.https_get(g, "/still", second[0])
         self.assertEqual(status, 200, body[:300])
-
-    def https_get_with(self, g, path, cafile):
-        ctx = ssl.create_default_context(cafile=cafile)
-        conn = http.client.HTTPSConnection(g.host, g.port, context=ctx, timeout=10)
-        try:
-            conn.request("GET", path)
-            r = conn.getresponse()
-            return r.status, r.read()
-        finally:
-            conn.close()
 
     def test_alpn_without_http11_is_refused_and_plain_http_is_not_answered(self):
         b, w, g = self.tls_gateway()
