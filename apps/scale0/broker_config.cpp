@@ -8,7 +8,9 @@
 #include <sstream>
 #include <variant>
 
+#include "common/text.hpp"
 #include "scale0/error.hpp"
+#include "scale0/protocol.hpp"
 #include "toml_guard.hpp"
 
 namespace scale0::cli {
@@ -133,6 +135,56 @@ const field* find_field(std::string_view name) {
   return nullptr;
 }
 
+// The keys of a [service."NAME"] table. Each integer is range-checked like its broker-wide twin
+// (`twin`, a top-level key of the same name); max-concurrency has none and is 1 to the most a
+// worker may announce.
+using opt_int = std::optional<std::int64_t> service_settings::*;
+using opt_flag = std::optional<bool> service_settings::*;
+struct service_field {
+  const char* name;
+  std::variant<opt_int, opt_flag> member;
+  std::int64_t min = 0;
+  std::int64_t max = 0;
+};
+
+const std::vector<service_field>& service_fields() {
+  static const std::vector<service_field> all = [] {
+    auto twin = [](const char* name, opt_int member) {
+      const field* f = find_field(name);
+      return service_field{name, member, f->min, f->max};
+    };
+    return std::vector<service_field>{
+        twin("request-timeout", &service_settings::request_timeout),
+        twin("max-queue", &service_settings::max_queue),
+        {"idempotent", &service_settings::idempotent, 0, 0},
+        {"max-concurrency", &service_settings::max_concurrency, 1, protocol::max_concurrency},
+    };
+  }();
+  return all;
+}
+
+const service_field* find_service_field(std::string_view name) {
+  for (const auto& f : service_fields())
+    if (name == f.name) return &f;
+  return nullptr;
+}
+
+// How a service table's key is named in messages: service."NAME".KEY (the name escaped).
+std::string service_key(std::string_view name, std::string_view key = {}) {
+  std::string k = "service.\"" + escape_text(name) + "\"";
+  if (!key.empty()) k += "." + std::string(key);
+  return k;
+}
+
+// "" when `name` may have a service table: a name as on the wire, not a reserved one.
+std::string check_service_name(std::string_view name) {
+  if (!protocol::valid_service_name(name))
+    return "a service name is 1-255 bytes of printable UTF-8 (no control characters)";
+  if (name.starts_with("mmi.") || name.starts_with("scale0."))
+    return "service names starting with mmi. or scale0. are reserved for the broker";
+  return "";
+}
+
 std::string check(const field& f, const broker_settings& s) {
   if (auto m = std::get_if<int_field>(&f.member)) {
     const auto v = s.**m;
@@ -153,6 +205,56 @@ std::string check(const field& f, const broker_settings& s) {
   std::string msg = path + ":" + std::to_string(line) + ": ";
   if (!key.empty()) msg += "key '" + std::string(key) + "': ";
   throw config_error(msg + what);
+}
+
+const char* type_name(const toml::node& n);
+
+// The `service` key: one table per service, [service."NAME"], each with the keys of
+// service_fields().
+std::map<std::string, service_settings> read_services(const std::string& path, std::size_t line,
+                                                      const toml::node& node) {
+  const toml::table* all = node.as_table();
+  if (all == nullptr)
+    fail(path, line, "service",
+         std::string("expected tables [service.\"NAME\"], found ") + type_name(node));
+  std::map<std::string, service_settings> services;
+  for (auto&& [name_key, entry] : *all) {
+    const std::size_t at = name_key.source().begin.line;
+    const std::string name(name_key.str());
+    if (services.size() >= max_service_policies)
+      fail(path, at, service_key(name),
+           "too many service tables (at most " + std::to_string(max_service_policies) + ")");
+    if (const std::string problem = check_service_name(name); !problem.empty())
+      fail(path, at, service_key(name), problem);
+    const toml::table* t = entry.as_table();
+    if (t == nullptr)
+      fail(path, at, service_key(name),
+           std::string("expected a table [service.\"NAME\"], found ") + type_name(entry));
+    service_settings ss;
+    for (auto&& [key, value] : *t) {
+      const std::size_t kline = key.source().begin.line;
+      const std::string where = service_key(name, key.str());
+      const service_field* f = find_service_field(key.str());
+      if (f == nullptr) fail(path, kline, where, "unknown key");
+      if (auto m = std::get_if<opt_int>(&f->member)) {
+        if (!value.is_integer())
+          fail(path, kline, where, std::string("expected an integer, found ") + type_name(value));
+        const std::int64_t v = value.as_integer()->get();
+        if (v < f->min || v > f->max)
+          fail(path, kline, where,
+               std::to_string(v) + " is out of range (" + std::to_string(f->min) + " to " +
+                   std::to_string(f->max) + ")");
+        ss.*(*m) = v;
+      } else if (auto b = std::get_if<opt_flag>(&f->member)) {
+        if (!value.is_boolean())
+          fail(path, kline, where,
+               std::string("expected true or false, found ") + type_name(value));
+        ss.*(*b) = value.as_boolean()->get();
+      }
+    }
+    services.emplace(name, ss);
+  }
+  return services;
 }
 
 // The key a syntax error's line assigns to, if it looks like `key = ...`; "" otherwise.
@@ -220,6 +322,13 @@ broker_options broker_settings::to_options(const std::string* running_secret) co
   o.max_heartbeat_interval = milliseconds(max_heartbeat_interval);
   o.mdp_heartbeat_interval = milliseconds(mdp_heartbeat_interval);
   o.idempotent_services = idempotent;
+  for (const auto& [name, ss] : services) {
+    service_policy& p = o.service_policies[name];
+    if (ss.request_timeout) p.request_timeout = milliseconds(*ss.request_timeout);
+    if (ss.max_queue) p.max_queue = static_cast<std::size_t>(*ss.max_queue);
+    p.idempotent = ss.idempotent;
+    if (ss.max_concurrency) p.max_concurrency = static_cast<std::uint32_t>(*ss.max_concurrency);
+  }
   o.metrics_listen = metrics_listen;
   if (!curve_cert.empty() && running_secret != nullptr) {
     o.curve_secret_key = *running_secret;
@@ -251,6 +360,15 @@ const std::vector<std::string>& setting_names() {
   return names;
 }
 
+const std::vector<std::string>& service_setting_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (const auto& f : service_fields()) n.emplace_back(f.name);
+    return n;
+  }();
+  return names;
+}
+
 broker_settings load_config(const std::string& path, broker_settings s) {
   // Bytes toml++ 3.3 cannot read safely are refused first (toml_guard.hpp). A file that cannot be
   // opened is left to the parser, which reports it.
@@ -270,6 +388,10 @@ broker_settings load_config(const std::string& path, broker_settings s) {
   }
   for (auto&& [key, node] : doc) {
     const std::size_t line = key.source().begin.line;
+    if (key.str() == "service") {
+      s.services = read_services(path, line, node);
+      continue;
+    }
     const field* f = find_field(key.str());
     if (f == nullptr) fail(path, line, key.str(), "unknown key");
     if (auto m = std::get_if<int_field>(&f->member)) {
@@ -334,6 +456,17 @@ std::string to_toml(const broker_settings& s) {
       out << (s.**b ? "true" : "false");
     }
     out << '\n';
+  }
+  for (const auto& [name, ss] : s.services) {
+    out << "\n[service." << toml::value<std::string>(name) << "]\n";
+    for (const auto& f : service_fields()) {
+      if (auto m = std::get_if<opt_int>(&f.member); m != nullptr && (ss.*(*m)).has_value()) {
+        out << f.name << " = " << toml::value<std::int64_t>(*(ss.*(*m))) << '\n';
+      } else if (auto b = std::get_if<opt_flag>(&f.member);
+                 b != nullptr && (ss.*(*b)).has_value()) {
+        out << f.name << " = " << (*(ss.*(*b)) ? "true" : "false") << '\n';
+      }
+    }
   }
   return out.str();
 }

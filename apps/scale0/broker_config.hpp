@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -10,6 +12,17 @@
 #include "scale0/broker.hpp"
 
 namespace scale0::cli {
+
+// One `[service."NAME"]` table of the file: a service's policy. A key left out falls back on the
+// broker-wide setting of the same name (docs/operations.md, "Service policies").
+struct service_settings {
+  std::optional<std::int64_t> request_timeout;  // ms
+  std::optional<std::int64_t> max_queue;
+  std::optional<bool> idempotent;
+  std::optional<std::int64_t> max_concurrency;
+
+  bool operator==(const service_settings&) const = default;
+};
 
 struct broker_settings {
   std::string frontend = "tcp://127.0.0.1:5555";
@@ -45,6 +58,9 @@ struct broker_settings {
   bool insecure = false;                  // allow non-loopback endpoints without CURVE
   std::string log_level = "info";
   std::string log_format = "text";
+  // The [service."NAME"] tables, by service name. Only in the file (no flag); a file that has
+  // service tables replaces the base's.
+  std::map<std::string, service_settings> services;
 
   // Reads the certificate and key lists too; throws scale0::error naming the file.
   // `running_secret`: the broker's secret key already loaded (a reload; the certificate is read
@@ -59,7 +75,12 @@ class config_error : public std::runtime_error {
 };
 
 // Every key, in the order they are documented; the same names as the flags without "--".
+// (The [service."NAME"] tables are not settings of their own: they are read and printed with the
+// file, and have no flag.)
 const std::vector<std::string>& setting_names();
+
+// The keys of a [service."NAME"] table, in the order they are documented.
+const std::vector<std::string>& service_setting_names();
 
 // Reads `path` over `base`. Throws config_error on a syntax error, an unknown key, a wrong type or
 // an invalid value.
@@ -71,7 +92,7 @@ void copy_setting(const std::string& name, const broker_settings& from, broker_s
 // Checks one setting's value; returns an error message or "".
 std::string check_setting(const std::string& name, const broker_settings& s);
 
-// The settings as a TOML document.
+// The settings as a TOML document: every key, then one [service."NAME"] table per service.
 std::string to_toml(const broker_settings& s);
 
 }  // namespace scale0::cli

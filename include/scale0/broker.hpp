@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,6 +15,25 @@
 #include "scale0/security.hpp"
 
 namespace scale0 {
+
+// One service's policy from the configuration (`[service."NAME"]` in the broker's TOML file,
+// docs/operations.md). Each setting left unset falls back on the broker-wide one.
+struct service_policy {
+  std::optional<std::chrono::milliseconds> request_timeout;  // used when a request gives 0
+  std::optional<std::size_t> max_queue;                      // queued requests of this service
+  // true: its requests may be re-dispatched once when their worker is lost, whatever the worker
+  // declared; false: never, even if the worker declared it idempotent or the service is listed in
+  // idempotent_services. Unset: the list or the worker's flag decides.
+  std::optional<bool> idempotent;
+  // At most this many of its requests held by one worker at once (1-1024); unset: no cap beyond
+  // the worker's own concurrency.
+  std::optional<std::uint32_t> max_concurrency;
+
+  bool operator==(const service_policy&) const = default;
+};
+
+// Service policies a configuration may hold.
+inline constexpr std::size_t max_service_policies = 10000;
 
 struct broker_options {
   std::string frontend = "tcp://127.0.0.1:5555";   // clients (and workers)
@@ -47,7 +67,10 @@ struct broker_options {
   // all.
   std::size_t max_client_backlog_bytes = std::size_t{64} << 20;
   std::size_t max_total_backlog_bytes = std::size_t{256} << 20;
-  std::vector<std::string> idempotent_services;    // for Majordomo workers, which cannot declare it
+  std::vector<std::string> idempotent_services;  // for Majordomo workers, which cannot declare it
+  // Per-service overrides, by service name (at most max_service_policies; names as on the wire,
+  // not reserved). Reloadable: see broker_core::reconfigure.
+  std::map<std::string, service_policy, std::less<>> service_policies;
   std::chrono::milliseconds drain_timeout{10000};  // drain(): longest wait for accepted requests
   // HTTP listener for /metrics, /healthz and /readyz, e.g. "127.0.0.1:9555"; empty: none.
   std::string metrics_listen;

@@ -2,6 +2,7 @@
 #include "scale0/broker.hpp"
 
 #include "common/host_port.hpp"
+#include "common/text.hpp"
 #include "event_loop.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
@@ -62,6 +63,21 @@ void broker_options::validate() const {
   if (max_client_backlog_bytes < 1024) fail("max client backlog bytes must be at least 1024");
   if (max_total_backlog_bytes < max_client_backlog_bytes)
     fail("max total backlog bytes must be at least max client backlog bytes");
+  if (service_policies.size() > max_service_policies)
+    fail("too many service policies (at most " + std::to_string(max_service_policies) + ")");
+  for (const auto& [name, p] : service_policies) {
+    const std::string where = "service policy '" + escape_text(name) + "': ";
+    if (!protocol::valid_service_name(name))
+      fail(where + "a service name is 1-255 bytes of printable UTF-8");
+    if (name.starts_with("mmi.") || name.starts_with("scale0."))
+      fail(where + "names starting with mmi. or scale0. are reserved");
+    if (p.request_timeout && p.request_timeout->count() < 1)
+      fail(where + "request timeout must be at least 1 ms");
+    if (p.max_queue && *p.max_queue < 1) fail(where + "max queue must be at least 1");
+    if (p.max_concurrency &&
+        (*p.max_concurrency < 1 || *p.max_concurrency > protocol::max_concurrency))
+      fail(where + "max concurrency must be 1-" + std::to_string(protocol::max_concurrency));
+  }
 }
 
 struct broker::impl {

@@ -195,7 +195,7 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   for (std::size_t i = in.first; i < msg.size(); ++i) bytes += msg[i].size();
   service_entry& svc = services_[s];
   const bool immediate = !dispatch_held_ && svc.queue.empty() && !svc.lru.empty();
-  if (!immediate && svc.queue.size >= options_.max_queue) {
+  if (!immediate && svc.queue.size >= svc.max_queue) {
     count_error(s, status::unavailable);
     return send_error(c, status::unavailable, "service queue full");
   }
@@ -220,7 +220,10 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   r.client_id = in.id;
   r.service = s;
   r.worker = npos;
-  const auto timeout = in.timeout_ms != 0 ? milliseconds(in.timeout_ms) : options_.request_timeout;
+  r.member = npos;
+  r.body_kept = false;
+  const auto timeout =
+      in.timeout_ms != 0 ? clock::duration(milliseconds(in.timeout_ms)) : svc.request_timeout;
   r.deadline = now + timeout;
   r.enqueued = now;
   r.body.clear();
@@ -356,7 +359,7 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
       m = static_cast<std::uint32_t>(members_.size());
       members_.emplace_back();
     }
-    members_[m] = membership{w, s, {}};
+    members_[m] = membership{w, s, 0, {}};
     W.memberships.push_back(m);
     if (services_[s].workers++ == 0) --unserved_services_;
     list_push_back(services_[s].lru, m, member_links());
@@ -409,8 +412,9 @@ void broker_core::on_worker_reply(std::uint32_t w, frames& msg, const protocol::
       send_client_reply(c, in.reply_status, in.message, msg, in.first);
     }
   }
+  const std::uint32_t member = r.member;
   finish(slot);
-  release_credit(w);
+  release_credit(w, member);
 }
 
 void broker_core::on_worker_stopping(std::uint32_t w) {
@@ -454,16 +458,21 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   if (r.state == slot_state::queued) dequeue(slot);
   r.state = slot_state::in_flight;
   r.worker = w;
+  r.member = member;
   ++r.attempts;
   list_push_back(W.jobs, slot, slot_links());
   ++W.in_flight;
+  ++members_[member].in_flight;
   ++S.in_flight;
   if (W.in_flight >= W.concurrency) {
     for (std::uint32_t m : W.memberships)
       list_remove(services_[members_[m].service].lru, m, member_links());
-  } else {  // still has credit: it has now waited least, so it goes to the back
+  } else {
+    // Still has credit: it has now waited least, so it goes to the back of this service's LRU,
+    // unless it now holds as many of this service's requests as the service allows (it stays in
+    // its other services' LRUs, and comes back to this one when a reply of this service does).
     list_remove(S.lru, member, member_links());
-    list_push_back(S.lru, member, member_links());
+    if (may_take(member)) list_push_back(S.lru, member, member_links());
   }
   timers_.schedule(slot, r.deadline);
 
@@ -481,6 +490,7 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   // large frames). So does any request to a native worker: one that leaves saying it holds nothing
   // (DISCONNECT 204) never got it, and it goes to another worker. MDP requests move their body out.
   const bool keep = !W.mdp || (may_retry(r) && r.attempts < 2);
+  r.body_kept = keep;
   for (auto& f : r.body) {
     if (keep) {
       scratch_.emplace_back();
@@ -506,6 +516,7 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   --r.attempts;
   list_remove(W.jobs, slot, slot_links());
   --W.in_flight;
+  --members_[member].in_flight;
   --S.in_flight;
   enqueue(slot, true, now);
   pending_dispatch_.push_back(s);
@@ -553,6 +564,7 @@ void broker_core::enqueue(std::uint32_t slot, bool front, time_point now) {
   service_entry& S = services_[r.service];
   r.state = slot_state::queued;
   r.worker = npos;
+  r.member = npos;
   if (front)
     list_push_front(S.queue, slot, slot_links());
   else
@@ -570,16 +582,46 @@ void broker_core::dequeue(std::uint32_t slot) {
   queue_bytes_ -= r.bytes;
 }
 
-void broker_core::release_credit(std::uint32_t w) {
+void broker_core::release_credit(std::uint32_t w, std::uint32_t m) {
   worker_entry& W = workers_[w];
+  const bool was_full = W.in_flight >= W.concurrency;
   --W.in_flight;
-  if (W.stopping || W.unreachable || W.in_flight + 1 != W.concurrency) return;
-  // It was full: it is ready again, and has waited least.
-  for (std::uint32_t m : W.memberships) {
-    service_entry& S = services_[members_[m].service];
-    list_push_back(S.lru, m, member_links());
-    if (!S.queue.empty()) pending_dispatch_.push_back(members_[m].service);
+  if (m != npos) --members_[m].in_flight;
+  if (W.stopping || W.unreachable) return;
+  // It is ready again where it may take more, and has waited least: after a full worker's reply,
+  // in each of its services (but those where it is still at the service's max-concurrency); else
+  // only the reply's own service can have changed.
+  if (was_full) {
+    for (std::uint32_t mm : W.memberships) sync_lru(mm);
+  } else if (m != npos) {
+    sync_lru(m);
   }
+}
+
+bool broker_core::may_take(std::uint32_t m) const noexcept {
+  const membership& M = members_[m];
+  const worker_entry& W = workers_[M.worker];
+  if (W.stopping || W.unreachable || W.in_flight >= W.concurrency) return false;
+  const std::uint32_t cap = services_[M.service].max_concurrency;
+  return cap == 0 || M.in_flight < cap;
+}
+
+std::size_t broker_core::free_slots_of(std::uint32_t m) const noexcept {
+  if (!may_take(m)) return 0;
+  const membership& M = members_[m];
+  const worker_entry& W = workers_[M.worker];
+  const std::uint32_t cap = services_[M.service].max_concurrency;
+  const std::uint32_t credit = W.concurrency - W.in_flight;
+  return cap == 0 ? credit : std::min(credit, cap - M.in_flight);
+}
+
+void broker_core::sync_lru(std::uint32_t m) {
+  service_entry& S = services_[members_[m].service];
+  const bool in = members_[m].link.linked;
+  if (in == may_take(m)) return;
+  if (in) return list_remove(S.lru, m, member_links());
+  list_push_back(S.lru, m, member_links());  // it has waited least
+  if (!S.queue.empty()) pending_dispatch_.push_back(members_[m].service);
 }
 
 void broker_core::finish(std::uint32_t slot) {
@@ -600,6 +642,7 @@ void broker_core::finish(std::uint32_t slot) {
   r.body.clear();
   r.state = slot_state::free;
   r.worker = npos;
+  r.member = npos;
   ++r.generation;
   free_slots_.push_back(slot);
 }
@@ -639,8 +682,17 @@ void broker_core::on_timer(std::uint32_t slot, time_point now) {
   r.body.clear();
 }
 
+// The configuration decides when it says yes or never; otherwise the worker's flag does.
 bool broker_core::may_retry(const request_slot& r) const noexcept {
-  return (r.worker != npos && workers_[r.worker].idempotent) || services_[r.service].idempotent;
+  switch (services_[r.service].idempotent) {
+    case idempotency::yes:
+      return true;
+    case idempotency::never:
+      return false;
+    case idempotency::worker:
+      break;
+  }
+  return r.worker != npos && workers_[r.worker].idempotent;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -674,7 +726,10 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
     const std::uint32_t slot = W.jobs.head;
     request_slot& r = slots_[slot];
     // held_nothing comes only from native workers, whose requests keep their body (assign).
-    if (r.state == slot_state::in_flight && (held_nothing || (may_retry(r) && r.attempts < 2))) {
+    // A body that went to an MDP worker is gone (assign keeps it only when the request could be
+    // sent again then): such a request is not re-sent, even if a reload made it idempotent since.
+    if (r.state == slot_state::in_flight &&
+        (held_nothing || (may_retry(r) && r.attempts < 2 && r.body_kept))) {
       if (held_nothing) --r.attempts;  // it never ran
       list_remove(W.jobs, slot, slot_links());
       --services_[r.service].in_flight;
@@ -1024,8 +1079,7 @@ std::uint32_t broker_core::find_or_create_service(std::string_view name, time_po
   for (auto& snap : S.window) snap.at = now;
   S.used = true;
   S.name.assign(name);
-  S.idempotent = std::find(options_.idempotent_services.begin(), options_.idempotent_services.end(),
-                           name) != options_.idempotent_services.end();
+  apply_policy(S);
   S.no_worker_since = now;
   ++unserved_services_;
   service_by_name_.emplace(S.name, s);
@@ -1075,17 +1129,54 @@ bool broker_core::drained() const noexcept {
   return backlogged_.empty();
 }
 
-void broker_core::reconfigure(const broker_options& options) {
+namespace {
+// What the policy version covers: the service tables and the broker-wide settings they override.
+bool same_policy(const broker_options& a, const broker_options& b) {
+  if (a.service_policies != b.service_policies || a.request_timeout != b.request_timeout ||
+      a.max_queue != b.max_queue)
+    return false;
+  auto sorted = [](std::vector<std::string> v) {
+    std::sort(v.begin(), v.end());
+    v.erase(std::unique(v.begin(), v.end()), v.end());
+    return v;
+  };
+  return sorted(a.idempotent_services) == sorted(b.idempotent_services);
+}
+}  // namespace
+
+void broker_core::reconfigure(const broker_options& options, time_point now) {
   broker_options next = options;
   next.frontend = options_.frontend;
   next.backend = options_.backend;
   next.heartbeat = options_.heartbeat;
+  if (!same_policy(options_, next)) ++policy_version_;
   options_ = std::move(next);
   for (service_entry& S : services_)
-    if (S.used)
-      S.idempotent =
-          std::find(options_.idempotent_services.begin(), options_.idempotent_services.end(),
-                    S.name) != options_.idempotent_services.end();
+    if (S.used) apply_policy(S);
+  // A changed max-concurrency moves workers in or out of LRUs: a raised cap lets a worker take
+  // more at once; a lowered one keeps what it holds but sends it no more until it is under.
+  for (const worker_entry& W : workers_)
+    if (W.used)
+      for (std::uint32_t m : W.memberships) sync_lru(m);
+  flush_dispatch(now);
+}
+
+void broker_core::apply_policy(service_entry& S) const {
+  const auto it = options_.service_policies.find(S.name);
+  const service_policy none;
+  const service_policy& p = it != options_.service_policies.end() ? it->second : none;
+  S.configured = it != options_.service_policies.end();
+  S.request_timeout = p.request_timeout.value_or(options_.request_timeout);
+  S.max_queue = p.max_queue.value_or(options_.max_queue);
+  S.max_concurrency = p.max_concurrency.value_or(0);
+  const bool listed =
+      std::find(options_.idempotent_services.begin(), options_.idempotent_services.end(), S.name) !=
+      options_.idempotent_services.end();
+  if (p.idempotent.has_value()) {
+    S.idempotent = *p.idempotent ? idempotency::yes : idempotency::never;
+  } else {
+    S.idempotent = listed ? idempotency::yes : idempotency::worker;
+  }
 }
 
 broker_core::client_ref broker_core::client_of(const request_slot& r) const {
@@ -1106,10 +1197,8 @@ std::size_t broker_core::idle_slots(std::string_view service) const {
   const auto it = service_by_name_.find(std::string(service));
   if (it == service_by_name_.end()) return 0;
   std::size_t n = 0;
-  for (std::uint32_t m = services_[it->second].lru.head; m != npos; m = members_[m].link.next) {
-    const worker_entry& W = workers_[members_[m].worker];
-    n += W.concurrency - W.in_flight;
-  }
+  for (std::uint32_t m = services_[it->second].lru.head; m != npos; m = members_[m].link.next)
+    n += free_slots_of(m);
   return n;
 }
 

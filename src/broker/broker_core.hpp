@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -99,8 +100,15 @@ class broker_core {
   bool drained() const noexcept;
 
   // Applies reloaded settings (endpoints cannot change). Heartbeat settings apply to workers that
-  // register from now on; limits and idempotent services at once.
-  void reconfigure(const broker_options& options);
+  // register from now on; limits, idempotent services and service policies at once: a changed
+  // request timeout applies to requests that arrive from now on, a lowered max-queue refuses new
+  // requests but keeps what is queued, a lowered max-concurrency takes effect as requests finish
+  // (a raised one at once). The policy version goes up when the policy changed.
+  void reconfigure(const broker_options& options, time_point now);
+
+  // The version of the service policy (the [service."NAME"] tables and the broker-wide settings
+  // they override): 1 at start, one more on every reload that changes it.
+  std::uint64_t policy_version() const noexcept { return policy_version_; }
 
   // Prometheus text exposition of every counter, gauge and histogram.
   std::string metrics_text(time_point now) const;
@@ -134,21 +142,27 @@ class broker_core {
     bool mdp_client = false;
     std::uint8_t client_version = protocol::version_1;  // native clients: the framing to answer in
     std::uint8_t attempts = 0;                          // dispatches so far
+    bool body_kept = false;  // in flight: the body is still here (it may be sent again)
     std::uint8_t client_socket = 0;
     std::uint32_t bytes = 0;  // body bytes, counted in the service's queue bytes while queued
     std::string client;       // ROUTER identity of the client
     std::uint64_t client_id = 0;
     std::uint32_t service = npos;
     std::uint32_t worker = npos;
+    std::uint32_t member = npos;  // in flight or abandoned: the worker's membership of the service
     time_point deadline{};
     time_point enqueued{};
     frames body;
     list_link link;  // service queue while queued, worker's job list while in flight
   };
+  // A worker's registration for one service. It is in the service's LRU exactly when the worker
+  // may take one more request of it (may_take): the worker has credit, is neither stopping nor
+  // unreachable, and holds fewer of the service's requests than its max-concurrency.
   struct membership {
     std::uint32_t worker = npos;
     std::uint32_t service = npos;
-    list_link link;  // in the service's LRU while the worker has credit
+    std::uint32_t in_flight = 0;  // requests of this service the worker holds (abandoned included)
+    list_link link;               // in the service's LRU while may_take
   };
   struct worker_entry {
     bool used = false;
@@ -174,9 +188,20 @@ class broker_core {
     list_head jobs;
     std::vector<std::uint32_t> memberships;
   };
+  // Who decides whether a request lost with its worker is sent again (docs/operations.md).
+  enum class idempotency : std::uint8_t {
+    worker,  // the worker's idempotent flag
+    yes,     // the configuration: the idempotent list, or idempotent = true in its table
+    never,   // the configuration: idempotent = false in its table (beats the worker's flag)
+  };
   struct service_entry {
     bool used = false;
-    bool idempotent = false;  // listed by the operator (for Majordomo workers)
+    bool configured = false;  // has a [service."NAME"] table
+    // The effective policy: its table's settings, else the broker-wide ones (apply_policy).
+    idempotency idempotent = idempotency::worker;
+    std::uint32_t max_concurrency = 0;  // per worker; 0: no cap beyond the worker's concurrency
+    std::size_t max_queue = 0;
+    clock::duration request_timeout{};
     std::string name;
     list_head lru;    // memberships of workers with credit, longest waiting first
     list_head queue;  // queued request slots
@@ -222,7 +247,15 @@ class broker_core {
   void assign(std::uint32_t slot, std::uint32_t member, time_point now);
   void finish(std::uint32_t slot);
   void fail(std::uint32_t slot, std::uint16_t code, std::string_view message);
-  void release_credit(std::uint32_t w);
+  // A request of membership `m` left worker `w` (its reply came): one unit of credit back.
+  void release_credit(std::uint32_t w, std::uint32_t m);
+  bool may_take(std::uint32_t m) const noexcept;
+  // How many more requests of its service membership `m` may take now.
+  std::size_t free_slots_of(std::uint32_t m) const noexcept;
+  // Puts `m` in (or takes it out of) its service's LRU as may_take says.
+  void sync_lru(std::uint32_t m);
+  void apply_policy(service_entry& S) const;
+  nlohmann::json policy_json(const service_entry& S) const;
   // held_nothing: the worker said (DISCONNECT 204) it holds no request, so whatever the broker has
   // in flight at it never reached it and goes back to its queue, idempotent or not.
   void purge_worker(std::uint32_t w, time_point now, std::string_view why,
@@ -324,6 +357,7 @@ class broker_core {
   time_point last_tick_;  // when on_tick last ran: a long gap means the loop itself stalled
   bool draining_ = false;
   bool dispatch_held_ = false;
+  std::uint64_t policy_version_ = 1;
   broker_counters counters_;
 };
 

@@ -28,15 +28,26 @@ std::string label(std::string_view v) {
 
 }  // namespace
 
+// A service's effective policy (docs/operations.md, "Service policies").
+nlohmann::json broker_core::policy_json(const service_entry& S) const {
+  const char* idempotent = S.idempotent == idempotency::yes     ? "yes"
+                           : S.idempotent == idempotency::never ? "never"
+                                                                : "worker";
+  return {{"configured", S.configured},
+          {"request_timeout_ms", millis(S.request_timeout)},
+          {"max_queue", S.max_queue},
+          {"idempotent", idempotent},
+          {"max_concurrency",
+           S.max_concurrency == 0 ? nlohmann::json(nullptr) : nlohmann::json(S.max_concurrency)}};
+}
+
 std::string broker_core::status_json(time_point now) const {
   nlohmann::json services = nlohmann::json::array();
   for (const service_entry& S : services_) {
     if (!S.used) continue;
     std::size_t idle = 0;
-    for (std::uint32_t m = S.lru.head; m != npos; m = members_[m].link.next) {
-      const worker_entry& W = workers_[members_[m].worker];
-      idle += W.concurrency - W.in_flight;
-    }
+    for (std::uint32_t m = S.lru.head; m != npos; m = members_[m].link.next)
+      idle += free_slots_of(m);
     // Rates and percentiles over the last few heartbeat intervals (the oldest snapshot kept).
     const auto& oldest = S.window[(S.window_pos + 1) % S.window.size()];
     const double span = std::chrono::duration<double>(now - oldest.at).count();
@@ -49,7 +60,8 @@ std::string broker_core::status_json(time_point now) const {
                         {"queue_depth", S.queue.size},
                         {"queue_bytes", S.queue_bytes},
                         {"in_flight", S.in_flight},
-                        {"idempotent", S.idempotent},
+                        {"idempotent", S.idempotent == idempotency::yes},
+                        {"policy", policy_json(S)},
                         {"requests", S.requests},
                         {"replies", S.replies},
                         {"requests_per_second",
@@ -63,7 +75,11 @@ std::string broker_core::status_json(time_point now) const {
   for (const worker_entry& W : workers_) {
     if (!W.used) continue;
     nlohmann::json names = nlohmann::json::array();
-    for (std::uint32_t m : W.memberships) names.push_back(services_[members_[m].service].name);
+    nlohmann::json held = nlohmann::json::object();  // requests it holds, by service
+    for (std::uint32_t m : W.memberships) {
+      names.push_back(services_[members_[m].service].name);
+      held[services_[members_[m].service].name] = members_[m].in_flight;
+    }
     workers.push_back({{"id", hex_id(W.identity)},
                        {"address", W.address},
                        {"protocol", W.mdp                              ? "MDPW01"
@@ -72,12 +88,34 @@ std::string broker_core::status_json(time_point now) const {
                        {"services", names},
                        {"concurrency", W.concurrency},
                        {"in_flight", W.in_flight},
+                       {"in_flight_by_service", held},
                        {"idempotent", W.idempotent},
                        {"stopping", W.stopping},
                        {"heartbeat_interval_ms", millis(W.interval)},
                        {"last_seen_ms", millis(now - W.last_seen)},
                        {"connected_ms", millis(now - W.joined)}});
   }
+  // Every configured service, known to the broker yet or not, with its effective policy.
+  nlohmann::json configured = nlohmann::json::array();
+  for (const auto& [name, p] : options_.service_policies) {
+    nlohmann::json e;
+    if (const auto it = service_by_name_.find(name); it != service_by_name_.end()) {
+      e = policy_json(services_[it->second]);
+    } else {
+      service_entry S;
+      S.name = name;
+      apply_policy(S);
+      e = policy_json(S);
+    }
+    e["name"] = name;
+    configured.push_back(std::move(e));
+  }
+  nlohmann::json policy = {{"version", policy_version_},
+                           {"defaults",
+                            {{"request_timeout_ms", millis(options_.request_timeout)},
+                             {"max_queue", options_.max_queue},
+                             {"idempotent", options_.idempotent_services}}},
+                           {"services", configured}};
   const broker_counters& c = counters_;
   nlohmann::json j = {
       {"broker_id",
@@ -86,6 +124,7 @@ std::string broker_core::status_json(time_point now) const {
       {"draining", draining_},
       {"heartbeat_interval_ms", millis(options_.heartbeat_interval)},
       {"liveness", options_.liveness},
+      {"policy", policy},
       {"services", services},
       {"workers", workers},
       {"counters",
@@ -221,6 +260,9 @@ std::string broker_core::metrics_text(time_point now) const {
          "Idempotent requests re-dispatched after a worker loss.", c.redispatched);
   single("scale0_requests_pending", "gauge", "Requests accepted and not yet answered.",
          requests_pending());
+  single("scale0_policy_version", "gauge",
+         "Version of the service policy: 1 at start, one more on each reload that changes it.",
+         policy_version_);
   single("scale0_draining", "gauge", "1 while the broker drains before stopping.",
          draining_ ? 1 : 0);
   single("scale0_uptime_seconds", "gauge", "Seconds since the broker started.",

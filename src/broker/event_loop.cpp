@@ -384,7 +384,7 @@ void event_loop::handle_requests(clock::time_point now) {
   [[maybe_unused]] auto n = ::read(wake_fd_, &ignored, sizeof ignored);
   if (reload_requested_.exchange(false) && reload_handler_) {
     if (auto next = reload_handler_()) {
-      core_->reconfigure(*next);
+      core_->reconfigure(*next, now);
       if (zap_) {  // the key lists were read again with the rest of the configuration
         options_.client_keys = next->client_keys;
         options_.worker_keys = next->worker_keys;

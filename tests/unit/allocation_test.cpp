@@ -46,9 +46,17 @@ std::string be(std::uint64_t v, int width) {
 }
 
 // Request → dispatch → reply cycles with two workers, in the given framing for both sides; returns
-// the allocations made after warm-up.
-long steady_state_allocations(int version) {
+// the allocations made after warm-up. `policy`: the service has a policy whose max-concurrency of
+// 1 takes each worker out of the LRU on every request and back on every reply.
+long steady_state_allocations(int version, bool policy = false) {
   broker_options options;
+  if (policy) {
+    service_policy& p = options.service_policies["echo"];
+    p.max_concurrency = 1;
+    p.request_timeout = std::chrono::milliseconds(5000);
+    p.max_queue = 100;
+    p.idempotent = true;
+  }
   job_sink out;
   auto now = clock::time_point{} + 1h;
   broker_core core(options, out, 1, "tcp://127.0.0.1:5557", now);
@@ -120,6 +128,11 @@ TEST(allocation, steady_state_request_reply_cycles_allocate_nothing) {
 
 TEST(allocation, steady_state_cycles_in_compact_framing_allocate_nothing) {
   EXPECT_EQ(steady_state_allocations(2), 0);
+}
+
+TEST(allocation, steady_state_cycles_under_a_service_policy_allocate_nothing) {
+  EXPECT_EQ(steady_state_allocations(1, true), 0);
+  EXPECT_EQ(steady_state_allocations(2, true), 0);
 }
 
 }  // namespace

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "scale0/error.hpp"
+
 namespace {
 
 using scale0::cli::broker_settings;
@@ -20,6 +22,8 @@ using scale0::cli::check_setting;
 using scale0::cli::config_error;
 using scale0::cli::copy_setting;
 using scale0::cli::load_config;
+using scale0::cli::service_setting_names;
+using scale0::cli::service_settings;
 using scale0::cli::setting_names;
 using scale0::cli::to_toml;
 
@@ -108,6 +112,7 @@ void ExpectSame(const broker_settings& a, const broker_settings& b) {
   EXPECT_EQ(a.metrics_listen, b.metrics_listen) << "metrics-listen";
   EXPECT_EQ(a.log_level, b.log_level) << "log-level";
   EXPECT_EQ(a.log_format, b.log_format) << "log-format";
+  EXPECT_TRUE(a.services == b.services) << "service tables";
 }
 
 // A valid configuration where every field differs from its default.
@@ -559,6 +564,186 @@ TEST_F(broker_config_test, CheckSettingRejectsBadStrings) {
 
 TEST_F(broker_config_test, CheckSettingUnknownName) {
   EXPECT_NE(check_setting("no-such-setting", broker_settings{}), "");
+}
+
+// ---- [service."NAME"] tables ----
+
+TEST_F(broker_config_test, ServiceTableKeysAreTheDocumentedOnes) {
+  EXPECT_EQ(service_setting_names(), (std::vector<std::string>{"request-timeout", "max-queue",
+                                                               "idempotent", "max-concurrency"}));
+}
+
+TEST_F(broker_config_test, ServiceTablesAreRead) {
+  const std::string path = Write("services.toml",
+                                 "request-timeout = 30000\n"
+                                 "max-queue = 100\n"
+                                 "\n"
+                                 "[service.\"echo\"]\n"
+                                 "request-timeout = 400\n"
+                                 "max-queue = 5\n"
+                                 "idempotent = false\n"
+                                 "max-concurrency = 2\n"
+                                 "\n"
+                                 "[service.\"caf\\u00e9.v2 with space\"]\n"
+                                 "idempotent = true\n"
+                                 "\n"
+                                 "[service.'empty']\n"
+                                 "\n"
+                                 "[service]\n"
+                                 "dotted.max-queue = 7\n");
+  broker_settings s;
+  ASSERT_NO_THROW(s = load_config(path));
+  EXPECT_EQ(s.request_timeout, 30000);
+  EXPECT_EQ(s.max_queue, 100);
+  ASSERT_EQ(s.services.size(), 4u);
+  const service_settings& echo = s.services.at("echo");
+  EXPECT_EQ(echo.request_timeout, 400);
+  EXPECT_EQ(echo.max_queue, 5);
+  EXPECT_EQ(echo.idempotent, false);
+  EXPECT_EQ(echo.max_concurrency, 2);
+  const service_settings& cafe = s.services.at("caf\xc3\xa9.v2 with space");
+  EXPECT_EQ(cafe.idempotent, true);
+  EXPECT_FALSE(cafe.request_timeout.has_value());
+  EXPECT_FALSE(cafe.max_queue.has_value());
+  EXPECT_FALSE(cafe.max_concurrency.has_value());
+  EXPECT_TRUE(s.services.at("empty") == service_settings{});
+  EXPECT_EQ(s.services.at("dotted").max_queue, 7);
+
+  // What the broker is given: unset keys stay unset (the broker-wide setting applies).
+  const scale0::broker_options o = s.to_options();
+  ASSERT_EQ(o.service_policies.size(), 4u);
+  const scale0::service_policy& p = o.service_policies.at("echo");
+  EXPECT_EQ(p.request_timeout, std::chrono::milliseconds(400));
+  EXPECT_EQ(p.max_queue, 5u);
+  EXPECT_EQ(p.idempotent, false);
+  EXPECT_EQ(p.max_concurrency, 2u);
+  EXPECT_FALSE(o.service_policies.at("empty").request_timeout.has_value());
+  EXPECT_NO_THROW(o.validate());
+}
+
+TEST_F(broker_config_test, ServiceTablesOfAFileReplaceTheBases) {
+  broker_settings base;
+  base.services["old"].max_queue = 1;
+  const std::string without = Write("without.toml", "max-queue = 5\n");
+  EXPECT_EQ(load_config(without, base).services.count("old"), 1u);
+  const std::string with = Write("with.toml", "[service.\"new\"]\nmax-queue = 2\n");
+  const broker_settings s = load_config(with, base);
+  EXPECT_EQ(s.services.count("old"), 0u);
+  EXPECT_EQ(s.services.at("new").max_queue, 2);
+}
+
+TEST_F(broker_config_test, EveryBadServiceTableNamesFileLineAndKey) {
+  const std::string prelude = "# scale0 test configuration\nliveness = 3\n";  // 2 good lines
+  const std::string echo = "[service.\"echo\"]\n";                            // line 3
+  const std::vector<bad_case> cases = {
+      {"unknown key", prelude + echo + "max-queue = 5\nmax-queu = 5\n", 5,
+       "key 'service.\"echo\".max-queu': unknown key"},
+      {"underscore spelling", prelude + echo + "max_concurrency = 2\n", 4,
+       "service.\"echo\".max_concurrency"},
+      {"a broker-wide key", prelude + echo + "liveness = 3\n", 4, "service.\"echo\".liveness"},
+      {"nested table", prelude + echo + "[service.\"echo\".more]\nmax-queue = 1\n", 4,
+       "service.\"echo\".more"},
+      {"zero timeout", prelude + echo + "request-timeout = 0\n", 4,
+       "key 'service.\"echo\".request-timeout': 0 is out of range (1 to 86400000)"},
+      {"huge timeout", prelude + echo + "request-timeout = 86400001\n", 4,
+       "service.\"echo\".request-timeout"},
+      {"zero max-queue", prelude + echo + "max-queue = 0\n", 4,
+       "key 'service.\"echo\".max-queue': 0 is out of range (1 to 10000000)"},
+      {"negative max-queue", prelude + echo + "max-queue = -5\n", 4, "service.\"echo\".max-queue"},
+      {"zero max-concurrency", prelude + echo + "max-concurrency = 0\n", 4,
+       "key 'service.\"echo\".max-concurrency': 0 is out of range (1 to 1024)"},
+      {"huge max-concurrency", prelude + echo + "max-concurrency = 1025\n", 4,
+       "service.\"echo\".max-concurrency"},
+      {"int as string", prelude + echo + "max-queue = \"5\"\n", 4,
+       "service.\"echo\".max-queue': expected an integer, found a string"},
+      {"int as float", prelude + echo + "request-timeout = 2.5\n", 4,
+       "service.\"echo\".request-timeout"},
+      {"bool as string", prelude + echo + "idempotent = \"no\"\n", 4,
+       "service.\"echo\".idempotent': expected true or false, found a string"},
+      {"bool as int", prelude + echo + "idempotent = 0\n", 4, "service.\"echo\".idempotent"},
+      {"service not a table", prelude + "service = 5\n", 3,
+       "key 'service': expected tables [service.\"NAME\"], found an integer"},
+      {"service entry not a table", prelude + "service.echo = 5\n", 3,
+       "key 'service.\"echo\"': expected a table"},
+      {"service entry an array", prelude + "[[service.echo]]\nmax-queue = 1\n", 3,
+       "key 'service.\"echo\"': expected a table"},
+      {"empty name", prelude + "[service.\"\"]\nmax-queue = 1\n", 3,
+       "key 'service.\"\"': a service name is 1-255 bytes of printable UTF-8"},
+      {"control character", prelude + "[service.\"a\\u0001b\"]\n", 3,
+       "key 'service.\"a\\x01b\"': a service name is 1-255 bytes of printable UTF-8"},
+      {"newline", prelude + "[service.\"a\\nb\"]\n", 3, "service.\"a\\x0ab\""},
+      {"C1 control", prelude + "[service.\"a\\u0085b\"]\n", 3, "printable UTF-8"},
+      {"256 bytes", prelude + "[service.\"" + std::string(256, 'x') + "\"]\n", 3,
+       "printable UTF-8"},
+      {"reserved mmi.", prelude + "[service.\"mmi.service\"]\n", 3,
+       "key 'service.\"mmi.service\"': service names starting with mmi. or scale0. are reserved"},
+      {"reserved scale0.", prelude + "[service.\"scale0.status\"]\nmax-queue = 1\n", 3,
+       "are reserved"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string path = Write("bad-service.toml", c.text);
+    const std::string msg = LoadError(path);
+    const std::string where = path + ":" + std::to_string(c.line) + ":";
+    EXPECT_NE(msg.find(where), std::string::npos) << "want '" << where << "' in: " << msg;
+    EXPECT_NE(msg.find(c.key), std::string::npos) << "want '" << c.key << "' in: " << msg;
+  }
+  // 255 bytes is a name.
+  const std::string path = Write("long.toml", "[service.\"" + std::string(255, 'x') + "\"]\n");
+  EXPECT_EQ(load_config(path).services.size(), 1u);
+}
+
+TEST_F(broker_config_test, AtMostTenThousandServiceTables) {
+  auto file = [](std::size_t n) {
+    std::string text = "liveness = 3\n";
+    for (std::size_t i = 0; i < n; ++i)
+      text += "[service.\"s" + std::to_string(100000 + i) + "\"]\nmax-queue = 1\n";
+    return text;
+  };
+  EXPECT_EQ(load_config(Write("10000.toml", file(10000))).services.size(), 10000u);
+  const std::string path = Write("10001.toml", file(10001));
+  const std::string msg = LoadError(path);
+  // The tables are read in name order: the one past the limit is the last, s110000 on line 20002.
+  EXPECT_NE(msg.find(path + ":20002: key 'service.\"s110000\"': too many service tables (at most "
+                            "10000)"),
+            std::string::npos)
+      << msg;
+}
+
+TEST_F(broker_config_test, ServiceTablesRoundTripThroughToToml) {
+  broker_settings s = NonDefault();
+  s.services["echo"] = {400, 5, false, 2};
+  s.services["with \"quotes\" and \\ backslash"] = {std::nullopt, std::nullopt, true, std::nullopt};
+  s.services["caf\xc3\xa9"] = {};
+  s.services["a.b"].max_concurrency = 1024;
+  const std::string text = to_toml(s);
+  EXPECT_NE(text.find("\n[service.'echo']\nrequest-timeout = 400\nmax-queue = 5\n"
+                      "idempotent = false\nmax-concurrency = 2\n"),
+            std::string::npos)
+      << text;
+  EXPECT_GT(text.find("[service."), text.find("log-format = ")) << "tables after every key";
+  broker_settings loaded;
+  ASSERT_NO_THROW(loaded = load_config(Write("services-round.toml", text))) << text;
+  ExpectSame(loaded, s);
+  EXPECT_EQ(to_toml(loaded), text);
+}
+
+TEST_F(broker_config_test, OptionsValidateServicePolicies) {
+  scale0::broker_options o;
+  o.service_policies["ok"].max_concurrency = 3;
+  EXPECT_NO_THROW(o.validate());
+  for (const std::string bad : {"", "mmi.x", "scale0.status", "a\nb"}) {
+    scale0::broker_options b;
+    b.service_policies[bad] = {};
+    EXPECT_THROW(b.validate(), scale0::error) << bad;
+  }
+  scale0::broker_options zero;
+  zero.service_policies["s"].max_concurrency = 0;
+  EXPECT_THROW(zero.validate(), scale0::error);
+  scale0::broker_options many;
+  for (std::size_t i = 0; i <= scale0::max_service_policies; ++i)
+    many.service_policies["s" + std::to_string(i)] = {};
+  EXPECT_THROW(many.validate(), scale0::error);
 }
 
 }  // namespace

@@ -972,5 +972,415 @@ TEST_F(core_test, an_mdp_reply_before_ready_gets_disconnect_whatever_its_address
   }
 }
 
+// ---- service policies ([service."NAME"] tables, docs/operations.md) ----
+
+std::uint32_t as_u32(const std::string& s) {
+  zmq::message_t m(s.data(), s.size());
+  return protocol::read_u32(m);
+}
+
+class policy_test : public core_test {
+ protected:
+  // Options with one service's policy set by `set`.
+  template <class F>
+  static broker_options with(broker_options o, const std::string& service, F set) {
+    set(o.service_policies[service]);
+    return o;
+  }
+  nlohmann::json status() { return nlohmann::json::parse(core->status_json(now)); }
+  nlohmann::json service_status(const std::string& name) {
+    const nlohmann::json j = status();
+    for (const auto& s : j["services"])
+      if (s["name"] == name) return s;
+    return nullptr;
+  }
+  std::uint16_t only_status(const std::string& client) {
+    auto r = replies_of(client);
+    EXPECT_EQ(r.size(), 1u);
+    return r.empty() ? 0 : as_u16(r[0][5]);
+  }
+};
+
+TEST_F(policy_test, a_services_request_timeout_is_the_deadline_when_the_client_gives_0) {
+  broker_options o;
+  o.request_timeout = 30s;
+  reset(with(o, "slow", [](service_policy& p) { p.request_timeout = 200ms; }));
+  ready("w", {"slow", "other"}, 4);
+  request("c1", 1, "slow", "x", 0);
+  request("c2", 2, "other", "x", 0);
+  request("c3", 3, "slow", "x", 1000);  // the client's own timeout still wins
+  auto jobs = jobs_of("w");
+  ASSERT_EQ(jobs.size(), 3u);
+  EXPECT_EQ(as_u32(jobs[0][6]), 200u);
+  EXPECT_EQ(as_u32(jobs[1][6]), 30000u);
+  EXPECT_EQ(as_u32(jobs[2][6]), 1000u);
+  advance(199ms);
+  EXPECT_TRUE(replies_of("c1").empty());
+  advance(10ms);
+  EXPECT_EQ(only_status("c1"), status::deadline);
+  EXPECT_TRUE(replies_of("c2").empty());
+  EXPECT_TRUE(replies_of("c3").empty());
+  // Majordomo requests have no timeout of their own: they get the service's.
+  deliver(0, {"mc", "", "MDPC01", "slow", "hi"});
+  ASSERT_EQ(jobs_of("w").size(), 1u);
+  advance(210ms);
+  auto m = out.take("mc");
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0][4], "504");
+}
+
+TEST_F(policy_test, a_services_max_queue_gives_503_when_full) {
+  broker_options o;
+  o.max_queue = 1;  // broker-wide
+  reset(with(o, "big", [](service_policy& p) { p.max_queue = 3; }));
+  ready("w", {"big", "small"}, 2);
+  request("c", 1, "big");
+  request("c", 2, "small");                                       // the worker is full now
+  for (std::uint64_t i = 3; i <= 5; ++i) request("c", i, "big");  // 3 queued: at its cap
+  EXPECT_TRUE(replies_of("c").empty());
+  request("c", 6, "big");
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u64(r[0][4]), 6u);
+  EXPECT_EQ(as_u16(r[0][5]), status::unavailable);
+  EXPECT_EQ(r[0][6], "service queue full");
+  request("c", 7, "small");  // the broker-wide 1
+  request("c", 8, "small");
+  r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u64(r[0][4]), 8u);
+  EXPECT_EQ(as_u16(r[0][5]), status::unavailable);
+  EXPECT_EQ(core->queued("big"), 3u);
+  EXPECT_EQ(core->queued("small"), 1u);
+}
+
+TEST_F(policy_test, idempotent_true_re_dispatches_a_request_whose_worker_did_not_say_so) {
+  reset(with({}, "s", [](service_policy& p) { p.idempotent = true; }));
+  ready("a", {"s"});  // no idempotent flag
+  ready("b", {"s"});
+  ready("c", {"s"});
+  request("cl", 1, "s", "payload");
+  ASSERT_EQ(jobs_of("a").size(), 1u);
+  deliver(1, {"a", "", "S0W1", "\x05"});
+  auto jb = jobs_of("b");
+  ASSERT_EQ(jb.size(), 1u);
+  EXPECT_EQ(jb[0].back(), "payload");
+  EXPECT_EQ(core->counters().redispatched, 1u);
+  deliver(1, {"b", "", "S0W1", "\x05"});  // once only
+  EXPECT_TRUE(jobs_of("c").empty());
+  EXPECT_EQ(only_status("cl"), status::worker_lost);
+}
+
+TEST_F(policy_test, idempotent_true_re_dispatches_majordomo_work_with_its_body) {
+  reset(with({}, "s", [](service_policy& p) { p.idempotent = true; }));
+  deliver(1, {"m1", "", "MDPW01", "\x01", "s"});
+  deliver(1, {"m2", "", "MDPW01", "\x01", "s"});
+  request("c", 1, "s", "body");
+  ASSERT_EQ(out.take("m1").size(), 1u);
+  deliver(1, {"m1", "", "MDPW01", "\x05"});
+  auto j = out.take("m2");
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0].back(), "body");
+}
+
+TEST_F(policy_test, idempotent_false_beats_the_workers_flag_and_the_idempotent_list) {
+  broker_options o;
+  o.idempotent_services = {"s"};
+  reset(with(o, "s", [](service_policy& p) { p.idempotent = false; }));
+  ready("a", {"s"}, 1, protocol::flag_idempotent);
+  ready("b", {"s"}, 1, protocol::flag_idempotent);
+  request("c", 1, "s");
+  ASSERT_EQ(jobs_of("a").size(), 1u);
+  deliver(1, {"a", "", "S0W1", "\x05"});
+  EXPECT_EQ(only_status("c"), status::worker_lost);
+  EXPECT_TRUE(jobs_of("b").empty()) << "never re-sent";
+  EXPECT_EQ(core->counters().redispatched, 0u);
+  // A request the worker says it never received (DISCONNECT 204) is not a re-send: it goes on.
+  ready("d", {"s"}, 1, protocol::flag_idempotent);
+  request("c", 2, "s", "two");
+  ASSERT_EQ(jobs_of("b").size(), 1u);
+  deliver(1, {"b", "", "S0W1", "\x05", u16(204), "holding nothing"});
+  auto jd = jobs_of("d");
+  ASSERT_EQ(jd.size(), 1u);
+  EXPECT_EQ(jd[0].back(), "two");
+  const auto svc = service_status("s");
+  EXPECT_EQ(svc["policy"]["idempotent"], "never");
+  EXPECT_EQ(svc["idempotent"], false);
+}
+
+TEST_F(policy_test, without_a_table_the_list_or_the_workers_flag_decides) {
+  broker_options o;
+  o.idempotent_services = {"listed"};
+  reset(o);
+  ready("a", {"listed", "flagged", "plain"}, 8, 0);
+  ready("f", {"flagged"}, 1, protocol::flag_idempotent);
+  ready("b", {"listed", "flagged", "plain"}, 8, 0);
+  request("c", 1, "listed");   // to a
+  request("c", 2, "plain");    // to a
+  request("c", 3, "flagged");  // to a (not idempotent): lost with it
+  request("c", 4, "flagged");  // to f (idempotent)
+  EXPECT_EQ(jobs_of("a").size(), 3u);
+  EXPECT_EQ(jobs_of("f").size(), 1u);
+  deliver(1, {"a", "", "S0W1", "\x05"});
+  deliver(1, {"f", "", "S0W1", "\x05"});
+  std::map<std::uint64_t, std::uint16_t> codes;
+  for (auto& r : replies_of("c")) codes[as_u64(r[4])] = as_u16(r[5]);
+  EXPECT_EQ(codes, (std::map<std::uint64_t, std::uint16_t>{{2, 502}, {3, 502}}));
+  EXPECT_EQ(jobs_of("b").size(), 2u);  // 1 (listed) and 4 (its worker said so)
+  EXPECT_EQ(service_status("listed")["policy"]["idempotent"], "yes");
+  EXPECT_EQ(service_status("plain")["policy"]["idempotent"], "worker");
+}
+
+TEST_F(policy_test, max_concurrency_caps_one_service_and_the_worker_keeps_its_other_credit) {
+  reset(with({}, "capped", [](service_policy& p) { p.max_concurrency = 2; }));
+  ready("w", {"capped", "other"}, 8);
+  for (std::uint64_t i = 1; i <= 5; ++i) request("c", i, "capped");
+  auto capped = jobs_of("w");
+  ASSERT_EQ(capped.size(), 2u);
+  EXPECT_EQ(core->queued("capped"), 3u);
+  EXPECT_EQ(core->idle_slots("capped"), 0u);
+  EXPECT_EQ(core->idle_slots("other"), 6u);
+  for (std::uint64_t i = 6; i <= 8; ++i) request("c", i, "other");
+  auto other = jobs_of("w");
+  ASSERT_EQ(other.size(), 3u) << "the worker keeps its other credit for its other services";
+  reply("w", as_u64(other[0][4]));  // a reply of another service: still at the cap for capped
+  EXPECT_TRUE(jobs_of("w").empty());
+  reply("w", as_u64(capped[0][4]));  // a reply of capped: it rejoins capped's LRU
+  auto next = jobs_of("w");
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0][5], "capped");
+  EXPECT_EQ(core->queued("capped"), 2u);
+  const auto j = status();
+  EXPECT_EQ(j["workers"][0]["in_flight"], 4);
+  EXPECT_EQ(j["workers"][0]["in_flight_by_service"]["capped"], 2);
+  EXPECT_EQ(j["workers"][0]["in_flight_by_service"]["other"], 2);
+  EXPECT_EQ(service_status("capped")["policy"]["max_concurrency"], 2);
+  EXPECT_TRUE(service_status("other")["policy"]["max_concurrency"].is_null());
+}
+
+TEST_F(policy_test, a_worker_at_the_cap_leaves_the_lru_and_rejoins_at_the_back) {
+  reset(with({}, "s", [](service_policy& p) { p.max_concurrency = 1; }));
+  ready("a", {"s"}, 4);
+  ready("b", {"s"}, 4);
+  ready("c", {"s"}, 4);
+  for (std::uint64_t i = 1; i <= 4; ++i) request("cl", i, "s");
+  auto ja = jobs_of("a"), jb = jobs_of("b"), jc = jobs_of("c");
+  ASSERT_EQ(ja.size(), 1u);
+  ASSERT_EQ(jb.size(), 1u);
+  ASSERT_EQ(jc.size(), 1u);
+  EXPECT_EQ(core->queued("s"), 1u);
+  reply("b", as_u64(jb[0][4]));  // b rejoins and takes the queued request at once
+  jb = jobs_of("b");
+  ASSERT_EQ(jb.size(), 1u);
+  reply("c", as_u64(jc[0][4]));  // LRU: c
+  reply("a", as_u64(ja[0][4]));  // LRU: c, a
+  reply("b", as_u64(jb[0][4]));  // LRU: c, a, b
+  std::string order;
+  for (std::uint64_t i = 5; i <= 7; ++i) {
+    request("cl", i, "s");
+    for (const std::string w : {"a", "b", "c"})
+      if (!jobs_of(w).empty()) order += w;
+  }
+  EXPECT_EQ(order, "cab");
+  EXPECT_EQ(replies_of("cl").size(), 4u);
+}
+
+TEST_F(policy_test, a_full_worker_comes_back_only_where_it_is_under_the_cap) {
+  reset(with({}, "s", [](service_policy& p) { p.max_concurrency = 1; }));
+  ready("w", {"s", "t"}, 2);
+  request("c", 1, "s");
+  request("c", 2, "t");  // full
+  auto j = jobs_of("w");
+  ASSERT_EQ(j.size(), 2u);
+  request("c", 3, "s");
+  request("c", 4, "t");
+  EXPECT_TRUE(jobs_of("w").empty());
+  reply("w", as_u64(j[1][4]));  // t's reply: credit for t, but s is still at its cap
+  auto next = jobs_of("w");
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0][5], "t");
+  EXPECT_EQ(core->queued("s"), 1u);
+  reply("w", as_u64(j[0][4]));  // s's reply: s may take one again
+  next = jobs_of("w");
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(next[0][5], "s");
+}
+
+TEST_F(policy_test, an_abandoned_request_still_counts_until_the_worker_answers) {
+  reset(with({}, "s", [](service_policy& p) { p.max_concurrency = 1; }));
+  ready("w", {"s"}, 4);
+  request("c", 1, "s", "x", 100);
+  request("c", 2, "s", "x", 5000);
+  auto j = jobs_of("w");
+  ASSERT_EQ(j.size(), 1u);
+  advance(110ms);  // 504 for request 1; the worker still holds it
+  EXPECT_EQ(only_status("c"), status::deadline);
+  EXPECT_TRUE(jobs_of("w").empty());
+  reply("w", as_u64(j[0][4]));  // late: dropped, but the worker is under the cap again
+  EXPECT_EQ(jobs_of("w").size(), 1u);
+  EXPECT_EQ(core->counters().dropped_late_reply, 1u);
+}
+
+TEST_F(policy_test, a_lowered_max_concurrency_takes_effect_as_requests_finish) {
+  const broker_options three = with({}, "s", [](service_policy& p) { p.max_concurrency = 3; });
+  reset(three);
+  EXPECT_EQ(core->policy_version(), 1u);
+  ready("w", {"s"}, 8);
+  for (std::uint64_t i = 1; i <= 5; ++i) request("c", i, "s");
+  auto held = jobs_of("w");
+  ASSERT_EQ(held.size(), 3u);
+  const broker_options one = with({}, "s", [](service_policy& p) { p.max_concurrency = 1; });
+  core->reconfigure(one, now);
+  EXPECT_EQ(core->policy_version(), 2u);
+  EXPECT_EQ(replies_of("c").size(), 0u) << "nothing it holds is taken back";
+  reply("w", as_u64(held[0][4]));
+  EXPECT_TRUE(jobs_of("w").empty()) << "2 held: over the new cap of 1";
+  reply("w", as_u64(held[1][4]));
+  EXPECT_TRUE(jobs_of("w").empty()) << "1 held: at the new cap";
+  reply("w", as_u64(held[2][4]));
+  auto next = jobs_of("w");
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(core->queued("s"), 1u);
+  // Raised again: the worker takes more at once.
+  core->reconfigure(three, now);
+  EXPECT_EQ(core->policy_version(), 3u);
+  EXPECT_EQ(jobs_of("w").size(), 1u);
+  EXPECT_EQ(core->queued("s"), 0u);
+  core->reconfigure(three, now);  // no change: same version
+  EXPECT_EQ(core->policy_version(), 3u);
+  EXPECT_EQ(status()["policy"]["version"], 3);
+}
+
+TEST_F(policy_test, reloaded_timeout_and_queue_cap_apply_to_new_requests_only) {
+  broker_options o;
+  o.heartbeat_interval = 10s;  // the worker stays registered without heartbeats
+  reset(with(o, "s", [](service_policy& p) {
+    p.request_timeout = 1000ms;
+    p.max_queue = 3;
+  }));
+  ready("w", {"s"}, 1);
+  request("c", 1, "s", "x", 0);  // held, deadline in 1 s
+  for (std::uint64_t i = 2; i <= 4; ++i) request("c", i, "s", "x", 0);
+  ASSERT_EQ(jobs_of("w").size(), 1u);
+  EXPECT_EQ(core->queued("s"), 3u);
+  core->reconfigure(with(o, "s",
+                         [](service_policy& p) {
+                           p.request_timeout = 5000ms;
+                           p.max_queue = 1;
+                         }),
+                    now);
+  EXPECT_EQ(core->queued("s"), 3u) << "a lowered max-queue drops nothing queued";
+  request("c", 5, "s");
+  EXPECT_EQ(only_status("c"), status::unavailable);
+  advance(1010ms);  // the old deadline of the four accepted before the reload
+  auto r = replies_of("c");
+  EXPECT_EQ(r.size(), 4u);
+  for (auto& x : r) EXPECT_EQ(as_u16(x[5]), status::deadline);
+  request("c2", 6, "s");  // the queue is empty again: the new 5 s deadline
+  advance(2000ms);
+  EXPECT_TRUE(replies_of("c2").empty());
+  advance(3010ms);
+  EXPECT_EQ(only_status("c2"), status::deadline);
+}
+
+TEST_F(policy_test, reload_of_the_defaults_a_service_falls_back_on_changes_the_version) {
+  reset(with({}, "s", [](service_policy& p) { p.max_queue = 5; }));
+  broker_options o = with({}, "s", [](service_policy& p) { p.max_queue = 5; });
+  o.heartbeat_interval = 500ms;  // not policy
+  core->reconfigure(o, now);
+  EXPECT_EQ(core->policy_version(), 1u);
+  o.request_timeout = 1000ms;
+  core->reconfigure(o, now);
+  EXPECT_EQ(core->policy_version(), 2u);
+  o.idempotent_services = {"a", "b"};
+  core->reconfigure(o, now);
+  EXPECT_EQ(core->policy_version(), 3u);
+  o.idempotent_services = {"b", "a"};  // the same set
+  core->reconfigure(o, now);
+  EXPECT_EQ(core->policy_version(), 3u);
+  const auto p = status()["policy"];
+  EXPECT_EQ(p["defaults"]["request_timeout_ms"], 1000);
+  ASSERT_EQ(p["services"].size(), 1u) << "a configured service is listed before it exists";
+  EXPECT_EQ(p["services"][0]["name"], "s");
+  EXPECT_EQ(p["services"][0]["max_queue"], 5);
+  EXPECT_EQ(p["services"][0]["request_timeout_ms"], 1000);
+  EXPECT_EQ(p["services"][0]["idempotent"], "worker");
+  EXPECT_NE(core->metrics_text(now).find("scale0_policy_version 3"), std::string::npos);
+}
+
+TEST_F(policy_test, a_reload_that_makes_majordomo_work_idempotent_does_not_resend_an_empty_body) {
+  // The body went to the MDP worker (it could not be sent again then): a reload saying yes
+  // afterwards cannot bring it back, so the client gets 502, not an empty request at another
+  // worker.
+  deliver(1, {"m1", "", "MDPW01", "\x01", "s"});
+  deliver(1, {"m2", "", "MDPW01", "\x01", "s"});
+  request("c", 1, "s", "body");
+  ASSERT_EQ(out.take("m1").size(), 1u);
+  core->reconfigure(with({}, "s", [](service_policy& p) { p.idempotent = true; }), now);
+  deliver(1, {"m1", "", "MDPW01", "\x05"});
+  EXPECT_TRUE(out.take("m2").empty());
+  EXPECT_EQ(only_status("c"), status::worker_lost);
+}
+
+TEST_F(policy_test, stopping_and_unreachable_workers_stay_out_when_a_reload_raises_a_cap) {
+  reset(with({}, "s", [](service_policy& p) { p.max_concurrency = 1; }));
+  ready("stop", {"s"}, 4);
+  ready("gone", {"s"}, 4);
+  request("c", 1, "s");
+  request("c", 2, "s");
+  auto js = jobs_of("stop");
+  ASSERT_EQ(js.size(), 1u);
+  ASSERT_EQ(jobs_of("gone").size(), 1u);
+  deliver(1, {"stop", "", "S0W1", "\x07"});
+  out.take("stop");
+  out.unreachable.insert("gone");
+  core->reconfigure(with({}, "s", [](service_policy& p) { p.max_concurrency = 4; }), now);
+  request("c", 3, "s");
+  EXPECT_TRUE(jobs_of("stop").empty());
+  reply("stop", as_u64(js[0][4]));
+  EXPECT_TRUE(jobs_of("stop").empty());
+  EXPECT_EQ(core->queued("s"), 1u);
+}
+
+TEST_F(policy_test, every_request_ends_in_exactly_one_reply_under_churn_with_policies) {
+  broker_options o;
+  o.service_policies["s"].max_concurrency = 2;
+  o.service_policies["s"].idempotent = true;
+  o.service_policies["t"].max_concurrency = 1;
+  o.service_policies["t"].idempotent = false;
+  o.service_policies["t"].max_queue = 6;
+  reset(o);
+  std::map<std::uint64_t, int> outcomes;
+  std::uint64_t next = 1;
+  for (int round = 0; round < 60; ++round) {
+    const std::string w = "w" + std::to_string(round % 4);
+    if (round % 3 == 0) ready(w, {"s", "t"}, 3, round % 2 ? protocol::flag_idempotent : 0);
+    for (int k = 0; k < 4; ++k) request("c", next++, k % 2 ? "s" : "t", "b", 400);
+    const std::string r = "w" + std::to_string((round + 1) % 4);
+    for (auto& j : jobs_of(r))
+      if (round % 5 != 0) reply(r, as_u64(j[4]));
+    if (round % 7 == 0) deliver(1, {w, "", "S0W1", "\x05"});
+    if (round % 11 == 0) deliver(1, {w, "", "S0W1", "\x05", u16(204), ""});
+    if (round % 13 == 0) deliver(1, {w, "", "S0W1", "\x07"});
+    if (round % 9 == 0) {
+      broker_options p = o;
+      p.service_policies["s"].max_concurrency = 1 + round % 3;
+      p.service_policies["t"].max_queue = 2 + round % 5;
+      core->reconfigure(p, now);
+    }
+    // The invariant behind the LRU: no worker holds more of a service than it may.
+    const nlohmann::json st = status();
+    for (const auto& wj : st["workers"])
+      EXPECT_LE(wj["in_flight"].get<int>(), wj["concurrency"].get<int>());
+    advance(100ms);
+    for (auto& rr : replies_of("c")) ++outcomes[as_u64(rr[4])];
+  }
+  core->shutdown(now);
+  for (auto& rr : replies_of("c")) ++outcomes[as_u64(rr[4])];
+  ASSERT_EQ(outcomes.size(), next - 1);
+  for (const auto& [id, n] : outcomes) EXPECT_EQ(n, 1) << "request " << id;
+  EXPECT_EQ(core->requests_pending(), 0u);
+}
+
 }  // namespace
 }  // namespace scale0::broker_detail
