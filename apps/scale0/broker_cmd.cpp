@@ -171,6 +171,7 @@ int run_broker(broker_args& a) {
          {"max_queue", std::to_string(settings.max_queue)},
          {"max_message_bytes", std::to_string(settings.max_message_bytes)},
          {"max_client_inflight", std::to_string(settings.max_client_inflight)},
+         {"service_policies", std::to_string(settings.services.size())},
          {"config", a.config_file.empty() ? "(defaults)" : a.config_file}});
     std::printf("ready frontend=%s backend=%s heartbeat=%s", ep.frontend.c_str(),
                 ep.backend.c_str(), ep.heartbeat.c_str());

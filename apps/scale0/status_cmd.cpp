@@ -73,7 +73,7 @@ void print_tables(const nlohmann::json& s, const std::string& endpoint) {
     const auto& p = s["policy"];
     const auto& d = p["defaults"];
     std::cout << fmt::format("\npolicy version {}  defaults: request-timeout {} ms, max-queue {}\n",
-                             p["version"].get<long>(), d["request_timeout_ms"].get<double>(),
+                             p["version"].get<long>(), d["request_timeout_ms"].get<long>(),
                              d["max_queue"].get<long>());
     if (!p["services"].empty())
       std::cout << fmt::format("{:<24} {:>12} {:>10} {:>10} {:>9}\n", "SERVICE POLICY",
@@ -81,7 +81,7 @@ void print_tables(const nlohmann::json& s, const std::string& endpoint) {
     for (const auto& v : p["services"])
       std::cout << fmt::format(
           "{:<24} {:>12} {:>10} {:>10} {:>9}\n", cell(v["name"]),
-          v["request_timeout_ms"].get<double>(), v["max_queue"].get<long>(), cell(v["idempotent"]),
+          v["request_timeout_ms"].get<long>(), v["max_queue"].get<long>(), cell(v["idempotent"]),
           v["max_concurrency"].is_null() ? "-" : std::to_string(v["max_concurrency"].get<long>()));
   }
   std::cout << fmt::format("\n{:<12} {:<16} {:<7} {:<24} {:>5} {:>9} {:>10}\n", "WORKER", "ADDRESS",

@@ -20,6 +20,11 @@ double millis(clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
 }
 
+// Whole milliseconds, for settings (which are given in ms).
+std::int64_t whole_millis(clock::duration d) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+}
+
 // Prometheus label values: backslash, double quote and newline escaped, and valid UTF-8 whatever
 // bytes a name holds (the decoder admits only printable UTF-8 names; this is the second line).
 std::string label(std::string_view v) {
@@ -34,7 +39,7 @@ nlohmann::json broker_core::policy_json(const service_entry& S) const {
                            : S.idempotent == idempotency::never ? "never"
                                                                 : "worker";
   return {{"configured", S.configured},
-          {"request_timeout_ms", millis(S.request_timeout)},
+          {"request_timeout_ms", whole_millis(S.request_timeout)},
           {"max_queue", S.max_queue},
           {"idempotent", idempotent},
           {"max_concurrency",
@@ -112,7 +117,7 @@ std::string broker_core::status_json(time_point now) const {
   }
   nlohmann::json policy = {{"version", policy_version_},
                            {"defaults",
-                            {{"request_timeout_ms", millis(options_.request_timeout)},
+                            {{"request_timeout_ms", whole_millis(options_.request_timeout)},
                              {"max_queue", options_.max_queue},
                              {"idempotent", options_.idempotent_services}}},
                            {"services", configured}};

@@ -126,6 +126,18 @@ def config_seeds():
         'log-level = "\\u00e9"\n',
         "a.b.c = [[1], {x = 2}]\n",
         "\xef\xbb\xbfliveness = 3\n",
+        # service policies
+        '[service."echo"]\nrequest-timeout = 400\nmax-queue = 5\nidempotent = false\n'
+        'max-concurrency = 2\n',
+        "[service.'a b']\nidempotent = true\n[service.\"caf\\u00e9\"]\n",
+        'service.echo.max-queue = 1\n',
+        '[service."mmi.x"]\n',
+        '[service.""]\n',
+        '[service."a\\u0001b"]\n',
+        '[service."echo"]\nmax-concurrency = 1025\n',
+        '[service."echo"]\nretries = 1\n',
+        '[[service.echo]]\nmax-queue = 1\n',
+        "service = 5\n",
     ]]
 
 

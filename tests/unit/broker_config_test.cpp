@@ -716,6 +716,7 @@ TEST_F(broker_config_test, ServiceTablesRoundTripThroughToToml) {
   s.services["with \"quotes\" and \\ backslash"] = {std::nullopt, std::nullopt, true, std::nullopt};
   s.services["caf\xc3\xa9"] = {};
   s.services["a.b"].max_concurrency = 1024;
+  s.services["it's \xe2\x80\xa8 [x] = y # z"].max_queue = 1;  // U+2028, TOML punctuation
   const std::string text = to_toml(s);
   EXPECT_NE(text.find("\n[service.'echo']\nrequest-timeout = 400\nmax-queue = 5\n"
                       "idempotent = false\nmax-concurrency = 2\n"),
