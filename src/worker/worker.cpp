@@ -99,17 +99,19 @@ struct worker::impl final : detail::worker_core::io {
            security::public_for_secret(options.curve.secret_key) != options.curve.public_key))
         throw error(status::bad_request, "the worker's CURVE key pair does not belong together");
     }
-    try {  // fail here, not in run(), on an endpoint ZeroMQ cannot parse
-      zmq::socket_t probe(context, zmq::socket_type::dealer);
-      probe.set(zmq::sockopt::linger, 0);
-      probe.connect(options.broker);
-    } catch (const zmq::error_t& e) {
-      throw error(status::bad_request,
-                  "invalid broker endpoint " + options.broker + ": " + e.what());
+    std::vector<std::string> brokers = detail::worker_core::split_brokers(options.broker);
+    for (const auto& endpoint : brokers) {
+      try {  // fail here, not in run(), on an endpoint ZeroMQ cannot parse
+        zmq::socket_t probe(context, zmq::socket_type::dealer);
+        probe.set(zmq::sockopt::linger, 0);
+        probe.connect(endpoint);
+      } catch (const zmq::error_t& e) {
+        throw error(status::bad_request, "invalid broker endpoint " + endpoint + ": " + e.what());
+      }
     }
     stop_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     result_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    core.emplace(options, *this);
+    core.emplace(options, std::move(brokers), *this);
   }
 
   ~impl() override {

@@ -25,8 +25,25 @@ std::string resolve_endpoint(const std::string& advertised, const std::string& b
   return advertised.substr(0, ab) + broker.substr(bb, be - bb) + advertised.substr(ae);
 }
 
-worker_core::worker_core(const worker_options& options, io& out)
-    : options_(options), io_(out), backoff_(options.reconnect_min) {}
+std::vector<std::string> worker_core::split_brokers(std::string_view list) {
+  std::vector<std::string> out;
+  for (std::size_t begin = 0;;) {
+    const std::size_t comma = list.find(',', begin);
+    const std::string_view item = list.substr(
+        begin, comma == std::string_view::npos ? std::string_view::npos : comma - begin);
+    if (item.empty())
+      throw error(status::bad_request,
+                  "invalid broker endpoint list '" + std::string(list) + "': an empty endpoint");
+    out.emplace_back(item);
+    if (comma == std::string_view::npos) return out;
+    begin = comma + 1;
+  }
+}
+
+worker_core::worker_core(const worker_options& options, std::vector<std::string> brokers, io& out)
+    : options_(options), brokers_(std::move(brokers)), io_(out), backoff_(options.reconnect_min) {
+  if (brokers_.empty()) throw error(status::bad_request, "a worker needs a broker endpoint");
+}
 
 void worker_core::start(time_point now) {
   connect(now);
@@ -37,7 +54,7 @@ void worker_core::start(time_point now) {
 
 void worker_core::connect(time_point now) {
   ++epoch_;
-  io_.open(options_.broker);
+  io_.open(brokers_[current_]);
   connected_ = true;
   out_.clear();
   std::vector<std::string_view> names(options_.services.begin(), options_.services.end());
@@ -56,9 +73,21 @@ void worker_core::close_connection() {
   connected_ = false;
 }
 
+// The broker is lost: the next broker of the list at once, or, when the whole list has failed
+// since the last registration (always, with one broker), after a backoff.
 void worker_core::lose_broker(time_point now, const std::string& why) {
-  io_.event("lost broker (" + why + "); reconnecting in " + std::to_string(backoff_.count()) +
-            " ms");
+  const std::string& lost = brokers_[current_];
+  const std::size_t next = (current_ + 1) % brokers_.size();
+  const bool round_over = failed_ + 1 >= brokers_.size();
+  if (brokers_.size() == 1)
+    io_.event("lost broker (" + why + "); reconnecting in " + std::to_string(backoff_.count()) +
+              " ms");
+  else if (round_over)
+    io_.event("lost broker " + lost + " (" + why +
+              "); no broker of the list answered: reconnecting to " + brokers_[next] + " in " +
+              std::to_string(backoff_.count()) + " ms");
+  else
+    io_.event("lost broker " + lost + " (" + why + "); trying " + brokers_[next] + " now");
   // If the broker was only stalled, it reads this before anything else from this connection
   // and stops sending to it, instead of finding out when a request it sent is lost.
   // 204 says it holds nothing: a request still on its way here never ran and may go elsewhere.
@@ -71,6 +100,13 @@ void worker_core::lose_broker(time_point now, const std::string& why) {
   send(out_);
   close_connection();
   state_ = worker_state::connecting;
+  current_ = next;
+  if (!round_over) {
+    ++failed_;
+    connect(now);
+    return;
+  }
+  failed_ = 0;
   reconnect_at_ = now + backoff_;
   backoff_ = std::min(backoff_ * 2, options_.reconnect_max);
 }
@@ -100,12 +136,13 @@ void worker_core::on_broker_message(time_point now, protocol::frames& msg) {
       broker_interval_ = milliseconds(std::max<std::uint32_t>(d.broker_heartbeat_ms, 10));
       liveness_ = std::max<std::uint32_t>(d.liveness, 1);
       broker_id_ = d.broker_id;
-      io_.subscribe(resolve_endpoint(std::string(d.endpoint), options_.broker));
+      io_.subscribe(resolve_endpoint(std::string(d.endpoint), brokers_[current_]));
       state_ = worker_state::ready;
       backoff_ = options_.reconnect_min;
+      failed_ = 0;
       broker_alive_until_ = now + broker_interval_ * liveness_;
       next_heartbeat_ = now + interval_;
-      io_.event("registered with " + options_.broker + " (heartbeat " +
+      io_.event("registered with " + brokers_[current_] + " (heartbeat " +
                 std::to_string(interval_.count()) + " ms)");
       return;
     }
@@ -134,7 +171,8 @@ void worker_core::on_broker_message(time_point now, protocol::frames& msg) {
       }
       // Known to us as ready: the broker restarted or expired us, so register again at once.
       // Refused while registering, the broker going away (503), or our key no longer allowed
-      // (403: its handshakes would be refused until an operator lists it again): back off.
+      // (403: its handshakes would be refused until an operator lists it again): the broker is
+      // lost (the next of the list, or a backoff).
       if (state_ == worker_state::ready && d.status != status::unavailable &&
           d.status != status::forbidden) {
         io_.event(why + "; registering again");

@@ -1,6 +1,6 @@
 // The worker library's core: the state machine of docs/protocol.md, "Worker state table (native
-// worker library)": registration, heartbeats both ways, broker liveness, reconnection with
-// backoff, re-registration, graceful stop. It does no I/O, runs no thread and
+// worker library)": registration, heartbeats both ways, broker liveness, reconnection over the
+// broker list with backoff, re-registration, graceful stop. It does no I/O, runs no thread and
 // reads no clock: the I/O shell (worker.cpp) hands it what its sockets read, the handlers' results
 // and the current time, and it acts through an `io`. Tests drive it with a fake io and fake time.
 #pragma once
@@ -61,12 +61,16 @@ class worker_core {
   // starved: the broker is given one more of its intervals before it is judged silent.
   static constexpr std::chrono::milliseconds stall_gap{1000};
 
-  // `options` are valid (the shell checked them).
-  worker_core(const worker_options& options, io& out);
+  // `options` are valid (the shell checked them); `brokers` is the broker list, in order of
+  // preference (split_brokers), not empty.
+  worker_core(const worker_options& options, std::vector<std::string> brokers, io& out);
   worker_core(const worker_core&) = delete;
   worker_core& operator=(const worker_core&) = delete;
 
-  // Connects to the broker and sends READY.
+  // "tcp://a:5556,tcp://b:5556" -> its endpoints. Throws scale0::error (400) on an empty item.
+  static std::vector<std::string> split_brokers(std::string_view list);
+
+  // Connects to the first broker of the list and sends READY.
   void start(time_point now);
   // A message read from the DEALER. The core may take frames of `msg` (a request's body).
   void on_broker_message(time_point now, protocol::frames& msg);
@@ -84,8 +88,8 @@ class worker_core {
 
   worker_state state() const noexcept { return state_; }
   bool finished() const noexcept { return state_ == worker_state::stopped; }
-  // The broker endpoint.
-  const std::string& endpoint() const noexcept { return options_.broker; }
+  // The broker endpoint connected to (or, while connecting, the next one to try).
+  const std::string& endpoint() const noexcept { return brokers_[current_]; }
   std::uint32_t in_flight() const noexcept { return in_flight_; }  // jobs given to handlers
   std::uint64_t epoch() const noexcept { return epoch_; }          // the current connection
   std::chrono::milliseconds interval() const noexcept { return interval_; }  // our heartbeats
@@ -99,10 +103,13 @@ class worker_core {
   bool stop_done(time_point now);
 
   worker_options options_;
+  std::vector<std::string> brokers_;
   io& io_;
 
   worker_state state_ = worker_state::connecting;
   bool connected_ = false;   // a DEALER is open
+  std::size_t current_ = 0;  // index in brokers_
+  std::size_t failed_ = 0;   // brokers lost in a row since the last registration (this round)
   std::uint64_t epoch_ = 0;  // connections opened
   std::uint64_t broker_id_ = 0;
   std::chrono::milliseconds interval_{1000};         // ours: how often we send HEARTBEAT
