@@ -272,6 +272,17 @@ TEST_F(worker_core_test, registering_WELCOME_connects_SUB_to_the_heartbeat_endpo
   EXPECT_EQ(io.events[0], "registered with tcp://b1:5556 (heartbeat 100 ms)");
 }
 
+TEST_F(worker_core_test, registering_WELCOME_watches_the_broker_at_its_own_interval) {
+  start();
+  welcome(1000, 3, 7, "tcp://*:5557", 100);  // S0/2: granted 1 s, the broker's PUB every 100 ms
+  EXPECT_EQ(core->interval(), 1000ms);
+  const auto t0 = now;
+  advance(300ms);
+  EXPECT_EQ(core->state(), worker_state::connecting);  // 3 x 100 ms without a word
+  EXPECT_EQ(now - t0, 300ms);
+  EXPECT_EQ(count(inbound_kind::worker_heartbeat), 0u);  // its own is not due before 1 s
+}
+
 TEST_F(worker_core_test, registering_WELCOME_keeps_a_named_heartbeat_host) {
   start();
   welcome(100, 3, 7, "tcp://10.1.2.3:5557");
@@ -795,24 +806,27 @@ TEST_F(worker_core_test, broker_list_backoff_only_after_a_whole_round_failed) {
 
 TEST_F(worker_core_test, broker_list_backoff_and_round_reset_once_registered) {
   options.reconnect_min = 1000ms;
-  start("tcp://a:5556,tcp://b:5556");
-  advance(6000ms);  // a and b failed: a round, then 1 s
+  start("tcp://a:5556,tcp://b:5556,tcp://c:5556");
+  advance(9000ms);  // a, b and c do not answer: a round, then 1 s of backoff (the next: 2 s)
   advance(1000ms);
-  ASSERT_EQ(io.opened.size(), 3u);
+  ASSERT_EQ(io.opened.size(), 4u);
   EXPECT_EQ(core->endpoint(), "tcp://a:5556");
-  welcome();
-  EXPECT_EQ(core->state(), worker_state::ready);
-  // Registered with a: losing it moves on to b at once, and a whole new round before a backoff,
-  // which starts again from reconnect_min.
-  disconnect(503);
+  advance(3000ms);  // a again: on to b
   EXPECT_EQ(core->endpoint(), "tcp://b:5556");
+  welcome();  // registered with b, in the middle of a round
+  // Losing b starts a new round: c, then a, at once; then a backoff from reconnect_min again.
+  disconnect(503);
+  EXPECT_EQ(core->endpoint(), "tcp://c:5556");
+  EXPECT_EQ(io.opened_at.back(), now);
+  disconnect(503);
+  EXPECT_EQ(core->endpoint(), "tcp://a:5556");
   EXPECT_EQ(io.opened_at.back(), now);
   disconnect(503);
   EXPECT_EQ(core->state(), worker_state::connecting);
   const auto lost = now;
   advance(1000ms);
   EXPECT_EQ(io.opened_at.back() - lost, 1000ms);
-  EXPECT_EQ(io.opened.back(), "tcp://a:5556");
+  EXPECT_EQ(io.opened.back(), "tcp://b:5556");
 }
 
 TEST_F(worker_core_test, broker_list_results_for_the_lost_broker_are_dropped) {
