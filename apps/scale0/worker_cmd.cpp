@@ -195,7 +195,11 @@ void add_worker_command(CLI::App& root, int& exit_code) {
       ->capture_default_str()
       ->check(CLI::Range(1L, 3600000L))
       ->needs(http_opt);
-  sub->add_option("--broker", o.broker, "Broker endpoint")->capture_default_str();
+  sub->add_option("--broker", o.broker,
+                  "Broker endpoint, or brokers in order of preference: the worker moves to the "
+                  "next when it loses one")
+      ->type_name("EP[,EP…]")
+      ->capture_default_str();
   args->curve.add_to(sub);
   sub->add_option("--concurrency", o.concurrency, "Requests held at once")
       ->capture_default_str()

@@ -1,6 +1,7 @@
 // The Scale0 worker: registers services with a broker, runs a handler on up to `concurrency`
-// requests at once (replies in any order), heartbeats, reconnects with exponential backoff when the
-// broker falls silent, re-registers after a broker restart, and stops gracefully.
+// requests at once (replies in any order), heartbeats, fails over to the next broker of its list
+// (then reconnects with exponential backoff) when the broker falls silent, re-registers after a
+// broker restart, and stops gracefully.
 #pragma once
 
 #include <chrono>
@@ -34,6 +35,13 @@ struct job_result {
 using job_handler = std::function<job_result(job&)>;
 
 struct worker_options {
+  // The broker's endpoint, or a list of brokers separated by commas, in order of preference
+  // ("tcp://a:5556,tcp://b:5556"; an endpoint cannot hold a comma). The worker registers with the
+  // first. When it loses its broker (silence, registration not answered, DISCONNECT 503/403) it
+  // registers with the next one at once; only once every broker of the list has failed in a row
+  // does it wait reconnect_min, doubling up to reconnect_max, before the next round. Registering
+  // resets that backoff. One string rather than a vector: the CLI's --broker passes the list
+  // through as it is, and a one-endpoint list behaves exactly as a lone endpoint.
   std::string broker = "tcp://127.0.0.1:5556";
   security::curve_client curve{};  // CURVE to the broker (docs/security.md); off by default
   std::vector<std::string> services;
@@ -55,7 +63,8 @@ struct worker_options {
 
 class worker {
  public:
-  // Throws scale0::error (400) on invalid options.
+  // Throws scale0::error (400) on invalid options, including a broker list with an empty item or an
+  // endpoint ZeroMQ cannot parse.
   worker(worker_options options, job_handler handler);
   ~worker();
   worker(const worker&) = delete;

@@ -1,9 +1,15 @@
 // The public libraries against an embedded broker over real loopback TCP: client (sync, pipelined,
-// Lazy Pirate), worker (concurrency, errors, graceful stop, re-registration after a restart).
+// Lazy Pirate), worker (concurrency, errors, graceful stop, re-registration after a restart,
+// failover along a broker list). The worker's protocol timing (heartbeats, liveness, backoff,
+// stalls, stop deadlines) is tested on a fake clock in tests/unit/worker_core_test.cpp; these
+// keep real round trips and wait on conditions, bounded.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -192,13 +198,16 @@ TEST(library, pipelined_client_gets_every_reply_exactly_once) {
 
 TEST(library, worker_runs_up_to_its_concurrency_at_once) {
   running_broker b;
-  std::atomic<int> now{0}, peak{0};
+  // Each handler waits (bounded) until four run at once: no sleeping for overlap to happen.
+  std::mutex m;
+  std::condition_variable cv;
+  int running = 0, peak = 0;
   running_worker w(options_for(b, {"slow"}, 4), [&](job& j) {
-    const int n = ++now;
-    for (int p = peak; n > p && !peak.compare_exchange_weak(p, n);) {
-    }
-    std::this_thread::sleep_for(50ms);
-    --now;
+    std::unique_lock lock(m);
+    peak = std::max(peak, ++running);
+    cv.notify_all();
+    cv.wait_for(lock, 5s, [&] { return peak >= 4; });
+    --running;
     return job_result::ok(j.text());
   });
   client c(b.endpoints().frontend);
@@ -208,7 +217,8 @@ TEST(library, worker_runs_up_to_its_concurrency_at_once) {
   for (int i = 0; i < 12; ++i)
     if (auto r = c.receive(3000ms); r && r->status == 200) ++replies;
   EXPECT_EQ(replies, 12);
-  EXPECT_EQ(peak.load(), 4);
+  std::lock_guard lock(m);
+  EXPECT_EQ(peak, 4);
 }
 
 TEST(library, lazy_pirate_retries_until_the_broker_is_there) {
@@ -256,17 +266,39 @@ TEST(library, retries_exhausted_gives_504) {
 
 TEST(library, graceful_stop_finishes_what_the_worker_holds) {
   running_broker b;
-  std::atomic<bool> started{false};
+  // The handler holds its request until the broker has the worker as stopping.
+  std::mutex m;
+  std::condition_variable cv;
+  bool started = false, release = false;
   auto w = std::make_unique<running_worker>(options_for(b, {"slow"}), [&](job& j) {
+    std::unique_lock lock(m);
     started = true;
-    std::this_thread::sleep_for(300ms);
+    cv.notify_all();
+    cv.wait_for(lock, 10s, [&] { return release; });
     return job_result::ok(j.text());
   });
   client c(b.endpoints().frontend);
+  client observer(b.endpoints().frontend);
   await_service(c, "slow");
   const auto id = c.send("slow", "finish me", 5000ms);
-  while (!started) std::this_thread::sleep_for(5ms);
+  {
+    std::unique_lock lock(m);
+    ASSERT_TRUE(cv.wait_for(lock, 5s, [&] { return started; }));
+  }
   std::thread stopper([&] { w->stop(); });
+  // STOPPING reached the broker: the worker gets nothing more, and still holds the request.
+  bool stopping = false;
+  for (int i = 0; i < 500 && !stopping; ++i) {
+    stopping = observer.request("scale0.status", "", 1000ms).find("\"stopping\":true") !=
+               std::string::npos;
+    if (!stopping) std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_TRUE(stopping);
+  {
+    std::lock_guard lock(m);
+    release = true;
+  }
+  cv.notify_all();
   auto r = c.receive(3000ms);
   stopper.join();
   ASSERT_TRUE(r.has_value());
@@ -299,6 +331,57 @@ TEST(library, worker_registers_again_after_a_broker_restart) {
   client c(o.frontend);
   await_service(c, "echo");
   EXPECT_EQ(c.request("echo", "again", 2000ms), "again");
+}
+
+TEST(library, worker_fails_over_to_the_next_broker_of_its_list) {
+  broker_options o = running_broker::loopback();
+  o.heartbeat_interval = 100ms;  // the worker notices its broker gone within 300 ms
+  auto first = std::make_unique<running_broker>(o);
+  running_broker second(o);
+  worker_options wo = options_for(*first, {"echo"});
+  wo.broker = first->endpoints().backend + "," + second.endpoints().backend;
+  std::mutex m;
+  std::vector<std::string> events;
+  wo.on_event = [&](const std::string& e) {
+    std::lock_guard lock(m);
+    events.push_back(e);
+  };
+  running_worker w(wo, echo);
+  {
+    client c(first->endpoints().frontend);
+    await_service(c, "echo");  // the first of the list is the preferred broker
+    EXPECT_EQ(c.request("echo", "first", 2000ms), "first");
+  }
+  first.reset();
+  client c(second.endpoints().frontend);
+  await_service(c, "echo");  // at once: the backoff waits for a whole round of the list
+  EXPECT_EQ(c.request("echo", "second", 2000ms), "second");
+  std::lock_guard lock(m);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events[0],
+            "registered with " + wo.broker.substr(0, wo.broker.find(',')) + " (heartbeat 100 ms)");
+  EXPECT_NE(events[1].find("; trying " + second.endpoints().backend + " now"), std::string::npos)
+      << events[1];
+  EXPECT_EQ(events[2], "registered with " + second.endpoints().backend + " (heartbeat 100 ms)");
+}
+
+TEST(library, worker_refuses_a_bad_broker_list) {
+  const auto code_for = [](const std::string& brokers) -> int {
+    worker_options o;
+    o.broker = brokers;
+    o.services = {"echo"};
+    try {
+      worker w(o, echo);
+      return 0;
+    } catch (const error& e) {
+      return e.code();
+    }
+  };
+  EXPECT_EQ(code_for("tcp://127.0.0.1:5556"), 0);
+  EXPECT_EQ(code_for("tcp://127.0.0.1:5556,tcp://127.0.0.1:5656"), 0);
+  EXPECT_EQ(code_for("tcp://127.0.0.1:5556,nonsense"), status::bad_request);
+  EXPECT_EQ(code_for("tcp://127.0.0.1:5556,"), status::bad_request);
+  EXPECT_EQ(code_for(""), status::bad_request);
 }
 
 TEST(library, broker_reports_address_in_use) {

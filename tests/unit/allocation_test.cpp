@@ -1,6 +1,7 @@
 // Steady state allocates nothing in the broker core: after warm-up, request → dispatch → reply
 // cycles make no call to operator new (libzmq's own buffers for frames over 33 bytes are malloc'd
-// by libzmq and are not the core's doing; the frames here are small).
+// by libzmq and are not the core's doing; the frames here are small). The worker core allocates
+// only the job it hands to the handler.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -9,6 +10,7 @@
 
 #include "broker/broker_core.hpp"
 #include "support/job_sink.hpp"
+#include "worker/worker_core.hpp"
 
 namespace {
 std::atomic<bool> counting{false};
@@ -137,3 +139,76 @@ TEST(allocation, steady_state_cycles_under_a_service_policy_allocate_nothing) {
 
 }  // namespace
 }  // namespace scale0::broker_detail
+
+namespace scale0::detail {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Takes each job as a handler thread would, and lets the core's sends go as a socket would.
+class handing_io : public worker_core::io {
+ public:
+  void open(const std::string&) override {}
+  void close() override {}
+  void send(protocol::frames& msg) override {
+    ++sent;
+    msg.clear();
+  }
+  void subscribe(const std::string&) override {}
+  void run_job(worker_core::queued_job&& j) override { job = std::move(j); }
+  void event(const std::string&) override {}
+  worker_core::queued_job job;
+  long sent = 0;
+};
+
+// REQUEST → handler → REPLY cycles, with heartbeats both ways; returns the allocations made after
+// warm-up.
+long worker_allocations(std::uint8_t version, long cycles) {
+  worker_options options;
+  options.services = {"echo"};
+  options.concurrency = 4;
+  options.protocol_version = version;
+  handing_io io;
+  auto now = std::chrono::steady_clock::time_point{} + 1h;
+  worker_core core(options, {"tcp://127.0.0.1:5556"}, io);
+  core.start(now);
+  protocol::frames msg;
+  msg.reserve(16);
+  protocol::append_worker_welcome(msg, 100, 3, "tcp://*:5557", 7, version);
+  core.on_broker_message(now, msg);
+  const auto cycle = [&](std::uint64_t i) {
+    msg.clear();
+    protocol::append_worker_request(msg, i, "echo", 5000, version);
+    msg.emplace_back("body", 4);
+    core.on_broker_message(now, msg);
+    job_result r;
+    r.body = std::move(io.job.work.body);  // an echo
+    core.on_result(now, io.job.epoch, io.job.id, std::move(r));
+    if (i % 50 == 0) {
+      msg.clear();
+      protocol::append_heartbeat(msg, 7, i);
+      core.on_heartbeat(now, msg);
+    }
+    now += 200us;  // 12000 cycles span 2.4 s: the worker's heartbeats included
+    core.tick(now);
+  };
+  for (std::uint64_t i = 0; i < 2000; ++i) cycle(i);
+  const long sent_before = io.sent;
+  allocations = 0;
+  counting = true;
+  for (std::uint64_t i = 2000; i < 2000 + static_cast<std::uint64_t>(cycles); ++i) cycle(i);
+  counting = false;
+  EXPECT_EQ(core.state(), worker_state::ready);
+  EXPECT_GT(io.sent - sent_before, cycles);  // every reply, and heartbeats
+  return allocations.load();
+}
+
+// The one allocation per request is the body vector of the scale0::job given to the handler (its
+// frames are moved into it, not copied): as before the core was split out of worker.cpp.
+TEST(allocation, worker_core_cycles_allocate_only_the_jobs_body_vector) {
+  EXPECT_EQ(worker_allocations(protocol::version_1, 10000), 10000);
+  EXPECT_EQ(worker_allocations(protocol::version_2, 10000), 10000);
+}
+
+}  // namespace
+}  // namespace scale0::detail

@@ -1,0 +1,311 @@
+#include "worker/worker_core.hpp"
+
+#include <algorithm>
+#include <utility>
+
+#include "scale0/error.hpp"
+
+namespace scale0::detail {
+
+using std::chrono::milliseconds;
+
+std::string resolve_endpoint(const std::string& advertised, const std::string& broker) {
+  const auto host_of = [](const std::string& ep, std::size_t& begin, std::size_t& end) {
+    begin = ep.find("://");
+    end = ep.rfind(':');
+    if (begin == std::string::npos || end == std::string::npos || end <= begin + 3) return false;
+    begin += 3;
+    return true;
+  };
+  std::size_t ab, ae, bb, be;
+  if (!host_of(advertised, ab, ae)) return advertised;
+  const std::string host = advertised.substr(ab, ae - ab);
+  if (host != "*" && host != "0.0.0.0") return advertised;
+  if (!host_of(broker, bb, be)) return advertised;
+  return advertised.substr(0, ab) + broker.substr(bb, be - bb) + advertised.substr(ae);
+}
+
+std::vector<std::string> worker_core::split_brokers(std::string_view list) {
+  std::vector<std::string> out;
+  for (std::size_t begin = 0;;) {
+    const std::size_t comma = list.find(',', begin);
+    const std::string_view item = list.substr(
+        begin, comma == std::string_view::npos ? std::string_view::npos : comma - begin);
+    if (item.empty())
+      throw error(status::bad_request,
+                  "invalid broker endpoint list '" + std::string(list) + "': an empty endpoint");
+    out.emplace_back(item);
+    if (comma == std::string_view::npos) return out;
+    begin = comma + 1;
+  }
+}
+
+worker_core::worker_core(const worker_options& options, std::vector<std::string> brokers, io& out)
+    : options_(options), brokers_(std::move(brokers)), io_(out), backoff_(options.reconnect_min) {
+  if (brokers_.empty()) throw error(status::bad_request, "a worker needs a broker endpoint");
+}
+
+void worker_core::start(time_point now) {
+  connect(now);
+  last_turn_ = now;
+}
+
+// ---- connection ----
+
+void worker_core::connect(time_point now) {
+  ++epoch_;
+  io_.open(brokers_[current_]);
+  connected_ = true;
+  out_.clear();
+  std::vector<std::string_view> names(options_.services.begin(), options_.services.end());
+  protocol::append_worker_ready(
+      out_, options_.concurrency, static_cast<std::uint32_t>(options_.heartbeat_interval.count()),
+      options_.idempotent ? protocol::flag_idempotent : 0, names, options_.protocol_version);
+  send(out_);
+  state_ = worker_state::registering;
+  const auto guess = std::max(options_.heartbeat_interval, milliseconds(1000));
+  broker_alive_until_ = now + guess * 3;
+}
+
+void worker_core::close_connection() {
+  if (!connected_) return;
+  io_.close();
+  connected_ = false;
+}
+
+// The broker is lost: the next broker of the list at once, or, when the whole list has failed
+// since the last registration (always, with one broker), after a backoff.
+void worker_core::lose_broker(time_point now, const std::string& why) {
+  const std::string& lost = brokers_[current_];
+  const std::size_t next = (current_ + 1) % brokers_.size();
+  const bool round_over = failed_ + 1 >= brokers_.size();
+  if (brokers_.size() == 1)
+    io_.event("lost broker (" + why + "); reconnecting in " + std::to_string(backoff_.count()) +
+              " ms");
+  else if (round_over)
+    io_.event("lost broker " + lost + " (" + why +
+              "); no broker of the list answered: reconnecting to " + brokers_[next] + " in " +
+              std::to_string(backoff_.count()) + " ms");
+  else
+    io_.event("lost broker " + lost + " (" + why + "); trying " + brokers_[next] + " now");
+  // If the broker was only stalled, it reads this before anything else from this connection
+  // and stops sending to it, instead of finding out when a request it sent is lost.
+  // 204 says it holds nothing: a request still on its way here never ran and may go elsewhere.
+  out_.clear();
+  if (in_flight_ == 0)
+    protocol::append_worker_disconnect(out_, status::no_content, "holding nothing",
+                                       options_.protocol_version);
+  else
+    protocol::append_worker_disconnect(out_, 0, {}, options_.protocol_version);
+  send(out_);
+  close_connection();
+  state_ = worker_state::connecting;
+  current_ = next;
+  if (!round_over) {
+    ++failed_;
+    connect(now);
+    return;
+  }
+  failed_ = 0;
+  reconnect_at_ = now + backoff_;
+  backoff_ = std::min(backoff_ * 2, options_.reconnect_max);
+}
+
+void worker_core::send(protocol::frames& msg) {
+  if (connected_) io_.send(msg);
+}
+
+// ---- input ----
+
+void worker_core::on_broker_message(time_point now, protocol::frames& msg) {
+  const auto d = protocol::decode_for_worker(msg);
+  using k = protocol::worker_inbound_kind;
+  if (d.kind == k::invalid) return;
+  broker_alive_until_ = now + broker_interval_ * liveness_;
+  silence_reported_ = false;
+  switch (d.kind) {
+    case k::welcome: {
+      if (state_ == worker_state::ready && d.broker_id == broker_id_) {
+        // S0/2: the broker changed the interval it grants (its fleet grew or shrank).
+        interval_ = milliseconds(std::max<std::uint32_t>(d.heartbeat_ms, 10));
+        next_heartbeat_ = std::min(next_heartbeat_, now + interval_);
+        return;
+      }
+      if (state_ != worker_state::registering) return;
+      interval_ = milliseconds(std::max<std::uint32_t>(d.heartbeat_ms, 10));
+      broker_interval_ = milliseconds(std::max<std::uint32_t>(d.broker_heartbeat_ms, 10));
+      liveness_ = std::max<std::uint32_t>(d.liveness, 1);
+      broker_id_ = d.broker_id;
+      io_.subscribe(resolve_endpoint(std::string(d.endpoint), brokers_[current_]));
+      state_ = worker_state::ready;
+      backoff_ = options_.reconnect_min;
+      failed_ = 0;
+      broker_alive_until_ = now + broker_interval_ * liveness_;
+      next_heartbeat_ = now + interval_;
+      io_.event("registered with " + brokers_[current_] + " (heartbeat " +
+                std::to_string(interval_.count()) + " ms)");
+      return;
+    }
+    case k::request: {
+      if (state_ != worker_state::ready && state_ != worker_state::stopping) return;
+      queued_job j{epoch_, d.job_id, {}};
+      j.work.service.assign(d.service);
+      j.work.time_left = milliseconds(d.timeout_ms);
+      holding_until_ = std::max(holding_until_, now + j.work.time_left);
+      for (std::size_t i = d.first; i < msg.size(); ++i) j.work.body.push_back(std::move(msg[i]));
+      ++in_flight_;
+      io_.run_job(std::move(j));
+      return;
+    }
+    case k::disconnect: {
+      std::string why = "broker sent DISCONNECT";
+      if (d.status != 0) {
+        why += ' ';
+        why += std::to_string(d.status);
+        why += ' ';
+        why.append(d.message);
+      }
+      if (state_ == worker_state::stopping) {
+        close_connection();
+        return;
+      }
+      // Known to us as ready: the broker restarted or expired us, so register again at once.
+      // Refused while registering, the broker going away (503), or our key no longer allowed
+      // (403: its handshakes would be refused until an operator lists it again): the broker is
+      // lost (the next of the list, or a backoff).
+      if (state_ == worker_state::ready && d.status != status::unavailable &&
+          d.status != status::forbidden) {
+        io_.event(why + "; registering again");
+        close_connection();
+        connect(now);
+      } else {
+        lose_broker(now, why);
+      }
+      return;
+    }
+    case k::stopping:
+      stopping_acked_ = true;
+      return;
+    default:
+      return;
+  }
+}
+
+void worker_core::on_heartbeat(time_point now, const protocol::frames& msg) {
+  protocol::heartbeat hb;
+  if (!protocol::decode_heartbeat(msg, hb)) return;
+  if (state_ == worker_state::ready && hb.broker_id != broker_id_) {
+    io_.event("broker restarted; registering again");
+    close_connection();
+    connect(now);
+    return;
+  }
+  broker_alive_until_ = now + broker_interval_ * liveness_;
+  silence_reported_ = false;
+}
+
+void worker_core::on_result(time_point, std::uint64_t job_epoch, std::uint64_t id,
+                            job_result&& result) {
+  if (in_flight_ > 0) --in_flight_;
+  if (job_epoch != epoch_ || !connected_) return;  // the broker that sent it is gone
+  out_.clear();
+  protocol::append_worker_reply(out_, id, result.status, result.message, options_.protocol_version);
+  for (auto& b : result.body) out_.push_back(std::move(b));
+  send(out_);
+}
+
+// ---- stop ----
+
+void worker_core::stop(time_point now) {
+  if (state_ == worker_state::stopping || state_ == worker_state::stopped) return;
+  begin_stop(now);
+}
+
+void worker_core::begin_stop(time_point now) {
+  drain_deadline_ = now + options_.drain_timeout;
+  if (state_ == worker_state::ready) {
+    out_.clear();
+    protocol::append_worker_stopping(out_, options_.protocol_version);
+    send(out_);
+    ack_deadline_ = now + broker_interval_ * liveness_;
+  } else {
+    // Registering: the broker may already have us on its books.
+    out_.clear();
+    protocol::append_worker_disconnect(out_, 0, {}, options_.protocol_version);
+    send(out_);
+    close_connection();
+  }
+  state_ = worker_state::stopping;
+}
+
+// True when the graceful stop is complete.
+bool worker_core::stop_done(time_point now) {
+  const bool acked = stopping_acked_ || !connected_ || now >= ack_deadline_;
+  if (acked && in_flight_ == 0) {
+    out_.clear();
+    protocol::append_worker_disconnect(out_, 0, {}, options_.protocol_version);
+    send(out_);
+    return true;
+  }
+  if (now >= drain_deadline_) {
+    // Tell the broker now, so it answers (or re-dispatches) what this worker still holds at
+    // once instead of after heartbeat expiry.
+    io_.event("drain timeout: " + std::to_string(in_flight_) + " requests still in flight");
+    out_.clear();
+    protocol::append_worker_disconnect(out_, 0, {}, options_.protocol_version);
+    send(out_);
+    return true;
+  }
+  return false;
+}
+
+// ---- timers ----
+
+void worker_core::tick(time_point now) {
+  if (state_ == worker_state::stopped) return;
+  // The loop sleeps at most max_sleep: a much longer gap means this process was stopped or
+  // starved (or an inline handler ran long). What the broker sent meanwhile is still on its
+  // way from the kernel into the sockets: read it before judging the broker silent.
+  if (now - last_turn_ > stall_gap)
+    broker_alive_until_ = std::max(broker_alive_until_, now + broker_interval_);
+  last_turn_ = now;
+  if (state_ == worker_state::stopping && stop_done(now)) {
+    close_connection();
+    state_ = worker_state::stopped;
+    return;
+  }
+  if (state_ == worker_state::connecting && now >= reconnect_at_) connect(now);
+  if ((state_ == worker_state::ready || state_ == worker_state::stopping) && connected_ &&
+      now >= next_heartbeat_) {
+    out_.clear();
+    protocol::append_worker_heartbeat(out_, options_.protocol_version);
+    send(out_);
+    next_heartbeat_ = now + interval_;
+  }
+  if ((state_ == worker_state::registering || state_ == worker_state::ready) &&
+      now >= broker_alive_until_) {
+    // A silent broker may only be stalled. While this connection holds requests, it stays
+    // open until they are answered or their deadlines pass: closing it would lose replies a
+    // returning broker is waiting for (and its clients would get 502).
+    if (state_ == worker_state::ready && in_flight_ > 0 && now < holding_until_) {
+      if (!silence_reported_) {
+        io_.event("broker silent; holding " + std::to_string(in_flight_) +
+                  " requests on this connection until they are answered");
+        silence_reported_ = true;
+      }
+    } else {
+      lose_broker(now, "no heartbeat for " + std::to_string(liveness_) + " intervals");
+    }
+  }
+}
+
+worker_core::time_point worker_core::next_wake(time_point now) const noexcept {
+  auto wake = now + max_sleep;
+  if (state_ == worker_state::connecting) wake = std::min(wake, reconnect_at_);
+  if (state_ == worker_state::ready)
+    wake = std::min(
+        {wake, next_heartbeat_, now < broker_alive_until_ ? broker_alive_until_ : holding_until_});
+  return wake;
+}
+
+}  // namespace scale0::detail
