@@ -26,7 +26,14 @@ struct reply {
 
 struct client_options {
   std::chrono::milliseconds timeout{2500};  // default per-attempt timeout of request()
-  int retries = 0;  // Lazy Pirate: on timeout, resend this many times on a fresh socket
+  int retries = 0;  // Lazy Pirate: on timeout, resend this many times (see docs/protocol.md)
+  // The requests this client sends are safe to run twice: one in flight on a broker that is
+  // lost is sent once more through the next broker of the list instead of ending in 502.
+  bool idempotent = false;
+  // While requests are outstanding the client PINGs a broker it has not heard from for an
+  // interval, and takes it for lost after `liveness` intervals of silence.
+  std::chrono::milliseconds heartbeat_interval{1000};
+  std::uint32_t liveness = 3;
   // Wire framing: 2 (S0/2, compact: fields packed in one frame) or 1 (S0/1, for older brokers).
   std::uint8_t protocol_version = 2;
   security::curve_client curve{};  // CURVE to the broker (docs/security.md); off by default
@@ -34,17 +41,20 @@ struct client_options {
 
 class client {
  public:
-  // Connects to a broker endpoint (either of its ROUTER endpoints). Throws scale0::error (400) on
-  // an invalid endpoint.
-  explicit client(std::string endpoint, client_options options = {});
+  // Connects to a broker endpoint (either of its ROUTER endpoints), or to one of a list
+  // ("tcp://a:5555,tcp://b:5555", taken in random order) and to the next one when it is lost.
+  // Throws scale0::error (400) on an invalid endpoint.
+  explicit client(std::string endpoints, client_options options = {});
   ~client();
   client(client&&) noexcept;
   client& operator=(client&&) noexcept;
 
   // Sends one request and waits for its reply. Returns the body of a 200 reply; throws
-  // scale0::error carrying the status otherwise (504 when no reply came in time, 503 when the
-  // send queue is full). On a timeout the socket is replaced (Lazy Pirate), which also abandons
-  // pipelined requests still outstanding.
+  // scale0::error carrying the status otherwise (504 when no reply came in time, 502 when the
+  // broker was lost holding it, 503 when the send queue is full). When the broker is lost the
+  // connection moves to the next broker of the list; requests outstanding are sent again there
+  // when they may be (never reached the lost broker, idempotent, or retries left), and the
+  // others end in 502 (docs/protocol.md, "Client state table").
   std::string request(std::string_view service, std::string_view body,
                       std::optional<std::chrono::milliseconds> timeout = std::nullopt);
   // The same, returning the whole reply (any status) instead of throwing on non-200.
@@ -53,7 +63,8 @@ class client {
 
   // Pipelined use: send() returns the request id at once; receive() returns the next reply (any
   // request, any order) or nothing when `wait` passes. `timeout` is the request's deadline at the
-  // broker (0: the broker's default).
+  // broker (0: the broker's default); a request with a timeout that has no answer a second after
+  // it gets a 504 made by the library. Every request sent gets exactly one reply.
   std::uint64_t send(std::string_view service, std::vector<zmq::message_t> body,
                      std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
   std::uint64_t send(std::string_view service, std::string_view body,

@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <deque>
-#include <unordered_set>
+#include <random>
+
+#include "client/client_core.hpp"
 
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
@@ -15,10 +16,6 @@ namespace {
 using clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-std::uint32_t to_wire(milliseconds t) {
-  return static_cast<std::uint32_t>(std::clamp<std::int64_t>(t.count(), 0, UINT32_MAX));
-}
-
 }  // namespace
 
 std::string reply::text() const {
@@ -27,20 +24,50 @@ std::string reply::text() const {
   return out;
 }
 
-struct client::impl {
-  impl(std::string ep, client_options o) : endpoint(std::move(ep)), options(o) {
+// The shell: one DEALER to the current broker (plus, until its first handshake, a monitor that
+// says when it completed), the clock, and a poll loop that feeds the core.
+struct client::impl final : detail::client_core::io {
+  impl(const std::string& endpoints, client_options o)
+      : options(o), core(core_options(endpoints, o), *this) {
     if (options.protocol_version != protocol::version_1 &&
         options.protocol_version != protocol::version_2)
       throw error(status::bad_request, "client protocol_version must be 1 or 2");
-    open();
+    for (const auto& ep : detail::split_endpoints(endpoints)) {  // fail here, not at a failover
+      zmq::socket_t probe(context, zmq::socket_type::dealer);
+      probe.set(zmq::sockopt::linger, 0);
+      try {
+        probe.connect(ep);
+      } catch (const zmq::error_t& e) {
+        throw error(status::bad_request, "cannot connect to " + ep + ": " + e.what());
+      }
+    }
+    core.start(clock::now());
   }
 
-  void open() {
+  static detail::client_core_options core_options(const std::string& endpoints,
+                                                  const client_options& o) {
+    detail::client_core_options c;
+    c.brokers = detail::split_endpoints(endpoints);
+    std::shuffle(c.brokers.begin(), c.brokers.end(), std::mt19937_64(std::random_device{}()));
+    c.heartbeat_interval = o.heartbeat_interval;
+    c.liveness = o.liveness;
+    c.protocol_version = o.protocol_version;
+    c.idempotent = o.idempotent;
+    return c;
+  }
+
+  void open(const std::string& endpoint) override {
+    monitor = zmq::socket_t();
     socket = zmq::socket_t(context, zmq::socket_type::dealer);
     security::apply_curve_client(socket, options.curve);
     socket.set(zmq::sockopt::linger, 0);
     socket.set(zmq::sockopt::sndhwm, 100000);
     socket.set(zmq::sockopt::rcvhwm, 100000);
+    const std::string name = "inproc://scale0-client-monitor-" + std::to_string(++connections);
+    if (zmq_socket_monitor(socket.handle(), name.c_str(), ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0) {
+      monitor = zmq::socket_t(context, zmq::socket_type::pair);
+      monitor.connect(name);
+    }
     try {
       socket.connect(endpoint);
     } catch (const zmq::error_t& e) {
@@ -48,87 +75,70 @@ struct client::impl {
     }
   }
 
-  void send_request(std::uint64_t id, std::string_view service, std::vector<zmq::message_t>& body,
-                    milliseconds timeout) {
-    out.clear();
-    protocol::append_client_request(out, id, service, to_wire(timeout), options.protocol_version);
-    for (auto& f : body) out.push_back(std::move(f));
-    send_frames();
-  }
-
   // Never blocks: with the send queue full (the broker unreachable for a long time, or not
-  // reading) the first frame fails at once, nothing is sent, and the caller hears 503.
-  void send_frames() {
-    for (std::size_t i = 0; i < out.size(); ++i) {
-      const int flags = ZMQ_DONTWAIT | (i + 1 < out.size() ? ZMQ_SNDMORE : 0);
-      if (zmq_msg_send(out[i].handle(), socket.handle(), flags) < 0 && i == 0)
-        throw error(status::unavailable, "client send queue full: is the broker reachable?");
-    }
-  }
-
-  // Receives one message within `wait`; false on timeout.
-  bool receive_frames(milliseconds wait) {
-    zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-    const auto until = clock::now() + wait;
-    for (;;) {
-      in.clear();
-      in.emplace_back();
-      if (zmq_msg_recv(in.back().handle(), socket.handle(), ZMQ_DONTWAIT) >= 0) break;
-      if (zmq_errno() != EAGAIN && zmq_errno() != EINTR)
-        throw error(status::unavailable, zmq_strerror(zmq_errno()));
-      const auto left = std::chrono::ceil<milliseconds>(until - clock::now()).count();
-      if (left <= 0) return false;
-      if (zmq_poll(&item, 1, static_cast<long>(left)) < 0 && zmq_errno() != EINTR)
-        throw error(status::unavailable, zmq_strerror(zmq_errno()));
-    }
-    while (in.back().more()) {
-      in.emplace_back();
-      if (zmq_msg_recv(in.back().handle(), socket.handle(), 0) < 0) break;
+  // reading) the first frame fails at once and nothing is sent.
+  bool send(protocol::frames& msg) override {
+    for (std::size_t i = 0; i < msg.size(); ++i) {
+      const int flags = ZMQ_DONTWAIT | (i + 1 < msg.size() ? ZMQ_SNDMORE : 0);
+      if (zmq_msg_send(msg[i].handle(), socket.handle(), flags) < 0 && i == 0) return false;
     }
     return true;
   }
 
-  reply to_reply(const protocol::client_inbound& d) {
-    reply r;
-    r.id = d.id;
-    r.status = d.status;
-    r.message.assign(d.message);
-    for (std::size_t i = d.first; i < in.size(); ++i) r.body.push_back(std::move(in[i]));
-    return r;
+  bool receive_one(zmq::socket_t& s) {
+    in.clear();
+    in.emplace_back();
+    if (zmq_msg_recv(in.back().handle(), s.handle(), ZMQ_DONTWAIT) < 0) {
+      if (zmq_errno() != EAGAIN && zmq_errno() != EINTR)
+        throw error(status::unavailable, zmq_strerror(zmq_errno()));
+      return false;
+    }
+    while (in.back().more()) {
+      in.emplace_back();
+      if (zmq_msg_recv(in.back().handle(), s.handle(), 0) < 0) break;
+    }
+    return true;
   }
 
-  // The next reply of any kind within `wait`.
-  std::optional<reply> receive_any(milliseconds wait) {
-    const auto until = clock::now() + wait;
+  // Runs the core until `done()` or `until` passes (never, when not given). False on time out.
+  template <class Done>
+  bool pump(std::optional<clock::time_point> until, Done done) {
     for (;;) {
-      const auto left = std::chrono::duration_cast<milliseconds>(until - clock::now());
-      if (!receive_frames(std::max(left, milliseconds(0)))) return std::nullopt;
-      const auto d = protocol::decode_for_client(in);
-      if (d.kind != protocol::client_inbound_kind::reply) continue;  // stray PONG or garbage
-      return to_reply(d);
+      if (done()) return true;
+      auto now = clock::now();
+      core.tick(now);
+      if (done()) return true;
+      if (until && now >= *until) return false;
+      auto wake = core.next_wake(now);
+      if (until) wake = std::min(wake, *until);
+      zmq::pollitem_t items[2] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
+                                  {monitor ? monitor.handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+      const auto wait = std::chrono::ceil<milliseconds>(wake - now).count();
+      if (zmq_poll(items, monitor ? 2 : 1, static_cast<long>(std::max<std::int64_t>(wait, 0))) < 0 &&
+          zmq_errno() != EINTR)
+        throw error(status::unavailable, zmq_strerror(zmq_errno()));
+      now = clock::now();
+      if (monitor && receive_one(monitor)) {
+        // One event is all it reports; the monitor is not needed after it.
+        zmq_socket_monitor(socket.handle(), nullptr, 0);
+        monitor = zmq::socket_t();
+        core.on_connected(now);
+      }
+      while (receive_one(socket)) core.on_message(now, in);
     }
   }
 
-  std::string endpoint;
   client_options options;
   zmq::context_t context{1};
   zmq::socket_t socket;
-  std::uint64_t next_id = 1;
-  // Pipelined requests not answered yet, and their replies that arrived while call() or ping()
-  // was waiting for something else: receive() hands those out first.
-  std::unordered_set<std::uint64_t> pipelined;
-  std::deque<reply> backlog;
-
-  // Keeps a reply for receive() if it answers a pipelined request; anything else is stale.
-  void keep_if_pipelined(reply&& r) {
-    if (pipelined.contains(r.id)) backlog.push_back(std::move(r));
-  }
-  protocol::frames out;
+  zmq::socket_t monitor;
+  std::uint64_t connections = 0;
   protocol::frames in;
+  detail::client_core core;  // last: its constructor may call open()
 };
 
 client::client(std::string endpoint, client_options options)
-    : impl_(std::make_unique<impl>(std::move(endpoint), options)) {}
+    : impl_(std::make_unique<impl>(endpoint, options)) {}
 client::~client() = default;
 client::client(client&&) noexcept = default;
 client& client::operator=(client&&) noexcept = default;
@@ -136,35 +146,18 @@ client& client::operator=(client&&) noexcept = default;
 reply client::call(std::string_view service, std::vector<zmq::message_t> body,
                    std::optional<milliseconds> timeout) {
   const milliseconds t = timeout.value_or(impl_->options.timeout);
-  const std::uint64_t id = impl_->next_id++;
-  for (int attempt = 0;; ++attempt) {
-    // Keep a copy of the body while a retry is still possible (reference-counted for big frames).
-    std::vector<zmq::message_t> sent;
-    const bool may_retry = attempt < impl_->options.retries;
-    for (auto& f : body) {
-      sent.emplace_back();
-      if (may_retry)
-        sent.back().copy(f);
-      else
-        sent.back().move(f);
-    }
-    impl_->send_request(id, service, sent, t);
-    // A little longer than the broker's deadline, so the broker's own 504 arrives first.
-    const auto until = clock::now() + t + milliseconds(250);
-    for (;;) {
-      const auto left = std::chrono::duration_cast<milliseconds>(until - clock::now());
-      auto r = impl_->receive_any(std::max(left, milliseconds(0)));
-      if (!r) break;
-      if (r->id == id) return std::move(*r);
-      impl_->keep_if_pipelined(std::move(*r));  // else a reply to an earlier, abandoned call
-    }
-    // Lazy Pirate: a fresh socket drops what the old one still queued, so a request given up on
-    // is never delivered later to a broker that comes back.
-    impl_->open();
-    impl_->pipelined.clear();  // their replies would have come on the old socket
-    if (!may_retry)
-      throw error(status::deadline, "no reply within " + std::to_string(t.count()) + " ms");
-  }
+  const auto now = clock::now();
+  detail::client_core::request_options o;
+  o.timeout = t;
+  // A little longer than the broker's deadline, so the broker's own 504 arrives first.
+  o.give_up_at = now + t + milliseconds(250);
+  o.retries = impl_->options.retries;
+  o.waited = true;
+  const auto id = impl_->core.send(now, service, body, o);
+  if (!id) throw error(status::unavailable, "client send queue full: is the broker reachable?");
+  std::optional<reply> r;
+  impl_->pump(std::nullopt, [&] { return (r = impl_->core.take_call(*id)).has_value(); });
+  return std::move(*r);
 }
 
 std::string client::request(std::string_view service, std::string_view body,
@@ -178,10 +171,13 @@ std::string client::request(std::string_view service, std::string_view body,
 
 std::uint64_t client::send(std::string_view service, std::vector<zmq::message_t> body,
                            milliseconds timeout) {
-  const std::uint64_t id = impl_->next_id++;
-  impl_->send_request(id, service, body, timeout);
-  impl_->pipelined.insert(id);
-  return id;
+  const auto now = clock::now();
+  detail::client_core::request_options o;
+  o.timeout = timeout;
+  if (timeout.count() > 0) o.give_up_at = now + timeout + milliseconds(1000);
+  const auto id = impl_->core.send(now, service, body, o);
+  if (!id) throw error(status::unavailable, "client send queue full: is the broker reachable?");
+  return *id;
 }
 
 std::uint64_t client::send(std::string_view service, std::string_view body, milliseconds timeout) {
@@ -191,35 +187,16 @@ std::uint64_t client::send(std::string_view service, std::string_view body, mill
 }
 
 std::optional<reply> client::receive(milliseconds wait) {
-  if (!impl_->backlog.empty()) {
-    reply r = std::move(impl_->backlog.front());
-    impl_->backlog.pop_front();
-    impl_->pipelined.erase(r.id);
-    return r;
-  }
-  const auto until = clock::now() + wait;
-  for (;;) {
-    const auto left = std::chrono::duration_cast<milliseconds>(until - clock::now());
-    auto r = impl_->receive_any(std::max(left, milliseconds(0)));
-    if (!r) return std::nullopt;
-    if (impl_->pipelined.erase(r->id) != 0) return r;
-    // a late reply to a call() that gave up: not the caller's
-  }
+  if (auto r = impl_->core.take()) return r;
+  impl_->pump(clock::now() + wait, [&] { return impl_->core.has_answers(); });
+  return impl_->core.take();
 }
 
 bool client::ping(milliseconds wait) {
-  impl_->out.clear();
-  protocol::append_client_ping(impl_->out, impl_->options.protocol_version);
-  impl_->send_frames();
-  const auto until = clock::now() + wait;
-  for (;;) {
-    const auto left = std::chrono::duration_cast<milliseconds>(until - clock::now());
-    if (!impl_->receive_frames(std::max(left, milliseconds(0)))) return false;
-    const auto d = protocol::decode_for_client(impl_->in);
-    if (d.kind == protocol::client_inbound_kind::pong) return true;
-    if (d.kind == protocol::client_inbound_kind::reply)
-      impl_->keep_if_pipelined(impl_->to_reply(d));
-  }
+  const auto before = impl_->core.pongs();
+  if (!impl_->core.ping(clock::now()))
+    throw error(status::unavailable, "client send queue full: is the broker reachable?");
+  return impl_->pump(clock::now() + wait, [&] { return impl_->core.pongs() > before; });
 }
 
 }  // namespace scale0

@@ -1,0 +1,292 @@
+#include "client/client_core.hpp"
+
+#include <algorithm>
+
+#include "scale0/error.hpp"
+
+namespace scale0::detail {
+namespace {
+
+std::uint32_t to_wire(milliseconds t) {
+  return static_cast<std::uint32_t>(std::clamp<std::int64_t>(t.count(), 0, UINT32_MAX));
+}
+
+std::string ms_text(milliseconds t) {
+  return std::to_string(t.count()) + " ms";
+}
+
+}  // namespace
+
+std::vector<std::string> split_endpoints(std::string_view list) {
+  std::vector<std::string> out;
+  for (;;) {
+    const auto comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item.empty())
+      throw error(status::bad_request, "empty endpoint in broker list '" + std::string(list) + "'");
+    out.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+client_core::client_core(client_core_options options, io& out)
+    : options_(std::move(options)), io_(out), brokers_(options_.brokers) {
+  if (brokers_.empty()) throw error(status::bad_request, "a client needs a broker endpoint");
+  options_.liveness = std::max<std::uint32_t>(options_.liveness, 1);
+  options_.heartbeat_interval = std::max(options_.heartbeat_interval, milliseconds(1));
+}
+
+void client_core::start(time_point now) {
+  current_ = 0;
+  io_.open(brokers_[current_]);
+  connected_ = false;
+  heard_ = now;
+  next_ping_ = now + options_.heartbeat_interval;
+}
+
+std::optional<std::uint64_t> client_core::send(time_point now, std::string_view service,
+                                               protocol::frames& body, const request_options& o) {
+  const std::uint64_t id = next_id_;
+  pending p;
+  p.service.assign(service);
+  p.body = std::move(body);
+  p.timeout_ms = to_wire(o.timeout);
+  p.sent_at = now;
+  p.give_up_at = o.give_up_at;
+  p.retries = std::max(o.retries, 0);
+  p.resends = options_.idempotent ? 1 : 0;
+  p.waited = o.waited;
+  // Until the connection is known to be up, nothing sent on it has reached a broker: keep the
+  // body, so a failover can send it to the next one whatever it is.
+  const bool keep = p.retries > 0 || p.resends > 0 || !connected_;
+  if (!transmit(id, p, keep, p.timeout_ms)) {
+    body = std::move(p.body);
+    return std::nullopt;
+  }
+  ++next_id_;
+  if (pending_.empty()) {  // silence counts from when there is something to wait for
+    heard_ = now;
+    next_ping_ = now + options_.heartbeat_interval;
+  }
+  auto [it, _] = pending_.emplace(id, std::move(p));
+  if (it->second.give_up_at) arm(id, *it->second.give_up_at);
+  return id;
+}
+
+bool client_core::transmit(std::uint64_t id, pending& p, bool keep_body, std::uint32_t timeout_ms) {
+  out_.clear();
+  protocol::append_client_request(out_, id, p.service, timeout_ms, options_.protocol_version);
+  const std::size_t head = out_.size();
+  for (auto& f : p.body) {
+    out_.emplace_back();
+    if (keep_body)
+      out_.back().copy(f);
+    else
+      out_.back().move(f);
+  }
+  if (io_.send(out_)) {
+    if (!keep_body) p.body.clear();
+    return true;
+  }
+  if (!keep_body)
+    for (std::size_t i = 0; i < p.body.size(); ++i) p.body[i].move(out_[head + i]);
+  return false;
+}
+
+bool client_core::ping(time_point now) {
+  (void)now;
+  out_.clear();
+  protocol::append_client_ping(out_, options_.protocol_version);
+  return io_.send(out_);
+}
+
+void client_core::on_message(time_point now, protocol::frames& in) {
+  const auto d = protocol::decode_for_client(in);
+  if (d.kind == protocol::client_inbound_kind::invalid) return;
+  heard_ = now;
+  if (d.kind == protocol::client_inbound_kind::pong) {
+    ++pongs_;
+    return;
+  }
+  const auto it = pending_.find(d.id);
+  if (it == pending_.end()) {  // a late answer to a request that already has its outcome
+    ++stale_;
+    return;
+  }
+  reply r;
+  r.id = d.id;
+  r.status = d.status;
+  r.message.assign(d.message);
+  for (std::size_t i = d.first; i < in.size(); ++i) r.body.push_back(std::move(in[i]));
+  const bool waited = it->second.waited;
+  pending_.erase(it);
+  deliver(std::move(r), waited);
+}
+
+void client_core::on_connected(time_point now) {
+  connected_ = true;
+  heard_ = std::max(heard_, now);
+}
+
+void client_core::deliver(reply&& r, bool waited) {
+  if (waited)
+    call_answer_ = std::move(r);
+  else
+    answers_.push_back(std::move(r));
+}
+
+void client_core::finish(std::uint64_t id, pending& p, std::uint16_t code, std::string message) {
+  reply r;
+  r.id = id;
+  r.status = code;
+  r.message = std::move(message);
+  const bool waited = p.waited;
+  pending_.erase(id);
+  deliver(std::move(r), waited);
+}
+
+void client_core::arm(std::uint64_t id, time_point at) {
+  // Entries of answered requests stay in the heap until their time; rebuild it when they are
+  // most of it, so a fast pipelined client does not grow it without bound.
+  if (deadlines_.size() > 2 * pending_.size() + 1024) {
+    std::vector<deadline> live;
+    live.reserve(pending_.size() + 1);
+    for (const auto& [pid, p] : pending_)
+      if (p.give_up_at) live.emplace_back(*p.give_up_at, pid);
+    deadlines_ = decltype(deadlines_)(std::greater<>{}, std::move(live));
+  }
+  deadlines_.emplace(at, id);
+}
+
+void client_core::tick(time_point now) {
+  expire(now);
+  if (pending_.empty()) return;
+  const auto interval = options_.heartbeat_interval;
+  if (now - heard_ >= interval * options_.liveness) {
+    fail_over(now, status::worker_lost,
+              "broker lost: no answer from " + brokers_[current_] + " for " +
+                  ms_text(std::chrono::duration_cast<milliseconds>(now - heard_)),
+              0);
+    return;
+  }
+  if (now >= next_ping_ && now - heard_ >= interval) {
+    ping(now);
+    next_ping_ = now + interval;
+  }
+}
+
+void client_core::expire(time_point now) {
+  while (!deadlines_.empty() && deadlines_.top().first <= now) {
+    const auto [at, id] = deadlines_.top();
+    deadlines_.pop();
+    const auto it = pending_.find(id);
+    if (it == pending_.end() || it->second.give_up_at != at) continue;  // answered, or re-armed
+    pending& p = it->second;
+    // A broker never reached, or one that has not answered even a PING for an interval, is
+    // taken for lost: a Lazy Pirate retry goes to the next broker on a fresh connection (so the
+    // copy still queued on this one is never delivered), and so does everything else outstanding.
+    const bool lost = !connected_ || now - heard_ >= options_.heartbeat_interval;
+    if (p.retries > 0) {
+      if (lost) {
+        fail_over(now, status::worker_lost,
+                  "broker lost: no answer from " + brokers_[current_] + " within the timeout", id);
+        continue;
+      }
+      --p.retries;
+      const auto wait = at - p.sent_at;
+      p.sent_at = now;
+      p.give_up_at = now + wait;
+      if (transmit(id, p, p.retries > 0 || p.resends > 0, p.timeout_ms))
+        arm(id, *p.give_up_at);
+      else
+        finish(id, p, status::unavailable, "client send queue full: is the broker reachable?");
+      continue;
+    }
+    const auto waited = std::chrono::duration_cast<milliseconds>(now - p.sent_at);
+    finish(id, p, status::deadline, "no reply within " + ms_text(waited));
+    // A broker that answers would have sent its own 504 first: this one is gone. Move on, so the
+    // next request does not wait for it too (and this one is never delivered to it later).
+    if (lost)
+      fail_over(now, status::worker_lost,
+                "broker lost: no answer from " + brokers_[current_] + " within the timeout", 0);
+  }
+}
+
+void client_core::fail_over(time_point now, std::uint16_t code, const std::string& why,
+                            std::uint64_t retried_id) {
+  ++failovers_;
+  const bool was_connected = connected_;
+  current_ = (current_ + 1) % brokers_.size();
+  io_.open(brokers_[current_]);
+  connected_ = false;
+  heard_ = now;
+  next_ping_ = now + options_.heartbeat_interval;
+  std::vector<std::uint64_t> ids;
+  ids.reserve(pending_.size());
+  for (const auto& [id, p] : pending_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());  // sent again in the order they were first sent
+  for (const std::uint64_t id : ids) {
+    pending& p = pending_.at(id);
+    if (id == retried_id) {  // Lazy Pirate: a whole new attempt
+      --p.retries;
+      const auto wait = *p.give_up_at - p.sent_at;
+      p.sent_at = now;
+      p.give_up_at = now + wait;
+    } else if (!was_connected) {
+      // never reached the old broker: sent again whatever it is, with what is left of its time
+    } else if (p.resends > 0) {
+      --p.resends;
+    } else if (p.retries > 0) {
+      --p.retries;
+    } else {
+      finish(id, p, code, why);
+      continue;
+    }
+    // What is left of the attempt's deadline goes with it (0 stays the broker's default).
+    std::uint32_t left = p.timeout_ms;
+    if (p.timeout_ms != 0) {
+      const auto spent = std::chrono::duration_cast<milliseconds>(now - p.sent_at);
+      if (spent.count() >= p.timeout_ms) {
+        finish(id, p, status::deadline, "no reply within " + ms_text(spent));
+        continue;
+      }
+      left -= static_cast<std::uint32_t>(spent.count());
+    }
+    if (!transmit(id, p, true, left)) {
+      finish(id, p, status::unavailable, "client send queue full: is the broker reachable?");
+      continue;
+    }
+    if (p.give_up_at && id == retried_id) arm(id, *p.give_up_at);
+  }
+}
+
+time_point client_core::next_wake(time_point now) const {
+  time_point wake = now + std::chrono::hours(1);
+  if (!deadlines_.empty()) wake = std::min(wake, deadlines_.top().first);
+  if (!pending_.empty()) {
+    const auto interval = options_.heartbeat_interval;
+    wake = std::min(wake, heard_ + interval * options_.liveness);
+    wake = std::min(wake, std::max(next_ping_, heard_ + interval));
+  }
+  return wake;
+}
+
+std::optional<reply> client_core::take_call(std::uint64_t id) {
+  if (!call_answer_ || call_answer_->id != id) return std::nullopt;
+  std::optional<reply> r = std::move(call_answer_);
+  call_answer_.reset();
+  return r;
+}
+
+std::optional<reply> client_core::take() {
+  if (answers_.empty()) return std::nullopt;
+  reply r = std::move(answers_.front());
+  answers_.pop_front();
+  return r;
+}
+
+}  // namespace scale0::detail

@@ -1,0 +1,447 @@
+// The client library's core on a fake clock: one test per row of the client state table in
+// docs/protocol.md, plus the failover rules. A fake io records what the core opens and sends.
+#include "client/client_core.hpp"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "scale0/error.hpp"
+
+namespace scale0::detail {
+namespace {
+
+using namespace std::chrono_literals;
+using protocol::frames;
+
+struct sent_request {
+  std::string broker;
+  std::uint64_t id = 0;
+  std::string service;
+  std::uint32_t timeout_ms = 0;
+  std::string body;
+};
+
+class fake_io : public client_core::io {
+ public:
+  void open(const std::string& endpoint) override {
+    opened.push_back(endpoint);
+    current = endpoint;
+  }
+  bool send(frames& msg) override {
+    if (full) return false;
+    frames with_identity;
+    with_identity.emplace_back("id", 2);
+    for (auto& f : msg) with_identity.emplace_back(f.data(), f.size());
+    const auto d = protocol::decode_inbound(with_identity);
+    if (d.kind == protocol::inbound_kind::client_ping) {
+      ++pings;
+      return true;
+    }
+    EXPECT_EQ(d.kind, protocol::inbound_kind::client_request);
+    std::string body;
+    for (std::size_t i = d.first; i < with_identity.size(); ++i)
+      body.append(static_cast<const char*>(with_identity[i].data()), with_identity[i].size());
+    requests.push_back({current, d.id, std::string(d.service), d.timeout_ms, body});
+    return true;
+  }
+  std::vector<std::string> opened;
+  std::string current;
+  std::vector<sent_request> requests;
+  int pings = 0;
+  bool full = false;
+};
+
+frames reply_frames(std::uint64_t id, std::uint16_t code, const std::string& body) {
+  frames f;  // the appender writes the delimiter
+  protocol::append_client_reply(f, id, code, code == 200 ? "" : "why", protocol::version_2);
+  f.emplace_back(body.data(), body.size());
+  return f;
+}
+
+frames pong_frames() {
+  frames f;
+  protocol::append_client_pong(f, protocol::version_2);
+  return f;
+}
+
+frames body_of(const std::string& s) {
+  frames f;
+  f.emplace_back(s.data(), s.size());
+  return f;
+}
+
+struct client_core_table : ::testing::Test {
+  time_point t0 = time_point{} + 1000h;
+  fake_io io;
+  std::unique_ptr<client_core> core;
+
+  void make(std::vector<std::string> brokers = {"tcp://a:1"}, bool idempotent = false) {
+    client_core_options o;
+    o.brokers = std::move(brokers);
+    o.idempotent = idempotent;
+    core = std::make_unique<client_core>(o, io);
+    core->start(t0);
+  }
+  std::uint64_t call(time_point now, const std::string& body, milliseconds timeout, int retries) {
+    client_core::request_options o;
+    o.timeout = timeout;
+    o.give_up_at = now + timeout + 250ms;
+    o.retries = retries;
+    o.waited = true;
+    frames b = body_of(body);
+    return core->send(now, "echo", b, o).value();
+  }
+  std::uint64_t pipeline(time_point now, const std::string& body, milliseconds timeout = 0ms) {
+    client_core::request_options o;
+    o.timeout = timeout;
+    if (timeout > 0ms) o.give_up_at = now + timeout + 1000ms;
+    frames b = body_of(body);
+    return core->send(now, "echo", b, o).value();
+  }
+  void answer(time_point now, std::uint64_t id, std::uint16_t code = 200, std::string body = "ok") {
+    frames f = reply_frames(id, code, body);
+    core->on_message(now, f);
+  }
+};
+
+TEST_F(client_core_table, idle_request_sends_a_request_with_a_new_id) {
+  make();
+  EXPECT_EQ(io.opened, std::vector<std::string>{"tcp://a:1"});
+  const auto a = pipeline(t0, "x", 700ms);
+  const auto b = pipeline(t0, "y");
+  EXPECT_NE(a, b);
+  ASSERT_EQ(io.requests.size(), 2u);
+  EXPECT_EQ(io.requests[0].id, a);
+  EXPECT_EQ(io.requests[0].service, "echo");
+  EXPECT_EQ(io.requests[0].timeout_ms, 700u);
+  EXPECT_EQ(io.requests[0].body, "x");
+  EXPECT_EQ(io.requests[1].timeout_ms, 0u);
+  EXPECT_EQ(core->outstanding(), 2u);
+}
+
+TEST_F(client_core_table, waiting_reply_with_the_id_is_the_answer) {
+  make();
+  const auto id = call(t0, "x", 1000ms, 0);
+  EXPECT_FALSE(core->take_call(id));
+  answer(t0 + 5ms, id, 200, "pong");
+  auto r = core->take_call(id);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->text(), "pong");
+  EXPECT_EQ(core->outstanding(), 0u);
+  EXPECT_FALSE(core->take());  // a call's answer is not a pipelined one
+}
+
+TEST_F(client_core_table, waiting_error_reply_keeps_its_status) {
+  make();
+  const auto id = call(t0, "x", 1000ms, 0);
+  answer(t0 + 5ms, id, 503, "");
+  auto r = core->take_call(id);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_EQ(r->message, "why");
+}
+
+TEST_F(client_core_table, pipelined_replies_are_handed_out_in_order_of_arrival) {
+  make();
+  const auto a = pipeline(t0, "a");
+  const auto b = pipeline(t0, "b");
+  answer(t0 + 1ms, b);
+  answer(t0 + 2ms, a);
+  EXPECT_EQ(core->take()->id, b);
+  EXPECT_EQ(core->take()->id, a);
+  EXPECT_FALSE(core->take());
+}
+
+TEST_F(client_core_table, waiting_reply_with_another_id_is_discarded) {
+  make();
+  const auto id = call(t0, "x", 1000ms, 0);
+  answer(t0 + 1ms, id + 100);
+  answer(t0 + 2ms, id);
+  answer(t0 + 3ms, id);  // a duplicate: the request already has its outcome
+  EXPECT_TRUE(core->take_call(id));
+  EXPECT_EQ(core->stale_replies(), 2u);
+  EXPECT_FALSE(core->take());
+}
+
+TEST_F(client_core_table, garbage_from_the_broker_is_ignored) {
+  make();
+  const auto id = pipeline(t0, "x");
+  frames f = body_of("not a reply");
+  core->on_message(t0 + 1ms, f);
+  EXPECT_FALSE(core->take());
+  EXPECT_EQ(core->outstanding(), 1u);
+  (void)id;
+}
+
+TEST_F(client_core_table, waiting_an_interval_of_silence_sends_a_ping_once_per_interval) {
+  make();
+  pipeline(t0, "x");
+  core->on_connected(t0);
+  core->tick(t0 + 999ms);
+  EXPECT_EQ(io.pings, 0);
+  EXPECT_LE(core->next_wake(t0 + 999ms), t0 + 1000ms);
+  core->tick(t0 + 1000ms);
+  EXPECT_EQ(io.pings, 1);
+  core->tick(t0 + 1500ms);
+  EXPECT_EQ(io.pings, 1);
+  core->tick(t0 + 2000ms);
+  EXPECT_EQ(io.pings, 2);
+}
+
+TEST_F(client_core_table, idle_client_neither_pings_nor_loses_its_broker) {
+  make();
+  core->on_connected(t0);
+  core->tick(t0 + 1h);
+  EXPECT_EQ(io.pings, 0);
+  EXPECT_EQ(io.opened.size(), 1u);
+  // Silence while idle does not count: the first request starts the clock again.
+  pipeline(t0 + 1h, "x");
+  core->tick(t0 + 1h + 2999ms);
+  EXPECT_EQ(io.opened.size(), 1u);
+}
+
+TEST_F(client_core_table, waiting_a_pong_keeps_the_broker_alive) {
+  make();
+  pipeline(t0, "x");
+  core->on_connected(t0);
+  for (int i = 1; i <= 10; ++i) {
+    core->tick(t0 + i * 1000ms);
+    frames p = pong_frames();
+    core->on_message(t0 + i * 1000ms + 1ms, p);
+  }
+  EXPECT_EQ(io.opened.size(), 1u);
+  EXPECT_EQ(core->pongs(), 10u);
+  EXPECT_EQ(core->outstanding(), 1u);
+}
+
+TEST_F(client_core_table, waiting_liveness_intervals_of_silence_fail_over_to_the_next_broker) {
+  make({"tcp://a:1", "tcp://b:1"});
+  const auto id = pipeline(t0, "x");
+  core->on_connected(t0);
+  core->tick(t0 + 2999ms);
+  EXPECT_EQ(io.opened.size(), 1u);
+  core->tick(t0 + 3000ms);
+  EXPECT_EQ(io.opened, (std::vector<std::string>{"tcp://a:1", "tcp://b:1"}));
+  EXPECT_EQ(core->broker(), "tcp://b:1");
+  EXPECT_EQ(core->failovers(), 1u);
+  // Not idempotent and it may have reached the lost broker: the library ends it with 502.
+  auto r = core->take();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->id, id);
+  EXPECT_EQ(r->status, status::worker_lost);
+  EXPECT_NE(r->message.find("broker lost"), std::string::npos);
+  EXPECT_EQ(io.requests.size(), 1u);  // not sent again
+}
+
+TEST_F(client_core_table, failover_sends_an_idempotent_request_once_more_with_the_time_left) {
+  make({"tcp://a:1", "tcp://b:1"}, /*idempotent=*/true);
+  const auto id = pipeline(t0, "x", 10000ms);
+  core->on_connected(t0);
+  core->tick(t0 + 3000ms);
+  ASSERT_EQ(io.requests.size(), 2u);
+  EXPECT_EQ(io.requests[1].broker, "tcp://b:1");
+  EXPECT_EQ(io.requests[1].id, id);
+  EXPECT_EQ(io.requests[1].body, "x");
+  EXPECT_EQ(io.requests[1].timeout_ms, 7000u);
+  EXPECT_FALSE(core->take());
+  // Lost again: it was sent once more already, so now it ends in 502.
+  core->on_connected(t0 + 3001ms);
+  core->tick(t0 + 6001ms);
+  auto r = core->take();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, status::worker_lost);
+  EXPECT_EQ(io.opened.back(), "tcp://a:1");  // round the list
+}
+
+TEST_F(client_core_table, failover_sends_again_what_never_reached_a_broker_idempotent_or_not) {
+  make({"tcp://down:1", "tcp://b:1"});
+  const auto id = pipeline(t0, "x");  // the connection never completes its handshake
+  core->tick(t0 + 3000ms);
+  ASSERT_EQ(io.requests.size(), 2u);
+  EXPECT_EQ(io.requests[1].broker, "tcp://b:1");
+  EXPECT_EQ(io.requests[1].id, id);
+  EXPECT_FALSE(core->take());
+  core->on_connected(t0 + 3010ms);
+  answer(t0 + 3020ms, id);
+  EXPECT_EQ(core->take()->status, 200);
+}
+
+TEST_F(client_core_table, failover_keeps_the_order_requests_were_sent_in) {
+  make({"tcp://a:1", "tcp://b:1"}, true);
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < 50; ++i) ids.push_back(pipeline(t0, std::to_string(i)));
+  core->on_connected(t0);
+  core->tick(t0 + 3000ms);
+  ASSERT_EQ(io.requests.size(), 100u);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(io.requests[50 + i].id, ids[i]);
+}
+
+TEST_F(client_core_table, failover_with_a_deadline_already_past_ends_in_504) {
+  make({"tcp://a:1", "tcp://b:1"}, true);
+  pipeline(t0, "x", 2000ms);  // its local deadline is 3000 ms; the broker's was 2000 ms
+  core->on_connected(t0);
+  core->tick(t0 + 3000ms);
+  auto r = core->take();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, status::deadline);
+  EXPECT_EQ(io.requests.size(), 1u);
+}
+
+TEST_F(client_core_table, failover_send_queue_full_ends_in_503) {
+  make({"tcp://a:1", "tcp://b:1"}, true);
+  pipeline(t0, "x");
+  core->on_connected(t0);
+  io.full = true;
+  core->tick(t0 + 3000ms);
+  auto r = core->take();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, status::unavailable);
+}
+
+TEST_F(client_core_table, send_queue_full_sends_nothing_and_keeps_the_body) {
+  make();
+  io.full = true;
+  frames b = body_of("keep me");
+  client_core::request_options o;
+  EXPECT_FALSE(core->send(t0, "echo", b, o));
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(std::string(static_cast<const char*>(b[0].data()), b[0].size()), "keep me");
+  EXPECT_EQ(core->outstanding(), 0u);
+}
+
+TEST_F(client_core_table, waiting_timeout_no_retries_left_is_504_from_the_library) {
+  make();
+  const auto id = call(t0, "x", 1000ms, 0);
+  core->on_connected(t0);
+  frames p = pong_frames();
+  core->on_message(t0 + 1100ms, p);  // the broker answers: only slow
+  core->tick(t0 + 1249ms);
+  EXPECT_FALSE(core->take_call(id));
+  core->tick(t0 + 1250ms);
+  auto r = core->take_call(id);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, status::deadline);
+  EXPECT_EQ(io.opened.size(), 1u);  // an answering broker is kept
+  answer(t0 + 1300ms, id);          // its late answer is not a second outcome
+  EXPECT_FALSE(core->take_call(id));
+  EXPECT_EQ(core->stale_replies(), 1u);
+}
+
+TEST_F(client_core_table, waiting_timeout_from_a_silent_broker_is_504_and_moves_on) {
+  make({"tcp://a:1", "tcp://b:1"});
+  const auto id = call(t0, "x", 500ms, 0);
+  core->on_connected(t0);
+  core->tick(t0 + 750ms);  // 750 ms of silence is less than an interval: not lost yet
+  EXPECT_EQ(core->take_call(id)->status, status::deadline);
+  EXPECT_EQ(io.opened.size(), 1u);
+  const auto next = call(t0 + 750ms, "y", 2000ms, 0);
+  core->tick(t0 + 3000ms);  // 2.25 s of silence with a PING out: a 504, and the broker is lost
+  // (liveness would say so at 3.75 s; the deadline says it first)
+  EXPECT_EQ(core->take_call(next)->status, status::deadline);
+  EXPECT_EQ(io.opened.back(), "tcp://b:1");
+}
+
+TEST_F(client_core_table, waiting_timeout_retries_left_broker_answering_sends_again_on_the_same_connection) {
+  make();
+  const auto id = call(t0, "x", 1000ms, 2);
+  core->on_connected(t0);
+  frames p = pong_frames();
+  core->on_message(t0 + 1000ms, p);
+  core->tick(t0 + 1250ms);
+  ASSERT_EQ(io.requests.size(), 2u);
+  EXPECT_EQ(io.requests[1].id, id);
+  EXPECT_EQ(io.requests[1].timeout_ms, 1000u);  // a whole new attempt
+  EXPECT_EQ(io.opened.size(), 1u);
+  answer(t0 + 1300ms, id);
+  EXPECT_EQ(core->take_call(id)->status, 200);
+}
+
+TEST_F(client_core_table, waiting_timeout_retries_left_broker_never_reached_sends_again_on_a_fresh_connection) {
+  make();  // one broker: Lazy Pirate on a fresh connection to the same one
+  const auto id = call(t0, "x", 500ms, 2);
+  core->tick(t0 + 750ms);
+  ASSERT_EQ(io.opened.size(), 2u);
+  EXPECT_EQ(io.opened[1], "tcp://a:1");
+  ASSERT_EQ(io.requests.size(), 2u);
+  EXPECT_EQ(io.requests[1].id, id);
+  EXPECT_EQ(io.requests[1].timeout_ms, 500u);
+  core->tick(t0 + 1500ms);
+  EXPECT_EQ(io.requests.size(), 3u);
+  core->tick(t0 + 2250ms);  // retries exhausted
+  auto r = core->take_call(id);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, status::deadline);
+  EXPECT_EQ(io.requests.size(), 3u);
+}
+
+TEST_F(client_core_table, lazy_pirate_failover_resends_other_requests_only_when_they_may_be) {
+  make({"tcp://a:1", "tcp://b:1"});
+  const auto piped = pipeline(t0, "p");
+  core->on_connected(t0);
+  const auto id = call(t0, "x", 500ms, 1);
+  core->tick(t0 + 750ms);  // the call's retry; the broker is not lost yet (750 ms of silence)
+  EXPECT_EQ(io.opened.size(), 1u);
+  core->tick(t0 + 1500ms);  // second timeout, no retries left: 504 and the broker is lost
+  EXPECT_EQ(core->take_call(id)->status, status::deadline);
+  EXPECT_EQ(io.opened.size(), 2u);
+  auto r = core->take();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->id, piped);
+  EXPECT_EQ(r->status, status::worker_lost);
+}
+
+TEST_F(client_core_table, pipelined_request_with_a_timeout_gets_504_a_second_after_it) {
+  make();
+  const auto id = pipeline(t0, "x", 200ms);
+  core->on_connected(t0);
+  frames p = pong_frames();
+  core->on_message(t0 + 1000ms, p);
+  core->tick(t0 + 1199ms);
+  EXPECT_FALSE(core->take());
+  EXPECT_LE(core->next_wake(t0 + 1199ms), t0 + 1200ms);
+  core->tick(t0 + 1200ms);
+  auto r = core->take();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->id, id);
+  EXPECT_EQ(r->status, status::deadline);
+}
+
+TEST_F(client_core_table, every_request_ends_in_exactly_one_outcome_through_failovers) {
+  // A ledger: 300 requests, mixed answers, broker losses, late and duplicate replies.
+  make({"tcp://a:1", "tcp://b:1", "tcp://c:1"}, false);
+  std::map<std::uint64_t, int> outcomes;
+  std::vector<std::uint64_t> ids;
+  time_point now = t0;
+  core->on_connected(now);
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < 100; ++i) ids.push_back(pipeline(now, "r", i % 3 ? 0ms : 1500ms));
+    for (std::size_t i = 0; i < ids.size(); i += 4) answer(now + 1ms, ids[i]);
+    for (std::size_t i = 0; i < ids.size(); i += 8) answer(now + 2ms, ids[i]);  // duplicates
+    now += 1ms;
+    for (int step = 0; step < 40; ++step) {
+      now += 100ms;
+      core->tick(now);
+    }
+    core->on_connected(now);
+    while (auto r = core->take()) ++outcomes[r->id];
+  }
+  EXPECT_EQ(core->outstanding(), 0u);
+  EXPECT_EQ(outcomes.size(), ids.size());
+  for (const auto& [id, n] : outcomes) EXPECT_EQ(n, 1) << id;
+}
+
+TEST_F(client_core_table, broker_list_is_split_on_commas_and_an_empty_item_refused) {
+  EXPECT_EQ(split_endpoints("tcp://a:1"), std::vector<std::string>{"tcp://a:1"});
+  EXPECT_EQ(split_endpoints("tcp://a:1, tcp://b:2"),
+            (std::vector<std::string>{"tcp://a:1", "tcp://b:2"}));
+  EXPECT_THROW(split_endpoints(""), error);
+  EXPECT_THROW(split_endpoints("tcp://a:1,,tcp://b:2"), error);
+  EXPECT_THROW(split_endpoints("tcp://a:1,"), error);
+}
+
+}  // namespace
+}  // namespace scale0::detail
