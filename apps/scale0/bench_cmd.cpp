@@ -18,6 +18,7 @@
 #include <thread>
 #include <zmq_addon.hpp>
 
+#include "client/client_core.hpp"  // split_endpoints
 #include "commands.hpp"
 #include "curve_flags.hpp"
 #include "scale0/client.hpp"
@@ -156,7 +157,8 @@ void run_mdp(const bench_args& a, const std::atomic<bool>& stop, long quota, cli
   zmq::socket_t s(ctx, zmq::socket_type::dealer);
   s.set(zmq::sockopt::linger, 0);
   security::apply_curve_client(s, a.curve);
-  s.connect(a.broker);
+  // Majordomo has no failover: with a list, the DEALER spreads requests over every broker.
+  for (const auto& ep : detail::split_endpoints(a.broker)) s.connect(ep);
   ledger book;
   long in_flight = 0;
   auto last_reply = clock::now();
@@ -417,7 +419,10 @@ void add_bench_command(CLI::App& root, int& exit_code) {
       "  scale0 bench --service echo --window 1 --duration 10          # synchronous latency\n"
       "  scale0 bench --protocol mdp --window 10 --json                # through a Majordomo "
       "client");
-  sub->add_option("--broker", args->broker, "Broker endpoint")->capture_default_str();
+  sub->add_option("--broker", args->broker,
+                  "Broker endpoint, or a list EP[,EP...]: each client takes one and moves to "
+                  "the next when it is lost")
+      ->capture_default_str();
   sub->add_option("--service", args->service, "Service to call")->capture_default_str();
   sub->add_option(
          "--protocol", args->protocol,

@@ -13,6 +13,7 @@ struct request_args {
   std::string broker = "tcp://127.0.0.1:5555";
   long timeout_ms = 2500;
   int retries = 0;
+  bool idempotent = false;
   bool verbose = false;
   std::string service;
   std::optional<std::string> body;
@@ -25,6 +26,7 @@ int run_request(request_args& a) {
     client_options co;
     co.timeout = std::chrono::milliseconds(a.timeout_ms);
     co.retries = a.retries;
+    co.idempotent = a.idempotent;
     co.curve = a.curve.resolve();
     client c(a.broker, co);
     std::vector<zmq::message_t> body;
@@ -54,7 +56,13 @@ void add_request_command(CLI::App& root, int& exit_code) {
       "  scale0 request echo hello\n"
       "  echo hello | scale0 request --timeout 500 --verbose echo\n"
       "  scale0 request mmi.service echo      # 200 if a worker serves 'echo', else 404");
-  sub->add_option("--broker", args->broker, "Broker endpoint")->capture_default_str();
+  sub->add_option("--broker", args->broker,
+                  "Broker endpoint, or a list EP[,EP...] (taken in random order; the next one "
+                  "is used when a broker is lost)")
+      ->capture_default_str();
+  sub->add_flag("--idempotent", args->idempotent,
+                "The request may run twice: if its broker is lost, send it once more through "
+                "the next one (else it ends in 502)");
   args->curve.add_to(sub);
   sub->add_option("--timeout", args->timeout_ms, "Deadline (ms)")
       ->capture_default_str()

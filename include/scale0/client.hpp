@@ -21,6 +21,9 @@ struct reply {
   std::uint16_t status = 0;
   std::string message;
   std::vector<zmq::message_t> body;
+  // Made by the client library, not the broker: no answer came in time (504), the broker was
+  // lost holding the request (502), or it could not be sent again (503).
+  bool local = false;
   std::string text() const;  // the body frames concatenated
 };
 
@@ -57,7 +60,8 @@ class client {
   // others end in 502 (docs/protocol.md, "Client state table").
   std::string request(std::string_view service, std::string_view body,
                       std::optional<std::chrono::milliseconds> timeout = std::nullopt);
-  // The same, returning the whole reply (any status) instead of throwing on non-200.
+  // The same, returning the whole reply of the broker (any status) instead of throwing on
+  // non-200; an outcome made by the library (no answer, broker lost) is still thrown.
   reply call(std::string_view service, std::vector<zmq::message_t> body,
              std::optional<std::chrono::milliseconds> timeout = std::nullopt);
 

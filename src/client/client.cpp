@@ -5,7 +5,6 @@
 #include <random>
 
 #include "client/client_core.hpp"
-
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
 #include "security/curve_socket.hpp"
@@ -114,7 +113,8 @@ struct client::impl final : detail::client_core::io {
       zmq::pollitem_t items[2] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
                                   {monitor ? monitor.handle() : nullptr, 0, ZMQ_POLLIN, 0}};
       const auto wait = std::chrono::ceil<milliseconds>(wake - now).count();
-      if (zmq_poll(items, monitor ? 2 : 1, static_cast<long>(std::max<std::int64_t>(wait, 0))) < 0 &&
+      if (zmq_poll(items, monitor ? 2 : 1, static_cast<long>(std::max<std::int64_t>(wait, 0))) <
+              0 &&
           zmq_errno() != EINTR)
         throw error(status::unavailable, zmq_strerror(zmq_errno()));
       now = clock::now();
@@ -157,6 +157,7 @@ reply client::call(std::string_view service, std::vector<zmq::message_t> body,
   if (!id) throw error(status::unavailable, "client send queue full: is the broker reachable?");
   std::optional<reply> r;
   impl_->pump(std::nullopt, [&] { return (r = impl_->core.take_call(*id)).has_value(); });
+  if (r->local) throw error(r->status, r->message);
   return std::move(*r);
 }
 

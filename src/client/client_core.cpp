@@ -144,6 +144,7 @@ void client_core::finish(std::uint64_t id, pending& p, std::uint16_t code, std::
   r.id = id;
   r.status = code;
   r.message = std::move(message);
+  r.local = true;
   const bool waited = p.waited;
   pending_.erase(id);
   deliver(std::move(r), waited);

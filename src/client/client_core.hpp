@@ -92,7 +92,7 @@ class client_core {
  private:
   struct pending {
     std::string service;
-    protocol::frames body;  // kept while it may be sent again
+    protocol::frames body;         // kept while it may be sent again
     std::uint32_t timeout_ms = 0;  // per attempt
     time_point sent_at{};          // the attempt's first send: its deadline counts from it
     std::optional<time_point> give_up_at;
@@ -120,7 +120,7 @@ class client_core {
   // Local deadlines, earliest first; entries of requests already answered are skipped.
   using deadline = std::pair<time_point, std::uint64_t>;
   std::priority_queue<deadline, std::vector<deadline>, std::greater<>> deadlines_;
-  std::deque<reply> answers_;     // answered pipelined requests, in order of answer
+  std::deque<reply> answers_;  // answered pipelined requests, in order of answer
   std::optional<reply> call_answer_;
   bool connected_ = false;  // the current connection completed a handshake
   time_point heard_{};      // last message from the broker (or when waiting began)

@@ -131,6 +131,7 @@ TEST_F(client_core_table, waiting_reply_with_the_id_is_the_answer) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
   EXPECT_EQ(r->text(), "pong");
+  EXPECT_FALSE(r->local);
   EXPECT_EQ(core->outstanding(), 0u);
   EXPECT_FALSE(core->take());  // a call's answer is not a pipelined one
 }
@@ -233,6 +234,7 @@ TEST_F(client_core_table, waiting_liveness_intervals_of_silence_fail_over_to_the
   ASSERT_TRUE(r);
   EXPECT_EQ(r->id, id);
   EXPECT_EQ(r->status, status::worker_lost);
+  EXPECT_TRUE(r->local);
   EXPECT_NE(r->message.find("broker lost"), std::string::npos);
   EXPECT_EQ(io.requests.size(), 1u);  // not sent again
 }
@@ -325,6 +327,7 @@ TEST_F(client_core_table, waiting_timeout_no_retries_left_is_504_from_the_librar
   auto r = core->take_call(id);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, status::deadline);
+  EXPECT_TRUE(r->local);
   EXPECT_EQ(io.opened.size(), 1u);  // an answering broker is kept
   answer(t0 + 1300ms, id);          // its late answer is not a second outcome
   EXPECT_FALSE(core->take_call(id));
@@ -345,7 +348,8 @@ TEST_F(client_core_table, waiting_timeout_from_a_silent_broker_is_504_and_moves_
   EXPECT_EQ(io.opened.back(), "tcp://b:1");
 }
 
-TEST_F(client_core_table, waiting_timeout_retries_left_broker_answering_sends_again_on_the_same_connection) {
+TEST_F(client_core_table,
+       waiting_timeout_retries_left_broker_answering_sends_again_on_the_same_connection) {
   make();
   const auto id = call(t0, "x", 1000ms, 2);
   core->on_connected(t0);
@@ -360,7 +364,8 @@ TEST_F(client_core_table, waiting_timeout_retries_left_broker_answering_sends_ag
   EXPECT_EQ(core->take_call(id)->status, 200);
 }
 
-TEST_F(client_core_table, waiting_timeout_retries_left_broker_never_reached_sends_again_on_a_fresh_connection) {
+TEST_F(client_core_table,
+       waiting_timeout_retries_left_broker_never_reached_sends_again_on_a_fresh_connection) {
   make();  // one broker: Lazy Pirate on a fresh connection to the same one
   const auto id = call(t0, "x", 500ms, 2);
   core->tick(t0 + 750ms);
