@@ -18,8 +18,8 @@
 #include <thread>
 #include <zmq_addon.hpp>
 
-#include "client/client_core.hpp"  // split_endpoints
 #include "commands.hpp"
+#include "common/host_port.hpp"  // split_endpoint_list
 #include "curve_flags.hpp"
 #include "scale0/client.hpp"
 #include "scale0/error.hpp"
@@ -158,7 +158,7 @@ void run_mdp(const bench_args& a, const std::atomic<bool>& stop, long quota, cli
   s.set(zmq::sockopt::linger, 0);
   security::apply_curve_client(s, a.curve);
   // Majordomo has no failover: with a list, the DEALER spreads requests over every broker.
-  for (const auto& ep : detail::split_endpoints(a.broker)) s.connect(ep);
+  for (const auto& ep : detail::split_endpoint_list(a.broker)) s.connect(ep);
   ledger book;
   long in_flight = 0;
   auto last_reply = clock::now();

@@ -5,6 +5,7 @@
 #include <random>
 
 #include "client/client_core.hpp"
+#include "common/host_port.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
 #include "security/curve_socket.hpp"
@@ -31,7 +32,7 @@ struct client::impl final : detail::client_core::io {
     if (options.protocol_version != protocol::version_1 &&
         options.protocol_version != protocol::version_2)
       throw error(status::bad_request, "client protocol_version must be 1 or 2");
-    for (const auto& ep : detail::split_endpoints(endpoints)) {  // fail here, not at a failover
+    for (const auto& ep : detail::split_endpoint_list(endpoints)) {  // fail here, not at a failover
       zmq::socket_t probe(context, zmq::socket_type::dealer);
       probe.set(zmq::sockopt::linger, 0);
       try {
@@ -46,7 +47,7 @@ struct client::impl final : detail::client_core::io {
   static detail::client_core_options core_options(const std::string& endpoints,
                                                   const client_options& o) {
     detail::client_core_options c;
-    c.brokers = detail::split_endpoints(endpoints);
+    c.brokers = detail::split_endpoint_list(endpoints);
     std::shuffle(c.brokers.begin(), c.brokers.end(), std::mt19937_64(std::random_device{}()));
     c.heartbeat_interval = o.heartbeat_interval;
     c.liveness = o.liveness;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/host_port.hpp"
 #include "scale0/error.hpp"
 
 namespace scale0::detail {
@@ -16,22 +17,6 @@ std::string ms_text(milliseconds t) {
 }
 
 }  // namespace
-
-std::vector<std::string> split_endpoints(std::string_view list) {
-  std::vector<std::string> out;
-  for (;;) {
-    const auto comma = list.find(',');
-    std::string_view item = list.substr(0, comma);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    if (item.empty())
-      throw error(status::bad_request, "empty endpoint in broker list '" + std::string(list) + "'");
-    out.emplace_back(item);
-    if (comma == std::string_view::npos) break;
-    list.remove_prefix(comma + 1);
-  }
-  return out;
-}
 
 client_core::client_core(client_core_options options, io& out)
     : options_(std::move(options)), io_(out), brokers_(options_.brokers) {

@@ -31,10 +31,6 @@ struct client_core_options {
   bool idempotent = false;  // every request may be sent once more through another broker
 };
 
-// Splits "tcp://a:5555,tcp://b:5555" into its endpoints. Throws scale0::error 400 on an empty
-// item or an empty list.
-std::vector<std::string> split_endpoints(std::string_view list);
-
 class client_core {
  public:
   class io {

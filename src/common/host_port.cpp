@@ -62,4 +62,21 @@ bool loopback_endpoint(const std::string& endpoint) noexcept {
   return loopback_listen(rest);
 }
 
+std::vector<std::string> split_endpoint_list(std::string_view list) {
+  std::vector<std::string> out;
+  for (;;) {
+    const auto comma = list.find(',');
+    std::string_view item = list.substr(0, comma);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item.empty())
+      throw error(status::bad_request,
+                  "invalid broker endpoint list '" + std::string(list) + "': an empty endpoint");
+    out.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 }  // namespace scale0::detail

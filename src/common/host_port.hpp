@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace scale0::detail {
 
@@ -20,5 +22,9 @@ host_port parse_host_port(const std::string& text, const char* what);
 // tcp:// on such a host. Anything else (0.0.0.0, *, an interface name, another address) is false.
 bool loopback_listen(const std::string& host_port_text) noexcept;
 bool loopback_endpoint(const std::string& endpoint) noexcept;
+
+// A broker list as the libraries and the CLI take it: "tcp://a:5555,tcp://b:5555" (spaces around
+// the commas are dropped). Throws scale0::error (400) on an empty list or an empty item.
+std::vector<std::string> split_endpoint_list(std::string_view list);
 
 }  // namespace scale0::detail

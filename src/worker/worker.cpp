@@ -16,6 +16,7 @@
 #include <optional>
 #include <thread>
 
+#include "common/host_port.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
 #include "security/curve_socket.hpp"
@@ -99,7 +100,7 @@ struct worker::impl final : detail::worker_core::io {
            security::public_for_secret(options.curve.secret_key) != options.curve.public_key))
         throw error(status::bad_request, "the worker's CURVE key pair does not belong together");
     }
-    std::vector<std::string> brokers = detail::worker_core::split_brokers(options.broker);
+    std::vector<std::string> brokers = detail::split_endpoint_list(options.broker);
     for (const auto& endpoint : brokers) {
       try {  // fail here, not in run(), on an endpoint ZeroMQ cannot parse
         zmq::socket_t probe(context, zmq::socket_type::dealer);

@@ -25,21 +25,6 @@ std::string resolve_endpoint(const std::string& advertised, const std::string& b
   return advertised.substr(0, ab) + broker.substr(bb, be - bb) + advertised.substr(ae);
 }
 
-std::vector<std::string> worker_core::split_brokers(std::string_view list) {
-  std::vector<std::string> out;
-  for (std::size_t begin = 0;;) {
-    const std::size_t comma = list.find(',', begin);
-    const std::string_view item = list.substr(
-        begin, comma == std::string_view::npos ? std::string_view::npos : comma - begin);
-    if (item.empty())
-      throw error(status::bad_request,
-                  "invalid broker endpoint list '" + std::string(list) + "': an empty endpoint");
-    out.emplace_back(item);
-    if (comma == std::string_view::npos) return out;
-    begin = comma + 1;
-  }
-}
-
 worker_core::worker_core(const worker_options& options, std::vector<std::string> brokers, io& out)
     : options_(options), brokers_(std::move(brokers)), io_(out), backoff_(options.reconnect_min) {
   if (brokers_.empty()) throw error(status::bad_request, "a worker needs a broker endpoint");
@@ -54,6 +39,8 @@ void worker_core::start(time_point now) {
 
 void worker_core::connect(time_point now) {
   ++epoch_;
+  held_ = 0;  // what earlier connections handed us is answered to nobody
+  holding_until_ = {};
   io_.open(brokers_[current_]);
   connected_ = true;
   out_.clear();
@@ -92,7 +79,7 @@ void worker_core::lose_broker(time_point now, const std::string& why) {
   // and stops sending to it, instead of finding out when a request it sent is lost.
   // 204 says it holds nothing: a request still on its way here never ran and may go elsewhere.
   out_.clear();
-  if (in_flight_ == 0)
+  if (held_ == 0)
     protocol::append_worker_disconnect(out_, status::no_content, "holding nothing",
                                        options_.protocol_version);
   else
@@ -152,6 +139,7 @@ void worker_core::on_broker_message(time_point now, protocol::frames& msg) {
       j.work.service.assign(d.service);
       j.work.time_left = milliseconds(d.timeout_ms);
       holding_until_ = std::max(holding_until_, now + j.work.time_left);
+      ++held_;
       for (std::size_t i = d.first; i < msg.size(); ++i) j.work.body.push_back(std::move(msg[i]));
       ++in_flight_;
       io_.run_job(std::move(j));
@@ -207,7 +195,11 @@ void worker_core::on_heartbeat(time_point now, const protocol::frames& msg) {
 void worker_core::on_result(time_point, std::uint64_t job_epoch, std::uint64_t id,
                             job_result&& result) {
   if (in_flight_ > 0) --in_flight_;
-  if (job_epoch != epoch_ || !connected_) return;  // the broker that sent it is gone
+  if (job_epoch != epoch_) return;  // the broker that sent it is gone
+  // The latest deadline is that of every request received since the connection last held
+  // nothing: an upper bound of the deadlines of those still held.
+  if (held_ > 0 && --held_ == 0) holding_until_ = {};
+  if (!connected_) return;
   out_.clear();
   protocol::append_worker_reply(out_, id, result.status, result.message, options_.protocol_version);
   for (auto& b : result.body) out_.push_back(std::move(b));
@@ -241,7 +233,7 @@ void worker_core::begin_stop(time_point now) {
 // True when the graceful stop is complete.
 bool worker_core::stop_done(time_point now) {
   const bool acked = stopping_acked_ || !connected_ || now >= ack_deadline_;
-  if (acked && in_flight_ == 0) {
+  if (acked && held_ == 0) {
     out_.clear();
     protocol::append_worker_disconnect(out_, 0, {}, options_.protocol_version);
     send(out_);
@@ -250,7 +242,7 @@ bool worker_core::stop_done(time_point now) {
   if (now >= drain_deadline_) {
     // Tell the broker now, so it answers (or re-dispatches) what this worker still holds at
     // once instead of after heartbeat expiry.
-    io_.event("drain timeout: " + std::to_string(in_flight_) + " requests still in flight");
+    io_.event("drain timeout: " + std::to_string(held_) + " requests still in flight");
     out_.clear();
     protocol::append_worker_disconnect(out_, 0, {}, options_.protocol_version);
     send(out_);
@@ -287,9 +279,9 @@ void worker_core::tick(time_point now) {
     // A silent broker may only be stalled. While this connection holds requests, it stays
     // open until they are answered or their deadlines pass: closing it would lose replies a
     // returning broker is waiting for (and its clients would get 502).
-    if (state_ == worker_state::ready && in_flight_ > 0 && now < holding_until_) {
+    if (state_ == worker_state::ready && held_ > 0 && now < holding_until_) {
       if (!silence_reported_) {
-        io_.event("broker silent; holding " + std::to_string(in_flight_) +
+        io_.event("broker silent; holding " + std::to_string(held_) +
                   " requests on this connection until they are answered");
         silence_reported_ = true;
       }

@@ -62,13 +62,10 @@ class worker_core {
   static constexpr std::chrono::milliseconds stall_gap{1000};
 
   // `options` are valid (the shell checked them); `brokers` is the broker list, in order of
-  // preference (split_brokers), not empty.
+  // preference (split_endpoint_list), not empty.
   worker_core(const worker_options& options, std::vector<std::string> brokers, io& out);
   worker_core(const worker_core&) = delete;
   worker_core& operator=(const worker_core&) = delete;
-
-  // "tcp://a:5556,tcp://b:5556" -> its endpoints. Throws scale0::error (400) on an empty item.
-  static std::vector<std::string> split_brokers(std::string_view list);
 
   // Connects to the first broker of the list and sends READY.
   void start(time_point now);
@@ -124,8 +121,9 @@ class worker_core {
   time_point last_turn_{};  // the last tick()
   bool stopping_acked_ = false;
   bool silence_reported_ = false;
-  std::uint32_t in_flight_ = 0;
-  time_point holding_until_{};  // the latest deadline of the requests received
+  std::uint32_t in_flight_ = 0;  // jobs with the handlers, from any connection
+  std::uint32_t held_ = 0;       // of those, the ones the current connection's broker awaits
+  time_point holding_until_{};   // the latest deadline of the requests held (an upper bound)
   protocol::frames out_;
 };
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/host_port.hpp"
 #include "scale0/error.hpp"
 
 namespace scale0::detail {
@@ -439,13 +440,15 @@ TEST_F(client_core_table, every_request_ends_in_exactly_one_outcome_through_fail
   for (const auto& [id, n] : outcomes) EXPECT_EQ(n, 1) << id;
 }
 
-TEST_F(client_core_table, broker_list_is_split_on_commas_and_an_empty_item_refused) {
-  EXPECT_EQ(split_endpoints("tcp://a:1"), std::vector<std::string>{"tcp://a:1"});
-  EXPECT_EQ(split_endpoints("tcp://a:1, tcp://b:2"),
+TEST(endpoint_list, is_split_on_commas_and_an_empty_item_refused) {
+  EXPECT_EQ(split_endpoint_list("tcp://a:1"), std::vector<std::string>{"tcp://a:1"});
+  EXPECT_EQ(split_endpoint_list("tcp://a:1, tcp://b:2"),
             (std::vector<std::string>{"tcp://a:1", "tcp://b:2"}));
-  EXPECT_THROW(split_endpoints(""), error);
-  EXPECT_THROW(split_endpoints("tcp://a:1,,tcp://b:2"), error);
-  EXPECT_THROW(split_endpoints("tcp://a:1,"), error);
+  EXPECT_THROW(split_endpoint_list(""), error);
+  EXPECT_THROW(split_endpoint_list("tcp://a:1,,tcp://b:2"), error);
+  EXPECT_THROW(split_endpoint_list("tcp://a:1,"), error);
+  EXPECT_THROW(split_endpoint_list(",tcp://a:1"), error);
+  EXPECT_THROW(split_endpoint_list(" , "), error);
 }
 
 }  // namespace
