@@ -136,6 +136,12 @@ void run_native(const bench_args& a, const std::atomic<bool>& stop, long quota, 
     }
     last_reply = now;
     const std::uint64_t seq = rep->id < seq_by_id.size() ? seq_by_id[rep->id] : UINT64_MAX;
+    if (rep->local && seq != UINT64_MAX) {
+      // The library's own outcome (no answer in time, broker lost): the broker never answered
+      // this request, so the bench counts it lost.
+      --in_flight;
+      continue;
+    }
     if (seq == UINT64_MAX || !book.close(seq, now, r)) {
       ++r.duplicated;
       continue;
