@@ -101,11 +101,25 @@ struct client::impl final : detail::client_core::io {
   }
 
   // Runs the core until `done()` or `until` passes (never, when not given). False on time out.
+  // What the sockets already hold is read before any poll: under load a poll per batch would be
+  // a system call for nothing.
   template <class Done>
   bool pump(std::optional<clock::time_point> until, Done done) {
     for (;;) {
       if (done()) return true;
       auto now = clock::now();
+      if (monitor && receive_one(monitor)) {
+        // One event is all it reports; the monitor is not needed after it.
+        zmq_socket_monitor(socket.handle(), nullptr, 0);
+        monitor = zmq::socket_t();
+        core.on_connected(now);
+      }
+      bool got = false;
+      while (receive_one(socket)) {
+        core.on_message(now, in);
+        got = true;
+      }
+      if (got && done()) return true;
       core.tick(now);
       if (done()) return true;
       if (until && now >= *until) return false;
@@ -118,14 +132,6 @@ struct client::impl final : detail::client_core::io {
               0 &&
           zmq_errno() != EINTR)
         throw error(status::unavailable, zmq_strerror(zmq_errno()));
-      now = clock::now();
-      if (monitor && receive_one(monitor)) {
-        // One event is all it reports; the monitor is not needed after it.
-        zmq_socket_monitor(socket.handle(), nullptr, 0);
-        monitor = zmq::socket_t();
-        core.on_connected(now);
-      }
-      while (receive_one(socket)) core.on_message(now, in);
     }
   }
 
