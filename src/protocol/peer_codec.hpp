@@ -1,0 +1,120 @@
+// S0P1, the protocol brokers of a family speak to each other (docs/family.md): HELLO, PEERS,
+// STATE and BYE, each one packed frame after the delimiter, with the integer and string rules of
+// S0/2 (protocol/packing.hpp). A pure decoder (nothing is trusted, nothing throws, nothing
+// asserts) and encoders that only append frames. Internal to the library.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "scale0/protocol.hpp"
+
+namespace scale0::protocol::peer {
+
+inline constexpr std::string_view header = "S0P1";
+
+enum class command : std::uint8_t { hello = 1, peers = 2, state = 3, bye = 4 };
+
+inline constexpr std::uint8_t hello_draining = 0x01;  // HELLO flags bit 0: the sender drains
+inline constexpr std::uint8_t state_replace = 0x01;   // STATE flags bit 0: forget mine first
+// Entries in one STATE message: a larger full state is sent as several messages, the first with
+// state_replace and the rest without.
+inline constexpr std::size_t max_state_entries = 1000;
+// Endpoints (the peer endpoint, the advertised frontend and backend, each of PEERS) are at most
+// this long on the wire, though str16 could carry more.
+inline constexpr std::size_t max_endpoint = 255;
+
+// A peer endpoint another broker may connect to: tcp://HOST:PORT (PORT 1-65535, HOST not empty and
+// without spaces or control characters; an IPv6 literal in brackets) or ipc://PATH, at most 255
+// bytes of printable ASCII.
+bool valid_endpoint(std::string_view endpoint) noexcept;
+// An advertised frontend or backend: "" (not advertised), or an endpoint as above.
+bool valid_advertised(std::string_view endpoint) noexcept;
+// A family name: as a service name, 1-255 bytes of printable UTF-8.
+bool valid_family(std::string_view name) noexcept;
+
+struct hello {
+  std::uint64_t broker_id = 0;
+  std::uint32_t heartbeat_ms = 0;  // 10-3 600 000
+  std::uint32_t liveness = 0;      // 1-100
+  std::uint8_t flags = 0;          // hello_draining; other bits 0
+  std::string_view family;
+  std::string_view peer_endpoint;  // how to reach its peer ROUTER (never "")
+  std::string_view frontend;       // "" when not advertised
+  std::string_view backend;
+};
+
+// One service of a STATE. All three zero: the service is gone from the sender.
+struct capacity {
+  std::string_view service;
+  std::uint32_t workers = 0;
+  std::uint32_t idle = 0;  // requests its workers would take at once (idle credit)
+  std::uint32_t queued = 0;
+};
+
+enum class kind : std::uint8_t { malformed, hello, peers, state, bye };
+// Why a message was dropped: its framing or lengths (malformed), or a field the rules refuse.
+enum class problem : std::uint8_t { none, malformed, invalid_endpoint, invalid_name };
+
+// A decoded message: views point into the frames it was decoded from. Lists were checked whole
+// (every entry valid, the count exact), so for_each_* need no checks of their own.
+struct message {
+  kind what = kind::malformed;
+  problem why = problem::none;
+  std::string_view detail;     // malformed: what was wrong (static text)
+  hello h;                     // HELLO
+  std::uint64_t sequence = 0;  // STATE
+  std::uint8_t flags = 0;      // STATE
+  std::uint16_t count = 0;     // PEERS, STATE: entries
+  std::string_view list;       // PEERS, STATE: the packed entries
+  std::uint16_t status = 0;    // BYE
+  std::string_view text;       // BYE
+};
+
+// `f`: identity · "" · packed (exactly three frames, as read from the peer ROUTER).
+message decode(const frames& f) noexcept;
+
+// Calls fn(endpoint) for each endpoint of a decoded PEERS.
+template <class Fn>
+void for_each_peer(const message& m, Fn&& fn);
+// Calls fn(capacity) for each entry of a decoded STATE.
+template <class Fn>
+void for_each_entry(const message& m, Fn&& fn);
+
+// ---- encoding: each appends "" and the packed frame (a DEALER link sends them as they are) ----
+void append_hello(frames& out, const hello& h);
+void append_peers(frames& out, std::span<const std::string_view> endpoints);
+// Entries beyond max_state_entries are not written: the caller splits.
+void append_state(frames& out, std::uint64_t sequence, std::uint8_t flags,
+                  std::span<const capacity> entries);
+void append_bye(frames& out, std::uint16_t status, std::string_view text);
+
+}  // namespace scale0::protocol::peer
+
+#include "protocol/packing.hpp"
+
+namespace scale0::protocol::peer {
+
+template <class Fn>
+void for_each_peer(const message& m, Fn&& fn) {
+  packing::reader r(m.list);
+  for (std::uint16_t i = 0; i < m.count; ++i) fn(r.str16());
+}
+
+template <class Fn>
+void for_each_entry(const message& m, Fn&& fn) {
+  packing::reader r(m.list);
+  for (std::uint16_t i = 0; i < m.count; ++i) {
+    capacity c;
+    c.service = r.str8();
+    c.workers = r.u32();
+    c.idle = r.u32();
+    c.queued = r.u32();
+    fn(c);
+  }
+}
+
+}  // namespace scale0::protocol::peer
