@@ -33,6 +33,10 @@ std::string hex_id(std::string_view bytes) {
   return out;
 }
 
+std::string broker_id_hex(std::uint64_t id) {
+  return hex_id(std::string_view(reinterpret_cast<const char*>(&id), sizeof id));
+}
+
 broker_core::broker_core(const broker_options& options, outbox& out, std::uint64_t broker_id,
                          std::string heartbeat_endpoint, time_point now)
     : options_(options),
@@ -365,6 +369,7 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
     list_push_back(services_[s].lru, m, member_links());
     if (!services_[s].queue.empty()) pending_dispatch_.push_back(s);
   }
+  note_worker_capacity(W);
   if (!mdp) send_welcome(W);
   std::string joined;
   for (std::uint32_t m : W.memberships) {
@@ -421,6 +426,7 @@ void broker_core::on_worker_stopping(std::uint32_t w) {
   worker_entry& W = workers_[w];
   if (W.mdp) return;
   W.stopping = true;
+  note_worker_capacity(W);
   for (std::uint32_t m : W.memberships)
     list_remove(services_[members_[m].service].lru, m, member_links());
   scratch_.clear();
@@ -461,6 +467,7 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   r.member = member;
   ++r.attempts;
   list_push_back(W.jobs, slot, slot_links());
+  note_worker_capacity(W);  // its credit is shared by all its services
   ++W.in_flight;
   ++members_[member].in_flight;
   ++S.in_flight;
@@ -528,6 +535,7 @@ void broker_core::mark_unreachable(std::uint32_t w, time_point now) {
   if (W.unreachable) return;
   W.unreachable = true;
   W.unreachable_since = now;
+  note_worker_capacity(W);
   for (std::uint32_t m : W.memberships)
     list_remove(services_[members_[m].service].lru, m, member_links());
   unreachable_.push_back(w);
@@ -571,6 +579,7 @@ void broker_core::enqueue(std::uint32_t slot, bool front, time_point now) {
     list_push_back(S.queue, slot, slot_links());
   S.queue_bytes += r.bytes;
   queue_bytes_ += r.bytes;
+  note_capacity(r.service);
   schedule_queued(slot, now);
 }
 
@@ -580,6 +589,7 @@ void broker_core::dequeue(std::uint32_t slot) {
   list_remove(S.queue, slot, slot_links());
   S.queue_bytes -= r.bytes;
   queue_bytes_ -= r.bytes;
+  note_capacity(r.service);
 }
 
 void broker_core::release_credit(std::uint32_t w, std::uint32_t m) {
@@ -588,6 +598,7 @@ void broker_core::release_credit(std::uint32_t w, std::uint32_t m) {
   --W.in_flight;
   if (m != npos) --members_[m].in_flight;
   if (W.stopping || W.unreachable) return;
+  note_worker_capacity(W);
   // It is ready again where it may take more, and has waited least: after a full worker's reply,
   // in each of its services (but those where it is still at the service's max-concurrency); else
   // only the reply's own service can have changed.
@@ -712,6 +723,7 @@ void broker_core::touch(worker_entry& W, time_point now) {
 void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view why,
                                bool held_nothing) {
   worker_entry& W = workers_[w];
+  note_worker_capacity(W);
   out_.event({event_kind::worker_left, hex_id(W.identity), W.address, {}, 0, why});
   for (std::uint32_t m : W.memberships) {
     service_entry& S = services_[members_[m].service];
@@ -1099,6 +1111,10 @@ std::uint32_t broker_core::alloc_slot() {
 
 void broker_core::remove_service(std::uint32_t s) {
   service_entry& S = services_[s];
+  if (S.capacity_dirty) {  // its last change was not taken yet: it leaves with zeros
+    removed_capacity_.push_back(S.name);
+    S.capacity_dirty = false;
+  }
   out_.event({event_kind::service_removed, {}, {}, S.name, 0, {}});
   service_by_name_.erase(S.name);
   if (S.workers == 0) --unserved_services_;
@@ -1151,8 +1167,11 @@ void broker_core::reconfigure(const broker_options& options, time_point now) {
   next.heartbeat = options_.heartbeat;
   if (!same_policy(options_, next)) ++policy_version_;
   options_ = std::move(next);
-  for (service_entry& S : services_)
-    if (S.used) apply_policy(S);
+  for (std::uint32_t s = 0; s < services_.size(); ++s) {
+    if (!services_[s].used) continue;
+    apply_policy(services_[s]);
+    note_capacity(s);  // a changed max-concurrency changes idle credit
+  }
   // A changed max-concurrency moves workers in or out of LRUs: a raised cap lets a worker take
   // more at once; a lowered one keeps what it holds but sends it no more until it is under.
   for (const worker_entry& W : workers_)
@@ -1191,6 +1210,38 @@ void broker_core::count_error(std::uint32_t service, std::uint16_t code) {
 std::size_t broker_core::queued(std::string_view service) const {
   const auto it = service_by_name_.find(std::string(service));
   return it == service_by_name_.end() ? 0 : services_[it->second].queue.size;
+}
+
+void broker_core::track_capacity(bool on) {
+  track_capacity_ = on;
+  if (!on) return;
+  for (std::uint32_t s = 0; s < services_.size(); ++s)
+    if (services_[s].used) note_capacity(s);
+}
+
+void broker_core::mark_capacity(std::uint32_t s) {
+  services_[s].capacity_dirty = true;
+  dirty_capacity_.push_back(s);
+}
+
+std::uint32_t broker_core::idle_of(const service_entry& S) const noexcept {
+  std::size_t n = 0;
+  for (std::uint32_t m = S.lru.head; m != npos; m = members_[m].link.next) n += free_slots_of(m);
+  return static_cast<std::uint32_t>(std::min<std::size_t>(n, UINT32_MAX));
+}
+
+void broker_core::take_capacity_changes(std::vector<service_capacity>& out) {
+  out.clear();
+  taken_removed_.swap(removed_capacity_);
+  removed_capacity_.clear();
+  for (const std::string& name : taken_removed_) out.push_back({name, 0, 0, 0});
+  for (const std::uint32_t s : dirty_capacity_) {
+    service_entry& S = services_[s];
+    if (!S.used || !S.capacity_dirty) continue;  // forgotten (reported above), or a repeat
+    S.capacity_dirty = false;
+    out.push_back({S.name, S.workers, idle_of(S), S.queue.size});
+  }
+  dirty_capacity_.clear();
 }
 
 std::size_t broker_core::idle_slots(std::string_view service) const {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <iosfwd>
 #include <map>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
@@ -65,6 +66,35 @@ struct broker_counters {
 
 // A peer identity as lowercase hex, for logs and status.
 std::string hex_id(std::string_view bytes);
+// A broker id as status shows it: the hex of its 8 bytes in this machine's order (so a peer's id
+// in a family table reads as that peer's own status shows it).
+std::string broker_id_hex(std::uint64_t id);
+
+// One service's capacity, as the family announces it to its peers (docs/family.md, STATE).
+struct service_capacity {
+  std::string_view service;
+  std::uint32_t workers = 0;
+  std::uint32_t idle = 0;  // requests its workers would take at once: the idle credit
+  std::uint32_t queued = 0;
+};
+
+// A bounded resource for /metrics (scale0_budget_used / scale0_budget_limit).
+struct budget_line {
+  const char* name;
+  std::uint64_t used;
+  std::uint64_t limit;
+};
+
+// Another part of the broker that reports in scale0.status and /metrics (the family).
+class status_source {
+ public:
+  virtual ~status_source() = default;
+  // Adds its members to the status object.
+  virtual void add_status(nlohmann::json& status, time_point now) const = 0;
+  virtual void add_budgets(std::vector<budget_line>& budgets) const = 0;
+  // Whole metric families of its own (names not used by the core).
+  virtual void add_metrics(std::ostream& o, time_point now) const = 0;
+};
 
 class broker_core {
  public:
@@ -123,6 +153,19 @@ class broker_core {
   // worker).
   void revoke_workers(const grant_lookup& grant_for, time_point now);
   std::string status_json(time_point now) const;
+  // Reported with the core's status and metrics (nullptr: none). Not owned.
+  void set_status_source(const status_source* source) noexcept { status_source_ = source; }
+
+  // Capacity tracking for the family: when on, every change of a service's workers, idle credit or
+  // queue length marks the service (a flag and, the first time, its index in a reused vector: no
+  // allocation per request). take_capacity_changes() reports the marked services and clears the
+  // marks; a service forgotten while marked is reported with zeros. The views stay valid until the
+  // core next changes.
+  void track_capacity(bool on);
+  bool capacity_changed() const noexcept {
+    return !dirty_capacity_.empty() || !removed_capacity_.empty();
+  }
+  void take_capacity_changes(std::vector<service_capacity>& out);
 
   // Introspection for tests and status.
   std::size_t worker_count() const noexcept { return worker_by_key_.size(); }
@@ -222,6 +265,7 @@ class broker_core {
     };
     std::array<snapshot, 10> window{};
     std::uint32_t window_pos = 0;
+    bool capacity_dirty = false;  // in dirty_capacity_ (track_capacity)
   };
   struct client_ref {
     std::uint8_t socket;
@@ -298,6 +342,16 @@ class broker_core {
   void count_error(std::uint32_t service, std::uint16_t code);
   void drop(std::uint64_t& counter, std::string_view what);
   void remove_service(std::uint32_t s);
+  // Family capacity tracking: service `s` (or every service of worker `w`) changed.
+  void note_capacity(std::uint32_t s) noexcept {
+    if (track_capacity_ && !services_[s].capacity_dirty) mark_capacity(s);
+  }
+  void note_worker_capacity(const worker_entry& W) noexcept {
+    if (track_capacity_)
+      for (std::uint32_t m : W.memberships) note_capacity(members_[m].service);
+  }
+  void mark_capacity(std::uint32_t s);
+  std::uint32_t idle_of(const service_entry& S) const noexcept;
 
   // Accessors for the intrusive lists threaded through slots_ and members_.
   auto slot_links() noexcept {
@@ -359,6 +413,11 @@ class broker_core {
   bool dispatch_held_ = false;
   std::uint64_t policy_version_ = 1;
   broker_counters counters_;
+  const status_source* status_source_ = nullptr;
+  bool track_capacity_ = false;
+  std::vector<std::uint32_t> dirty_capacity_;  // services marked since the last take
+  std::vector<std::string> removed_capacity_;  // services forgotten while marked
+  std::vector<std::string> taken_removed_;     // what the last take reported as removed
 };
 
 }  // namespace scale0::broker_detail

@@ -148,6 +148,7 @@ std::string broker_core::status_json(time_point now) const {
         {"heartbeats_missed", c.heartbeats_missed},
         {"redispatched", c.redispatched},
         {"requests_pending", requests_pending()}}}};
+  if (status_source_ != nullptr) status_source_->add_status(j, now);
   // Service names are bytes, not necessarily UTF-8: replace what JSON cannot carry.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -218,11 +219,7 @@ std::string broker_core::metrics_text(time_point now) const {
     biggest_queue_bytes = std::max<std::uint64_t>(biggest_queue_bytes, S.queue_bytes);
     longest_queue = std::max<std::uint64_t>(longest_queue, S.queue.size);
   }
-  const struct {
-    const char* name;
-    std::uint64_t used;
-    std::uint64_t limit;
-  } budgets[] = {
+  std::vector<budget_line> budgets = {
       {"services", service_by_name_.size(), options_.max_services},
       {"unserved_services", unserved_services_, options_.max_unserved_services},
       {"queue_per_service", longest_queue, options_.max_queue},
@@ -236,6 +233,7 @@ std::string broker_core::metrics_text(time_point now) const {
            options_.max_heartbeat_interval.count(),
            std::chrono::duration_cast<std::chrono::milliseconds>(fleet_interval()).count()))},
   };
+  if (status_source_ != nullptr) status_source_->add_budgets(budgets);
   family("scale0_budget_used", "gauge",
          "What peers use of each bounded resource (per_service / per_client: the largest one).");
   for (const auto& b : budgets)
@@ -272,6 +270,7 @@ std::string broker_core::metrics_text(time_point now) const {
          draining_ ? 1 : 0);
   single("scale0_uptime_seconds", "gauge", "Seconds since the broker started.",
          std::chrono::duration<double>(now - started_).count());
+  if (status_source_ != nullptr) status_source_->add_metrics(o, now);
   return o.str();
 }
 
