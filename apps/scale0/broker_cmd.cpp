@@ -74,6 +74,16 @@ void log_event(const broker_event& e, log_limiter& limiter) {
     case event_kind::draining:
     case event_kind::reloaded:
       return log(info, e.detail);
+    case event_kind::peer_up:
+      return log(info, "peer up",
+                 {{"peer", std::string(e.address)},
+                  {"broker_id", std::string(e.worker)},
+                  {"detail", std::string(e.detail)}});
+    case event_kind::peer_down:
+      return log(warn, "peer down",
+                 {{"peer", std::string(e.address)},
+                  {"broker_id", std::string(e.worker)},
+                  {"reason", std::string(e.detail)}});
     case event_kind::request_error:
     case event_kind::dropped:
     case event_kind::refused:
@@ -126,8 +136,10 @@ int run_broker(broker_args& a) {
       notify_service("RELOADING=1");
       try {
         broker_settings next = effective(a);
-        for (const char* key : {"frontend", "backend", "heartbeat", "metrics-listen", "curve-cert",
-                                "handshake-timeout", "insecure"}) {
+        for (const char* key :
+             {"frontend", "backend", "heartbeat", "metrics-listen", "curve-cert",
+              "handshake-timeout", "insecure", "peer-listen", "peer", "family", "fallback-family",
+              "advertise-frontend", "advertise-backend", "advertise-peer", "max-peers"}) {
           broker_settings probe = current;
           copy_setting(key, next, probe);
           if (to_toml(probe) != to_toml(current)) {
@@ -172,10 +184,14 @@ int run_broker(broker_args& a) {
          {"max_message_bytes", std::to_string(settings.max_message_bytes)},
          {"max_client_inflight", std::to_string(settings.max_client_inflight)},
          {"service_policies", std::to_string(settings.services.size())},
+         {"peer", ep.peer.empty() ? "off" : ep.peer},
+         {"family", settings.peer_listen.empty() ? "off" : settings.family},
+         {"peers_configured", std::to_string(settings.peer.size())},
          {"config", a.config_file.empty() ? "(defaults)" : a.config_file}});
     std::printf("ready frontend=%s backend=%s heartbeat=%s", ep.frontend.c_str(),
                 ep.backend.c_str(), ep.heartbeat.c_str());
     if (!b.metrics_endpoint().empty()) std::printf(" metrics=%s", b.metrics_endpoint().c_str());
+    if (!ep.peer.empty()) std::printf(" peer=%s", ep.peer.c_str());
     std::printf("\n");
     std::fflush(stdout);
     notify_service("READY=1");
@@ -223,7 +239,9 @@ void add_broker_command(CLI::App& root, int& exit_code) {
       "  scale0 broker --config /etc/scale0/broker.toml --log-format json\n"
       "  scale0 broker --print-config > broker.toml\n"
       "  scale0 broker --frontend tcp://127.0.0.1:6000 --backend tcp://127.0.0.1:6001 \\\n"
-      "                --heartbeat tcp://127.0.0.1:6002 --heartbeat-interval 500 --liveness 5");
+      "                --heartbeat tcp://127.0.0.1:6002 --heartbeat-interval 500 --liveness 5\n"
+      "  scale0 broker --peer-listen tcp://10.0.0.2:5558 --peer tcp://brokers.internal:5558 \\\n"
+      "                --family eu --insecure   # join a family (docs/family.md)");
   auto& f = args->flags;
   sub->add_option("--config", args->config_file, "TOML configuration file")
       ->check(CLI::ExistingFile);
@@ -316,6 +334,31 @@ void add_broker_command(CLI::App& root, int& exit_code) {
   g.push_back(
       sub->add_flag("--insecure", f.insecure,
                     "Allow non-loopback endpoints and metrics without CURVE (not advised)"));
+  g.push_back(sub->add_option("--peer-listen", f.peer_listen,
+                              "ROUTER where other brokers of the family link to; \"\" for no "
+                              "family (docs/family.md)")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--peer", f.peer,
+                              "A broker to join (repeatable, or comma-separated); a host name "
+                              "means each of its addresses, re-resolved every 30 s")
+                  ->delimiter(','));
+  g.push_back(sub->add_option("--family", f.family, "The family this broker belongs to")
+                  ->capture_default_str());
+  g.push_back(sub->add_option("--fallback-family", f.fallback_family,
+                              "A family to fall back on (repeatable; shown now, used by "
+                              "forwarding later)")
+                  ->delimiter(','));
+  g.push_back(sub->add_option("--advertise-frontend", f.advertise_frontend,
+                              "How other brokers' clients reach this frontend (default: the bound "
+                              "endpoint; required for a wildcard bind with --peer)"));
+  g.push_back(sub->add_option("--advertise-backend", f.advertise_backend,
+                              "How other brokers' workers reach this backend (default: the bound "
+                              "endpoint; required for a wildcard bind with --peer)"));
+  g.push_back(sub->add_option("--advertise-peer", f.advertise_peer,
+                              "How other brokers reach --peer-listen (default: the bound endpoint; "
+                              "required for a wildcard bind)"));
+  g.push_back(
+      sub->add_option("--max-peers", f.max_peers, "Peers kept (1-4096)")->capture_default_str());
   g.push_back(
       sub->add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
           ->capture_default_str());

@@ -9,6 +9,7 @@
 #include <variant>
 
 #include "common/text.hpp"
+#include "protocol/peer_codec.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
 #include "toml_guard.hpp"
@@ -26,7 +27,8 @@ struct field {
   std::variant<text_field, int_field, list_field, flag_field> member;
   std::int64_t min = 0;  // integers only
   std::int64_t max = 0;
-  std::function<std::string(const std::string&)> check_text;  // strings only: error or ""
+  // strings: error or ""; lists: each item (without one, a list holds service names)
+  std::function<std::string(const std::string&)> check_text;
 };
 
 // "" when `port` is a TCP port number (1-65535; 0 too when `zero_ok`).
@@ -53,6 +55,33 @@ std::string check_endpoint(const std::string& ep) {
   if (port == "*") return "";  // any free port
   const std::string problem = check_port(port, false);
   return problem.empty() ? "" : bad + problem;
+}
+
+// A family endpoint: "" (off, or the bound endpoint for advertise-*) when `empty_ok`, else
+// tcp://host:port (a port, not `*`) or ipc://path, at most 255 bytes.
+std::string check_peer_endpoint(const std::string& ep, bool empty_ok) {
+  if (ep.empty()) return empty_ok ? "" : "an endpoint is needed";
+  if (const std::string problem = check_endpoint(ep); !problem.empty()) return problem;
+  if (!protocol::peer::valid_endpoint(ep))
+    return "invalid endpoint '" + escape_text(ep) +
+           "': expected tcp://host:port (a port 1-65535, not *) or ipc://path, at most 255 "
+           "printable bytes";
+  return "";
+}
+
+// Where the peer ROUTER binds: "" (no family), or tcp:// (a `*` port too) or ipc://.
+std::string check_peer_listen(const std::string& ep) {
+  if (ep.empty()) return "";
+  if (const std::string problem = check_endpoint(ep); !problem.empty()) return problem;
+  if (ep.rfind("inproc://", 0) == 0)
+    return "invalid endpoint '" + ep + "': other brokers cannot reach inproc://";
+  return "";
+}
+
+std::string check_family(const std::string& name) {
+  return protocol::peer::valid_family(name)
+             ? ""
+             : "a family name is 1-255 bytes of printable UTF-8 (no control characters)";
 }
 
 std::string check_listen(const std::string& v) {
@@ -117,6 +146,18 @@ const std::vector<field>& fields() {
       {"admin-keys", &broker_settings::admin_keys, 0, 0, {}},
       {"handshake-timeout", &broker_settings::handshake_timeout, 100, 3600000, {}},
       {"insecure", &broker_settings::insecure, 0, 0, {}},
+      {"peer-listen", &broker_settings::peer_listen, 0, 0, check_peer_listen},
+      {"peer", &broker_settings::peer, 0, 0,
+       [](const std::string& v) { return check_peer_endpoint(v, false); }},
+      {"family", &broker_settings::family, 0, 0, check_family},
+      {"fallback-family", &broker_settings::fallback_family, 0, 0, check_family},
+      {"advertise-frontend", &broker_settings::advertise_frontend, 0, 0,
+       [](const std::string& v) { return check_peer_endpoint(v, true); }},
+      {"advertise-backend", &broker_settings::advertise_backend, 0, 0,
+       [](const std::string& v) { return check_peer_endpoint(v, true); }},
+      {"advertise-peer", &broker_settings::advertise_peer, 0, 0,
+       [](const std::string& v) { return check_peer_endpoint(v, true); }},
+      {"max-peers", &broker_settings::max_peers, 1, 4096, {}},
       {"log-level", &broker_settings::log_level, 0, 0,
        [](const std::string& v) {
          return one_of(v, {"trace", "debug", "info", "warn", "error", "critical", "off"});
@@ -194,8 +235,13 @@ std::string check(const field& f, const broker_settings& s) {
   } else if (auto t = std::get_if<text_field>(&f.member)) {
     if (f.check_text) return f.check_text(s.**t);
   } else if (auto l = std::get_if<list_field>(&f.member)) {
-    for (const auto& name : s.**l)
-      if (name.empty() || name.size() > 255) return "service names must be 1-255 bytes";
+    for (const auto& item : s.**l) {
+      if (f.check_text) {
+        if (std::string problem = f.check_text(item); !problem.empty()) return problem;
+      } else if (item.empty() || item.size() > 255) {
+        return "service names must be 1-255 bytes";
+      }
+    }
   }
   return "";
 }
@@ -348,6 +394,14 @@ broker_options broker_settings::to_options(const std::string* running_secret) co
   else if (!client_keys.empty())
     o.client_keys = security::load_key_list(client_keys);
   if (!admin_keys.empty()) o.admin_keys = security::load_key_names(admin_keys);
+  o.peer_listen = peer_listen;
+  o.peers = peer;
+  o.family = family;
+  o.fallback_families = fallback_family;
+  o.advertise_frontend = advertise_frontend;
+  o.advertise_backend = advertise_backend;
+  o.advertise_peer = advertise_peer;
+  o.max_peers = static_cast<std::size_t>(max_peers);
   return o;
 }
 

@@ -56,6 +56,15 @@ struct broker_settings {
   std::string admin_keys;                 // file of keys that may ask scale0.status
   std::int64_t handshake_timeout = 5000;  // ms
   bool insecure = false;                  // allow non-loopback endpoints without CURVE
+  // The family (docs/family.md).
+  std::string peer_listen = "tcp://127.0.0.1:5558";  // "" : no family
+  std::vector<std::string> peer;                     // brokers to join
+  std::string family = "default";
+  std::vector<std::string> fallback_family;
+  std::string advertise_frontend;  // "" : the bound endpoint
+  std::string advertise_backend;
+  std::string advertise_peer;
+  std::int64_t max_peers = 256;
   std::string log_level = "info";
   std::string log_format = "text";
   // The [service."NAME"] tables, by service name. Only in the file (no flag); a file that has

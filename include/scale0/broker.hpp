@@ -92,6 +92,24 @@ struct broker_options {
   // metrics_listen is refused (plain HTTP), unless this is set.
   bool insecure = false;
 
+  // The family (docs/family.md): brokers in a full mesh that tell each other their capacity.
+  // The ROUTER where other brokers' links connect; "" (the library's default): no family.
+  // `scale0 broker` defaults to tcp://127.0.0.1:5558. The peer port has no CURVE yet: one other
+  // machines can reach needs `insecure`.
+  std::string peer_listen;
+  // Brokers to join: tcp://HOST:PORT or ipc://PATH. A host name stands for each address it
+  // resolves to, resolved again every 30 s.
+  std::vector<std::string> peers;
+  std::string family = "default";  // 1-255 bytes of printable UTF-8, like a service name
+  std::vector<std::string> fallback_families;  // kept and shown; forwarding will use them
+  // How other brokers (and, later, clients and workers sent on) reach this one; "": the bound
+  // endpoint. A wildcard bind (`*`, 0.0.0.0, ::) cannot be advertised: peer_listen on one needs
+  // advertise_peer, and with `peers` set the frontend and backend need theirs too.
+  std::string advertise_frontend;
+  std::string advertise_backend;
+  std::string advertise_peer;
+  std::size_t max_peers = 256;  // peers kept (configured, learned and this broker's own aliases)
+
   // Throws scale0::error (400) naming the first invalid option.
   void validate() const;
 };
@@ -107,6 +125,9 @@ enum class event_kind : std::uint8_t {
   draining,  // detail
   reloaded,  // detail
   refused,   // address, code, detail: a CURVE handshake or a service the key may not use
+  // The family (docs/family.md): address is the peer's endpoint, worker its broker id (hex).
+  peer_up,    // worker, address, detail: alive, or restarted
+  peer_down,  // worker, address, detail: why (silent, left, restarted, forgotten, itself)
 };
 struct broker_event {
   event_kind kind;
@@ -121,6 +142,7 @@ struct bound_endpoints {
   std::string frontend;
   std::string backend;
   std::string heartbeat;
+  std::string peer;  // the peer ROUTER ("" without a family)
 };
 
 class broker {

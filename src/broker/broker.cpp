@@ -4,10 +4,63 @@
 #include "common/host_port.hpp"
 #include "common/text.hpp"
 #include "event_loop.hpp"
+#include "protocol/peer_codec.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
 
 namespace scale0 {
+namespace {
+
+// The family's settings (docs/family.md).
+void validate_family(const broker_options& o) {
+  auto fail = [](const std::string& what) { throw error(status::bad_request, what); };
+  if (o.peer_listen.empty()) {
+    if (!o.peers.empty())
+      fail("--peer needs a family: give --peer-listen (where the other brokers' links connect)");
+    return;
+  }
+  const bool ipc = o.peer_listen.rfind("ipc://", 0) == 0;
+  if (o.peer_listen.rfind("tcp://", 0) != 0 && !ipc)
+    fail("invalid --peer-listen '" + o.peer_listen + "': expected tcp://host:port or ipc://path");
+  if (!o.insecure && !detail::loopback_endpoint(o.peer_listen))
+    fail("protected mode: --peer-listen " + o.peer_listen +
+         " is reachable from other machines, and the family's peer links have no CURVE yet; "
+         "bind a loopback address (or ipc://), or pass --insecure on a network you trust");
+  for (const auto& p : o.peers)
+    if (!protocol::peer::valid_endpoint(p))
+      fail("invalid --peer '" + escape_text(p) +
+           "': expected tcp://host:port (port 1-65535) or ipc://path, at most 255 bytes");
+  if (o.peers.size() > o.max_peers)
+    fail("more --peer endpoints (" + std::to_string(o.peers.size()) + ") than --max-peers");
+  if (o.max_peers < 1 || o.max_peers > 4096) fail("max peers must be 1-4096");
+  if (!protocol::peer::valid_family(o.family))
+    fail("invalid --family '" + escape_text(o.family) + "': 1-255 bytes of printable UTF-8");
+  for (const auto& f : o.fallback_families)
+    if (!protocol::peer::valid_family(f))
+      fail("invalid --fallback-family '" + escape_text(f) + "': 1-255 bytes of printable UTF-8");
+  const struct {
+    const char* flag;
+    const std::string& advertised;
+    const std::string& bound;
+    const char* bound_flag;
+  } advertised[] = {{"--advertise-peer", o.advertise_peer, o.peer_listen, "--peer-listen"},
+                    {"--advertise-frontend", o.advertise_frontend, o.frontend, "--frontend"},
+                    {"--advertise-backend", o.advertise_backend, o.backend, "--backend"}};
+  for (const auto& a : advertised) {
+    if (!a.advertised.empty() && !protocol::peer::valid_endpoint(a.advertised))
+      fail("invalid " + std::string(a.flag) + " '" + escape_text(a.advertised) +
+           "': expected tcp://host:port (port 1-65535) or ipc://path, at most 255 bytes");
+    // Other brokers cannot connect to a wildcard: the peer endpoint is what every peer links to;
+    // the frontend and backend are what a family with peers tells about this broker.
+    const bool needed = &a.advertised == &o.advertise_peer || !o.peers.empty();
+    if (needed && a.advertised.empty() && detail::wildcard_endpoint(a.bound))
+      fail(std::string(a.bound_flag) + " " + a.bound +
+           " binds every address, which other brokers cannot connect to: give " + a.flag +
+           " tcp://ADDRESS:PORT, the address they reach this broker at");
+  }
+}
+
+}  // namespace
 
 void broker_options::validate() const {
   auto fail = [](const std::string& what) { throw error(status::bad_request, what); };
@@ -63,6 +116,7 @@ void broker_options::validate() const {
   if (max_client_backlog_bytes < 1024) fail("max client backlog bytes must be at least 1024");
   if (max_total_backlog_bytes < max_client_backlog_bytes)
     fail("max total backlog bytes must be at least max client backlog bytes");
+  validate_family(*this);
   if (service_policies.size() > max_service_policies)
     fail("too many service policies (at most " + std::to_string(max_service_policies) + ")");
   for (const auto& [name, p] : service_policies) {

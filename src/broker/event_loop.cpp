@@ -11,6 +11,7 @@
 #include <cstring>
 #include <random>
 
+#include "common/host_port.hpp"
 #include "scale0/error.hpp"
 #include "security/curve_socket.hpp"
 
@@ -130,7 +131,7 @@ event_loop::event_loop(const broker_options& options)
   bind(routers_[0], options.frontend, "frontend");
   bind(routers_[1], options.backend, "backend");
   bind(pub_, options.heartbeat, "heartbeat");
-  endpoints_ = {last_endpoint(routers_[0]), last_endpoint(routers_[1]), last_endpoint(pub_)};
+  endpoints_ = {last_endpoint(routers_[0]), last_endpoint(routers_[1]), last_endpoint(pub_), ""};
   monitor_ports_[0] = endpoint_port(endpoints_.frontend);
   monitor_ports_[1] = endpoint_port(endpoints_.backend);
   monitor_ports_[2] = endpoint_port(endpoints_.heartbeat);
@@ -139,8 +140,35 @@ event_loop::event_loop(const broker_options& options)
   control_.bind(control_endpoint_);
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wake_fd_ < 0) throw error(status::unavailable, "eventfd failed");
-  core_ = std::make_unique<broker_core>(options_, *this, random_broker_id(), endpoints_.heartbeat,
-                                        clock::now());
+  broker_id_ = random_broker_id();
+  const auto now = clock::now();
+  core_ = std::make_unique<broker_core>(options_, *this, broker_id_, endpoints_.heartbeat, now);
+  if (!options.peer_listen.empty()) {
+    peer_links_ = std::make_unique<peer_links>(context_, options_,
+                                               [this](const broker_event& e) { event(e); });
+    endpoints_.peer = peer_links_->bind(options.peer_listen);
+    // What other brokers are told: the flag, else the bound endpoint (a wildcard bind cannot be
+    // advertised: validate() asked for the flag where it is needed; elsewhere it is left out).
+    auto advertised = [](const std::string& flag, const std::string& bound) {
+      if (!flag.empty()) return flag;
+      return detail::wildcard_endpoint(bound) ? std::string() : bound;
+    };
+    family_settings fs;
+    fs.broker_id = broker_id_;
+    fs.family = options.family;
+    fs.fallback_families = options.fallback_families;
+    fs.peer_endpoint = advertised(options.advertise_peer, endpoints_.peer);
+    fs.frontend = advertised(options.advertise_frontend, endpoints_.frontend);
+    fs.backend = advertised(options.advertise_backend, endpoints_.backend);
+    fs.heartbeat_interval = options.heartbeat_interval;
+    fs.liveness = options.liveness;
+    fs.max_peers = options.max_peers;
+    fs.max_services = options.max_services;
+    family_ = std::make_unique<family_core>(std::move(fs), *peer_links_, now);
+    peer_links_->attach(*family_, options.peers, now);
+    core_->set_status_source(family_.get());
+    core_->track_capacity(true);
+  }
   if (!options.metrics_listen.empty()) {
     metrics_ = std::make_unique<metrics_server>(
         options.metrics_listen,
@@ -409,6 +437,7 @@ void event_loop::handle_requests(clock::time_point now) {
   }
   if (drain_requested_.exchange(false) && !core_->draining()) {
     core_->begin_drain();
+    if (family_) family_->begin_drain(now);
     draining_ = true;
     drain_deadline_ = now + options_.drain_timeout;
     event({event_kind::draining, {}, {}, {}, 0, "new requests get 503; accepted ones may finish"});
@@ -427,10 +456,12 @@ void event_loop::run() {
     auto now = clock::now();
     last_progress_ = now;
     if (core_->draining() && (core_->drained() || now >= drain_deadline_)) break;
-    const auto wait =
-        std::chrono::ceil<std::chrono::milliseconds>(core_->next_wakeup(now) - now).count();
-    const int rc =
-        zmq_poll(items, polled, static_cast<long>(std::clamp<std::int64_t>(wait, 0, 1000)));
+    const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_wakeup(now) - now).count();
+    poll_items_.assign(items, items + polled);
+    if (peer_links_) peer_links_->add_poll_items(poll_items_);
+    const int rc = zmq_poll(poll_items_.data(), static_cast<int>(poll_items_.size()),
+                            static_cast<long>(std::clamp<std::int64_t>(wait, 0, 1000)));
+    for (int i = 0; i < polled; ++i) items[i].revents = poll_items_[i].revents;
     if (rc < 0 && zmq_errno() != EINTR)
       throw error(status::unavailable, std::string("zmq_poll: ") + zmq_strerror(zmq_errno()));
     if (stop_requested_) break;
@@ -440,7 +471,7 @@ void event_loop::run() {
       handle_zap();
       handle_monitors();
     }
-    note_progress(clock::now());
+    family_turn(note_progress(clock::now()));
     // Drain everything readable: handling one message per wake-up is what made heartbeats go
     // missing in the original prototype. Timers get a turn between batches. The backend goes
     // first, so replies and heartbeats are read before new requests are dispatched.
@@ -449,6 +480,7 @@ void event_loop::run() {
       const std::size_t a = drain_socket(0, batch);
       now = note_progress(clock::now());  // timers dispatch too
       if (now >= core_->next_wakeup(now)) core_->on_tick(now);
+      if (family_ && now >= next_family_turn_) family_turn(now);
       if (a < batch && b < batch) {
         core_->on_input_drained(now);
         break;
@@ -464,6 +496,28 @@ void event_loop::run() {
     }
   }
   core_->shutdown(clock::now());
+  if (family_) {
+    peer_links_->set_close_linger(200);  // the BYEs may leave
+    family_->shutdown(clock::now());
+  }
+}
+
+clock::time_point event_loop::next_wakeup(clock::time_point now) const {
+  const auto next = core_->next_wakeup(now);
+  return family_ ? std::min(next, family_->next_wakeup(now, core_->capacity_changed())) : next;
+}
+
+// Under a flood of client and worker messages this runs at most every 10 ms (the family's timers
+// are hundreds of milliseconds); when the loop waits, on every wake-up.
+void event_loop::family_turn(clock::time_point now) {
+  if (!family_) return;
+  next_family_turn_ = now + std::chrono::milliseconds(10);
+  peer_links_->service(now, batch);
+  if (core_->capacity_changed() && family_->round_due(now)) {
+    core_->take_capacity_changes(capacity_);
+    family_->set_local_capacity(capacity_, now);
+  }
+  family_->on_tick(now);
 }
 
 // Called before anything that may dispatch (reading a message, running timers). The loop never

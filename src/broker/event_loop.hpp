@@ -12,7 +12,9 @@
 
 #include "access.hpp"
 #include "broker_core.hpp"
+#include "family_core.hpp"
 #include "metrics_server.hpp"
+#include "peer_links.hpp"
 #include "scale0/broker.hpp"
 
 namespace scale0::broker_detail {
@@ -54,6 +56,10 @@ class event_loop final : public outbox {
   const access_grant* grant_of(std::uint8_t socket);
   void handle_requests(clock::time_point now);
   void wake() noexcept;
+  // The family's share of a loop turn: peer messages, link events, the resolver, the local
+  // capacity when a STATE round is due, and the family's timers.
+  void family_turn(clock::time_point now);
+  clock::time_point next_wakeup(clock::time_point now) const;
   clock::time_point note_progress(clock::time_point now);  // returns the time after it
   void settle_after_stall();
 
@@ -93,6 +99,14 @@ class event_loop final : public outbox {
   clock::time_point drain_deadline_{};
   clock::time_point last_progress_{};  // last time the loop turned or read a request
   bound_endpoints endpoints_;
+  std::uint64_t broker_id_ = 0;
+  // The family (docs/family.md), when peer_listen is set. Declared before the core: destroyed
+  // after it, and the links before the context.
+  std::unique_ptr<peer_links> peer_links_;
+  std::unique_ptr<family_core> family_;
+  std::vector<service_capacity> capacity_;  // scratch: the core's capacity changes
+  clock::time_point next_family_turn_{};
+  std::vector<zmq_pollitem_t> poll_items_;
   std::unique_ptr<broker_core> core_;
   std::unique_ptr<metrics_server> metrics_;
   std::function<void(const broker_event&)> event_handler_;

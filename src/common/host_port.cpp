@@ -79,4 +79,15 @@ std::vector<std::string> split_endpoint_list(std::string_view list) {
   return out;
 }
 
+bool wildcard_endpoint(const std::string& endpoint) noexcept {
+  if (endpoint.rfind("tcp://", 0) != 0) return false;
+  std::string rest = endpoint.substr(6);
+  if (const auto semi = rest.find(';'); semi != std::string::npos) rest = rest.substr(semi + 1);
+  const auto colon = rest.rfind(':');
+  if (colon == std::string::npos) return false;
+  const std::string host = rest.substr(0, colon);
+  return host == "*" || host == "0.0.0.0" || host == "::" || host == "[::]" || host == "[*]" ||
+         host == "[::0]" || host == "::0";
+}
+
 }  // namespace scale0::detail

@@ -1,0 +1,207 @@
+#include "peer_links.hpp"
+
+#include <unistd.h>
+
+#include <cstring>
+
+#include "scale0/error.hpp"
+
+namespace scale0::broker_detail {
+namespace {
+
+// A STATE of 1000 entries with 255-byte names is about 268 KB; PEERS of max-peers endpoints less.
+constexpr std::int64_t max_peer_message = std::int64_t{4} << 20;
+// Frames kept of one message: a well-formed one has three (identity, "", packed); a fourth shows
+// it had more (the rest is read and discarded).
+constexpr std::size_t max_peer_frames = 4;
+
+}  // namespace
+
+peer_links::peer_links(zmq::context_t& context, const broker_options& options,
+                       std::function<void(const broker_event&)> events)
+    : context_(context),
+      reconnect_max_(std::max<std::chrono::milliseconds>(options.heartbeat_interval,
+                                                         std::chrono::milliseconds(1000))),
+      handshake_timeout_(options.handshake_timeout),
+      router_(context, zmq::socket_type::router),
+      events_(std::move(events)) {
+  router_.set(zmq::sockopt::linger, 0);
+  router_.set(zmq::sockopt::rcvhwm, 10000);
+  router_.set(zmq::sockopt::maxmsgsize, max_peer_message);
+  router_.set(zmq::sockopt::handshake_ivl, static_cast<int>(handshake_timeout_.count()));
+}
+
+peer_links::~peer_links() {
+  for (auto& [id, l] : links_) {
+    zmq_socket_monitor(l.dealer.handle(), nullptr, 0);
+    l.dealer.set(zmq::sockopt::linger, close_linger_ms_);
+  }
+  links_.clear();
+  router_.close();
+}
+
+std::string peer_links::bind(const std::string& endpoint) {
+  try {
+    router_.bind(endpoint);
+  } catch (const zmq::error_t& e) {
+    throw error(status::bad_request,
+                "cannot bind peer-listen endpoint " + endpoint + ": " + e.what());
+  }
+  return router_.get(zmq::sockopt::last_endpoint);
+}
+
+void peer_links::attach(family_core& core, const std::vector<std::string>& configured,
+                        time_point now) {
+  core_ = &core;
+  if (configured.empty()) return;
+  resolver_ = std::make_unique<peer_resolver>(configured);
+  if (auto peers = resolver_->take()) core_->set_configured(*peers, now);
+}
+
+void peer_links::add_poll_items(std::vector<zmq_pollitem_t>& items) {
+  items.push_back({router_.handle(), 0, ZMQ_POLLIN, 0});
+  if (resolver_ && resolver_->fd() >= 0) items.push_back({nullptr, resolver_->fd(), ZMQ_POLLIN, 0});
+  for (auto& [id, l] : links_) items.push_back({l.monitor.handle(), 0, ZMQ_POLLIN, 0});
+}
+
+std::size_t peer_links::service(time_point now, std::size_t budget) {
+  if (core_ == nullptr) return 0;
+  // What is readable now, in one poll: the monitors are many and mostly quiet.
+  std::vector<zmq_pollitem_t>& items = items_;
+  std::vector<std::uint32_t>& ids = ids_;
+  items.clear();
+  ids.clear();
+  items.push_back({router_.handle(), 0, ZMQ_POLLIN, 0});
+  for (auto& [id, l] : links_) {
+    items.push_back({l.monitor.handle(), 0, ZMQ_POLLIN, 0});
+    ids.push_back(id);
+  }
+  if (zmq_poll(items.data(), static_cast<int>(items.size()), 0) > 0) {
+    for (std::size_t i = 1; i < items.size(); ++i) {
+      if ((items[i].revents & ZMQ_POLLIN) == 0) continue;
+      const auto it = links_.find(ids[i - 1]);  // a link closed meanwhile is gone
+      if (it != links_.end()) read_monitor(it->first, it->second, now);
+    }
+  }
+  if (resolver_)
+    if (auto peers = resolver_->take()) core_->set_configured(*peers, now);
+  std::size_t n = 0;
+  if ((items[0].revents & ZMQ_POLLIN) != 0) {
+    for (; n < budget && receive(); ++n) {
+      try {
+        core_->on_message(inbox_, now);
+      } catch (const std::exception& e) {
+        // Nothing a peer sends may end the loop (the decoder never throws; this is for resource
+        // exhaustion and bugs).
+        events_({event_kind::dropped, {}, {}, {}, 0, e.what()});
+      }
+    }
+  }
+  return n;
+}
+
+// One whole message of the peer ROUTER into inbox_ (frames past the fourth read and discarded).
+bool peer_links::receive() {
+  inbox_.clear();
+  inbox_.emplace_back();
+  if (zmq_msg_recv(inbox_.back().handle(), router_.handle(), ZMQ_DONTWAIT) < 0) {
+    inbox_.clear();
+    return false;
+  }
+  bool more = inbox_.back().more();
+  while (more) {
+    zmq::message_t* target = &discard_;
+    if (inbox_.size() < max_peer_frames) {
+      inbox_.emplace_back();
+      target = &inbox_.back();
+    }
+    if (zmq_msg_recv(target->handle(), router_.handle(), 0) < 0) break;
+    more = target->more();
+  }
+  return true;
+}
+
+// A link's connection was made (the ZeroMQ handshake done: its pipe is attached, so what is sent
+// now goes on it) or lost.
+void peer_links::read_monitor(std::uint32_t id, link& l, time_point now) {
+  for (int i = 0; i < 64; ++i) {
+    zmq::message_t head;
+    if (!l.monitor.recv(head, zmq::recv_flags::dontwait)) return;
+    if (head.more()) {
+      zmq::message_t address;
+      (void)l.monitor.recv(address);
+    }
+    if (head.size() < 6) continue;
+    std::uint16_t kind = 0;
+    std::memcpy(&kind, head.data(), 2);
+    if (kind == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+      core_->on_link_connected(id, now);
+    } else if (kind == ZMQ_EVENT_DISCONNECTED) {
+      core_->on_link_disconnected(id, now);
+    }
+    if (!links_.contains(id)) return;  // the core closed it meanwhile
+  }
+}
+
+void peer_links::open_link(std::uint32_t id, const std::string& endpoint,
+                           std::string_view routing_id) {
+  link l{zmq::socket_t(context_, zmq::socket_type::dealer),
+         zmq::socket_t(context_, zmq::socket_type::pair)};
+  l.dealer.set(zmq::sockopt::linger, 0);
+  // Nothing is queued without a connection: a message sent then is refused (and counted), and a
+  // new connection starts with HELLO, PEERS and a full STATE, never with stale messages.
+  l.dealer.set(zmq::sockopt::immediate, 1);
+  l.dealer.set(zmq::sockopt::sndhwm, 1000);
+  l.dealer.set(zmq::sockopt::routing_id, zmq::buffer(routing_id));
+  l.dealer.set(zmq::sockopt::reconnect_ivl, 100);
+  l.dealer.set(zmq::sockopt::reconnect_ivl_max, static_cast<int>(reconnect_max_.count()));
+  l.dealer.set(zmq::sockopt::handshake_ivl, static_cast<int>(handshake_timeout_.count()));
+  const std::string monitor = "inproc://scale0-link-" +
+                              std::to_string(reinterpret_cast<std::uintptr_t>(this)) + "-" +
+                              std::to_string(id);
+  if (zmq_socket_monitor(l.dealer.handle(), monitor.c_str(),
+                         ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0)
+    throw error(status::unavailable, "cannot monitor a peer link");
+  l.monitor.set(zmq::sockopt::linger, 0);
+  l.monitor.connect(monitor);
+  try {
+    l.dealer.connect(endpoint);
+  } catch (const zmq::error_t& e) {
+    // An endpoint ZeroMQ refuses to connect to (validated before, so rare): the link stays
+    // without a connection, and the peer is never heard from.
+    events_({event_kind::dropped,
+             {},
+             endpoint,
+             {},
+             0,
+             std::string("cannot connect a peer link: ") + e.what()});
+  }
+  links_.insert_or_assign(id, std::move(l));
+}
+
+void peer_links::close_link(std::uint32_t id) {
+  const auto it = links_.find(id);
+  if (it == links_.end()) return;
+  zmq_socket_monitor(it->second.dealer.handle(), nullptr, 0);
+  it->second.dealer.set(zmq::sockopt::linger, close_linger_ms_);
+  links_.erase(it);
+}
+
+bool peer_links::send(std::uint32_t id, frames& msg) {
+  const auto it = links_.find(id);
+  if (it == links_.end()) return false;
+  void* handle = it->second.dealer.handle();
+  for (std::size_t i = 0; i < msg.size(); ++i) {
+    const int flags = ZMQ_DONTWAIT | (i + 1 < msg.size() ? ZMQ_SNDMORE : 0);
+    // Only the first frame can be refused (no connection: IMMEDIATE; or the queue full); the rest
+    // of a message whose first frame went always follows it.
+    if (zmq_msg_send(msg[i].handle(), handle, flags) < 0 && i == 0) return false;
+  }
+  return true;
+}
+
+void peer_links::event(const broker_event& e) {
+  if (events_) events_(e);
+}
+
+}  // namespace scale0::broker_detail

@@ -1,0 +1,68 @@
+// The family's sockets, owned by the event loop and used only on its thread: the peer ROUTER where
+// other brokers' links connect, one DEALER per outgoing link (with a socket monitor that reports
+// each connection made or lost), and the resolver of the configured peers. It implements
+// family_io for the family core and feeds the core what it reads.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+#include <zmq.hpp>
+
+#include "family_core.hpp"
+#include "peer_resolver.hpp"
+
+namespace scale0::broker_detail {
+
+class peer_links final : public family_io {
+ public:
+  peer_links(zmq::context_t& context, const broker_options& options,
+             std::function<void(const broker_event&)> events);
+  ~peer_links() override;
+
+  // Binds the peer ROUTER; returns the endpoint bound (a `*` port resolved). Throws scale0::error.
+  std::string bind(const std::string& endpoint);
+  // The core to feed; the configured peers are resolved from now on (IP literals at once).
+  void attach(family_core& core, const std::vector<std::string>& configured, time_point now);
+
+  // For the loop's wait: the peer ROUTER, the resolver and every link's monitor.
+  void add_poll_items(std::vector<zmq_pollitem_t>& items);
+  // Reads what is ready (at most `budget` peer messages) and hands it to the core. Returns how
+  // many peer messages it read.
+  std::size_t service(time_point now, std::size_t budget);
+  // Links closed from now on keep their queue this long (the BYEs of a shutdown).
+  void set_close_linger(int ms) noexcept { close_linger_ms_ = ms; }
+
+  // family_io
+  void open_link(std::uint32_t link, const std::string& endpoint,
+                 std::string_view routing_id) override;
+  void close_link(std::uint32_t link) override;
+  bool send(std::uint32_t link, frames& msg) override;
+  void event(const broker_event& e) override;
+
+ private:
+  struct link {
+    zmq::socket_t dealer;
+    zmq::socket_t monitor;
+  };
+  bool receive();
+  void read_monitor(std::uint32_t id, link& l, time_point now);
+
+  zmq::context_t& context_;
+  const std::chrono::milliseconds reconnect_max_;
+  const std::chrono::milliseconds handshake_timeout_;
+  zmq::socket_t router_;
+  std::map<std::uint32_t, link> links_;
+  std::unique_ptr<peer_resolver> resolver_;
+  family_core* core_ = nullptr;
+  std::function<void(const broker_event&)> events_;
+  frames inbox_;
+  zmq::message_t discard_;
+  std::vector<zmq_pollitem_t> items_;  // scratch: service()'s poll
+  std::vector<std::uint32_t> ids_;
+  int close_linger_ms_ = 0;
+};
+
+}  // namespace scale0::broker_detail
