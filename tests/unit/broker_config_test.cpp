@@ -59,6 +59,14 @@ const std::vector<std::string> kDocumentedKeys = {"frontend",
                                                   "admin-keys",
                                                   "handshake-timeout",
                                                   "insecure",
+                                                  "peer-listen",
+                                                  "peer",
+                                                  "family",
+                                                  "fallback-family",
+                                                  "advertise-frontend",
+                                                  "advertise-backend",
+                                                  "advertise-peer",
+                                                  "max-peers",
                                                   "log-level",
                                                   "log-format"};
 
@@ -81,7 +89,8 @@ const std::vector<std::string> kIntKeys = {"heartbeat-interval",
                                            "max-worker-services",
                                            "service-ttl",
                                            "max-heartbeat-interval",
-                                           "mdp-heartbeat-interval"};
+                                           "mdp-heartbeat-interval",
+                                           "max-peers"};
 
 // Every field compared, with the field's name in the failure message.
 void ExpectSame(const broker_settings& a, const broker_settings& b) {
@@ -110,6 +119,20 @@ void ExpectSame(const broker_settings& a, const broker_settings& b) {
   EXPECT_EQ(a.mdp_heartbeat_interval, b.mdp_heartbeat_interval) << "mdp-heartbeat-interval";
   EXPECT_EQ(a.idempotent, b.idempotent) << "idempotent";
   EXPECT_EQ(a.metrics_listen, b.metrics_listen) << "metrics-listen";
+  EXPECT_EQ(a.curve_cert, b.curve_cert) << "curve-cert";
+  EXPECT_EQ(a.worker_keys, b.worker_keys) << "worker-keys";
+  EXPECT_EQ(a.client_keys, b.client_keys) << "client-keys";
+  EXPECT_EQ(a.admin_keys, b.admin_keys) << "admin-keys";
+  EXPECT_EQ(a.handshake_timeout, b.handshake_timeout) << "handshake-timeout";
+  EXPECT_EQ(a.insecure, b.insecure) << "insecure";
+  EXPECT_EQ(a.peer_listen, b.peer_listen) << "peer-listen";
+  EXPECT_EQ(a.peer, b.peer) << "peer";
+  EXPECT_EQ(a.family, b.family) << "family";
+  EXPECT_EQ(a.fallback_family, b.fallback_family) << "fallback-family";
+  EXPECT_EQ(a.advertise_frontend, b.advertise_frontend) << "advertise-frontend";
+  EXPECT_EQ(a.advertise_backend, b.advertise_backend) << "advertise-backend";
+  EXPECT_EQ(a.advertise_peer, b.advertise_peer) << "advertise-peer";
+  EXPECT_EQ(a.max_peers, b.max_peers) << "max-peers";
   EXPECT_EQ(a.log_level, b.log_level) << "log-level";
   EXPECT_EQ(a.log_format, b.log_format) << "log-format";
   EXPECT_TRUE(a.services == b.services) << "service tables";
@@ -149,6 +172,14 @@ broker_settings NonDefault() {
   s.admin_keys = "/etc/scale0/admins";
   s.handshake_timeout = 2500;
   s.insecure = true;
+  s.peer_listen = "tcp://10.0.0.1:7004";
+  s.peer = {"tcp://10.0.0.2:7004", "tcp://broker-c.example:7004", "ipc:///tmp/scale0-peer"};
+  s.family = "eu-west";
+  s.fallback_family = {"eu", "global"};
+  s.advertise_frontend = "tcp://203.0.113.1:7001";
+  s.advertise_backend = "tcp://203.0.113.1:7002";
+  s.advertise_peer = "tcp://203.0.113.1:7004";
+  s.max_peers = 16;
   s.log_level = "debug";
   s.log_format = "json";
   return s;
@@ -176,6 +207,7 @@ void SetInt(broker_settings& s, const std::string& name, std::int64_t v) {
   if (name == "service-ttl") s.service_ttl = v;
   if (name == "max-heartbeat-interval") s.max_heartbeat_interval = v;
   if (name == "mdp-heartbeat-interval") s.mdp_heartbeat_interval = v;
+  if (name == "max-peers") s.max_peers = v;
 }
 
 class broker_config_test : public ::testing::Test {
@@ -218,37 +250,53 @@ TEST_F(broker_config_test, SettingNamesAreTheDocumentedFlagNames) {
 }
 
 TEST_F(broker_config_test, LoadsAGoodFile) {
-  const std::string path = Write("good.toml",
-                                 "# a comment\n"
-                                 "frontend = \"tcp://0.0.0.0:7001\"\n"
-                                 "backend = 'ipc:///tmp/scale0-backend.sock'\n"
-                                 "heartbeat = \"tcp://127.0.0.1:7003\"\n"
-                                 "heartbeat-interval = 250\n"
-                                 "liveness = 5\n"
-                                 "max-worker-heartbeats = 250\n"
-                                 "no-worker-timeout = 1_500\n"
-                                 "request-timeout = 45000\n"
-                                 "drain-timeout = 2500\n"
-                                 "\n"
-                                 "max-frames = 64   # trailing comment\n"
-                                 "max-message-bytes = 1048576\n"
-                                 "max-queue = 77\n"
-                                 "max-services = 99\n"
-                                 "max-client-inflight = 33\n"
-                                 "max-client-backlog-bytes = 4194304\n"
-                                 "max-total-backlog-bytes = 16777216\n"
-                                 "max-queue-bytes = 2097152\n"
-                                 "max-total-queue-bytes = 8388608\n"
-                                 "max-unserved-services = 12\n"
-                                 "max-worker-services = 8\n"
-                                 "service-ttl = 2500\n"
-                                 "max-heartbeat-interval = 30000\n"
-                                 "mdp-heartbeat-interval = 3000\n"
-                                 "idempotent = [\"alpha\", \"beta.v2\",\n"
-                                 "  'with \"quotes\" and \\ backslash', \"\\u00fcn\\u00efcode\"]\n"
-                                 "metrics-listen = \"0.0.0.0:9100\"\n"
-                                 "log-level = \"debug\"\n"
-                                 "log-format = \"json\"\n");
+  const std::string path =
+      Write("good.toml",
+            "# a comment\n"
+            "frontend = \"tcp://0.0.0.0:7001\"\n"
+            "backend = 'ipc:///tmp/scale0-backend.sock'\n"
+            "heartbeat = \"tcp://127.0.0.1:7003\"\n"
+            "heartbeat-interval = 250\n"
+            "liveness = 5\n"
+            "max-worker-heartbeats = 250\n"
+            "no-worker-timeout = 1_500\n"
+            "request-timeout = 45000\n"
+            "drain-timeout = 2500\n"
+            "\n"
+            "max-frames = 64   # trailing comment\n"
+            "max-message-bytes = 1048576\n"
+            "max-queue = 77\n"
+            "max-services = 99\n"
+            "max-client-inflight = 33\n"
+            "max-client-backlog-bytes = 4194304\n"
+            "max-total-backlog-bytes = 16777216\n"
+            "max-queue-bytes = 2097152\n"
+            "max-total-queue-bytes = 8388608\n"
+            "max-unserved-services = 12\n"
+            "max-worker-services = 8\n"
+            "service-ttl = 2500\n"
+            "max-heartbeat-interval = 30000\n"
+            "mdp-heartbeat-interval = 3000\n"
+            "idempotent = [\"alpha\", \"beta.v2\",\n"
+            "  'with \"quotes\" and \\ backslash', \"\\u00fcn\\u00efcode\"]\n"
+            "metrics-listen = \"0.0.0.0:9100\"\n"
+            "curve-cert = \"/etc/scale0/broker_secret\"\n"
+            "worker-keys = \"/etc/scale0/workers\"\n"
+            "client-keys = \"any\"\n"
+            "admin-keys = \"/etc/scale0/admins\"\n"
+            "handshake-timeout = 2500\n"
+            "insecure = true\n"
+            "peer-listen = \"tcp://10.0.0.1:7004\"\n"
+            "peer = [\"tcp://10.0.0.2:7004\", \"tcp://broker-c.example:7004\",\n"
+            "        \"ipc:///tmp/scale0-peer\"]\n"
+            "family = \"eu-west\"\n"
+            "fallback-family = [\"eu\", \"global\"]\n"
+            "advertise-frontend = \"tcp://203.0.113.1:7001\"\n"
+            "advertise-backend = \"tcp://203.0.113.1:7002\"\n"
+            "advertise-peer = \"tcp://203.0.113.1:7004\"\n"
+            "max-peers = 16\n"
+            "log-level = \"debug\"\n"
+            "log-format = \"json\"\n");
   broker_settings loaded;
   ASSERT_NO_THROW(loaded = load_config(path));
   ExpectSame(loaded, NonDefault());
@@ -531,6 +579,63 @@ TEST_F(broker_config_test, CheckSettingRejectsNegativeAndAbsurdLimits) {
   s = {};
   s.max_queue = 0;
   EXPECT_NE(check_setting("max-queue", s), "");
+}
+
+TEST_F(broker_config_test, FamilySettings) {
+  broker_settings s;
+  EXPECT_EQ(s.peer_listen, "tcp://127.0.0.1:5558");  // on by default, loopback
+  EXPECT_EQ(s.family, "default");
+  for (const char* ok : {"", "tcp://127.0.0.1:*", "ipc:///tmp/p"}) {
+    s.peer_listen = ok;
+    EXPECT_EQ(check_setting("peer-listen", s), "") << ok;
+  }
+  for (const char* bad : {"inproc://x", "127.0.0.1:5558", "tcp://127.0.0.1"}) {
+    s.peer_listen = bad;
+    EXPECT_NE(check_setting("peer-listen", s), "") << bad;
+  }
+  s = {};
+  s.peer = {"tcp://a.example:5558", "tcp://[::1]:5558", "ipc:///tmp/p"};
+  EXPECT_EQ(check_setting("peer", s), "");
+  for (const char* bad :
+       {"", "tcp://a:*", "tcp://*:5558", "tcp://a:0", "udp://a:1", "tcp://a b:1"}) {
+    s.peer = {"tcp://ok:1", bad};
+    EXPECT_NE(check_setting("peer", s), "") << bad;
+  }
+  s.peer = {"tcp://" + std::string(250, 'h') + ":5558"};
+  EXPECT_NE(check_setting("peer", s), "");
+  s = {};
+  for (const char* bad : {"", "two\nlines", "\x1b[31m"}) {
+    s.family = bad;
+    EXPECT_NE(check_setting("family", s), "") << bad;
+    s.fallback_family = {bad};
+    EXPECT_NE(check_setting("fallback-family", s), "") << bad;
+  }
+  s = {};
+  s.advertise_peer = "tcp://*:5558";
+  EXPECT_NE(check_setting("advertise-peer", s), "");
+  s.advertise_frontend = "tcp://10.0.0.1";
+  EXPECT_NE(check_setting("advertise-frontend", s), "");
+  s.max_peers = 0;
+  EXPECT_NE(check_setting("max-peers", s), "");
+  s.max_peers = 4097;
+  EXPECT_NE(check_setting("max-peers", s), "");
+  const std::string path = Write("family.toml",
+                                 "peer-listen = \"tcp://127.0.0.1:7004\"\n"
+                                 "peer = [\"tcp://127.0.0.1:7014\", \"tcp://b.example:7004\"]\n"
+                                 "family = \"eu\"\n"
+                                 "fallback-family = [\"global\"]\n"
+                                 "max-peers = 8\n");
+  const broker_settings loaded = load_config(path);
+  EXPECT_EQ(loaded.peer,
+            (std::vector<std::string>{"tcp://127.0.0.1:7014", "tcp://b.example:7004"}));
+  EXPECT_EQ(loaded.family, "eu");
+  const auto o = loaded.to_options();
+  EXPECT_EQ(o.peer_listen, "tcp://127.0.0.1:7004");
+  EXPECT_EQ(o.peers.size(), 2u);
+  EXPECT_EQ(o.fallback_families, (std::vector<std::string>{"global"}));
+  EXPECT_EQ(o.max_peers, 8u);
+  EXPECT_NE(LoadError(Write("bad-peer.toml", "peer = [\"tcp://a:0\"]\n")).find("key 'peer'"),
+            std::string::npos);
 }
 
 TEST_F(broker_config_test, CheckSettingRejectsBadStrings) {

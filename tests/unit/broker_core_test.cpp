@@ -733,6 +733,131 @@ TEST_F(core_test, every_request_ends_in_exactly_one_reply_under_churn) {
   EXPECT_EQ(core->requests_pending(), 0u);
 }
 
+// ---- the family's capacity tracking (docs/family.md) ----
+
+// What a peer would know of this broker: every take applied in order.
+using capacity_view =
+    std::map<std::string, std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>>;
+void apply_changes(capacity_view& view, const std::vector<service_capacity>& changes) {
+  for (const auto& c : changes) {
+    if (c.workers == 0 && c.idle == 0 && c.queued == 0) {
+      view.erase(std::string(c.service));
+    } else {
+      view[std::string(c.service)] = {c.workers, c.idle, c.queued};
+    }
+  }
+}
+// The truth, from the status JSON.
+capacity_view actual(const nlohmann::json& st) {
+  capacity_view v;
+  for (const auto& s : st["services"]) {
+    const auto w = s["workers"].get<std::uint32_t>();
+    const auto i = s["idle_slots"].get<std::uint32_t>();
+    const auto q = s["queue_depth"].get<std::uint32_t>();
+    if (w != 0 || i != 0 || q != 0) v[s["name"].get<std::string>()] = {w, i, q};
+  }
+  return v;
+}
+
+TEST_F(core_test, capacity_changes_are_marked_and_taken_once) {
+  std::vector<service_capacity> changes;
+  ready("w", {"echo"}, 4);
+  EXPECT_FALSE(core->capacity_changed()) << "tracking is off until asked";
+  core->track_capacity(true);  // marks what exists
+  ASSERT_TRUE(core->capacity_changed());
+  core->take_capacity_changes(changes);
+  ASSERT_EQ(changes.size(), 1u);
+  EXPECT_EQ(changes[0].service, "echo");
+  EXPECT_EQ(changes[0].workers, 1u);
+  EXPECT_EQ(changes[0].idle, 4u);
+  EXPECT_FALSE(core->capacity_changed());
+  for (std::uint64_t i = 0; i < 6; ++i) request("c", i, "echo");  // 4 taken, 2 queued
+  core->take_capacity_changes(changes);
+  ASSERT_EQ(changes.size(), 1u) << "one entry per service, however many changes";
+  EXPECT_EQ(changes[0].idle, 0u);
+  EXPECT_EQ(changes[0].queued, 2u);
+  core->take_capacity_changes(changes);
+  EXPECT_TRUE(changes.empty());
+}
+
+TEST_F(core_test, capacity_follows_credit_coming_back_and_a_service_forgotten_unread) {
+  broker_options o;
+  o.service_ttl = 0ms;
+  o.no_worker_timeout = 1ms;
+  reset(o);
+  core->track_capacity(true);
+  capacity_view view;
+  std::vector<service_capacity> changes;
+  ready("w", {"echo"}, 2);
+  request("c", 1, "echo");
+  request("c", 2, "echo");
+  core->take_capacity_changes(changes);
+  apply_changes(view, changes);
+  EXPECT_EQ(view["echo"], std::make_tuple(1u, 0u, 0u));
+  auto jobs = jobs_of("w");
+  ASSERT_EQ(jobs.size(), 2u);
+  reply("w", as_u64(jobs[0][4]));  // one unit of credit back, nothing queued to take it
+  core->take_capacity_changes(changes);
+  apply_changes(view, changes);
+  EXPECT_EQ(view["echo"], std::make_tuple(1u, 1u, 0u));
+  reply("w", as_u64(jobs[1][4]));
+  deliver(1, {"w", "", "S0W1", "\x05"});  // leaves: echo has no worker, and is forgotten
+  advance(1100ms);                        // at the next heartbeat tick, before any take
+  ASSERT_EQ(core->service_count(), 0u);
+  core->take_capacity_changes(changes);
+  apply_changes(view, changes);
+  EXPECT_TRUE(view.empty());
+}
+
+TEST_F(core_test, capacity_of_a_forgotten_service_is_taken_as_zero) {
+  core->track_capacity(true);
+  request("c", 1, "nobody", "x", 50);  // makes the service, queues, then 504s
+  advance(100ms);
+  std::vector<service_capacity> changes;
+  core->take_capacity_changes(changes);  // queued 1, then 0: taken as it is now
+  capacity_view view;
+  apply_changes(view, changes);
+  EXPECT_TRUE(view.empty());
+  request("c", 2, "nobody", "x", 50);
+  advance(100ms);
+  advance(std::chrono::milliseconds(options.service_ttl) + 2000ms);  // forgotten meanwhile
+  ASSERT_EQ(core->service_count(), 0u);
+  core->take_capacity_changes(changes);
+  apply_changes(view, changes);
+  EXPECT_TRUE(view.empty());
+}
+
+TEST_F(core_test, capacity_taken_at_any_moment_matches_the_status_under_churn) {
+  broker_options o;
+  o.service_ttl = 300ms;
+  o.no_worker_timeout = 200ms;
+  reset(o);
+  core->track_capacity(true);
+  capacity_view view;
+  std::vector<service_capacity> changes;
+  std::uint64_t next = 1;
+  for (int round = 0; round < 60; ++round) {
+    const std::string w = "w" + std::to_string(round % 5);
+    if (round % 3 == 0) ready(w, {"s", round % 2 ? "t" : "u"}, 1 + round % 3);
+    for (int k = 0; k < 4; ++k) request("c", next++, k % 2 ? "s" : "t", "b", 300);
+    const std::string r = "w" + std::to_string((round + 2) % 5);
+    for (auto& j : jobs_of(r))
+      if (round % 4 != 0) reply(r, as_u64(j[4]));
+    if (round % 7 == 0) deliver(1, {w, "", "S0W1", "\x05"});
+    if (round % 11 == 0) deliver(1, {r, "", "S0W1", "\x07"});
+    if (round % 13 == 0) {
+      broker_options p = o;
+      p.service_policies["s"].max_concurrency = 1;
+      core->reconfigure(p, now);
+    }
+    advance(std::chrono::milliseconds(40 + 20 * (round % 4)));
+    replies_of("c");
+    core->take_capacity_changes(changes);
+    apply_changes(view, changes);
+    ASSERT_EQ(view, actual(nlohmann::json::parse(core->status_json(now)))) << "round " << round;
+  }
+}
+
 // ---- issue 9: budgets, stalls and Majordomo cadence ----
 
 namespace budgets {
