@@ -190,8 +190,8 @@ int run_broker(broker_args& a) {
          {"config", a.config_file.empty() ? "(defaults)" : a.config_file}});
     std::printf("ready frontend=%s backend=%s heartbeat=%s", ep.frontend.c_str(),
                 ep.backend.c_str(), ep.heartbeat.c_str());
-    if (!b.metrics_endpoint().empty()) std::printf(" metrics=%s", b.metrics_endpoint().c_str());
     if (!ep.peer.empty()) std::printf(" peer=%s", ep.peer.c_str());
+    if (!b.metrics_endpoint().empty()) std::printf(" metrics=%s", b.metrics_endpoint().c_str());
     std::printf("\n");
     std::fflush(stdout);
     notify_service("READY=1");

@@ -53,6 +53,54 @@ std::string age(double ms) {
   return fmt::format("{:.0f} min", ms / 60000);
 }
 
+// The family (docs/family.md): each peer, its state and endpoints, then its services.
+void print_family(const nlohmann::json& f) {
+  std::string fallback;
+  for (const auto& n : f["fallback_families"]) fallback += (fallback.empty() ? "" : ",") + cell(n);
+  std::cout << fmt::format("\nfamily {}  peer endpoint {}{}{}\n", cell(f["name"]),
+                           cell(f["peer_endpoint"]), fallback.empty() ? "" : "  fallback ",
+                           fallback);
+  for (const auto& c : f["configured"])
+    if (!c["error"].get<std::string>().empty())
+      std::cout << fmt::format("  --peer {}: {}\n", cell(c["peer"]), cell(c["error"]));
+  if (f["peers"].empty()) {
+    std::cout << "no peers\n";
+  } else {
+    std::cout << fmt::format("{:<28} {:<10} {:<12} {:<16} {:>10}  {:<24} {}\n", "PEER", "STATE",
+                             "FAMILY", "BROKER-ID", "LAST HEARD", "FRONTEND", "BACKEND");
+  }
+  for (const auto& p : f["peers"]) {
+    std::string state = cell(p["state"]);
+    if (p["draining"].get<bool>()) state += ",draining";
+    std::cout << fmt::format(
+        "{:<28} {:<10} {:<12} {:<16} {:>10}  {:<24} {}\n", cell(p["endpoint"]), state,
+        p["family"].get<std::string>().empty() ? "-" : cell(p["family"]),
+        p["broker_id"].is_null() ? "-" : cell(p["broker_id"]),
+        p["last_heard_ms"].is_null() ? "never" : age(p["last_heard_ms"].get<double>()),
+        p["frontend"].get<std::string>().empty() ? "-" : cell(p["frontend"]),
+        p["backend"].get<std::string>().empty() ? "-" : cell(p["backend"]));
+    if (!p["reason"].get<std::string>().empty())
+      std::cout << fmt::format("  {} {} ago: {}\n", cell(p["state"]),
+                               age(p["state_ms"].get<double>()), cell(p["reason"]));
+    if (!p["services"].empty())
+      std::cout << fmt::format("  {:<24} {:>7} {:>6} {:>6}\n", "SERVICE", "WORKERS", "IDLE",
+                               "QUEUED");
+    for (const auto& v : p["services"])
+      std::cout << fmt::format("  {:<24} {:>7} {:>6} {:>6}\n", cell(v["name"]),
+                               v["workers"].get<long>(), v["idle"].get<long>(),
+                               v["queued"].get<long>());
+  }
+  const auto& c = f["counters"];
+  std::string dropped;
+  for (const auto& [reason, n] : c["dropped"].items())
+    if (n.get<long>() != 0) dropped += fmt::format(" {} {}", reason, n.get<long>());
+  std::cout << fmt::format(
+      "peer messages in: hello {} peers {} state {} bye {}  dropped:{}\n",
+      c["messages_in"]["hello"].get<long>(), c["messages_in"]["peers"].get<long>(),
+      c["messages_in"]["state"].get<long>(), c["messages_in"]["bye"].get<long>(),
+      dropped.empty() ? " none" : dropped);
+}
+
 void print_tables(const nlohmann::json& s, const std::string& endpoint) {
   std::cout << fmt::format("broker {} at {}  up {}  {}  heartbeat {} ms x {}\n\n",
                            cell(s["broker_id"]), endpoint, age(s["uptime_ms"].get<double>()),
@@ -109,6 +157,7 @@ void print_tables(const nlohmann::json& s, const std::string& endpoint) {
       d["unroutable"].get<long>(), c["workers_joined"].get<long>(), c["workers_left"].get<long>(),
       c["workers_expired"].get<long>(), c["heartbeats_missed"].get<long>(),
       c["redispatched"].get<long>());
+  if (s.contains("family")) print_family(s["family"]);  // brokers without a family have none
 }
 
 int show(const status_args& a, client& c) {
