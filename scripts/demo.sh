@@ -28,7 +28,7 @@ fail() { echo "demo: $*" >&2; exit 1; }
 
 say "1. A broker starts: zero configuration, loopback only (ports chosen by the system here)"
 "$bin" broker --frontend 'tcp://127.0.0.1:*' --backend 'tcp://127.0.0.1:*' --heartbeat 'tcp://127.0.0.1:*' \
-  --metrics-listen 127.0.0.1:0 --heartbeat-interval 250 --liveness 3 >"$log/broker.out" 2>"$log/broker.err" &
+  --metrics-listen 127.0.0.1:0 --peer-listen 'tcp://127.0.0.1:*' --heartbeat-interval 250 --liveness 3 >"$log/broker.out" 2>"$log/broker.err" &
 pid[broker]=$!
 for _ in $(seq 100); do grep -q '^ready' "$log/broker.out" 2>/dev/null && break; sleep 0.05; done
 grep -q '^ready' "$log/broker.out" || fail "the broker did not start: $(cat "$log/broker.err")"

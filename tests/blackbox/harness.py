@@ -261,7 +261,7 @@ class Proc:
             pass
 
 
-READY_RE = re.compile(rb"^ready frontend=(\S+) backend=(\S+) heartbeat=(\S+)(?: metrics=(\S+))?\s*$")
+READY_RE = re.compile(rb"^ready frontend=(\S+) backend=(\S+) heartbeat=(\S+)(?: peer=(\S+))?(?: metrics=(\S+))?\s*$")
 
 
 class BrokerStartError(Exception):
@@ -273,7 +273,8 @@ class Broker:
 
     def __init__(self, heartbeat_interval=200, liveness=3, no_worker_timeout=None,
                  request_timeout=None, max_queue=None, max_frames=None, max_message_bytes=None,
-                 max_client_inflight=None, idempotent=None, extra=(), ports=None, heartbeat_bind=None):
+                 max_client_inflight=None, idempotent=None, extra=(), ports=None, heartbeat_bind=None,
+                 peer_port=None):
         self.opts = dict(heartbeat_interval=heartbeat_interval, liveness=liveness,
                          no_worker_timeout=no_worker_timeout, request_timeout=request_timeout,
                          max_queue=max_queue, max_frames=max_frames,
@@ -285,9 +286,14 @@ class Broker:
         self.fixed_ports = ports
         self.heartbeat_bind = heartbeat_bind  # e.g. "tcp://*:%d" to bind the PUB socket on all hosts
         self.ports = ports
+        # The family's peer ROUTER (docs/family.md): a port of its own, never the default 5558, so
+        # brokers run side by side; kept across restarts.
+        self.peer_port = peer_port
+        self._auto_peer = peer_port is None
         self.proc = None
         self.ready_line = None
         self.procs = []  # every Proc ever started by this object (restarts)
+        self.ready_peer = None
         self._drain = None
 
     # endpoints
@@ -327,7 +333,19 @@ class Broker:
             a += ["--idempotent", ",".join(o["idempotent"])]
         if not any(x == "--metrics-listen" for x in self.extra):
             a += ["--metrics-listen", "127.0.0.1:0"]  # never the default port: brokers run side by side
-        return a + self.extra
+        return a + self.peer_args() + self.extra
+
+    def peer_args(self):
+        """--peer-listen on a free port unless the test gives its own."""
+        if any(x == "--peer-listen" for x in self.extra):
+            return []
+        if self.peer_port is None:
+            self.peer_port = free_port()
+        return ["--peer-listen", ep(self.peer_port)]
+
+    @property
+    def peer(self):
+        return self.ready_peer or (ep(self.peer_port) if self.peer_port else None)
 
     def start(self, timeout=15.0):
         attempts = 1 if self.fixed_ports else 3
@@ -337,6 +355,8 @@ class Broker:
                 self.ports = (free_port(), free_port(), free_port())
                 if len(set(self.ports)) != 3:
                     continue
+                if self._auto_peer:
+                    self.peer_port = None  # a new one with the others
             try:
                 self._launch(timeout)
                 return self
@@ -386,7 +406,8 @@ class Broker:
             proc.kill()
             raise BrokerStartError("unexpected ready line %r" % (line,))
         self.ready_endpoints = tuple(x.decode() for x in m.groups()[:3])
-        self.metrics = m.group(4).decode() if m.group(4) else None
+        self.ready_peer = m.group(4).decode() if m.group(4) else None
+        self.metrics = m.group(5).decode() if m.group(5) else None
 
         def drain(stream=proc.p.stdout):
             try:

@@ -98,7 +98,7 @@ class ConfigBroker(Broker):
         self.config_path = config_path
 
     def args(self):
-        return [BIN, "broker", "--config", self.config_path] + self.extra
+        return [BIN, "broker", "--config", self.config_path] + self.peer_args() + self.extra
 
 
 def run_until_ready_or_exit(args, timeout=10.0):

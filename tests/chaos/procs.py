@@ -111,7 +111,7 @@ class Proc:
             return ""
 
 
-READY = re.compile(r"^ready frontend=(\S+) backend=(\S+) heartbeat=(\S+)(?: metrics=(\S+))?")
+READY = re.compile(r"^ready frontend=(\S+) backend=(\S+) heartbeat=(\S+)(?: peer=\S+)?(?: metrics=(\S+))?")
 
 
 class Broker:
@@ -135,6 +135,7 @@ class Broker:
         hb = self.heartbeat or "tcp://%s:*" % self.bh
         me = self.metrics or "127.0.0.1:0"
         return [BIN, "broker", "--frontend", fe, "--backend", be, "--heartbeat", hb, "--metrics-listen", me,
+                "--peer-listen", "tcp://127.0.0.1:*",  # never the default 5558 (docs/family.md)
                 "--heartbeat-interval", self.heartbeat_interval, "--liveness", self.liveness,
                 "--log-level", "info"] + self.extra + self._insecure()
 
