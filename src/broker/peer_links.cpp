@@ -19,13 +19,15 @@ constexpr std::size_t max_peer_frames = 4;
 
 peer_links::peer_links(zmq::context_t& context, const broker_options& options,
                        std::function<void(const broker_event&)> events)
-    : context_(context),
-      reconnect_max_(std::max<std::chrono::milliseconds>(options.heartbeat_interval,
+    : reconnect_max_(std::max<std::chrono::milliseconds>(options.heartbeat_interval,
                                                          std::chrono::milliseconds(1000))),
       handshake_timeout_(options.handshake_timeout),
       router_(context, zmq::socket_type::router),
       events_(std::move(events)) {
   router_.set(zmq::sockopt::linger, 0);
+  // A link that reconnects by itself keeps its routing id: its new connection replaces one this
+  // side may still hold (half-open after a partition) instead of being refused.
+  router_.set(zmq::sockopt::router_handover, 1);
   router_.set(zmq::sockopt::rcvhwm, 10000);
   router_.set(zmq::sockopt::maxmsgsize, max_peer_message);
   router_.set(zmq::sockopt::handshake_ivl, static_cast<int>(handshake_timeout_.count()));
@@ -145,8 +147,8 @@ void peer_links::read_monitor(std::uint32_t id, link& l, time_point now) {
 
 void peer_links::open_link(std::uint32_t id, const std::string& endpoint,
                            std::string_view routing_id) {
-  link l{zmq::socket_t(context_, zmq::socket_type::dealer),
-         zmq::socket_t(context_, zmq::socket_type::pair)};
+  link l{zmq::socket_t(links_context_, zmq::socket_type::dealer),
+         zmq::socket_t(links_context_, zmq::socket_type::pair)};
   l.dealer.set(zmq::sockopt::linger, 0);
   // Nothing is queued without a connection: a message sent then is refused (and counted), and a
   // new connection starts with HELLO, PEERS and a full STATE, never with stale messages.

@@ -50,7 +50,10 @@ class peer_links final : public family_io {
   bool receive();
   void read_monitor(std::uint32_t id, link& l, time_point now);
 
-  zmq::context_t& context_;
+  // The links have a context (an I/O thread) of their own: connecting to a host name learned from
+  // a peer resolves it on that thread, which must not hold up the clients' and workers' I/O.
+  // Declared before the links, so it is destroyed after them (waiting for their linger).
+  zmq::context_t links_context_{1};
   const std::chrono::milliseconds reconnect_max_;
   const std::chrono::milliseconds handshake_timeout_;
   zmq::socket_t router_;
