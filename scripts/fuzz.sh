@@ -13,7 +13,7 @@ shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
   targets=(scale0_decode_fuzz scale0_config_fuzz scale0_mongrel2_fuzz scale0_http_request_fuzz
-           scale0_http_response_fuzz)
+           scale0_http_response_fuzz scale0_peer_fuzz)
 fi
 
 build=build/fuzz

@@ -202,9 +202,44 @@ def mongrel2_seeds():
     return s
 
 
+def peer_seeds():
+    """scale0_peer_fuzz's input: steps of op, length, bytes (op 0 a message split into frames)."""
+    def msg(rid, packed):
+        body = split([rid, b"", packed])
+        return u8(0) + u8(len(body)) + body
+
+    def tick(n=3):
+        return u8(1) + u8(1) + u8(n)
+
+    def link(n, up=True):
+        return u8(2 if up else 3) + u8(1) + u8(n)
+
+    P = b"S0P1"
+    hello = P + b"\x01" + u64(7) + u32(100) + u32(3) + u8(0) + str8(b"default") + \
+        str16(b"tcp://10.0.0.2:5558") + str16(b"") + str16(b"")
+    peers = P + b"\x02" + u16(2) + str16(b"tcp://10.0.0.3:5558") + str16(b"tcp://10.0.0.4:1")
+    state = P + b"\x03" + u64(1) + u8(1) + u16(2) + str8(b"echo") + u32(1) + u32(2) + u32(0) + \
+        str8(b"svc") + u32(3) + u32(0) + u32(5)
+    delta = P + b"\x03" + u64(2) + u8(0) + u16(1) + str8(b"echo") + u32(0) + u32(0) + u32(0)
+    bye = P + b"\x04" + u16(503) + str16(b"bye")
+    own = P + b"\x01" + u64(0x1122334455667788) + u32(100) + u32(3) + u8(0) + str8(b"default") + \
+        str16(b"tcp://10.0.0.9:5558") + str16(b"") + str16(b"")
+    rid = b"conn-2"
+    own_rid = b"L" + u64(0x1122334455667788) + u32(1)
+    return [
+        msg(rid, hello) + msg(rid, peers) + msg(rid, state) + tick() + msg(rid, delta),
+        msg(rid, hello) + tick(40) + tick(40) + msg(rid, state),
+        link(1) + msg(own_rid, own) + tick(),
+        msg(rid, hello) + link(2) + tick(100) + msg(rid, bye) + link(2, False),
+        msg(rid, state) + msg(rid, hello[:-1]) + msg(rid, peers + b"x"),
+        msg(rid, hello) + msg(rid, P + b"\x03" + u64(9) + u8(0) + u16(1001)),
+    ]
+
+
 def main():
     out = sys.argv[1]
     for target, seeds in (("scale0_decode_fuzz", decode_seeds()),
+                          ("scale0_peer_fuzz", peer_seeds()),
                           ("scale0_config_fuzz", config_seeds()),
                           ("scale0_mongrel2_fuzz", mongrel2_seeds())):
         d = os.path.join(out, target)
