@@ -39,13 +39,18 @@ BENCHMARK(BM_decode_client_request);
 
 // A broker with `n` services, each served by its own worker (so `n` workers too), and requests
 // going to one of them: request in, dispatch, reply in, reply out.
+// A second argument of 1 turns the family's capacity tracking on (docs/family.md), its changes
+// taken every 1000 cycles as a STATE round would.
 void BM_request_reply_cycle(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));
+  const bool track = state.range(1) != 0;
   broker_options options;
   options.max_services = n + 10;
   job_sink out;
   auto now = clock::time_point{} + 1h;
   broker_core core(options, out, 1, "tcp://127.0.0.1:5557", now);
+  core.track_capacity(track);
+  std::vector<service_capacity> changes;
   frames msg;
   const std::string ready_head = be(4, 4) + be(0, 4) + std::string(1, '\0');
   for (std::size_t i = 0; i < n; ++i) {
@@ -65,10 +70,11 @@ void BM_request_reply_cycle(benchmark::State& state) {
     const std::string job = be(out.last_job, 8);
     fill(msg, {worker, "", "S0W1", "\x03", job, status, "", "reply"});
     core.on_message(1, msg, false, now);
+    if (track && i % 1000 == 0) core.take_capacity_changes(changes);
   }
   state.SetItemsProcessed(state.iterations());
 }
-BENCHMARK(BM_request_reply_cycle)->Arg(10)->Arg(1000)->Arg(100000);
+BENCHMARK(BM_request_reply_cycle)->ArgsProduct({{10, 1000, 100000}, {0, 1}});
 
 // The same cycle while `n` other requests wait in flight (held by a worker that never answers):
 // reply matching and deadline timers must not slow down as they pile up.

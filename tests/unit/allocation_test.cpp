@@ -49,8 +49,10 @@ std::string be(std::uint64_t v, int width) {
 
 // Request → dispatch → reply cycles with two workers, in the given framing for both sides; returns
 // the allocations made after warm-up. `policy`: the service has a policy whose max-concurrency of
-// 1 takes each worker out of the LRU on every request and back on every reply.
-long steady_state_allocations(int version, bool policy = false) {
+// 1 takes each worker out of the LRU on every request and back on every reply. `track`: the
+// family's capacity tracking is on (docs/family.md), its changes taken every 1000 cycles (200 ms,
+// a STATE round).
+long steady_state_allocations(int version, bool policy = false, bool track = false) {
   broker_options options;
   if (policy) {
     service_policy& p = options.service_policies["echo"];
@@ -62,6 +64,8 @@ long steady_state_allocations(int version, bool policy = false) {
   job_sink out;
   auto now = clock::time_point{} + 1h;
   broker_core core(options, out, 1, "tcp://127.0.0.1:5557", now);
+  core.track_capacity(track);
+  std::vector<service_capacity> changes;
   frames msg;
   msg.reserve(16);
   // Built before counting starts: the cycles only copy them into frames (at most 33 bytes each:
@@ -110,6 +114,10 @@ long steady_state_allocations(int version, bool policy = false) {
     core.on_message(1, msg, false, now);
     now += 200us;  // 12000 cycles span 2.4 s: heartbeat ticks and expiry scans included
     core.on_tick(now);
+    if (track && i % 1000 == 0) {
+      core.take_capacity_changes(changes);
+      EXPECT_EQ(changes.size(), 1u);  // echo, however many times it changed
+    }
   };
   for (std::uint64_t i = 0; i < 2000; ++i) cycle(i);  // warm-up: slots, maps, wheel grow once
   const long sent_before = out.sent;
@@ -130,6 +138,11 @@ TEST(allocation, steady_state_request_reply_cycles_allocate_nothing) {
 
 TEST(allocation, steady_state_cycles_in_compact_framing_allocate_nothing) {
   EXPECT_EQ(steady_state_allocations(2), 0);
+}
+
+TEST(allocation, steady_state_cycles_with_family_capacity_tracking_allocate_nothing) {
+  EXPECT_EQ(steady_state_allocations(1, false, true), 0);
+  EXPECT_EQ(steady_state_allocations(2, true, true), 0);
 }
 
 TEST(allocation, steady_state_cycles_under_a_service_policy_allocate_nothing) {
