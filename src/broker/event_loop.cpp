@@ -12,6 +12,7 @@
 #include <random>
 
 #include "common/host_port.hpp"
+#include "receive.hpp"
 #include "scale0/error.hpp"
 #include "security/curve_socket.hpp"
 
@@ -574,28 +575,12 @@ std::size_t event_loop::drain_socket(std::uint8_t socket, std::size_t budget) {
 // Reads one whole multipart message into inbox_. Frames past the frame limit are read and
 // discarded (a multipart message cannot be left half-read); `oversized` reports either limit.
 bool event_loop::receive(zmq::socket_t& socket, bool& oversized) {
-  inbox_.clear();
-  inbox_.emplace_back();
-  if (zmq_msg_recv(inbox_.back().handle(), socket.handle(), ZMQ_DONTWAIT) < 0) {
-    inbox_.clear();
-    return false;
-  }
-  std::size_t bytes = inbox_.back().size();
-  oversized = false;
-  bool more = inbox_.back().more();
-  while (more) {
-    zmq::message_t* target = &discard_;
-    if (inbox_.size() <= options_.max_frames) {  // frame 0 is the identity, not counted
-      inbox_.emplace_back();
-      target = &inbox_.back();
-    } else {
-      oversized = true;
-    }
-    if (zmq_msg_recv(target->handle(), socket.handle(), 0) < 0) break;
-    bytes += target->size();
-    more = target->more();
-  }
-  if (bytes - inbox_.front().size() > options_.max_message_bytes) oversized = true;
+  std::size_t bytes = 0;
+  // frame 0 is the identity, not counted
+  const std::size_t count =
+      receive_message(socket.handle(), inbox_, options_.max_frames + 1, discard_, bytes);
+  if (count == 0) return false;
+  oversized = count > inbox_.size() || bytes - inbox_.front().size() > options_.max_message_bytes;
   return true;
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "receive.hpp"
 #include "scale0/error.hpp"
 
 namespace scale0::broker_detail {
@@ -104,23 +105,8 @@ std::size_t peer_links::service(time_point now, std::size_t budget) {
 
 // One whole message of the peer ROUTER into inbox_ (frames past the fourth read and discarded).
 bool peer_links::receive() {
-  inbox_.clear();
-  inbox_.emplace_back();
-  if (zmq_msg_recv(inbox_.back().handle(), router_.handle(), ZMQ_DONTWAIT) < 0) {
-    inbox_.clear();
-    return false;
-  }
-  bool more = inbox_.back().more();
-  while (more) {
-    zmq::message_t* target = &discard_;
-    if (inbox_.size() < max_peer_frames) {
-      inbox_.emplace_back();
-      target = &inbox_.back();
-    }
-    if (zmq_msg_recv(target->handle(), router_.handle(), 0) < 0) break;
-    more = target->more();
-  }
-  return true;
+  std::size_t bytes = 0;
+  return receive_message(router_.handle(), inbox_, max_peer_frames, discard_, bytes) != 0;
 }
 
 // A link's connection was made (the ZeroMQ handshake done: its pipe is attached, so what is sent
