@@ -8,35 +8,15 @@
 #include <string_view>
 
 #include "scale0/protocol.hpp"
+#include "support/fuzz_frames.hpp"
 
 namespace {
 
 using namespace scale0::protocol;
+using scale0_test::inside;
 
 // Enough for every well-formed shape (READY with 64 services is 71 frames) and then some.
 constexpr std::size_t max_frames = 96;
-
-frames split(const std::uint8_t* data, std::size_t size) {
-  frames f;
-  std::size_t at = 0;
-  while (at < size && f.size() < max_frames) {
-    const std::size_t want = data[at++];
-    const std::size_t len = want < size - at ? want : size - at;
-    f.emplace_back(data + at, len);
-    at += len;
-  }
-  return f;
-}
-
-bool inside(std::string_view v, const frames& f) {
-  if (v.empty()) return true;
-  const auto p = reinterpret_cast<std::uintptr_t>(v.data());
-  for (const auto& m : f) {
-    const auto b = reinterpret_cast<std::uintptr_t>(m.data());
-    if (p >= b && p + v.size() <= b + m.size()) return true;
-  }
-  return false;
-}
 
 void check(bool ok) {
   if (!ok) __builtin_trap();
@@ -45,7 +25,7 @@ void check(bool ok) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  const frames f = split(data, size);
+  const frames f = scale0_test::split_frames(data, size, max_frames);
 
   const inbound in = decode_inbound(f);
   check(inside(in.service, f));

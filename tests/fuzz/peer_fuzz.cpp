@@ -15,25 +15,17 @@
 
 #include "broker/family_core.hpp"
 #include "protocol/peer_codec.hpp"
+#include "support/fuzz_frames.hpp"
 
 namespace {
 
 using namespace scale0;
 using namespace scale0::broker_detail;
 namespace pp = scale0::protocol::peer;
+using scale0_test::inside;
 
 void check(bool ok) {
   if (!ok) __builtin_trap();
-}
-
-bool inside(std::string_view v, const protocol::frames& f) {
-  if (v.empty()) return true;
-  const auto p = reinterpret_cast<std::uintptr_t>(v.data());
-  for (const auto& m : f) {
-    const auto b = reinterpret_cast<std::uintptr_t>(m.data());
-    if (p >= b && p + v.size() <= b + m.size()) return true;
-  }
-  return false;
 }
 
 class null_io : public family_io {
@@ -52,18 +44,6 @@ class null_io : public family_io {
   std::uint64_t open = 0;
   std::uint64_t open_closed = 0;
 };
-
-protocol::frames split(const std::uint8_t* data, std::size_t size) {
-  protocol::frames f;
-  std::size_t at = 0;
-  while (at < size && f.size() < 8) {
-    const std::size_t want = data[at++];
-    const std::size_t len = want < size - at ? want : size - at;
-    f.emplace_back(data + at, len);
-    at += len;
-  }
-  return f;
-}
 
 }  // namespace
 
@@ -88,7 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     at += len;
     switch (op % 4) {
       case 0: {
-        const protocol::frames f = split(body, len);
+        const protocol::frames f = scale0_test::split_frames(body, len, 8);
         const pp::message m = pp::decode(f);
         check(inside(m.h.family, f) && inside(m.h.peer_endpoint, f) && inside(m.h.frontend, f) &&
               inside(m.h.backend, f) && inside(m.list, f) && inside(m.text, f));

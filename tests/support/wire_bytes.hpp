@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace scale0_test {
 
@@ -26,6 +27,17 @@ inline std::string u32(std::uint32_t v) {
 }
 inline std::string u16(std::uint16_t v) {
   return be(v, 2);
+}
+inline std::string u8(std::uint8_t v) {
+  return be(v, 1);
+}
+
+// The packed strings of S0/2 and S0P1: a 1- or 2-byte length, then the bytes.
+inline std::string str8(std::string_view s) {
+  return u8(static_cast<std::uint8_t>(s.size())) + std::string(s);
+}
+inline std::string str16(std::string_view s) {
+  return u16(static_cast<std::uint16_t>(s.size())) + std::string(s);
 }
 
 }  // namespace scale0_test

@@ -19,16 +19,7 @@ using namespace std::string_literals;
 namespace st = scale0::status;
 using strings = std::vector<std::string>;
 
-using namespace scale0_test;  // identity, be, u64, u32, u16
-std::string u8(std::uint8_t v) {
-  return be(v, 1);
-}
-std::string str8(std::string_view s) {
-  return u8(static_cast<std::uint8_t>(s.size())) + std::string(s);
-}
-std::string str16(std::string_view s) {
-  return u16(static_cast<std::uint16_t>(s.size())) + std::string(s);
-}
+using namespace scale0_test;  // identity, be, u64, u32, u16, u8, str8, str16
 
 frames make(const strings& parts) {
   frames f;

@@ -22,6 +22,8 @@ namespace {
 using namespace std::chrono_literals;
 namespace pp = protocol::peer;
 using strings = std::vector<std::string>;
+using scale0_test::str16;
+using scale0_test::str8;
 using scale0_test::u16;
 using scale0_test::u32;
 using scale0_test::u64;
@@ -227,12 +229,6 @@ void inject(fake_net& net, node& n, const std::string& rid, const std::string& p
   n.core.on_message(f, net.now);
 }
 
-std::string str8(std::string_view s) {
-  return std::string(1, static_cast<char>(s.size())) + std::string(s);
-}
-std::string str16(std::string_view s) {
-  return u16(static_cast<std::uint16_t>(s.size())) + std::string(s);
-}
 std::string hello_bytes(std::uint64_t id, const std::string& endpoint,
                         const std::string& family = "default", std::uint8_t flags = 0) {
   return "S0P1\x01" + u64(id) + u32(1000) + u32(3) + std::string(1, static_cast<char>(flags)) +

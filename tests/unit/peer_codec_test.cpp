@@ -15,18 +15,8 @@ namespace {
 
 using namespace scale0::protocol;
 using namespace scale0::protocol::peer;
-using namespace scale0_test;  // identity, be, u64, u32, u16
+using namespace scale0_test;  // identity, be, u64, u32, u16, u8, str8, str16
 using strings = std::vector<std::string>;
-
-std::string u8(std::uint8_t v) {
-  return be(v, 1);
-}
-std::string str8(std::string_view s) {
-  return u8(static_cast<std::uint8_t>(s.size())) + std::string(s);
-}
-std::string str16(std::string_view s) {
-  return u16(static_cast<std::uint16_t>(s.size())) + std::string(s);
-}
 
 frames make(const strings& parts) {
   frames f;

@@ -45,13 +45,16 @@ TEST(PeerResolver, LocalhostResolvesToItsAddresses) {
 TEST(PeerResolver, NamesAreResolvedOnItsThreadAndTheLoopIsWoken) {
   peer_resolver r({"tcp://10.0.0.1:5558", "tcp://localhost:5558"});
   ASSERT_GE(r.fd(), 0);
-  const auto first = r.take();  // the literal one, at once; localhost not yet known
-  ASSERT_TRUE(first.has_value());
-  pollfd p{r.fd(), POLLIN, 0};
-  ASSERT_EQ(::poll(&p, 1, 5000), 1) << "the resolver did not wake the loop";
-  const auto peers = r.take();
+  auto peers = r.take();  // the literal one at once (localhost too, if its thread was quick)
   ASSERT_TRUE(peers.has_value());
   ASSERT_EQ(peers->size(), 2u);
+  EXPECT_EQ((*peers)[0].endpoints, std::vector<std::string>{"tcp://10.0.0.1:5558"});
+  if ((*peers)[1].endpoints.empty()) {
+    pollfd p{r.fd(), POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 5000), 1) << "the resolver did not wake the loop";
+    peers = r.take();
+    ASSERT_TRUE(peers.has_value());
+  }
   EXPECT_EQ((*peers)[1].spec, "tcp://localhost:5558");
   EXPECT_NE(
       std::find((*peers)[1].endpoints.begin(), (*peers)[1].endpoints.end(), "tcp://127.0.0.1:5558"),
