@@ -32,7 +32,7 @@ say "1. A broker starts: zero configuration, loopback only (ports chosen by the 
 pid[broker]=$!
 for _ in $(seq 100); do grep -q '^ready' "$log/broker.out" 2>/dev/null && break; sleep 0.05; done
 grep -q '^ready' "$log/broker.out" || fail "the broker did not start: $(cat "$log/broker.err")"
-read -r _ fe be hb metrics <"$log/broker.out"
+read -r _ fe be hb _peer metrics <"$log/broker.out"  # ready frontend= backend= heartbeat= peer= metrics=
 fe=${fe#frontend=}; be=${be#backend=}; metrics=${metrics#metrics=}
 echo "   clients connect to $fe, workers to $be; metrics on http://$metrics/metrics"
 
