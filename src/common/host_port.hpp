@@ -26,6 +26,7 @@ bool loopback_endpoint(const std::string& endpoint) noexcept;
 // A broker list as the libraries and the CLI take it: "tcp://a:5555,tcp://b:5555" (spaces around
 // the commas are dropped). Throws scale0::error (400) on an empty list or an empty item.
 std::vector<std::string> split_endpoint_list(std::string_view list);
+
 // A tcp:// endpoint bound on every address (host `*`, 0.0.0.0, :: or [::]): where to bind, not
 // where another machine can connect, so it cannot be advertised.
 bool wildcard_endpoint(const std::string& endpoint) noexcept;
