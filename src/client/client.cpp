@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <random>
 
 #include "client/client_core.hpp"
@@ -15,6 +16,12 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+
+// A request's timeout as the wire carries it: 0 to 2^32-1 ms.
+milliseconds checked(milliseconds t) {
+  if (t.count() < 0) throw error(status::bad_request, "a timeout cannot be negative");
+  return std::min(t, milliseconds(UINT32_MAX));
+}
 
 }  // namespace
 
@@ -63,10 +70,15 @@ struct client::impl final : detail::client_core::io {
     socket.set(zmq::sockopt::linger, 0);
     socket.set(zmq::sockopt::sndhwm, 100000);
     socket.set(zmq::sockopt::rcvhwm, 100000);
+    // The monitor says when the connection completed a handshake (from then on what was sent
+    // may have reached the broker) and when it closed (what the broker held is lost with it).
     const std::string name = "inproc://scale0-client-monitor-" + std::to_string(++connections);
-    if (zmq_socket_monitor(socket.handle(), name.c_str(), ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0) {
+    if (zmq_socket_monitor(socket.handle(), name.c_str(),
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) == 0) {
       monitor = zmq::socket_t(context, zmq::socket_type::pair);
       monitor.connect(name);
+    } else {
+      unmonitored = true;  // then assume the worst: anything sent may have reached a broker
     }
     try {
       socket.connect(endpoint);
@@ -108,16 +120,22 @@ struct client::impl final : detail::client_core::io {
     for (;;) {
       if (done()) return true;
       auto now = clock::now();
-      if (monitor && receive_one(monitor)) {
-        // One event is all it reports; the monitor is not needed after it.
-        zmq_socket_monitor(socket.handle(), nullptr, 0);
-        monitor = zmq::socket_t();
-        core.on_connected(now);
-      }
       bool got = false;
       while (receive_one(socket)) {
         core.on_message(now, in);
         got = true;
+      }
+      if (unmonitored) {
+        unmonitored = false;
+        core.on_connected(now);
+      }
+      // After the socket: answers that came before the connection closed are taken first.
+      while (monitor && receive_one(monitor)) {
+        std::uint16_t event = 0;
+        if (!in.empty() && in[0].size() >= sizeof event)
+          std::memcpy(&event, in[0].data(), sizeof event);
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) core.on_connected(now);
+        if (event == ZMQ_EVENT_DISCONNECTED) core.on_disconnected(now);  // may replace both
       }
       if (got && done()) return true;
       core.tick(now);
@@ -139,6 +157,7 @@ struct client::impl final : detail::client_core::io {
   zmq::context_t context{1};
   zmq::socket_t socket;
   zmq::socket_t monitor;
+  bool unmonitored = false;
   std::uint64_t connections = 0;
   protocol::frames in;
   detail::client_core core;  // last: its constructor may call open()
@@ -152,12 +171,13 @@ client& client::operator=(client&&) noexcept = default;
 
 reply client::call(std::string_view service, std::vector<zmq::message_t> body,
                    std::optional<milliseconds> timeout) {
-  const milliseconds t = timeout.value_or(impl_->options.timeout);
+  const milliseconds t = checked(timeout.value_or(impl_->options.timeout));
   const auto now = clock::now();
   detail::client_core::request_options o;
   o.timeout = t;
-  // A little longer than the broker's deadline, so the broker's own 504 arrives first.
-  o.give_up_at = now + t + milliseconds(250);
+  // A little longer than the broker's deadline, so the broker's own 504 arrives first. With 0
+  // (the broker's default, unknown here) the broker's 504 or the liveness rule ends it.
+  if (t.count() > 0) o.give_up_at = now + t + milliseconds(250);
   o.retries = impl_->options.retries;
   o.waited = true;
   const auto id = impl_->core.send(now, service, body, o);
@@ -181,8 +201,8 @@ std::uint64_t client::send(std::string_view service, std::vector<zmq::message_t>
                            milliseconds timeout) {
   const auto now = clock::now();
   detail::client_core::request_options o;
-  o.timeout = timeout;
-  if (timeout.count() > 0) o.give_up_at = now + timeout + milliseconds(1000);
+  o.timeout = checked(timeout);
+  if (o.timeout.count() > 0) o.give_up_at = now + o.timeout + milliseconds(1000);
   const auto id = impl_->core.send(now, service, body, o);
   if (!id) throw error(status::unavailable, "client send queue full: is the broker reachable?");
   return *id;

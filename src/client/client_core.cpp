@@ -27,6 +27,7 @@ client_core::client_core(client_core_options options, io& out)
 
 void client_core::start(time_point now) {
   current_ = 0;
+  last_tick_ = now;
   io_.open(brokers_[current_]);
   connected_ = false;
   heard_ = now;
@@ -93,6 +94,7 @@ void client_core::on_message(time_point now, protocol::frames& in) {
   const auto d = protocol::decode_for_client(in);
   if (d.kind == protocol::client_inbound_kind::invalid) return;
   heard_ = now;
+  connected_ = true;  // whatever the monitor said: the broker is there
   if (d.kind == protocol::client_inbound_kind::pong) {
     ++pongs_;
     return;
@@ -115,6 +117,16 @@ void client_core::on_message(time_point now, protocol::frames& in) {
 void client_core::on_connected(time_point now) {
   connected_ = true;
   heard_ = std::max(heard_, now);
+}
+
+void client_core::on_disconnected(time_point now) {
+  // Answers to what the broker holds would go to this connection's routing id, which is gone
+  // with it (a reconnection gets a new one): what is outstanding is lost now, not in liveness
+  // intervals. A connection that never completed a handshake is left to the liveness rule (a
+  // broker that refuses every handshake must not make the client spin).
+  if (!connected_ || pending_.empty()) return;
+  fail_over(now, status::worker_lost,
+            "broker lost: its connection " + brokers_[current_] + " closed", 0);
 }
 
 void client_core::deliver(reply&& r, bool waited) {
@@ -149,9 +161,14 @@ void client_core::arm(std::uint64_t id, time_point at) {
 }
 
 void client_core::tick(time_point now) {
+  // The caller did not run the client for over an interval (it was busy elsewhere): nobody sent
+  // PINGs meanwhile, so that silence says nothing about the broker. It gets an interval's credit
+  // back, and a PING now.
+  const auto interval = options_.heartbeat_interval;
+  if (now - last_tick_ > interval) heard_ = std::max(heard_, now - interval);
+  last_tick_ = now;
   expire(now);
   if (pending_.empty()) return;
-  const auto interval = options_.heartbeat_interval;
   if (now - heard_ >= interval * options_.liveness) {
     fail_over(now, status::worker_lost,
               "broker lost: no answer from " + brokers_[current_] + " for " +
@@ -175,7 +192,8 @@ void client_core::expire(time_point now) {
     // A broker never reached, or one that has not answered even a PING for an interval, is
     // taken for lost: a Lazy Pirate retry goes to the next broker on a fresh connection (so the
     // copy still queued on this one is never delivered), and so does everything else outstanding.
-    const bool lost = !connected_ || now - heard_ >= options_.heartbeat_interval;
+    // (Two intervals: after one, a PING is out and its answer may be on its way.)
+    const bool lost = !connected_ || now - heard_ >= 2 * options_.heartbeat_interval;
     if (p.retries > 0) {
       if (lost) {
         fail_over(now, status::worker_lost,

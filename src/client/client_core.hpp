@@ -68,6 +68,9 @@ class client_core {
   // The connection's handshake with the broker completed: from now on what was sent may have
   // reached it.
   void on_connected(time_point now);
+  // The connection that had completed a handshake closed (the broker died or restarted, or the
+  // network reset it).
+  void on_disconnected(time_point now);
   // Timers: local deadlines, PINGs while something is outstanding, the broker's liveness.
   void tick(time_point now);
   // When tick() next has something to do (a time far ahead when nothing is outstanding).
@@ -120,6 +123,7 @@ class client_core {
   std::optional<reply> call_answer_;
   bool connected_ = false;  // the current connection completed a handshake
   time_point heard_{};      // last message from the broker (or when waiting began)
+  time_point last_tick_{};  // the caller's last turn of the loop
   time_point next_ping_{};
   std::uint64_t pongs_ = 0;
   std::uint64_t failovers_ = 0;

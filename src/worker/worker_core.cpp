@@ -86,6 +86,8 @@ void worker_core::lose_broker(time_point now, const std::string& why) {
     protocol::append_worker_disconnect(out_, 0, {}, options_.protocol_version);
   send(out_);
   close_connection();
+  held_ = 0;  // their replies have no connection to go on
+  holding_until_ = {};
   state_ = worker_state::connecting;
   current_ = next;
   if (!round_over) {

@@ -102,6 +102,14 @@ struct client_core_table : ::testing::Test {
     frames b = body_of(body);
     return core->send(now, "echo", b, o).value();
   }
+  // Time passes as the shell's loop sees it: a tick at every wake-up the core asks for.
+  void tick_to(time_point end) {
+    while (clock_ < end) {
+      clock_ = std::min(end, std::max(core->next_wake(clock_), clock_ + 1ms));
+      tick_to(clock_);
+    }
+  }
+  time_point clock_ = t0;
   void answer(time_point now, std::uint64_t id, std::uint16_t code = 200, std::string body = "ok") {
     frames f = reply_frames(id, code, body);
     core->on_message(now, f);
@@ -183,26 +191,26 @@ TEST_F(client_core_table, waiting_an_interval_of_silence_sends_a_ping_once_per_i
   make();
   pipeline(t0, "x");
   core->on_connected(t0);
-  core->tick(t0 + 999ms);
+  tick_to(t0 + 999ms);
   EXPECT_EQ(io.pings, 0);
   EXPECT_LE(core->next_wake(t0 + 999ms), t0 + 1000ms);
-  core->tick(t0 + 1000ms);
+  tick_to(t0 + 1000ms);
   EXPECT_EQ(io.pings, 1);
-  core->tick(t0 + 1500ms);
+  tick_to(t0 + 1500ms);
   EXPECT_EQ(io.pings, 1);
-  core->tick(t0 + 2000ms);
+  tick_to(t0 + 2000ms);
   EXPECT_EQ(io.pings, 2);
 }
 
 TEST_F(client_core_table, idle_client_neither_pings_nor_loses_its_broker) {
   make();
   core->on_connected(t0);
-  core->tick(t0 + 1h);
+  tick_to(t0 + 1h);
   EXPECT_EQ(io.pings, 0);
   EXPECT_EQ(io.opened.size(), 1u);
   // Silence while idle does not count: the first request starts the clock again.
   pipeline(t0 + 1h, "x");
-  core->tick(t0 + 1h + 2999ms);
+  tick_to(t0 + 1h + 2999ms);
   EXPECT_EQ(io.opened.size(), 1u);
 }
 
@@ -211,7 +219,7 @@ TEST_F(client_core_table, waiting_a_pong_keeps_the_broker_alive) {
   pipeline(t0, "x");
   core->on_connected(t0);
   for (int i = 1; i <= 10; ++i) {
-    core->tick(t0 + i * 1000ms);
+    tick_to(t0 + i * 1000ms);
     frames p = pong_frames();
     core->on_message(t0 + i * 1000ms + 1ms, p);
   }
@@ -224,9 +232,9 @@ TEST_F(client_core_table, waiting_liveness_intervals_of_silence_fail_over_to_the
   make({"tcp://a:1", "tcp://b:1"});
   const auto id = pipeline(t0, "x");
   core->on_connected(t0);
-  core->tick(t0 + 2999ms);
+  tick_to(t0 + 2999ms);
   EXPECT_EQ(io.opened.size(), 1u);
-  core->tick(t0 + 3000ms);
+  tick_to(t0 + 3000ms);
   EXPECT_EQ(io.opened, (std::vector<std::string>{"tcp://a:1", "tcp://b:1"}));
   EXPECT_EQ(core->broker(), "tcp://b:1");
   EXPECT_EQ(core->failovers(), 1u);
@@ -244,7 +252,7 @@ TEST_F(client_core_table, failover_sends_an_idempotent_request_once_more_with_th
   make({"tcp://a:1", "tcp://b:1"}, /*idempotent=*/true);
   const auto id = pipeline(t0, "x", 10000ms);
   core->on_connected(t0);
-  core->tick(t0 + 3000ms);
+  tick_to(t0 + 3000ms);
   ASSERT_EQ(io.requests.size(), 2u);
   EXPECT_EQ(io.requests[1].broker, "tcp://b:1");
   EXPECT_EQ(io.requests[1].id, id);
@@ -253,7 +261,7 @@ TEST_F(client_core_table, failover_sends_an_idempotent_request_once_more_with_th
   EXPECT_FALSE(core->take());
   // Lost again: it was sent once more already, so now it ends in 502.
   core->on_connected(t0 + 3001ms);
-  core->tick(t0 + 6001ms);
+  tick_to(t0 + 6001ms);
   auto r = core->take();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, status::worker_lost);
@@ -263,7 +271,7 @@ TEST_F(client_core_table, failover_sends_an_idempotent_request_once_more_with_th
 TEST_F(client_core_table, failover_sends_again_what_never_reached_a_broker_idempotent_or_not) {
   make({"tcp://down:1", "tcp://b:1"});
   const auto id = pipeline(t0, "x");  // the connection never completes its handshake
-  core->tick(t0 + 3000ms);
+  tick_to(t0 + 3000ms);
   ASSERT_EQ(io.requests.size(), 2u);
   EXPECT_EQ(io.requests[1].broker, "tcp://b:1");
   EXPECT_EQ(io.requests[1].id, id);
@@ -278,7 +286,7 @@ TEST_F(client_core_table, failover_keeps_the_order_requests_were_sent_in) {
   std::vector<std::uint64_t> ids;
   for (int i = 0; i < 50; ++i) ids.push_back(pipeline(t0, std::to_string(i)));
   core->on_connected(t0);
-  core->tick(t0 + 3000ms);
+  tick_to(t0 + 3000ms);
   ASSERT_EQ(io.requests.size(), 100u);
   for (int i = 0; i < 50; ++i) EXPECT_EQ(io.requests[50 + i].id, ids[i]);
 }
@@ -287,7 +295,7 @@ TEST_F(client_core_table, failover_with_a_deadline_already_past_ends_in_504) {
   make({"tcp://a:1", "tcp://b:1"}, true);
   pipeline(t0, "x", 2000ms);  // its local deadline is 3000 ms; the broker's was 2000 ms
   core->on_connected(t0);
-  core->tick(t0 + 3000ms);
+  tick_to(t0 + 3000ms);
   auto r = core->take();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, status::deadline);
@@ -299,7 +307,7 @@ TEST_F(client_core_table, failover_send_queue_full_ends_in_503) {
   pipeline(t0, "x");
   core->on_connected(t0);
   io.full = true;
-  core->tick(t0 + 3000ms);
+  tick_to(t0 + 3000ms);
   auto r = core->take();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, status::unavailable);
@@ -322,9 +330,9 @@ TEST_F(client_core_table, waiting_timeout_no_retries_left_is_504_from_the_librar
   core->on_connected(t0);
   frames p = pong_frames();
   core->on_message(t0 + 1100ms, p);  // the broker answers: only slow
-  core->tick(t0 + 1249ms);
+  tick_to(t0 + 1249ms);
   EXPECT_FALSE(core->take_call(id));
-  core->tick(t0 + 1250ms);
+  tick_to(t0 + 1250ms);
   auto r = core->take_call(id);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, status::deadline);
@@ -339,11 +347,11 @@ TEST_F(client_core_table, waiting_timeout_from_a_silent_broker_is_504_and_moves_
   make({"tcp://a:1", "tcp://b:1"});
   const auto id = call(t0, "x", 500ms, 0);
   core->on_connected(t0);
-  core->tick(t0 + 750ms);  // 750 ms of silence is less than an interval: not lost yet
+  tick_to(t0 + 750ms);  // 750 ms of silence is less than an interval: not lost yet
   EXPECT_EQ(core->take_call(id)->status, status::deadline);
   EXPECT_EQ(io.opened.size(), 1u);
   const auto next = call(t0 + 750ms, "y", 2000ms, 0);
-  core->tick(t0 + 3000ms);  // 2.25 s of silence with a PING out: a 504, and the broker is lost
+  tick_to(t0 + 3000ms);  // 2.25 s of silence with a PING out: a 504, and the broker is lost
   // (liveness would say so at 3.75 s; the deadline says it first)
   EXPECT_EQ(core->take_call(next)->status, status::deadline);
   EXPECT_EQ(io.opened.back(), "tcp://b:1");
@@ -356,7 +364,7 @@ TEST_F(client_core_table,
   core->on_connected(t0);
   frames p = pong_frames();
   core->on_message(t0 + 1000ms, p);
-  core->tick(t0 + 1250ms);
+  tick_to(t0 + 1250ms);
   ASSERT_EQ(io.requests.size(), 2u);
   EXPECT_EQ(io.requests[1].id, id);
   EXPECT_EQ(io.requests[1].timeout_ms, 1000u);  // a whole new attempt
@@ -369,15 +377,15 @@ TEST_F(client_core_table,
        waiting_timeout_retries_left_broker_never_reached_sends_again_on_a_fresh_connection) {
   make();  // one broker: Lazy Pirate on a fresh connection to the same one
   const auto id = call(t0, "x", 500ms, 2);
-  core->tick(t0 + 750ms);
+  tick_to(t0 + 750ms);
   ASSERT_EQ(io.opened.size(), 2u);
   EXPECT_EQ(io.opened[1], "tcp://a:1");
   ASSERT_EQ(io.requests.size(), 2u);
   EXPECT_EQ(io.requests[1].id, id);
   EXPECT_EQ(io.requests[1].timeout_ms, 500u);
-  core->tick(t0 + 1500ms);
+  tick_to(t0 + 1500ms);
   EXPECT_EQ(io.requests.size(), 3u);
-  core->tick(t0 + 2250ms);  // retries exhausted
+  tick_to(t0 + 2250ms);  // retries exhausted
   auto r = core->take_call(id);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, status::deadline);
@@ -388,10 +396,11 @@ TEST_F(client_core_table, lazy_pirate_failover_resends_other_requests_only_when_
   make({"tcp://a:1", "tcp://b:1"});
   const auto piped = pipeline(t0, "p");
   core->on_connected(t0);
-  const auto id = call(t0, "x", 500ms, 1);
-  core->tick(t0 + 750ms);  // the call's retry; the broker is not lost yet (750 ms of silence)
+  const auto id = call(t0, "x", 900ms, 1);
+  tick_to(t0 + 1150ms);  // the call's retry; 1150 ms of silence is under two intervals
   EXPECT_EQ(io.opened.size(), 1u);
-  core->tick(t0 + 1500ms);  // second timeout, no retries left: 504 and the broker is lost
+  EXPECT_EQ(io.requests.size(), 3u);
+  tick_to(t0 + 2300ms);  // second timeout, no retries left: 504, and the broker is lost
   EXPECT_EQ(core->take_call(id)->status, status::deadline);
   EXPECT_EQ(io.opened.size(), 2u);
   auto r = core->take();
@@ -400,16 +409,75 @@ TEST_F(client_core_table, lazy_pirate_failover_resends_other_requests_only_when_
   EXPECT_EQ(r->status, status::worker_lost);
 }
 
+TEST_F(client_core_table, waiting_a_pause_of_the_caller_is_not_silence_of_the_broker) {
+  make({"tcp://a:1", "tcp://b:1"});
+  pipeline(t0, "x", 30000ms);
+  core->on_connected(t0);
+  core->tick(t0 + 5000ms);  // the application did other work for 5 s: nobody ran the client
+  EXPECT_EQ(io.opened.size(), 1u);
+  EXPECT_EQ(io.pings, 1);  // asked now instead
+  clock_ = t0 + 5000ms;
+  frames p = pong_frames();
+  core->on_message(t0 + 5001ms, p);
+  tick_to(t0 + 9000ms);
+  EXPECT_EQ(io.opened.size(), 1u);
+  EXPECT_EQ(core->outstanding(), 1u);
+  // A broker that stays silent after the pause is still found out.
+  tick_to(t0 + 5001ms + 3000ms + 1000ms);
+  EXPECT_EQ(io.opened.size(), 2u);
+}
+
+TEST_F(client_core_table, waiting_connection_closed_after_a_handshake_fails_over_at_once) {
+  make({"tcp://a:1", "tcp://b:1"});
+  const auto id = pipeline(t0, "x");
+  core->on_connected(t0);
+  core->on_disconnected(t0 + 10ms);
+  EXPECT_EQ(io.opened.back(), "tcp://b:1");
+  auto r = core->take();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->id, id);
+  EXPECT_EQ(r->status, status::worker_lost);
+}
+
+TEST_F(client_core_table, waiting_connection_closed_before_any_handshake_waits_for_liveness) {
+  make({"tcp://a:1", "tcp://b:1"});
+  pipeline(t0, "x");
+  core->on_disconnected(t0 + 10ms);  // a refused handshake: no spinning from broker to broker
+  EXPECT_EQ(io.opened.size(), 1u);
+  tick_to(t0 + 3000ms);
+  EXPECT_EQ(io.opened.size(), 2u);
+  EXPECT_EQ(io.requests.size(), 2u);  // never reached a broker: sent to the next one
+}
+
+TEST_F(client_core_table, idle_connection_closed_changes_nothing) {
+  make({"tcp://a:1", "tcp://b:1"});
+  core->on_connected(t0);
+  core->on_disconnected(t0 + 10ms);
+  EXPECT_EQ(io.opened.size(), 1u);
+}
+
+TEST_F(client_core_table, a_message_from_the_broker_means_the_connection_is_up) {
+  make({"tcp://a:1", "tcp://b:1"});
+  pipeline(t0, "x");
+  frames p = pong_frames();
+  core->on_message(t0 + 1ms, p);  // no handshake event seen, but the broker answered
+  tick_to(t0 + 3001ms);
+  auto r = core->take();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, status::worker_lost);  // it may have reached it: not sent again
+  EXPECT_EQ(io.requests.size(), 1u);
+}
+
 TEST_F(client_core_table, pipelined_request_with_a_timeout_gets_504_a_second_after_it) {
   make();
   const auto id = pipeline(t0, "x", 200ms);
   core->on_connected(t0);
   frames p = pong_frames();
   core->on_message(t0 + 1000ms, p);
-  core->tick(t0 + 1199ms);
+  tick_to(t0 + 1199ms);
   EXPECT_FALSE(core->take());
   EXPECT_LE(core->next_wake(t0 + 1199ms), t0 + 1200ms);
-  core->tick(t0 + 1200ms);
+  tick_to(t0 + 1200ms);
   auto r = core->take();
   ASSERT_TRUE(r);
   EXPECT_EQ(r->id, id);

@@ -534,6 +534,16 @@ TEST_F(worker_core_test, ready_the_held_deadline_is_forgotten_once_nothing_is_he
   EXPECT_EQ(now - t0, 500ms);
 }
 
+TEST_F(worker_core_test, stopping_after_the_broker_was_lost_does_not_wait_for_what_it_held) {
+  registered();
+  request(1, 1000);
+  advance(1000ms);  // silent broker, the request's deadline passed: given up
+  ASSERT_EQ(core->state(), worker_state::connecting);
+  core->stop(now);
+  advance(1ms);
+  EXPECT_EQ(core->state(), worker_state::stopped);  // not after the 30 s drain timeout
+}
+
 TEST_F(worker_core_test, stopping_does_not_wait_for_requests_of_an_earlier_connection) {
   registered();
   request(1, 60000);
