@@ -106,7 +106,7 @@ struct client_core_table : ::testing::Test {
   void tick_to(time_point end) {
     while (clock_ < end) {
       clock_ = std::min(end, std::max(core->next_wake(clock_), clock_ + 1ms));
-      tick_to(clock_);
+      core->tick(clock_);
     }
   }
   time_point clock_ = t0;
@@ -417,13 +417,15 @@ TEST_F(client_core_table, waiting_a_pause_of_the_caller_is_not_silence_of_the_br
   EXPECT_EQ(io.opened.size(), 1u);
   EXPECT_EQ(io.pings, 1);  // asked now instead
   clock_ = t0 + 5000ms;
+  tick_to(t0 + 6999ms);
+  EXPECT_EQ(io.opened.size(), 1u);  // the broker has liveness - 1 more intervals to answer
   frames p = pong_frames();
-  core->on_message(t0 + 5001ms, p);
-  tick_to(t0 + 9000ms);
+  core->on_message(t0 + 6999ms, p);
+  tick_to(t0 + 9998ms);
   EXPECT_EQ(io.opened.size(), 1u);
   EXPECT_EQ(core->outstanding(), 1u);
-  // A broker that stays silent after the pause is still found out.
-  tick_to(t0 + 5001ms + 3000ms + 1000ms);
+  // A broker silent after that answer is still found out, liveness intervals after it.
+  tick_to(t0 + 9999ms);
   EXPECT_EQ(io.opened.size(), 2u);
 }
 
