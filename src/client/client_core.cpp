@@ -161,11 +161,11 @@ void client_core::arm(std::uint64_t id, time_point at) {
 }
 
 void client_core::tick(time_point now) {
-  // The caller did not run the client for over an interval (it was busy elsewhere): nobody sent
-  // PINGs meanwhile, so that silence says nothing about the broker. It gets an interval's credit
-  // back, and a PING now.
+  // The caller did not run the client for over two intervals (it was busy elsewhere; a loop
+  // that runs sleeps at most about one): nobody sent PINGs meanwhile, so that silence says
+  // nothing about the broker. It counts as one interval of silence, and a PING goes now.
   const auto interval = options_.heartbeat_interval;
-  if (now - last_tick_ > interval) heard_ = std::max(heard_, now - interval);
+  if (now - last_tick_ > 2 * interval) heard_ = std::max(heard_, now - interval);
   last_tick_ = now;
   expire(now);
   if (pending_.empty()) return;

@@ -429,6 +429,14 @@ TEST_F(client_core_table, waiting_a_pause_of_the_caller_is_not_silence_of_the_br
   EXPECT_EQ(io.opened.size(), 2u);
 }
 
+TEST_F(client_core_table, waiting_a_loop_that_oversleeps_its_wake_up_still_finds_a_lost_broker) {
+  make({"tcp://a:1", "tcp://b:1"});
+  pipeline(t0, "x");
+  core->on_connected(t0);
+  for (int i = 1; i <= 4; ++i) core->tick(t0 + i * 1010ms);  // each poll a little late
+  EXPECT_EQ(io.opened.size(), 2u);
+}
+
 TEST_F(client_core_table, waiting_connection_closed_after_a_handshake_fails_over_at_once) {
   make({"tcp://a:1", "tcp://b:1"});
   const auto id = pipeline(t0, "x");
