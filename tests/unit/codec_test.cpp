@@ -17,6 +17,7 @@
 
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
+#include "support/fuzz_frames.hpp"
 #include "support/wire_bytes.hpp"
 
 // Readable names in failure messages (gtest finds PrintTo by ADL).
@@ -1245,16 +1246,7 @@ class generator {
   std::mt19937_64 rng_;
 };
 
-// A view decoded from `f` must be empty or lie entirely inside one of its frames.
-bool inside(std::string_view v, const frames& f) {
-  if (v.empty()) return true;
-  const auto p = reinterpret_cast<std::uintptr_t>(v.data());
-  for (const auto& m : f) {
-    const auto b = reinterpret_cast<std::uintptr_t>(m.data());
-    if (p >= b && p + v.size() <= b + m.size()) return true;
-  }
-  return false;
-}
+// inside(): a decoded view lies in its frames (support/fuzz_frames.hpp).
 
 // The spec's rule, independently of the codec: 1-255 bytes of UTF-8 (no overlongs, surrogates or
 // code points above U+10FFFF) without C0 controls, DEL or C1 controls.

@@ -10,6 +10,7 @@
 
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
+#include "support/frames.hpp"
 #include "support/wire_bytes.hpp"
 
 namespace {
@@ -21,16 +22,6 @@ using strings = std::vector<std::string>;
 
 using namespace scale0_test;  // identity, be, u64, u32, u16, u8, str8, str16
 
-frames make(const strings& parts) {
-  frames f;
-  for (const auto& p : parts) f.emplace_back(p.data(), p.size());
-  return f;
-}
-strings parts_of(const frames& f) {
-  strings out;
-  for (const auto& m : f) out.emplace_back(view(m));
-  return out;
-}
 // As the broker's ROUTER sees a peer's message.
 frames at_broker(const strings& parts) {
   strings all{identity};

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "support/frames.hpp"
 #include "support/wire_bytes.hpp"
 
 namespace {
@@ -18,16 +19,6 @@ using namespace scale0::protocol::peer;
 using namespace scale0_test;  // identity, be, u64, u32, u16, u8, str8, str16
 using strings = std::vector<std::string>;
 
-frames make(const strings& parts) {
-  frames f;
-  for (const auto& p : parts) f.emplace_back(p.data(), p.size());
-  return f;
-}
-strings parts_of(const frames& f) {
-  strings out;
-  for (const auto& m : f) out.emplace_back(view(m));
-  return out;
-}
 // As the peer ROUTER reads a link's message. The views of the result point into `kept`, which
 // lives until the next call.
 frames kept;
