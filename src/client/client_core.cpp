@@ -38,7 +38,6 @@ std::optional<std::uint64_t> client_core::send(time_point now, std::string_view 
                                                protocol::frames& body, const request_options& o) {
   const std::uint64_t id = next_id_;
   pending p;
-  p.service.assign(service);
   p.body = std::move(body);
   p.timeout_ms = to_wire(o.timeout);
   p.sent_at = now;
@@ -48,8 +47,11 @@ std::optional<std::uint64_t> client_core::send(time_point now, std::string_view 
   p.waited = o.waited;
   // Until the connection is known to be up, nothing sent on it has reached a broker: keep the
   // body, so a failover can send it to the next one whatever it is.
+  // A request that is not kept can never be sent again (a failover ends it): its service name
+  // is not kept either (no allocation for a long name).
   const bool keep = p.retries > 0 || p.resends > 0 || !connected_;
-  if (!transmit(id, p, keep, p.timeout_ms)) {
+  if (keep) p.service.assign(service);
+  if (!transmit(id, service, p, keep, p.timeout_ms)) {
     body = std::move(p.body);
     return std::nullopt;
   }
@@ -63,9 +65,10 @@ std::optional<std::uint64_t> client_core::send(time_point now, std::string_view 
   return id;
 }
 
-bool client_core::transmit(std::uint64_t id, pending& p, bool keep_body, std::uint32_t timeout_ms) {
+bool client_core::transmit(std::uint64_t id, std::string_view service, pending& p, bool keep_body,
+                           std::uint32_t timeout_ms) {
   out_.clear();
-  protocol::append_client_request(out_, id, p.service, timeout_ms, options_.protocol_version);
+  protocol::append_client_request(out_, id, service, timeout_ms, options_.protocol_version);
   const std::size_t head = out_.size();
   for (auto& f : p.body) {
     out_.emplace_back();
@@ -204,7 +207,7 @@ void client_core::expire(time_point now) {
       const auto wait = at - p.sent_at;
       p.sent_at = now;
       p.give_up_at = now + wait;
-      if (transmit(id, p, p.retries > 0 || p.resends > 0, p.timeout_ms))
+      if (transmit(id, p.service, p, p.retries > 0 || p.resends > 0, p.timeout_ms))
         arm(id, *p.give_up_at);
       else
         finish(id, p, status::unavailable, "client send queue full: is the broker reachable?");
@@ -260,7 +263,7 @@ void client_core::fail_over(time_point now, std::uint16_t code, const std::strin
       }
       left -= static_cast<std::uint32_t>(spent.count());
     }
-    if (!transmit(id, p, true, left)) {
+    if (!transmit(id, p.service, p, true, left)) {
       finish(id, p, status::unavailable, "client send queue full: is the broker reachable?");
       continue;
     }

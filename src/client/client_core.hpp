@@ -90,7 +90,7 @@ class client_core {
 
  private:
   struct pending {
-    std::string service;
+    std::string service;           // kept with the body
     protocol::frames body;         // kept while it may be sent again
     std::uint32_t timeout_ms = 0;  // per attempt
     time_point sent_at{};          // the attempt's first send: its deadline counts from it
@@ -100,7 +100,8 @@ class client_core {
     bool waited = false;
   };
 
-  bool transmit(std::uint64_t id, pending& p, bool keep_body, std::uint32_t timeout_ms);
+  bool transmit(std::uint64_t id, std::string_view service, pending& p, bool keep_body,
+                std::uint32_t timeout_ms);
   void finish(std::uint64_t id, pending& p, std::uint16_t code, std::string message);
   void deliver(reply&& r, bool waited);
   // Moves to the next broker: every request outstanding is sent again (when it never reached

@@ -257,6 +257,7 @@ TEST_F(client_core_table, failover_sends_an_idempotent_request_once_more_with_th
   EXPECT_EQ(io.requests[1].broker, "tcp://b:1");
   EXPECT_EQ(io.requests[1].id, id);
   EXPECT_EQ(io.requests[1].body, "x");
+  EXPECT_EQ(io.requests[1].service, "echo");
   EXPECT_EQ(io.requests[1].timeout_ms, 7000u);
   EXPECT_FALSE(core->take());
   // Lost again: it was sent once more already, so now it ends in 502.
@@ -368,6 +369,7 @@ TEST_F(client_core_table,
   ASSERT_EQ(io.requests.size(), 2u);
   EXPECT_EQ(io.requests[1].id, id);
   EXPECT_EQ(io.requests[1].timeout_ms, 1000u);  // a whole new attempt
+  EXPECT_EQ(io.requests[1].service, "echo");
   EXPECT_EQ(io.opened.size(), 1u);
   answer(t0 + 1300ms, id);
   EXPECT_EQ(core->take_call(id)->status, 200);
