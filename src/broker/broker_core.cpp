@@ -97,6 +97,12 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
   who_ = who;
   const protocol::inbound in = protocol::decode_inbound(msg);
   const bool mdp = in.kind >= inbound_kind::mdp_request;
+  if (socket == peer_socket && in.kind != inbound_kind::client_request &&
+      in.kind != inbound_kind::client_ping && in.kind != inbound_kind::client_error) {
+    // A peer forwards S0/2 requests and nothing else on its link.
+    drop(counters_.dropped_malformed, "not a forwarded request, on the peer endpoint");
+    return;
+  }
   switch (in.kind) {
     case inbound_kind::drop:
       drop(counters_.dropped_malformed, "malformed message");
@@ -182,6 +188,7 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
     return send_error(c, status::forbidden, "this key may not call this service");
   }
   if (draining_) return send_error(c, status::unavailable, "broker draining");
+  const bool from_peer = socket == peer_socket;
 
   const std::string& key = make_key(socket, c.identity);
   auto client = clients_.find(key);
@@ -198,7 +205,12 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   std::size_t bytes = 0;
   for (std::size_t i = in.first; i < msg.size(); ++i) bytes += msg[i].size();
   service_entry& svc = services_[s];
-  const bool immediate = !dispatch_held_ && svc.queue.empty() && !svc.lru.empty();
+  // A local worker with credit takes it at once; else a peer with credit, unless the request came
+  // from a peer (one hop at most).
+  const bool to_worker = !dispatch_held_ && svc.queue.empty() && !svc.lru.empty();
+  const bool to_peer =
+      !dispatch_held_ && !to_worker && !from_peer && svc.forwardable == 0 && !svc.peers.empty();
+  const bool immediate = to_worker || to_peer;
   if (!immediate && svc.queue.size >= svc.max_queue) {
     count_error(s, status::unavailable);
     return send_error(c, status::unavailable, "service queue full");
@@ -212,6 +224,7 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   ++client->second.in_flight;
   client->second.last_request = now;
   ++services_[s].requests;
+  if (from_peer) ++counters_.forwarded_in;
 
   const std::uint32_t slot = alloc_slot();
   request_slot& r = slots_[slot];
@@ -233,7 +246,7 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   r.body.clear();
   for (std::size_t i = in.first; i < msg.size(); ++i) r.body.push_back(std::move(msg[i]));
 
-  if (immediate) return assign(slot, svc.lru.head, now);
+  if (immediate) return assign(slot, to_worker ? svc.lru.head : svc.peers.head, now);
   enqueue(slot, false, now);
   dispatch(s, now);
 }
@@ -245,7 +258,11 @@ void broker_core::on_management(const client_ref& c, frames& msg, std::size_t fi
   if (c.service == "mmi.service") {
     const std::string name = first < msg.size() ? std::string(view(msg[first])) : std::string();
     const auto it = service_by_name_.find(name);
-    body = it != service_by_name_.end() && services_[it->second].workers > 0 ? "200" : "404";
+    // A worker anywhere in the family serves it (a request would be forwarded to it).
+    body = it != service_by_name_.end() &&
+                   (services_[it->second].workers > 0 || services_[it->second].peer_workers > 0)
+               ? "200"
+               : "404";
   } else if (c.service.substr(0, 4) == "mmi.") {
     body = "501";
   } else if (c.service == "scale0.status") {
@@ -300,7 +317,8 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
     // refused only when the table is full of services that are in use.
     std::size_t idle_unserved = 0;
     for (const service_entry& S : services_)
-      if (S.used && S.workers == 0 && S.queue.empty() && S.in_flight == 0) ++idle_unserved;
+      if (S.used && S.workers == 0 && S.peer_members == 0 && S.queue.empty() && S.in_flight == 0)
+        ++idle_unserved;
     if (service_by_name_.size() - idle_unserved + new_services > options_.max_services)
       return send_disconnect(socket, identity, mdp, in.version, status::unavailable,
                              "too many services");
@@ -363,9 +381,12 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
       m = static_cast<std::uint32_t>(members_.size());
       members_.emplace_back();
     }
-    members_[m] = membership{w, s, 0, {}};
+    members_[m] = membership{};
+    members_[m].worker = w;
+    members_[m].service = s;
     W.memberships.push_back(m);
-    if (services_[s].workers++ == 0) --unserved_services_;
+    if (services_[s].workers++ == 0 && services_[s].peer_members == 0) --unserved_services_;
+    if (W.idempotent) ++services_[s].idempotent_workers;
     list_push_back(services_[s].lru, m, member_links());
     if (!services_[s].queue.empty()) pending_dispatch_.push_back(s);
   }
@@ -440,8 +461,16 @@ void broker_core::on_worker_stopping(std::uint32_t w) {
 
 void broker_core::dispatch(std::uint32_t s, time_point now) {
   if (dispatch_held_) return;  // hold_dispatch(false) dispatches every service
-  while (!services_[s].queue.empty() && !services_[s].lru.empty())
-    assign(services_[s].queue.head, services_[s].lru.head, now);
+  service_entry& S = services_[s];
+  while (!S.queue.empty() && !S.lru.empty()) assign(S.queue.head, S.lru.head, now);
+  // No local credit left: a peer with credit takes the oldest request that did not come from a
+  // peer (those wait here for a local worker).
+  while (S.forwardable != 0 && !S.peers.empty()) {
+    std::uint32_t slot = S.queue.head;
+    while (slot != npos && slots_[slot].client_socket == peer_socket) slot = slots_[slot].link.next;
+    if (slot == npos) break;
+    assign(slot, S.peers.head, now);
+  }
 }
 
 void broker_core::flush_dispatch(time_point now) {
@@ -471,7 +500,12 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   ++W.in_flight;
   ++members_[member].in_flight;
   ++S.in_flight;
-  if (W.in_flight >= W.concurrency) {
+  if (W.peer) {
+    // A peer's credit is per service: it goes to the back of the service's peers, if it has more.
+    --members_[member].credit;
+    list_remove(S.peers, member, member_links());
+    if (may_take(member)) list_push_back(S.peers, member, member_links());
+  } else if (W.in_flight >= W.concurrency) {
     for (std::uint32_t m : W.memberships)
       list_remove(services_[members_[m].service].lru, m, member_links());
   } else {
@@ -486,7 +520,10 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   const std::uint64_t job_id = (std::uint64_t{r.generation} << 32) | slot;
   scratch_.clear();
   scratch_.push_back(str_frame(W.identity));
-  if (W.mdp) {
+  if (W.peer) {  // a client of the peer: its reply comes back with the job id
+    protocol::append_client_request(scratch_, job_id, S.name, millis_left(r.deadline, now),
+                                    protocol::version_2);
+  } else if (W.mdp) {
     protocol::append_mdp_worker_request(scratch_, job_id);
   } else {
     protocol::append_worker_request(scratch_, job_id, S.name, millis_left(r.deadline, now),
@@ -510,6 +547,10 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   if (padded) scratch_.emplace_back();  // MDP bodies have at least one frame
   if (out_.send(W.socket, scratch_) == delivery::sent) {
     if (!keep) r.body.clear();
+    if (W.peer) {
+      ++S.forwarded;
+      ++counters_.forwarded_out;
+    }
     return;
   }
   // Never delivered: the request goes back to the head of the queue. The worker gets no more
@@ -526,8 +567,26 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   --members_[member].in_flight;
   --S.in_flight;
   enqueue(slot, true, now);
+  if (W.peer) return block_peer(w);  // not lost: its link is busy or reconnecting
   pending_dispatch_.push_back(s);
   mark_unreachable(w, now);
+}
+
+void broker_core::block_peer(std::uint32_t w) {
+  for (std::uint32_t m : workers_[w].memberships) {
+    members_[m].credit = 0;
+    sync_lru(m);
+  }
+}
+
+list_head& broker_core::lru_of(std::uint32_t m) noexcept {
+  service_entry& S = services_[members_[m].service];
+  return workers_[members_[m].worker].peer ? S.peers : S.lru;
+}
+
+std::uint32_t broker_core::peer_of(std::uint32_t link) const noexcept {
+  const auto it = peer_by_link_.find(link);
+  return it == peer_by_link_.end() ? npos : it->second;
 }
 
 void broker_core::mark_unreachable(std::uint32_t w, time_point now) {
@@ -579,6 +638,7 @@ void broker_core::enqueue(std::uint32_t slot, bool front, time_point now) {
     list_push_back(S.queue, slot, slot_links());
   S.queue_bytes += r.bytes;
   queue_bytes_ += r.bytes;
+  if (r.client_socket != peer_socket) ++S.forwardable;
   note_capacity(r.service);
   schedule_queued(slot, now);
 }
@@ -589,6 +649,7 @@ void broker_core::dequeue(std::uint32_t slot) {
   list_remove(S.queue, slot, slot_links());
   S.queue_bytes -= r.bytes;
   queue_bytes_ -= r.bytes;
+  if (r.client_socket != peer_socket) --S.forwardable;
   note_capacity(r.service);
 }
 
@@ -597,6 +658,13 @@ void broker_core::release_credit(std::uint32_t w, std::uint32_t m) {
   const bool was_full = W.in_flight >= W.concurrency;
   --W.in_flight;
   if (m != npos) --members_[m].in_flight;
+  if (W.peer) {  // its reply freed a worker there (until its next STATE says otherwise)
+    if (m != npos) {
+      ++members_[m].credit;
+      sync_lru(m);
+    }
+    return;
+  }
   if (W.stopping || W.unreachable) return;
   note_worker_capacity(W);
   // It is ready again where it may take more, and has waited least: after a full worker's reply,
@@ -612,6 +680,7 @@ void broker_core::release_credit(std::uint32_t w, std::uint32_t m) {
 bool broker_core::may_take(std::uint32_t m) const noexcept {
   const membership& M = members_[m];
   const worker_entry& W = workers_[M.worker];
+  if (W.peer) return !W.stopping && M.credit > 0;
   if (W.stopping || W.unreachable || W.in_flight >= W.concurrency) return false;
   const std::uint32_t cap = services_[M.service].max_concurrency;
   return cap == 0 || M.in_flight < cap;
@@ -628,10 +697,11 @@ std::size_t broker_core::free_slots_of(std::uint32_t m) const noexcept {
 
 void broker_core::sync_lru(std::uint32_t m) {
   service_entry& S = services_[members_[m].service];
+  list_head& lru = lru_of(m);
   const bool in = members_[m].link.linked;
   if (in == may_take(m)) return;
-  if (in) return list_remove(S.lru, m, member_links());
-  list_push_back(S.lru, m, member_links());  // it has waited least
+  if (in) return list_remove(lru, m, member_links());
+  list_push_back(lru, m, member_links());  // it has waited least
   if (!S.queue.empty()) pending_dispatch_.push_back(members_[m].service);
 }
 
@@ -668,7 +738,8 @@ void broker_core::schedule_queued(std::uint32_t slot, time_point now) {
   const request_slot& r = slots_[slot];
   const service_entry& S = services_[r.service];
   time_point check = now + options_.no_worker_timeout;
-  if (S.workers == 0) check = std::max(r.enqueued, S.no_worker_since) + options_.no_worker_timeout;
+  if (no_worker_for(r))
+    check = std::max(r.enqueued, S.no_worker_since) + options_.no_worker_timeout;
   timers_.schedule(slot, std::min(check, r.deadline));
 }
 
@@ -677,7 +748,7 @@ void broker_core::on_timer(std::uint32_t slot, time_point now) {
   if (r.state == slot_state::queued) {
     const service_entry& S = services_[r.service];
     if (now >= r.deadline) return fail(slot, status::deadline, "deadline passed while queued");
-    if (S.workers == 0 &&
+    if (no_worker_for(r) &&
         now >= std::max(r.enqueued, S.no_worker_since) + options_.no_worker_timeout)
       return fail(slot, status::unavailable, "no worker for service");
     return schedule_queued(slot, now);
@@ -703,7 +774,17 @@ bool broker_core::may_retry(const request_slot& r) const noexcept {
     case idempotency::worker:
       break;
   }
-  return r.worker != npos && workers_[r.worker].idempotent;
+  if (r.worker == npos) return false;
+  // A peer said whether its workers of the service are idempotent (STATE).
+  if (workers_[r.worker].peer) return r.member != npos && members_[r.member].idempotent;
+  return workers_[r.worker].idempotent;
+}
+
+// A request waits for a worker of the family: a local one, or one a peer announced (one that came
+// from a peer can use only a local one).
+bool broker_core::no_worker_for(const request_slot& r) const noexcept {
+  const service_entry& S = services_[r.service];
+  return S.workers == 0 && (r.client_socket == peer_socket || S.peer_workers == 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -724,13 +805,15 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
                                bool held_nothing) {
   worker_entry& W = workers_[w];
   note_worker_capacity(W);
-  out_.event({event_kind::worker_left, hex_id(W.identity), W.address, {}, 0, why});
+  if (!W.peer) out_.event({event_kind::worker_left, hex_id(W.identity), W.address, {}, 0, why});
   for (std::uint32_t m : W.memberships) {
+    if (W.peer) continue;  // after its requests: whether one may go again is in its membership
     service_entry& S = services_[members_[m].service];
     list_remove(S.lru, m, member_links());
+    if (W.idempotent) --S.idempotent_workers;
     if (--S.workers == 0) {
       S.no_worker_since = now;
-      ++unserved_services_;
+      if (S.peer_members == 0) ++unserved_services_;
     }
     free_members_.push_back(m);
   }
@@ -749,18 +832,195 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
       pending_dispatch_.push_back(r.service);
       ++counters_.redispatched;
     } else if (r.state == slot_state::in_flight) {
-      fail(slot, status::worker_lost, "worker lost while holding the request");
+      fail(slot, status::worker_lost,
+           W.peer ? "peer broker lost while holding the request"
+                  : "worker lost while holding the request");
     } else {
       finish(slot);  // abandoned: its client already had 504
     }
   }
-  worker_by_key_.erase(W.key);
-  if (!W.mdp) --native_workers_;
+  if (W.peer)
+    for (std::uint32_t m : W.memberships) drop_peer_membership(m, now);
   W.used = false;
   W.memberships.clear();
   W.in_flight = 0;
   free_workers_.push_back(w);
+  if (W.peer) {
+    peer_by_link_.erase(W.link);
+    W.peer = false;
+    return;
+  }
+  worker_by_key_.erase(W.key);
+  if (!W.mdp) --native_workers_;
   ++counters_.workers_left;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding: peers of the family as virtual workers
+
+void broker_core::peer_up(std::uint32_t link, std::string_view name, time_point now) {
+  if (const std::uint32_t old = peer_of(link); old != npos) peer_down(link, "restarted", now);
+  std::uint32_t w;
+  if (!free_workers_.empty()) {
+    w = free_workers_.back();
+    free_workers_.pop_back();
+  } else {
+    w = static_cast<std::uint32_t>(workers_.size());
+    workers_.emplace_back();
+  }
+  worker_entry& W = workers_[w];
+  W.used = true;
+  W.peer = true;
+  W.link = link;
+  W.mdp = false;
+  W.stopping = false;
+  W.idempotent = false;
+  W.unreachable = false;
+  W.version = protocol::version_2;
+  W.socket = link_socket;
+  W.identity.assign(reinterpret_cast<const char*>(&link), sizeof link);
+  W.key = make_key(link_socket, W.identity);
+  W.curve_key.clear();
+  W.address.assign(name);
+  W.concurrency = UINT32_MAX;  // its credit is per service (membership::credit)
+  W.in_flight = 0;
+  W.interval = W.requested = options_.heartbeat_interval;
+  W.regranted = false;
+  W.last_seen = W.joined = now;
+  W.expires = time_point::max();  // the family judges its liveness
+  W.jobs = {};
+  W.memberships.clear();
+  W.member_by_service.clear();
+  peer_by_link_[link] = w;
+}
+
+void broker_core::peer_capacity(std::uint32_t link, std::string_view service, std::uint32_t workers,
+                                std::uint32_t idle, bool idempotent, time_point now) {
+  const std::uint32_t w = peer_of(link);
+  if (w == npos) return;
+  worker_entry& W = workers_[w];
+  name_key_.assign(service);
+  const auto known = service_by_name_.find(name_key_);
+  std::uint32_t m = npos;
+  if (known != service_by_name_.end())
+    if (const auto it = W.member_by_service.find(known->second); it != W.member_by_service.end())
+      m = it->second;
+  if (workers == 0 && idle == 0) {  // gone from that peer
+    if (m == npos) return;
+    if (members_[m].in_flight == 0) {
+      W.member_by_service.erase(members_[m].service);
+      std::erase(W.memberships, m);
+      drop_peer_membership(m, now);
+    } else {  // kept for what it holds, with nothing announced
+      service_entry& S = services_[members_[m].service];
+      S.peer_workers -= members_[m].announced_workers;
+      members_[m].announced_workers = 0;
+      members_[m].credit = 0;
+      sync_lru(m);
+    }
+    return flush_dispatch(now);
+  }
+  if (m == npos) {
+    if (reserved_service(service)) return;
+    const std::uint32_t s = find_or_create_service(service, now, true);
+    if (s == npos) return;  // the table is full of services in use: this one is not forwarded
+    if (!free_members_.empty()) {
+      m = free_members_.back();
+      free_members_.pop_back();
+    } else {
+      m = static_cast<std::uint32_t>(members_.size());
+      members_.emplace_back();
+    }
+    members_[m] = membership{};
+    members_[m].worker = w;
+    members_[m].service = s;
+    W.memberships.push_back(m);
+    W.member_by_service.emplace(s, m);
+    service_entry& S = services_[s];
+    if (S.peer_members++ == 0 && S.workers == 0) --unserved_services_;
+  }
+  membership& M = members_[m];
+  service_entry& S = services_[M.service];
+  S.peer_workers = S.peer_workers - M.announced_workers + workers;
+  M.announced_workers = workers;
+  M.credit = idle;
+  M.idempotent = idempotent;
+  sync_lru(m);
+  if (M.link.linked && !S.queue.empty()) pending_dispatch_.push_back(M.service);
+  flush_dispatch(now);
+}
+
+// Takes membership `m` of a peer out of its service (the caller forgets it in the worker).
+void broker_core::drop_peer_membership(std::uint32_t m, time_point now) {
+  membership& M = members_[m];
+  service_entry& S = services_[M.service];
+  list_remove(S.peers, m, member_links());
+  S.peer_workers -= M.announced_workers;
+  if (--S.peer_members == 0 && S.workers == 0) {
+    ++unserved_services_;
+    S.no_worker_since = now;
+  } else if (S.peer_workers == 0 && S.workers == 0) {
+    S.no_worker_since = now;
+  }
+  M = membership{};
+  free_members_.push_back(m);
+}
+
+void broker_core::peer_draining(std::uint32_t link, bool draining, time_point now) {
+  const std::uint32_t w = peer_of(link);
+  if (w == npos || workers_[w].stopping == draining) return;
+  workers_[w].stopping = draining;
+  for (std::uint32_t m : workers_[w].memberships) sync_lru(m);
+  flush_dispatch(now);
+}
+
+void broker_core::peer_down(std::uint32_t link, std::string_view why, time_point now) {
+  const std::uint32_t w = peer_of(link);
+  if (w == npos) return;
+  purge_worker(w, now, why);
+  flush_dispatch(now);
+}
+
+void broker_core::on_peer_reply(std::uint32_t link, frames& msg, bool oversized, time_point now) {
+  const std::uint32_t w = peer_of(link);
+  const protocol::client_inbound in = protocol::decode_for_client(msg);
+  if (w == npos || in.kind == protocol::client_inbound_kind::invalid) {
+    drop(counters_.dropped_malformed, "not a reply, on a link to a peer");
+    return;
+  }
+  if (in.kind != protocol::client_inbound_kind::reply) return;  // a PONG: nothing to do
+  const auto slot = static_cast<std::uint32_t>(in.id & 0xffffffffu);
+  const auto generation = static_cast<std::uint32_t>(in.id >> 32);
+  if (slot >= slots_.size() || slots_[slot].generation != generation || slots_[slot].worker != w ||
+      (slots_[slot].state != slot_state::in_flight &&
+       slots_[slot].state != slot_state::abandoned)) {
+    drop(counters_.dropped_unknown_reply, "reply from a peer for an unknown or answered request");
+    return;
+  }
+  request_slot& r = slots_[slot];
+  if (r.state == slot_state::abandoned) {
+    drop(counters_.dropped_late_reply, "late reply from a peer (the client already had 504)");
+  } else {
+    service_entry& S = services_[r.service];
+    ++counters_.replies;
+    ++S.replies;
+    S.latency.record(now - r.enqueued);
+    const client_ref c = client_of(r);
+    if (oversized) {
+      count_error(r.service, status::too_large);
+      send_error(c, status::too_large, "reply too large");
+    } else {
+      if (in.status == status::ok)
+        ++S.replies_ok;
+      else
+        count_error(r.service, in.status);
+      send_client_reply(c, in.status, in.message, msg, in.first);
+    }
+  }
+  const std::uint32_t member = r.member;
+  finish(slot);
+  release_credit(w, member);
+  flush_dispatch(now);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -796,7 +1056,7 @@ void broker_core::expire_workers(time_point now) {
   // Every worker is checked, not just the oldest: one slow worker must not shield the rest.
   for (std::uint32_t w = 0; w < workers_.size(); ++w) {
     worker_entry& W = workers_[w];
-    if (!W.used || now < W.expires) continue;
+    if (!W.used || W.peer || now < W.expires) continue;
     if (W.mdp) {
       // A Majordomo worker cannot heartbeat while it works: it is kept until the deadline of
       // what it holds has passed, plus one liveness period.
@@ -837,7 +1097,8 @@ void broker_core::heartbeat_tick(time_point now) {
     if (!S.used) continue;
     S.window_pos = static_cast<std::uint32_t>((S.window_pos + 1) % S.window.size());
     S.window[S.window_pos] = {now, S.requests, S.latency.counts};
-    if (S.workers != 0 || !S.queue.empty() || S.in_flight != 0 || now - S.no_worker_since < ttl)
+    if (S.workers != 0 || S.peer_members != 0 || !S.queue.empty() || S.in_flight != 0 ||
+        now - S.no_worker_since < ttl)
       continue;
     remove_service(s);
   }
@@ -874,7 +1135,7 @@ void broker_core::regrant_intervals() {
   regranted_for_ = native_workers_;
   const clock::duration target = fleet_interval();
   for (worker_entry& W : workers_) {
-    if (!W.used || W.mdp || W.version != protocol::version_2) continue;
+    if (!W.used || W.mdp || W.peer || W.version != protocol::version_2) continue;
     const clock::duration want = std::max(W.requested, target);
     if (want > W.interval + W.interval / 4) {
       // Longer: the worker may still send at the old pace for a while, which is only early.
@@ -907,7 +1168,8 @@ void broker_core::shutdown(time_point now) {
   }
   for (std::uint32_t w = 0; w < workers_.size(); ++w) {
     if (!workers_[w].used) continue;
-    send_disconnect(workers_[w], status::unavailable, "broker shutting down");
+    if (!workers_[w].peer)
+      send_disconnect(workers_[w], status::unavailable, "broker shutting down");
     purge_worker(w, now, "broker shutting down");
   }
   pending_dispatch_.clear();
@@ -1117,7 +1379,7 @@ void broker_core::remove_service(std::uint32_t s) {
   }
   out_.event({event_kind::service_removed, {}, {}, S.name, 0, {}});
   service_by_name_.erase(S.name);
-  if (S.workers == 0) --unserved_services_;
+  if (S.workers == 0 && S.peer_members == 0) --unserved_services_;
   S.used = false;
   free_services_.push_back(s);
 }
@@ -1126,7 +1388,8 @@ bool broker_core::evict_unserved_service() {
   std::uint32_t oldest = npos;
   for (std::uint32_t s = 0; s < services_.size(); ++s) {
     const service_entry& S = services_[s];
-    if (!S.used || S.workers != 0 || !S.queue.empty() || S.in_flight != 0) continue;
+    if (!S.used || S.workers != 0 || S.peer_members != 0 || !S.queue.empty() || S.in_flight != 0)
+      continue;
     if (oldest == npos || S.no_worker_since < services_[oldest].no_worker_since) oldest = s;
   }
   if (oldest == npos) return false;
@@ -1239,7 +1502,12 @@ void broker_core::take_capacity_changes(std::vector<service_capacity>& out) {
     service_entry& S = services_[s];
     if (!S.used || !S.capacity_dirty) continue;  // forgotten (reported above), or a repeat
     S.capacity_dirty = false;
-    out.push_back({S.name, S.workers, idle_of(S), S.queue.size});
+    // Said only of a service with workers here (a service gone is all zeros).
+    const bool idempotent =
+        S.workers != 0 &&
+        (S.idempotent == idempotency::yes ||
+         (S.idempotent == idempotency::worker && S.idempotent_workers == S.workers));
+    out.push_back({S.name, S.workers, idle_of(S), S.queue.size, idempotent});
   }
   dirty_capacity_.clear();
 }

@@ -59,6 +59,8 @@ struct broker_counters {
   std::uint64_t workers_expired = 0;
   std::uint64_t heartbeats_missed = 0;
   std::uint64_t redispatched = 0;
+  std::uint64_t forwarded_out = 0;  // requests sent to a peer of the family
+  std::uint64_t forwarded_in = 0;   // requests a peer forwarded here
   // CURVE refusals by endpoint and reason (handshakes the ZAP handler refused, services a key may
   // not use).
   std::map<std::pair<std::string, std::string>, std::uint64_t> refused;
@@ -76,7 +78,14 @@ struct service_capacity {
   std::uint32_t workers = 0;
   std::uint32_t idle = 0;  // requests its workers would take at once: the idle credit
   std::uint32_t queued = 0;
+  bool idempotent = false;  // a request lost with a worker of it may be sent again (may_retry)
 };
+
+// The sockets of the core beyond the frontend (0) and backend (1), for the family's forwarding
+// (docs/family.md): the peer ROUTER, where peers' links bring requests they forward here (each link
+// is one client), and this broker's own links to its peers (frame 0: the link id, 4 bytes).
+inline constexpr std::uint8_t peer_socket = 2;
+inline constexpr std::uint8_t link_socket = 3;
 
 // A bounded resource for /metrics (scale0_budget_used / scale0_budget_limit).
 struct budget_line {
@@ -167,6 +176,24 @@ class broker_core {
   }
   void take_capacity_changes(std::vector<service_capacity>& out);
 
+  // Forwarding (docs/family.md). Each alive peer is a virtual worker of every service it announces,
+  // with the credit it announces: a request this broker has no local credit for goes to a peer
+  // with credit (at most one hop: requests that came from a peer never go to another). The peer's
+  // reply comes back on the link (on_peer_reply); the request's deadline and its one outcome stay
+  // here. A peer lost holding a request: sent again once if the service is idempotent, else 502.
+  void peer_up(std::uint32_t link, std::string_view name, time_point now);
+  // A STATE entry: `idle` resets the peer's credit for the service (a forward takes one, its reply
+  // gives it back until the next STATE says otherwise).
+  void peer_capacity(std::uint32_t link, std::string_view service, std::uint32_t workers,
+                     std::uint32_t idle, bool idempotent, time_point now);
+  // A draining peer takes nothing new; what it holds goes on.
+  void peer_draining(std::uint32_t link, bool draining, time_point now);
+  void peer_down(std::uint32_t link, std::string_view why, time_point now);
+  // A message from link `link` (a DEALER: no identity frame): the reply to a forwarded request.
+  // `oversized`: more frames or bytes than the limits allow (the client gets 413).
+  void on_peer_reply(std::uint32_t link, frames& msg, bool oversized, time_point now);
+  std::size_t peer_count() const noexcept { return peer_by_link_.size(); }
+
   // Introspection for tests and status.
   std::size_t worker_count() const noexcept { return worker_by_key_.size(); }
   std::size_t service_count() const noexcept { return service_by_name_.size(); }
@@ -206,6 +233,10 @@ class broker_core {
     std::uint32_t service = npos;
     std::uint32_t in_flight = 0;  // requests of this service the worker holds (abandoned included)
     list_link link;               // in the service's LRU while may_take
+    // A peer's membership: what it announced, and the requests it may be sent now.
+    std::uint32_t credit = 0;
+    std::uint32_t announced_workers = 0;
+    bool idempotent = false;
   };
   struct worker_entry {
     bool used = false;
@@ -213,6 +244,8 @@ class broker_core {
     bool stopping = false;
     bool idempotent = false;
     bool unreachable = false;  // a send to it failed: no new work; purged once input is read
+    bool peer = false;         // a peer broker (forwarding): identity is its link id
+    std::uint32_t link = 0;
     std::uint8_t version = protocol::version_1;  // native workers: the framing it registered in
     std::uint8_t socket = 0;
     std::string identity;
@@ -230,6 +263,7 @@ class broker_core {
     time_point unreachable_since{};
     list_head jobs;
     std::vector<std::uint32_t> memberships;
+    std::unordered_map<std::uint32_t, std::uint32_t> member_by_service;  // peers: service -> m
   };
   // Who decides whether a request lost with its worker is sent again (docs/operations.md).
   enum class idempotency : std::uint8_t {
@@ -246,9 +280,15 @@ class broker_core {
     std::size_t max_queue = 0;
     clock::duration request_timeout{};
     std::string name;
-    list_head lru;    // memberships of workers with credit, longest waiting first
-    list_head queue;  // queued request slots
-    std::uint32_t workers = 0;
+    list_head lru;              // memberships of workers with credit, longest waiting first
+    list_head peers;            // memberships of peers with credit, least recently sent to first
+    list_head queue;            // queued request slots
+    std::uint32_t workers = 0;  // local workers
+    std::uint32_t idempotent_workers = 0;  // ... of which idempotent
+    std::uint32_t peer_members = 0;  // peers that announced it (the entry is kept while any does)
+    std::uint32_t peer_workers = 0;  // workers the peers announced
+    std::uint32_t forwardable = 0;   // queued requests that may go to a peer (not from one)
+    std::uint64_t forwarded = 0;     // requests sent to peers
     std::uint32_t in_flight = 0;
     std::size_t queue_bytes = 0;
     time_point no_worker_since{};
@@ -305,6 +345,13 @@ class broker_core {
   void purge_worker(std::uint32_t w, time_point now, std::string_view why,
                     bool held_nothing = false);
   void mark_unreachable(std::uint32_t w, time_point now);
+  // The LRU membership `m` belongs in: its service's local LRU, or its peers list.
+  list_head& lru_of(std::uint32_t m) noexcept;
+  std::uint32_t peer_of(std::uint32_t link) const noexcept;
+  // A link refused a forward (no connection, or its queue full): no credit until the next STATE.
+  void block_peer(std::uint32_t w);
+  void drop_peer_membership(std::uint32_t m, time_point now);
+  bool no_worker_for(const request_slot& r) const noexcept;
   void purge_unreachable(time_point now, bool all);
   void touch(worker_entry& w, time_point now);
   void expire_workers(time_point now);
@@ -394,6 +441,7 @@ class broker_core {
   std::size_t queue_bytes_ = 0;             // queued request bytes, all services
   std::size_t unserved_services_ = 0;       // services with no worker
   std::vector<std::uint32_t> unreachable_;  // workers a send failed to, to purge
+  std::unordered_map<std::uint32_t, std::uint32_t> peer_by_link_;  // forwarding: link -> worker
 
   timer_wheel timers_;
   std::vector<std::uint32_t> due_;

@@ -65,6 +65,8 @@ std::string broker_core::status_json(time_point now) const {
                         {"queue_depth", S.queue.size},
                         {"queue_bytes", S.queue_bytes},
                         {"in_flight", S.in_flight},
+                        {"family_workers", S.peer_workers},
+                        {"forwarded", S.forwarded},
                         {"idempotent", S.idempotent == idempotency::yes},
                         {"policy", policy_json(S)},
                         {"requests", S.requests},
@@ -78,7 +80,7 @@ std::string broker_core::status_json(time_point now) const {
   }
   nlohmann::json workers = nlohmann::json::array();
   for (const worker_entry& W : workers_) {
-    if (!W.used) continue;
+    if (!W.used || W.peer) continue;  // peers are in the family table
     nlohmann::json names = nlohmann::json::array();
     nlohmann::json held = nlohmann::json::object();  // requests it holds, by service
     for (std::uint32_t m : W.memberships) {
@@ -130,6 +132,8 @@ std::string broker_core::status_json(time_point now) const {
       {"heartbeat_interval_ms", millis(options_.heartbeat_interval)},
       {"liveness", options_.liveness},
       {"policy", policy},
+      {"forwarded_out", c.forwarded_out},
+      {"forwarded_in", c.forwarded_in},
       {"services", services},
       {"workers", workers},
       {"counters",
@@ -208,7 +212,7 @@ std::string broker_core::metrics_text(time_point now) const {
   std::uint64_t biggest_queue_bytes = 0;
   std::uint64_t longest_queue = 0;
   for (const worker_entry& W : workers_)
-    if (W.used)
+    if (W.used && !W.peer)
       longest_interval_ms = std::max<std::uint64_t>(
           longest_interval_ms,
           std::chrono::duration_cast<std::chrono::milliseconds>(W.interval).count());
@@ -261,6 +265,10 @@ std::string broker_core::metrics_text(time_point now) const {
   single("scale0_workers_left_total", "counter", "Workers removed for any reason.", c.workers_left);
   single("scale0_redispatched_total", "counter",
          "Idempotent requests re-dispatched after a worker loss.", c.redispatched);
+  family("scale0_family_forwarded_total", "counter",
+         "Requests sent to a peer of the family (out), and accepted from one (in).");
+  o << "scale0_family_forwarded_total{direction=\"out\"} " << c.forwarded_out << '\n'
+    << "scale0_family_forwarded_total{direction=\"in\"} " << c.forwarded_in << '\n';
   single("scale0_requests_pending", "gauge", "Requests accepted and not yet answered.",
          requests_pending());
   single("scale0_policy_version", "gauge",

@@ -166,6 +166,15 @@ event_loop::event_loop(const broker_options& options)
     fs.max_peers = options.max_peers;
     fs.max_services = options.max_services;
     family_ = std::make_unique<family_core>(std::move(fs), *peer_links_, now);
+    family_->set_listener(this);
+    peer_links_->set_forwarding(
+        {[this](std::string_view routing_id) { return family_->alive_connection(routing_id); },
+         [this](frames& msg, bool oversized) {
+           core_->on_message(peer_socket, msg, oversized, clock::now(), nullptr);
+         },
+         [this](std::uint32_t link, frames& msg, bool oversized) {
+           core_->on_peer_reply(link, msg, oversized, clock::now());
+         }});
     peer_links_->attach(*family_, options.peers, now);
     core_->set_status_source(family_.get());
     core_->track_capacity(true);
@@ -479,10 +488,12 @@ void event_loop::run() {
     for (;;) {
       const std::size_t b = drain_socket(1, batch);
       const std::size_t a = drain_socket(0, batch);
+      // Forwarded requests and the replies to forwards are traffic like the rest.
+      const std::size_t p = peer_links_ ? peer_links_->service(now, batch) : 0;
       now = note_progress(clock::now());  // timers dispatch too
       if (now >= core_->next_wakeup(now)) core_->on_tick(now);
       if (family_ && now >= next_family_turn_) family_turn(now);
-      if (a < batch && b < batch) {
+      if (a < batch && b < batch && p < batch) {
         core_->on_input_drained(now);
         break;
       }
@@ -584,7 +595,32 @@ bool event_loop::receive(zmq::socket_t& socket, bool& oversized) {
   return true;
 }
 
+void event_loop::peer_up(const peer_info& p) {
+  core_->peer_up(p.link, p.endpoint, clock::now());
+  if (p.draining) core_->peer_draining(p.link, true, clock::now());
+}
+
+void event_loop::peer_capacity(const peer_info& p, std::string_view service,
+                               const struct peer_capacity& c) {
+  core_->peer_capacity(p.link, service, c.workers, c.idle, c.idempotent, clock::now());
+}
+
+void event_loop::peer_updated(const peer_info& p) {
+  core_->peer_draining(p.link, p.draining, clock::now());
+}
+
+void event_loop::peer_down(const peer_info& p, std::string_view why) {
+  core_->peer_down(p.link, why, clock::now());
+}
+
 delivery event_loop::send(std::uint8_t socket, frames& msg) {
+  if (socket == peer_socket) return peer_links_->send_to_peer(msg);
+  if (socket == link_socket) {
+    std::uint32_t link = 0;
+    if (msg.empty() || msg[0].size() != sizeof link) return delivery::gone;
+    std::memcpy(&link, msg[0].data(), sizeof link);
+    return peer_links_->send_on_link(link, msg);
+  }
   void* handle = routers_[socket].handle();
   for (std::size_t i = 0; i < msg.size(); ++i) {
     const int flags = ZMQ_DONTWAIT | (i + 1 < msg.size() ? ZMQ_SNDMORE : 0);

@@ -19,7 +19,7 @@
 
 namespace scale0::broker_detail {
 
-class event_loop final : public outbox {
+class event_loop final : public outbox, private family_listener {
  public:
   // Binds every endpoint; throws scale0::error when one cannot be bound.
   explicit event_loop(const broker_options& options);
@@ -47,6 +47,13 @@ class event_loop final : public outbox {
   void event(const broker_event& e) override;
 
  private:
+  // family_listener: the family's peers become the core's virtual workers (forwarding).
+  void peer_up(const peer_info& p) override;
+  void peer_capacity(const peer_info& p, std::string_view service,
+                     const struct peer_capacity& c) override;
+  void peer_updated(const peer_info& p) override;
+  void peer_down(const peer_info& p, std::string_view why) override;
+
   std::size_t drain_socket(std::uint8_t socket, std::size_t budget);
   bool receive(zmq::socket_t& socket, bool& oversized);
   void handle_control();

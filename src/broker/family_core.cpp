@@ -179,8 +179,13 @@ peer_capacity family_core::capacity_of(std::string_view endpoint, std::string_vi
   return s == it->second.services.end() ? peer_capacity{} : s->second;
 }
 
+bool family_core::alive_connection(std::string_view routing_id) const {
+  const auto it = connections_.find(routing_id);
+  return it != connections_.end() && it->second->state == peer_state::alive;
+}
+
 peer_info family_core::info(const peer& p) const noexcept {
-  return {p.endpoint, p.broker_id, p.family, p.frontend, p.backend, p.draining};
+  return {p.endpoint, p.broker_id, p.family, p.frontend, p.backend, p.draining, p.link.id};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -323,7 +328,7 @@ void family_core::on_state(peer& p, const pp::message& m) {
   std::map<std::string, peer_capacity, std::less<>> before;
   if (replace) before.swap(p.services);  // forget what it said before (notified below)
   pp::for_each_entry(m, [&](const pp::capacity& c) {
-    const peer_capacity value{c.workers, c.idle, c.queued};
+    const peer_capacity value{c.workers, c.idle, c.queued, (c.flags & pp::entry_idempotent) != 0};
     peer_capacity was{};
     const auto& old = replace ? before : p.services;
     if (const auto it = old.find(c.service); it != old.end()) was = it->second;
@@ -434,7 +439,9 @@ bool family_core::send_peers(peer& p) {
 bool family_core::send_state(peer& p, bool full) {
   const auto& table = full ? local_ : delta_;
   entries_.clear();
-  for (const auto& [service, c] : table) entries_.push_back({service, c.workers, c.idle, c.queued});
+  for (const auto& [service, c] : table)
+    entries_.push_back({service, c.workers, c.idle, c.queued,
+                        c.idempotent ? pp::entry_idempotent : std::uint8_t{0}});
   std::size_t at = 0;
   do {
     const std::size_t n = std::min(entries_.size() - at, pp::max_state_entries);
@@ -496,12 +503,12 @@ void family_core::round(time_point now) {
 
 void family_core::set_local_capacity(std::span<const service_capacity> changed, time_point) {
   for (const service_capacity& c : changed) {
-    const peer_capacity value{c.workers, c.idle, c.queued};
+    const peer_capacity value{c.workers, c.idle, c.queued, c.idempotent};
     const auto it = local_.find(c.service);
     const peer_capacity was = it == local_.end() ? peer_capacity{} : it->second;
     if (value == was) continue;
     if (value.zero()) {
-      local_.erase(it);
+      if (it != local_.end()) local_.erase(it);
     } else if (it != local_.end()) {
       it->second = value;
     } else {
@@ -576,8 +583,11 @@ void family_core::add_status(nlohmann::json& status, time_point now) const {
   for (const auto& [endpoint, p] : peers_) {
     nlohmann::json services = nlohmann::json::array();
     for (const auto& [name, c] : p.services)
-      services.push_back(
-          {{"name", name}, {"workers", c.workers}, {"idle", c.idle}, {"queued", c.queued}});
+      services.push_back({{"name", name},
+                          {"workers", c.workers},
+                          {"idle", c.idle},
+                          {"queued", c.queued},
+                          {"idempotent", c.idempotent}});
     const char* learned = p.learned == via::configured ? "configured"
                           : p.learned == via::hello    ? "hello"
                                                        : "gossip";

@@ -33,6 +33,7 @@ struct peer_info {
   std::string_view frontend;  // "" when it advertises none
   std::string_view backend;
   bool draining = false;
+  std::uint32_t link = 0;  // its link's id: what the broker core forwards on
 };
 
 // One service of a peer. All zero: the peer has no such service (any more).
@@ -40,6 +41,7 @@ struct peer_capacity {
   std::uint32_t workers = 0;
   std::uint32_t idle = 0;  // idle credit: requests its workers would take at once
   std::uint32_t queued = 0;
+  bool idempotent = false;  // a request lost there may be sent again
   bool zero() const noexcept { return workers == 0 && idle == 0 && queued == 0; }
   bool operator==(const peer_capacity&) const = default;
 };
@@ -157,6 +159,9 @@ class family_core final : public status_source {
   void add_status(nlohmann::json& status, time_point now) const override;
   void add_budgets(std::vector<budget_line>& budgets) const override;
   void add_metrics(std::ostream& o, time_point now) const override;
+
+  // Whether the connection with this routing id (at the peer ROUTER) is an alive peer's link.
+  bool alive_connection(std::string_view routing_id) const;
 
   // Introspection for tests.
   std::size_t peer_count() const noexcept { return peers_.size(); }

@@ -11,10 +11,8 @@ namespace scale0::broker_detail {
 namespace {
 
 // A STATE of 1000 entries with 255-byte names is about 268 KB; PEERS of max-peers endpoints less.
+// A forwarded request may be as large as the frontend allows.
 constexpr std::int64_t max_peer_message = std::int64_t{4} << 20;
-// Frames kept of one message: a well-formed one has three (identity, "", packed); a fourth shows
-// it had more (the rest is read and discarded).
-constexpr std::size_t max_peer_frames = 4;
 
 }  // namespace
 
@@ -24,13 +22,21 @@ peer_links::peer_links(zmq::context_t& context, const broker_options& options,
                                                          std::chrono::milliseconds(1000))),
       handshake_timeout_(options.handshake_timeout),
       router_(context, zmq::socket_type::router),
-      events_(std::move(events)) {
+      events_(std::move(events)),
+      max_frames_(options.max_frames),
+      max_message_bytes_(options.max_message_bytes) {
   router_.set(zmq::sockopt::linger, 0);
+  // Replies to forwarded requests go back on the connection they came on; one that is gone is
+  // reported (the core counts it), a full one held in the core's backlog.
+  router_.set(zmq::sockopt::router_mandatory, 1);
+  router_.set(zmq::sockopt::sndhwm, 20000);
   // A link that reconnects by itself keeps its routing id: its new connection replaces one this
   // side may still hold (half-open after a partition) instead of being refused.
   router_.set(zmq::sockopt::router_handover, 1);
   router_.set(zmq::sockopt::rcvhwm, 10000);
-  router_.set(zmq::sockopt::maxmsgsize, max_peer_message);
+  router_.set(zmq::sockopt::maxmsgsize,
+              std::max<std::int64_t>(max_peer_message,
+                                     static_cast<std::int64_t>(options.max_message_bytes) * 2));
   router_.set(zmq::sockopt::handshake_ivl, static_cast<int>(handshake_timeout_.count()));
 }
 
@@ -64,7 +70,10 @@ void peer_links::attach(family_core& core, const std::vector<std::string>& confi
 void peer_links::add_poll_items(std::vector<zmq_pollitem_t>& items) {
   items.push_back({router_.handle(), 0, ZMQ_POLLIN, 0});
   if (resolver_ && resolver_->fd() >= 0) items.push_back({nullptr, resolver_->fd(), ZMQ_POLLIN, 0});
-  for (auto& [id, l] : links_) items.push_back({l.monitor.handle(), 0, ZMQ_POLLIN, 0});
+  for (auto& [id, l] : links_) {
+    items.push_back({l.monitor.handle(), 0, ZMQ_POLLIN, 0});
+    items.push_back({l.dealer.handle(), 0, ZMQ_POLLIN, 0});  // replies to forwards
+  }
 }
 
 std::size_t peer_links::service(time_point now, std::size_t budget) {
@@ -77,21 +86,41 @@ std::size_t peer_links::service(time_point now, std::size_t budget) {
   items.push_back({router_.handle(), 0, ZMQ_POLLIN, 0});
   for (auto& [id, l] : links_) {
     items.push_back({l.monitor.handle(), 0, ZMQ_POLLIN, 0});
+    items.push_back({l.dealer.handle(), 0, ZMQ_POLLIN, 0});
     ids.push_back(id);
   }
+  std::size_t n = 0;
   if (zmq_poll(items.data(), static_cast<int>(items.size()), 0) > 0) {
     for (std::size_t i = 1; i < items.size(); ++i) {
       if ((items[i].revents & ZMQ_POLLIN) == 0) continue;
-      const auto it = links_.find(ids[i - 1]);  // a link closed meanwhile is gone
-      if (it != links_.end()) read_monitor(it->first, it->second, now);
+      const auto it = links_.find(ids[(i - 1) / 2]);  // a link closed meanwhile is gone
+      if (it == links_.end()) continue;
+      if ((i - 1) % 2 == 0) {
+        read_monitor(it->first, it->second, now);
+      } else {
+        n += read_replies(it->first, it->second, budget);
+      }
     }
   }
   if (resolver_)
     if (auto peers = resolver_->take()) core_->set_configured(*peers, now);
-  std::size_t n = 0;
   if ((items[0].revents & ZMQ_POLLIN) != 0) {
-    for (; n < budget && receive(); ++n) {
+    bool oversized = false;
+    for (std::size_t k = 0; k < budget && receive(oversized); ++k, ++n) {
       try {
+        if (is_request()) {
+          if (forwarding_.accept && forwarding_.accept(protocol::view(inbox_[0]))) {
+            forwarding_.request(inbox_, oversized);
+          } else {
+            events_({event_kind::dropped,
+                     {},
+                     {},
+                     {},
+                     0,
+                     "peer message: a request from a connection that is not an alive peer"});
+          }
+          continue;
+        }
         core_->on_message(inbox_, now);
       } catch (const std::exception& e) {
         // Nothing a peer sends may end the loop (the decoder never throws; this is for resource
@@ -103,10 +132,60 @@ std::size_t peer_links::service(time_point now, std::size_t budget) {
   return n;
 }
 
-// One whole message of the peer ROUTER into inbox_ (frames past the fourth read and discarded).
-bool peer_links::receive() {
+// One whole message of the peer ROUTER into inbox_: at most as many frames as a request may have
+// (S0P1 messages have three), the rest read and discarded.
+bool peer_links::receive(bool& oversized) {
   std::size_t bytes = 0;
-  return receive_message(router_.handle(), inbox_, max_peer_frames, discard_, bytes) != 0;
+  const std::size_t count =
+      receive_message(router_.handle(), inbox_, max_frames_ + 1, discard_, bytes);
+  if (count == 0) return false;
+  oversized = count > inbox_.size() || bytes - inbox_.front().size() > max_message_bytes_;
+  return true;
+}
+
+// A native client's message (a forwarded request, or a PING), not S0P1.
+bool peer_links::is_request() const noexcept {
+  return inbox_.size() >= 3 && protocol::view(inbox_[2]).starts_with("S0C");
+}
+
+std::size_t peer_links::read_replies(std::uint32_t id, link& l, std::size_t budget) {
+  std::size_t n = 0;
+  for (; n < budget; ++n) {
+    std::size_t bytes = 0;
+    const std::size_t count =
+        receive_message(l.dealer.handle(), inbox_, max_frames_ + 1, discard_, bytes);
+    if (count == 0) break;
+    const bool oversized = count > inbox_.size() || bytes > max_message_bytes_;
+    try {
+      if (forwarding_.reply) forwarding_.reply(id, inbox_, oversized);
+    } catch (const std::exception& e) {
+      events_({event_kind::dropped, {}, {}, {}, 0, e.what()});
+    }
+    if (!links_.contains(id)) break;  // closed meanwhile (its peer was found lost)
+  }
+  return n;
+}
+
+delivery peer_links::send_to_peer(frames& msg) {
+  void* handle = router_.handle();
+  for (std::size_t i = 0; i < msg.size(); ++i) {
+    const int flags = ZMQ_DONTWAIT | (i + 1 < msg.size() ? ZMQ_SNDMORE : 0);
+    if (zmq_msg_send(msg[i].handle(), handle, flags) < 0 && i == 0)
+      return zmq_errno() == EAGAIN ? delivery::full : delivery::gone;
+  }
+  return delivery::sent;
+}
+
+// Frame 0 (the core's name for the link) stays; the rest goes.
+delivery peer_links::send_on_link(std::uint32_t id, frames& msg) {
+  const auto it = links_.find(id);
+  if (it == links_.end()) return delivery::full;
+  void* handle = it->second.dealer.handle();
+  for (std::size_t i = 1; i < msg.size(); ++i) {
+    const int flags = ZMQ_DONTWAIT | (i + 1 < msg.size() ? ZMQ_SNDMORE : 0);
+    if (zmq_msg_send(msg[i].handle(), handle, flags) < 0 && i == 1) return delivery::full;
+  }
+  return delivery::sent;
 }
 
 // A link's connection was made (the ZeroMQ handshake done: its pipe is attached, so what is sent
@@ -139,7 +218,8 @@ void peer_links::open_link(std::uint32_t id, const std::string& endpoint,
   // Nothing is queued without a connection: a message sent then is refused (and counted), and a
   // new connection starts with HELLO, PEERS and a full STATE, never with stale messages.
   l.dealer.set(zmq::sockopt::immediate, 1);
-  l.dealer.set(zmq::sockopt::sndhwm, 1000);
+  l.dealer.set(zmq::sockopt::sndhwm, 10000);  // forwards besides S0P1
+  l.dealer.set(zmq::sockopt::rcvhwm, 20000);  // their replies
   l.dealer.set(zmq::sockopt::routing_id, zmq::buffer(routing_id));
   l.dealer.set(zmq::sockopt::reconnect_ivl, 100);
   l.dealer.set(zmq::sockopt::reconnect_ivl_max, static_cast<int>(reconnect_max_.count()));

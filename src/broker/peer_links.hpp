@@ -35,6 +35,23 @@ class peer_links final : public family_io {
   // Links closed from now on keep their queue this long (the BYEs of a shutdown).
   void set_close_linger(int ms) noexcept { close_linger_ms_ = ms; }
 
+  // Forwarding (docs/family.md): a peer's link brings S0/2 requests besides S0P1, and this
+  // broker's links bring back the replies to its own forwards. The loop hands both to the broker
+  // core. `oversized`: more frames or bytes than the broker's limits.
+  struct forwarding {
+    // Whether the connection with this routing id is an alive peer of the family (others are not
+    // served).
+    std::function<bool(std::string_view routing_id)> accept;
+    std::function<void(frames& msg, bool oversized)> request;  // frame 0: the routing id
+    std::function<void(std::uint32_t link, frames& msg, bool oversized)> reply;
+  };
+  void set_forwarding(forwarding f) { forwarding_ = std::move(f); }
+  // Sends on the peer ROUTER (frame 0: a routing id), as the core's outbox does on its ROUTERs.
+  delivery send_to_peer(frames& msg);
+  // Sends msg[1..] on link `link` (frame 0 names the link to the core). Not sent (no connection,
+  // or its queue full, or no such link): `full`, and the frames are untouched.
+  delivery send_on_link(std::uint32_t link, frames& msg);
+
   // family_io
   void open_link(std::uint32_t link, const std::string& endpoint,
                  std::string_view routing_id) override;
@@ -47,8 +64,10 @@ class peer_links final : public family_io {
     zmq::socket_t dealer;
     zmq::socket_t monitor;
   };
-  bool receive();
+  bool receive(bool& oversized);
   void read_monitor(std::uint32_t id, link& l, time_point now);
+  std::size_t read_replies(std::uint32_t id, link& l, std::size_t budget);
+  bool is_request() const noexcept;
 
   // The links have a context (an I/O thread) of their own: connecting to a host name learned from
   // a peer resolves it on that thread, which must not hold up the clients' and workers' I/O.
@@ -61,6 +80,9 @@ class peer_links final : public family_io {
   std::unique_ptr<peer_resolver> resolver_;
   family_core* core_ = nullptr;
   std::function<void(const broker_event&)> events_;
+  forwarding forwarding_;
+  const std::size_t max_frames_;         // of a forwarded request or reply, as on the frontend
+  const std::size_t max_message_bytes_;  // likewise
   frames inbox_;
   zmq::message_t discard_;
   std::vector<zmq_pollitem_t> items_;  // scratch: service()'s poll

@@ -97,7 +97,9 @@ message decode_state(reader& r) noexcept {
     r.u32();
     r.u32();
     r.u32();
+    const std::uint8_t flags = r.u8();
     if (!r.ok()) return malformed("STATE shorter than its count");
+    if ((flags & ~entry_idempotent) != 0) return malformed("STATE entry with unknown flags");
     if (!valid_service_name(service))
       return malformed("STATE service name invalid", problem::invalid_name);
   }
@@ -183,11 +185,15 @@ void append_state(frames& out, std::uint64_t sequence, std::uint8_t flags,
                   std::span<const capacity> entries) {
   const std::size_t n = std::min(entries.size(), max_state_entries);
   std::size_t size = 11;
-  for (std::size_t i = 0; i < n; ++i) size += str8_size(entries[i].service) + 12;
+  for (std::size_t i = 0; i < n; ++i) size += str8_size(entries[i].service) + 13;
   auto w = append_packed(out, header, cmd(command::state), size);
   w.u64(sequence).u8(flags).u16(static_cast<std::uint16_t>(n));
   for (std::size_t i = 0; i < n; ++i)
-    w.str8(entries[i].service).u32(entries[i].workers).u32(entries[i].idle).u32(entries[i].queued);
+    w.str8(entries[i].service)
+        .u32(entries[i].workers)
+        .u32(entries[i].idle)
+        .u32(entries[i].queued)
+        .u8(entries[i].flags);
 }
 
 void append_bye(frames& out, std::uint16_t status, std::string_view text) {

@@ -20,6 +20,9 @@ enum class command : std::uint8_t { hello = 1, peers = 2, state = 3, bye = 4 };
 
 inline constexpr std::uint8_t hello_draining = 0x01;  // HELLO flags bit 0: the sender drains
 inline constexpr std::uint8_t state_replace = 0x01;   // STATE flags bit 0: forget mine first
+// A STATE entry's flags bit 0: a request of the service lost with the sender (or its worker) may be
+// sent again (the sender's policy, or all its workers of the service are idempotent).
+inline constexpr std::uint8_t entry_idempotent = 0x01;
 // Entries in one STATE message: a larger full state is sent as several messages, the first with
 // state_replace and the rest without.
 inline constexpr std::size_t max_state_entries = 1000;
@@ -53,6 +56,7 @@ struct capacity {
   std::uint32_t workers = 0;
   std::uint32_t idle = 0;  // requests its workers would take at once (idle credit)
   std::uint32_t queued = 0;
+  std::uint8_t flags = 0;  // entry_idempotent; other bits 0
 };
 
 enum class kind : std::uint8_t { malformed, hello, peers, state, bye };
@@ -113,6 +117,7 @@ void for_each_entry(const message& m, Fn&& fn) {
     c.workers = r.u32();
     c.idle = r.u32();
     c.queued = r.u32();
+    c.flags = r.u8();
     fn(c);
   }
 }

@@ -229,20 +229,25 @@ class FamilyTest(Scale0TestCase):
         self.assertIn(mine.encode(), listed)  # the raw peer itself: alive, for A
         r = Reader(got[2][2][5:])
         seq, sflags, count = r.u64(), r.u8(), r.u16()
-        entries = {r.str8(): (r.u32(), r.u32(), r.u32()) for _ in range(count)}
+        entries = {}
+        for _ in range(count):
+            name = r.str8()
+            entries[name] = (r.u32(), r.u32(), r.u32())
+            self.assertEqual(r.u8() & ~1, 0)  # entry flags: bit 0 idempotent, others 0
         self.assertTrue(r.done())
         self.assertEqual((seq, sflags), (1, 1))  # the first STATE on the link, with replace
         self.assertEqual(entries, {b"svc": (1, 2, 0)})
         self.assertEqual(got[0][0][:1], b"L")  # the link's routing id: 'L' + broker id + link
         self.assertEqual(du64(got[0][0][1:9]), a_id)
         # What the raw peer says shows on A.
-        state = (P_HDR + b"\x03" + u64(1) + u8(1) + u16(1) + str8("remote") + u32(4) + u32(7) + u32(1))
+        state = (P_HDR + b"\x03" + u64(1) + u8(1) + u16(1) + str8("remote") + u32(4) + u32(7) + u32(1)
+                 + u8(0))
         link.send_multipart([b"", state])
 
         def remote():
             p = peers_of(status(a)).get(mine)
             return p and p["state"] == "alive" and p["services"] == [
-                {"name": "remote", "workers": 4, "idle": 7, "queued": 1}]
+                {"name": "remote", "workers": 4, "idle": 7, "queued": 1, "idempotent": False}]
         self.wait_for("the raw peer's STATE on A", remote, 5.0)
         # BYE: it is down at once.
         link.send_multipart([b"", P_HDR + b"\x04" + u16(503) + str16("going")])

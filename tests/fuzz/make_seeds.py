@@ -219,8 +219,8 @@ def peer_seeds():
         str16(b"tcp://10.0.0.2:5558") + str16(b"") + str16(b"")
     peers = P + b"\x02" + u16(2) + str16(b"tcp://10.0.0.3:5558") + str16(b"tcp://10.0.0.4:1")
     state = P + b"\x03" + u64(1) + u8(1) + u16(2) + str8(b"echo") + u32(1) + u32(2) + u32(0) + \
-        str8(b"svc") + u32(3) + u32(0) + u32(5)
-    delta = P + b"\x03" + u64(2) + u8(0) + u16(1) + str8(b"echo") + u32(0) + u32(0) + u32(0)
+        u8(1) + str8(b"svc") + u32(3) + u32(0) + u32(5) + u8(0)
+    delta = P + b"\x03" + u64(2) + u8(0) + u16(1) + str8(b"echo") + u32(0) + u32(0) + u32(0) + u8(0)
     bye = P + b"\x04" + u16(503) + str16(b"bye")
     own = P + b"\x01" + u64(0x1122334455667788) + u32(100) + u32(3) + u8(0) + str8(b"default") + \
         str16(b"tcp://10.0.0.9:5558") + str16(b"") + str16(b"")

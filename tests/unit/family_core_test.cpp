@@ -240,7 +240,7 @@ std::string state_bytes(std::uint64_t seq, bool replace,
                   u16(static_cast<std::uint16_t>(entries.size()));
   for (const auto& [name, w, i, q] : entries)
     s += str8(name) + u32(static_cast<std::uint32_t>(w)) + u32(static_cast<std::uint32_t>(i)) +
-         u32(static_cast<std::uint32_t>(q));
+         u32(static_cast<std::uint32_t>(q)) + std::string(1, '\0');
   return s;
 }
 
@@ -436,6 +436,22 @@ TEST_F(family_test, local_capacity_reaches_every_peer) {
   EXPECT_EQ(a.core.capacity_of(C, "echo"), peer_capacity{});
   EXPECT_EQ(a.listener.log.back().what, "capacity");
   EXPECT_TRUE(a.listener.log.back().capacity.zero());
+}
+
+TEST_F(family_test,
+       the_idempotent_flag_travels_and_a_zero_entry_of_an_unknown_service_is_harmless) {
+  node& a = net.add(A);
+  node& b = net.add(B, {A});
+  net.advance(1000ms);
+  const std::vector<service_capacity> idem = {{"echo", 1, 1, 0, true}};
+  b.core.set_local_capacity(idem, net.now);
+  net.advance(300ms);
+  EXPECT_EQ(a.core.capacity_of(B, "echo"), (peer_capacity{1, 1, 0, true}));
+  // All zero but flagged, for a service never announced: nothing to forget, nothing to send.
+  const std::vector<service_capacity> odd = {{"never", 0, 0, 0, true}};
+  b.core.set_local_capacity(odd, net.now);
+  net.advance(300ms);
+  EXPECT_EQ(a.core.capacity_of(B, "never"), peer_capacity{});
 }
 
 TEST_F(family_test, state_goes_at_most_every_200_ms_per_link_with_the_latest_values) {

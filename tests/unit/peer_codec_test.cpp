@@ -83,12 +83,12 @@ TEST(PeerCodec, PeersLayoutAndRoundTrip) {
 }
 
 TEST(PeerCodec, StateLayoutAndRoundTrip) {
-  const std::vector<capacity> entries = {{"echo", 2, 7, 0}, {"s.v2", 0, 0, 5}};
+  const std::vector<capacity> entries = {{"echo", 2, 7, 0, entry_idempotent}, {"s.v2", 0, 0, 5}};
   frames f;
   append_state(f, 42, state_replace, entries);
   EXPECT_EQ(parts_of(f),
             (strings{"", P + "\x03" + u64(42) + u8(1) + u16(2) + str8("echo") + u32(2) + u32(7) +
-                             u32(0) + str8("s.v2") + u32(0) + u32(0) + u32(5)}));
+                             u32(0) + u8(1) + str8("s.v2") + u32(0) + u32(0) + u32(5) + u8(0)}));
   const message m = at_router(std::string(view(f[1])));
   ASSERT_EQ(m.what, kind::state) << m.detail;
   EXPECT_EQ(m.sequence, 42u);
@@ -98,7 +98,9 @@ TEST(PeerCodec, StateLayoutAndRoundTrip) {
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].service, "echo");
   EXPECT_EQ(got[0].idle, 7u);
+  EXPECT_EQ(got[0].flags, entry_idempotent);
   EXPECT_EQ(got[1].queued, 5u);
+  EXPECT_EQ(got[1].flags, 0u);
 }
 
 TEST(PeerCodec, StateWritesAtMost1000Entries) {
@@ -187,22 +189,24 @@ TEST(PeerCodec, MalformedPeersIsDropped) {
 }
 
 TEST(PeerCodec, MalformedStateIsDropped) {
-  const std::string entry = str8("echo") + u32(1) + u32(2) + u32(3);
+  const std::string entry = str8("echo") + u32(1) + u32(2) + u32(3) + u8(1);
   const std::string good = P + "\x03" + u64(1) + u8(0) + u16(2) + entry + entry;
   ASSERT_EQ(at_router(good).what, kind::state);
   for (std::size_t n = 5; n < good.size(); ++n) expect_dropped(good.substr(0, n));
   expect_dropped(good + std::string(1, '\0'));
   expect_dropped(P + "\x03" + u64(1) + u8(2) + u16(0));  // unknown flag
+  expect_dropped(P + "\x03" + u64(1) + u8(0) + u16(1) + str8("echo") + u32(1) + u32(2) + u32(3) +
+                 u8(2));  // unknown entry flag
   expect_dropped(P + "\x03" + u64(1) + u8(0) + u16(3) + entry + entry);
   expect_dropped(P + "\x03" + u64(1) + u8(0) + u16(1) + entry + entry);
   std::string many = P + "\x03" + u64(1) + u8(0) + u16(1001);
   for (int i = 0; i < 1001; ++i) many += entry;
   expect_dropped(many);  // over 1000 entries
-  expect_dropped(P + "\x03" + u64(1) + u8(0) + u16(1) + str8("") + u32(1) + u32(1) + u32(1),
+  const std::string counts = u32(1) + u32(1) + u32(1) + u8(0);
+  expect_dropped(P + "\x03" + u64(1) + u8(0) + u16(1) + str8("") + counts, problem::invalid_name);
+  expect_dropped(P + "\x03" + u64(1) + u8(0) + u16(1) + str8("a\x1b[2J") + counts,
                  problem::invalid_name);
-  expect_dropped(P + "\x03" + u64(1) + u8(0) + u16(1) + str8("a\x1b[2J") + u32(1) + u32(1) + u32(1),
-                 problem::invalid_name);
-  expect_dropped(P + "\x03" + u64(1) + u8(0) + u16(1) + str8("\xff\xfe") + u32(1) + u32(1) + u32(1),
+  expect_dropped(P + "\x03" + u64(1) + u8(0) + u16(1) + str8("\xff\xfe") + counts,
                  problem::invalid_name);
 }
 

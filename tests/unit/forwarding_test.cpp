@@ -1,0 +1,356 @@
+// Forwarding in the broker core (docs/family.md, "Forwarding"): peers of the family as virtual
+// workers whose credit is what they announce. Driven like the core's other tests: a fake outbox,
+// a fake clock; a peer's link is socket 3 (frame 0: the link id), requests peers forward here
+// arrive on socket 2.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "protocol/packing.hpp"
+#include "support/broker_core_fixture.hpp"
+
+namespace scale0::broker_detail {
+namespace {
+
+// A link id as the core names it in frame 0.
+std::string link_name(std::uint32_t link) {
+  return std::string(reinterpret_cast<const char*>(&link), sizeof link);
+}
+
+struct forward {
+  std::uint64_t job = 0;
+  std::uint32_t timeout_ms = 0;
+  std::string service;
+  strings body;
+};
+
+class forwarding_test : public core_test {
+ protected:
+  // A peer on link `link` announcing `service` with `workers` and `idle` credit.
+  void peer(std::uint32_t link, const std::string& service, std::uint32_t workers,
+            std::uint32_t idle, bool idempotent = false) {
+    if (!up.contains(link)) {
+      core->peer_up(link, "tcp://10.0.0." + std::to_string(link) + ":5558", now);
+      up.insert(link);
+    }
+    core->peer_capacity(link, service, workers, idle, idempotent, now);
+  }
+  // The forwards sent on `link` (S0C2 REQUEST: id u64, timeout u32, service str8; body frames).
+  std::vector<forward> forwards_on(std::uint32_t link) {
+    std::vector<forward> got;
+    for (auto& m : out.take(link_name(link))) {
+      EXPECT_GE(m.size(), 3u);
+      EXPECT_EQ(m[1], "");
+      const std::string& p = m[2];
+      EXPECT_EQ(p.substr(0, 5), std::string("S0C2\x01"));
+      protocol::packing::reader r(std::string_view(p).substr(5));
+      forward f;
+      f.job = r.u64();
+      f.timeout_ms = r.u32();
+      f.service = std::string(r.str8());
+      EXPECT_TRUE(r.complete());
+      f.body.assign(m.begin() + 3, m.end());
+      got.push_back(std::move(f));
+    }
+    return got;
+  }
+  // The peer's reply on the link (a DEALER reads no identity frame).
+  void peer_reply(std::uint32_t link, std::uint64_t job, std::uint16_t code,
+                  const std::string& message, const std::string& body) {
+    frames f;
+    protocol::append_client_reply(f, job, code, message, protocol::version_2);
+    f.emplace_back(body.data(), body.size());
+    core->on_peer_reply(link, f, false, now);
+  }
+  // A request a peer forwarded here, from its link's connection `conn`.
+  void forwarded_in(const std::string& conn, std::uint64_t id, const std::string& service) {
+    frames f;
+    f.emplace_back(conn.data(), conn.size());
+    protocol::append_client_request(f, id, service, 0, protocol::version_2);
+    f.emplace_back("x", 1);
+    core->on_message(peer_socket, f, false, now);
+  }
+  std::set<std::uint32_t> up;
+};
+
+TEST_F(forwarding_test, a_local_worker_with_credit_is_preferred_and_a_peer_takes_the_rest) {
+  ready("w", {"echo"});  // concurrency 1
+  peer(7, "echo", 2, 2);
+  request("c", 1, "echo");
+  EXPECT_EQ(jobs_of("w").size(), 1u);
+  EXPECT_TRUE(forwards_on(7).empty());
+  request("c", 2, "echo", "second", 1500);
+  const auto f = forwards_on(7);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].service, "echo");
+  EXPECT_EQ(f[0].body, strings{"second"});
+  EXPECT_EQ(f[0].timeout_ms, 1500u);  // what is left of the client's deadline
+  EXPECT_EQ(core->counters().forwarded_out, 1u);
+}
+
+TEST_F(forwarding_test, the_peers_reply_reaches_the_client_with_its_own_id_status_and_body) {
+  peer(7, "echo", 1, 1);
+  request("c", 41, "echo");
+  const auto f = forwards_on(7);
+  ASSERT_EQ(f.size(), 1u);
+  peer_reply(7, f[0].job, 404, "no such thing", "body");
+  const auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u64(r[0][4]), 41u);
+  EXPECT_EQ(as_u16(r[0][5]), 404u);
+  EXPECT_EQ(r[0][6], "no such thing");
+  EXPECT_EQ(r[0][7], "body");
+  EXPECT_EQ(core->requests_pending(), 0u);
+  // A second reply for the same job is dropped.
+  peer_reply(7, f[0].job, 200, "", "again");
+  EXPECT_TRUE(replies_of("c").empty());
+  EXPECT_EQ(core->counters().dropped_unknown_reply, 1u);
+}
+
+TEST_F(forwarding_test, a_forward_takes_a_unit_of_credit_and_its_reply_gives_it_back) {
+  peer(7, "echo", 1, 1);
+  request("c", 1, "echo");
+  request("c", 2, "echo");
+  auto f = forwards_on(7);
+  ASSERT_EQ(f.size(), 1u);  // the second waits
+  EXPECT_EQ(core->queued("echo"), 1u);
+  peer_reply(7, f[0].job, 200, "", "r");
+  f = forwards_on(7);
+  ASSERT_EQ(f.size(), 1u);  // the credit came back: the second goes
+  EXPECT_EQ(core->queued("echo"), 0u);
+  // A STATE resets the credit to what the peer says: none.
+  core->peer_capacity(7, "echo", 1, 0, false, now);
+  peer_reply(7, f[0].job, 200, "", "r");  // gives one back
+  request("c", 3, "echo");
+  EXPECT_EQ(forwards_on(7).size(), 1u);
+  request("c", 4, "echo");
+  EXPECT_TRUE(forwards_on(7).empty());
+}
+
+TEST_F(forwarding_test, peers_with_credit_take_turns) {
+  peer(7, "echo", 4, 4);
+  peer(8, "echo", 4, 4);
+  for (std::uint64_t i = 1; i <= 6; ++i) request("c", i, "echo");
+  EXPECT_EQ(forwards_on(7).size(), 3u);
+  EXPECT_EQ(forwards_on(8).size(), 3u);
+}
+
+TEST_F(forwarding_test, a_request_a_peer_forwarded_here_is_never_forwarded_again) {
+  peer(7, "echo", 1, 5);
+  forwarded_in("Lpeer", 9, "echo");
+  EXPECT_TRUE(forwards_on(7).empty());
+  EXPECT_EQ(core->queued("echo"), 1u);
+  EXPECT_EQ(core->counters().forwarded_in, 1u);
+  // A local client's request behind it still goes to the peer.
+  request("c", 1, "echo");
+  EXPECT_EQ(forwards_on(7).size(), 1u);
+  // The local worker that comes takes the forwarded-in request; its reply goes back to the link.
+  ready("w", {"echo"});
+  const auto jobs = jobs_of("w");
+  ASSERT_EQ(jobs.size(), 1u);
+  reply("w", as_u64(jobs[0][4]));
+  const auto back = out.take("Lpeer");
+  ASSERT_EQ(back.size(), 1u);
+  EXPECT_EQ(back[0][2].substr(0, 5), std::string("S0C2\x02"));
+}
+
+TEST_F(forwarding_test, a_forwarded_in_request_without_a_local_worker_gets_503_not_a_hop) {
+  options.no_worker_timeout = 200ms;
+  reset(options);
+  peer(7, "echo", 3, 0);  // workers there, all busy
+  forwarded_in("Lpeer", 9, "echo");
+  request("c", 1, "echo");
+  advance(300ms);
+  const auto back = out.take("Lpeer");
+  ASSERT_EQ(back.size(), 1u);  // the peer's request: no worker here
+  const std::string& packed = back[0][2];
+  protocol::packing::reader r(std::string_view(packed).substr(5));
+  EXPECT_EQ(r.u64(), 9u);
+  EXPECT_EQ(r.u16(), 503u);
+  // The local client's request waits: the family has workers for it.
+  EXPECT_TRUE(replies_of("c").empty());
+  EXPECT_EQ(core->queued("echo"), 1u);
+}
+
+TEST_F(forwarding_test, a_peer_lost_holding_a_request_gives_502_unless_idempotent) {
+  peer(7, "echo", 1, 1);
+  request("c", 1, "echo");
+  ASSERT_EQ(forwards_on(7).size(), 1u);
+  core->peer_down(7, "lost", now);
+  const auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), 502u);
+  EXPECT_EQ(r[0][6], "peer broker lost while holding the request");
+  EXPECT_EQ(core->peer_count(), 0u);
+  EXPECT_EQ(core->requests_pending(), 0u);
+}
+
+TEST_F(forwarding_test, an_idempotent_request_lost_with_a_peer_goes_once_more_elsewhere) {
+  peer(7, "echo", 1, 1, true);  // the peer says its workers of echo are idempotent
+  peer(8, "echo", 1, 1, true);
+  request("c", 1, "echo");
+  auto a = forwards_on(7);
+  ASSERT_EQ(a.size(), 1u);
+  core->peer_down(7, "lost", now);
+  auto b = forwards_on(8);
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(core->counters().redispatched, 1u);
+  EXPECT_TRUE(replies_of("c").empty());
+  // Lost a second time: no third attempt.
+  peer(9, "echo", 1, 1, true);
+  core->peer_down(8, "lost", now);
+  EXPECT_TRUE(forwards_on(9).empty());
+  const auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), 502u);
+}
+
+TEST_F(forwarding_test, this_brokers_policy_beats_what_the_peer_says) {
+  options.service_policies["echo"].idempotent = false;
+  reset(options);
+  peer(7, "echo", 1, 1, true);
+  peer(8, "echo", 1, 1, true);
+  request("c", 1, "echo");
+  ASSERT_EQ(forwards_on(7).size(), 1u);
+  core->peer_down(7, "lost", now);
+  EXPECT_TRUE(forwards_on(8).empty());
+  ASSERT_EQ(replies_of("c").size(), 1u);
+}
+
+TEST_F(forwarding_test, the_deadline_stays_here_and_a_late_reply_is_dropped) {
+  peer(7, "echo", 1, 1);
+  request("c", 1, "echo", "x", 300);
+  const auto f = forwards_on(7);
+  ASSERT_EQ(f.size(), 1u);
+  advance(310ms);
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), 504u);
+  peer_reply(7, f[0].job, 200, "", "late");
+  EXPECT_TRUE(replies_of("c").empty());
+  EXPECT_EQ(core->counters().dropped_late_reply, 1u);
+  EXPECT_EQ(core->requests_pending(), 0u);
+}
+
+TEST_F(forwarding_test, a_draining_peer_gets_nothing_new) {
+  peer(7, "echo", 1, 5);
+  core->peer_draining(7, true, now);
+  request("c", 1, "echo");
+  EXPECT_TRUE(forwards_on(7).empty());
+  core->peer_draining(7, false, now);
+  EXPECT_EQ(forwards_on(7).size(), 1u);  // the queued request goes when it takes work again
+}
+
+TEST_F(forwarding_test, a_link_that_refuses_a_forward_blocks_the_peer_until_its_next_state) {
+  peer(7, "echo", 1, 5);
+  out.full.insert(link_name(7));
+  request("c", 1, "echo");
+  EXPECT_EQ(core->queued("echo"), 1u);
+  EXPECT_EQ(core->peer_count(), 1u);  // not lost: its link is busy
+  out.full.clear();
+  request("c", 2, "echo");
+  EXPECT_TRUE(forwards_on(7).empty());  // no credit until the peer speaks again
+  core->peer_capacity(7, "echo", 1, 5, false, now);
+  const auto f = forwards_on(7);
+  ASSERT_EQ(f.size(), 2u);
+  EXPECT_EQ(f[0].body, strings{"x"});
+}
+
+TEST_F(forwarding_test, a_service_gone_from_a_peer_is_not_forwarded_and_its_requests_wait) {
+  options.no_worker_timeout = 200ms;
+  reset(options);
+  peer(7, "echo", 1, 1);
+  core->peer_capacity(7, "echo", 0, 0, false, now);
+  request("c", 1, "echo");
+  EXPECT_TRUE(forwards_on(7).empty());
+  advance(250ms);
+  const auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), 503u);
+}
+
+TEST_F(forwarding_test, what_this_broker_announces_is_its_own_capacity_only) {
+  core->track_capacity(true);
+  ready("w", {"echo"}, 2, protocol::flag_idempotent);
+  peer(7, "echo", 5, 5);
+  peer(7, "other", 1, 1);
+  std::vector<service_capacity> changed;
+  core->take_capacity_changes(changed);
+  std::map<std::string, service_capacity> by_name;
+  for (const auto& c : changed) by_name[std::string(c.service)] = c;
+  ASSERT_TRUE(by_name.contains("echo"));
+  EXPECT_EQ(by_name["echo"].workers, 1u);
+  EXPECT_EQ(by_name["echo"].idle, 2u);
+  EXPECT_TRUE(by_name["echo"].idempotent);
+  if (by_name.contains("other")) {
+    EXPECT_EQ(by_name["other"].workers, 0u);
+  }
+}
+
+TEST_F(forwarding_test, mmi_and_status_know_the_familys_workers_but_list_only_local_ones) {
+  peer(7, "echo", 2, 2);
+  deliver(0, {"mc", "", "MDPC01", "mmi.service", "echo"});
+  auto r = out.take("mc");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].back(), "200");
+  request("c", 1, "echo");
+  const auto status = nlohmann::json::parse(core->status_json(now));
+  EXPECT_TRUE(status["workers"].empty());
+  EXPECT_EQ(status["forwarded_out"], 1);
+  EXPECT_EQ(status["services"][0]["family_workers"], 2);
+  EXPECT_EQ(status["services"][0]["workers"], 0);
+  EXPECT_NE(core->metrics_text(now).find("scale0_family_forwarded_total{direction=\"out\"} 1"),
+            std::string::npos);
+}
+
+TEST_F(forwarding_test, a_majordomo_client_is_answered_in_its_own_framing) {
+  peer(7, "echo", 1, 1);
+  deliver(0, {"mc", "", "MDPC01", "echo", "hi"});
+  const auto f = forwards_on(7);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].body, strings{"hi"});
+  peer_reply(7, f[0].job, 200, "", "HI");
+  const auto r = out.take("mc");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0], (strings{"mc", "", "MDPC01", "echo", "HI"}));
+}
+
+TEST_F(forwarding_test, a_service_a_peer_announces_is_kept_while_it_does) {
+  options.service_ttl = 100ms;
+  options.no_worker_timeout = 100ms;
+  reset(options);
+  peer(7, "echo", 1, 1);
+  advance(3s);
+  EXPECT_EQ(core->service_count(), 1u);
+  core->peer_down(7, "left", now);
+  advance(3s);
+  EXPECT_EQ(core->service_count(), 0u);
+}
+
+TEST_F(forwarding_test, garbage_on_a_link_or_from_an_unknown_link_is_dropped) {
+  peer(7, "echo", 1, 1);
+  frames junk = make({"", "S0C2\x09"});
+  core->on_peer_reply(7, junk, false, now);
+  frames other = make({"", "S0C2\x02"});
+  core->on_peer_reply(99, other, false, now);
+  EXPECT_EQ(core->counters().dropped_malformed, 2u);
+  // A worker command on the peer endpoint is not served.
+  deliver(peer_socket, {"Lx", "", "S0W1", "\x01", u32(1), u32(0), std::string(1, '\0'), "echo"});
+  EXPECT_EQ(core->worker_count(), 0u);
+  EXPECT_EQ(core->counters().dropped_malformed, 3u);
+}
+
+TEST_F(forwarding_test, shutdown_answers_forwarded_requests_and_sends_nothing_on_links) {
+  peer(7, "echo", 1, 1);
+  request("c", 1, "echo");
+  ASSERT_EQ(forwards_on(7).size(), 1u);
+  core->shutdown(now);
+  EXPECT_TRUE(out.take(link_name(7)).empty());
+  const auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), 503u);
+}
+
+}  // namespace
+}  // namespace scale0::broker_detail
