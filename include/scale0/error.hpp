@@ -12,6 +12,10 @@ namespace scale0 {
 namespace status {
 inline constexpr std::uint16_t ok = 200;
 inline constexpr std::uint16_t no_content = 204;  // worker DISCONNECT: it holds no request
+// A draining broker of a family: go to the endpoint in the message. To a client, in a REPLY that
+// hands its request back (service frame, then the body); to a worker, in a DISCONNECT; to a peer
+// that forwarded a request, in a REPLY (the request was not taken).
+inline constexpr std::uint16_t moved = 301;
 inline constexpr std::uint16_t bad_request = 400;
 inline constexpr std::uint16_t forbidden = 403;  // CURVE: the key may not serve/call it
 inline constexpr std::uint16_t not_found = 404;

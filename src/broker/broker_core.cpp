@@ -187,8 +187,21 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
            "a client key called a service it is not allowed");
     return send_error(c, status::forbidden, "this key may not call this service");
   }
-  if (draining_) return send_error(c, status::unavailable, "broker draining");
   const bool from_peer = socket == peer_socket;
+  if (draining_) {
+    // A peer's forward goes back to it (it sends the request elsewhere); a native client is sent
+    // to a peer that takes work, with its request handed back. Majordomo clients cannot be.
+    if (from_peer) {
+      last_redirect_ = now;
+      return send_error(c, status::moved, "broker draining");
+    }
+    if (!mdp)
+      if (const std::string* target = redirect_client(in.service)) {
+        last_redirect_ = now;
+        return send_redirect(c, *target, msg, in.first);
+      }
+    return send_error(c, status::unavailable, "broker draining");
+  }
 
   const std::string& key = make_key(socket, c.identity);
   auto client = clients_.find(key);
@@ -290,6 +303,13 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
     const std::uint32_t w = it->second;
     send_disconnect(socket, identity, mdp, in.version, status::bad_request, "already registered");
     return purge_worker(w, now, "sent READY twice");
+  }
+  if (draining_ && !mdp) {  // a worker registering here now is sent on at once
+    const worker_entry none;
+    if (const std::string* target = redirect_worker(none)) {
+      ++counters_.redirected_workers;
+      return send_disconnect(socket, identity, mdp, in.version, status::moved, *target);
+    }
   }
   protocol::service_names names{};
   const std::size_t count = protocol::ready_services(msg, in, names);
@@ -858,7 +878,8 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
 // ---------------------------------------------------------------------------------------------
 // Forwarding: peers of the family as virtual workers
 
-void broker_core::peer_up(std::uint32_t link, std::string_view name, time_point now) {
+void broker_core::peer_up(std::uint32_t link, std::string_view name, std::string_view frontend,
+                          std::string_view backend, time_point now) {
   if (const std::uint32_t old = peer_of(link); old != npos) peer_down(link, "restarted", now);
   std::uint32_t w;
   if (!free_workers_.empty()) {
@@ -882,6 +903,8 @@ void broker_core::peer_up(std::uint32_t link, std::string_view name, time_point 
   W.key = make_key(link_socket, W.identity);
   W.curve_key.clear();
   W.address.assign(name);
+  W.frontend.assign(frontend);
+  W.backend.assign(backend);
   W.concurrency = UINT32_MAX;  // its credit is per service (membership::credit)
   W.in_flight = 0;
   W.interval = W.requested = options_.heartbeat_interval;
@@ -895,7 +918,8 @@ void broker_core::peer_up(std::uint32_t link, std::string_view name, time_point 
 }
 
 void broker_core::peer_capacity(std::uint32_t link, std::string_view service, std::uint32_t workers,
-                                std::uint32_t idle, bool idempotent, time_point now) {
+                                std::uint32_t idle, std::uint32_t queued, bool idempotent,
+                                time_point now) {
   const std::uint32_t w = peer_of(link);
   if (w == npos) return;
   worker_entry& W = workers_[w];
@@ -943,11 +967,107 @@ void broker_core::peer_capacity(std::uint32_t link, std::string_view service, st
   service_entry& S = services_[M.service];
   S.peer_workers = S.peer_workers - M.announced_workers + workers;
   M.announced_workers = workers;
+  M.announced_idle = idle;
+  M.announced_queued = queued;
   M.credit = idle;
   M.idempotent = idempotent;
   sync_lru(m);
   if (M.link.linked && !S.queue.empty()) pending_dispatch_.push_back(M.service);
   flush_dispatch(now);
+}
+
+bool broker_core::drain_settled(time_point now) const noexcept {
+  // Peers learn of the drain from a HELLO sent when it began, and stop forwarding here; clients
+  // that were sending were redirected and move. The broker stays until a quiet spell: what was
+  // on its way here when the drain began is handed back, not lost with the process.
+  const auto quiet = options_.heartbeat_interval;
+  return now - drain_started_ >= quiet && now - last_redirect_ >= quiet;
+}
+
+void broker_core::begin_drain(time_point now) {
+  draining_ = true;
+  drain_started_ = now;
+  move_idle_workers(now);
+  flush_dispatch(now);
+}
+
+const std::string* broker_core::redirect_client(std::string_view service) {
+  name_key_.assign(service);
+  if (const auto it = service_by_name_.find(name_key_); it != service_by_name_.end()) {
+    for (std::uint32_t m = services_[it->second].peers.head; m != npos; m = members_[m].link.next)
+      if (const worker_entry& W = workers_[members_[m].worker]; !W.frontend.empty())
+        return &W.frontend;
+  }
+  // No peer has credit for it: any peer that takes work, in turn.
+  const std::size_t n = peer_by_link_.size();
+  if (n == 0) return nullptr;
+  auto it = peer_by_link_.begin();
+  std::advance(it, static_cast<std::ptrdiff_t>(redirect_turn_++ % n));
+  for (std::size_t i = 0; i < n; ++i) {
+    const worker_entry& W = workers_[it->second];
+    if (!W.stopping && !W.frontend.empty()) return &W.frontend;
+    if (++it == peer_by_link_.end()) it = peer_by_link_.begin();
+  }
+  return nullptr;
+}
+
+// The peer whose queues for W's services are longest against its idle credit (a service it does
+// not serve counts as a need of one); then the one with the fewest workers for them.
+const std::string* broker_core::redirect_worker(const worker_entry& W) {
+  const std::string* best = nullptr;
+  std::int64_t best_need = 0;
+  std::int64_t best_workers = 0;
+  for (const auto& [link, p] : peer_by_link_) {
+    const worker_entry& P = workers_[p];
+    if (P.stopping || P.backend.empty()) continue;
+    std::int64_t need = 0;
+    std::int64_t workers = 0;
+    for (std::uint32_t wm : W.memberships) {
+      const auto it = P.member_by_service.find(members_[wm].service);
+      if (it == P.member_by_service.end()) {
+        need += 1;
+        continue;
+      }
+      const membership& M = members_[it->second];
+      need += std::int64_t{M.announced_queued} - std::int64_t{M.announced_idle};
+      workers += M.announced_workers;
+    }
+    if (best == nullptr || need > best_need || (need == best_need && workers < best_workers)) {
+      best = &P.backend;
+      best_need = need;
+      best_workers = workers;
+    }
+  }
+  return best;
+}
+
+void broker_core::move_idle_workers(time_point now) {
+  if (peer_by_link_.empty()) return;
+  for (std::uint32_t w = 0; w < workers_.size(); ++w) {
+    worker_entry& W = workers_[w];
+    if (!W.used || W.peer || W.mdp || W.in_flight != 0) continue;
+    bool wanted = false;  // something queued here that it could take
+    for (std::uint32_t m : W.memberships)
+      wanted = wanted || !services_[members_[m].service].queue.empty();
+    if (wanted) continue;
+    const std::string* target = redirect_worker(W);
+    if (target == nullptr) return;  // no peer takes work
+    ++counters_.redirected_workers;
+    const std::string to = *target;
+    send_disconnect(W, status::moved, to);
+    purge_worker(w, now, "moved to a peer (" + to + ")", true);
+  }
+}
+
+void broker_core::send_redirect(const client_ref& c, const std::string& target, frames& msg,
+                                std::size_t first) {
+  ++counters_.redirected_clients;
+  scratch_.clear();
+  scratch_.push_back(str_frame(c.identity));
+  protocol::append_client_reply(scratch_, c.id, status::moved, target, c.version);
+  scratch_.push_back(str_frame(c.service));  // the request, handed back: service, then body
+  for (std::size_t i = first; i < msg.size(); ++i) scratch_.push_back(std::move(msg[i]));
+  send_to_client(c.socket, c.identity, scratch_);
 }
 
 // Takes membership `m` of a peer out of its service (the caller forgets it in the worker).
@@ -966,9 +1086,13 @@ void broker_core::drop_peer_membership(std::uint32_t m, time_point now) {
   free_members_.push_back(m);
 }
 
-void broker_core::peer_draining(std::uint32_t link, bool draining, time_point now) {
+void broker_core::peer_updated(std::uint32_t link, bool draining, std::string_view frontend,
+                               std::string_view backend, time_point now) {
   const std::uint32_t w = peer_of(link);
-  if (w == npos || workers_[w].stopping == draining) return;
+  if (w == npos) return;
+  workers_[w].frontend.assign(frontend);
+  workers_[w].backend.assign(backend);
+  if (workers_[w].stopping == draining) return;
   workers_[w].stopping = draining;
   for (std::uint32_t m : workers_[w].memberships) sync_lru(m);
   flush_dispatch(now);
@@ -998,6 +1122,23 @@ void broker_core::on_peer_reply(std::uint32_t link, frames& msg, bool oversized,
     return;
   }
   request_slot& r = slots_[slot];
+  if (in.status == status::moved && r.state == slot_state::in_flight) {
+    // The peer drains and did not take it: back to the head of the queue, not an attempt, and
+    // nothing more for that peer (its HELLO says it drains, soon if not yet).
+    worker_entry& W = workers_[w];
+    const std::uint32_t member = r.member;
+    list_remove(W.jobs, slot, slot_links());
+    --W.in_flight;
+    --members_[member].in_flight;
+    --services_[r.service].in_flight;
+    --r.attempts;
+    ++counters_.handed_back;
+    enqueue(slot, true, now);
+    W.stopping = true;
+    for (std::uint32_t m : W.memberships) sync_lru(m);
+    pending_dispatch_.push_back(r.service);
+    return flush_dispatch(now);
+  }
   if (r.state == slot_state::abandoned) {
     drop(counters_.dropped_late_reply, "late reply from a peer (the client already had 504)");
   } else {
@@ -1044,6 +1185,7 @@ void broker_core::on_tick(time_point now) {
         now + std::max<clock::duration>(options_.heartbeat_interval / 4, milliseconds(5));
   }
   if (!unreachable_.empty()) purge_unreachable(now, false);
+  if (draining_) move_idle_workers(now);
   if (!backlogged_.empty() && now >= next_backlog_retry_) {
     flush_backlogs();
     next_backlog_retry_ = now + milliseconds(2);
@@ -1168,8 +1310,15 @@ void broker_core::shutdown(time_point now) {
   }
   for (std::uint32_t w = 0; w < workers_.size(); ++w) {
     if (!workers_[w].used) continue;
-    if (!workers_[w].peer)
+    // After a drain, a worker still here goes to a peer that takes work, when there is one.
+    const std::string* target =
+        draining_ && !workers_[w].peer && !workers_[w].mdp ? redirect_worker(workers_[w]) : nullptr;
+    if (target != nullptr) {
+      ++counters_.redirected_workers;
+      send_disconnect(workers_[w], status::moved, std::string(*target));
+    } else if (!workers_[w].peer) {
       send_disconnect(workers_[w], status::unavailable, "broker shutting down");
+    }
     purge_worker(w, now, "broker shutting down");
   }
   pending_dispatch_.clear();

@@ -59,8 +59,11 @@ struct broker_counters {
   std::uint64_t workers_expired = 0;
   std::uint64_t heartbeats_missed = 0;
   std::uint64_t redispatched = 0;
-  std::uint64_t forwarded_out = 0;  // requests sent to a peer of the family
-  std::uint64_t forwarded_in = 0;   // requests a peer forwarded here
+  std::uint64_t forwarded_out = 0;       // requests sent to a peer of the family
+  std::uint64_t forwarded_in = 0;        // requests a peer forwarded here
+  std::uint64_t redirected_clients = 0;  // requests answered 301 while draining
+  std::uint64_t redirected_workers = 0;  // workers sent to a peer while draining
+  std::uint64_t handed_back = 0;         // forwards a draining peer handed back (301)
   // CURVE refusals by endpoint and reason (handshakes the ZAP handler refused, services a key may
   // not use).
   std::map<std::pair<std::string, std::string>, std::uint64_t> refused;
@@ -132,9 +135,16 @@ class broker_core {
   // Stop: answer everything pending with 503 and tell every worker DISCONNECT.
   void shutdown(time_point now);
 
-  // Graceful drain: new requests get 503 at once; queued and in-flight ones go on. drained() is
-  // true when nothing accepted is left unanswered and every answer has left the broker.
-  void begin_drain() noexcept { draining_ = true; }
+  // Graceful drain: queued and in-flight requests go on. New requests are redirected (301) to a
+  // peer of the family that takes work, when there is one (native clients; a peer's forward is
+  // handed back), else get 503 at once; workers that hold nothing, and have nothing queued here to
+  // take, are sent to the peer that needs their services most (DISCONNECT 301). drained() is true
+  // when nothing accepted is left unanswered and every answer has left the broker.
+  void begin_drain(time_point now);
+  // With peers, a drain also waits for a quiet spell after the last redirect (drain_settled), so
+  // that what was on its way here is handed back rather than lost with the process.
+  bool drain_settled(time_point now) const noexcept;
+  bool has_peers() const noexcept { return !peer_by_link_.empty(); }
   bool draining() const noexcept { return draining_; }
   bool drained() const noexcept;
 
@@ -181,13 +191,16 @@ class broker_core {
   // with credit (at most one hop: requests that came from a peer never go to another). The peer's
   // reply comes back on the link (on_peer_reply); the request's deadline and its one outcome stay
   // here. A peer lost holding a request: sent again once if the service is idempotent, else 502.
-  void peer_up(std::uint32_t link, std::string_view name, time_point now);
+  // `frontend`, `backend`: where it tells clients and workers to go (advertised; "" if none).
+  void peer_up(std::uint32_t link, std::string_view name, std::string_view frontend,
+               std::string_view backend, time_point now);
   // A STATE entry: `idle` resets the peer's credit for the service (a forward takes one, its reply
   // gives it back until the next STATE says otherwise).
   void peer_capacity(std::uint32_t link, std::string_view service, std::uint32_t workers,
-                     std::uint32_t idle, bool idempotent, time_point now);
-  // A draining peer takes nothing new; what it holds goes on.
-  void peer_draining(std::uint32_t link, bool draining, time_point now);
+                     std::uint32_t idle, std::uint32_t queued, bool idempotent, time_point now);
+  // A draining peer takes nothing new (what it holds goes on); its endpoints may change.
+  void peer_updated(std::uint32_t link, bool draining, std::string_view frontend,
+                    std::string_view backend, time_point now);
   void peer_down(std::uint32_t link, std::string_view why, time_point now);
   // A message from link `link` (a DEALER: no identity frame): the reply to a forwarded request.
   // `oversized`: more frames or bytes than the limits allow (the client gets 413).
@@ -236,6 +249,8 @@ class broker_core {
     // A peer's membership: what it announced, and the requests it may be sent now.
     std::uint32_t credit = 0;
     std::uint32_t announced_workers = 0;
+    std::uint32_t announced_queued = 0;
+    std::uint32_t announced_idle = 0;
     bool idempotent = false;
   };
   struct worker_entry {
@@ -246,6 +261,8 @@ class broker_core {
     bool unreachable = false;  // a send to it failed: no new work; purged once input is read
     bool peer = false;         // a peer broker (forwarding): identity is its link id
     std::uint32_t link = 0;
+    std::string frontend;  // a peer's advertised endpoints (redirects)
+    std::string backend;
     std::uint8_t version = protocol::version_1;  // native workers: the framing it registered in
     std::uint8_t socket = 0;
     std::string identity;
@@ -351,6 +368,14 @@ class broker_core {
   // A link refused a forward (no connection, or its queue full): no credit until the next STATE.
   void block_peer(std::uint32_t w);
   void drop_peer_membership(std::uint32_t m, time_point now);
+  // Draining: the frontend of a peer that takes work (one with credit for the service first), or
+  // nullptr; the backend of the peer that needs worker `w`'s services most, or nullptr.
+  const std::string* redirect_client(std::string_view service);
+  const std::string* redirect_worker(const worker_entry& W);
+  // Draining: workers holding nothing, whose services have nothing queued here, move to peers.
+  void move_idle_workers(time_point now);
+  void send_redirect(const client_ref& c, const std::string& target, frames& msg,
+                     std::size_t first);
   bool no_worker_for(const request_slot& r) const noexcept;
   void purge_unreachable(time_point now, bool all);
   void touch(worker_entry& w, time_point now);
@@ -458,6 +483,9 @@ class broker_core {
   time_point started_;
   time_point last_tick_;  // when on_tick last ran: a long gap means the loop itself stalled
   bool draining_ = false;
+  std::size_t redirect_turn_ = 0;  // rotates redirects over the peers
+  time_point drain_started_{};
+  time_point last_redirect_{};
   bool dispatch_held_ = false;
   std::uint64_t policy_version_ = 1;
   broker_counters counters_;

@@ -446,7 +446,7 @@ void event_loop::handle_requests(clock::time_point now) {
     }
   }
   if (drain_requested_.exchange(false) && !core_->draining()) {
-    core_->begin_drain();
+    core_->begin_drain(now);
     if (family_) family_->begin_drain(now);
     draining_ = true;
     drain_deadline_ = now + options_.drain_timeout;
@@ -465,7 +465,10 @@ void event_loop::run() {
   for (;;) {
     auto now = clock::now();
     last_progress_ = now;
-    if (core_->draining() && (core_->drained() || now >= drain_deadline_)) break;
+    if (core_->draining() &&
+        ((core_->drained() && (!core_->has_peers() || core_->drain_settled(now))) ||
+         now >= drain_deadline_))
+      break;
     const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_wakeup(now) - now).count();
     poll_items_.assign(items, items + polled);
     if (peer_links_) peer_links_->add_poll_items(poll_items_);
@@ -596,17 +599,18 @@ bool event_loop::receive(zmq::socket_t& socket, bool& oversized) {
 }
 
 void event_loop::peer_up(const peer_info& p) {
-  core_->peer_up(p.link, p.endpoint, clock::now());
-  if (p.draining) core_->peer_draining(p.link, true, clock::now());
+  const auto now = clock::now();
+  core_->peer_up(p.link, p.endpoint, p.frontend, p.backend, now);
+  if (p.draining) core_->peer_updated(p.link, true, p.frontend, p.backend, now);
 }
 
 void event_loop::peer_capacity(const peer_info& p, std::string_view service,
                                const struct peer_capacity& c) {
-  core_->peer_capacity(p.link, service, c.workers, c.idle, c.idempotent, clock::now());
+  core_->peer_capacity(p.link, service, c.workers, c.idle, c.queued, c.idempotent, clock::now());
 }
 
 void event_loop::peer_updated(const peer_info& p) {
-  core_->peer_draining(p.link, p.draining, clock::now());
+  core_->peer_updated(p.link, p.draining, p.frontend, p.backend, clock::now());
 }
 
 void event_loop::peer_down(const peer_info& p, std::string_view why) {

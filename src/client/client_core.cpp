@@ -49,9 +49,14 @@ std::optional<std::uint64_t> client_core::send(time_point now, std::string_view 
   // body, so a failover can send it to the next one whatever it is.
   // A request that is not kept can never be sent again (a failover ends it): its service name
   // is not kept either (no allocation for a long name).
-  const bool keep = p.retries > 0 || p.resends > 0 || !connected_;
+  const bool keep = p.retries > 0 || p.resends > 0 || !connected_ || moving_to_.has_value();
   if (keep) p.service.assign(service);
-  if (!transmit(id, service, p, keep, p.timeout_ms)) {
+  if (moving_to_) {
+    // A draining broker sent us elsewhere: this waits for the move (what is still at the old
+    // broker is answered first).
+    p.held = true;
+    ++held_;
+  } else if (!transmit(id, service, p, keep, p.timeout_ms)) {
     body = std::move(p.body);
     return std::nullopt;
   }
@@ -62,6 +67,7 @@ std::optional<std::uint64_t> client_core::send(time_point now, std::string_view 
   }
   auto [it, _] = pending_.emplace(id, std::move(p));
   if (it->second.give_up_at) arm(id, *it->second.give_up_at);
+  maybe_move(now);
   return id;
 }
 
@@ -107,14 +113,102 @@ void client_core::on_message(time_point now, protocol::frames& in) {
     ++stale_;
     return;
   }
+  if (d.status == status::moved && !it->second.held)
+    return redirected(now, d.id, it->second, d.message, in, d.first);
   reply r;
   r.id = d.id;
   r.status = d.status;
   r.message.assign(d.message);
   for (std::size_t i = d.first; i < in.size(); ++i) r.body.push_back(std::move(in[i]));
   const bool waited = it->second.waited;
-  pending_.erase(it);
+  erase(it);
   deliver(std::move(r), waited);
+  maybe_move(now);
+}
+
+void client_core::erase(std::unordered_map<std::uint64_t, pending>::iterator it) {
+  if (it->second.held) --held_;
+  pending_.erase(it);
+}
+
+namespace {
+bool valid_target(std::string_view ep) {
+  if (ep.size() > 255 || ep.size() < 7 || !(ep.starts_with("tcp://") || ep.starts_with("ipc://")))
+    return false;
+  return std::all_of(ep.begin(), ep.end(), [](char c) {
+    return static_cast<unsigned char>(c) > 0x20 && static_cast<unsigned char>(c) < 0x7f;
+  });
+}
+}  // namespace
+
+void client_core::redirected(time_point now, std::uint64_t id, pending& p, std::string_view target,
+                             protocol::frames& in, std::size_t first) {
+  // The broker did not take it and hands it back: its service, then its body.
+  if (!valid_target(target) || first >= in.size())
+    return finish(id, p, status::unavailable,
+                  "the broker redirected to something that is not an endpoint");
+  if (++p.redirects > max_redirects)
+    return finish(id, p, status::unavailable, "redirected too many times: no broker takes work");
+  p.service.assign(protocol::view(in[first]));
+  p.body.clear();
+  for (std::size_t i = first + 1; i < in.size(); ++i) p.body.push_back(std::move(in[i]));
+  p.held = true;
+  ++held_;
+  moving_to_ = std::string(target);
+  maybe_move(now);
+}
+
+void client_core::maybe_move(time_point now) {
+  if (!moving_to_ || held_ != pending_.size()) return;
+  const std::string target = std::move(*moving_to_);
+  moving_to_.reset();
+  ++redirects_;
+  current_ = learn(target);
+  io_.open(brokers_[current_]);
+  connected_ = false;
+  heard_ = now;
+  next_ping_ = now + options_.heartbeat_interval;
+  std::vector<std::uint64_t> ids;
+  ids.reserve(pending_.size());
+  for (const auto& [id, p] : pending_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  for (const std::uint64_t id : ids) {
+    pending& p = pending_.at(id);
+    p.held = false;
+    --held_;
+    resend(now, id, p);
+  }
+}
+
+std::size_t client_core::learn(const std::string& endpoint) {
+  const auto it = std::find(brokers_.begin(), brokers_.end(), endpoint);
+  if (it != brokers_.end()) return static_cast<std::size_t>(it - brokers_.begin());
+  if (learned_ >= max_learned) {  // the oldest learned one makes room (the configured stay)
+    brokers_.erase(brokers_.begin() + static_cast<std::ptrdiff_t>(options_.brokers.size()));
+    if (current_ >= options_.brokers.size() && current_ > 0) --current_;
+    --learned_;
+  }
+  brokers_.push_back(endpoint);
+  ++learned_;
+  return brokers_.size() - 1;
+}
+
+bool client_core::resend(time_point now, std::uint64_t id, pending& p) {
+  // What is left of the attempt's deadline goes with it (0 stays the broker's default).
+  std::uint32_t left = p.timeout_ms;
+  if (p.timeout_ms != 0) {
+    const auto spent = std::chrono::duration_cast<milliseconds>(now - p.sent_at);
+    if (spent.count() >= p.timeout_ms) {
+      finish(id, p, status::deadline, "no reply within " + ms_text(spent));
+      return false;
+    }
+    left -= static_cast<std::uint32_t>(spent.count());
+  }
+  if (!transmit(id, p.service, p, true, left)) {
+    finish(id, p, status::unavailable, "client send queue full: is the broker reachable?");
+    return false;
+  }
+  return true;
 }
 
 void client_core::on_connected(time_point now) {
@@ -146,7 +240,7 @@ void client_core::finish(std::uint64_t id, pending& p, std::uint16_t code, std::
   r.message = std::move(message);
   r.local = true;
   const bool waited = p.waited;
-  pending_.erase(id);
+  erase(pending_.find(id));
   deliver(std::move(r), waited);
 }
 
@@ -192,6 +286,13 @@ void client_core::expire(time_point now) {
     const auto it = pending_.find(id);
     if (it == pending_.end() || it->second.give_up_at != at) continue;  // answered, or re-armed
     pending& p = it->second;
+    if (p.held && p.retries > 0) {  // not at any broker: nothing to retry yet
+      --p.retries;
+      p.give_up_at = now + (at - p.sent_at);
+      p.sent_at = now;
+      arm(id, *p.give_up_at);
+      continue;
+    }
     // A broker never reached, or one that has not answered even a PING for an interval, is
     // taken for lost: a Lazy Pirate retry goes to the next broker on a fresh connection (so the
     // copy still queued on this one is never delivered), and so does everything else outstanding.
@@ -227,7 +328,12 @@ void client_core::fail_over(time_point now, std::uint16_t code, const std::strin
                             std::uint64_t retried_id) {
   ++failovers_;
   const bool was_connected = connected_;
-  current_ = (current_ + 1) % brokers_.size();
+  if (moving_to_) {  // lost while moving: go where the old broker sent us
+    current_ = learn(*moving_to_);
+    moving_to_.reset();
+  } else {
+    current_ = (current_ + 1) % brokers_.size();
+  }
   io_.open(brokers_[current_]);
   connected_ = false;
   heard_ = now;
@@ -243,7 +349,7 @@ void client_core::fail_over(time_point now, std::uint16_t code, const std::strin
       const auto wait = *p.give_up_at - p.sent_at;
       p.sent_at = now;
       p.give_up_at = now + wait;
-    } else if (!was_connected) {
+    } else if (!was_connected || p.held) {
       // never reached the old broker: sent again whatever it is, with what is left of its time
     } else if (p.resends > 0) {
       --p.resends;
@@ -253,20 +359,11 @@ void client_core::fail_over(time_point now, std::uint16_t code, const std::strin
       finish(id, p, code, why);
       continue;
     }
-    // What is left of the attempt's deadline goes with it (0 stays the broker's default).
-    std::uint32_t left = p.timeout_ms;
-    if (p.timeout_ms != 0) {
-      const auto spent = std::chrono::duration_cast<milliseconds>(now - p.sent_at);
-      if (spent.count() >= p.timeout_ms) {
-        finish(id, p, status::deadline, "no reply within " + ms_text(spent));
-        continue;
-      }
-      left -= static_cast<std::uint32_t>(spent.count());
+    if (p.held) {
+      p.held = false;
+      --held_;
     }
-    if (!transmit(id, p.service, p, true, left)) {
-      finish(id, p, status::unavailable, "client send queue full: is the broker reachable?");
-      continue;
-    }
+    if (!resend(now, id, p)) continue;
     if (p.give_up_at && id == retried_id) arm(id, *p.give_up_at);
   }
 }

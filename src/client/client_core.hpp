@@ -86,6 +86,7 @@ class client_core {
   std::size_t outstanding() const { return pending_.size(); }
   const std::string& broker() const { return brokers_[current_]; }
   std::uint64_t failovers() const { return failovers_; }
+  std::uint64_t redirects() const { return redirects_; }  // moves a draining broker asked for
   std::uint64_t stale_replies() const { return stale_; }
 
  private:
@@ -98,7 +99,11 @@ class client_core {
     int retries = 0;  // Lazy Pirate sends left
     int resends = 0;  // failover sends left (idempotent: one)
     bool waited = false;
+    bool held = false;  // not at any broker: handed back by a redirect, or sent while moving
+    int redirects = 0;
   };
+  static constexpr int max_redirects = 3;         // per request: brokers that may hand it back
+  static constexpr std::size_t max_learned = 64;  // endpoints added to the list by redirects
 
   bool transmit(std::uint64_t id, std::string_view service, pending& p, bool keep_body,
                 std::uint32_t timeout_ms);
@@ -110,6 +115,16 @@ class client_core {
                  std::uint64_t retried_id);
   void expire(time_point now);
   void arm(std::uint64_t id, time_point at);
+  // A draining broker handed request `id` back (301) and names where to go.
+  void redirected(time_point now, std::uint64_t id, pending& p, std::string_view target,
+                  protocol::frames& in, std::size_t first);
+  // Moves to the redirect target once nothing is left at the old broker: what was held goes.
+  void maybe_move(time_point now);
+  // The index of `endpoint` in the list, added (bounded) when it is not there.
+  std::size_t learn(const std::string& endpoint);
+  void erase(std::unordered_map<std::uint64_t, pending>::iterator it);
+  // Sends p again on the current connection with what is left of its time; false: it ended.
+  bool resend(time_point now, std::uint64_t id, pending& p);
 
   client_core_options options_;
   io& io_;
@@ -128,6 +143,10 @@ class client_core {
   time_point next_ping_{};
   std::uint64_t pongs_ = 0;
   std::uint64_t failovers_ = 0;
+  std::uint64_t redirects_ = 0;
+  std::optional<std::string> moving_to_;  // a redirect target, until nothing is left here
+  std::size_t held_ = 0;                  // pending requests that are held
+  std::size_t learned_ = 0;
   std::uint64_t stale_ = 0;
   protocol::frames out_;
 };

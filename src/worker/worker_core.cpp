@@ -100,6 +100,34 @@ void worker_core::lose_broker(time_point now, const std::string& why) {
   backoff_ = std::min(backoff_ * 2, options_.reconnect_max);
 }
 
+bool worker_core::valid_broker_endpoint(std::string_view ep) noexcept {
+  if (ep.size() > 255 || !(ep.starts_with("tcp://") || ep.starts_with("ipc://")) || ep.size() < 7)
+    return false;
+  for (const char c : ep)
+    if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f)
+      return false;
+  return true;
+}
+
+void worker_core::move_to(time_point now, const std::string& endpoint, const std::string& why) {
+  io_.event(why + "; moving to " + endpoint);
+  close_connection();
+  held_ = 0;
+  holding_until_ = {};
+  const auto it = std::find(brokers_.begin(), brokers_.end(), endpoint);
+  if (it == brokers_.end()) {
+    // Bounded: a broker list never grows past its own size plus this many learned endpoints.
+    if (brokers_.size() >= max_brokers) brokers_.pop_back();
+    brokers_.push_back(endpoint);
+    current_ = brokers_.size() - 1;
+  } else {
+    current_ = static_cast<std::size_t>(it - brokers_.begin());
+  }
+  failed_ = 0;
+  ++moves_;
+  connect(now);
+}
+
 void worker_core::send(protocol::frames& msg) {
   if (connected_) io_.send(msg);
 }
@@ -159,12 +187,19 @@ void worker_core::on_broker_message(time_point now, protocol::frames& msg) {
         close_connection();
         return;
       }
+      // A draining broker of a family sends us to a peer (the one that needs our services most):
+      // register there at once; it joins the list of brokers if it was not in it.
+      if (d.status == status::moved && valid_broker_endpoint(d.message)) {
+        move_to(now, std::string(d.message), why);
+        return;
+      }
       // Known to us as ready: the broker restarted or expired us, so register again at once.
       // Refused while registering, the broker going away (503), or our key no longer allowed
-      // (403: its handshakes would be refused until an operator lists it again): the broker is
-      // lost (the next of the list, or a backoff).
+      // (403: its handshakes would be refused until an operator lists it again), or sent to
+      // something that is not an endpoint (301): the broker is lost (the next of the list, or a
+      // backoff).
       if (state_ == worker_state::ready && d.status != status::unavailable &&
-          d.status != status::forbidden) {
+          d.status != status::forbidden && d.status != status::moved) {
         io_.event(why + "; registering again");
         close_connection();
         connect(now);

@@ -89,12 +89,17 @@ class worker_core {
   const std::string& endpoint() const noexcept { return brokers_[current_]; }
   std::uint32_t in_flight() const noexcept { return in_flight_; }  // jobs given to handlers
   std::uint64_t epoch() const noexcept { return epoch_; }          // the current connection
+  std::uint64_t moves() const noexcept { return moves_; }          // brokers that sent us elsewhere
   std::chrono::milliseconds interval() const noexcept { return interval_; }  // our heartbeats
 
  private:
   void connect(time_point now);
   void close_connection();
   void lose_broker(time_point now, const std::string& why);
+  // A broker sent us to another (DISCONNECT 301): connect there now, no backoff.
+  void move_to(time_point now, const std::string& endpoint, const std::string& why);
+  static bool valid_broker_endpoint(std::string_view endpoint) noexcept;
+  static constexpr std::size_t max_brokers = 64;
   void send(protocol::frames& msg);
   void begin_stop(time_point now);
   bool stop_done(time_point now);
@@ -109,6 +114,7 @@ class worker_core {
   std::size_t failed_ = 0;   // brokers lost in a row since the last registration (this round)
   std::uint64_t epoch_ = 0;  // connections opened
   std::uint64_t broker_id_ = 0;
+  std::uint64_t moves_ = 0;
   std::chrono::milliseconds interval_{1000};         // ours: how often we send HEARTBEAT
   std::chrono::milliseconds broker_interval_{1000};  // the broker's: how often it publishes
   std::uint32_t liveness_ = 3;

@@ -533,3 +533,120 @@ TEST(endpoint_list, is_split_on_commas_and_an_empty_item_refused) {
 
 }  // namespace
 }  // namespace scale0::detail
+
+// ---- redirects (a draining broker of a family: 301, the request handed back) ----
+
+namespace scale0::detail {
+namespace {
+
+struct client_redirect : client_core_table {
+  // The draining broker's answer: 301, the target, then the request handed back.
+  void redirect(time_point now, std::uint64_t id, const std::string& target,
+                const std::string& body) {
+    frames f;
+    protocol::append_client_reply(f, id, status::moved, target, protocol::version_2);
+    f.emplace_back("echo", 4);
+    f.emplace_back(body.data(), body.size());
+    core->on_message(now, f);
+  }
+};
+
+TEST_F(client_redirect, a_request_handed_back_goes_to_the_target_and_gets_one_answer) {
+  make({"tcp://a:1"});
+  const auto id = pipeline(t0, "x", 900ms);
+  redirect(t0 + 1ms, id, "tcp://b:1", "x");
+  EXPECT_EQ(io.opened, (std::vector<std::string>{"tcp://a:1", "tcp://b:1"}));
+  ASSERT_EQ(io.requests.size(), 2u);
+  EXPECT_EQ(io.requests[1].broker, "tcp://b:1");
+  EXPECT_EQ(io.requests[1].id, id);
+  EXPECT_EQ(io.requests[1].service, "echo");
+  EXPECT_EQ(io.requests[1].body, "x");
+  EXPECT_EQ(io.requests[1].timeout_ms, 899u);  // what is left of its time
+  EXPECT_FALSE(core->take());
+  answer(t0 + 5ms, id, 200, "done");
+  auto r = core->take();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body.size(), 1u);
+  EXPECT_FALSE(core->take());
+  EXPECT_EQ(core->redirects(), 1u);
+  EXPECT_EQ(core->failovers(), 0u);
+  EXPECT_EQ(core->broker(), "tcp://b:1");
+}
+
+TEST_F(client_redirect, the_move_waits_for_what_the_old_broker_holds_and_holds_new_requests) {
+  make({"tcp://a:1"});
+  const auto held_there = pipeline(t0, "1");
+  const auto bounced = pipeline(t0, "2");
+  redirect(t0 + 1ms, bounced, "tcp://b:1", "2");
+  EXPECT_EQ(io.opened.size(), 1u);             // "1" is still at a
+  const auto later = pipeline(t0 + 2ms, "3");  // held for the move
+  EXPECT_EQ(io.requests.size(), 2u);
+  answer(t0 + 3ms, held_there, 200, "one");  // the old broker's answer comes on the old connection
+  EXPECT_EQ(io.opened.back(), "tcp://b:1");
+  ASSERT_EQ(io.requests.size(), 4u);
+  EXPECT_EQ(io.requests[2].id, bounced);
+  EXPECT_EQ(io.requests[3].id, later);
+  EXPECT_EQ(io.requests[3].broker, "tcp://b:1");
+  answer(t0 + 4ms, bounced);
+  answer(t0 + 4ms, later);
+  int answers = 0;
+  while (core->take()) ++answers;
+  EXPECT_EQ(answers, 3);
+  EXPECT_EQ(core->outstanding(), 0u);
+}
+
+TEST_F(client_redirect, the_old_broker_lost_while_moving_sends_everything_held_to_the_target) {
+  make({"tcp://a:1", "tcp://c:1"});
+  core->on_connected(t0);
+  const auto at_a = pipeline(t0, "1");  // not idempotent
+  const auto bounced = pipeline(t0, "2");
+  redirect(t0 + 1ms, bounced, "tcp://b:1", "2");
+  clock_ = t0 + 1ms;
+  tick_to(t0 + 4s);                          // a says nothing more
+  EXPECT_EQ(io.opened.back(), "tcp://b:1");  // the target, not the next of the list
+  bool got_502 = false;
+  while (auto r = core->take()) {
+    EXPECT_EQ(r->id, at_a);
+    got_502 = r->status == status::worker_lost && r->local;
+  }
+  EXPECT_TRUE(got_502);
+  ASSERT_FALSE(io.requests.empty());
+  EXPECT_EQ(io.requests.back().id, bounced);  // never reached a broker: sent whatever it is
+  EXPECT_EQ(io.requests.back().broker, "tcp://b:1");
+}
+
+TEST_F(client_redirect, a_request_bounced_too_often_or_to_a_non_endpoint_ends_in_a_local_503) {
+  make({"tcp://a:1"});
+  const auto id = pipeline(t0, "x");
+  redirect(t0, id, "tcp://b:1", "x");
+  redirect(t0, id, "tcp://c:1", "x");
+  redirect(t0, id, "tcp://d:1", "x");
+  EXPECT_FALSE(core->take());
+  redirect(t0, id, "tcp://e:1", "x");  // the fourth
+  auto r = core->take();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, status::unavailable);
+  EXPECT_TRUE(r->local);
+  const auto other = pipeline(t0, "y");
+  redirect(t0, other, "not an endpoint", "y");
+  r = core->take();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, status::unavailable);
+  EXPECT_EQ(core->outstanding(), 0u);
+}
+
+TEST_F(client_redirect, learned_endpoints_are_bounded_and_the_configured_ones_stay) {
+  make({"tcp://a:1"});
+  for (int i = 0; i < 100; ++i) {
+    const auto id = pipeline(t0, "x");
+    redirect(t0, id, "tcp://h" + std::to_string(i) + ":1", "x");
+    answer(t0, id);
+    (void)core->take();
+  }
+  EXPECT_EQ(core->broker(), "tcp://h99:1");
+  EXPECT_EQ(core->redirects(), 100u);
+}
+
+}  // namespace
+}  // namespace scale0::detail

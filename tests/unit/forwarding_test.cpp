@@ -31,10 +31,11 @@ class forwarding_test : public core_test {
   void peer(std::uint32_t link, const std::string& service, std::uint32_t workers,
             std::uint32_t idle, bool idempotent = false) {
     if (!up.contains(link)) {
-      core->peer_up(link, "tcp://10.0.0." + std::to_string(link) + ":5558", now);
+      const std::string host = "tcp://10.0.0." + std::to_string(link);
+      core->peer_up(link, host + ":5558", host + ":5555", host + ":5556", now);
       up.insert(link);
     }
-    core->peer_capacity(link, service, workers, idle, idempotent, now);
+    core->peer_capacity(link, service, workers, idle, 0, idempotent, now);
   }
   // The forwards sent on `link` (S0C2 REQUEST: id u64, timeout u32, service str8; body frames).
   std::vector<forward> forwards_on(std::uint32_t link) {
@@ -70,6 +71,13 @@ class forwarding_test : public core_test {
     protocol::append_client_request(f, id, service, 0, protocol::version_2);
     f.emplace_back("x", 1);
     core->on_message(peer_socket, f, false, now);
+  }
+  // DISCONNECTs sent to `worker` (identity "" S0W1 0x05 status message).
+  std::vector<strings> disconnects_of(const std::string& worker) {
+    std::vector<strings> got;
+    for (auto& m : out.take(worker))
+      if (m.size() > 3 && m[3] == "\x05") got.push_back(m);
+    return got;
   }
   std::set<std::uint32_t> up;
 };
@@ -120,7 +128,7 @@ TEST_F(forwarding_test, a_forward_takes_a_unit_of_credit_and_its_reply_gives_it_
   ASSERT_EQ(f.size(), 1u);  // the credit came back: the second goes
   EXPECT_EQ(core->queued("echo"), 0u);
   // A STATE resets the credit to what the peer says: none.
-  core->peer_capacity(7, "echo", 1, 0, false, now);
+  core->peer_capacity(7, "echo", 1, 0, 0, false, now);
   peer_reply(7, f[0].job, 200, "", "r");  // gives one back
   request("c", 3, "echo");
   EXPECT_EQ(forwards_on(7).size(), 1u);
@@ -235,10 +243,10 @@ TEST_F(forwarding_test, the_deadline_stays_here_and_a_late_reply_is_dropped) {
 
 TEST_F(forwarding_test, a_draining_peer_gets_nothing_new) {
   peer(7, "echo", 1, 5);
-  core->peer_draining(7, true, now);
+  core->peer_updated(7, true, "tcp://10.0.0.7:5555", "tcp://10.0.0.7:5556", now);
   request("c", 1, "echo");
   EXPECT_TRUE(forwards_on(7).empty());
-  core->peer_draining(7, false, now);
+  core->peer_updated(7, false, "tcp://10.0.0.7:5555", "tcp://10.0.0.7:5556", now);
   EXPECT_EQ(forwards_on(7).size(), 1u);  // the queued request goes when it takes work again
 }
 
@@ -251,7 +259,7 @@ TEST_F(forwarding_test, a_link_that_refuses_a_forward_blocks_the_peer_until_its_
   out.full.clear();
   request("c", 2, "echo");
   EXPECT_TRUE(forwards_on(7).empty());  // no credit until the peer speaks again
-  core->peer_capacity(7, "echo", 1, 5, false, now);
+  core->peer_capacity(7, "echo", 1, 5, 0, false, now);
   const auto f = forwards_on(7);
   ASSERT_EQ(f.size(), 2u);
   EXPECT_EQ(f[0].body, strings{"x"});
@@ -261,7 +269,7 @@ TEST_F(forwarding_test, a_service_gone_from_a_peer_is_not_forwarded_and_its_requ
   options.no_worker_timeout = 200ms;
   reset(options);
   peer(7, "echo", 1, 1);
-  core->peer_capacity(7, "echo", 0, 0, false, now);
+  core->peer_capacity(7, "echo", 0, 0, 0, false, now);
   request("c", 1, "echo");
   EXPECT_TRUE(forwards_on(7).empty());
   advance(250ms);
@@ -350,6 +358,158 @@ TEST_F(forwarding_test, shutdown_answers_forwarded_requests_and_sends_nothing_on
   const auto r = replies_of("c");
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(as_u16(r[0][5]), 503u);
+}
+
+// ---- drain and redirect (CHANGEBROKER / 301) ----
+
+TEST_F(forwarding_test, a_draining_broker_hands_a_new_request_back_with_a_peers_frontend) {
+  ready("w", {"echo"});
+  peer(7, "echo", 1, 0);  // takes work, no credit for echo
+  core->begin_drain(now);
+  request("c", 5, "echo", "body");
+  const auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u64(r[0][4]), 5u);
+  EXPECT_EQ(as_u16(r[0][5]), 301u);
+  EXPECT_EQ(r[0][6], "tcp://10.0.0.7:5555");
+  EXPECT_EQ((strings(r[0].begin() + 7, r[0].end())), (strings{"echo", "body"}));
+  EXPECT_EQ(core->counters().redirected_clients, 1u);
+  EXPECT_EQ(core->requests_pending(), 0u);  // not taken
+}
+
+TEST_F(forwarding_test, a_redirect_goes_to_a_peer_with_credit_for_the_service_first) {
+  peer(7, "echo", 1, 0);
+  peer(8, "echo", 1, 3);
+  core->begin_drain(now);
+  for (std::uint64_t i = 1; i <= 3; ++i) request("c", i, "echo");
+  for (const auto& r : replies_of("c")) EXPECT_EQ(r[6], "tcp://10.0.0.8:5555");
+}
+
+TEST_F(forwarding_test, without_a_peer_that_takes_work_a_draining_broker_says_503) {
+  peer(7, "echo", 1, 1);
+  core->peer_updated(7, true, "tcp://10.0.0.7:5555", "tcp://10.0.0.7:5556", now);
+  core->begin_drain(now);
+  request("c", 1, "echo");
+  deliver(0, {"mc", "", "MDPC01", "echo", "hi"});  // Majordomo: never redirected
+  const auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), 503u);
+  EXPECT_EQ(out.take("mc")[0][4], "503");
+}
+
+TEST_F(forwarding_test, what_a_draining_broker_holds_finishes_and_its_idle_workers_move) {
+  ready("busy", {"echo"});
+  ready("idle", {"echo"}, 1, 0);
+  request("c", 1, "echo");  // to busy (longest waiting)
+  const auto job = jobs_of("busy");
+  ASSERT_EQ(job.size(), 1u);
+  peer(7, "echo", 1, 0);
+  core->begin_drain(now);
+  // The idle worker moves at once, to the peer's backend.
+  const auto moved = disconnects_of("idle");
+  ASSERT_EQ(moved.size(), 1u);
+  EXPECT_EQ(as_u16(moved[0][4]), 301u);
+  EXPECT_EQ(moved[0][5], "tcp://10.0.0.7:5556");
+  EXPECT_TRUE(disconnects_of("busy").empty());  // busy: stays
+  reply("busy", as_u64(job[0][4]));
+  ASSERT_EQ(replies_of("c").size(), 1u);
+  EXPECT_TRUE(core->drained());
+  advance(10ms);
+  const auto later = disconnects_of("busy");
+  ASSERT_EQ(later.size(), 1u);
+  EXPECT_EQ(as_u16(later[0][4]), 301u);
+  EXPECT_EQ(core->worker_count(), 0u);
+  EXPECT_EQ(core->counters().redirected_workers, 2u);
+  // A worker that registers now is sent on at once.
+  ready("late", {"echo"});
+  const auto sent_on = out.take("late");
+  ASSERT_EQ(sent_on.size(), 1u);
+  EXPECT_EQ(as_u16(sent_on[0][4]), 301u);
+  EXPECT_EQ(core->worker_count(), 0u);
+}
+
+TEST_F(forwarding_test, a_worker_moves_to_the_peer_that_needs_its_services_most) {
+  peer(7, "echo", 3, 3);                                // plenty
+  core->peer_capacity(8, "echo", 0, 0, 0, false, now);  // not up yet: ignored
+  peer(8, "echo", 1, 0);
+  core->peer_capacity(8, "echo", 1, 0, 9, false, now);  // nine waiting there
+  ready("w", {"echo"});
+  core->begin_drain(now);
+  const auto moved = disconnects_of("w");
+  ASSERT_EQ(moved.size(), 1u);
+  EXPECT_EQ(moved[0][5], "tcp://10.0.0.8:5556");
+}
+
+TEST_F(forwarding_test, queued_requests_keep_the_workers_that_can_take_them) {
+  ready("w", {"echo"});
+  request("c", 1, "echo");
+  request("c", 2, "echo");  // queued behind it
+  peer(7, "other", 1, 1);
+  core->begin_drain(now);
+  auto jobs = jobs_of("w");
+  ASSERT_EQ(jobs.size(), 1u);
+  reply("w", as_u64(jobs[0][4]));
+  advance(10ms);
+  jobs = jobs_of("w");
+  ASSERT_EQ(jobs.size(), 1u);  // it took the queued one: not moved
+  reply("w", as_u64(jobs[0][4]));
+  advance(10ms);
+  const auto moved = disconnects_of("w");
+  ASSERT_EQ(moved.size(), 1u);
+  EXPECT_EQ(as_u16(moved[0][4]), 301u);
+}
+
+TEST_F(forwarding_test, a_forward_handed_back_by_a_draining_peer_goes_elsewhere_once_more) {
+  peer(7, "echo", 1, 1);
+  peer(8, "echo", 1, 1);
+  request("c", 1, "echo");
+  auto f = forwards_on(7);
+  ASSERT_EQ(f.size(), 1u);
+  peer_reply(7, f[0].job, 301, "broker draining", "");
+  EXPECT_TRUE(replies_of("c").empty());
+  f = forwards_on(8);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].body, strings{"x"});
+  EXPECT_EQ(core->counters().handed_back, 1u);
+  request("c", 2, "echo");  // peer 7 gets nothing new
+  EXPECT_TRUE(forwards_on(7).empty());
+  peer_reply(8, f[0].job, 200, "", "done");
+  ASSERT_EQ(replies_of("c").size(), 1u);
+}
+
+TEST_F(forwarding_test, a_draining_broker_hands_a_peers_forward_back) {
+  ready("w", {"echo"});
+  core->begin_drain(now);
+  forwarded_in("Lpeer", 9, "echo");
+  const auto back = out.take("Lpeer");
+  ASSERT_EQ(back.size(), 1u);
+  const std::string& packed = back[0][2];
+  protocol::packing::reader r(std::string_view(packed).substr(5));
+  EXPECT_EQ(r.u64(), 9u);
+  EXPECT_EQ(r.u16(), 301u);
+}
+
+TEST_F(forwarding_test, a_drain_settles_after_a_quiet_spell_and_workers_left_at_shutdown_move) {
+  options.heartbeat_interval = 200ms;
+  reset(options);
+  ready("w", {"echo"});
+  request("c", 1, "echo");
+  ASSERT_EQ(jobs_of("w").size(), 1u);
+  peer(7, "echo", 1, 0);
+  core->begin_drain(now);
+  EXPECT_FALSE(core->drain_settled(now));
+  advance(150ms);
+  request("c", 2, "echo");  // redirected: the quiet spell starts again
+  advance(150ms);
+  EXPECT_FALSE(core->drain_settled(now));
+  advance(60ms);
+  EXPECT_TRUE(core->drain_settled(now));
+  // The drain timeout passed with the worker still holding its request: shutdown sends it on.
+  core->shutdown(now);
+  const auto d = disconnects_of("w");
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(as_u16(d[0][4]), 301u);
+  EXPECT_EQ(d[0][5], "tcp://10.0.0.7:5556");
 }
 
 }  // namespace

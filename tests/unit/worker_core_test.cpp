@@ -427,6 +427,40 @@ TEST_F(worker_core_test, ready_DISCONNECT_503_or_403_closes_and_waits_backoff) {
   }
 }
 
+TEST_F(worker_core_test, ready_DISCONNECT_301_moves_to_the_endpoint_given_at_once) {
+  registered("tcp://b1:5556,tcp://b2:5556");
+  disconnect(status::moved, "tcp://b3:5556");
+  EXPECT_EQ(io.log, (strings{"close", "open tcp://b3:5556", sent_log(inbound_kind::worker_ready)}));
+  EXPECT_EQ(io.opened_at.back(), now);  // at once
+  EXPECT_EQ(core->state(), worker_state::registering);
+  EXPECT_EQ(core->endpoint(), "tcp://b3:5556");
+  EXPECT_EQ(core->moves(), 1u);
+  ASSERT_EQ(io.events.size(), 1u);
+  EXPECT_EQ(io.events[0], "broker sent DISCONNECT 301 tcp://b3:5556; moving to tcp://b3:5556");
+  welcome();
+  EXPECT_EQ(core->state(), worker_state::ready);
+  // Sent back to a broker of its list: that one, no new entry.
+  io.log.clear();
+  disconnect(status::moved, "tcp://b1:5556");
+  EXPECT_EQ(core->endpoint(), "tcp://b1:5556");
+  EXPECT_EQ(io.log, (strings{"close", "open tcp://b1:5556", sent_log(inbound_kind::worker_ready)}));
+}
+
+TEST_F(worker_core_test,
+       ready_DISCONNECT_301_to_something_that_is_not_an_endpoint_is_a_lost_broker) {
+  options.reconnect_min = 1000ms;
+  registered();
+  disconnect(status::moved, "http://elsewhere");
+  EXPECT_EQ(core->state(), worker_state::connecting);
+  EXPECT_EQ(core->endpoint(), "tcp://b1:5556");
+  EXPECT_EQ(core->moves(), 0u);
+  advance(1000ms);
+  welcome();
+  disconnect(status::moved, std::string("tcp://a\nb:1"));
+  EXPECT_EQ(core->state(), worker_state::connecting);
+  EXPECT_EQ(core->moves(), 0u);
+}
+
 TEST_F(worker_core_test, registering_DISCONNECT_closes_and_waits_backoff) {
   options.reconnect_min = 1000ms;
   options.reconnect_max = 4000ms;
