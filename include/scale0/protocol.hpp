@@ -33,7 +33,19 @@ inline constexpr std::size_t max_message_length = 65535;  // S0/2 message and en
 inline constexpr std::uint8_t version_1 = 1;
 inline constexpr std::uint8_t version_2 = 2;
 
-enum class client_command : std::uint8_t { request = 1, reply = 2, ping = 3, pong = 4 };
+// S0/2 only: HELLO (client) and WELCOME (broker) tell a client the family's frontends and which
+// services may be sent twice (docs/family.md). A broker without them answers HELLO with 501.
+enum class client_command : std::uint8_t {
+  request = 1,
+  reply = 2,
+  ping = 3,
+  pong = 4,
+  hello = 5,
+  welcome = 6
+};
+// WELCOME lists at most this many endpoints and this many services.
+inline constexpr std::size_t max_welcome_endpoints = 256;
+inline constexpr std::size_t max_welcome_services = 1000;
 enum class worker_command : std::uint8_t {
   ready = 1,
   request = 2,
@@ -59,6 +71,7 @@ enum class inbound_kind : std::uint8_t {
   worker_error,  // native worker broke the protocol: answer DISCONNECT(status, reason)
   client_request,
   client_ping,
+  client_hello,  // S0/2
   worker_ready,
   worker_reply,
   worker_heartbeat,
@@ -121,24 +134,38 @@ struct worker_inbound {
   std::uint32_t broker_heartbeat_ms = 0;
   std::string_view endpoint;    // welcome: heartbeat PUB endpoint
   std::uint64_t broker_id = 0;  // welcome
-  std::uint16_t status = 0;     // disconnect (0 when absent)
-  std::string_view message;     // disconnect
-  std::size_t first = 0;        // request: first body frame
+  // welcome (S0/2, optional): the family's backends, `count` str16 endpoints packed in `list`
+  std::uint16_t count = 0;
+  std::string_view list;
+  std::uint16_t status = 0;  // disconnect (0 when absent)
+  std::string_view message;  // disconnect
+  std::size_t first = 0;     // request: first body frame
 };
 worker_inbound decode_for_worker(const frames& f) noexcept;
 
 // ---- decoding at a native client (DEALER: no identity frame) ----
 
-enum class client_inbound_kind : std::uint8_t { invalid, reply, pong };
+enum class client_inbound_kind : std::uint8_t { invalid, reply, pong, welcome };
 struct client_inbound {
   client_inbound_kind kind = client_inbound_kind::invalid;
   std::uint8_t version = version_1;
   std::uint64_t id = 0;
+  // welcome: the broker, the family's frontends (str16 each) and its idempotent services (str8
+  // each), checked whole; read them with welcome_endpoints / welcome_services.
+  std::uint64_t broker_id = 0;
+  std::uint16_t endpoints = 0;
+  std::string_view endpoint_list;
+  std::uint16_t services = 0;
+  std::string_view service_list;
   std::uint16_t status = 0;
   std::string_view message;
   std::size_t first = 0;  // first body frame
 };
 client_inbound decode_for_client(const frames& f) noexcept;
+// The endpoints of a WELCOME's list (client: frontends; worker: backends), and the services of a
+// client WELCOME, in order (views into the list).
+std::vector<std::string_view> welcome_endpoints(std::string_view list, std::uint16_t count);
+std::vector<std::string_view> welcome_services(std::string_view list, std::uint16_t count);
 
 // ---- broker heartbeat publication ----
 struct heartbeat {
@@ -158,13 +185,20 @@ void append_client_reply(frames& out, std::uint64_t id, std::uint16_t status,
                          std::string_view message, std::uint8_t version = version_1);
 void append_client_ping(frames& out, std::uint8_t version = version_1);
 void append_client_pong(frames& out, std::uint8_t version = version_1);
+// S0/2 only. Lists beyond max_welcome_endpoints / max_welcome_services are cut.
+void append_client_hello(frames& out);
+void append_client_welcome(frames& out, std::uint64_t broker_id,
+                           const std::vector<std::string_view>& frontends,
+                           const std::vector<std::string_view>& idempotent_services);
 void append_worker_ready(frames& out, std::uint32_t concurrency, std::uint32_t heartbeat_ms,
                          std::uint8_t flags, const std::vector<std::string_view>& services,
                          std::uint8_t version = version_1);
 // S0/1 WELCOME has no broker interval: an S0/1 worker takes heartbeat_ms for both directions.
+// S0/2 WELCOME may end with the family's backends (count u16, then str16 each; none: nothing).
 void append_worker_welcome(frames& out, std::uint32_t heartbeat_ms, std::uint32_t liveness,
                            std::string_view endpoint, std::uint64_t broker_id,
-                           std::uint8_t version = version_1, std::uint32_t broker_heartbeat_ms = 0);
+                           std::uint8_t version = version_1, std::uint32_t broker_heartbeat_ms = 0,
+                           const std::vector<std::string_view>& backends = {});
 void append_worker_request(frames& out, std::uint64_t job_id, std::string_view service,
                            std::uint32_t timeout_ms, std::uint8_t version = version_1);
 void append_worker_reply(frames& out, std::uint64_t job_id, std::uint16_t status,

@@ -98,7 +98,8 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
   const protocol::inbound in = protocol::decode_inbound(msg);
   const bool mdp = in.kind >= inbound_kind::mdp_request;
   if (socket == peer_socket && in.kind != inbound_kind::client_request &&
-      in.kind != inbound_kind::client_ping && in.kind != inbound_kind::client_error) {
+      in.kind != inbound_kind::client_ping && in.kind != inbound_kind::client_error &&
+      in.kind != inbound_kind::client_hello) {
     // A peer forwards S0/2 requests and nothing else on its link.
     drop(counters_.dropped_malformed, "not a forwarded request, on the peer endpoint");
     return;
@@ -115,6 +116,9 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
     case inbound_kind::client_request:
     case inbound_kind::mdp_request:
       on_client_request(socket, msg, in, mdp, oversized, now);
+      break;
+    case inbound_kind::client_hello:
+      send_client_welcome({socket, view(msg[0]), false, 0, {}, in.version});
       break;
     case inbound_kind::client_ping:
       scratch_.clear();
@@ -1459,10 +1463,52 @@ void broker_core::send_welcome(const worker_entry& W) {
   scratch_.push_back(str_frame(W.identity));
   const auto ms = std::chrono::duration_cast<milliseconds>(W.interval).count();
   const auto base = std::chrono::duration_cast<milliseconds>(options_.heartbeat_interval).count();
+  std::vector<std::string_view> backends;
+  if (W.version == protocol::version_2) family_endpoints(false, backends);
   protocol::append_worker_welcome(scratch_, static_cast<std::uint32_t>(ms), options_.liveness,
                                   heartbeat_endpoint_, broker_id_, W.version,
-                                  static_cast<std::uint32_t>(base));
+                                  static_cast<std::uint32_t>(base), backends);
   send(W.socket, scratch_);
+}
+
+void broker_core::family_endpoints(bool frontends, std::vector<std::string_view>& out) const {
+  const std::string& own = frontends ? advertised_frontend_ : advertised_backend_;
+  if (own.empty()) return;
+  out.push_back(own);
+  for (const auto& [link, w] : peer_by_link_) {
+    const worker_entry& P = workers_[w];
+    const std::string& ep = frontends ? P.frontend : P.backend;
+    if (!P.stopping && !ep.empty()) out.push_back(ep);
+  }
+}
+
+bool broker_core::family_idempotent(std::uint32_t s) const {
+  const service_entry& S = services_[s];
+  if (S.idempotent != idempotency::worker) return S.idempotent == idempotency::yes;
+  if (S.workers == 0 && S.peer_workers == 0) return false;
+  if (S.idempotent_workers != S.workers) return false;
+  for (const auto& [link, w] : peer_by_link_) {
+    const auto it = workers_[w].member_by_service.find(s);
+    if (it != workers_[w].member_by_service.end() && members_[it->second].announced_workers != 0 &&
+        !members_[it->second].idempotent)
+      return false;
+  }
+  return true;
+}
+
+// A client's HELLO (S0/2): the family's frontends, this broker's first, and the services whose
+// requests may be sent twice.
+void broker_core::send_client_welcome(const client_ref& c) {
+  std::vector<std::string_view> frontends;
+  family_endpoints(true, frontends);
+  std::vector<std::string_view> idempotent;
+  for (std::uint32_t s = 0;
+       s < services_.size() && idempotent.size() < protocol::max_welcome_services; ++s)
+    if (services_[s].used && family_idempotent(s)) idempotent.push_back(services_[s].name);
+  scratch_.clear();
+  scratch_.push_back(str_frame(c.identity));
+  protocol::append_client_welcome(scratch_, broker_id_, frontends, idempotent);
+  send_to_client(c.socket, c.identity, scratch_);
 }
 
 // ---------------------------------------------------------------------------------------------

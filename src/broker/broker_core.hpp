@@ -186,6 +186,13 @@ class broker_core {
   }
   void take_capacity_changes(std::vector<service_capacity>& out);
 
+  // What this broker tells clients and workers of itself in a family (its advertised frontend and
+  // backend): WELCOMEs list them first, then its peers'. Empty: no family lists.
+  void set_advertised(std::string frontend, std::string backend) {
+    advertised_frontend_ = std::move(frontend);
+    advertised_backend_ = std::move(backend);
+  }
+
   // Forwarding (docs/family.md). Each alive peer is a virtual worker of every service it announces,
   // with the credit it announces: a request this broker has no local credit for goes to a peer
   // with credit (at most one hop: requests that came from a peer never go to another). The peer's
@@ -397,6 +404,12 @@ class broker_core {
                        std::uint8_t version, std::uint16_t code, std::string_view message);
   void send_disconnect(const worker_entry& w, std::uint16_t code, std::string_view message);
   void send_welcome(const worker_entry& w);
+  void send_client_welcome(const client_ref& c);
+  // The family's frontends or backends: this broker's, then those of its peers that take work.
+  void family_endpoints(bool frontends, std::vector<std::string_view>& out) const;
+  // Whether every worker of the family known for the service is idempotent (or the policy says
+  // so): a client may send its request once more through another broker.
+  bool family_idempotent(std::uint32_t s) const;
   bool send(std::uint8_t socket, frames& msg);
   // Answers go through here: a client whose queue is full gets them held, in order, in its backlog.
   void send_to_client(std::uint8_t socket, std::string_view identity, frames& msg);
@@ -485,6 +498,8 @@ class broker_core {
   bool draining_ = false;
   std::size_t redirect_turn_ = 0;  // rotates redirects over the peers
   time_point drain_started_{};
+  std::string advertised_frontend_;
+  std::string advertised_backend_;
   time_point last_redirect_{};
   bool dispatch_held_ = false;
   std::uint64_t policy_version_ = 1;

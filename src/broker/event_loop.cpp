@@ -167,6 +167,7 @@ event_loop::event_loop(const broker_options& options)
     fs.max_services = options.max_services;
     family_ = std::make_unique<family_core>(std::move(fs), *peer_links_, now);
     family_->set_listener(this);
+    core_->set_advertised(family_->settings().frontend, family_->settings().backend);
     peer_links_->set_forwarding(
         {[this](std::string_view routing_id) { return family_->alive_connection(routing_id); },
          [this](frames& msg, bool oversized) {

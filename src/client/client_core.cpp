@@ -25,10 +25,20 @@ client_core::client_core(client_core_options options, io& out)
   options_.heartbeat_interval = std::max(options_.heartbeat_interval, milliseconds(1));
 }
 
+// A fresh connection: S0/2 asks the broker about its family first (HELLO; a broker that does not
+// know it answers 501 with id 0, which matches no request and is ignored).
+void client_core::open_connection(const std::string& endpoint) {
+  io_.open(endpoint);
+  if (options_.protocol_version != protocol::version_2) return;
+  out_.clear();
+  protocol::append_client_hello(out_);
+  io_.send(out_);
+}
+
 void client_core::start(time_point now) {
   current_ = 0;
   last_tick_ = now;
-  io_.open(brokers_[current_]);
+  open_connection(brokers_[current_]);
   connected_ = false;
   heard_ = now;
   next_ping_ = now + options_.heartbeat_interval;
@@ -43,7 +53,7 @@ std::optional<std::uint64_t> client_core::send(time_point now, std::string_view 
   p.sent_at = now;
   p.give_up_at = o.give_up_at;
   p.retries = std::max(o.retries, 0);
-  p.resends = options_.idempotent ? 1 : 0;
+  p.resends = options_.idempotent || idempotent_.contains(service) ? 1 : 0;
   p.waited = o.waited;
   // Until the connection is known to be up, nothing sent on it has reached a broker: keep the
   // body, so a failover can send it to the next one whatever it is.
@@ -108,6 +118,17 @@ void client_core::on_message(time_point now, protocol::frames& in) {
     ++pongs_;
     return;
   }
+  if (d.kind == protocol::client_inbound_kind::welcome) {
+    // The family: its frontends join the list (failover goes there too), and what the broker
+    // knows may be sent twice is sent once more through another broker when this one is lost.
+    for (const std::string_view ep : protocol::welcome_endpoints(d.endpoint_list, d.endpoints))
+      learn(std::string(ep));
+    idempotent_.clear();
+    for (const std::string_view s : protocol::welcome_services(d.service_list, d.services))
+      idempotent_.emplace(s);
+    ++welcomes_;
+    return;
+  }
   const auto it = pending_.find(d.id);
   if (it == pending_.end()) {  // a late answer to a request that already has its outcome
     ++stale_;
@@ -164,7 +185,7 @@ void client_core::maybe_move(time_point now) {
   moving_to_.reset();
   ++redirects_;
   current_ = learn(target);
-  io_.open(brokers_[current_]);
+  open_connection(brokers_[current_]);
   connected_ = false;
   heard_ = now;
   next_ping_ = now + options_.heartbeat_interval;
@@ -334,7 +355,7 @@ void client_core::fail_over(time_point now, std::uint16_t code, const std::strin
   } else {
     current_ = (current_ + 1) % brokers_.size();
   }
-  io_.open(brokers_[current_]);
+  open_connection(brokers_[current_]);
   connected_ = false;
   heard_ = now;
   next_ping_ = now + options_.heartbeat_interval;

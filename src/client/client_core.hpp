@@ -11,6 +11,7 @@
 #include <deque>
 #include <optional>
 #include <queue>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -87,6 +88,9 @@ class client_core {
   const std::string& broker() const { return brokers_[current_]; }
   std::uint64_t failovers() const { return failovers_; }
   std::uint64_t redirects() const { return redirects_; }  // moves a draining broker asked for
+  std::uint64_t welcomes() const { return welcomes_; }    // family WELCOMEs received
+  // The brokers it knows: the list it was given, then the family's frontends it learned.
+  const std::vector<std::string>& brokers() const { return brokers_; }
   std::uint64_t stale_replies() const { return stale_; }
 
  private:
@@ -115,6 +119,7 @@ class client_core {
                  std::uint64_t retried_id);
   void expire(time_point now);
   void arm(std::uint64_t id, time_point at);
+  void open_connection(const std::string& endpoint);
   // A draining broker handed request `id` back (301) and names where to go.
   void redirected(time_point now, std::uint64_t id, pending& p, std::string_view target,
                   protocol::frames& in, std::size_t first);
@@ -144,8 +149,10 @@ class client_core {
   std::uint64_t pongs_ = 0;
   std::uint64_t failovers_ = 0;
   std::uint64_t redirects_ = 0;
-  std::optional<std::string> moving_to_;  // a redirect target, until nothing is left here
-  std::size_t held_ = 0;                  // pending requests that are held
+  std::uint64_t welcomes_ = 0;
+  std::set<std::string, std::less<>> idempotent_;  // services the broker said may go twice
+  std::optional<std::string> moving_to_;           // a redirect target, until nothing is left here
+  std::size_t held_ = 0;                           // pending requests that are held
   std::size_t learned_ = 0;
   std::uint64_t stale_ = 0;
   protocol::frames out_;

@@ -260,6 +260,10 @@ inbound decode_client_v2(const frames& f) noexcept {
       if (!r.complete()) return client_error_v2(status::bad_request, "PING has no fields", packed);
       in.kind = inbound_kind::client_ping;
       return in;
+    case client_command::hello:
+      if (!r.complete()) return client_error_v2(status::bad_request, "HELLO has no fields", packed);
+      in.kind = inbound_kind::client_hello;
+      return in;
     default:
       return client_error_v2(status::not_implemented, "unknown command", packed);
   }
@@ -412,6 +416,21 @@ bool sized_service(std::string_view s) noexcept {
   return !s.empty() && s.size() <= max_service_name;
 }
 
+// `count` str16 endpoints from `r`: each "tcp://" or "ipc://" and printable ASCII, at most 255
+// bytes (the rule of the family's endpoints); the reader is left after them.
+bool endpoint_list_ok(reader& r, std::uint16_t count) noexcept {
+  if (count > max_welcome_endpoints) return false;
+  for (std::uint16_t i = 0; i < count; ++i) {
+    const std::string_view ep = r.str16();
+    if (!r.ok() || ep.size() > 255 || ep.size() < 7) return false;
+    if (ep.substr(0, 6) != "tcp://" && ep.substr(0, 6) != "ipc://") return false;
+    for (const char c : ep)
+      if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f)
+        return false;
+  }
+  return true;
+}
+
 // S0/2 at a worker: "" · S0W2 command fields · body...
 worker_inbound decode_for_worker_v2(const frames& f) noexcept {
   worker_inbound in;
@@ -425,7 +444,12 @@ worker_inbound decode_for_worker_v2(const frames& f) noexcept {
       in.broker_heartbeat_ms = r.u32();
       in.broker_id = r.u64();
       in.endpoint = r.str16();
-      if (!r.complete()) return {};
+      if (!r.ok()) return {};
+      if (!r.empty()) {  // the family's backends
+        in.count = r.u16();
+        in.list = r.rest();
+        if (!r.ok() || !endpoint_list_ok(r, in.count) || !r.empty()) return {};
+      }
       in.kind = worker_inbound_kind::welcome;
       break;
     case worker_command::request:
@@ -473,6 +497,20 @@ client_inbound decode_for_client_v2(const frames& f) noexcept {
       if (!r.complete()) return {};
       in.kind = client_inbound_kind::pong;
       break;
+    case client_command::welcome: {
+      in.broker_id = r.u64();
+      in.endpoints = r.u16();
+      in.endpoint_list = r.rest();
+      if (!r.ok() || !endpoint_list_ok(r, in.endpoints)) return {};
+      in.endpoint_list = in.endpoint_list.substr(0, in.endpoint_list.size() - r.rest().size());
+      in.services = r.u16();
+      in.service_list = r.rest();
+      for (std::uint16_t i = 0; i < in.services; ++i)
+        if (!sized_service(r.str8()) || !r.ok()) return {};
+      if (!r.complete()) return {};
+      in.kind = client_inbound_kind::welcome;
+      break;
+    }
     default:
       return {};
   }
@@ -604,6 +642,39 @@ void append_client_reply(frames& out, std::uint64_t id, std::uint16_t code,
   out.push_back(str_frame(message));
 }
 
+void append_client_hello(frames& out) {
+  append_packed(out, client_header_v2, cmd(client_command::hello), 0);
+}
+
+void append_client_welcome(frames& out, std::uint64_t broker_id,
+                           const std::vector<std::string_view>& frontends,
+                           const std::vector<std::string_view>& idempotent_services) {
+  const std::size_t ne = std::min(frontends.size(), max_welcome_endpoints);
+  const std::size_t ns = std::min(idempotent_services.size(), max_welcome_services);
+  std::size_t size = 12;
+  for (std::size_t i = 0; i < ne; ++i) size += str16_size(frontends[i]);
+  for (std::size_t i = 0; i < ns; ++i) size += str8_size(idempotent_services[i]);
+  auto w = append_packed(out, client_header_v2, cmd(client_command::welcome), size);
+  w.u64(broker_id).u16(static_cast<std::uint16_t>(ne));
+  for (std::size_t i = 0; i < ne; ++i) w.str16(frontends[i]);
+  w.u16(static_cast<std::uint16_t>(ns));
+  for (std::size_t i = 0; i < ns; ++i) w.str8(idempotent_services[i]);
+}
+
+std::vector<std::string_view> welcome_endpoints(std::string_view list, std::uint16_t count) {
+  std::vector<std::string_view> out;
+  reader r(list);
+  for (std::uint16_t i = 0; i < count && r.ok(); ++i) out.push_back(r.str16());
+  return out;
+}
+
+std::vector<std::string_view> welcome_services(std::string_view list, std::uint16_t count) {
+  std::vector<std::string_view> out;
+  reader r(list);
+  for (std::uint16_t i = 0; i < count && r.ok(); ++i) out.push_back(r.str8());
+  return out;
+}
+
 void append_client_ping(frames& out, std::uint8_t version) {
   if (version == version_2) {
     append_packed(out, client_header_v2, cmd(client_command::ping), 0);
@@ -640,14 +711,22 @@ void append_worker_ready(frames& out, std::uint32_t concurrency, std::uint32_t h
 
 void append_worker_welcome(frames& out, std::uint32_t heartbeat_ms, std::uint32_t liveness,
                            std::string_view endpoint, std::uint64_t broker_id, std::uint8_t version,
-                           std::uint32_t broker_heartbeat_ms) {
+                           std::uint32_t broker_heartbeat_ms,
+                           const std::vector<std::string_view>& backends) {
   if (version == version_2) {
-    append_packed(out, worker_header_v2, cmd(worker_command::welcome), 20 + str16_size(endpoint))
-        .u32(heartbeat_ms)
+    const std::size_t n = std::min(backends.size(), max_welcome_endpoints);
+    std::size_t size = 20 + str16_size(endpoint) + (n != 0 ? 2 : 0);
+    for (std::size_t i = 0; i < n; ++i) size += str16_size(backends[i]);
+    auto w = append_packed(out, worker_header_v2, cmd(worker_command::welcome), size);
+    w.u32(heartbeat_ms)
         .u32(liveness)
         .u32(broker_heartbeat_ms != 0 ? broker_heartbeat_ms : heartbeat_ms)
         .u64(broker_id)
         .str16(endpoint);
+    if (n != 0) {
+      w.u16(static_cast<std::uint16_t>(n));
+      for (std::size_t i = 0; i < n; ++i) w.str16(backends[i]);
+    }
     return;
   }
   append_head(out, worker_header, cmd(worker_command::welcome));

@@ -38,6 +38,8 @@ import time
 import unittest
 import urllib.request
 
+import zmq
+
 from harness import (Broker, NativeWorker, Scale0TestCase, VERBOSE, b_, binary_available, free_port,
                      now, run_cli)
 
@@ -486,6 +488,42 @@ class ForwardingTest(ForwardingCase):
         self.assertGreaterEqual(elapsed, NO_WORKER_MS / 1000.0 - 0.1)
         self.assertLessEqual(elapsed, NO_WORKER_MS / 1000.0 + 1.5)
         self.assertEqual(self.fwd_delta(a, a0, 0), 0, "nothing to forward to")
+
+
+    def test_11_hello_tells_a_client_the_familys_frontends_and_idempotent_services(self):
+        """S0/2 HELLO (docs/family.md): WELCOME lists the broker's own frontend first, then its
+        peers', and the services every worker of the family serves idempotently."""
+        w = self.tag_worker(self.c, ["fwd.hello-idem"], "C", idempotent=True)
+        wait_capacity(self.a, self.c, "fwd.hello-idem")
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(self.a.frontend)
+        try:
+            s.send_multipart([b"", b"S0C2\x05"])
+            self.assertTrue(s.poll(5000), "no WELCOME")
+            parts = s.recv_multipart()
+        finally:
+            s.close()
+            w.stop()
+        self.assertEqual(parts[0], b"")
+        p = parts[1]
+        self.assertEqual(p[:5], b"S0C2\x06")
+        at = 13
+        count = int.from_bytes(p[at:at + 2], "big")
+        at += 2
+        frontends = []
+        for _ in range(count):
+            n = int.from_bytes(p[at:at + 2], "big")
+            frontends.append(p[at + 2:at + 2 + n].decode())
+            at += 2 + n
+        services = []
+        for _ in range(int.from_bytes(p[at:at + 2], "big")):
+            n = p[at + 2]
+            services.append(p[at + 3:at + 3 + n].decode())
+            at += 1 + n
+        self.assertEqual(frontends[0], self.a.frontend)
+        self.assertEqual(set(frontends), {self.a.frontend, self.b.frontend, self.c.frontend})
+        self.assertIn("fwd.hello-idem", services)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -41,6 +41,10 @@ class fake_io : public client_core::io {
       ++pings;
       return true;
     }
+    if (d.kind == protocol::inbound_kind::client_hello) {
+      hellos.push_back(current);
+      return true;
+    }
     EXPECT_EQ(d.kind, protocol::inbound_kind::client_request);
     std::string body;
     for (std::size_t i = d.first; i < with_identity.size(); ++i)
@@ -52,6 +56,7 @@ class fake_io : public client_core::io {
   std::string current;
   std::vector<sent_request> requests;
   int pings = 0;
+  std::vector<std::string> hellos;  // the connection each HELLO went on
   bool full = false;
 };
 
@@ -646,6 +651,67 @@ TEST_F(client_redirect, learned_endpoints_are_bounded_and_the_configured_ones_st
   }
   EXPECT_EQ(core->broker(), "tcp://h99:1");
   EXPECT_EQ(core->redirects(), 100u);
+}
+
+}  // namespace
+}  // namespace scale0::detail
+
+// ---- the family's WELCOME: frontends to fail over to, services that may go twice ----
+
+namespace scale0::detail {
+namespace {
+
+struct client_welcome : client_core_table {
+  void welcome(time_point now, const std::vector<std::string_view>& frontends,
+               const std::vector<std::string_view>& idempotent) {
+    frames f;
+    protocol::append_client_welcome(f, 77, frontends, idempotent);
+    core->on_message(now, f);
+  }
+};
+
+TEST_F(client_welcome, every_connection_starts_with_HELLO) {
+  make({"tcp://a:1", "tcp://b:1"});
+  EXPECT_EQ(io.hellos, std::vector<std::string>{"tcp://a:1"});
+  core->on_connected(t0);
+  pipeline(t0, "x");
+  clock_ = t0;
+  tick_to(t0 + 3s);  // a is silent: the next one, with a HELLO again
+  EXPECT_EQ(io.hellos, (std::vector<std::string>{"tcp://a:1", "tcp://b:1"}));
+}
+
+TEST_F(client_welcome, one_seed_is_enough_the_family_frontends_are_where_it_fails_over) {
+  make({"tcp://seed:1"});
+  welcome(t0, {"tcp://seed:1", "tcp://b:1", "tcp://c:1"}, {});
+  EXPECT_EQ(core->brokers(), (std::vector<std::string>{"tcp://seed:1", "tcp://b:1", "tcp://c:1"}));
+  EXPECT_EQ(core->welcomes(), 1u);
+  core->on_connected(t0);
+  pipeline(t0, "x");
+  clock_ = t0;
+  tick_to(t0 + 3s);
+  EXPECT_EQ(io.opened.back(), "tcp://b:1");
+}
+
+TEST_F(client_welcome, a_service_the_family_calls_idempotent_is_sent_once_more_on_failover) {
+  make({"tcp://a:1", "tcp://b:1"});
+  welcome(t0, {}, {"echo"});
+  core->on_connected(t0);
+  const auto id = pipeline(t0, "x");
+  clock_ = t0;
+  tick_to(t0 + 3s);
+  EXPECT_FALSE(core->take());  // not 502: sent again through b
+  ASSERT_EQ(io.requests.size(), 2u);
+  EXPECT_EQ(io.requests[1].broker, "tcp://b:1");
+  EXPECT_EQ(io.requests[1].id, id);
+}
+
+TEST_F(client_welcome, a_welcome_that_breaks_the_rules_is_ignored) {
+  make({"tcp://a:1"});
+  frames f;
+  protocol::append_client_welcome(f, 77, {"http://nope"}, {});
+  core->on_message(t0, f);
+  EXPECT_EQ(core->welcomes(), 0u);
+  EXPECT_EQ(core->brokers().size(), 1u);
 }
 
 }  // namespace

@@ -1185,7 +1185,17 @@ class generator {
   // A well-formed S0/2 message: "" · packed header frame.
   strings valid_v2(const std::string& service) {
     const auto u = [&](std::size_t bits) { return rng_() & ((std::uint64_t{1} << bits) - 1); };
-    switch (below(11)) {
+    switch (below(14)) {
+      case 11:
+        return {"", packed("S0C2", 5, "")};  // client HELLO
+      case 12: {  // client WELCOME: the family's frontends and idempotent services
+        std::string fields = u64(rng_()) + u16(2) + s16("tcp://a:5555") + s16("ipc:///x") + u16(1);
+        return {"", packed("S0C2", 6, fields + s8(service))};
+      }
+      case 13:  // worker WELCOME with the family's backends
+        return {"", packed("S0W2", 6,
+                           u32(5000) + u32(3) + u32(1000) + u64(rng_()) + s16("tcp://*:5557") +
+                               u16(1) + s16("tcp://b:5556"))};
       case 0:
         return {"", packed("S0C2", 1,
                            u64(rng_()) + u32(static_cast<std::uint32_t>(u(32))) + s8(service))};
@@ -1340,6 +1350,8 @@ std::string check_inbound(const frames& f, const inbound& in) {
       if (f.size() < 4 || header() != S0C1 || str(f[3]) != byte(3) || in.first != 4)
         return "bad client_ping";
       return "";
+    case inbound_kind::client_hello:
+      return in.version == 2 && header() == "S0C2\x05" && f.size() >= 3 ? "" : "bad S0/2 hello";
     case inbound_kind::worker_ready: {
       if (in.version == 2) {
         service_names names{};
@@ -1431,11 +1443,27 @@ std::string check_for_worker(const frames& f, const worker_inbound& in) {
   if (in.version == 2) {
     if (f.size() < 2 || f[0].size() != 0) return "S0/2 worker message without delimiter";
     const std::string h = str(f[1]);
-    if (in.kind == worker_inbound_kind::welcome &&
-        h != packed("S0W2", 6,
-                    u32(in.heartbeat_ms) + u32(in.liveness) + u32(in.broker_heartbeat_ms) +
-                        u64(in.broker_id) + s16(in.endpoint)))
-      return "bad S0/2 welcome";
+    if (in.kind == worker_inbound_kind::welcome) {
+      // The fixed fields, then the family's backends when there are any (count, str16 each).
+      std::string backends;
+      if (in.count != 0) {
+        backends = u16(in.count);
+        for (const auto ep : welcome_endpoints(in.list, in.count)) {
+          if (!inside(ep, f) || (ep.substr(0, 6) != "tcp://" && ep.substr(0, 6) != "ipc://"))
+            return "S0/2 welcome backend that breaks the rules";
+          backends += s16(ep);
+        }
+      }
+      if (h != packed("S0W2", 6,
+                      u32(in.heartbeat_ms) + u32(in.liveness) + u32(in.broker_heartbeat_ms) +
+                          u64(in.broker_id) + s16(in.endpoint)) +
+                   backends &&
+          !(in.count == 0 &&
+            h == packed("S0W2", 6,
+                        u32(in.heartbeat_ms) + u32(in.liveness) + u32(in.broker_heartbeat_ms) +
+                            u64(in.broker_id) + s16(in.endpoint) + u16(0))))
+        return "bad S0/2 welcome";
+    }
     if (in.kind == worker_inbound_kind::request &&
         (h != packed("S0W2", 2, u64(in.job_id) + u32(in.timeout_ms) + s8(in.service)) ||
          in.service.empty() || in.first != 2))
@@ -1468,6 +1496,21 @@ std::string check_for_client(const frames& f, const client_inbound& in) {
         str(f[1]) != packed("S0C2", 2, u64(in.id) + u16(in.status) + s16(in.message)))
       return "bad S0/2 reply";
     if (in.kind == client_inbound_kind::pong && str(f[1]) != "S0C2\x04") return "bad S0/2 pong";
+    if (in.kind == client_inbound_kind::welcome) {
+      std::string fields = u64(in.broker_id) + u16(in.endpoints);
+      for (const auto ep : welcome_endpoints(in.endpoint_list, in.endpoints)) {
+        if (!inside(ep, f) || ep.size() > 255 ||
+            (ep.substr(0, 6) != "tcp://" && ep.substr(0, 6) != "ipc://"))
+          return "S0/2 welcome frontend that breaks the rules";
+        fields += s16(ep);
+      }
+      fields += u16(in.services);
+      for (const auto s : welcome_services(in.service_list, in.services)) {
+        if (!inside(s, f) || s.empty()) return "S0/2 welcome service that breaks the rules";
+        fields += s8(s);
+      }
+      if (str(f[1]) != packed("S0C2", 6, fields)) return "bad S0/2 client welcome";
+    }
     return "";
   }
   if (f.size() < 3 || f[0].size() != 0 || str(f[1]) != S0C1 || f[2].size() != 1)
@@ -1501,7 +1544,7 @@ TEST(CodecRobustness, RandomMessagesNeverCrashAndViewsStayInsideTheFrames) {
   std::array<std::size_t, static_cast<std::size_t>(inbound_kind::mdp_worker_error) + 1>
       inbound_seen{};
   std::array<std::size_t, 5> worker_seen{};
-  std::array<std::size_t, 3> client_seen{};
+  std::array<std::size_t, 4> client_seen{};
   std::size_t heartbeats = 0;
 
   for (std::size_t n = 0; n < messages; ++n) {
