@@ -591,15 +591,43 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   --members_[member].in_flight;
   --S.in_flight;
   enqueue(slot, true, now);
-  if (W.peer) return block_peer(w);  // not lost: its link is busy or reconnecting
+  if (W.peer) return block_peer(w, now);  // not lost: its link is busy or reconnecting
   pending_dispatch_.push_back(s);
   mark_unreachable(w, now);
 }
 
-void broker_core::block_peer(std::uint32_t w) {
-  for (std::uint32_t m : workers_[w].memberships) {
+void broker_core::block_peer(std::uint32_t w, time_point now) {
+  worker_entry& W = workers_[w];
+  for (std::uint32_t m : W.memberships) {
     members_[m].credit = 0;
     sync_lru(m);
+  }
+  // Its credit comes back with its next STATE entry that changes, or after a short wait: a STATE
+  // that says the same as before is not passed on, and a link that was reconnecting sends again.
+  if (!W.unreachable) {
+    W.unreachable = true;
+    W.unreachable_since = now;
+    blocked_peers_.push_back(w);
+  }
+}
+
+void broker_core::unblock_peers(time_point now) {
+  std::erase_if(blocked_peers_, [&](std::uint32_t w) {
+    worker_entry& W = workers_[w];
+    if (!W.used || !W.peer || !W.unreachable) return true;  // gone, or unblocked by a STATE
+    if (now - W.unreachable_since < peer_retry) return false;
+    restore_peer(W);
+    return true;
+  });
+}
+
+void broker_core::restore_peer(worker_entry& W) {
+  W.unreachable = false;
+  for (std::uint32_t m : W.memberships) {
+    members_[m].credit = members_[m].announced_idle;
+    sync_lru(m);
+    if (members_[m].link.linked && !services_[members_[m].service].queue.empty())
+      pending_dispatch_.push_back(members_[m].service);
   }
 }
 
@@ -969,6 +997,7 @@ void broker_core::peer_capacity(std::uint32_t link, std::string_view service, st
   }
   membership& M = members_[m];
   service_entry& S = services_[M.service];
+  if (W.unreachable) restore_peer(W);  // it speaks: try it again (unblock_peers forgets it)
   S.peer_workers = S.peer_workers - M.announced_workers + workers;
   M.announced_workers = workers;
   M.announced_idle = idle;
@@ -1189,6 +1218,7 @@ void broker_core::on_tick(time_point now) {
         now + std::max<clock::duration>(options_.heartbeat_interval / 4, milliseconds(5));
   }
   if (!unreachable_.empty()) purge_unreachable(now, false);
+  if (!blocked_peers_.empty()) unblock_peers(now);
   if (draining_) move_idle_workers(now);
   if (!backlogged_.empty() && now >= next_backlog_retry_) {
     flush_backlogs();
@@ -1300,7 +1330,8 @@ void broker_core::regrant_intervals() {
 
 time_point broker_core::next_wakeup(time_point now) const noexcept {
   const time_point next = std::min({timers_.next_due(now), next_heartbeat_, next_expiry_scan_});
-  return backlogged_.empty() ? next : std::min(next, next_backlog_retry_);
+  const time_point soon = blocked_peers_.empty() ? next : std::min(next, now + peer_retry);
+  return backlogged_.empty() ? soon : std::min(soon, next_backlog_retry_);
 }
 
 void broker_core::shutdown(time_point now) {

@@ -373,8 +373,11 @@ class broker_core {
   list_head& lru_of(std::uint32_t m) noexcept;
   std::uint32_t peer_of(std::uint32_t link) const noexcept;
   // A link refused a forward (no connection, or its queue full): no credit until the next STATE.
-  void block_peer(std::uint32_t w);
+  void block_peer(std::uint32_t w, time_point now);
+  void restore_peer(worker_entry& W);
   void drop_peer_membership(std::uint32_t m, time_point now);
+  void unblock_peers(time_point now);
+  static constexpr std::chrono::milliseconds peer_retry{100};  // a blocked peer is tried again
   // Draining: the frontend of a peer that takes work (one with credit for the service first), or
   // nullptr; the backend of the peer that needs worker `w`'s services most, or nullptr.
   const std::string* redirect_client(std::string_view service);
@@ -480,6 +483,7 @@ class broker_core {
   std::size_t unserved_services_ = 0;       // services with no worker
   std::vector<std::uint32_t> unreachable_;  // workers a send failed to, to purge
   std::unordered_map<std::uint32_t, std::uint32_t> peer_by_link_;  // forwarding: link -> worker
+  std::vector<std::uint32_t> blocked_peers_;  // peers whose link refused a forward
 
   timer_wheel timers_;
   std::vector<std::uint32_t> due_;

@@ -265,6 +265,21 @@ TEST_F(forwarding_test, a_link_that_refuses_a_forward_blocks_the_peer_until_its_
   EXPECT_EQ(f[0].body, strings{"x"});
 }
 
+TEST_F(forwarding_test, a_blocked_peer_is_tried_again_even_when_its_state_does_not_change) {
+  // A STATE that says the same as before is not passed on by the family: the peer must not stay
+  // blocked for ever because its link was reconnecting once (found by the partition test).
+  peer(7, "echo", 1, 5);
+  out.full.insert(link_name(7));
+  request("c", 1, "echo");
+  EXPECT_TRUE(forwards_on(7).empty());
+  advance(50ms);
+  EXPECT_TRUE(forwards_on(7).empty());  // still refusing: blocked again
+  out.full.clear();
+  advance(150ms);
+  EXPECT_EQ(forwards_on(7).size(), 1u);
+  EXPECT_EQ(core->queued("echo"), 0u);
+}
+
 TEST_F(forwarding_test, a_service_gone_from_a_peer_is_not_forwarded_and_its_requests_wait) {
   options.no_worker_timeout = 200ms;
   reset(options);
