@@ -151,6 +151,9 @@ std::string broker_core::status_json(time_point now) const {
         {"workers_expired", c.workers_expired},
         {"heartbeats_missed", c.heartbeats_missed},
         {"redispatched", c.redispatched},
+        {"redirected_clients", c.redirected_clients},
+        {"redirected_workers", c.redirected_workers},
+        {"handed_back", c.handed_back},
         {"requests_pending", requests_pending()}}}};
   if (status_source_ != nullptr) status_source_->add_status(j, now);
   // Service names are bytes, not necessarily UTF-8: replace what JSON cannot carry.
@@ -269,6 +272,12 @@ std::string broker_core::metrics_text(time_point now) const {
          "Requests sent to a peer of the family (out), and accepted from one (in).");
   o << "scale0_family_forwarded_total{direction=\"out\"} " << c.forwarded_out << '\n'
     << "scale0_family_forwarded_total{direction=\"in\"} " << c.forwarded_in << '\n';
+  family("scale0_family_redirected_total", "counter",
+         "While draining: requests handed back to clients (301), workers sent to a peer, and "
+         "this broker's forwards a draining peer handed back.");
+  o << "scale0_family_redirected_total{what=\"client_request\"} " << c.redirected_clients << '\n'
+    << "scale0_family_redirected_total{what=\"worker\"} " << c.redirected_workers << '\n'
+    << "scale0_family_redirected_total{what=\"handed_back\"} " << c.handed_back << '\n';
   single("scale0_requests_pending", "gauge", "Requests accepted and not yet answered.",
          requests_pending());
   single("scale0_policy_version", "gauge",
