@@ -31,7 +31,8 @@ say which broker each client uses.
      wait for the process to exit (at most 15 s), start it again with the same ports and flags,
      wait until the other two see it alive in their family tables, load on the new layout for a
      moment, then the next. Every request of both clients must end in 200: no 5xx at all, nothing
-     made by the library, 0 missing, 0 duplicated.
+     made by the library, 0 missing, 0 duplicated; and the three workers are all registered
+     somewhere in the family at the end.
 
      The feature this needs (drain with redirect, docs/protocol.md 301): SIGTERM on a broker with
      alive peers drains it. A new request from a native client is answered with status 301 whose
@@ -484,6 +485,13 @@ class FamilyFailoverTest(Scale0TestCase):
             for s in (IDEM, PLAIN):
                 self.assertTrue(clients[s].proc.alive(), "ledger client for %s died" % s)
             time.sleep(1.5)  # load on the new layout
+
+        # No worker was lost on the way: the three are registered somewhere in the family.
+        def placed():
+            n = {self.names[x]: service_counts(status(x)).get(IDEM, {}).get("workers", 0) for x in brokers}
+            return sum(n.values()) == 3 and n
+        layout, _ = wait_until("the three workers registered in the family", placed, 10.0)
+        print("  workers per broker after the rolling restart: %r" % layout)
         ledgers = {s: clients[s].stop() for s in (IDEM, PLAIN)}
 
         for s, led in ledgers.items():
