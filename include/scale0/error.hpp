@@ -20,6 +20,7 @@ inline constexpr std::uint16_t bad_request = 400;
 inline constexpr std::uint16_t forbidden = 403;  // CURVE: the key may not serve/call it
 inline constexpr std::uint16_t not_found = 404;
 inline constexpr std::uint16_t too_large = 413;
+inline constexpr std::uint16_t upgrade_required = 426;  // CONFIG: the worker's policy was stale
 inline constexpr std::uint16_t too_many_requests = 429;
 inline constexpr std::uint16_t worker_failed = 500;
 inline constexpr std::uint16_t not_implemented = 501;

@@ -54,7 +54,18 @@ enum class worker_command : std::uint8_t {
   disconnect = 5,
   welcome = 6,
   stopping = 7,
+  config = 8,  // S0/2 only: the policy of the worker's services (and, from a worker, its version)
 };
+
+// One service's effective policy as CONFIG carries it to a worker (docs/family.md).
+struct service_config {
+  std::string_view service;
+  std::uint32_t request_timeout_ms = 0;
+  std::uint32_t max_queue = 0;
+  std::uint32_t max_concurrency = 0;  // per worker; 0: no cap beyond the worker's concurrency
+  std::uint8_t idempotent = 0;        // 0: the workers' flags decide, 1: yes, 2: no
+};
+inline constexpr std::size_t max_config_services = 1000;  // entries in one CONFIG
 enum class mdp_command : std::uint8_t {
   ready = 1,
   request = 2,
@@ -77,6 +88,7 @@ enum class inbound_kind : std::uint8_t {
   worker_heartbeat,
   worker_disconnect,
   worker_stopping,
+  worker_config,  // S0/2: the policy version the worker knows (in `id`)
   mdp_request,
   mdp_ready,
   mdp_reply,
@@ -121,7 +133,14 @@ std::size_t ready_services(const frames& f, const inbound& in, service_names& ou
 
 // ---- decoding at a native worker (DEALER: no identity frame) ----
 
-enum class worker_inbound_kind : std::uint8_t { invalid, welcome, request, disconnect, stopping };
+enum class worker_inbound_kind : std::uint8_t {
+  invalid,
+  welcome,
+  request,
+  disconnect,
+  stopping,
+  config
+};
 struct worker_inbound {
   worker_inbound_kind kind = worker_inbound_kind::invalid;
   std::uint8_t version = version_1;
@@ -137,9 +156,10 @@ struct worker_inbound {
   // welcome (S0/2, optional): the family's backends, `count` str16 endpoints packed in `list`
   std::uint16_t count = 0;
   std::string_view list;
-  std::uint16_t status = 0;  // disconnect (0 when absent)
-  std::string_view message;  // disconnect
-  std::size_t first = 0;     // request: first body frame
+  std::uint16_t status = 0;          // disconnect (0 when absent); config: 200, or 426 (was stale)
+  std::uint64_t policy_version = 0;  // config
+  std::string_view message;          // disconnect
+  std::size_t first = 0;             // request: first body frame
 };
 worker_inbound decode_for_worker(const frames& f) noexcept;
 
@@ -207,6 +227,14 @@ void append_worker_heartbeat(frames& out, std::uint8_t version = version_1);
 void append_worker_disconnect(frames& out, std::uint16_t status, std::string_view message,
                               std::uint8_t version = version_1);
 void append_worker_stopping(frames& out, std::uint8_t version = version_1);
+// S0/2 CONFIG, broker to worker: status (200; 426: the worker's version was stale), the policy
+// version, and its services' entries (at most max_config_services).
+void append_worker_config(frames& out, std::uint16_t status, std::uint64_t policy_version,
+                          const std::vector<service_config>& services);
+// S0/2 CONFIG, worker to broker: the policy version the worker knows.
+void append_worker_config_version(frames& out, std::uint64_t policy_version);
+// The entries of a decoded CONFIG (views into its frame).
+std::vector<service_config> config_services(std::string_view list, std::uint16_t count);
 void append_heartbeat(frames& out, std::uint64_t broker_id, std::uint64_t sequence);
 
 void append_mdp_client_reply(frames& out, std::string_view service);

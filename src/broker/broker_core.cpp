@@ -47,7 +47,9 @@ broker_core::broker_core(const broker_options& options, outbox& out, std::uint64
       next_heartbeat_(now),
       next_expiry_scan_(now + options.heartbeat_interval),
       started_(now),
-      last_tick_(now) {}
+      last_tick_(now),
+      policy_origin_(broker_id),
+      file_policies_(options.service_policies) {}
 
 // ---------------------------------------------------------------------------------------------
 // Inbound messages
@@ -160,6 +162,9 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
           break;
         case inbound_kind::worker_stopping:
           on_worker_stopping(w);
+          break;
+        case inbound_kind::worker_config:  // the version it knows: stale ones get 426 + CONFIG
+          if (in.id < policy_version_) send_worker_config(workers_[w], status::upgrade_required);
           break;
         case inbound_kind::worker_error:
         case inbound_kind::mdp_worker_error:
@@ -416,6 +421,7 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   }
   note_worker_capacity(W);
   if (!mdp) send_welcome(W);
+  if (!mdp && W.version == protocol::version_2) send_worker_config(W, status::ok);
   std::string joined;
   for (std::uint32_t m : W.memberships) {
     if (!joined.empty()) joined += ',';
@@ -1654,7 +1660,17 @@ void broker_core::reconfigure(const broker_options& options, time_point now) {
   next.frontend = options_.frontend;
   next.backend = options_.backend;
   next.heartbeat = options_.heartbeat;
-  if (!same_policy(options_, next)) ++policy_version_;
+  // Tables that did not change in the file since it was last read keep what is in force (a
+  // policy adopted from a peer is not undone by an unrelated reload).
+  const bool tables_changed = next.service_policies != file_policies_;
+  file_policies_ = next.service_policies;
+  if (!tables_changed) next.service_policies = options_.service_policies;
+  const bool changed = !same_policy(options_, next);
+  if (changed) {
+    ++policy_version_;
+    policy_origin_ = broker_id_;
+    policy_announce_ = tables_changed;
+  }
   options_ = std::move(next);
   for (std::uint32_t s = 0; s < services_.size(); ++s) {
     if (!services_[s].used) continue;
@@ -1666,7 +1682,56 @@ void broker_core::reconfigure(const broker_options& options, time_point now) {
   for (const worker_entry& W : workers_)
     if (W.used)
       for (std::uint32_t m : W.memberships) sync_lru(m);
+  if (changed) push_worker_configs();
   flush_dispatch(now);
+}
+
+bool broker_core::adopt_policy(std::uint64_t version, std::uint64_t origin,
+                               std::map<std::string, service_policy, std::less<>> tables,
+                               time_point now) {
+  if (std::pair(version, origin) <= std::pair(policy_version_, policy_origin_)) return false;
+  policy_version_ = version;
+  policy_origin_ = origin;
+  options_.service_policies = std::move(tables);
+  for (std::uint32_t s = 0; s < services_.size(); ++s) {
+    if (!services_[s].used) continue;
+    apply_policy(services_[s]);
+    note_capacity(s);
+  }
+  for (const worker_entry& W : workers_)
+    if (W.used)
+      for (std::uint32_t m : W.memberships) sync_lru(m);
+  push_worker_configs();
+  flush_dispatch(now);
+  return true;
+}
+
+void broker_core::push_worker_configs() {
+  for (const worker_entry& W : workers_)
+    if (W.used && !W.peer && !W.mdp && W.version == protocol::version_2)
+      send_worker_config(W, status::ok);
+}
+
+void broker_core::send_worker_config(const worker_entry& W, std::uint16_t code) {
+  std::vector<protocol::service_config> entries;
+  entries.reserve(W.memberships.size());
+  for (std::uint32_t m : W.memberships) {
+    const service_entry& S = services_[members_[m].service];
+    protocol::service_config c;
+    c.service = S.name;
+    c.request_timeout_ms = static_cast<std::uint32_t>(std::clamp<std::int64_t>(
+        std::chrono::duration_cast<milliseconds>(S.request_timeout).count(), 0, UINT32_MAX));
+    c.max_queue = static_cast<std::uint32_t>(std::min<std::size_t>(S.max_queue, UINT32_MAX));
+    c.max_concurrency = S.max_concurrency;
+    c.idempotent = S.idempotent == idempotency::yes     ? 1
+                   : S.idempotent == idempotency::never ? 2
+                                                        : 0;
+    entries.push_back(c);
+  }
+  scratch_.clear();
+  scratch_.push_back(str_frame(W.identity));
+  protocol::append_worker_config(scratch_, code, policy_version_, entries);
+  send(W.socket, scratch_);
 }
 
 void broker_core::apply_policy(service_entry& S) const {

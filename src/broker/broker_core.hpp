@@ -158,6 +158,22 @@ class broker_core {
   // The version of the service policy (the [service."NAME"] tables and the broker-wide settings
   // they override): 1 at start, one more on every reload that changes it.
   std::uint64_t policy_version() const noexcept { return policy_version_; }
+  // The broker whose change made it (this broker's id until a peer's change is adopted).
+  std::uint64_t policy_origin() const noexcept { return policy_origin_; }
+  const std::map<std::string, service_policy, std::less<>>& service_policies() const noexcept {
+    return options_.service_policies;
+  }
+  // The configuration network (docs/family.md, "The configuration network"): true once after a
+  // reload changed this broker's [service."NAME"] tables (the family is to be told).
+  bool take_policy_change() noexcept {
+    const bool was = policy_announce_;
+    policy_announce_ = false;
+    return was;
+  }
+  // A peer's policy, newer than this broker's (by version, then origin): its tables replace
+  // this broker's (the broker-wide defaults stay), and workers get CONFIG. False when not newer.
+  bool adopt_policy(std::uint64_t version, std::uint64_t origin,
+                    std::map<std::string, service_policy, std::less<>> tables, time_point now);
 
   // Prometheus text exposition of every counter, gauge and histogram.
   std::string metrics_text(time_point now) const;
@@ -408,6 +424,10 @@ class broker_core {
   void send_disconnect(const worker_entry& w, std::uint16_t code, std::string_view message);
   void send_welcome(const worker_entry& w);
   void send_client_welcome(const client_ref& c);
+  // CONFIG (S0/2 workers): the effective policy of the worker's services; 426 when it said it had
+  // an older version.
+  void send_worker_config(const worker_entry& W, std::uint16_t code);
+  void push_worker_configs();
   // The family's frontends or backends: this broker's, then those of its peers that take work.
   void family_endpoints(bool frontends, std::vector<std::string_view>& out) const;
   // Whether every worker of the family known for the service is idempotent (or the policy says
@@ -507,6 +527,10 @@ class broker_core {
   time_point last_redirect_{};
   bool dispatch_held_ = false;
   std::uint64_t policy_version_ = 1;
+  std::uint64_t policy_origin_ = 0;  // set to broker_id_ at construction
+  bool policy_announce_ = false;
+  std::map<std::string, service_policy, std::less<>>
+      file_policies_;  // the tables of the last file read
   broker_counters counters_;
   const status_source* status_source_ = nullptr;
   bool track_capacity_ = false;

@@ -118,6 +118,7 @@ std::string broker_core::status_json(time_point now) const {
     configured.push_back(std::move(e));
   }
   nlohmann::json policy = {{"version", policy_version_},
+                           {"origin", broker_id_hex(policy_origin_)},
                            {"defaults",
                             {{"request_timeout_ms", whole_millis(options_.request_timeout)},
                              {"max_queue", options_.max_queue},

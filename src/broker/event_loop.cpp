@@ -75,6 +75,52 @@ int endpoint_port(const std::string& endpoint) {
   }
 }
 
+// [service."NAME"] tables as CONFIG carries them, and back.
+std::vector<protocol::peer::policy_entry> policy_entries(
+    const std::map<std::string, service_policy, std::less<>>& tables) {
+  namespace pp = protocol::peer;
+  std::vector<pp::policy_entry> out;
+  out.reserve(tables.size());
+  for (const auto& [name, p] : tables) {
+    pp::policy_entry e;
+    e.service = name;
+    if (p.request_timeout) {
+      e.set |= pp::policy_timeout;
+      e.timeout_ms = static_cast<std::uint32_t>(
+          std::clamp<std::int64_t>(p.request_timeout->count(), 0, UINT32_MAX));
+    }
+    if (p.max_queue) {
+      e.set |= pp::policy_max_queue;
+      e.max_queue = static_cast<std::uint32_t>(std::min<std::size_t>(*p.max_queue, UINT32_MAX));
+    }
+    if (p.idempotent) {
+      e.set |= pp::policy_idempotent;
+      e.idempotent = *p.idempotent ? 1 : 0;
+    }
+    if (p.max_concurrency) {
+      e.set |= pp::policy_max_concurrency;
+      e.max_concurrency = *p.max_concurrency;
+    }
+    out.push_back(e);
+  }
+  return out;
+}
+
+std::map<std::string, service_policy, std::less<>> policy_tables(
+    std::span<const protocol::peer::policy_entry> entries) {
+  namespace pp = protocol::peer;
+  std::map<std::string, service_policy, std::less<>> out;
+  for (const auto& e : entries) {
+    service_policy p;
+    if (e.set & pp::policy_timeout) p.request_timeout = std::chrono::milliseconds(e.timeout_ms);
+    if (e.set & pp::policy_max_queue) p.max_queue = e.max_queue;
+    if (e.set & pp::policy_idempotent) p.idempotent = e.idempotent != 0;
+    if (e.set & pp::policy_max_concurrency) p.max_concurrency = e.max_concurrency;
+    out.insert_or_assign(std::string(e.service), p);
+  }
+  return out;
+}
+
 std::uint64_t random_broker_id() {
   std::random_device rd;
   return (std::uint64_t{rd()} << 32) ^ rd();
@@ -424,6 +470,7 @@ void event_loop::handle_requests(clock::time_point now) {
   if (reload_requested_.exchange(false) && reload_handler_) {
     if (auto next = reload_handler_()) {
       core_->reconfigure(*next, now);
+      announce_policy(now);
       if (zap_) {  // the key lists were read again with the rest of the configuration
         options_.client_keys = next->client_keys;
         options_.worker_keys = next->worker_keys;
@@ -616,6 +663,24 @@ void event_loop::peer_updated(const peer_info& p) {
 
 void event_loop::peer_down(const peer_info& p, std::string_view why) {
   core_->peer_down(p.link, why, clock::now());
+}
+
+void event_loop::peer_config(std::uint64_t version, std::uint64_t origin,
+                             std::span<const protocol::peer::policy_entry> tables) {
+  if (core_->adopt_policy(version, origin, policy_tables(tables), clock::now()))
+    event({event_kind::reloaded,
+           {},
+           {},
+           {},
+           0,
+           "service policy version " + std::to_string(version) + " from the family (broker " +
+               broker_id_hex(origin) + ")"});
+}
+
+void event_loop::announce_policy(clock::time_point now) {
+  if (!core_->take_policy_change() || !family_) return;
+  const auto entries = policy_entries(core_->service_policies());
+  family_->set_policy(core_->policy_version(), core_->policy_origin(), entries, now);
 }
 
 delivery event_loop::send(std::uint8_t socket, frames& msg) {

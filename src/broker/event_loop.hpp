@@ -53,6 +53,10 @@ class event_loop final : public outbox, private family_listener {
                      const struct peer_capacity& c) override;
   void peer_updated(const peer_info& p) override;
   void peer_down(const peer_info& p, std::string_view why) override;
+  void peer_config(std::uint64_t version, std::uint64_t origin,
+                   std::span<const protocol::peer::policy_entry> tables) override;
+  // The core's policy changed here: the family is told (CONFIG).
+  void announce_policy(clock::time_point now);
 
   std::size_t drain_socket(std::uint8_t socket, std::size_t budget);
   bool receive(zmq::socket_t& socket, bool& oversized);

@@ -31,7 +31,8 @@ family_drop drop_of(pp::problem p) noexcept {
 constexpr std::array<const char*, static_cast<std::size_t>(family_drop::count_)> drop_names = {
     "malformed", "invalid_endpoint", "invalid_name", "unknown_sender", "other_family", "self",
     "conflict",  "not_alive",        "stale_state",  "peers_full",     "services_full"};
-constexpr std::array<const char*, 5> command_names = {"", "hello", "peers", "state", "bye"};
+constexpr std::array<const char*, 6> command_names = {"",      "hello", "peers",
+                                                      "state", "bye",   "config"};
 
 const char* state_name(peer_state s) noexcept {
   switch (s) {
@@ -234,6 +235,17 @@ void family_core::on_message(const frames& msg, time_point now) {
       }
       break;
     }
+    case pp::kind::config: {
+      ++counters_.in[index(pp::command::config)];
+      const auto it = connections_.find(connection);
+      if (it == connections_.end())
+        return drop(family_drop::unknown_sender, "CONFIG before a HELLO");
+      if (it->second->state != peer_state::alive)
+        return drop(family_drop::not_alive, "from a peer judged lost (until its next HELLO)");
+      it->second->last_heard = now;
+      on_config(m, now);
+      break;
+    }
     case pp::kind::malformed:
       break;
   }
@@ -385,6 +397,7 @@ void family_core::on_link_connected(std::uint32_t link, time_point now) {
   p.link.hello_sent = false;
   p.link.peers_due = true;
   p.link.full_due = true;
+  p.link.config_due = true;
   p.link.sequence = 0;
   p.link.next_hello = now;
   round_wanted_ = true;
@@ -467,6 +480,40 @@ void family_core::service_link(peer& p, time_point now) {
     p.link.next_hello = now + s_.heartbeat_interval;
   }
   if (p.link.peers_due && send_peers(p)) p.link.peers_due = false;
+  if (p.link.config_due && (policy_version_ < 2 || send_config(p))) p.link.config_due = false;
+}
+
+void family_core::set_policy(std::uint64_t version, std::uint64_t origin,
+                             std::span<const pp::policy_entry> tables, time_point now) {
+  policy_version_ = version;
+  policy_origin_ = origin;
+  policy_.clear();
+  policy_.reserve(tables.size());
+  for (const auto& e : tables) policy_.push_back({std::string(e.service), e});
+  for (auto& t : policy_) t.entry.service = t.service;  // after the last move of the strings
+  for (auto& [endpoint, p] : peers_) {
+    if (p.link.id == 0) continue;
+    p.link.config_due = true;
+    service_link(p, now);
+  }
+}
+
+void family_core::on_config(const pp::message& m, time_point now) {
+  if (std::pair(m.sequence, m.origin) <= std::pair(policy_version_, policy_origin_)) return;
+  std::vector<pp::policy_entry> tables;
+  pp::for_each_policy(m, [&](const pp::policy_entry& e) { tables.push_back(e); });
+  // Passed on to every link too (a broker that missed the origin's CONFIG gets it from us).
+  set_policy(m.sequence, m.origin, tables, now);
+  if (listener_ != nullptr) listener_->peer_config(m.sequence, m.origin, tables);
+}
+
+bool family_core::send_config(peer& p) {
+  std::vector<pp::policy_entry> tables;
+  tables.reserve(policy_.size());
+  for (const auto& t : policy_) tables.push_back(t.entry);
+  frames msg;
+  pp::append_config(msg, policy_version_, policy_origin_, tables);
+  return send(p, pp::command::config, msg);
 }
 
 void family_core::gossip(time_point now) {

@@ -65,6 +65,10 @@ class family_listener {
   // endpoint: peer_up follows). Everything it announced is gone with it; no zero peer_capacity
   // calls are made for it.
   virtual void peer_down(const peer_info&, std::string_view /*why*/) {}
+  // A peer told of a service policy newer than any this broker knew (version, then origin broker
+  // id, decide): the [service."NAME"] tables of the family from now on. Views valid in the call.
+  virtual void peer_config(std::uint64_t /*version*/, std::uint64_t /*origin*/,
+                           std::span<const protocol::peer::policy_entry> /*tables*/) {}
 };
 
 // The sockets, as the family core sees them; the event loop implements it.
@@ -152,6 +156,13 @@ class family_core final : public status_source {
 
   // From now on HELLO says draining (sent at once).
   void begin_drain(time_point now);
+
+  // The family's service policy changed here (a reload) or was adopted from a peer: CONFIG goes on
+  // every link now, and on each link when its connection is made. Versions below 2 (every
+  // broker's own file at start) are never sent. A CONFIG received is passed to the listener only
+  // when (version, origin) is above what this broker holds.
+  void set_policy(std::uint64_t version, std::uint64_t origin,
+                  std::span<const protocol::peer::policy_entry> tables, time_point now);
   // BYE on every link that has a connection, then every link closed.
   void shutdown(time_point now);
 
@@ -186,6 +197,7 @@ class family_core final : public status_source {
     bool hello_sent = false;  // on this connection: nothing else goes before it
     bool peers_due = false;
     bool full_due = false;
+    bool config_due = false;
     std::uint64_t sequence = 0;  // of the last STATE sent on this connection
     time_point next_hello{};
   };
@@ -213,8 +225,8 @@ class family_core final : public status_source {
     std::map<std::string, peer_capacity, std::less<>> services;
   };
   struct counters {
-    std::array<std::uint64_t, 5> in{};   // by command byte (1-4)
-    std::array<std::uint64_t, 5> out{};  // by command byte (1-4)
+    std::array<std::uint64_t, 6> in{};   // by command byte (1-5)
+    std::array<std::uint64_t, 6> out{};  // by command byte (1-5)
     std::array<std::uint64_t, static_cast<std::size_t>(family_drop::count_)> dropped{};
     std::uint64_t unsent = 0;  // messages a link refused (no connection, or its queue full)
     std::uint64_t peers_up = 0;
@@ -246,6 +258,8 @@ class family_core final : public status_source {
   bool send_hello(peer& p);
   bool send_peers(peer& p);
   bool send_state(peer& p, bool full);
+  bool send_config(peer& p);
+  void on_config(const protocol::peer::message& m, time_point now);
   void round(time_point now);
   void gossip(time_point now);  // PEERS to every link, if the alive set changed
   void drop(family_drop why, std::string_view detail);
@@ -264,7 +278,14 @@ class family_core final : public status_source {
   // the last round (zeros included: a service gone).
   std::map<std::string, peer_capacity, std::less<>> local_;
   std::map<std::string, peer_capacity, std::less<>> delta_;
-  std::vector<configured_peer> configured_;        // for status
+  std::vector<configured_peer> configured_;  // for status
+  struct policy_table {
+    std::string service;
+    protocol::peer::policy_entry entry;  // its service view points into `service`
+  };
+  std::uint64_t policy_version_ = 0;
+  std::uint64_t policy_origin_ = 0;
+  std::vector<policy_table> policy_;
   std::vector<protocol::peer::capacity> entries_;  // scratch: a STATE's entries
   std::vector<std::string_view> endpoints_;        // scratch: a PEERS' endpoints
   time_point next_scan_;

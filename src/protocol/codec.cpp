@@ -317,6 +317,11 @@ inbound decode_worker_v2(const frames& f) noexcept {
       if (!r.complete()) return worker_error_v2(status::bad_request, "STOPPING has no fields");
       in.kind = inbound_kind::worker_stopping;
       return in;
+    case worker_command::config:
+      in.id = r.u64();
+      if (!r.complete()) return worker_error_v2(status::bad_request, "CONFIG needs a version");
+      in.kind = inbound_kind::worker_config;
+      return in;
     default:
       return worker_error_v2(status::not_implemented, "unknown command");
   }
@@ -472,6 +477,24 @@ worker_inbound decode_for_worker_v2(const frames& f) noexcept {
       if (!r.complete()) return {};
       in.kind = worker_inbound_kind::stopping;
       break;
+    case worker_command::config: {
+      in.status = r.u16();
+      in.policy_version = r.u64();
+      in.count = r.u16();
+      in.list = r.rest();
+      if (!r.ok() || in.count > max_config_services) return {};
+      for (std::uint16_t i = 0; i < in.count; ++i) {
+        const std::string_view name = r.str8();
+        r.u32();
+        r.u32();
+        r.u32();
+        const std::uint8_t idem = r.u8();
+        if (!r.ok() || !sized_service(name) || idem > 2) return {};
+      }
+      if (!r.complete()) return {};
+      in.kind = worker_inbound_kind::config;
+      break;
+    }
     default:
       return {};
   }
@@ -659,6 +682,40 @@ void append_client_welcome(frames& out, std::uint64_t broker_id,
   for (std::size_t i = 0; i < ne; ++i) w.str16(frontends[i]);
   w.u16(static_cast<std::uint16_t>(ns));
   for (std::size_t i = 0; i < ns; ++i) w.str8(idempotent_services[i]);
+}
+
+void append_worker_config(frames& out, std::uint16_t code, std::uint64_t policy_version,
+                          const std::vector<service_config>& services) {
+  const std::size_t n = std::min(services.size(), max_config_services);
+  std::size_t size = 12;
+  for (std::size_t i = 0; i < n; ++i) size += str8_size(services[i].service) + 13;
+  auto w = append_packed(out, worker_header_v2, cmd(worker_command::config), size);
+  w.u16(code).u64(policy_version).u16(static_cast<std::uint16_t>(n));
+  for (std::size_t i = 0; i < n; ++i)
+    w.str8(services[i].service)
+        .u32(services[i].request_timeout_ms)
+        .u32(services[i].max_queue)
+        .u32(services[i].max_concurrency)
+        .u8(services[i].idempotent);
+}
+
+void append_worker_config_version(frames& out, std::uint64_t policy_version) {
+  append_packed(out, worker_header_v2, cmd(worker_command::config), 8).u64(policy_version);
+}
+
+std::vector<service_config> config_services(std::string_view list, std::uint16_t count) {
+  std::vector<service_config> out;
+  reader r(list);
+  for (std::uint16_t i = 0; i < count && r.ok(); ++i) {
+    service_config c;
+    c.service = r.str8();
+    c.request_timeout_ms = r.u32();
+    c.max_queue = r.u32();
+    c.max_concurrency = r.u32();
+    c.idempotent = r.u8();
+    out.push_back(c);
+  }
+  return out;
 }
 
 std::vector<std::string_view> welcome_endpoints(std::string_view list, std::uint16_t count) {

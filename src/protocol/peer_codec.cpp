@@ -83,6 +83,35 @@ message decode_peers(reader& r) noexcept {
   return m;
 }
 
+message decode_config(reader& r) noexcept {
+  message m;
+  m.sequence = r.u64();
+  m.origin = r.u64();
+  m.count = r.u16();
+  if (!r.ok()) return malformed("CONFIG without version, origin and count");
+  if (m.sequence == 0) return malformed("CONFIG version 0");
+  if (m.count > max_config_entries) return malformed("CONFIG with more than 1000 entries");
+  m.list = r.rest();
+  for (std::uint16_t i = 0; i < m.count; ++i) {
+    const std::string_view service = r.str8();
+    const std::uint8_t set = r.u8();
+    r.u32();
+    r.u32();
+    const std::uint32_t max_concurrency = r.u32();
+    const std::uint8_t idempotent = r.u8();
+    if (!r.ok()) return malformed("CONFIG shorter than its count");
+    if (!valid_service_name(service))
+      return malformed("CONFIG service name invalid", problem::invalid_name);
+    if ((set & ~0x0f) != 0 || idempotent > 1) return malformed("CONFIG entry with unknown flags");
+    if ((set & policy_max_concurrency) != 0 &&
+        (max_concurrency < 1 || max_concurrency > protocol::max_concurrency))
+      return malformed("CONFIG max-concurrency out of range");
+  }
+  if (!r.complete()) return malformed("CONFIG longer than its count");
+  m.what = kind::config;
+  return m;
+}
+
 message decode_state(reader& r) noexcept {
   message m;
   m.sequence = r.u64();
@@ -146,6 +175,8 @@ message decode(const frames& f) noexcept {
       return decode_peers(r);
     case command::state:
       return decode_state(r);
+    case command::config:
+      return decode_config(r);
     case command::bye: {
       message m;
       m.status = r.u16();
@@ -194,6 +225,22 @@ void append_state(frames& out, std::uint64_t sequence, std::uint8_t flags,
         .u32(entries[i].idle)
         .u32(entries[i].queued)
         .u8(entries[i].flags);
+}
+
+void append_config(frames& out, std::uint64_t version, std::uint64_t origin,
+                   std::span<const policy_entry> entries) {
+  const std::size_t n = std::min(entries.size(), max_config_entries);
+  std::size_t size = 18;
+  for (std::size_t i = 0; i < n; ++i) size += str8_size(entries[i].service) + 14;
+  auto w = append_packed(out, header, cmd(command::config), size);
+  w.u64(version).u64(origin).u16(static_cast<std::uint16_t>(n));
+  for (std::size_t i = 0; i < n; ++i)
+    w.str8(entries[i].service)
+        .u8(entries[i].set)
+        .u32(entries[i].timeout_ms)
+        .u32(entries[i].max_queue)
+        .u32(entries[i].max_concurrency)
+        .u8(entries[i].idempotent);
 }
 
 void append_bye(frames& out, std::uint16_t status, std::string_view text) {

@@ -16,7 +16,7 @@ namespace scale0::protocol::peer {
 
 inline constexpr std::string_view header = "S0P1";
 
-enum class command : std::uint8_t { hello = 1, peers = 2, state = 3, bye = 4 };
+enum class command : std::uint8_t { hello = 1, peers = 2, state = 3, bye = 4, config = 5 };
 
 inline constexpr std::uint8_t hello_draining = 0x01;  // HELLO flags bit 0: the sender drains
 inline constexpr std::uint8_t state_replace = 0x01;   // STATE flags bit 0: forget mine first
@@ -59,7 +59,22 @@ struct capacity {
   std::uint8_t flags = 0;  // entry_idempotent; other bits 0
 };
 
-enum class kind : std::uint8_t { malformed, hello, peers, state, bye };
+enum class kind : std::uint8_t { malformed, hello, peers, state, bye, config };
+
+// One [service."NAME"] table of a CONFIG: `set` says which settings it has (policy_* bits).
+inline constexpr std::uint8_t policy_timeout = 0x01;
+inline constexpr std::uint8_t policy_max_queue = 0x02;
+inline constexpr std::uint8_t policy_idempotent = 0x04;
+inline constexpr std::uint8_t policy_max_concurrency = 0x08;
+struct policy_entry {
+  std::string_view service;
+  std::uint8_t set = 0;
+  std::uint32_t timeout_ms = 0;
+  std::uint32_t max_queue = 0;
+  std::uint32_t max_concurrency = 0;
+  std::uint8_t idempotent = 0;  // 0 or 1, when set
+};
+inline constexpr std::size_t max_config_entries = 1000;
 // Why a message was dropped: its framing or lengths (malformed), or a field the rules refuse.
 enum class problem : std::uint8_t { none, malformed, invalid_endpoint, invalid_name };
 
@@ -74,6 +89,7 @@ struct message {
   std::uint8_t flags = 0;      // STATE
   std::uint16_t count = 0;     // PEERS, STATE: entries
   std::string_view list;       // PEERS, STATE: the packed entries
+  std::uint64_t origin = 0;    // CONFIG: the broker that made the change (version: sequence)
   std::uint16_t status = 0;    // BYE
   std::string_view text;       // BYE
 };
@@ -95,6 +111,12 @@ void append_peers(frames& out, std::span<const std::string_view> endpoints);
 void append_state(frames& out, std::uint64_t sequence, std::uint8_t flags,
                   std::span<const capacity> entries);
 void append_bye(frames& out, std::uint16_t status, std::string_view text);
+// Entries beyond max_config_entries are not written.
+void append_config(frames& out, std::uint64_t version, std::uint64_t origin,
+                   std::span<const policy_entry> entries);
+// Calls fn(policy_entry) for each entry of a decoded CONFIG.
+template <class Fn>
+void for_each_policy(const message& m, Fn&& fn);
 
 }  // namespace scale0::protocol::peer
 
@@ -106,6 +128,21 @@ template <class Fn>
 void for_each_peer(const message& m, Fn&& fn) {
   packing::reader r(m.list);
   for (std::uint16_t i = 0; i < m.count; ++i) fn(r.str16());
+}
+
+template <class Fn>
+void for_each_policy(const message& m, Fn&& fn) {
+  packing::reader r(m.list);
+  for (std::uint16_t i = 0; i < m.count; ++i) {
+    policy_entry e;
+    e.service = r.str8();
+    e.set = r.u8();
+    e.timeout_ms = r.u32();
+    e.max_queue = r.u32();
+    e.max_concurrency = r.u32();
+    e.idempotent = r.u8();
+    fn(e);
+  }
 }
 
 template <class Fn>

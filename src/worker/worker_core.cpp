@@ -161,6 +161,12 @@ void worker_core::on_broker_message(time_point now, protocol::frames& msg) {
       next_heartbeat_ = now + interval_;
       io_.event("registered with " + brokers_[current_] + " (heartbeat " +
                 std::to_string(interval_.count()) + " ms)");
+      if (policy_version_ != 0 && options_.protocol_version == protocol::version_2) {
+        // What we knew from an earlier broker: a stale version is answered 426 and CONFIG.
+        out_.clear();
+        protocol::append_worker_config_version(out_, policy_version_);
+        send(out_);
+      }
       return;
     }
     case k::request: {
@@ -211,6 +217,26 @@ void worker_core::on_broker_message(time_point now, protocol::frames& msg) {
     case k::stopping:
       stopping_acked_ = true;
       return;
+    case k::config: {
+      // The policy of our services (the broker enforces it; we report it). 426: the version we
+      // announced was stale.
+      policy_version_ = d.policy_version;
+      std::string text = "policy version " + std::to_string(d.policy_version);
+      if (d.status == status::upgrade_required) text += " (ours was stale: 426)";
+      for (const auto& c : protocol::config_services(d.list, d.count)) {
+        text += "; ";
+        text.append(c.service);
+        text += ": request-timeout " + std::to_string(c.request_timeout_ms) + " ms, max-queue " +
+                std::to_string(c.max_queue) + ", max-concurrency " +
+                (c.max_concurrency == 0 ? std::string("none") : std::to_string(c.max_concurrency)) +
+                ", idempotent " +
+                (c.idempotent == 1   ? "yes"
+                 : c.idempotent == 2 ? "no"
+                                     : "as the workers say");
+      }
+      io_.event(text);
+      return;
+    }
     default:
       return;
   }

@@ -90,6 +90,8 @@ class worker_core {
   std::uint32_t in_flight() const noexcept { return in_flight_; }  // jobs given to handlers
   std::uint64_t epoch() const noexcept { return epoch_; }          // the current connection
   std::uint64_t moves() const noexcept { return moves_; }          // brokers that sent us elsewhere
+  // The service policy version the broker last sent (CONFIG); 0: none yet.
+  std::uint64_t policy_version() const noexcept { return policy_version_; }
   std::chrono::milliseconds interval() const noexcept { return interval_; }  // our heartbeats
 
  private:
@@ -115,6 +117,7 @@ class worker_core {
   std::uint64_t epoch_ = 0;  // connections opened
   std::uint64_t broker_id_ = 0;
   std::uint64_t moves_ = 0;
+  std::uint64_t policy_version_ = 0;
   std::chrono::milliseconds interval_{1000};         // ours: how often we send HEARTBEAT
   std::chrono::milliseconds broker_interval_{1000};  // the broker's: how often it publishes
   std::uint32_t liveness_ = 3;

@@ -40,7 +40,7 @@ import urllib.request
 
 import zmq
 
-from harness import (Broker, NativeWorker, Scale0TestCase, VERBOSE, b_, binary_available, free_port,
+from harness import (Broker, NativeWorker, Scale0TestCase, Scale0Worker, VERBOSE, b_, binary_available, free_port,
                      now, run_cli)
 
 HB_MS = 200
@@ -588,3 +588,49 @@ class PeerLostTest(ForwardingCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# ------------------------------------------------------------------------------------------------
+# The configuration network: a policy change on one broker reaches every broker and its workers
+# ------------------------------------------------------------------------------------------------
+class FamilyConfigTest(ForwardingCase):
+
+    def test_a_policy_change_on_a_reaches_a_worker_on_c_within_2_s(self):
+        import os
+        import signal
+        import tempfile
+        cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+        self.addCleanup(os.unlink, cfg.name)
+        cfg.write('[service."cfg.echo"]\nrequest-timeout = 5000\n')
+        cfg.close()
+        a = self.start_broker(heartbeat_interval=HB_MS, liveness=LIVENESS, peer_port=free_port(),
+                              extra=["--config", cfg.name])
+        b = self.start_broker(heartbeat_interval=HB_MS, liveness=LIVENESS, peer_port=free_port(),
+                              extra=["--peer", a.peer])
+        c = self.start_broker(heartbeat_interval=HB_MS, liveness=LIVENESS, peer_port=free_port(),
+                              extra=["--peer", b.peer])
+        wait_mesh([a, b, c])
+        w = Scale0Worker(c.backend, ["cfg.echo"], name="cfg-w")
+        self.addCleanup(w.cleanup)
+        wait_until("the worker's first CONFIG", lambda: "policy version 1;" in w.proc.stderr_text(), 8.0)
+        with open(cfg.name, "w") as f:
+            f.write('[service."cfg.echo"]\nrequest-timeout = 7000\nmax-concurrency = 2\n')
+        t0 = now()
+        a.proc.signal(signal.SIGHUP)
+        _, took = wait_until("policy version 2 at the worker on C",
+                             lambda: "policy version 2; cfg.echo: request-timeout 7000 ms, max-queue"
+                             in w.proc.stderr_text(), 2.0, every=0.02)
+        print("\n  a change on A reached the worker on C in %.0f ms" % (took * 1000))
+        for x in (a, b, c):
+            p = status(x)["policy"]
+            self.assertEqual(p["version"], 2)
+            self.assertEqual(p["origin"], status(a)["broker_id"])
+            svc = [s for s in p["services"] if s["name"] == "cfg.echo"]
+            self.assertEqual(len(svc), 1, p)
+            self.assertEqual((svc[0]["request_timeout_ms"], svc[0]["max_concurrency"]), (7000, 2))
+        # An unrelated reload on B (its file did not change) keeps the family's policy.
+        b.proc.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        self.assertEqual(status(b)["policy"]["version"], 2)
+        self.assertEqual([s["request_timeout_ms"] for s in status(b)["policy"]["services"]
+                          if s["name"] == "cfg.echo"], [7000])

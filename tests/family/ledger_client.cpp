@@ -21,7 +21,8 @@
 //    "echo"}                                              one per request, when its reply comes
 //   {"kind":"duplicate", ...} / {"kind":"unknown", ...}   a second reply for an id / a reply for
 //                                                         an id never sent (both should never be)
-//   {"kind":"request", ..., "missing":true}               one per request without a reply at the end
+//   {"kind":"request", ..., "missing":true}               one per request without a reply at the
+//   end
 //   {"kind":"clock", "clock":T, "wall":W}                 the clock used for all the times above
 //   {"kind":"summary", "sent", "replied", "statuses", "local_statuses", "missing", "duplicates",
 //    "unknown", "wrong_bodies", "send_errors", ...}
@@ -30,6 +31,8 @@
 // A send() that throws (503: the send queue is full) is a request too: its line has "id":null,
 // "send_error":true and the status and message of the exception. The summary is also printed on
 // stdout when the ledger goes to a file.
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -46,7 +49,6 @@
 #include <random>
 #include <sstream>
 #include <string>
-#include <unistd.h>
 #include <unordered_map>
 #include <vector>
 
@@ -60,7 +62,9 @@ using std::chrono::milliseconds;
 
 std::atomic<bool> stop_requested{false};
 
-extern "C" void on_signal(int) { stop_requested.store(true); }
+extern "C" void on_signal(int) {
+  stop_requested.store(true);
+}
 
 double seconds(steady::time_point t) {
   return std::chrono::duration<double>(t.time_since_epoch()).count();
@@ -108,11 +112,12 @@ struct options {
 };
 
 [[noreturn]] void usage(const std::string& why) {
-  std::cerr << "scale0_ledger_client: " << why << "\n"
-            << "usage: scale0_ledger_client --broker EP[,EP...] --service S [--window N] [--rate R]\n"
-               "       [--duration SECONDS | --count N] [--timeout-ms T] [--idempotent]\n"
-               "       [--heartbeat-ms MS] [--liveness N] [--retries N] [--drain-wait SECONDS]\n"
-               "       [--out FILE]\n";
+  std::cerr
+      << "scale0_ledger_client: " << why << "\n"
+      << "usage: scale0_ledger_client --broker EP[,EP...] --service S [--window N] [--rate R]\n"
+         "       [--duration SECONDS | --count N] [--timeout-ms T] [--idempotent]\n"
+         "       [--heartbeat-ms MS] [--liveness N] [--retries N] [--drain-wait SECONDS]\n"
+         "       [--out FILE]\n";
   std::exit(2);
 }
 
@@ -202,9 +207,9 @@ class ledger {
   void outcome(const entry& e, std::optional<double> at, std::optional<std::uint16_t> status,
                std::string_view message, bool local, bool echo, const char* extra) {
     std::ostringstream s;
-    s << "{\"kind\":\"request\",\"n\":" << e.n << ",\"id\":"
-      << (e.id ? std::to_string(*e.id) : std::string("null")) << ",\"token\":" << quote(e.token)
-      << ",\"sent\":" << number(e.sent)
+    s << "{\"kind\":\"request\",\"n\":" << e.n
+      << ",\"id\":" << (e.id ? std::to_string(*e.id) : std::string("null"))
+      << ",\"token\":" << quote(e.token) << ",\"sent\":" << number(e.sent)
       << ",\"reply\":" << (at ? number(*at) : std::string("null"))
       << ",\"status\":" << (status ? std::to_string(*status) : std::string("null"))
       << ",\"message\":" << quote(message) << ",\"local\":" << (local ? "true" : "false")
@@ -263,7 +268,8 @@ int main(int argc, char** argv) {
     s << "{\"kind\":\"start\",\"clock\":" << number(seconds(start)) << ",\"pid\":" << getpid()
       << ",\"broker\":" << quote(o.broker) << ",\"service\":" << quote(o.service)
       << ",\"window\":" << o.window << ",\"rate\":" << number(o.rate)
-      << ",\"timeout_ms\":" << o.timeout_ms << ",\"idempotent\":" << (o.idempotent ? "true" : "false")
+      << ",\"timeout_ms\":" << o.timeout_ms
+      << ",\"idempotent\":" << (o.idempotent ? "true" : "false")
       << ",\"heartbeat_ms\":" << o.heartbeat_ms << ",\"liveness\":" << o.liveness << "}";
     led.line(s.str());
     led.flush();
@@ -318,8 +324,8 @@ int main(int argc, char** argv) {
 
   // Sending: at most `window` outstanding, at most `rate` per second (a burst after a stall is
   // bounded to a tenth of a second's worth).
-  const auto interval = std::chrono::duration_cast<steady::duration>(
-      std::chrono::duration<double>(1.0 / o.rate));
+  const auto interval =
+      std::chrono::duration_cast<steady::duration>(std::chrono::duration<double>(1.0 / o.rate));
   // No --duration: no end in time (steady::time_point::max()), --count ends it.
   const auto end = o.duration ? start + std::chrono::duration_cast<steady::duration>(
                                             std::chrono::duration<double>(*o.duration))
@@ -363,10 +369,9 @@ int main(int argc, char** argv) {
   const double stopped_sending = seconds(steady::now());
 
   // Waiting for every outstanding reply, bounded.
-  const double drain_wait =
-      o.drain_wait ? *o.drain_wait
-                   : (o.timeout_ms > 0 ? o.timeout_ms / 1000.0 : 30.0) + 1.0 +
-                         2.0 * o.liveness * o.heartbeat_ms / 1000.0 + 5.0;
+  const double drain_wait = o.drain_wait ? *o.drain_wait
+                                         : (o.timeout_ms > 0 ? o.timeout_ms / 1000.0 : 30.0) + 1.0 +
+                                               2.0 * o.liveness * o.heartbeat_ms / 1000.0 + 5.0;
   const auto drain_end = steady::now() + std::chrono::duration_cast<steady::duration>(
                                              std::chrono::duration<double>(drain_wait));
   while (outstanding > 0) {
@@ -403,7 +408,8 @@ int main(int argc, char** argv) {
     << ",\"statuses\":" << counts(statuses) << ",\"local_statuses\":" << counts(local_statuses)
     << ",\"missing\":" << missing << ",\"duplicates\":" << duplicates << ",\"unknown\":" << unknown
     << ",\"wrong_bodies\":" << wrong_bodies << ",\"send_errors\":" << send_errors
-    << ",\"started\":" << number(seconds(start)) << ",\"stopped_sending\":" << number(stopped_sending)
+    << ",\"started\":" << number(seconds(start))
+    << ",\"stopped_sending\":" << number(stopped_sending)
     << ",\"finished\":" << number(seconds(fin)) << "}";
   led.line(s.str());
   led.flush();

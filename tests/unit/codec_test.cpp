@@ -1185,7 +1185,12 @@ class generator {
   // A well-formed S0/2 message: "" · packed header frame.
   strings valid_v2(const std::string& service) {
     const auto u = [&](std::size_t bits) { return rng_() & ((std::uint64_t{1} << bits) - 1); };
-    switch (below(14)) {
+    switch (below(15)) {
+      case 14:  // worker CONFIG (its version), and the broker's CONFIG
+        return {"", chance(50) ? packed("S0W2", 8, u64(rng_()))
+                               : packed("S0W2", 8,
+                                        u16(200) + u64(rng_()) + u16(1) + s8(service) + u32(5000) +
+                                            u32(10) + u32(2) + byte(static_cast<int>(below(3))))};
       case 11:
         return {"", packed("S0C2", 5, "")};  // client HELLO
       case 12: {  // client WELCOME: the family's frontends and idempotent services
@@ -1350,6 +1355,10 @@ std::string check_inbound(const frames& f, const inbound& in) {
       if (f.size() < 4 || header() != S0C1 || str(f[3]) != byte(3) || in.first != 4)
         return "bad client_ping";
       return "";
+    case inbound_kind::worker_config:
+      return in.version == 2 && header() == packed("S0W2", 8, u64(in.id))
+                 ? ""
+                 : "bad S0/2 worker config";
     case inbound_kind::client_hello:
       return in.version == 2 && header() == "S0C2\x05" && f.size() >= 3 ? "" : "bad S0/2 hello";
     case inbound_kind::worker_ready: {
@@ -1473,6 +1482,16 @@ std::string check_for_worker(const frames& f, const worker_inbound& in) {
                     in.status == 0 && h.size() == 5 ? "" : u16(in.status) + s16(in.message)))
       return "bad S0/2 disconnect";
     if (in.kind == worker_inbound_kind::stopping && h != "S0W2\x07") return "bad S0/2 stopping";
+    if (in.kind == worker_inbound_kind::config) {
+      std::string fields = u16(in.status) + u64(in.policy_version) + u16(in.count);
+      for (const auto& c : config_services(in.list, in.count)) {
+        if (!inside(c.service, f) || c.service.empty() || c.idempotent > 2)
+          return "S0/2 config entry that breaks the rules";
+        fields += s8(c.service) + u32(c.request_timeout_ms) + u32(c.max_queue) +
+                  u32(c.max_concurrency) + byte(c.idempotent);
+      }
+      if (h != packed("S0W2", 8, fields)) return "bad S0/2 config";
+    }
     return "";
   }
   if (f.size() < 3 || f[0].size() != 0 || str(f[1]) != S0W1 || f[2].size() != 1)
@@ -1543,7 +1562,7 @@ TEST(CodecRobustness, RandomMessagesNeverCrashAndViewsStayInsideTheFrames) {
   // one counter per inbound_kind (mdp_worker_error is the last)
   std::array<std::size_t, static_cast<std::size_t>(inbound_kind::mdp_worker_error) + 1>
       inbound_seen{};
-  std::array<std::size_t, 5> worker_seen{};
+  std::array<std::size_t, 6> worker_seen{};
   std::array<std::size_t, 4> client_seen{};
   std::size_t heartbeats = 0;
 

@@ -53,6 +53,16 @@ class recording_listener : public family_listener {
   void peer_down(const peer_info& p, std::string_view why) override {
     log.push_back({"down", std::string(p.endpoint), {}, {}, std::string(why)});
   }
+  void peer_config(std::uint64_t version, std::uint64_t origin,
+                   std::span<const pp::policy_entry> tables) override {
+    configs.push_back({version, origin, tables.empty() ? "" : std::string(tables[0].service)});
+  }
+  struct config_heard {
+    std::uint64_t version;
+    std::uint64_t origin;
+    std::string first_service;
+  };
+  std::vector<config_heard> configs;
   std::size_t count(const std::string& what, const std::string& endpoint) const {
     return static_cast<std::size_t>(std::count_if(log.begin(), log.end(), [&](const heard& h) {
       return h.what == what && h.endpoint == endpoint;
@@ -436,6 +446,37 @@ TEST_F(family_test, local_capacity_reaches_every_peer) {
   EXPECT_EQ(a.core.capacity_of(C, "echo"), peer_capacity{});
   EXPECT_EQ(a.listener.log.back().what, "capacity");
   EXPECT_TRUE(a.listener.log.back().capacity.zero());
+}
+
+TEST_F(family_test, a_policy_change_reaches_every_broker_and_a_newcomer_and_the_higher_wins) {
+  node& a = net.add(A);
+  node& b = net.add(B, {A});
+  net.advance(1000ms);
+  const std::vector<pp::policy_entry> tables = {{"echo", pp::policy_timeout, 5000, 0, 0, 0}};
+  a.core.set_policy(2, 111, tables, net.now);
+  net.advance(100ms);
+  ASSERT_EQ(b.listener.configs.size(), 1u);
+  EXPECT_EQ(b.listener.configs[0].version, 2u);
+  EXPECT_EQ(b.listener.configs[0].origin, 111u);
+  EXPECT_EQ(b.listener.configs[0].first_service, "echo");
+  // A broker that joins later hears it when its links connect.
+  node& c = net.add(C, {B});
+  net.advance(1000ms);
+  ASSERT_EQ(c.listener.configs.size(), 1u);
+  EXPECT_EQ(c.listener.configs[0].version, 2u);
+  // Two changes at once (same version): the higher origin wins everywhere; older ones are ignored.
+  const std::vector<pp::policy_entry> other = {{"pay", pp::policy_idempotent, 0, 0, 0, 1}};
+  a.core.set_policy(3, 100, tables, net.now);
+  c.core.set_policy(3, 900, other, net.now);
+  net.advance(500ms);
+  EXPECT_EQ(b.listener.configs.back().origin, 900u);
+  EXPECT_EQ(a.listener.configs.back().origin, 900u);
+  EXPECT_EQ(a.listener.configs.back().first_service, "pay");
+  const std::size_t heard = c.listener.configs.size();
+  a.core.set_policy(2, 999, tables, net.now);  // older: nobody adopts it
+  net.advance(500ms);
+  EXPECT_EQ(c.listener.configs.size(), heard);
+  EXPECT_EQ(b.listener.configs.back().version, 3u);
 }
 
 TEST_F(family_test,

@@ -527,5 +527,65 @@ TEST_F(forwarding_test, a_drain_settles_after_a_quiet_spell_and_workers_left_at_
   EXPECT_EQ(d[0][5], "tcp://10.0.0.7:5556");
 }
 
+// ---- the configuration network ----
+
+TEST_F(forwarding_test, a_reload_that_changes_the_tables_is_announced_and_workers_get_config) {
+  deliver(1, {"w2", "",
+              std::string("S0W2\x01") + u32(1) + u32(0) + std::string(1, '\0') +
+                  std::string(1, '\4') + "echo"});
+  auto first = out.take("w2");
+  ASSERT_EQ(first.size(), 2u);  // WELCOME, then CONFIG
+  EXPECT_EQ(first[1][2].substr(0, 5), std::string("S0W2\x08"));
+  broker_options o = options;
+  o.service_policies["echo"].request_timeout = 5000ms;
+  core->reconfigure(o, now);
+  EXPECT_TRUE(core->take_policy_change());
+  EXPECT_FALSE(core->take_policy_change());
+  EXPECT_EQ(core->policy_version(), 2u);
+  EXPECT_EQ(core->policy_origin(), 42u);
+  const auto pushed = out.take("w2");
+  ASSERT_EQ(pushed.size(), 1u);
+  frames f = make({"", pushed[0][2]});
+  const auto d = protocol::decode_for_worker(f);
+  ASSERT_EQ(d.kind, protocol::worker_inbound_kind::config);
+  EXPECT_EQ(d.policy_version, 2u);
+  EXPECT_EQ(d.status, 200u);
+  const auto entries = protocol::config_services(d.list, d.count);
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].service, "echo");
+  EXPECT_EQ(entries[0].request_timeout_ms, 5000u);
+  // A worker that says it knows an older version gets 426 and the policy.
+  deliver(1, {"w2", "", std::string("S0W2\x08") + u64(1)});
+  const auto stale = out.take("w2");
+  ASSERT_EQ(stale.size(), 1u);
+  frames g = make({"", stale[0][2]});
+  EXPECT_EQ(protocol::decode_for_worker(g).status, 426u);
+  deliver(1, {"w2", "", std::string("S0W2\x08") + u64(2)});  // current: nothing
+  EXPECT_TRUE(out.take("w2").empty());
+}
+
+TEST_F(forwarding_test, a_newer_family_policy_is_adopted_and_an_unrelated_reload_keeps_it) {
+  std::map<std::string, service_policy, std::less<>> tables;
+  tables["echo"].max_queue = 3;
+  EXPECT_TRUE(core->adopt_policy(5, 7, tables, now));
+  EXPECT_FALSE(core->adopt_policy(5, 7, tables, now));  // the same: not newer
+  EXPECT_FALSE(core->adopt_policy(4, 99, {}, now));     // older
+  EXPECT_EQ(core->policy_version(), 5u);
+  EXPECT_EQ(core->policy_origin(), 7u);
+  EXPECT_FALSE(core->take_policy_change());  // adopted, not ours to announce
+  broker_options o = options;                // the same file as at start: its tables did not change
+  o.heartbeat_interval = 500ms;
+  core->reconfigure(o, now);
+  EXPECT_EQ(core->service_policies().at("echo").max_queue, 3u);
+  EXPECT_EQ(core->policy_version(), 5u);
+  // A reload whose file changed its tables wins, with the next version.
+  o.service_policies["echo"].max_queue = 9;
+  core->reconfigure(o, now);
+  EXPECT_EQ(core->policy_version(), 6u);
+  EXPECT_EQ(core->policy_origin(), 42u);
+  EXPECT_TRUE(core->take_policy_change());
+  EXPECT_EQ(core->service_policies().at("echo").max_queue, 9u);
+}
+
 }  // namespace
 }  // namespace scale0::broker_detail

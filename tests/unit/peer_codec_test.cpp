@@ -210,6 +210,39 @@ TEST(PeerCodec, MalformedStateIsDropped) {
                  problem::invalid_name);
 }
 
+TEST(PeerCodec, ConfigLayoutRoundTripAndMalformed) {
+  const std::vector<policy_entry> tables = {
+      {"echo", policy_timeout | policy_max_concurrency, 5000, 0, 2, 0},
+      {"pay", policy_idempotent, 0, 0, 0, 0}};
+  frames f;
+  append_config(f, 7, 0xabcdef, tables);
+  const std::string entry1 = str8("echo") + u8(9) + u32(5000) + u32(0) + u32(2) + u8(0);
+  const std::string entry2 = str8("pay") + u8(4) + u32(0) + u32(0) + u32(0) + u8(0);
+  const std::string good = P + "\x05" + u64(7) + u64(0xabcdef) + u16(2) + entry1 + entry2;
+  EXPECT_EQ(parts_of(f), (strings{"", good}));
+  const message m = at_router(good);
+  ASSERT_EQ(m.what, kind::config) << m.detail;
+  EXPECT_EQ(m.sequence, 7u);
+  EXPECT_EQ(m.origin, 0xabcdefu);
+  std::vector<policy_entry> got;
+  for_each_policy(m, [&](const policy_entry& e) { got.push_back(e); });
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].service, "echo");
+  EXPECT_EQ(got[0].timeout_ms, 5000u);
+  EXPECT_EQ(got[0].max_concurrency, 2u);
+  EXPECT_EQ(got[1].set, policy_idempotent);
+  for (std::size_t n = 5; n < good.size(); ++n) expect_dropped(good.substr(0, n));
+  expect_dropped(good + "x");
+  expect_dropped(P + "\x05" + u64(0) + u64(1) + u16(0));  // version 0
+  expect_dropped(P + "\x05" + u64(2) + u64(1) + u16(1) + str8("echo") + u8(0x10) + u32(0) + u32(0) +
+                 u32(0) + u8(0));  // unknown setting bit
+  expect_dropped(P + "\x05" + u64(2) + u64(1) + u16(1) + str8("echo") + u8(8) + u32(0) + u32(0) +
+                 u32(0) + u8(0));  // max-concurrency 0
+  expect_dropped(P + "\x05" + u64(2) + u64(1) + u16(1) + str8("a\x1b") + u8(0) + u32(0) + u32(0) +
+                     u32(0) + u8(0),
+                 problem::invalid_name);
+}
+
 TEST(PeerCodec, MalformedByeIsDropped) {
   const std::string good = P + "\x04" + u16(503) + str16("bye");
   ASSERT_EQ(at_router(good).what, kind::bye);

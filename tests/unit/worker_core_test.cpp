@@ -915,3 +915,31 @@ TEST_F(worker_core_test, broker_list_results_for_the_lost_broker_are_dropped) {
 
 }  // namespace
 }  // namespace scale0::detail
+
+namespace scale0::detail {
+namespace {
+
+TEST_F(worker_core_test, registered_CONFIG_is_reported_and_announced_to_the_next_broker) {
+  registered("tcp://b1:5556,tcp://b2:5556");
+  frames f;
+  protocol::append_worker_config(f, status::ok, 4, {{"echo", 5000, 10, 2, 1}});
+  deliver(f);
+  EXPECT_EQ(core->policy_version(), 4u);
+  ASSERT_EQ(io.events.size(), 1u);
+  EXPECT_EQ(io.events[0],
+            "policy version 4; echo: request-timeout 5000 ms, max-queue 10, max-concurrency 2, "
+            "idempotent yes");
+  io.sent.clear();
+  disconnect(status::moved, "tcp://b2:5556");
+  welcome();
+  // It tells the new broker the version it knows (a stale one is answered 426 and CONFIG).
+  ASSERT_EQ(count(inbound_kind::worker_config), 1u);
+  frames stale;
+  protocol::append_worker_config(stale, status::upgrade_required, 6, {});
+  deliver(stale);
+  EXPECT_EQ(core->policy_version(), 6u);
+  EXPECT_EQ(io.events.back(), "policy version 6 (ours was stale: 426)");
+}
+
+}  // namespace
+}  // namespace scale0::detail
