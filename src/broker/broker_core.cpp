@@ -163,8 +163,12 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
         case inbound_kind::worker_stopping:
           on_worker_stopping(w);
           break;
-        case inbound_kind::worker_config:  // the version it knows: stale ones get 426 + CONFIG
-          if (in.id < policy_version_) send_worker_config(workers_[w], status::upgrade_required);
+        case inbound_kind::worker_config:
+          // The version it knows (0: none yet). From now on it gets CONFIG on every change; now,
+          // unless it is current: 426 when it knew an older one.
+          workers_[w].wants_config = true;
+          if (in.id < policy_version_)
+            send_worker_config(workers_[w], in.id == 0 ? status::ok : status::upgrade_required);
           break;
         case inbound_kind::worker_error:
         case inbound_kind::mdp_worker_error:
@@ -372,6 +376,7 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   W.key = key;
   W.curve_key = who_ != nullptr ? who_->key : std::string();
   W.concurrency = mdp ? 1 : in.concurrency;
+  W.wants_config = false;
   W.in_flight = 0;
   W.unreachable = false;
   // A worker may ask for a longer interval than the broker's, up to the cap: a silent worker must
@@ -421,7 +426,6 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   }
   note_worker_capacity(W);
   if (!mdp) send_welcome(W);
-  if (!mdp && W.version == protocol::version_2) send_worker_config(W, status::ok);
   std::string joined;
   for (std::uint32_t m : W.memberships) {
     if (!joined.empty()) joined += ',';
@@ -1708,8 +1712,7 @@ bool broker_core::adopt_policy(std::uint64_t version, std::uint64_t origin,
 
 void broker_core::push_worker_configs() {
   for (const worker_entry& W : workers_)
-    if (W.used && !W.peer && !W.mdp && W.version == protocol::version_2)
-      send_worker_config(W, status::ok);
+    if (W.used && W.wants_config) send_worker_config(W, status::ok);
 }
 
 void broker_core::send_worker_config(const worker_entry& W, std::uint16_t code) {

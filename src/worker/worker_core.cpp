@@ -161,8 +161,9 @@ void worker_core::on_broker_message(time_point now, protocol::frames& msg) {
       next_heartbeat_ = now + interval_;
       io_.event("registered with " + brokers_[current_] + " (heartbeat " +
                 std::to_string(interval_.count()) + " ms)");
-      if (policy_version_ != 0 && options_.protocol_version == protocol::version_2) {
-        // What we knew from an earlier broker: a stale version is answered 426 and CONFIG.
+      if (options_.protocol_version == protocol::version_2) {
+        // The policy version we know (0: none): the broker answers with CONFIG unless we are
+        // current (426 when we knew an older one), and pushes every change from now on.
         out_.clear();
         protocol::append_worker_config_version(out_, policy_version_);
         send(out_);

@@ -533,9 +533,11 @@ TEST_F(forwarding_test, a_reload_that_changes_the_tables_is_announced_and_worker
   deliver(1, {"w2", "",
               std::string("S0W2\x01") + u32(1) + u32(0) + std::string(1, '\0') +
                   std::string(1, '\4') + "echo"});
+  ASSERT_EQ(out.take("w2").size(), 1u);  // WELCOME only: a worker that never says CONFIG gets none
+  deliver(1, {"w2", "", std::string("S0W2\x08") + u64(0)});  // the library's: "I know none"
   auto first = out.take("w2");
-  ASSERT_EQ(first.size(), 2u);  // WELCOME, then CONFIG
-  EXPECT_EQ(first[1][2].substr(0, 5), std::string("S0W2\x08"));
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0][2].substr(0, 7), std::string("S0W2\x08\x00\xc8", 7));  // 200
   broker_options o = options;
   o.service_policies["echo"].request_timeout = 5000ms;
   core->reconfigure(o, now);
