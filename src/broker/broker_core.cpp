@@ -12,6 +12,18 @@ using protocol::str_frame;
 using protocol::view;
 using std::chrono::milliseconds;
 
+// A free entry of a table with a free list (the last one freed), or a new one at its end.
+template <class T>
+std::uint32_t take_index(std::vector<T>& table, std::vector<std::uint32_t>& free) {
+  if (!free.empty()) {
+    const std::uint32_t i = free.back();
+    free.pop_back();
+    return i;
+  }
+  table.emplace_back();
+  return static_cast<std::uint32_t>(table.size() - 1);
+}
+
 bool reserved_service(std::string_view name) noexcept {
   return name.substr(0, 4) == "mmi." || name.substr(0, 7) == "scale0.";
 }
@@ -357,14 +369,7 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
                              "too many services");
   }
 
-  std::uint32_t w;
-  if (!free_workers_.empty()) {
-    w = free_workers_.back();
-    free_workers_.pop_back();
-  } else {
-    w = static_cast<std::uint32_t>(workers_.size());
-    workers_.emplace_back();
-  }
+  const std::uint32_t w = take_index(workers_, free_workers_);
   worker_entry& W = workers_[w];
   W.used = true;
   W.mdp = mdp;
@@ -407,14 +412,7 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
     const bool duplicate = std::any_of(W.memberships.begin(), W.memberships.end(),
                                        [&](std::uint32_t m) { return members_[m].service == s; });
     if (duplicate) continue;
-    std::uint32_t m;
-    if (!free_members_.empty()) {
-      m = free_members_.back();
-      free_members_.pop_back();
-    } else {
-      m = static_cast<std::uint32_t>(members_.size());
-      members_.emplace_back();
-    }
+    const std::uint32_t m = take_index(members_, free_members_);
     members_[m] = membership{};
     members_[m].worker = w;
     members_[m].service = s;
@@ -923,14 +921,7 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
 void broker_core::peer_up(std::uint32_t link, std::string_view name, std::string_view frontend,
                           std::string_view backend, time_point now) {
   if (const std::uint32_t old = peer_of(link); old != npos) peer_down(link, "restarted", now);
-  std::uint32_t w;
-  if (!free_workers_.empty()) {
-    w = free_workers_.back();
-    free_workers_.pop_back();
-  } else {
-    w = static_cast<std::uint32_t>(workers_.size());
-    workers_.emplace_back();
-  }
+  const std::uint32_t w = take_index(workers_, free_workers_);
   worker_entry& W = workers_[w];
   W.used = true;
   W.peer = true;
@@ -990,13 +981,7 @@ void broker_core::peer_capacity(std::uint32_t link, std::string_view service, st
     if (reserved_service(service)) return;
     const std::uint32_t s = find_or_create_service(service, now, true);
     if (s == npos) return;  // the table is full of services in use: this one is not forwarded
-    if (!free_members_.empty()) {
-      m = free_members_.back();
-      free_members_.pop_back();
-    } else {
-      m = static_cast<std::uint32_t>(members_.size());
-      members_.emplace_back();
-    }
+    m = take_index(members_, free_members_);
     members_[m] = membership{};
     members_[m].worker = w;
     members_[m].service = s;
@@ -1576,14 +1561,7 @@ std::uint32_t broker_core::find_or_create_service(std::string_view name, time_po
   if (service_by_name_.size() >= options_.max_services &&
       (!for_worker || !evict_unserved_service()))
     return npos;
-  std::uint32_t s;
-  if (!free_services_.empty()) {
-    s = free_services_.back();
-    free_services_.pop_back();
-  } else {
-    s = static_cast<std::uint32_t>(services_.size());
-    services_.emplace_back();
-  }
+  const std::uint32_t s = take_index(services_, free_services_);
   service_entry& S = services_[s];
   S = service_entry{};
   for (auto& snap : S.window) snap.at = now;
@@ -1598,13 +1576,7 @@ std::uint32_t broker_core::find_or_create_service(std::string_view name, time_po
 }
 
 std::uint32_t broker_core::alloc_slot() {
-  if (!free_slots_.empty()) {
-    const std::uint32_t slot = free_slots_.back();
-    free_slots_.pop_back();
-    return slot;
-  }
-  slots_.emplace_back();
-  return static_cast<std::uint32_t>(slots_.size() - 1);
+  return take_index(slots_, free_slots_);
 }
 
 void broker_core::remove_service(std::uint32_t s) {

@@ -281,8 +281,8 @@ class broker_core {
     bool mdp = false;
     bool stopping = false;
     bool idempotent = false;
-    bool unreachable = false;  // a send to it failed: no new work; purged once input is read
-    bool peer = false;         // a peer broker (forwarding): identity is its link id
+    bool unreachable = false;   // a send to it failed: no new work; purged once input is read
+    bool peer = false;          // a peer broker (forwarding): identity is its link id
     bool wants_config = false;  // it sent CONFIG (S0/2): policy changes are pushed to it
     std::uint32_t link = 0;
     std::string frontend;  // a peer's advertised endpoints (redirects)
