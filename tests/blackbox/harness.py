@@ -504,6 +504,37 @@ def run_cli(args, input=None, timeout=30.0):
 # ---------------------------------------------------------------------------------------------
 # Sockets
 # ---------------------------------------------------------------------------------------------
+def family_status(broker, timeout_ms=3000):
+    """`scale0 status --json` of a broker (through its frontend), parsed."""
+    r = run_cli(["status", "--broker", broker.frontend, "--json", "--timeout", str(timeout_ms)], timeout=20)
+    if r.returncode != 0:
+        raise AssertionError("scale0 status of %s failed: %r" % (broker.frontend, r.stderr))
+    return json.loads(r.stdout.decode())
+
+
+def peers_of(st):
+    """The family table of a status document, by peer endpoint."""
+    return {p["endpoint"]: p for p in st["family"]["peers"]}
+
+
+def wait_until(what, check, timeout, every=0.1):
+    """Polls check() until it returns something true; returns (value, seconds). An AssertionError
+    from check() counts as not yet; at the timeout, AssertionError with the last result."""
+    t0 = now()
+    last = None
+    for _ in range(100000):
+        try:
+            last = check()
+        except AssertionError as e:
+            last = e
+        if last and not isinstance(last, AssertionError):
+            return last, now() - t0
+        if now() - t0 > timeout:
+            break
+        time.sleep(every)
+    raise AssertionError("%s not within %.1f s (last: %r)" % (what, timeout, last))
+
+
 def make_socket(ctx, kind, endpoint, identity=None):
     s = ctx.socket(kind)
     s.setsockopt(zmq.LINGER, 0)

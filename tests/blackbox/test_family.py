@@ -15,8 +15,7 @@ import urllib.request
 
 import zmq
 
-from harness import (Broker, Scale0TestCase, du16, du32, du64, ep, free_port, now, run_cli, u16, u32,
-                     u64, u8)
+from harness import (Broker, du16, du32, du64, ep, family_status, free_port, now, peers_of, run_cli, Scale0TestCase, u16, u32, u64, u8)
 
 HB_MS = 200
 LIVENESS = 3
@@ -73,15 +72,8 @@ class Reader:
         return self.at == len(self.data)
 
 
-def status(broker, timeout_ms=3000):
-    r = run_cli(["status", "--broker", broker.frontend, "--json", "--timeout", str(timeout_ms)], timeout=20)
-    if r.returncode != 0:
-        raise AssertionError("scale0 status failed: %r" % (r.stderr,))
-    return json.loads(r.stdout.decode())
 
 
-def peers_of(st):
-    return {p["endpoint"]: p for p in st["family"]["peers"]}
 
 
 def scrape(broker):
@@ -118,7 +110,7 @@ class FamilyTest(Scale0TestCase):
         self.fail("%s not within %.1f s (last: %r)" % (what, timeout, last))
 
     def states(self, broker):
-        return {e: p["state"] for e, p in peers_of(status(broker)).items()}
+        return {e: p["state"] for e, p in peers_of(family_status(broker)).items()}
 
     def test_a_chain_of_seeds_becomes_a_mesh_that_heals(self):
         a = self.family_broker()
@@ -134,19 +126,19 @@ class FamilyTest(Scale0TestCase):
                        for x in (a, b, c))
         _, took = self.wait_for("the full mesh", mesh, 5.0)
         print("\n  mesh of 3 from a chain of seeds in %.2f s" % took)
-        st = status(a)
+        st = family_status(a)
         self.assertEqual(st["family"]["name"], "default")
         pb = peers_of(st)[b.peer]
         self.assertEqual(pb["frontend"], b.frontend)
         self.assertEqual(pb["backend"], b.backend)
-        self.assertEqual(pb["broker_id"], status(b)["broker_id"])  # as B's own status shows it
+        self.assertEqual(pb["broker_id"], family_status(b)["broker_id"])  # as B's own status shows it
         self.assertEqual(peers_of(st)[c.peer]["learned"], "gossip")  # A was told of C, by B
 
         # A worker on C is capacity on A (its workers, idle credit and queue).
         self.scale0_worker(c, ["echo"], concurrency=3)
 
         def echo_on_a():
-            svc = {s["name"]: s for s in peers_of(status(a))[c.peer]["services"]}
+            svc = {s["name"]: s for s in peers_of(family_status(a))[c.peer]["services"]}
             return svc.get("echo")
         echo, took = self.wait_for("C's echo worker as capacity on A", echo_on_a, 5.0)
         print("  a worker on C seen as capacity on A in %.2f s" % took)
@@ -168,7 +160,7 @@ class FamilyTest(Scale0TestCase):
         time.sleep(3 * LIVENESS * HB_MS / 1000.0)  # still linked well after
         for x, y in ((a, c), (c, a)):
             self.assertEqual(self.states(x)[y.peer], "alive")
-        self.assertEqual({s["name"] for s in peers_of(status(a))[c.peer]["services"]}, {"echo"})
+        self.assertEqual({s["name"] for s in peers_of(family_status(a))[c.peer]["services"]}, {"echo"})
 
         # B restarts (same ports, a new broker id) and rejoins.
         old_id = pb["broker_id"]
@@ -181,7 +173,7 @@ class FamilyTest(Scale0TestCase):
                 all(s == "alive" for s in self.states(b).values())
         self.wait_for("B back in the mesh", b_back, 5.0)
         print("  B restarted and rejoined in %.2f s" % (now() - restarted))
-        self.assertNotEqual(peers_of(status(a))[b.peer]["broker_id"], old_id)
+        self.assertNotEqual(peers_of(family_status(a))[b.peer]["broker_id"], old_id)
         m = scrape(a)
         self.assertEqual(m['scale0_family_peers{state="alive"}'], 2)
         self.assertGreaterEqual(m['scale0_family_peer_events_total{event="lost"}'], 1)
@@ -245,15 +237,15 @@ class FamilyTest(Scale0TestCase):
         link.send_multipart([b"", state])
 
         def remote():
-            p = peers_of(status(a)).get(mine)
+            p = peers_of(family_status(a)).get(mine)
             return p and p["state"] == "alive" and p["services"] == [
                 {"name": "remote", "workers": 4, "idle": 7, "queued": 1, "idempotent": False}]
         self.wait_for("the raw peer's STATE on A", remote, 5.0)
         # BYE: it is down at once.
         link.send_multipart([b"", P_HDR + b"\x04" + u16(503) + str16("going")])
         self.wait_for("the raw peer down after BYE",
-                      lambda: peers_of(status(a))[mine]["state"] == "lost", 3.0)
-        self.assertIn("BYE", peers_of(status(a))[mine]["reason"])
+                      lambda: peers_of(family_status(a))[mine]["state"] == "lost", 3.0)
+        self.assertIn("BYE", peers_of(family_status(a))[mine]["reason"])
 
     def test_malformed_s0p1_and_garbage_on_the_peer_port_are_dropped_and_counted(self):
         a = self.family_broker()
@@ -288,12 +280,12 @@ class FamilyTest(Scale0TestCase):
         raw.send_multipart([b"", P_HDR + b"\x02" + u16(0)])  # well-formed, but no HELLO first
 
         def counted():
-            d = status(a)["family"]["counters"]["dropped"]
+            d = family_status(a)["family"]["counters"]["dropped"]
             return d["malformed"] >= len(malformed) + 150 and d["invalid_endpoint"] == 2 and \
                 d["invalid_name"] == 1 and d["unknown_sender"] >= 1 and d
         d, _ = self.wait_for("the drops counted", counted, 5.0)
         self.assertAlive(a)
-        self.assertEqual(status(a)["family"]["peers"], [])
+        self.assertEqual(family_status(a)["family"]["peers"], [])
         m = scrape(a)
         self.assertEqual(m['scale0_family_dropped_total{reason="malformed"}'], d["malformed"])
         self.assertServes(a)
@@ -310,20 +302,20 @@ class FamilyTest(Scale0TestCase):
                                      "--peer", itself, "--peer", a.peer])
 
         def settled():
-            st = peers_of(status(c))
+            st = peers_of(family_status(c))
             return st.get(itself, {}).get("state") == "self" and \
                 st.get(a.peer, {}).get("state") == "alive" and \
                 st.get(b.peer, {}).get("state") == "alive" and st
         st, took = self.wait_for("C in the mesh, and itself found", settled, 5.0)
         print("\n  a broker found itself among its peers in %.2f s" % took)
         self.assertEqual(st[itself]["link"], "none")
-        self.assertGreaterEqual(status(c)["family"]["counters"]["dropped"]["self"], 1)
+        self.assertGreaterEqual(family_status(c)["family"]["counters"]["dropped"]["self"], 1)
         # The others know C by the name it advertises.
         self.wait_for("C alive on A",
-                      lambda: peers_of(status(a)).get("tcp://localhost:%d" % port, {}).get("state") == "alive",
+                      lambda: peers_of(family_status(a)).get("tcp://localhost:%d" % port, {}).get("state") == "alive",
                       5.0)
         time.sleep(1.0)
-        self.assertEqual(peers_of(status(c))[itself]["state"], "self")  # and it stays so
+        self.assertEqual(peers_of(family_status(c))[itself]["state"], "self")  # and it stays so
 
 
 if __name__ == "__main__":

@@ -56,8 +56,7 @@ import tempfile
 import time
 import unittest
 
-from harness import BIN, VERBOSE, Proc, Scale0TestCase, Scale0Worker, free_port, now, run_cli
-
+from harness import (BIN, family_status, free_port, now, peers_of, Proc, run_cli, Scale0TestCase, Scale0Worker, VERBOSE, wait_until)
 LEDGER_CLIENT = os.environ.get("SCALE0_LEDGER_CLIENT", "")
 
 HB_MS = 200  # brokers: --heartbeat-interval 200 --liveness 3
@@ -77,37 +76,14 @@ TERM_EXIT_S = 15.0  # a SIGTERMed broker must exit within this
 # ------------------------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------------------------
-def status(broker, timeout_ms=3000):
-    """`scale0 status --json` of broker (through its frontend)."""
-    r = run_cli(["status", "--broker", broker.frontend, "--json", "--timeout", str(timeout_ms)], timeout=20)
-    if r.returncode != 0:
-        raise AssertionError("scale0 status of %s failed: %r" % (broker.frontend, r.stderr))
-    return json.loads(r.stdout.decode())
 
 
-def peers_of(st):
-    return {p["endpoint"]: p for p in st["family"]["peers"]}
 
 
 def service_counts(st):
     return {s["name"]: s for s in st.get("services", [])}
 
 
-def wait_until(what, check, timeout, every=0.1):
-    """Polls check() until it returns something true; returns (value, seconds)."""
-    t0 = now()
-    last = None
-    for _ in range(100000):
-        try:
-            last = check()
-        except AssertionError as e:
-            last = e
-        if last and not isinstance(last, AssertionError):
-            return last, now() - t0
-        if now() - t0 > timeout:
-            break
-        time.sleep(every)
-    raise AssertionError("%s not within %.1f s (last: %r)" % (what, timeout, last))
 
 
 class Ledger:
@@ -242,7 +218,7 @@ class FamilyFailoverTest(Scale0TestCase):
     def meshed(self, brokers):
         everyone = {x.peer for x in brokers}
         for x in brokers:
-            alive = {e for e, p in peers_of(status(x)).items() if p["state"] == "alive"}
+            alive = {e for e, p in peers_of(family_status(x)).items() if p["state"] == "alive"}
             if alive != everyone - {x.peer}:
                 return False
         return True
@@ -252,7 +228,7 @@ class FamilyFailoverTest(Scale0TestCase):
         for y in brokers:
             if y is x:
                 continue
-            p = peers_of(status(y)).get(x.peer)
+            p = peers_of(family_status(y)).get(x.peer)
             if not p or p["state"] != "alive" or p.get("draining"):
                 return False
         return True
@@ -261,7 +237,7 @@ class FamilyFailoverTest(Scale0TestCase):
         """Until each broker has a worker registered for both services."""
         def ready():
             for x in brokers:
-                svc = service_counts(status(x))
+                svc = service_counts(family_status(x))
                 if any(svc.get(s, {}).get("workers", 0) < 1 for s in (IDEM, PLAIN)):
                     return False
             return True
@@ -286,7 +262,7 @@ class FamilyFailoverTest(Scale0TestCase):
         def counts():
             out = {}
             for x in brokers:
-                svc = service_counts(status(x))
+                svc = service_counts(family_status(x))
                 for s in services:
                     e = svc.get(s, {})
                     out[(x, s)] = e.get("requests", 0) + e.get("forwarded", 0)
@@ -488,7 +464,7 @@ class FamilyFailoverTest(Scale0TestCase):
 
         # No worker was lost on the way: the three are registered somewhere in the family.
         def placed():
-            n = {self.names[x]: service_counts(status(x)).get(IDEM, {}).get("workers", 0) for x in brokers}
+            n = {self.names[x]: service_counts(family_status(x)).get(IDEM, {}).get("workers", 0) for x in brokers}
             return sum(n.values()) == 3 and n
         layout, _ = wait_until("the three workers registered in the family", placed, 10.0)
         print("  workers per broker after the rolling restart: %r" % layout)

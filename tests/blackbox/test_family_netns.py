@@ -60,8 +60,7 @@ import unittest
 
 import zmq
 
-from harness import BIN, PYTHON, VERBOSE, Proc, binary_available, now
-
+from harness import (BIN, binary_available, now, peers_of, Proc, PYTHON, VERBOSE, wait_until)
 # ------------------------------------------------------------------------------------------------
 # The network this file owns
 # ------------------------------------------------------------------------------------------------
@@ -422,25 +421,8 @@ class NsBroker:
         return self.proc.stderr_text() if self.proc else ""
 
 
-def peers_of(st):
-    return {p["endpoint"]: p for p in st["family"]["peers"]}
 
 
-def wait_until(what, check, timeout, every=0.1):
-    """Polls check() until it returns something true; returns (value, seconds)."""
-    t0 = now()
-    last = None
-    for _ in range(100000):
-        try:
-            last = check()
-        except AssertionError as e:
-            last = e
-        if last and not isinstance(last, AssertionError):
-            return last, now() - t0
-        if now() - t0 > timeout:
-            break
-        time.sleep(every)
-    raise AssertionError("%s not within %.1f s (last: %r)" % (what, timeout, last))
 
 
 class NetnsCase(unittest.TestCase):

@@ -40,8 +40,7 @@ import urllib.request
 
 import zmq
 
-from harness import (Broker, NativeWorker, Scale0TestCase, Scale0Worker, VERBOSE, b_, binary_available, free_port,
-                     now, run_cli)
+from harness import (b_, binary_available, Broker, family_status, free_port, NativeWorker, now, peers_of, run_cli, Scale0TestCase, Scale0Worker, VERBOSE, wait_until)
 
 HB_MS = 200
 LIVENESS = 3
@@ -56,16 +55,8 @@ LOST_MSG = b"peer broker lost while holding the request"
 # ------------------------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------------------------
-def status(broker, timeout_ms=3000):
-    """`scale0 status --json` of broker (through its frontend)."""
-    r = run_cli(["status", "--broker", broker.frontend, "--json", "--timeout", str(timeout_ms)], timeout=20)
-    if r.returncode != 0:
-        raise AssertionError("scale0 status failed: %r" % (r.stderr,))
-    return json.loads(r.stdout.decode())
 
 
-def peers_of(st):
-    return {p["endpoint"]: p for p in st["family"]["peers"]}
 
 
 def scrape(broker):
@@ -81,7 +72,7 @@ def scrape(broker):
 
 def forwarded(broker):
     """(forwarded_out, forwarded_in) from the broker's status JSON; raises if it has none."""
-    st = status(broker)
+    st = family_status(broker)
     if "forwarded_out" not in st or "forwarded_in" not in st:
         raise AssertionError("scale0 status --json of %s has no top-level forwarded_out / forwarded_in: "
                              "keys %r" % (broker.frontend, sorted(st)))
@@ -91,26 +82,10 @@ def forwarded(broker):
 def forwarded_lenient(broker):
     """(forwarded_out, forwarded_in), None for what the status lacks (checked later by fwd_delta,
     so that a test still checks behaviour first)."""
-    st = status(broker)
+    st = family_status(broker)
     return st.get("forwarded_out"), st.get("forwarded_in")
 
 
-def wait_until(what, check, timeout, every=0.1):
-    """Polls check() until it returns something true; returns (value, seconds). AssertionError
-    when it does not within timeout."""
-    t0 = now()
-    last = None
-    for _ in range(100000):
-        try:
-            last = check()
-        except AssertionError as e:
-            last = e
-        if last and not isinstance(last, AssertionError):
-            return last, now() - t0
-        if now() - t0 > timeout:
-            break
-        time.sleep(every)
-    raise AssertionError("%s not within %.1f s (last: %r)" % (what, timeout, last))
 
 
 def family_broker(peers=(), idempotent=None):
@@ -127,7 +102,7 @@ def wait_mesh(brokers, timeout=8.0):
 
     def mesh():
         for x in brokers:
-            alive = {e for e, p in peers_of(status(x)).items() if p["state"] == "alive"}
+            alive = {e for e, p in peers_of(family_status(x)).items() if p["state"] == "alive"}
             if alive != everyone - {x.peer}:
                 return False
         return True
@@ -137,7 +112,7 @@ def wait_mesh(brokers, timeout=8.0):
 def wait_capacity(at, peer, service, idle=1, timeout=6.0):
     """Waits until broker `at` shows `peer` alive with at least `idle` idle credit for service."""
     def seen():
-        p = peers_of(status(at)).get(peer.peer)
+        p = peers_of(family_status(at)).get(peer.peer)
         if not p or p["state"] != "alive":
             return None
         for s in p["services"]:
@@ -622,15 +597,15 @@ class FamilyConfigTest(ForwardingCase):
                              in w.proc.stderr_text(), 2.0, every=0.02)
         print("\n  a change on A reached the worker on C in %.0f ms" % (took * 1000))
         for x in (a, b, c):
-            p = status(x)["policy"]
+            p = family_status(x)["policy"]
             self.assertEqual(p["version"], 2)
-            self.assertEqual(p["origin"], status(a)["broker_id"])
+            self.assertEqual(p["origin"], family_status(a)["broker_id"])
             svc = [s for s in p["services"] if s["name"] == "cfg.echo"]
             self.assertEqual(len(svc), 1, p)
             self.assertEqual((svc[0]["request_timeout_ms"], svc[0]["max_concurrency"]), (7000, 2))
         # An unrelated reload on B (its file did not change) keeps the family's policy.
         b.proc.signal(signal.SIGHUP)
         time.sleep(0.5)
-        self.assertEqual(status(b)["policy"]["version"], 2)
-        self.assertEqual([s["request_timeout_ms"] for s in status(b)["policy"]["services"]
+        self.assertEqual(family_status(b)["policy"]["version"], 2)
+        self.assertEqual([s["request_timeout_ms"] for s in family_status(b)["policy"]["services"]
                           if s["name"] == "cfg.echo"], [7000])
