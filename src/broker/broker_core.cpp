@@ -497,11 +497,11 @@ void broker_core::dispatch(std::uint32_t s, time_point now) {
   while (!S.queue.empty() && !S.lru.empty()) assign(S.queue.head, S.lru.head, now);
   // No local credit left: a peer with credit takes the oldest request that did not come from a
   // peer (those wait here for a local worker).
-  while (S.forwardable != 0 && !S.peers.empty()) {
-    std::uint32_t slot = S.queue.head;
-    while (slot != npos && slots_[slot].client_socket == peer_socket) slot = slots_[slot].link.next;
-    if (slot == npos) break;
-    assign(slot, S.peers.head, now);
+  // One pass over the queue: what it skips waits for a local worker.
+  for (std::uint32_t slot = S.queue.head; slot != npos && S.forwardable != 0 && !S.peers.empty();) {
+    const std::uint32_t next = slots_[slot].link.next;  // assign() takes `slot` out of the queue
+    if (slots_[slot].client_socket != peer_socket) assign(slot, S.peers.head, now);
+    slot = next;
   }
 }
 

@@ -691,15 +691,9 @@ delivery event_loop::send(std::uint8_t socket, frames& msg) {
     std::memcpy(&link, msg[0].data(), sizeof link);
     return peer_links_->send_on_link(link, msg);
   }
-  void* handle = routers_[socket].handle();
-  for (std::size_t i = 0; i < msg.size(); ++i) {
-    const int flags = ZMQ_DONTWAIT | (i + 1 < msg.size() ? ZMQ_SNDMORE : 0);
-    // With ROUTER_MANDATORY only the first frame can fail: EAGAIN when the peer's queue is full,
-    // EHOSTUNREACH when it is gone. Then nothing was sent and the frames are still ours.
-    if (zmq_msg_send(msg[i].handle(), handle, flags) < 0 && i == 0)
-      return zmq_errno() == EAGAIN ? delivery::full : delivery::gone;
-  }
-  return delivery::sent;
+  // With ROUTER_MANDATORY: EAGAIN when the peer's queue is full, EHOSTUNREACH when it is gone.
+  const int e = send_message(routers_[socket].handle(), msg);
+  return e == 0 ? delivery::sent : e == EAGAIN ? delivery::full : delivery::gone;
 }
 
 void event_loop::publish(frames& msg) {

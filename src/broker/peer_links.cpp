@@ -167,25 +167,15 @@ std::size_t peer_links::read_replies(std::uint32_t id, link& l, std::size_t budg
 }
 
 delivery peer_links::send_to_peer(frames& msg) {
-  void* handle = router_.handle();
-  for (std::size_t i = 0; i < msg.size(); ++i) {
-    const int flags = ZMQ_DONTWAIT | (i + 1 < msg.size() ? ZMQ_SNDMORE : 0);
-    if (zmq_msg_send(msg[i].handle(), handle, flags) < 0 && i == 0)
-      return zmq_errno() == EAGAIN ? delivery::full : delivery::gone;
-  }
-  return delivery::sent;
+  const int e = send_message(router_.handle(), msg);
+  return e == 0 ? delivery::sent : e == EAGAIN ? delivery::full : delivery::gone;
 }
 
 // Frame 0 (the core's name for the link) stays; the rest goes.
 delivery peer_links::send_on_link(std::uint32_t id, frames& msg) {
   const auto it = links_.find(id);
   if (it == links_.end()) return delivery::full;
-  void* handle = it->second.dealer.handle();
-  for (std::size_t i = 1; i < msg.size(); ++i) {
-    const int flags = ZMQ_DONTWAIT | (i + 1 < msg.size() ? ZMQ_SNDMORE : 0);
-    if (zmq_msg_send(msg[i].handle(), handle, flags) < 0 && i == 1) return delivery::full;
-  }
-  return delivery::sent;
+  return send_message(it->second.dealer.handle(), msg, 1) == 0 ? delivery::sent : delivery::full;
 }
 
 // A link's connection was made (the ZeroMQ handshake done: its pipe is attached, so what is sent
@@ -258,14 +248,8 @@ void peer_links::close_link(std::uint32_t id) {
 bool peer_links::send(std::uint32_t id, frames& msg) {
   const auto it = links_.find(id);
   if (it == links_.end()) return false;
-  void* handle = it->second.dealer.handle();
-  for (std::size_t i = 0; i < msg.size(); ++i) {
-    const int flags = ZMQ_DONTWAIT | (i + 1 < msg.size() ? ZMQ_SNDMORE : 0);
-    // Only the first frame can be refused (no connection: IMMEDIATE; or the queue full); the rest
-    // of a message whose first frame went always follows it.
-    if (zmq_msg_send(msg[i].handle(), handle, flags) < 0 && i == 0) return false;
-  }
-  return true;
+  // Refused: no connection (IMMEDIATE), or the queue full.
+  return send_message(it->second.dealer.handle(), msg) == 0;
 }
 
 void peer_links::event(const broker_event& e) {

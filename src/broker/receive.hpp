@@ -1,12 +1,25 @@
-// Reading one multipart message off a socket the event loop owns, within a frame budget.
+// Reading one multipart message off a socket the event loop owns, within a frame budget, and
+// sending one without waiting.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <zmq.hpp>
 
 #include "scale0/protocol.hpp"
 
 namespace scale0::broker_detail {
+
+// Sends msg[first..] on `socket` without waiting. Only the first frame can be refused (the queue is
+// full, there is no connection, or a ROUTER_MANDATORY peer is gone): then nothing was sent, the
+// frames are left as they are, and the errno is returned; 0 when sent.
+inline int send_message(void* socket, protocol::frames& msg, std::size_t first = 0) {
+  for (std::size_t i = first; i < msg.size(); ++i) {
+    const int flags = ZMQ_DONTWAIT | (i + 1 < msg.size() ? ZMQ_SNDMORE : 0);
+    if (zmq_msg_send(msg[i].handle(), socket, flags) < 0 && i == first) return zmq_errno();
+  }
+  return 0;
+}
 
 // Reads one whole message from `socket` into `inbox` without waiting: its first `keep` frames;
 // the rest are read into `discard` and dropped (a multipart message cannot be left half-read).

@@ -204,9 +204,13 @@ void client_core::maybe_move(time_point now) {
 std::size_t client_core::learn(const std::string& endpoint) {
   const auto it = std::find(brokers_.begin(), brokers_.end(), endpoint);
   if (it != brokers_.end()) return static_cast<std::size_t>(it - brokers_.begin());
-  if (learned_ >= max_learned) {  // the oldest learned one makes room (the configured stay)
-    brokers_.erase(brokers_.begin() + static_cast<std::ptrdiff_t>(options_.brokers.size()));
-    if (current_ >= options_.brokers.size() && current_ > 0) --current_;
+  if (learned_ >= max_learned) {
+    // The oldest learned one makes room (the configured ones stay), unless it is the broker in
+    // use: then the next oldest.
+    std::size_t gone = options_.brokers.size();
+    if (gone == current_) ++gone;
+    brokers_.erase(brokers_.begin() + static_cast<std::ptrdiff_t>(gone));
+    if (current_ > gone) --current_;
     --learned_;
   }
   brokers_.push_back(endpoint);

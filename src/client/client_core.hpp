@@ -87,6 +87,8 @@ class client_core {
   std::size_t outstanding() const { return pending_.size(); }
   const std::string& broker() const { return brokers_[current_]; }
   std::uint64_t failovers() const { return failovers_; }
+  // Endpoints learned (redirects, WELCOMEs) added to the list at most; the oldest make room.
+  static constexpr std::size_t max_learned = 64;
   std::uint64_t redirects() const { return redirects_; }  // moves a draining broker asked for
   std::uint64_t welcomes() const { return welcomes_; }    // family WELCOMEs received
   // The brokers it knows: the list it was given, then the family's frontends it learned.
@@ -106,8 +108,7 @@ class client_core {
     bool held = false;  // not at any broker: handed back by a redirect, or sent while moving
     int redirects = 0;
   };
-  static constexpr int max_redirects = 3;         // per request: brokers that may hand it back
-  static constexpr std::size_t max_learned = 64;  // endpoints added to the list by redirects
+  static constexpr int max_redirects = 3;  // per request: brokers that may hand it back
 
   bool transmit(std::uint64_t id, std::string_view service, pending& p, bool keep_body,
                 std::uint32_t timeout_ms);

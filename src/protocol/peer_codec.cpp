@@ -89,7 +89,8 @@ message decode_config(reader& r) noexcept {
   m.origin = r.u64();
   m.count = r.u16();
   if (!r.ok()) return malformed("CONFIG without version, origin and count");
-  if (m.sequence == 0) return malformed("CONFIG version 0");
+  // 0 is never a version; the highest one would leave no room for the next change.
+  if (m.sequence == 0 || m.sequence == UINT64_MAX) return malformed("CONFIG version out of range");
   if (m.count > max_config_entries) return malformed("CONFIG with more than 1000 entries");
   m.list = r.rest();
   for (std::uint16_t i = 0; i < m.count; ++i) {

@@ -651,6 +651,10 @@ TEST_F(client_redirect, learned_endpoints_are_bounded_and_the_configured_ones_st
   }
   EXPECT_EQ(core->broker(), "tcp://h99:1");
   EXPECT_EQ(core->redirects(), 100u);
+  ASSERT_EQ(core->brokers().size(), 1u + client_core::max_learned);
+  EXPECT_EQ(core->brokers().front(), "tcp://a:1");  // configured: kept
+  EXPECT_EQ(core->brokers().back(), "tcp://h99:1");
+  EXPECT_EQ(core->brokers()[1], "tcp://h36:1");  // the oldest learned ones made room
 }
 
 }  // namespace

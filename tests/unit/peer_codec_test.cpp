@@ -233,7 +233,8 @@ TEST(PeerCodec, ConfigLayoutRoundTripAndMalformed) {
   EXPECT_EQ(got[1].set, policy_idempotent);
   for (std::size_t n = 5; n < good.size(); ++n) expect_dropped(good.substr(0, n));
   expect_dropped(good + "x");
-  expect_dropped(P + "\x05" + u64(0) + u64(1) + u16(0));  // version 0
+  expect_dropped(P + "\x05" + u64(0) + u64(1) + u16(0));           // version 0
+  expect_dropped(P + "\x05" + u64(UINT64_MAX) + u64(1) + u16(0));  // no room for a next one
   expect_dropped(P + "\x05" + u64(2) + u64(1) + u16(1) + str8("echo") + u8(0x10) + u32(0) + u32(0) +
                  u32(0) + u8(0));  // unknown setting bit
   expect_dropped(P + "\x05" + u64(2) + u64(1) + u16(1) + str8("echo") + u8(8) + u32(0) + u32(0) +
