@@ -136,10 +136,10 @@ int run_broker(broker_args& a) {
       notify_service("RELOADING=1");
       try {
         broker_settings next = effective(a);
-        for (const char* key :
-             {"frontend", "backend", "heartbeat", "metrics-listen", "curve-cert",
-              "handshake-timeout", "insecure", "peer-listen", "peer", "family", "fallback-family",
-              "advertise-frontend", "advertise-backend", "advertise-peer", "max-peers"}) {
+        for (const char* key : {"frontend", "backend", "heartbeat", "metrics-listen", "curve-cert",
+                                "handshake-timeout", "insecure", "peer-listen", "peer", "family",
+                                "fallback-family", "rebalance-workers", "advertise-frontend",
+                                "advertise-backend", "advertise-peer", "max-peers"}) {
           broker_settings probe = current;
           copy_setting(key, next, probe);
           if (to_toml(probe) != to_toml(current)) {
@@ -345,9 +345,13 @@ void add_broker_command(CLI::App& root, int& exit_code) {
   g.push_back(sub->add_option("--family", f.family, "The family this broker belongs to")
                   ->capture_default_str());
   g.push_back(sub->add_option("--fallback-family", f.fallback_family,
-                              "A family to fall back on (repeatable; shown now, used by "
-                              "forwarding later)")
+                              "A family whose brokers take requests for a service no broker of "
+                              "this family has a worker for (repeatable, in order; at most 8)")
                   ->delimiter(','));
+  g.push_back(sub->add_option("--rebalance-workers", f.rebalance_workers,
+                              "Point workers at the family broker that needs their services "
+                              "more (true/false)")
+                  ->capture_default_str());
   g.push_back(sub->add_option("--advertise-frontend", f.advertise_frontend,
                               "How other brokers' clients reach this frontend (default: the bound "
                               "endpoint; required for a wildcard bind with --peer)"));

@@ -151,6 +151,7 @@ const std::vector<field>& fields() {
        [](const std::string& v) { return check_peer_endpoint(v, false); }},
       {"family", &broker_settings::family, 0, 0, check_family},
       {"fallback-family", &broker_settings::fallback_family, 0, 0, check_family},
+      {"rebalance-workers", &broker_settings::rebalance_workers, 0, 0, {}},
       {"advertise-frontend", &broker_settings::advertise_frontend, 0, 0,
        [](const std::string& v) { return check_peer_endpoint(v, true); }},
       {"advertise-backend", &broker_settings::advertise_backend, 0, 0,
@@ -398,6 +399,7 @@ broker_options broker_settings::to_options(const std::string* running_secret) co
   o.peers = peer;
   o.family = family;
   o.fallback_families = fallback_family;
+  o.rebalance_workers = rebalance_workers;
   o.advertise_frontend = advertise_frontend;
   o.advertise_backend = advertise_backend;
   o.advertise_peer = advertise_peer;

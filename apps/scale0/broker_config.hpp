@@ -61,6 +61,7 @@ struct broker_settings {
   std::vector<std::string> peer;                     // brokers to join
   std::string family = "default";
   std::vector<std::string> fallback_family;
+  bool rebalance_workers = true;   // point workers at the family broker that needs them more
   std::string advertise_frontend;  // "" : the bound endpoint
   std::string advertise_backend;
   std::string advertise_peer;

@@ -101,7 +101,12 @@ struct broker_options {
   // resolves to, resolved again every 30 s.
   std::vector<std::string> peers;
   std::string family = "default";  // 1-255 bytes of printable UTF-8, like a service name
-  std::vector<std::string> fallback_families;  // kept and shown; forwarding will use them
+  // Families whose brokers take requests for a service no broker of this family has a worker
+  // for, in order of preference (at most 8; docs/family.md, "Fallback families").
+  std::vector<std::string> fallback_families;
+  // Point S0/2 workers at the family broker that needs their services more, at registration and
+  // while they idle (docs/family.md, "Balancing workers").
+  bool rebalance_workers = true;
   // How other brokers (and, later, clients and workers sent on) reach this one; "": the bound
   // endpoint. A wildcard bind (`*`, 0.0.0.0, ::) cannot be advertised: peer_listen on one needs
   // advertise_peer, and with `peers` set the frontend and backend need theirs too.

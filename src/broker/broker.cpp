@@ -35,9 +35,17 @@ void validate_family(const broker_options& o) {
   if (o.max_peers < 1 || o.max_peers > 4096) fail("max peers must be 1-4096");
   if (!protocol::peer::valid_family(o.family))
     fail("invalid --family '" + escape_text(o.family) + "': 1-255 bytes of printable UTF-8");
-  for (const auto& f : o.fallback_families)
+  if (o.fallback_families.size() > protocol::peer::max_fallback_families)
+    fail("more than 8 --fallback-family names");
+  for (std::size_t i = 0; i < o.fallback_families.size(); ++i) {
+    const std::string& f = o.fallback_families[i];
     if (!protocol::peer::valid_family(f))
       fail("invalid --fallback-family '" + escape_text(f) + "': 1-255 bytes of printable UTF-8");
+    if (f == o.family) fail("--fallback-family '" + escape_text(f) + "' is this broker's family");
+    for (std::size_t k = 0; k < i; ++k)
+      if (o.fallback_families[k] == f)
+        fail("--fallback-family '" + escape_text(f) + "' is given twice");
+  }
   const struct {
     const char* flag;
     const std::string& advertised;

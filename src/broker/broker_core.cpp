@@ -246,8 +246,9 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   // A local worker with credit takes it at once; else a peer with credit, unless the request came
   // from a peer (one hop at most).
   const bool to_worker = !dispatch_held_ && svc.queue.empty() && !svc.lru.empty();
-  const bool to_peer =
-      !dispatch_held_ && !to_worker && !from_peer && svc.forwardable == 0 && !svc.peers.empty();
+  const std::uint32_t peer_member =
+      dispatch_held_ || to_worker || from_peer || svc.forwardable != 0 ? npos : forward_target(svc);
+  const bool to_peer = peer_member != npos;
   const bool immediate = to_worker || to_peer;
   if (!immediate && svc.queue.size >= svc.max_queue) {
     count_error(s, status::unavailable);
@@ -284,7 +285,7 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   r.body.clear();
   for (std::size_t i = in.first; i < msg.size(); ++i) r.body.push_back(std::move(msg[i]));
 
-  if (immediate) return assign(slot, to_worker ? svc.lru.head : svc.peers.head, now);
+  if (immediate) return assign(slot, to_worker ? svc.lru.head : peer_member, now);
   enqueue(slot, false, now);
   dispatch(s, now);
 }
@@ -356,6 +357,23 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
     bool repeated = false;  // a name listed twice is one service
     for (std::size_t k = 0; k < i && !repeated; ++k) repeated = names[k] == name;
     if (!repeated && !service_by_name_.contains(std::string(name))) ++new_services;
+  }
+  if (!mdp && in.version == protocol::version_2 && new_services == 0 && !draining_ &&
+      options_.rebalance_workers && !peer_by_link_.empty()) {
+    // NEEDBROKER: a peer of the family that needs these services more gets the worker instead.
+    rebalance_services_.clear();
+    for (std::size_t i = 0; i < count; ++i) {
+      name_key_.assign(names[i]);
+      const std::uint32_t s = service_by_name_.at(name_key_);
+      if (std::find(rebalance_services_.begin(), rebalance_services_.end(), s) ==
+          rebalance_services_.end())
+        rebalance_services_.push_back(s);
+    }
+    if (const std::uint32_t p = needier_peer(rebalance_services_, 1, now); p != npos) {
+      ++counters_.rebalanced_workers;
+      note_arriving(p, rebalance_services_, now);
+      return send_disconnect(socket, identity, mdp, in.version, status::moved, workers_[p].backend);
+    }
   }
   if (service_by_name_.size() + new_services > options_.max_services) {
     // Room is made by forgetting services nobody serves and nothing waits for; a worker is
@@ -498,11 +516,28 @@ void broker_core::dispatch(std::uint32_t s, time_point now) {
   // No local credit left: a peer with credit takes the oldest request that did not come from a
   // peer (those wait here for a local worker).
   // One pass over the queue: what it skips waits for a local worker.
-  for (std::uint32_t slot = S.queue.head; slot != npos && S.forwardable != 0 && !S.peers.empty();) {
+  for (std::uint32_t slot = S.queue.head; slot != npos && S.forwardable != 0;) {
     const std::uint32_t next = slots_[slot].link.next;  // assign() takes `slot` out of the queue
-    if (slots_[slot].client_socket != peer_socket) assign(slot, S.peers.head, now);
+    if (slots_[slot].client_socket != peer_socket) {
+      const std::uint32_t m = forward_target(S);
+      if (m == npos) break;
+      assign(slot, m, now);
+    }
     slot = next;
   }
+}
+
+std::uint32_t broker_core::forward_target(const service_entry& S) const noexcept {
+  if (!S.peers.empty()) return S.peers.head;
+  if (S.fallbacks.empty() || family_workers(S) != 0) return npos;
+  std::uint32_t best = npos;  // the lowest rank; the least recently sent to among equals
+  std::uint8_t rank = UINT8_MAX;
+  for (std::uint32_t m = S.fallbacks.head; m != npos; m = members_[m].link.next)
+    if (const std::uint8_t r = workers_[members_[m].worker].fallback_rank; r < rank) {
+      best = m;
+      rank = r;
+    }
+  return best;
 }
 
 void broker_core::flush_dispatch(time_point now) {
@@ -535,8 +570,9 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   if (W.peer) {
     // A peer's credit is per service: it goes to the back of the service's peers, if it has more.
     --members_[member].credit;
-    list_remove(S.peers, member, member_links());
-    if (may_take(member)) list_push_back(S.peers, member, member_links());
+    list_head& peers = lru_of(member);
+    list_remove(peers, member, member_links());
+    if (may_take(member)) list_push_back(peers, member, member_links());
   } else if (W.in_flight >= W.concurrency) {
     for (std::uint32_t m : W.memberships)
       list_remove(services_[members_[m].service].lru, m, member_links());
@@ -582,6 +618,7 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
     if (W.peer) {
       ++S.forwarded;
       ++counters_.forwarded_out;
+      if (W.fallback_rank != 0) ++counters_.forwarded_fallback;
     }
     return;
   }
@@ -641,7 +678,8 @@ void broker_core::restore_peer(worker_entry& W) {
 
 list_head& broker_core::lru_of(std::uint32_t m) noexcept {
   service_entry& S = services_[members_[m].service];
-  return workers_[members_[m].worker].peer ? S.peers : S.lru;
+  const worker_entry& W = workers_[members_[m].worker];
+  return !W.peer ? S.lru : W.fallback_rank != 0 ? S.fallbacks : S.peers;
 }
 
 std::uint32_t broker_core::peer_of(std::uint32_t link) const noexcept {
@@ -919,12 +957,13 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
 // Forwarding: peers of the family as virtual workers
 
 void broker_core::peer_up(std::uint32_t link, std::string_view name, std::string_view frontend,
-                          std::string_view backend, time_point now) {
+                          std::string_view backend, std::uint8_t fallback_rank, time_point now) {
   if (const std::uint32_t old = peer_of(link); old != npos) peer_down(link, "restarted", now);
   const std::uint32_t w = take_index(workers_, free_workers_);
   worker_entry& W = workers_[w];
   W.used = true;
   W.peer = true;
+  W.fallback_rank = fallback_rank;
   W.link = link;
   W.mdp = false;
   W.stopping = false;
@@ -947,6 +986,7 @@ void broker_core::peer_up(std::uint32_t link, std::string_view name, std::string
   W.jobs = {};
   W.memberships.clear();
   W.member_by_service.clear();
+  W.arriving.clear();
   peer_by_link_[link] = w;
 }
 
@@ -971,6 +1011,7 @@ void broker_core::peer_capacity(std::uint32_t link, std::string_view service, st
     } else {  // kept for what it holds, with nothing announced
       service_entry& S = services_[members_[m].service];
       S.peer_workers -= members_[m].announced_workers;
+      if (W.fallback_rank != 0) S.fallback_workers -= members_[m].announced_workers;
       members_[m].announced_workers = 0;
       members_[m].credit = 0;
       sync_lru(m);
@@ -993,7 +1034,16 @@ void broker_core::peer_capacity(std::uint32_t link, std::string_view service, st
   membership& M = members_[m];
   service_entry& S = services_[M.service];
   if (W.unreachable) restore_peer(W);  // it speaks: try it again (unblock_peers forgets it)
+  // Workers this broker sent it that its STATE now shows are no longer counted twice.
+  for (std::uint32_t arrived = workers > M.announced_workers ? workers - M.announced_workers : 0;
+       arrived != 0; --arrived) {
+    const auto a = std::find_if(W.arriving.begin(), W.arriving.end(),
+                                [&](const auto& e) { return e.first == M.service; });
+    if (a == W.arriving.end()) break;
+    W.arriving.erase(a);
+  }
   S.peer_workers = S.peer_workers - M.announced_workers + workers;
+  if (W.fallback_rank != 0) S.fallback_workers = S.fallback_workers - M.announced_workers + workers;
   M.announced_workers = workers;
   M.announced_idle = idle;
   M.announced_queued = queued;
@@ -1033,7 +1083,7 @@ const std::string* broker_core::redirect_client(std::string_view service) {
   std::advance(it, static_cast<std::ptrdiff_t>(redirect_turn_++ % n));
   for (std::size_t i = 0; i < n; ++i) {
     const worker_entry& W = workers_[it->second];
-    if (!W.stopping && !W.frontend.empty()) return &W.frontend;
+    if (!W.stopping && W.fallback_rank == 0 && !W.frontend.empty()) return &W.frontend;
     if (++it == peer_by_link_.end()) it = peer_by_link_.begin();
   }
   return nullptr;
@@ -1047,7 +1097,7 @@ const std::string* broker_core::redirect_worker(const worker_entry& W) {
   std::int64_t best_workers = 0;
   for (const auto& [link, p] : peer_by_link_) {
     const worker_entry& P = workers_[p];
-    if (P.stopping || P.backend.empty()) continue;
+    if (P.stopping || P.fallback_rank != 0 || P.backend.empty()) continue;
     std::int64_t need = 0;
     std::int64_t workers = 0;
     for (std::uint32_t wm : W.memberships) {
@@ -1087,6 +1137,82 @@ void broker_core::move_idle_workers(time_point now) {
   }
 }
 
+std::uint32_t broker_core::needier_peer(std::span<const std::uint32_t> services,
+                                        std::uint32_t unregistered, time_point now) {
+  if (services.empty()) return npos;
+  for (std::uint32_t s : services)
+    if (!services_[s].queue.empty()) return npos;  // it has work here
+  std::uint32_t best = npos;
+  std::int64_t best_need = 0;
+  std::int64_t best_workers = 0;
+  for (const auto& [link, p] : peer_by_link_) {
+    worker_entry& P = workers_[p];
+    if (P.stopping || P.fallback_rank != 0 || P.backend.empty() || P.unreachable) continue;
+    std::erase_if(P.arriving, [&](const auto& a) { return a.second <= now; });
+    std::int64_t need = 0;
+    std::int64_t workers = 0;
+    bool qualifies = true;
+    for (std::uint32_t s : services) {
+      std::int64_t theirs = static_cast<std::int64_t>(std::count_if(
+          P.arriving.begin(), P.arriving.end(), [s](const auto& a) { return a.first == s; }));
+      const auto it = P.member_by_service.find(s);
+      if (it != P.member_by_service.end()) {
+        const membership& M = members_[it->second];
+        theirs += M.announced_workers;
+        need += std::int64_t{M.announced_queued} - std::int64_t{M.announced_idle};
+      } else {
+        need += 1;
+      }
+      // After the move this broker keeps at least as many as the peer then has: no bouncing back.
+      if (std::int64_t{services_[s].workers} + unregistered < theirs + 2) {
+        qualifies = false;
+        break;
+      }
+      workers += theirs;
+    }
+    if (qualifies &&
+        (best == npos || need > best_need || (need == best_need && workers < best_workers))) {
+      best = p;
+      best_need = need;
+      best_workers = workers;
+    }
+  }
+  return best;
+}
+
+void broker_core::note_arriving(std::uint32_t peer, std::span<const std::uint32_t> services,
+                                time_point now) {
+  // Counted as the peer's until its STATE can show the worker (registering takes a round trip,
+  // STATE goes a few times a second).
+  const time_point until = now + 2 * options_.heartbeat_interval;
+  for (std::uint32_t s : services) workers_[peer].arriving.emplace_back(s, until);
+}
+
+void broker_core::rebalance_workers(time_point now) {
+  next_rebalance_ = now + options_.heartbeat_interval;
+  if (!options_.rebalance_workers || draining_ || peer_by_link_.empty()) return;
+  rebalanced_to_.clear();
+  for (std::uint32_t w = 0; w < workers_.size() && rebalanced_to_.size() < peer_by_link_.size();
+       ++w) {
+    worker_entry& W = workers_[w];
+    if (!W.used || W.peer || W.mdp || W.version != protocol::version_2 || W.stopping ||
+        W.unreachable || W.in_flight != 0)
+      continue;
+    rebalance_services_.clear();
+    for (std::uint32_t m : W.memberships) rebalance_services_.push_back(members_[m].service);
+    const std::uint32_t p = needier_peer(rebalance_services_, 0, now);
+    if (p == npos ||
+        std::find(rebalanced_to_.begin(), rebalanced_to_.end(), p) != rebalanced_to_.end())
+      continue;
+    rebalanced_to_.push_back(p);
+    ++counters_.rebalanced_workers;
+    note_arriving(p, rebalance_services_, now);
+    const std::string to = workers_[p].backend;
+    send_disconnect(W, status::moved, to);
+    purge_worker(w, now, "sent to a peer that needs it more (" + to + ")", true);
+  }
+}
+
 void broker_core::send_redirect(const client_ref& c, const std::string& target, frames& msg,
                                 std::size_t first) {
   ++counters_.redirected_clients;
@@ -1102,8 +1228,9 @@ void broker_core::send_redirect(const client_ref& c, const std::string& target, 
 void broker_core::drop_peer_membership(std::uint32_t m, time_point now) {
   membership& M = members_[m];
   service_entry& S = services_[M.service];
-  list_remove(S.peers, m, member_links());
+  list_remove(lru_of(m), m, member_links());
   S.peer_workers -= M.announced_workers;
+  if (workers_[M.worker].fallback_rank != 0) S.fallback_workers -= M.announced_workers;
   if (--S.peer_members == 0 && S.workers == 0) {
     ++unserved_services_;
     S.no_worker_since = now;
@@ -1215,6 +1342,7 @@ void broker_core::on_tick(time_point now) {
   if (!unreachable_.empty()) purge_unreachable(now, false);
   if (!blocked_peers_.empty()) unblock_peers(now);
   if (draining_) move_idle_workers(now);
+  if (now >= next_rebalance_) rebalance_workers(now);
   if (!backlogged_.empty() && now >= next_backlog_retry_) {
     flush_backlogs();
     next_backlog_retry_ = now + milliseconds(2);
@@ -1504,16 +1632,17 @@ void broker_core::family_endpoints(bool frontends, std::vector<std::string_view>
   for (const auto& [link, w] : peer_by_link_) {
     const worker_entry& P = workers_[w];
     const std::string& ep = frontends ? P.frontend : P.backend;
-    if (!P.stopping && !ep.empty()) out.push_back(ep);
+    if (!P.stopping && P.fallback_rank == 0 && !ep.empty()) out.push_back(ep);
   }
 }
 
 bool broker_core::family_idempotent(std::uint32_t s) const {
   const service_entry& S = services_[s];
   if (S.idempotent != idempotency::worker) return S.idempotent == idempotency::yes;
-  if (S.workers == 0 && S.peer_workers == 0) return false;
+  if (family_workers(S) == 0) return false;
   if (S.idempotent_workers != S.workers) return false;
   for (const auto& [link, w] : peer_by_link_) {
+    if (workers_[w].fallback_rank != 0) continue;  // the family's own
     const auto it = workers_[w].member_by_service.find(s);
     if (it != workers_[w].member_by_service.end() && members_[it->second].announced_workers != 0 &&
         !members_[it->second].idempotent)

@@ -11,6 +11,7 @@
 #include <iosfwd>
 #include <map>
 #include <nlohmann/json_fwd.hpp>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -61,6 +62,8 @@ struct broker_counters {
   std::uint64_t redispatched = 0;
   std::uint64_t forwarded_out = 0;       // requests sent to a peer of the family
   std::uint64_t forwarded_in = 0;        // requests a peer forwarded here
+  std::uint64_t forwarded_fallback = 0;  // ... of forwarded_out: to a fallback family's broker
+  std::uint64_t rebalanced_workers = 0;  // workers sent to a peer that needs them more
   std::uint64_t redirected_clients = 0;  // requests answered 301 while draining
   std::uint64_t redirected_workers = 0;  // workers sent to a peer while draining
   std::uint64_t handed_back = 0;         // forwards a draining peer handed back (301)
@@ -215,8 +218,11 @@ class broker_core {
   // reply comes back on the link (on_peer_reply); the request's deadline and its one outcome stay
   // here. A peer lost holding a request: sent again once if the service is idempotent, else 502.
   // `frontend`, `backend`: where it tells clients and workers to go (advertised; "" if none).
+  // `fallback_rank` 0: a member of the family; n: a broker of the n-th fallback family, sent a
+  // request only when the family has no worker for its service, the lowest rank with credit first
+  // (and never a client, worker or redirect).
   void peer_up(std::uint32_t link, std::string_view name, std::string_view frontend,
-               std::string_view backend, time_point now);
+               std::string_view backend, std::uint8_t fallback_rank, time_point now);
   // A STATE entry: `idle` resets the peer's credit for the service (a forward takes one, its reply
   // gives it back until the next STATE says otherwise).
   void peer_capacity(std::uint32_t link, std::string_view service, std::uint32_t workers,
@@ -281,9 +287,10 @@ class broker_core {
     bool mdp = false;
     bool stopping = false;
     bool idempotent = false;
-    bool unreachable = false;   // a send to it failed: no new work; purged once input is read
-    bool peer = false;          // a peer broker (forwarding): identity is its link id
-    bool wants_config = false;  // it sent CONFIG (S0/2): policy changes are pushed to it
+    bool unreachable = false;        // a send to it failed: no new work; purged once input is read
+    bool peer = false;               // a peer broker (forwarding): identity is its link id
+    std::uint8_t fallback_rank = 0;  // a peer of the n-th fallback family (0: a member)
+    bool wants_config = false;       // it sent CONFIG (S0/2): policy changes are pushed to it
     std::uint32_t link = 0;
     std::string frontend;  // a peer's advertised endpoints (redirects)
     std::string backend;
@@ -305,6 +312,9 @@ class broker_core {
     list_head jobs;
     std::vector<std::uint32_t> memberships;
     std::unordered_map<std::uint32_t, std::uint32_t> member_by_service;  // peers: service -> m
+    // A peer: workers this broker sent it (by service) that its STATE may not show yet, each
+    // counted as its worker until the time given (balancing workers).
+    std::vector<std::pair<std::uint32_t, time_point>> arriving;
   };
   // Who decides whether a request lost with its worker is sent again (docs/operations.md).
   enum class idempotency : std::uint8_t {
@@ -323,13 +333,15 @@ class broker_core {
     std::string name;
     list_head lru;              // memberships of workers with credit, longest waiting first
     list_head peers;            // memberships of peers with credit, least recently sent to first
+    list_head fallbacks;        // the same, for brokers of fallback families
     list_head queue;            // queued request slots
     std::uint32_t workers = 0;  // local workers
     std::uint32_t idempotent_workers = 0;  // ... of which idempotent
     std::uint32_t peer_members = 0;  // peers that announced it (the entry is kept while any does)
-    std::uint32_t peer_workers = 0;  // workers the peers announced
-    std::uint32_t forwardable = 0;   // queued requests that may go to a peer (not from one)
-    std::uint64_t forwarded = 0;     // requests sent to peers
+    std::uint32_t peer_workers = 0;  // workers the peers announced (fallbacks' included)
+    std::uint32_t fallback_workers = 0;  // ... of which fallback families' brokers
+    std::uint32_t forwardable = 0;       // queued requests that may go to a peer (not from one)
+    std::uint64_t forwarded = 0;         // requests sent to peers
     std::uint32_t in_flight = 0;
     std::size_t queue_bytes = 0;
     time_point no_worker_since{};
@@ -389,6 +401,12 @@ class broker_core {
   // The LRU membership `m` belongs in: its service's local LRU, or its peers list.
   list_head& lru_of(std::uint32_t m) noexcept;
   std::uint32_t peer_of(std::uint32_t link) const noexcept;
+  // The peer membership a forward of service `S` goes to: a member's with credit; else, when no
+  // broker of the family has a worker for it, a fallback's with credit (lowest rank first); npos.
+  std::uint32_t forward_target(const service_entry& S) const noexcept;
+  static std::uint32_t family_workers(const service_entry& S) noexcept {
+    return S.workers + S.peer_workers - S.fallback_workers;
+  }
   // A link refused a forward (no connection, or its queue full): no credit until the next STATE.
   void block_peer(std::uint32_t w, time_point now);
   void restore_peer(worker_entry& W);
@@ -401,6 +419,14 @@ class broker_core {
   const std::string* redirect_worker(const worker_entry& W);
   // Draining: workers holding nothing, whose services have nothing queued here, move to peers.
   void move_idle_workers(time_point now);
+  // Balancing workers (docs/family.md, "Balancing workers"): the member peer a worker of services
+  // `services` should rather serve (its workers here: those counted in the services plus
+  // `unregistered`), or npos; then, once per heartbeat interval, idle workers sent to such peers
+  // (one per peer).
+  std::uint32_t needier_peer(std::span<const std::uint32_t> services, std::uint32_t unregistered,
+                             time_point now);
+  void note_arriving(std::uint32_t peer, std::span<const std::uint32_t> services, time_point now);
+  void rebalance_workers(time_point now);
   void send_redirect(const client_ref& c, const std::string& target, frames& msg,
                      std::size_t first);
   bool no_worker_for(const request_slot& r) const noexcept;
@@ -522,6 +548,9 @@ class broker_core {
   time_point last_tick_;  // when on_tick last ran: a long gap means the loop itself stalled
   bool draining_ = false;
   std::size_t redirect_turn_ = 0;  // rotates redirects over the peers
+  time_point next_rebalance_{};
+  std::vector<std::uint32_t> rebalance_services_;  // scratch
+  std::vector<std::uint32_t> rebalanced_to_;       // scratch: peers sent a worker this round
   time_point drain_started_{};
   std::string advertised_frontend_;
   std::string advertised_backend_;

@@ -65,7 +65,8 @@ std::string broker_core::status_json(time_point now) const {
                         {"queue_depth", S.queue.size},
                         {"queue_bytes", S.queue_bytes},
                         {"in_flight", S.in_flight},
-                        {"family_workers", S.peer_workers},
+                        {"family_workers", S.peer_workers - S.fallback_workers},
+                        {"fallback_workers", S.fallback_workers},
                         {"forwarded", S.forwarded},
                         {"idempotent", S.idempotent == idempotency::yes},
                         {"policy", policy_json(S)},
@@ -155,6 +156,8 @@ std::string broker_core::status_json(time_point now) const {
         {"redirected_clients", c.redirected_clients},
         {"redirected_workers", c.redirected_workers},
         {"handed_back", c.handed_back},
+        {"forwarded_fallback", c.forwarded_fallback},
+        {"rebalanced_workers", c.rebalanced_workers},
         {"requests_pending", requests_pending()}}}};
   if (status_source_ != nullptr) status_source_->add_status(j, now);
   // Service names are bytes, not necessarily UTF-8: replace what JSON cannot carry.
@@ -275,10 +278,16 @@ std::string broker_core::metrics_text(time_point now) const {
     << "scale0_family_forwarded_total{direction=\"in\"} " << c.forwarded_in << '\n';
   family("scale0_family_redirected_total", "counter",
          "While draining: requests handed back to clients (301), workers sent to a peer, and "
-         "this broker's forwards a draining peer handed back.");
+         "this broker's forwards a draining peer handed back; workers sent to a peer that "
+         "needs them more (rebalanced_worker).");
   o << "scale0_family_redirected_total{what=\"client_request\"} " << c.redirected_clients << '\n'
     << "scale0_family_redirected_total{what=\"worker\"} " << c.redirected_workers << '\n'
-    << "scale0_family_redirected_total{what=\"handed_back\"} " << c.handed_back << '\n';
+    << "scale0_family_redirected_total{what=\"handed_back\"} " << c.handed_back << '\n'
+    << "scale0_family_redirected_total{what=\"rebalanced_worker\"} " << c.rebalanced_workers
+    << '\n';
+  single("scale0_family_fallback_forwarded_total", "counter",
+         "Requests sent to a broker of a fallback family (also counted in forwarded out).",
+         c.forwarded_fallback);
   single("scale0_requests_pending", "gauge", "Requests accepted and not yet answered.",
          requests_pending());
   single("scale0_policy_version", "gauge",

@@ -647,8 +647,9 @@ bool event_loop::receive(zmq::socket_t& socket, bool& oversized) {
 }
 
 void event_loop::peer_up(const peer_info& p) {
+  if (!p.member && p.fallback_rank == 0) return;  // a dependent only: never forwarded to
   const auto now = clock::now();
-  core_->peer_up(p.link, p.endpoint, p.frontend, p.backend, now);
+  core_->peer_up(p.link, p.endpoint, p.frontend, p.backend, p.fallback_rank, now);
   if (p.draining) core_->peer_updated(p.link, true, p.frontend, p.backend, now);
 }
 

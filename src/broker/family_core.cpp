@@ -182,11 +182,13 @@ peer_capacity family_core::capacity_of(std::string_view endpoint, std::string_vi
 
 bool family_core::alive_connection(std::string_view routing_id) const {
   const auto it = connections_.find(routing_id);
-  return it != connections_.end() && it->second->state == peer_state::alive;
+  return it != connections_.end() && it->second->state == peer_state::alive &&
+         forwards_here(*it->second);
 }
 
 peer_info family_core::info(const peer& p) const noexcept {
-  return {p.endpoint, p.broker_id, p.family, p.frontend, p.backend, p.draining, p.link.id};
+  return {p.endpoint, p.broker_id, p.family, p.frontend,      p.backend,
+          p.draining, p.link.id,   p.member, p.fallback_rank, p.dependent};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -243,6 +245,8 @@ void family_core::on_message(const frames& msg, time_point now) {
       if (it->second->state != peer_state::alive)
         return drop(family_drop::not_alive, "from a peer judged lost (until its next HELLO)");
       it->second->last_heard = now;
+      if (!it->second->member)
+        return drop(family_drop::other_family, "CONFIG from a broker of another family");
       on_config(m, now);
       break;
     }
@@ -269,9 +273,18 @@ void family_core::on_hello(std::string_view connection, const pp::hello& h, time
     }
     return drop(family_drop::self, "a HELLO of this broker's own, through a link to itself");
   }
-  if (h.family != s_.family)
-    return drop(family_drop::other_family, "a HELLO of another family (" + escape_text(h.family) +
-                                               " from " + std::string(h.peer_endpoint) + ")");
+  // How it relates to this broker: a member, a fallback, a dependent (or both of the last two).
+  const bool member = h.family == s_.family;
+  std::uint8_t rank = 0;
+  for (std::size_t i = 0; i < s_.fallback_families.size() && !member && rank == 0; ++i)
+    if (s_.fallback_families[i] == h.family) rank = static_cast<std::uint8_t>(i + 1);
+  bool dependent = false;
+  if (!member)
+    pp::for_each_fallback(h, [&](std::string_view f) { dependent = dependent || f == s_.family; });
+  if (!member && rank == 0 && !dependent)
+    return drop(family_drop::other_family, "a HELLO of an unrelated family (" +
+                                               escape_text(h.family) + " from " +
+                                               std::string(h.peer_endpoint) + ")");
   if (h.peer_endpoint == s_.peer_endpoint)
     return drop(family_drop::conflict, "a HELLO from another broker with this broker's endpoint");
   peer* p = add_peer(h.peer_endpoint, via::hello, now);
@@ -289,6 +302,17 @@ void family_core::on_hello(std::string_view connection, const pp::hello& h, time
     p->link.peers_due = p->link.full_due = true;
     round_wanted_ = true;
   }
+  if (!restarted && p->state == peer_state::alive &&
+      (p->member != member || p->fallback_rank != rank || p->dependent != dependent)) {
+    // Its family or fallback families changed (a new incarnation at the same endpoint and id
+    // cannot, but a relation is never trusted across a change): down, then up as what it is now.
+    mark_down(*p, now, "its family or fallback families changed", false);
+    p->link.peers_due = p->link.full_due = true;
+    round_wanted_ = true;
+  }
+  p->member = member;
+  p->fallback_rank = rank;
+  p->dependent = dependent;
   const bool changed = p->draining != ((h.flags & pp::hello_draining) != 0) ||
                        p->frontend != h.frontend || p->backend != h.backend;
   p->heard = true;
@@ -316,10 +340,12 @@ void family_core::on_hello(std::string_view connection, const pp::hello& h, time
                {},
                0,
                restarted ? "restarted" : "alive"});
+    // What waited for its relation to be known (PEERS, CONFIG, a full STATE) goes now.
+    if (p->link.full_due) round_wanted_ = true;
+    service_link(*p, now);
   } else if (changed && listener_ != nullptr) {
     listener_->peer_updated(info(*p));
   }
-  if (restarted) service_link(*p, now);
 }
 
 void family_core::on_peers(const pp::message& m, time_point now) {
@@ -433,14 +459,18 @@ bool family_core::send_hello(peer& p) {
   h.peer_endpoint = s_.peer_endpoint;
   h.frontend = s_.frontend;
   h.backend = s_.backend;
+  h.fallbacks = s_.fallback_families;
   pp::append_hello(msg, h);
   return send(p, pp::command::hello, msg);
 }
 
+// To a member: the alive members and fallback brokers (every member learns the fallbacks from
+// one); to a broker of another family: the alive members (it learns the whole family from one).
 bool family_core::send_peers(peer& p) {
   endpoints_.clear();
   for (const auto& [endpoint, q] : peers_)
-    if (q.state == peer_state::alive) endpoints_.push_back(endpoint);
+    if (q.state == peer_state::alive && (q.member || (p.member && q.fallback_rank != 0)))
+      endpoints_.push_back(endpoint);
   frames msg;
   pp::append_peers(msg, endpoints_);
   return send(p, pp::command::peers, msg);
@@ -479,8 +509,11 @@ void family_core::service_link(peer& p, time_point now) {
     p.link.hello_sent = true;
     p.link.next_hello = now + s_.heartbeat_interval;
   }
+  // PEERS and CONFIG wait for its HELLO: what it is sent depends on how it relates to this broker.
+  if (!p.heard) return;
   if (p.link.peers_due && send_peers(p)) p.link.peers_due = false;
-  if (p.link.config_due && (policy_version_ < 2 || send_config(p))) p.link.config_due = false;
+  if (p.link.config_due && (policy_version_ < 2 || !p.member || send_config(p)))
+    p.link.config_due = false;
 }
 
 void family_core::set_policy(std::uint64_t version, std::uint64_t origin,
@@ -535,6 +568,8 @@ void family_core::round(time_point now) {
   bool sent = false;
   for (auto& [endpoint, p] : peers_) {
     if (!p.link.connected || !p.link.hello_sent) continue;  // a full state when it is ready
+    // Capacity goes to peers that may forward here, once their HELLO said what they are.
+    if (!p.heard || !forwards_here(p)) continue;
     if (p.link.full_due) {
       if (send_state(p, true)) p.link.full_due = false;
       sent = true;
@@ -653,6 +688,12 @@ void family_core::add_status(nlohmann::json& status, time_point now) const {
          {"frontend", p.frontend},
          {"backend", p.backend},
          {"draining", p.draining},
+         {"relation", !p.heard                         ? ""
+                      : p.member                       ? "member"
+                      : p.fallback_rank && p.dependent ? "fallback+dependent"
+                      : p.fallback_rank                ? "fallback"
+                                                       : "dependent"},
+         {"fallback_rank", p.fallback_rank},
          {"heartbeat_ms", p.heartbeat_ms},
          {"liveness", p.liveness},
          {"last_heard_ms", p.heard ? nlohmann::json(millis(now - p.last_heard)) : nlohmann::json()},

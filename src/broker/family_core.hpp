@@ -34,6 +34,12 @@ struct peer_info {
   std::string_view backend;
   bool draining = false;
   std::uint32_t link = 0;  // its link's id: what the broker core forwards on
+  // How it relates to this broker (docs/family.md, "Fallback families"): a member of its family;
+  // a broker of its fallback family number `fallback_rank` (1 = the first; 0: not a fallback);
+  // a dependent (this broker's family is one of its fallback families: it may forward here).
+  bool member = false;
+  std::uint8_t fallback_rank = 0;
+  bool dependent = false;
 };
 
 // One service of a peer. All zero: the peer has no such service (any more).
@@ -90,7 +96,7 @@ class family_io {
 struct family_settings {
   std::uint64_t broker_id = 0;
   std::string family = "default";
-  std::vector<std::string> fallback_families;  // shown; forwarding will use them
+  std::vector<std::string> fallback_families;  // in order; at most pp::max_fallback_families
   std::string peer_endpoint;  // advertised: where other brokers reach this one's peer ROUTER
   std::string frontend;       // advertised ("" : none)
   std::string backend;
@@ -116,7 +122,7 @@ enum class family_drop : std::uint8_t {
   invalid_endpoint,  // an endpoint the rules refuse (or longer than 255 bytes)
   invalid_name,      // a family or service name the rules refuse
   unknown_sender,    // PEERS, STATE or BYE on a connection that sent no HELLO
-  other_family,      // a HELLO of another family
+  other_family,      // a HELLO of an unrelated family, or CONFIG from another family
   self,              // this broker's own HELLO, through a link to itself
   conflict,          // a HELLO claiming this broker's endpoint, or one found to be this broker
   not_alive,         // PEERS or STATE from a peer judged lost (until its next HELLO)
@@ -215,6 +221,9 @@ class family_core final : public status_source {
     std::uint32_t heartbeat_ms = 0;
     std::uint32_t liveness = 0;
     bool draining = false;
+    bool member = false;  // its relation (peer_info), from its last HELLO
+    std::uint8_t fallback_rank = 0;
+    bool dependent = false;
     std::string family;
     std::string frontend;
     std::string backend;
@@ -251,6 +260,8 @@ class family_core final : public status_source {
   void set_capacity(peer& p, std::string_view service, const peer_capacity& value,
                     const peer_capacity& before);
   peer_info info(const peer& p) const noexcept;
+  // It may forward requests here: it is sent STATE, and its link may carry requests.
+  static bool forwards_here(const peer& p) noexcept { return p.member || p.dependent; }
 
   // sending
   void service_link(peer& p, time_point now);  // HELLO when due, then PEERS when due

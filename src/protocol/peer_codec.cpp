@@ -53,7 +53,19 @@ message decode_hello(reader& r) noexcept {
   h.peer_endpoint = r.str16();
   h.frontend = r.str16();
   h.backend = r.str16();
-  if (!r.complete()) return malformed("HELLO of the wrong length");
+  if (r.ok() && !r.rest().empty()) {  // the fallback families, when the sender has any
+    h.fallback_count = r.u8();
+    h.fallback_list = r.rest();
+    if (h.fallback_count == 0 || h.fallback_count > max_fallback_families)
+      return malformed("HELLO fallback count out of range (1-8)");
+    reader names(h.fallback_list);
+    for (std::uint8_t i = 0; i < h.fallback_count; ++i)
+      if (!valid_family(names.str8()) && names.ok())
+        return malformed("HELLO fallback family name invalid", problem::invalid_name);
+    if (!names.complete()) return malformed("HELLO of the wrong length");
+  } else if (!r.complete()) {
+    return malformed("HELLO of the wrong length");
+  }
   if (h.heartbeat_ms < 10 || h.heartbeat_ms > 3600000)
     return malformed("HELLO heartbeat-ms out of range (10-3600000)");
   if (h.liveness < 1 || h.liveness > 100) return malformed("HELLO liveness out of range (1-100)");
@@ -191,10 +203,13 @@ message decode(const frames& f) noexcept {
 }
 
 void append_hello(frames& out, const hello& h) {
-  append_packed(out, header, cmd(command::hello),
-                17 + str8_size(h.family) + str16_size(h.peer_endpoint) + str16_size(h.frontend) +
-                    str16_size(h.backend))
-      .u64(h.broker_id)
+  const std::size_t n = std::min(h.fallbacks.size(), max_fallback_families);
+  std::size_t size = 17 + str8_size(h.family) + str16_size(h.peer_endpoint) +
+                     str16_size(h.frontend) + str16_size(h.backend);
+  if (n != 0) size += 1;
+  for (std::size_t i = 0; i < n; ++i) size += str8_size(h.fallbacks[i]);
+  auto w = append_packed(out, header, cmd(command::hello), size);
+  w.u64(h.broker_id)
       .u32(h.heartbeat_ms)
       .u32(h.liveness)
       .u8(h.flags)
@@ -202,6 +217,9 @@ void append_hello(frames& out, const hello& h) {
       .str16(h.peer_endpoint)
       .str16(h.frontend)
       .str16(h.backend);
+  if (n == 0) return;
+  w.u8(static_cast<std::uint8_t>(n));
+  for (std::size_t i = 0; i < n; ++i) w.str8(h.fallbacks[i]);
 }
 
 void append_peers(frames& out, std::span<const std::string_view> endpoints) {

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -29,6 +30,8 @@ inline constexpr std::size_t max_state_entries = 1000;
 // Endpoints (the peer endpoint, the advertised frontend and backend, each of PEERS) are at most
 // this long on the wire, though str16 could carry more.
 inline constexpr std::size_t max_endpoint = 255;
+// Fallback families a HELLO may name (docs/family.md, "Fallback families").
+inline constexpr std::size_t max_fallback_families = 8;
 
 // A peer endpoint another broker may connect to: tcp://HOST:PORT (PORT 1-65535, HOST not empty and
 // without spaces or control characters; an IPv6 literal in brackets) or ipc://PATH, at most 255
@@ -48,7 +51,16 @@ struct hello {
   std::string_view peer_endpoint;  // how to reach its peer ROUTER (never "")
   std::string_view frontend;       // "" when not advertised
   std::string_view backend;
+  // The sender's fallback families in order (0 to max_fallback_families), packed as on the wire:
+  // for_each_fallback reads them. Encoding takes `fallbacks` instead.
+  std::uint8_t fallback_count = 0;
+  std::string_view fallback_list;
+  std::span<const std::string> fallbacks;  // encoding only
 };
+
+// Calls fn(family) for each fallback family of a decoded HELLO.
+template <class Fn>
+void for_each_fallback(const hello& h, Fn&& fn);
 
 // One service of a STATE. All three zero: the service is gone from the sender.
 struct capacity {
@@ -128,6 +140,12 @@ template <class Fn>
 void for_each_peer(const message& m, Fn&& fn) {
   packing::reader r(m.list);
   for (std::uint16_t i = 0; i < m.count; ++i) fn(r.str16());
+}
+
+template <class Fn>
+void for_each_fallback(const hello& h, Fn&& fn) {
+  packing::reader r(h.fallback_list);
+  for (std::uint8_t i = 0; i < h.fallback_count; ++i) fn(r.str8());
 }
 
 template <class Fn>

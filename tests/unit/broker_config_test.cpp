@@ -63,6 +63,7 @@ const std::vector<std::string> kDocumentedKeys = {"frontend",
                                                   "peer",
                                                   "family",
                                                   "fallback-family",
+                                                  "rebalance-workers",
                                                   "advertise-frontend",
                                                   "advertise-backend",
                                                   "advertise-peer",
@@ -129,6 +130,7 @@ void ExpectSame(const broker_settings& a, const broker_settings& b) {
   EXPECT_EQ(a.peer, b.peer) << "peer";
   EXPECT_EQ(a.family, b.family) << "family";
   EXPECT_EQ(a.fallback_family, b.fallback_family) << "fallback-family";
+  EXPECT_EQ(a.rebalance_workers, b.rebalance_workers) << "rebalance-workers";
   EXPECT_EQ(a.advertise_frontend, b.advertise_frontend) << "advertise-frontend";
   EXPECT_EQ(a.advertise_backend, b.advertise_backend) << "advertise-backend";
   EXPECT_EQ(a.advertise_peer, b.advertise_peer) << "advertise-peer";
@@ -176,6 +178,7 @@ broker_settings NonDefault() {
   s.peer = {"tcp://10.0.0.2:7004", "tcp://broker-c.example:7004", "ipc:///tmp/scale0-peer"};
   s.family = "eu-west";
   s.fallback_family = {"eu", "global"};
+  s.rebalance_workers = false;
   s.advertise_frontend = "tcp://203.0.113.1:7001";
   s.advertise_backend = "tcp://203.0.113.1:7002";
   s.advertise_peer = "tcp://203.0.113.1:7004";
@@ -291,6 +294,7 @@ TEST_F(broker_config_test, LoadsAGoodFile) {
             "        \"ipc:///tmp/scale0-peer\"]\n"
             "family = \"eu-west\"\n"
             "fallback-family = [\"eu\", \"global\"]\n"
+            "rebalance-workers = false\n"
             "advertise-frontend = \"tcp://203.0.113.1:7001\"\n"
             "advertise-backend = \"tcp://203.0.113.1:7002\"\n"
             "advertise-peer = \"tcp://203.0.113.1:7004\"\n"

@@ -383,7 +383,94 @@ TEST_F(family_test, a_hello_of_another_family_is_dropped) {
   net.advance(500ms);
   EXPECT_EQ(a.core.peer_count(), 0u);
   EXPECT_GE(a.core.dropped(family_drop::other_family), 1u);
-  EXPECT_GE(a.core.dropped(family_drop::unknown_sender), 1u);  // its PEERS and STATE
+  // B never heard A, so it sent nothing but HELLO: PEERS and STATE wait for the relation.
+  EXPECT_EQ(a.core.dropped(family_drop::unknown_sender), 0u);
+}
+
+// ---- fallback families ----
+
+family_settings of_family(const std::string& name, std::vector<std::string> fallbacks = {}) {
+  family_settings s;
+  s.family = name;
+  s.fallback_families = std::move(fallbacks);
+  return s;
+}
+
+nlohmann::json peer_status(node& n, const std::string& endpoint) {
+  nlohmann::json j;
+  n.core.add_status(j, time_point{});
+  for (const auto& p : j["family"]["peers"])
+    if (p["endpoint"] == endpoint) return p;
+  return {};
+}
+
+TEST_F(family_test, a_fallback_family_links_up_and_each_side_knows_the_relation) {
+  node& a = net.add(A, {B}, of_family("eu", {"asia", "us"}));
+  node& b = net.add(B, {}, of_family("us"));
+  net.advance(500ms);
+  ASSERT_EQ(*a.core.state_of(B), peer_state::alive);
+  ASSERT_EQ(*b.core.state_of(A), peer_state::alive);
+  EXPECT_EQ(peer_status(a, B)["relation"], "fallback");
+  EXPECT_EQ(peer_status(a, B)["fallback_rank"], 2);
+  EXPECT_EQ(peer_status(b, A)["relation"], "dependent");
+  EXPECT_EQ(peer_status(b, A)["fallback_rank"], 0);
+  // Requests may come only from peers that may forward: B's link into A carries none.
+  const std::string b_link = b.io.links.begin()->second.routing_id;
+  const std::string a_link = a.io.links.begin()->second.routing_id;
+  EXPECT_FALSE(a.core.alive_connection(b_link));
+  EXPECT_TRUE(b.core.alive_connection(a_link));
+}
+
+TEST_F(family_test, capacity_goes_only_to_peers_that_may_forward_here) {
+  node& a = net.add(A, {B}, of_family("eu", {"us"}));
+  node& b = net.add(B, {}, of_family("us"));
+  net.advance(500ms);
+  const std::vector<service_capacity> echo = {{"echo", 2, 2, 0}};
+  a.core.set_local_capacity(echo, net.now);
+  b.core.set_local_capacity(echo, net.now);
+  net.advance(500ms);
+  EXPECT_EQ(a.core.capacity_of(B, "echo"), (peer_capacity{2, 2, 0}));  // its fallback's
+  EXPECT_EQ(b.core.capacity_of(A, "echo"), peer_capacity{});           // never a dependent's
+  EXPECT_EQ(a.io.sent_to(B, pp::command::state), 0u);
+}
+
+TEST_F(family_test, members_learn_the_fallbacks_and_dependents_learn_the_whole_fallback_family) {
+  node& a = net.add(A, {B}, of_family("eu", {"us"}));
+  node& a2 = net.add(C, {A}, of_family("eu", {"us"}));
+  node& b = net.add(B, {}, of_family("us"));
+  node& b2 = net.add(D, {B}, of_family("us"));
+  net.advance(3000ms);
+  EXPECT_EQ(*a2.core.state_of(B), peer_state::alive) << "from A's PEERS to a member";
+  EXPECT_EQ(*a.core.state_of(D), peer_state::alive) << "from B's PEERS to a dependent";
+  EXPECT_EQ(*a2.core.state_of(D), peer_state::alive);
+  EXPECT_EQ(*b.core.state_of(C), peer_state::alive);
+  EXPECT_EQ(*b2.core.state_of(A), peer_state::alive);
+  EXPECT_EQ(peer_status(b2, C)["relation"], "dependent");
+}
+
+TEST_F(family_test, the_configuration_network_stays_in_the_family) {
+  node& a = net.add(A, {B, C}, of_family("eu", {"us"}));
+  node& a2 = net.add(C, {}, of_family("eu", {"us"}));
+  node& b = net.add(B, {}, of_family("us"));
+  net.advance(1000ms);
+  const std::vector<pp::policy_entry> tables = {{"echo", pp::policy_timeout, 5000, 0, 0, 0}};
+  a.core.set_policy(2, 111, tables, net.now);
+  net.advance(200ms);
+  EXPECT_EQ(a2.listener.configs.size(), 1u);
+  EXPECT_TRUE(b.listener.configs.empty());
+  EXPECT_EQ(a.io.sent_to(B, pp::command::config), 0u);
+  // A CONFIG a broker of another family sends anyway is dropped.
+  const auto before = b.core.dropped(family_drop::other_family);
+  const std::string a_link = a.io.links.begin()->second.routing_id;
+  for (const auto& [id, l] : a.io.links)
+    if (l.endpoint == B) {
+      frames f;
+      pp::append_config(f, 9, 1, tables);
+      inject(net, b, l.routing_id, std::string(protocol::view(f[1])));
+    }
+  EXPECT_EQ(b.core.dropped(family_drop::other_family), before + 1);
+  EXPECT_TRUE(b.listener.configs.empty());
+  (void)a_link;
 }
 
 TEST_F(family_test, bye_takes_the_peer_down_at_once) {

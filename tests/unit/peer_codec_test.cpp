@@ -149,6 +149,39 @@ TEST(PeerCodec, FramingOtherThanOnePackedFrameIsDropped) {
   expect_dropped(P + "\xff");
 }
 
+TEST(PeerCodec, HelloEndsWithTheFallbackFamiliesWhenThereAreAny) {
+  const std::vector<std::string> fallbacks = {"us", "asia"};
+  hello h;
+  h.broker_id = 9;
+  h.heartbeat_ms = 1000;
+  h.liveness = 3;
+  h.family = "eu";
+  h.peer_endpoint = "tcp://10.0.0.2:5558";
+  h.fallbacks = fallbacks;
+  frames f;
+  append_hello(f, h);
+  const std::string base = hello_bytes(9, 1000, 3, 0, "eu", "tcp://10.0.0.2:5558", "", "");
+  EXPECT_EQ(parts_of(f), (strings{"", base + u8(2) + str8("us") + str8("asia")}));
+  const message m = at_router(std::string(view(f[1])));
+  ASSERT_EQ(m.what, kind::hello) << m.detail;
+  std::vector<std::string> got;
+  for_each_fallback(m.h, [&](std::string_view n) { got.emplace_back(n); });
+  EXPECT_EQ(got, fallbacks);
+  // Without any, the HELLO is the one of a broker that has none.
+  const message plain = at_router(base);
+  ASSERT_EQ(plain.what, kind::hello);
+  EXPECT_EQ(plain.h.fallback_count, 0u);
+  // A count of 0 or over 8, a short list, extra bytes, a name the rules refuse: dropped.
+  expect_dropped(base + u8(0));
+  std::string nine = base + u8(9);
+  for (int i = 0; i < 9; ++i) nine += str8("f" + std::to_string(i));
+  expect_dropped(nine);
+  expect_dropped(base + u8(2) + str8("us"));
+  expect_dropped(base + u8(1) + str8("us") + "x");
+  expect_dropped(base + u8(1) + str8(""), problem::invalid_name);
+  expect_dropped(base + u8(1) + str8("a\x01b"), problem::invalid_name);
+}
+
 TEST(PeerCodec, MalformedHelloIsDropped) {
   const std::string good = hello_bytes();
   ASSERT_EQ(at_router(good).what, kind::hello);
