@@ -27,6 +27,9 @@ inline constexpr std::size_t max_service_name = 255;
 inline constexpr std::size_t max_services_per_worker = 64;
 inline constexpr std::uint32_t max_concurrency = 1024;
 inline constexpr std::uint8_t flag_idempotent = 0x01;
+// READY (S0/2 only): the worker registers here because a broker sent it (DISCONNECT 301). A
+// broker does not send such a worker on again at once (docs/family.md, "Balancing workers").
+inline constexpr std::uint8_t flag_moved = 0x02;
 inline constexpr std::size_t max_message_length = 65535;  // S0/2 message and endpoint strings
 
 // Native protocol versions: 1 (S0/1, one frame per field) and 2 (S0/2, fields packed in one frame).

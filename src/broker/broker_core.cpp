@@ -358,7 +358,8 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
     for (std::size_t k = 0; k < i && !repeated; ++k) repeated = names[k] == name;
     if (!repeated && !service_by_name_.contains(std::string(name))) ++new_services;
   }
-  if (!mdp && in.version == protocol::version_2 && new_services == 0 && !draining_ &&
+  const bool moved_here = !mdp && (in.flags & protocol::flag_moved) != 0;
+  if (!mdp && in.version == protocol::version_2 && new_services == 0 && !draining_ && !moved_here &&
       options_.rebalance_workers && !peer_by_link_.empty()) {
     // NEEDBROKER: a peer of the family that needs these services more gets the worker instead.
     rebalance_services_.clear();
@@ -437,6 +438,9 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
     W.memberships.push_back(m);
     if (services_[s].workers++ == 0 && services_[s].peer_members == 0) --unserved_services_;
     if (W.idempotent) ++services_[s].idempotent_workers;
+    if (moved_here)
+      services_[s].settled =
+          now + std::max<clock::duration>(2 * options_.heartbeat_interval, milliseconds(1000));
     list_push_back(services_[s].lru, m, member_links());
     if (!services_[s].queue.empty()) pending_dispatch_.push_back(s);
   }
@@ -1140,8 +1144,12 @@ void broker_core::move_idle_workers(time_point now) {
 std::uint32_t broker_core::needier_peer(std::span<const std::uint32_t> services,
                                         std::uint32_t unregistered, time_point now) {
   if (services.empty()) return npos;
-  for (std::uint32_t s : services)
+  for (std::uint32_t s : services) {
     if (!services_[s].queue.empty()) return npos;  // it has work here
+    // A peer just sent a worker of it here, and this broker's view of that peer may not show the
+    // loss yet: moving one now could send it straight back.
+    if (now < services_[s].settled) return npos;
+  }
   std::uint32_t best = npos;
   std::int64_t best_need = 0;
   std::int64_t best_workers = 0;

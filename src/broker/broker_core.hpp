@@ -340,8 +340,11 @@ class broker_core {
     std::uint32_t peer_members = 0;  // peers that announced it (the entry is kept while any does)
     std::uint32_t peer_workers = 0;  // workers the peers announced (fallbacks' included)
     std::uint32_t fallback_workers = 0;  // ... of which fallback families' brokers
-    std::uint32_t forwardable = 0;       // queued requests that may go to a peer (not from one)
-    std::uint64_t forwarded = 0;         // requests sent to peers
+    // A broker sent a worker of it here (READY flag_moved): no worker of it is sent on before
+    // then, when the sender's STATE can show the one it lost (balancing workers).
+    time_point settled{};
+    std::uint32_t forwardable = 0;  // queued requests that may go to a peer (not from one)
+    std::uint64_t forwarded = 0;    // requests sent to peers
     std::uint32_t in_flight = 0;
     std::size_t queue_bytes = 0;
     time_point no_worker_since{};

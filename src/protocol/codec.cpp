@@ -287,7 +287,7 @@ inbound decode_worker_v2(const frames& f) noexcept {
       in.services = packed.substr(v2_head + 9);
       if (in.concurrency < 1 || in.concurrency > max_concurrency)
         return worker_error_v2(status::bad_request, "concurrency must be 1-1024");
-      if ((in.flags & ~flag_idempotent) != 0)
+      if ((in.flags & ~(flag_idempotent | flag_moved)) != 0)
         return worker_error_v2(status::bad_request, "unknown READY flags");
       if (const char* why = check_services_v2(in.services))
         return worker_error_v2(status::bad_request, why);

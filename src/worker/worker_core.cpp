@@ -45,9 +45,12 @@ void worker_core::connect(time_point now) {
   connected_ = true;
   out_.clear();
   std::vector<std::string_view> names(options_.services.begin(), options_.services.end());
-  protocol::append_worker_ready(
-      out_, options_.concurrency, static_cast<std::uint32_t>(options_.heartbeat_interval.count()),
-      options_.idempotent ? protocol::flag_idempotent : 0, names, options_.protocol_version);
+  std::uint8_t flags = options_.idempotent ? protocol::flag_idempotent : 0;
+  if (moved_ && options_.protocol_version == protocol::version_2) flags |= protocol::flag_moved;
+  moved_ = false;  // only the READY to the broker we were sent to
+  protocol::append_worker_ready(out_, options_.concurrency,
+                                static_cast<std::uint32_t>(options_.heartbeat_interval.count()),
+                                flags, names, options_.protocol_version);
   send(out_);
   state_ = worker_state::registering;
   const auto guess = std::max(options_.heartbeat_interval, milliseconds(1000));
@@ -125,6 +128,7 @@ void worker_core::move_to(time_point now, const std::string& endpoint, const std
   }
   failed_ = 0;
   ++moves_;
+  moved_ = true;
   connect(now);
 }
 

@@ -117,6 +117,7 @@ class worker_core {
   std::uint64_t epoch_ = 0;  // connections opened
   std::uint64_t broker_id_ = 0;
   std::uint64_t moves_ = 0;
+  bool moved_ = false;  // the next READY says a broker sent us (S0/2 flag_moved)
   std::uint64_t policy_version_ = 0;
   std::chrono::milliseconds interval_{1000};         // ours: how often we send HEARTBEAT
   std::chrono::milliseconds broker_interval_{1000};  // the broker's: how often it publishes

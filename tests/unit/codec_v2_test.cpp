@@ -269,10 +269,10 @@ TEST(CodecV2, WrongLengthsAndTrailingBytesAre400) {
     EXPECT_EQ(in.version, version_2);
   }
   const std::string ready = W2 + "\x01" + u32(1) + u32(0) + u8(0);
-  for (const std::string& bad :
-       {ready, ready + u8(5) + "abc", ready + str8("a") + u8(0),
-        W2 + "\x01" + u32(0) + u32(0) + u8(0) + str8("a"),
-        W2 + "\x01" + u32(1) + u32(0) + u8(2) + str8("a"), W2 + "\x01" + u32(1) + u32(0)}) {
+  for (const std::string& bad : {ready, ready + u8(5) + "abc", ready + str8("a") + u8(0),
+                                 W2 + "\x01" + u32(0) + u32(0) + u8(0) + str8("a"),
+                                 W2 + "\x01" + u32(1) + u32(0) + u8(4) + str8("a"),
+                                 W2 + "\x01" + u32(1) + u32(0)}) {  // flag 4: unknown
     const inbound in = decode_inbound(at_broker({"", bad}));
     EXPECT_EQ(in.kind, inbound_kind::worker_error) << bad.size();
     EXPECT_EQ(in.status, st::bad_request);

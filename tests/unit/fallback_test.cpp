@@ -13,10 +13,11 @@ namespace {
 
 class fallback_test : public forwarding_test {
  protected:
-  // An S0/2 READY for `service` (concurrency 1).
-  void ready_v2(const std::string& id, const std::string& service = "echo") {
+  // An S0/2 READY for `service` (concurrency 1); flags: protocol::flag_moved, say.
+  void ready_v2(const std::string& id, const std::string& service = "echo",
+                std::uint8_t flags = 0) {
     deliver(1, {id, "",
-                "S0W2\x01" + u32(1) + u32(0) + std::string(1, '\0') +
+                "S0W2\x01" + u32(1) + u32(0) + std::string(1, static_cast<char>(flags)) +
                     std::string(1, static_cast<char>(service.size())) + service});
   }
   // The S0/2 DISCONNECTs `id` got: (status, message).
@@ -162,6 +163,28 @@ TEST_F(fallback_test, a_worker_never_bounces_back_to_a_broker_that_sent_it) {
   EXPECT_TRUE(moves_of("w3").empty());
   ready_v2("w4");  // four against two: one goes
   EXPECT_EQ(moves_of("w4").size(), 1u);
+}
+
+TEST_F(fallback_test, a_worker_a_broker_sent_here_is_not_sent_on_before_its_senders_state) {
+  // The sender's STATE has not told yet that it lost the worker: this broker's view says the
+  // sender has none, so the rule alone would send the worker straight back.
+  peer(7, "other", 1, 1);
+  ready_v2("w1");
+  ready_v2("w2", "echo", protocol::flag_moved);
+  EXPECT_TRUE(moves_of("w2").empty()) << "not at registration";
+  auto heartbeats_for = [&](std::chrono::milliseconds d) {
+    for (const auto end = now + d; now < end;) {
+      deliver(1, {"w1", "", "S0W2\x04"});
+      deliver(1, {"w2", "", "S0W2\x04"});
+      advance(250ms);
+    }
+  };
+  heartbeats_for(1750ms);  // not within the settling time (2 heartbeat intervals) either
+  EXPECT_TRUE(moves_of("w2").empty());
+  EXPECT_TRUE(moves_of("w1").empty()) << "nor another worker of the service in its place";
+  EXPECT_EQ(core->counters().rebalanced_workers, 0u);
+  heartbeats_for(1250ms);  // settled, and the peer still has none: now one may go
+  EXPECT_EQ(core->counters().rebalanced_workers, 1u);
 }
 
 TEST_F(fallback_test, idle_workers_move_one_per_peer_per_heartbeat_interval) {

@@ -446,6 +446,21 @@ TEST_F(worker_core_test, ready_DISCONNECT_301_moves_to_the_endpoint_given_at_onc
   EXPECT_EQ(io.log, (strings{"close", "open tcp://b1:5556", sent_log(inbound_kind::worker_ready)}));
 }
 
+TEST_F(worker_core_test, ready_DISCONNECT_301_the_READY_after_a_move_says_so_and_only_that_one) {
+  registered("tcp://b1:5556,tcp://b2:5556");
+  io.take(inbound_kind::worker_ready);
+  disconnect(status::moved, "tcp://b3:5556");
+  auto ready = io.take(inbound_kind::worker_ready);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0].flags, protocol::flag_moved);
+  // Not answered: the next broker of the list gets a READY without the flag.
+  advance(3100ms);
+  ready = io.take(inbound_kind::worker_ready);
+  ASSERT_FALSE(ready.empty());
+  EXPECT_EQ(ready.back().flags, 0u);
+  EXPECT_NE(ready.back().to, "tcp://b3:5556");
+}
+
 TEST_F(worker_core_test,
        ready_DISCONNECT_301_to_something_that_is_not_an_endpoint_is_a_lost_broker) {
   options.reconnect_min = 1000ms;
