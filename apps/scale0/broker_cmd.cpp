@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <iostream>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 
 #include "broker_config.hpp"
@@ -136,10 +137,11 @@ int run_broker(broker_args& a) {
       notify_service("RELOADING=1");
       try {
         broker_settings next = effective(a);
-        for (const char* key : {"frontend", "backend", "heartbeat", "metrics-listen", "curve-cert",
-                                "handshake-timeout", "insecure", "peer-listen", "peer", "family",
-                                "fallback-family", "rebalance-workers", "advertise-frontend",
-                                "advertise-backend", "advertise-peer", "max-peers"}) {
+        for (const char* key :
+             {"frontend", "backend", "heartbeat", "metrics-listen", "curve-cert",
+              "handshake-timeout", "insecure", "peer-listen", "peer", "family", "fallback-family",
+              "rebalance-workers", "peer-cert", "advertise-frontend", "advertise-backend",
+              "advertise-peer", "max-peers"}) {
           broker_settings probe = current;
           copy_setting(key, next, probe);
           if (to_toml(probe) != to_toml(current)) {
@@ -352,6 +354,9 @@ void add_broker_command(CLI::App& root, int& exit_code) {
                               "Point workers at the family broker that needs their services "
                               "more (true/false)")
                   ->capture_default_str());
+  g.push_back(sub->add_option("--peer-cert", f.peer_cert,
+                              "The family's secret CURVE certificate (scale0 keygen), the same on "
+                              "every broker that links to this one: CURVE on the peer port"));
   g.push_back(sub->add_option("--advertise-frontend", f.advertise_frontend,
                               "How other brokers' clients reach this frontend (default: the bound "
                               "endpoint; required for a wildcard bind with --peer)"));
@@ -367,6 +372,13 @@ void add_broker_command(CLI::App& root, int& exit_code) {
       sub->add_option("--log-level", f.log_level, "trace, debug, info, warn, error, critical, off")
           ->capture_default_str());
   g.push_back(sub->add_option("--log-format", f.log_format, "text or json")->capture_default_str());
+  // effective() pairs each flag with its setting by position: a flag out of order would set
+  // another setting.
+  const auto& names = setting_names();
+  for (std::size_t i = 0; i < names.size(); ++i)
+    if (i >= g.size() || g[i]->get_name() != "--" + names[i])
+      throw std::logic_error("broker flag " + std::to_string(i) + " is not --" + names[i]);
+  if (g.size() != names.size()) throw std::logic_error("a broker flag has no setting");
   sub->callback([args, &exit_code] { exit_code = run_broker(*args); });
 }
 

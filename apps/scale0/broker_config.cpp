@@ -152,6 +152,7 @@ const std::vector<field>& fields() {
       {"family", &broker_settings::family, 0, 0, check_family},
       {"fallback-family", &broker_settings::fallback_family, 0, 0, check_family},
       {"rebalance-workers", &broker_settings::rebalance_workers, 0, 0, {}},
+      {"peer-cert", &broker_settings::peer_cert, 0, 0, {}},
       {"advertise-frontend", &broker_settings::advertise_frontend, 0, 0,
        [](const std::string& v) { return check_peer_endpoint(v, true); }},
       {"advertise-backend", &broker_settings::advertise_backend, 0, 0,
@@ -400,6 +401,14 @@ broker_options broker_settings::to_options(const std::string* running_secret) co
   o.family = family;
   o.fallback_families = fallback_family;
   o.rebalance_workers = rebalance_workers;
+  if (!peer_cert.empty()) {
+    const security::keypair k = security::load_certificate(peer_cert);
+    if (k.secret_key.empty())
+      throw error(status::bad_request, peer_cert +
+                                           ": a public certificate; the family's brokers need "
+                                           "its secret one (NAME_secret from scale0 keygen)");
+    o.peer_secret_key = k.secret_key;
+  }
   o.advertise_frontend = advertise_frontend;
   o.advertise_backend = advertise_backend;
   o.advertise_peer = advertise_peer;

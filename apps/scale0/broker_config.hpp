@@ -62,6 +62,7 @@ struct broker_settings {
   std::string family = "default";
   std::vector<std::string> fallback_family;
   bool rebalance_workers = true;   // point workers at the family broker that needs them more
+  std::string peer_cert;           // the family's secret certificate: CURVE on the peer port
   std::string advertise_frontend;  // "" : the bound endpoint
   std::string advertise_backend;
   std::string advertise_peer;

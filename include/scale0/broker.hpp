@@ -94,7 +94,7 @@ struct broker_options {
 
   // The family (docs/family.md): brokers in a full mesh that tell each other their capacity.
   // The ROUTER where other brokers' links connect; "" (the library's default): no family.
-  // `scale0 broker` defaults to tcp://127.0.0.1:5558. The peer port has no CURVE yet: one other
+  // `scale0 broker` defaults to tcp://127.0.0.1:5558. Without peer_secret_key, one other
   // machines can reach needs `insecure`.
   std::string peer_listen;
   // Brokers to join: tcp://HOST:PORT or ipc://PATH. A host name stands for each address it
@@ -114,6 +114,10 @@ struct broker_options {
   std::string advertise_backend;
   std::string advertise_peer;
   std::size_t max_peers = 256;  // peers kept (configured, learned and this broker's own aliases)
+  // CURVE on the peer port (docs/family.md, "Security"): the secret key (Z85) of the certificate
+  // every broker that links to this one shares (its family, and the families it falls back on or
+  // that fall back on it). The peer ROUTER then admits only that key, and links present it.
+  std::string peer_secret_key;
 
   // Throws scale0::error (400) naming the first invalid option.
   void validate() const;

@@ -7,6 +7,7 @@
 #include "protocol/peer_codec.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
+#include "scale0/security.hpp"
 
 namespace scale0 {
 namespace {
@@ -22,10 +23,13 @@ void validate_family(const broker_options& o) {
   const bool ipc = o.peer_listen.rfind("ipc://", 0) == 0;
   if (o.peer_listen.rfind("tcp://", 0) != 0 && !ipc)
     fail("invalid --peer-listen '" + o.peer_listen + "': expected tcp://host:port or ipc://path");
-  if (!o.insecure && !detail::loopback_endpoint(o.peer_listen))
+  if (!o.peer_secret_key.empty() && !security::valid_z85_key(o.peer_secret_key))
+    fail("the peer secret key is not 40 characters of Z85");
+  if (!o.insecure && o.peer_secret_key.empty() && !detail::loopback_endpoint(o.peer_listen))
     fail("protected mode: --peer-listen " + o.peer_listen +
-         " is reachable from other machines, and the family's peer links have no CURVE yet; "
-         "bind a loopback address (or ipc://), or pass --insecure on a network you trust");
+         " is reachable from other machines without CURVE: give --peer-cert (the family's "
+         "secret certificate, from scale0 keygen), bind a loopback address (or ipc://), or pass "
+         "--insecure on a network you trust");
   for (const auto& p : o.peers)
     if (!protocol::peer::valid_endpoint(p))
       fail("invalid --peer '" + escape_text(p) +

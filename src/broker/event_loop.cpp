@@ -150,30 +150,23 @@ event_loop::event_loop(const broker_options& options)
   pub_.set(zmq::sockopt::handshake_ivl, static_cast<int>(options.handshake_timeout.count()));
   pub_.set(zmq::sockopt::linger, 0);
   control_.set(zmq::sockopt::linger, 0);
-  if (!options.curve_secret_key.empty()) {
+  if (!options.curve_secret_key.empty() || !options.peer_secret_key.empty()) {
     // The ZAP handler is this loop: its socket is bound before any CURVE endpoint, so no handshake
     // can happen without it; libzmq refuses a handshake it cannot ask about (fails closed).
     zap_ = zmq::socket_t(context_, zmq::socket_type::rep);
     zap_.set(zmq::sockopt::linger, 0);
     zap_.bind("inproc://zeromq.zap.01");
+    if (!options.peer_secret_key.empty())
+      peer_public_key_ = security::public_for_secret(options.peer_secret_key);
+  }
+  if (!options.curve_secret_key.empty()) {
     load_grants(options);
     security::apply_curve_server(routers_[0], options.curve_secret_key, "frontend");
     security::apply_curve_server(routers_[1], options.curve_secret_key, "backend");
     security::apply_curve_server(pub_, options.curve_secret_key, "heartbeat");
-    zmq::socket_t* watched[3] = {&routers_[0], &routers_[1], &pub_};
-    for (int i = 0; i < 3; ++i) {
-      const std::string ep = "inproc://scale0-monitor-" +
-                             std::to_string(reinterpret_cast<std::uintptr_t>(this)) + "-" +
-                             std::to_string(i);
-      if (zmq_socket_monitor(watched[i]->handle(), ep.c_str(),
-                             ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |
-                                 ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0)
-        throw error(status::unavailable, "cannot monitor handshakes");
-      monitors_[i] = zmq::socket_t(context_, zmq::socket_type::pair);
-      monitors_[i].set(zmq::sockopt::linger, 0);
-      monitors_[i].connect(ep);
-    }
+    watch_handshakes(routers_[0], 0);
+    watch_handshakes(routers_[1], 1);
+    watch_handshakes(pub_, 2);
   }
   bind(routers_[0], options.frontend, "frontend");
   bind(routers_[1], options.backend, "backend");
@@ -193,7 +186,9 @@ event_loop::event_loop(const broker_options& options)
   if (!options.peer_listen.empty()) {
     peer_links_ = std::make_unique<peer_links>(context_, options_,
                                                [this](const broker_event& e) { event(e); });
+    if (!options.peer_secret_key.empty()) watch_handshakes(peer_links_->router(), 3);
     endpoints_.peer = peer_links_->bind(options.peer_listen);
+    monitor_ports_[3] = endpoint_port(endpoints_.peer);
     // What other brokers are told: the flag, else the bound endpoint (a wildcard bind cannot be
     // advertised: validate() asked for the flag where it is needed; elsewhere it is left out).
     auto advertised = [](const std::string& flag, const std::string& bound) {
@@ -233,6 +228,20 @@ event_loop::event_loop(const broker_options& options)
             [this] { return query("metrics", std::chrono::milliseconds(2000)); },
             [this] { return !draining(); }});
   }
+}
+
+void event_loop::watch_handshakes(zmq::socket_t& s, int i) {
+  const std::string ep = "inproc://scale0-monitor-" +
+                         std::to_string(reinterpret_cast<std::uintptr_t>(this)) + "-" +
+                         std::to_string(i);
+  if (zmq_socket_monitor(s.handle(), ep.c_str(),
+                         ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED |
+                             ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                             ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0)
+    throw error(status::unavailable, "cannot monitor handshakes");
+  monitors_[i] = zmq::socket_t(context_, zmq::socket_type::pair);
+  monitors_[i].set(zmq::sockopt::linger, 0);
+  monitors_[i].connect(ep);
 }
 
 event_loop::~event_loop() {
@@ -355,13 +364,16 @@ void event_loop::handle_zap() {
       key.assign(text, 40);
       const bool client = options_.any_client_key || grants_[0].contains(key);
       const bool worker = grants_[1].contains(key);
-      if (domain == "frontend" && !client)
+      if (domain == "peer")
+        refused = key == peer_public_key_ ? "" : "key not the family's peer key";
+      else if (domain == "frontend" && !client)
         refused = "key not in the client keys";
       else if (domain == "backend" && !worker)
         refused = "key not in the worker keys";
       else if (domain == "heartbeat" && !client && !worker)
         refused = "unknown key";
-      else if (domain != "frontend" && domain != "backend" && domain != "heartbeat")
+      else if (domain != "frontend" && domain != "backend" && domain != "heartbeat" &&
+               domain != "peer")
         refused = "unknown ZAP domain";
     }
     if (!refused.empty()) {
@@ -389,8 +401,10 @@ void event_loop::handle_zap() {
 // ACCEPTED of the same fd may have been emitted before the address was read (the monitor is read
 // again right after, to see). Otherwise the address is "unknown", never someone else's.
 void event_loop::handle_monitors() {
-  static constexpr std::string_view endpoint_names[3] = {"frontend", "backend", "heartbeat"};
-  for (int i = 0; i < 3; ++i) {
+  static constexpr std::string_view endpoint_names[watched_endpoints] = {"frontend", "backend",
+                                                                         "heartbeat", "peer"};
+  for (int i = 0; i < watched_endpoints; ++i) {
+    if (!monitors_[i]) continue;
     handshake_watch& watch = watches_[i];
     monitor_batch_.clear();
     last_accepted_.clear();
@@ -447,7 +461,7 @@ void event_loop::handle_monitors() {
 
 // The grant of the key the message in inbox_ came with; nullptr when CURVE is off.
 const access_grant* event_loop::grant_of(std::uint8_t socket) {
-  if (!zap_) return nullptr;
+  if (options_.curve_secret_key.empty()) return nullptr;
   if (inbox_.size() < 2) return &nothing_;  // fail closed
   const char* user = zmq_msg_gets(inbox_[1].handle(), "User-Id");
   if (user == nullptr) return &nothing_;
@@ -471,7 +485,7 @@ void event_loop::handle_requests(clock::time_point now) {
     if (auto next = reload_handler_()) {
       core_->reconfigure(*next, now);
       announce_policy(now);
-      if (zap_) {  // the key lists were read again with the rest of the configuration
+      if (!options_.curve_secret_key.empty()) {  // the key lists were read again with the rest
         options_.client_keys = next->client_keys;
         options_.worker_keys = next->worker_keys;
         options_.any_client_key = next->any_client_key;
@@ -503,12 +517,16 @@ void event_loop::handle_requests(clock::time_point now) {
 }
 
 void event_loop::run() {
-  zmq_pollitem_t items[8] = {
-      {routers_[0].handle(), 0, ZMQ_POLLIN, 0},  {routers_[1].handle(), 0, ZMQ_POLLIN, 0},
-      {control_.handle(), 0, ZMQ_POLLIN, 0},     {nullptr, wake_fd_, ZMQ_POLLIN, 0},
-      {zap_.handle(), 0, ZMQ_POLLIN, 0},         {monitors_[0].handle(), 0, ZMQ_POLLIN, 0},
-      {monitors_[1].handle(), 0, ZMQ_POLLIN, 0}, {monitors_[2].handle(), 0, ZMQ_POLLIN, 0}};
-  const int polled = zap_ ? 8 : 4;
+  zmq_pollitem_t items[4] = {{routers_[0].handle(), 0, ZMQ_POLLIN, 0},
+                             {routers_[1].handle(), 0, ZMQ_POLLIN, 0},
+                             {control_.handle(), 0, ZMQ_POLLIN, 0},
+                             {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
+  constexpr int polled = 4;
+  // Then ZAP (CURVE anywhere) and the handshake monitors there are: read whenever the loop turns.
+  std::vector<zmq_pollitem_t> security_items;
+  if (zap_) security_items.push_back({zap_.handle(), 0, ZMQ_POLLIN, 0});
+  for (auto& m : monitors_)
+    if (m) security_items.push_back({m.handle(), 0, ZMQ_POLLIN, 0});
   last_progress_ = clock::now();
   for (;;) {
     auto now = clock::now();
@@ -519,6 +537,7 @@ void event_loop::run() {
       break;
     const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_wakeup(now) - now).count();
     poll_items_.assign(items, items + polled);
+    poll_items_.insert(poll_items_.end(), security_items.begin(), security_items.end());
     if (peer_links_) peer_links_->add_poll_items(poll_items_);
     const int rc = zmq_poll(poll_items_.data(), static_cast<int>(poll_items_.size()),
                             static_cast<long>(std::clamp<std::int64_t>(wait, 0, 1000)));

@@ -73,25 +73,31 @@ class event_loop final : public outbox, private family_listener {
   clock::time_point next_wakeup(clock::time_point now) const;
   clock::time_point note_progress(clock::time_point now);  // returns the time after it
   void settle_after_stall();
+  // Socket monitor `i` (0-3: frontend, backend, heartbeat, peer) reports s's failed handshakes.
+  void watch_handshakes(zmq::socket_t& s, int i);
 
   broker_options options_;
   zmq::context_t context_;
   // CURVE: the ZAP handler's socket, bound before any endpoint and declared before them, so that
   // it is destroyed after them however the object ends (see ~event_loop).
   zmq::socket_t zap_;
+  std::string peer_public_key_;  // CURVE on the peer port: the one key it admits
   zmq::socket_t routers_[2];
   zmq::socket_t pub_;
   zmq::socket_t control_;
   // CURVE: the grants by public key of the frontend (client keys) and the backend (worker keys).
   // CURVE: handshake failures libzmq decides without asking ZAP (a plaintext peer, a broken or
-  // unfinished handshake), from socket monitors of the frontend, backend and heartbeat PUB.
-  zmq::socket_t monitors_[3];
+  // unfinished handshake), from socket monitors of the frontend, backend and heartbeat PUB (CURVE
+  // on them), and of the peer ROUTER (CURVE on the peer port).
+  static constexpr int watched_endpoints = 4;
+  zmq::socket_t monitors_[watched_endpoints];
   struct handshake_watch {
     std::unordered_map<int, std::string> peers;  // fd -> peer address, from ACCEPTED
     std::string_view failed_detail;              // a failure seen; its DISCONNECTED names the fd
   };
-  handshake_watch watches_[3];
-  int monitor_ports_[3] = {-1, -1, -1};  // the bound tcp ports, to check a peer's fd against
+  handshake_watch watches_[watched_endpoints];
+  int monitor_ports_[watched_endpoints] = {-1, -1, -1,
+                                           -1};  // bound tcp ports, to check fds against
   struct monitor_event {
     std::uint16_t kind = 0;
     std::uint32_t value = 0;  // an fd, an errno or a protocol error code

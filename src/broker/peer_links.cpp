@@ -6,6 +6,7 @@
 
 #include "receive.hpp"
 #include "scale0/error.hpp"
+#include "security/curve_socket.hpp"
 
 namespace scale0::broker_detail {
 namespace {
@@ -38,6 +39,13 @@ peer_links::peer_links(zmq::context_t& context, const broker_options& options,
               std::max<std::int64_t>(max_peer_message,
                                      static_cast<std::int64_t>(options.max_message_bytes) * 2));
   router_.set(zmq::sockopt::handshake_ivl, static_cast<int>(handshake_timeout_.count()));
+  if (!options.peer_secret_key.empty()) {
+    // One key pair for the whole peer network: the ROUTER serves with it (the loop's ZAP handler
+    // admits only its public key, domain "peer"), and every link presents it.
+    const std::string pub = security::public_for_secret(options.peer_secret_key);
+    curve_ = {pub, pub, options.peer_secret_key};
+    security::apply_curve_server(router_, options.peer_secret_key, "peer");
+  }
 }
 
 peer_links::~peer_links() {
@@ -214,6 +222,7 @@ void peer_links::open_link(std::uint32_t id, const std::string& endpoint,
   l.dealer.set(zmq::sockopt::reconnect_ivl, 100);
   l.dealer.set(zmq::sockopt::reconnect_ivl_max, static_cast<int>(reconnect_max_.count()));
   l.dealer.set(zmq::sockopt::handshake_ivl, static_cast<int>(handshake_timeout_.count()));
+  security::apply_curve_client(l.dealer, curve_);
   const std::string monitor = "inproc://scale0-link-" +
                               std::to_string(reinterpret_cast<std::uintptr_t>(this)) + "-" +
                               std::to_string(id);

@@ -13,6 +13,7 @@
 
 #include "family_core.hpp"
 #include "peer_resolver.hpp"
+#include "scale0/security.hpp"
 
 namespace scale0::broker_detail {
 
@@ -24,6 +25,8 @@ class peer_links final : public family_io {
 
   // Binds the peer ROUTER; returns the endpoint bound (a `*` port resolved). Throws scale0::error.
   std::string bind(const std::string& endpoint);
+  // The peer ROUTER, for a socket monitor of its handshakes (before bind).
+  zmq::socket_t& router() noexcept { return router_; }
   // The core to feed; the configured peers are resolved from now on (IP literals at once).
   void attach(family_core& core, const std::vector<std::string>& configured, time_point now);
 
@@ -75,6 +78,7 @@ class peer_links final : public family_io {
   zmq::context_t links_context_{1};
   const std::chrono::milliseconds reconnect_max_;
   const std::chrono::milliseconds handshake_timeout_;
+  security::curve_client curve_;  // the family's key pair for links, and as the server's key
   zmq::socket_t router_;
   std::map<std::uint32_t, link> links_;
   std::unique_ptr<peer_resolver> resolver_;

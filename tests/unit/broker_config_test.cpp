@@ -64,6 +64,7 @@ const std::vector<std::string> kDocumentedKeys = {"frontend",
                                                   "family",
                                                   "fallback-family",
                                                   "rebalance-workers",
+                                                  "peer-cert",
                                                   "advertise-frontend",
                                                   "advertise-backend",
                                                   "advertise-peer",
@@ -131,6 +132,7 @@ void ExpectSame(const broker_settings& a, const broker_settings& b) {
   EXPECT_EQ(a.family, b.family) << "family";
   EXPECT_EQ(a.fallback_family, b.fallback_family) << "fallback-family";
   EXPECT_EQ(a.rebalance_workers, b.rebalance_workers) << "rebalance-workers";
+  EXPECT_EQ(a.peer_cert, b.peer_cert) << "peer-cert";
   EXPECT_EQ(a.advertise_frontend, b.advertise_frontend) << "advertise-frontend";
   EXPECT_EQ(a.advertise_backend, b.advertise_backend) << "advertise-backend";
   EXPECT_EQ(a.advertise_peer, b.advertise_peer) << "advertise-peer";
@@ -179,6 +181,7 @@ broker_settings NonDefault() {
   s.family = "eu-west";
   s.fallback_family = {"eu", "global"};
   s.rebalance_workers = false;
+  s.peer_cert = "/etc/scale0/family_secret";
   s.advertise_frontend = "tcp://203.0.113.1:7001";
   s.advertise_backend = "tcp://203.0.113.1:7002";
   s.advertise_peer = "tcp://203.0.113.1:7004";
@@ -295,6 +298,7 @@ TEST_F(broker_config_test, LoadsAGoodFile) {
             "family = \"eu-west\"\n"
             "fallback-family = [\"eu\", \"global\"]\n"
             "rebalance-workers = false\n"
+            "peer-cert = \"/etc/scale0/family_secret\"\n"
             "advertise-frontend = \"tcp://203.0.113.1:7001\"\n"
             "advertise-backend = \"tcp://203.0.113.1:7002\"\n"
             "advertise-peer = \"tcp://203.0.113.1:7004\"\n"
