@@ -132,8 +132,8 @@ int run_broker(broker_args& a) {
       if (e.kind == event_kind::draining) notify_service("STOPPING=1");
       log_event(e, limiter);
     });
-    b.on_reload([&a, current = settings,
-                 secret = initial.curve_secret_key]() mutable -> std::optional<broker_options> {
+    b.on_reload([&a, current = settings, secret = initial.curve_secret_key,
+                 peer_secret = initial.peer_secret_key]() mutable -> std::optional<broker_options> {
       notify_service("RELOADING=1");
       try {
         broker_settings next = effective(a);
@@ -149,7 +149,7 @@ int run_broker(broker_args& a) {
             copy_setting(key, current, next);  // what runs is what the next reload compares with
           }
         }
-        broker_options options = next.to_options(&secret);
+        broker_options options = next.to_options(&secret, &peer_secret);
         options.validate();  // with the restart-only settings as they run
         setup_logging(next.log_level, next.log_format);
         current = next;  // only once all of it was valid

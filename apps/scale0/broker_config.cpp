@@ -343,7 +343,8 @@ const char* type_name(const toml::node& n) {
 
 }  // namespace
 
-broker_options broker_settings::to_options(const std::string* running_secret) const {
+broker_options broker_settings::to_options(const std::string* running_secret,
+                                           const std::string* running_peer_secret) const {
   using std::chrono::milliseconds;
   broker_options o;
   o.frontend = frontend;
@@ -401,7 +402,9 @@ broker_options broker_settings::to_options(const std::string* running_secret) co
   o.family = family;
   o.fallback_families = fallback_family;
   o.rebalance_workers = rebalance_workers;
-  if (!peer_cert.empty()) {
+  if (!peer_cert.empty() && running_peer_secret != nullptr) {
+    o.peer_secret_key = *running_peer_secret;
+  } else if (!peer_cert.empty()) {
     const security::keypair k = security::load_certificate(peer_cert);
     if (k.secret_key.empty())
       throw error(status::bad_request, peer_cert +

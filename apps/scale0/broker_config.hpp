@@ -74,9 +74,11 @@ struct broker_settings {
   std::map<std::string, service_settings> services;
 
   // Reads the certificate and key lists too; throws scale0::error naming the file.
-  // `running_secret`: the broker's secret key already loaded (a reload; the certificate is read
-  // only at start, so a moved file cannot block revoking keys).
-  broker_options to_options(const std::string* running_secret = nullptr) const;
+  // `running_secret`, `running_peer_secret`: the broker's and the peer network's secret keys
+  // already loaded (a reload; certificates are read only at start, so a moved file cannot block
+  // revoking keys or any other change).
+  broker_options to_options(const std::string* running_secret = nullptr,
+                            const std::string* running_peer_secret = nullptr) const;
 };
 
 // A bad configuration: what() names the file, the line and the key.

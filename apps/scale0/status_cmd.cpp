@@ -72,9 +72,15 @@ void print_family(const nlohmann::json& f) {
   for (const auto& p : f["peers"]) {
     std::string state = cell(p["state"]);
     if (p["draining"].get<bool>()) state += ",draining";
+    // Another family's broker says how it relates: "us (fallback 1)", "x (dependent)".
+    std::string family = p["family"].get<std::string>().empty() ? "-" : cell(p["family"]);
+    const std::string relation = p.value("relation", "");
+    if (!relation.empty() && relation != "member")
+      family += relation.starts_with("fallback")
+                    ? fmt::format(" ({} {})", relation, p.value("fallback_rank", 0))
+                    : " (" + relation + ")";
     std::cout << fmt::format(
-        "{:<28} {:<10} {:<12} {:<16} {:>10}  {:<24} {}\n", cell(p["endpoint"]), state,
-        p["family"].get<std::string>().empty() ? "-" : cell(p["family"]),
+        "{:<28} {:<10} {:<12} {:<16} {:>10}  {:<24} {}\n", cell(p["endpoint"]), state, family,
         p["broker_id"].is_null() ? "-" : cell(p["broker_id"]),
         p["last_heard_ms"].is_null() ? "never" : age(p["last_heard_ms"].get<double>()),
         p["frontend"].get<std::string>().empty() ? "-" : cell(p["frontend"]),

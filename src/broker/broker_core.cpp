@@ -916,6 +916,7 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
     if (--S.workers == 0) {
       S.no_worker_since = now;
       if (S.peer_members == 0) ++unserved_services_;
+      fallback_if_orphaned(members_[m].service);
     }
     free_members_.push_back(m);
   }
@@ -1017,6 +1018,7 @@ void broker_core::peer_capacity(std::uint32_t link, std::string_view service, st
       S.peer_workers -= members_[m].announced_workers;
       if (W.fallback_rank != 0) S.fallback_workers -= members_[m].announced_workers;
       members_[m].announced_workers = 0;
+      fallback_if_orphaned(members_[m].service);
       members_[m].credit = 0;
       sync_lru(m);
     }
@@ -1055,6 +1057,7 @@ void broker_core::peer_capacity(std::uint32_t link, std::string_view service, st
   M.idempotent = idempotent;
   sync_lru(m);
   if (M.link.linked && !S.queue.empty()) pending_dispatch_.push_back(M.service);
+  fallback_if_orphaned(M.service);  // a member announcing none left
   flush_dispatch(now);
 }
 
@@ -1245,6 +1248,7 @@ void broker_core::drop_peer_membership(std::uint32_t m, time_point now) {
   } else if (S.peer_workers == 0 && S.workers == 0) {
     S.no_worker_since = now;
   }
+  fallback_if_orphaned(M.service);
   M = membership{};
   free_members_.push_back(m);
 }

@@ -410,6 +410,13 @@ class broker_core {
   static std::uint32_t family_workers(const service_entry& S) noexcept {
     return S.workers + S.peer_workers - S.fallback_workers;
   }
+  // After a worker count of service `s` fell: when the family has no worker left, what waits
+  // here may go to a fallback broker now.
+  void fallback_if_orphaned(std::uint32_t s) {
+    const service_entry& S = services_[s];
+    if (family_workers(S) == 0 && !S.fallbacks.empty() && !S.queue.empty())
+      pending_dispatch_.push_back(s);
+  }
   // A link refused a forward (no connection, or its queue full): no credit until the next STATE.
   void block_peer(std::uint32_t w, time_point now);
   void restore_peer(worker_entry& W);

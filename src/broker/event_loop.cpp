@@ -532,7 +532,10 @@ void event_loop::run() {
     auto now = clock::now();
     last_progress_ = now;
     if (core_->draining() &&
-        ((core_->drained() && (!core_->has_peers() || core_->drain_settled(now))) ||
+        // With peers (forwarding here included: dependents), a quiet spell first, so forwards on
+        // their way are handed back rather than lost with the process.
+        ((core_->drained() && ((!core_->has_peers() && (!family_ || family_->alive_count() == 0)) ||
+                               core_->drain_settled(now))) ||
          now >= drain_deadline_))
       break;
     const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_wakeup(now) - now).count();

@@ -281,10 +281,16 @@ void family_core::on_hello(std::string_view connection, const pp::hello& h, time
   bool dependent = false;
   if (!member)
     pp::for_each_fallback(h, [&](std::string_view f) { dependent = dependent || f == s_.family; });
-  if (!member && rank == 0 && !dependent)
+  if (!member && rank == 0 && !dependent) {
+    // A peer that came back (restarted) in a family this one has nothing to do with is gone.
+    if (const auto it = peers_.find(h.peer_endpoint);
+        it != peers_.end() && it->second.state == peer_state::alive)
+      mark_down(it->second, now, "now of an unrelated family (" + escape_text(h.family) + ")",
+                false);
     return drop(family_drop::other_family, "a HELLO of an unrelated family (" +
                                                escape_text(h.family) + " from " +
                                                std::string(h.peer_endpoint) + ")");
+  }
   if (h.peer_endpoint == s_.peer_endpoint)
     return drop(family_drop::conflict, "a HELLO from another broker with this broker's endpoint");
   peer* p = add_peer(h.peer_endpoint, via::hello, now);
@@ -512,8 +518,8 @@ void family_core::service_link(peer& p, time_point now) {
   // PEERS and CONFIG wait for its HELLO: what it is sent depends on how it relates to this broker.
   if (!p.heard) return;
   if (p.link.peers_due && send_peers(p)) p.link.peers_due = false;
-  if (p.link.config_due && (policy_version_ < 2 || !p.member || send_config(p)))
-    p.link.config_due = false;
+  if (p.link.config_due && (policy_version_ < 2 || (p.member && send_config(p))))
+    p.link.config_due = false;  // a non-member keeps it due: it may come back as a member
 }
 
 void family_core::set_policy(std::uint64_t version, std::uint64_t origin,

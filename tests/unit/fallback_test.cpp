@@ -70,6 +70,29 @@ TEST_F(fallback_test, a_local_worker_keeps_the_request_in_the_family_too) {
   EXPECT_TRUE(forwards_on(7).empty());
 }
 
+TEST_F(fallback_test, what_waits_goes_to_a_fallback_when_the_family_loses_its_last_worker) {
+  peer(7, "echo", 1, 1, false, 1);  // a fallback with credit
+  peer(8, "echo", 1, 0);            // the family's only worker, busy
+  request("c", 1, "echo");
+  request("c", 2, "echo");
+  EXPECT_TRUE(forwards_on(7).empty());
+  core->peer_capacity(8, "echo", 0, 0, 0, false, now);  // the member's worker is gone
+  EXPECT_EQ(forwards_on(7).size(), 1u) << "at once, not at the next request";
+  peer(7, "echo", 1, 1, false, 1);  // its credit back
+  EXPECT_EQ(forwards_on(7).size(), 1u);
+  EXPECT_EQ(core->counters().forwarded_fallback, 2u);
+}
+
+TEST_F(fallback_test, what_waits_goes_to_a_fallback_when_the_last_local_worker_leaves) {
+  peer(7, "echo", 1, 5, false, 1);
+  ready("w", {"echo"});
+  request("c", 1, "echo");  // at w
+  request("c", 2, "echo");  // waits for w
+  EXPECT_TRUE(forwards_on(7).empty());
+  deliver(1, {"w", "", "S0W1", "\x05"});  // w leaves (DISCONNECT)
+  EXPECT_EQ(forwards_on(7).size(), 1u);
+}
+
 TEST_F(fallback_test, the_first_fallback_family_with_credit_comes_first) {
   peer(7, "echo", 1, 1, false, 2);  // the second fallback family
   peer(8, "echo", 1, 1, false, 1);  // the first

@@ -421,6 +421,19 @@ TEST_F(family_test, a_fallback_family_links_up_and_each_side_knows_the_relation)
   EXPECT_TRUE(b.core.alive_connection(a_link));
 }
 
+TEST_F(family_test, a_peer_back_in_an_unrelated_family_is_down_at_once) {
+  node& a = net.add(A, {B});
+  node& b = net.add(B);
+  net.advance(500ms);
+  ASSERT_EQ(*a.core.state_of(B), peer_state::alive);
+  std::string b_link;  // B's link into A
+  for (const auto& [id, l] : b.io.links)
+    if (l.endpoint == A) b_link = l.routing_id;
+  inject(net, a, b_link, hello_bytes(0x9999, B, "elsewhere"));
+  EXPECT_EQ(*a.core.state_of(B), peer_state::lost);
+  EXPECT_EQ(a.listener.count("down", B), 1u);
+}
+
 TEST_F(family_test, capacity_goes_only_to_peers_that_may_forward_here) {
   node& a = net.add(A, {B}, of_family("eu", {"us"}));
   node& b = net.add(B, {}, of_family("us"));
