@@ -315,12 +315,14 @@ def documented_options():
     text = text[text.index("Options:"):]
     text = text[:text.index("\n\n")]  # the options, not the examples after them
     opts = []
-    for m in re.finditer(r"^\s+--([a-z][a-z-]*)(?: (TEXT|INT)[^\s=]*(?: \.\.\.)?(?:=(\S*))?)?", text, re.M):
+    for m in re.finditer(r"^\s+--([a-z][a-z-]*)(?: (TEXT|INT|BOOLEAN)[^\s=]*(?: \.\.\.)?(?:=(\S*))?)?", text, re.M):
         name, kind, default = m.groups()
         if name in ("help", "config", "print-config"):
             continue
         if default is not None and kind == "INT":
             default = int(default)
+        if kind == "BOOLEAN":  # --rebalance-workers true|false: a boolean key with its default
+            kind, default = "FLAG", default in ("1", "true")
         if kind is None:  # a flag (--insecure): a boolean key, false unless given
             kind, default = "FLAG", False
         opts.append((name, kind, default))
