@@ -504,6 +504,67 @@ def run_cli(args, input=None, timeout=30.0):
 # ---------------------------------------------------------------------------------------------
 # Sockets
 # ---------------------------------------------------------------------------------------------
+def str8(s):
+    """A packed str8 (1-byte length, then the bytes)."""
+    s = b_(s)
+    return u8(len(s)) + s
+
+
+def str16(s):
+    """A packed str16 (2-byte length, then the bytes)."""
+    s = b_(s)
+    return u16(len(s)) + s
+
+
+class PackedReader:
+    """Reads packed S0/2 and S0P1 fields (docs/protocol.md, docs/family.md), failing the test on a
+    short frame."""
+
+    def __init__(self, data):
+        self.data, self.at = data, 0
+
+    def take(self, n):
+        if self.at + n > len(self.data):
+            raise AssertionError("short packed frame: %r" % (self.data,))
+        v = self.data[self.at:self.at + n]
+        self.at += n
+        return v
+
+    def u8(self):
+        return self.take(1)[0]
+
+    def u16(self):
+        return du16(self.take(2))
+
+    def u32(self):
+        return du32(self.take(4))
+
+    def u64(self):
+        return du64(self.take(8))
+
+    def str8(self):
+        return self.take(self.u8())
+
+    def str16(self):
+        return self.take(self.u16())
+
+    def done(self):
+        return self.at == len(self.data)
+
+
+def scrape(broker):
+    """/metrics of a broker as {series (with its labels): value}."""
+    import urllib.request
+    with urllib.request.urlopen("http://%s/metrics" % broker.metrics, timeout=5) as r:
+        text = r.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
 def family_status(broker, timeout_ms=3000):
     """`scale0 status --json` of a broker (through its frontend), parsed."""
     r = run_cli(["status", "--broker", broker.frontend, "--json", "--timeout", str(timeout_ms)], timeout=20)

@@ -13,20 +13,8 @@ import urllib.request
 
 import zmq
 
-from harness import (BIN, HERE, PYTHON, Broker, NativeClient, NativeWorker, Proc, RawPeer, Scale0TestCase,
+from harness import (scrape, BIN, HERE, PYTHON, Broker, NativeClient, NativeWorker, Proc, RawPeer, Scale0TestCase,
                      Scale0Worker, W_HDR, W_READY, MDPW, du32, now, parse_disconnect, u8, u32)
-
-
-def scrape(broker):
-    with urllib.request.urlopen("http://%s/metrics" % broker.metrics, timeout=5) as r:
-        text = r.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        values[name] = float(value)
-    return values
 
 
 class UnreadFloodTest(Scale0TestCase):

@@ -11,80 +11,19 @@ import json
 import struct
 import time
 import unittest
-import urllib.request
 
 import zmq
 
-from harness import (Broker, du16, du32, du64, ep, family_status, free_port, now, peers_of, run_cli, Scale0TestCase, u16, u32, u64, u8)
+from harness import (PackedReader, str8, str16, scrape, Broker, du16, du32, du64, ep, family_status, free_port, now, peers_of, run_cli, Scale0TestCase, u16, u32, u64, u8)
 
 HB_MS = 200
 LIVENESS = 3
 P_HDR = b"S0P1"
 
 
-def str8(s):
-    s = s.encode() if isinstance(s, str) else s
-    return u8(len(s)) + s
-
-
-def str16(s):
-    s = s.encode() if isinstance(s, str) else s
-    return u16(len(s)) + s
-
-
 def hello(broker_id, endpoint, family="default", hb=1000, liveness=3, flags=0, frontend="", backend=""):
     return (P_HDR + b"\x01" + u64(broker_id) + u32(hb) + u32(liveness) + u8(flags) + str8(family)
             + str16(endpoint) + str16(frontend) + str16(backend))
-
-
-class Reader:
-    """Reads packed S0P1 fields (docs/family.md), raising on a short frame."""
-
-    def __init__(self, data):
-        self.data, self.at = data, 0
-
-    def take(self, n):
-        if self.at + n > len(self.data):
-            raise ValueError("short frame")
-        v = self.data[self.at:self.at + n]
-        self.at += n
-        return v
-
-    def u8(self):
-        return self.take(1)[0]
-
-    def u16(self):
-        return du16(self.take(2))
-
-    def u32(self):
-        return du32(self.take(4))
-
-    def u64(self):
-        return du64(self.take(8))
-
-    def str8(self):
-        return self.take(self.u8())
-
-    def str16(self):
-        return self.take(self.u16())
-
-    def done(self):
-        return self.at == len(self.data)
-
-
-
-
-
-
-def scrape(broker):
-    with urllib.request.urlopen("http://%s/metrics" % broker.metrics, timeout=5) as r:
-        text = r.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
 
 
 class FamilyTest(Scale0TestCase):
@@ -208,18 +147,18 @@ class FamilyTest(Scale0TestCase):
             self.assertEqual(m[2][:4], P_HDR)
         commands = [m[2][4] for m in got]
         self.assertEqual(commands[:3], [1, 2, 3], commands)  # HELLO, PEERS, then a full STATE
-        r = Reader(got[0][2][5:])
+        r = PackedReader(got[0][2][5:])
         a_id, hb, liveness, flags = r.u64(), r.u32(), r.u32(), r.u8()
         family, peer_ep, frontend, backend = r.str8(), r.str16(), r.str16(), r.str16()
         self.assertTrue(r.done())
         self.assertEqual((hb, liveness, flags), (HB_MS, LIVENESS, 0))
         self.assertEqual((family, peer_ep), (b"default", a.peer.encode()))
         self.assertEqual((frontend, backend), (a.frontend.encode(), a.backend.encode()))
-        r = Reader(got[1][2][5:])
+        r = PackedReader(got[1][2][5:])
         listed = [r.str16() for _ in range(r.u16())]
         self.assertTrue(r.done())
         self.assertIn(mine.encode(), listed)  # the raw peer itself: alive, for A
-        r = Reader(got[2][2][5:])
+        r = PackedReader(got[2][2][5:])
         seq, sflags, count = r.u64(), r.u8(), r.u16()
         entries = {}
         for _ in range(count):

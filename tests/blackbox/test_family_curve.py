@@ -16,19 +16,11 @@ import urllib.request
 
 import zmq
 
-from harness import (binary_available, ep, family_status, free_port, peers_of, run_cli,
+from harness import (str8, str16, binary_available, ep, family_status, free_port, peers_of, run_cli,
                      Scale0TestCase, u32, u64, u8, u16, wait_until)
 
 HB_MS = 200
 WINDOW_S = 2.0
-
-
-def str8(s):
-    return u8(len(s)) + s
-
-
-def str16(s):
-    return u16(len(s)) + s
 
 
 def refused(broker, reason):

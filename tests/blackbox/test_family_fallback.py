@@ -50,11 +50,10 @@ import signal
 import tempfile
 import time
 import unittest
-import urllib.request
 
 import zmq
 
-from harness import (b_, du16, du32, du64, ep, family_status, free_port, now, peers_of, Scale0TestCase,
+from harness import (PackedReader, str8, str16, scrape, b_, du16, du32, du64, ep, family_status, free_port, now, peers_of, Scale0TestCase,
                      u16, u32, u64, u8, wait_until)
 
 HB_MS = 200
@@ -72,18 +71,6 @@ FALLBACK_METRIC = "scale0_family_fallback_forwarded_total"
 # ------------------------------------------------------------------------------------------------
 # Helpers
 # ------------------------------------------------------------------------------------------------
-def scrape(broker):
-    """/metrics of a broker as {series: value}."""
-    with urllib.request.urlopen("http://%s/metrics" % broker.metrics, timeout=5) as r:
-        text = r.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
-
-
 def metric_sum(values, name):
     """The sum of the series of a metric (with or without labels); None if it has none."""
     found = [v for k, v in values.items() if k == name or k.startswith(name + "{")]
@@ -145,16 +132,6 @@ def fwd(broker):
     return st["forwarded_out"], st["forwarded_in"], counter(st, "forwarded_fallback")
 
 
-def str8(s):
-    s = b_(s)
-    return u8(len(s)) + s
-
-
-def str16(s):
-    s = b_(s)
-    return u16(len(s)) + s
-
-
 def hello(broker_id, endpoint, family, fallbacks=None, hb=3000, liveness=5, flags=0, raw_tail=b""):
     """An S0P1 HELLO (docs/family.md, "The peer protocol"); fallbacks: None for none (no count at
     all), else the list (an empty list gives a count of 0, which is malformed)."""
@@ -163,41 +140,6 @@ def hello(broker_id, endpoint, family, fallbacks=None, hb=3000, liveness=5, flag
     if fallbacks is not None:
         m += u8(len(fallbacks)) + b"".join(str8(f) for f in fallbacks)
     return m + raw_tail
-
-
-class Reader:
-    """Reads packed S0P1 fields, raising on a short frame."""
-
-    def __init__(self, data):
-        self.data, self.at = data, 0
-
-    def take(self, n):
-        if self.at + n > len(self.data):
-            raise AssertionError("short S0P1 frame: %r" % (self.data,))
-        v = self.data[self.at:self.at + n]
-        self.at += n
-        return v
-
-    def u8(self):
-        return self.take(1)[0]
-
-    def u16(self):
-        return du16(self.take(2))
-
-    def u32(self):
-        return du32(self.take(4))
-
-    def u64(self):
-        return du64(self.take(8))
-
-    def str8(self):
-        return self.take(self.u8())
-
-    def str16(self):
-        return self.take(self.u16())
-
-    def done(self):
-        return self.at == len(self.data)
 
 
 class FamilyCase(Scale0TestCase):
@@ -614,7 +556,7 @@ class FallbackFamilyTest(FamilyCase):
         self.assertEqual(cmds[0], 1, "the first message on a new link is HELLO: %r" % cmds)
         self.assertGreaterEqual(cmds.count(1), 3, "A's HELLO every heartbeat interval: %r" % cmds)
         self.assertNotIn(3, cmds, "no capacity (STATE) to a fallback broker: %r" % cmds)
-        r = Reader(got[0][2][5:])
+        r = PackedReader(got[0][2][5:])
         r.u64()
         self.assertEqual((r.u32(), r.u32(), r.u8()), (HB_MS, LIVENESS, 0))
         self.assertEqual((r.str8(), r.str16()), (b"eu", a.peer.encode()))
@@ -625,7 +567,7 @@ class FallbackFamilyTest(FamilyCase):
         self.assertTrue(r.done(), "HELLO ends after its fallback families")
         for m in got:
             if m[2][4] == 2:
-                rp = Reader(m[2][5:])
+                rp = PackedReader(m[2][5:])
                 listed = [rp.str16() for _ in range(rp.u16())]
                 self.assertTrue(rp.done())
                 self.assertEqual(listed, [], "PEERS to another family lists the sender's members only (none)")
@@ -636,7 +578,7 @@ class FallbackFamilyTest(FamilyCase):
         cmds = commands(got)
         self.assertIn(3, cmds, "a dependent gets STATE: %r" % cmds)
         self.assertEqual(cmds[:3], [1, 2, 3], "HELLO, PEERS, then a full STATE: %r" % cmds)
-        r = Reader(got[cmds.index(3)][2][5:])
+        r = PackedReader(got[cmds.index(3)][2][5:])
         r.u64()
         self.assertEqual(r.u8() & 1, 1, "the first STATE replaces")
         entries = {}

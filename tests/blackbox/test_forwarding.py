@@ -36,11 +36,10 @@ import json
 import threading
 import time
 import unittest
-import urllib.request
 
 import zmq
 
-from harness import (b_, binary_available, Broker, family_status, free_port, NativeWorker, now, peers_of, run_cli, Scale0TestCase, Scale0Worker, VERBOSE, wait_until)
+from harness import (scrape, b_, binary_available, Broker, family_status, free_port, NativeWorker, now, peers_of, run_cli, Scale0TestCase, Scale0Worker, VERBOSE, wait_until)
 
 HB_MS = 200
 LIVENESS = 3
@@ -57,19 +56,6 @@ LOST_MSG = b"peer broker lost while holding the request"
 # ------------------------------------------------------------------------------------------------
 
 
-
-
-def scrape(broker):
-    with urllib.request.urlopen("http://%s/metrics" % broker.metrics, timeout=5) as r:
-        text = r.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
-
-
 def forwarded(broker):
     """(forwarded_out, forwarded_in) from the broker's status JSON; raises if it has none."""
     st = family_status(broker)
@@ -84,8 +70,6 @@ def forwarded_lenient(broker):
     so that a test still checks behaviour first)."""
     st = family_status(broker)
     return st.get("forwarded_out"), st.get("forwarded_in")
-
-
 
 
 def family_broker(peers=(), idempotent=None):
