@@ -36,8 +36,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (in.kind == inbound_kind::client_error && in.version == version_1)
     check(in.id == (f.size() > 4 && f[4].size() == 8 ? read_u64(f[4]) : 0));
   if (in.kind == inbound_kind::worker_ready) {
-    check(in.concurrency >= 1 && in.concurrency <= max_concurrency &&
-          (in.flags & ~flag_idempotent) == 0);
+    // S0/1 READY takes the idempotent flag only; S0/2 also *moved* (docs/protocol.md).
+    const std::uint8_t known =
+        in.version == version_2 ? std::uint8_t{flag_idempotent | flag_moved} : flag_idempotent;
+    check(in.concurrency >= 1 && in.concurrency <= max_concurrency && (in.flags & ~known) == 0);
     service_names names{};
     const std::size_t n = ready_services(f, in, names);
     check(n >= 1 && n <= max_services_per_worker && names[0] == in.service);
