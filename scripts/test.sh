@@ -11,7 +11,7 @@ for preset in dev asan-ubsan; do
   cmake --build --preset "$preset"
   # Some tests run once each, to keep CI under 40 minutes: the chaos suite (tests/chaos, ~75 s),
   # the demo, the benchmark smoke tests (~95 s under ASan) and the black-box files labelled `slow`
-  # (timing, not memory: ~3 min) in the dev build; the smuggling suite (tests/smuggling, hostile
+  # (timing, not memory: ~4.5 min under ASan) in the dev build; the smuggling suite (tests/smuggling, hostile
   # HTTP, ~30 s) under ASan/UBSan.
   skip=(-LE smuggling)
   if [[ $preset == asan-ubsan ]]; then skip=(-LE '^(chaos|slow)$' -E '^(demo|bench_.*_smoke)$'); fi
