@@ -343,6 +343,23 @@ const char* type_name(const toml::node& n) {
 
 }  // namespace
 
+namespace {
+
+// The secret key of certificate `path` ("" for none): the running one on a reload (certificates are
+// read only at start), else read from the file, which must be a secret certificate.
+std::string secret_key_of(const std::string& path, const std::string* running,
+                          const char* who_needs) {
+  if (path.empty()) return {};
+  if (running != nullptr) return *running;
+  const security::keypair k = security::load_certificate(path);
+  if (k.secret_key.empty())
+    throw error(status::bad_request, path + ": a public certificate; " + who_needs +
+                                         " its secret one (NAME_secret from scale0 keygen)");
+  return k.secret_key;
+}
+
+}  // namespace
+
 broker_options broker_settings::to_options(const std::string* running_secret,
                                            const std::string* running_peer_secret) const {
   using std::chrono::milliseconds;
@@ -379,16 +396,7 @@ broker_options broker_settings::to_options(const std::string* running_secret,
     if (ss.max_concurrency) p.max_concurrency = static_cast<std::uint32_t>(*ss.max_concurrency);
   }
   o.metrics_listen = metrics_listen;
-  if (!curve_cert.empty() && running_secret != nullptr) {
-    o.curve_secret_key = *running_secret;
-  } else if (!curve_cert.empty()) {
-    const security::keypair k = security::load_certificate(curve_cert);
-    if (k.secret_key.empty())
-      throw error(status::bad_request, curve_cert +
-                                           ": a public certificate; the broker needs its "
-                                           "secret one (NAME_secret from scale0 keygen)");
-    o.curve_secret_key = k.secret_key;
-  }
+  o.curve_secret_key = secret_key_of(curve_cert, running_secret, "the broker needs");
   if (!worker_keys.empty()) o.worker_keys = security::load_key_list(worker_keys);
   o.handshake_timeout = milliseconds(handshake_timeout);
   o.insecure = insecure;
@@ -402,16 +410,7 @@ broker_options broker_settings::to_options(const std::string* running_secret,
   o.family = family;
   o.fallback_families = fallback_family;
   o.rebalance_workers = rebalance_workers;
-  if (!peer_cert.empty() && running_peer_secret != nullptr) {
-    o.peer_secret_key = *running_peer_secret;
-  } else if (!peer_cert.empty()) {
-    const security::keypair k = security::load_certificate(peer_cert);
-    if (k.secret_key.empty())
-      throw error(status::bad_request, peer_cert +
-                                           ": a public certificate; the family's brokers need "
-                                           "its secret one (NAME_secret from scale0 keygen)");
-    o.peer_secret_key = k.secret_key;
-  }
+  o.peer_secret_key = secret_key_of(peer_cert, running_peer_secret, "the family's brokers need");
   o.advertise_frontend = advertise_frontend;
   o.advertise_backend = advertise_backend;
   o.advertise_peer = advertise_peer;

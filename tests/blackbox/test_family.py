@@ -14,7 +14,7 @@ import unittest
 
 import zmq
 
-from harness import (PackedReader, str8, str16, scrape, Broker, du16, du32, du64, ep, family_status, free_port, now, peers_of, run_cli, Scale0TestCase, u16, u32, u64, u8)
+from harness import (wait_until, PackedReader, str8, str16, scrape, Broker, du16, du32, du64, ep, family_status, free_port, now, peers_of, run_cli, Scale0TestCase, u16, u32, u64, u8)
 
 HB_MS = 200
 LIVENESS = 3
@@ -36,17 +36,7 @@ class FamilyTest(Scale0TestCase):
 
     def wait_for(self, what, check, timeout):
         """Polls check() (every 100 ms) until it returns something true; returns (value, seconds)."""
-        t0 = now()
-        last = None
-        while now() - t0 < timeout:
-            try:
-                last = check()
-            except AssertionError as e:
-                last = e
-            if last and not isinstance(last, AssertionError):
-                return last, now() - t0
-            time.sleep(0.1)
-        self.fail("%s not within %.1f s (last: %r)" % (what, timeout, last))
+        return wait_until(what, check, timeout)
 
     def states(self, broker):
         return {e: p["state"] for e, p in peers_of(family_status(broker)).items()}

@@ -108,7 +108,7 @@ class PeerCurveTest(Scale0TestCase):
         self.assertEqual(st["family"]["counters"]["messages_in"]["hello"], 0)
 
     def test_protected_mode_needs_a_certificate_for_a_reachable_peer_port(self):
-        _, secret = self.keygen("family")
+        public, secret = self.keygen("family")
         port = free_port()
         base = ["broker", "--frontend", ep(free_port()), "--backend", ep(free_port()),
                 "--heartbeat", ep(free_port()), "--metrics-listen", "",
@@ -116,6 +116,11 @@ class PeerCurveTest(Scale0TestCase):
         refusal = run_cli(base, timeout=10)
         self.assertNotEqual(refusal.returncode, 0)
         self.assertIn(b"--peer-cert", refusal.stderr, refusal.stderr[-500:])
+        # A public certificate, or a file that is not one, is refused with what is wrong.
+        for bad in (public, os.path.join(self.tmp, "missing")):
+            r = run_cli(base + ["--peer-cert", bad], timeout=10)
+            self.assertNotEqual(r.returncode, 0, "--peer-cert %s" % bad)
+            self.assertIn(bad.encode(), r.stderr, r.stderr[-500:])
         b = self.start_broker(heartbeat_interval=HB_MS, liveness=3, peer_port=port,
                               extra=["--peer-listen", "tcp://0.0.0.0:%d" % port,
                                      "--advertise-peer", ep(port), "--peer-cert", secret])
