@@ -21,6 +21,8 @@
 #include "commands.hpp"
 #include "common/host_port.hpp"  // split_endpoint_list
 #include "curve_flags.hpp"
+#include "duration_flag.hpp"
+#include "exit_status.hpp"
 #include "scale0/client.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
@@ -47,6 +49,7 @@ struct bench_args {
   std::uint32_t concurrency = 16;
   long timeout_ms = 5000;
   bool json = false;
+  bool allow_errors = false;  // error replies (non-200) do not fail the run
   curve_flags curve_given;
   security::curve_client curve{};  // resolved from curve_given by run_bench
 };
@@ -55,7 +58,8 @@ struct client_result {
   std::vector<std::uint32_t> latency_us;
   std::map<std::uint16_t, long> errors;  // non-200 replies by status
   long sent = 0;
-  long received = 0;
+  std::atomic<long> received{0};       // read by the progress line while the client runs
+  std::atomic<long> error_replies{0};  // likewise: the errors so far
   long duplicated = 0;
   long wrong = 0;
   double cpu_seconds = 0;
@@ -150,6 +154,7 @@ void run_native(const bench_args& a, const std::atomic<bool>& stop, long quota, 
     ++r.received;
     if (rep->status != status::ok) {
       ++r.errors[rep->status];
+      ++r.error_replies;
     } else if (rep->text() != body_for(seq, a.size)) {
       ++r.wrong;
     }
@@ -199,6 +204,7 @@ void run_mdp(const bench_args& a, const std::atomic<bool>& stop, long quota, cli
     for (std::size_t i = 3; i < parts.size(); ++i) body += parts[i].to_string_view();
     if (parts.size() == 5 && body.size() < 8) {  // ["503", "message"]: an MMI-style error
       ++r.errors[static_cast<std::uint16_t>(std::atoi(parts[3].to_string().c_str()))];
+      ++r.error_replies;
       --in_flight;
       ++r.received;
       continue;
@@ -338,11 +344,15 @@ int run_bench(bench_args& a) {
     const auto now = clock::now();
     if (a.duration > 0 && now - start >= std::chrono::duration<double>(a.duration)) stop = true;
     long done = 0;
-    for (const auto& r : results) done += r.received;  // a racy read is fine for progress
+    long errors_so_far = 0;
+    for (const auto& r : results) {
+      done += r.received;
+      errors_so_far += r.error_replies;
+    }
     if (tty && now - last_tick >= std::chrono::seconds(1)) {
       const double secs = std::chrono::duration<double>(now - last_tick).count();
-      std::cerr << fmt::format("\r{:>10} replies  {:>10.0f} req/s", done,
-                               static_cast<double>(done - last_count) / secs)
+      std::cerr << fmt::format("\r{:>10} replies  {:>10.0f} req/s  {:>8} errors", done,
+                               static_cast<double>(done - last_count) / secs, errors_so_far)
                 << std::flush;
       last_count = done;
       last_tick = now;
@@ -357,7 +367,7 @@ int run_bench(bench_args& a) {
   }
   for (auto& t : threads) t.join();
   const double wall = std::chrono::duration<double>(clock::now() - start).count();
-  if (tty) std::cerr << "\r" << std::string(40, ' ') << "\r";
+  if (tty) std::cerr << "\r" << std::string(60, ' ') << "\r";
   for (auto& w : workers) w->stop();
   for (auto& t : worker_threads) t.join();  // stop_on_exit finds them joined
 
@@ -371,8 +381,9 @@ int run_bench(bench_args& a) {
     total.wrong += r.wrong;
     total.cpu_seconds += r.cpu_seconds;
   }
-  const long lost = total.sent - total.received;
-  const double rate = static_cast<double>(total.received) / wall;
+  const long received = total.received;
+  const long lost = total.sent - received;
+  const double rate = static_cast<double>(received) / wall;
   auto& lat = total.latency_us;
   const double p50 = percentile(lat, 0.50), p90 = percentile(lat, 0.90),
                p99 = percentile(lat, 0.99), p999 = percentile(lat, 0.999);
@@ -386,7 +397,7 @@ int run_bench(bench_args& a) {
         {"window", a.window},
         {"size", a.size},
         {"sent", total.sent},
-        {"received", total.received},
+        {"received", received},
         {"requests_per_second", rate},
         {"latency_us", {{"p50", p50}, {"p90", p90}, {"p99", p99}, {"p999", p999}, {"max", max}}},
         {"errors", errors},
@@ -402,14 +413,18 @@ int run_bench(bench_args& a) {
         "latency us: p50 {:.0f}  p90 {:.0f}  p99 {:.0f}  p99.9 {:.0f}  max {:.0f}\n"
         "errors: {}  lost: {}  duplicated: {}  wrong: {}\n"
         "client cpu: {:.2f} s ({:.0f}% of one core)\n",
-        total.received, wall, rate, a.clients, a.window, a.size,
+        received, wall, rate, a.clients, a.window, a.size,
         a.protocol == "mdp"    ? "MDP 0.1"
         : a.protocol == "s0v1" ? "S0/1"
                                : "S0/2",
         p50, p90, p99, p999, max, errors.empty() ? "none" : errors.dump(), lost, total.duplicated,
         total.wrong, total.cpu_seconds, 100 * total.cpu_seconds / wall);
   }
-  return (lost != 0 || total.duplicated != 0 || total.wrong != 0 || failed != 0) ? 1 : 0;
+  if (lost != 0 || total.duplicated != 0 || total.wrong != 0 || failed != 0)
+    return exit_status::failure;
+  if (!a.allow_errors && !total.errors.empty())  // the worst: 5 when any reply was a 5xx
+    return exit_status::of_reply(total.errors.rbegin()->first);
+  return exit_status::ok;
 }
 
 }  // namespace
@@ -418,8 +433,9 @@ void add_bench_command(CLI::App& root, int& exit_code) {
   auto args = std::make_shared<bench_args>();
   CLI::App* sub = root.add_subcommand("bench", "Load-test a broker and check every reply");
   sub->footer(
-      "Every reply is checked (id, status, body); a lost, duplicated or wrong reply makes the\n"
-      "exit status non-zero. Errors (non-200 replies) are counted by status.\n\n"
+      "Every reply is checked (id, status, body): a lost, duplicated or wrong reply exits 1.\n"
+      "Errors (non-200 replies) are counted by status and exit 4 or 5 (the worst seen) unless\n"
+      "--allow-errors. On a terminal a progress line shows replies, req/s and errors.\n\n"
       "Examples:\n"
       "  scale0 bench --spawn-workers 2 --clients 4 --window 100 --requests 200000\n"
       "  scale0 bench --service echo --window 1 --duration 10          # synchronous latency\n"
@@ -456,9 +472,12 @@ void add_bench_command(CLI::App& root, int& exit_code) {
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
   sub->add_option("--timeout", args->timeout_ms, "Deadline of each request (ms)")
+      ->transform(milliseconds_with_unit())
       ->capture_default_str()
       ->check(CLI::Range(1L, 3600000L));
   sub->add_flag("--json", args->json, "Print the summary as one JSON object");
+  sub->add_flag("--allow-errors", args->allow_errors,
+                "Error replies (non-200) do not make the exit status non-zero");
   args->curve_given.add_to(sub);  // spawned workers use the same certificate as the clients
   sub->callback([args, &exit_code] { exit_code = run_bench(*args); });
 }

@@ -9,6 +9,7 @@
 
 #include "broker_config.hpp"
 #include "commands.hpp"
+#include "duration_flag.hpp"
 #include "logging.hpp"
 #include "scale0/broker.hpp"
 #include "scale0/error.hpp"
@@ -258,6 +259,7 @@ void add_broker_command(CLI::App& root, int& exit_code) {
                   ->capture_default_str());
   g.push_back(
       sub->add_option("--heartbeat-interval", f.heartbeat_interval, "Heartbeat interval (ms)")
+          ->transform(milliseconds_with_unit())
           ->capture_default_str());
   g.push_back(
       sub->add_option("--liveness", f.liveness, "Silent intervals before a worker is purged")
@@ -268,12 +270,15 @@ void add_broker_command(CLI::App& root, int& exit_code) {
                   ->capture_default_str());
   g.push_back(sub->add_option("--no-worker-timeout", f.no_worker_timeout,
                               "503 after this long with no worker (ms)")
+                  ->transform(milliseconds_with_unit())
                   ->capture_default_str());
   g.push_back(sub->add_option("--request-timeout", f.request_timeout,
                               "Deadline of requests that give none (ms)")
+                  ->transform(milliseconds_with_unit())
                   ->capture_default_str());
   g.push_back(sub->add_option("--drain-timeout", f.drain_timeout,
                               "On SIGTERM, longest wait for accepted requests (ms)")
+                  ->transform(milliseconds_with_unit())
                   ->capture_default_str());
   g.push_back(
       sub->add_option("--max-frames", f.max_frames, "Frames per message")->capture_default_str());
@@ -306,12 +311,15 @@ void add_broker_command(CLI::App& root, int& exit_code) {
                   ->capture_default_str());
   g.push_back(sub->add_option("--service-ttl", f.service_ttl,
                               "An unserved, idle service is forgotten after (ms)")
+                  ->transform(milliseconds_with_unit())
                   ->capture_default_str());
   g.push_back(sub->add_option("--max-heartbeat-interval", f.max_heartbeat_interval,
                               "Longest heartbeat interval a worker may ask for (ms)")
+                  ->transform(milliseconds_with_unit())
                   ->capture_default_str());
   g.push_back(sub->add_option("--mdp-heartbeat-interval", f.mdp_heartbeat_interval,
                               "Heartbeat interval Majordomo workers are judged by (ms)")
+                  ->transform(milliseconds_with_unit())
                   ->capture_default_str());
   g.push_back(sub->add_option("--idempotent", f.idempotent,
                               "Services whose requests may be re-dispatched when a worker dies "
@@ -332,6 +340,7 @@ void add_broker_command(CLI::App& root, int& exit_code) {
                               "listed client key)"));
   g.push_back(sub->add_option("--handshake-timeout", f.handshake_timeout,
                               "A connection's ZeroMQ (and CURVE) handshake must finish within (ms)")
+                  ->transform(milliseconds_with_unit())
                   ->capture_default_str());
   g.push_back(
       sub->add_flag("--insecure", f.insecure,

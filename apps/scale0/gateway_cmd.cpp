@@ -12,6 +12,7 @@
 #include <variant>
 
 #include "commands.hpp"
+#include "duration_flag.hpp"
 #include "logging.hpp"
 #include "scale0/error.hpp"
 #include "scale0/gateway.hpp"
@@ -54,7 +55,8 @@ struct setting {
   const char* name;
   member field;
   const char* help;
-  std::int64_t min = 0;  // integers: smallest accepted value
+  std::int64_t min = 0;   // integers: smallest accepted value
+  bool duration = false;  // milliseconds: also taken with a unit (500ms, 2s)
 };
 
 const std::vector<setting>& settings() {
@@ -64,17 +66,18 @@ const std::vector<setting>& settings() {
       {"broker", &s::broker, "The broker's frontend endpoint"},
       {"route", &s::route, "Route rule host=H,prefix=/P,service=S,timeout=MS,name=N (repeatable)"},
       {"default-service", &s::default_service, "Service for requests without a host"},
-      {"timeout", &s::timeout, "Request deadline when the route gives none (ms)", 1},
+      {"timeout", &s::timeout, "Request deadline when the route gives none (ms)", 1, true},
       {"max-connections", &s::max_connections, "Open connections; beyond: 503 and close", 1},
       {"max-inflight", &s::max_inflight, "Requests waiting for the broker; beyond: 503", 1},
       {"max-body", &s::max_body, "Request body bytes; over: 413", 0},
       {"max-header", &s::max_header, "Request line and header bytes; over: 431", 64},
-      {"header-timeout", &s::header_timeout, "Time to receive a request head (ms); then 408", 1},
-      {"body-timeout", &s::body_timeout, "Time to receive a request body (ms); then 408", 1},
-      {"idle-timeout", &s::idle_timeout, "Keep-alive idle time before closing (ms)", 1},
-      {"send-timeout", &s::send_timeout, "Time to write a response (ms); then close", 1},
+      {"header-timeout", &s::header_timeout, "Time to receive a request head (ms); then 408", 1,
+       true},
+      {"body-timeout", &s::body_timeout, "Time to receive a request body (ms); then 408", 1, true},
+      {"idle-timeout", &s::idle_timeout, "Keep-alive idle time before closing (ms)", 1, true},
+      {"send-timeout", &s::send_timeout, "Time to write a response (ms); then close", 1, true},
       {"retry-after", &s::retry_after, "Retry-After seconds of 503 answers", 0},
-      {"drain-timeout", &s::drain_timeout, "On SIGTERM, longest wait for requests (ms)", 0},
+      {"drain-timeout", &s::drain_timeout, "On SIGTERM, longest wait for requests (ms)", 0, true},
       {"metrics-listen", &s::metrics_listen, "HTTP /metrics /healthz /readyz; \"\" for none"},
       {"trusted-proxies", &s::trusted_proxies,
        "Peers (CIDR,...) whose X-Forwarded-For/Forwarded/X-Real-IP are kept and extended"},
@@ -314,6 +317,7 @@ void add_gateway_command(CLI::App& root, int& exit_code) {
           } else {
             o = sub->add_option(std::string("--") + st.name, args->flags.*field, st.help);
             if constexpr (!std::is_same_v<T, std::vector<std::string>>) o->capture_default_str();
+            if (st.duration) o->transform(milliseconds_with_unit());
           }
           args->given.push_back(o);
         },

@@ -4,9 +4,13 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
+#include <string>
 
 #include "commands.hpp"
+#include "exit_status.hpp"
 #include "logging.hpp"
+#include "scale0/version.hpp"
 
 namespace scale0::cli {
 namespace {
@@ -76,8 +80,14 @@ int main(int argc, char** argv) {
   scale0::cli::setup_logging("info", "text");
   std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"Scale0: a dynamic, service-oriented, least-recently-used load balancer on ZeroMQ"};
+  const std::string version = "scale0 " + std::string(scale0::version()) + " (commit " +
+                              std::string(scale0::commit()) + ")";
+  app.set_version_flag("--version", version, "Print the version and the commit, and exit");
   app.require_subcommand(1);
   int exit_code = 0;
+  app.add_subcommand("version", "Print the version and the commit")->callback([&] {
+    std::printf("%s\n", version.c_str());
+  });
   scale0::cli::add_broker_command(app, exit_code);
   scale0::cli::add_worker_command(app, exit_code);
   scale0::cli::add_request_command(app, exit_code);
@@ -86,6 +96,19 @@ int main(int argc, char** argv) {
   scale0::cli::add_gateway_command(app, exit_code);
   scale0::cli::add_mongrel2_command(app, exit_code);
   scale0::cli::add_keygen_command(app, exit_code);
-  CLI11_PARSE(app, argc, argv);
+  namespace exit_status = scale0::cli::exit_status;
+  const std::string conventions =
+      std::string(exit_status::help) +
+      "\nDurations in milliseconds also take a unit: 500ms, 2s, 1m, 1h.";
+  app.footer(conventions);
+  for (CLI::App* sub : app.get_subcommands({}))
+    sub->footer(sub->get_footer().empty() ? conventions : sub->get_footer() + "\n\n" + conventions);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version are "errors" of exit code 0; every other is a usage error (2), never
+    // CLI11's own codes.
+    return app.exit(e) == 0 ? exit_status::ok : exit_status::usage;
+  }
   return exit_code;
 }

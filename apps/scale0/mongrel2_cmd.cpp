@@ -3,6 +3,7 @@
 
 #include "commands.hpp"
 #include "curve_flags.hpp"
+#include "duration_flag.hpp"
 #include "logging.hpp"
 #include "mongrel2_adapter.hpp"
 #include "scale0/error.hpp"
@@ -63,6 +64,7 @@ void add_mongrel2_command(CLI::App& root, int& exit_code) {
                   "Route rule host=..,prefix=..,service=..,timeout=..,name=.. (repeatable)");
   sub->add_option("--default-service", o.default_service, "Service for requests without a Host");
   sub->add_option("--timeout", o.timeout_ms, "Request deadline (ms) when the route gives none")
+      ->transform(milliseconds_with_unit())
       ->capture_default_str()
       ->check(CLI::Range(1L, 3600000L));
   sub->add_option("--max-inflight", o.max_inflight, "Requests waiting for the broker; beyond: 503")

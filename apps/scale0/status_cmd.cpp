@@ -1,6 +1,7 @@
 // `scale0 status`: the broker's services, workers and counters, as tables, JSON, or refreshed
 // like top. Also a health check: no answer within the timeout is a non-zero exit.
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <csignal>
 #include <iostream>
@@ -10,6 +11,8 @@
 #include "commands.hpp"
 #include "common/text.hpp"
 #include "curve_flags.hpp"
+#include "duration_flag.hpp"
+#include "exit_status.hpp"
 #include "scale0/client.hpp"
 #include "scale0/error.hpp"
 
@@ -172,25 +175,27 @@ int show(const status_args& a, client& c) {
   try {
     r = c.call("scale0.status", std::move(none), std::chrono::milliseconds(a.timeout_ms));
   } catch (const error&) {
-    std::cerr << "scale0 status: no answer from " << a.broker << " within " << a.timeout_ms
-              << " ms\n";
-    return 1;
+    std::cerr << "scale0 status: no answer from the broker at " << a.broker << " within "
+              << a.timeout_ms << " ms \u2014 is it running?\n";
+    return exit_status::no_broker;
   }
   if (r.status != status::ok) {
     std::cerr << "scale0 status: " << r.status << " " << escape_text(r.message) << "\n";
-    return 1;
+    return exit_status::of_reply(r.status);
   }
   const auto s = nlohmann::json::parse(r.text(), nullptr, false);
   if (s.is_discarded()) {
     std::cerr << "scale0 status: the broker's answer is not JSON\n";
-    return 1;
+    return exit_status::failure;
   }
-  if (a.json) {
+  if (a.json && a.watch) {  // one document per line per interval, for a pipe
+    std::cout << s.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  } else if (a.json) {
     std::cout << s.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     print_tables(s, a.broker);
   }
-  return 0;
+  return exit_status::ok;
 }
 
 int run_status(const status_args& a) {
@@ -201,18 +206,21 @@ int run_status(const status_args& a) {
     if (!a.watch) return show(a, c);
     std::signal(SIGINT, stop_watching);
     std::signal(SIGTERM, stop_watching);
-    int rc = 0;
+    // The screen is cleared (like top) only for tables on a terminal.
+    const bool clear = !a.json && ::isatty(STDOUT_FILENO) != 0;
+    int rc = exit_status::ok;
     while (watching) {
-      std::cout << "\033[H\033[2J";  // clear the screen, like top
+      if (clear) std::cout << "\033[H\033[2J";
       rc = show(a, c);
+      if (!clear && !a.json) std::cout << "\n";
       std::cout.flush();
       for (long slept = 0; watching && slept < a.interval_ms; slept += 50)
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     return rc;
-  } catch (const error& e) {
+  } catch (const error& e) {  // an invalid endpoint or certificate
     std::cerr << "scale0 status: " << e.message() << "\n";
-    return 1;
+    return exit_status::usage;
   }
 }
 
@@ -222,8 +230,8 @@ void add_status_command(CLI::App& root, int& exit_code) {
   auto args = std::make_shared<status_args>();
   CLI::App* sub = root.add_subcommand("status", "Show a broker's services, workers and counters");
   sub->footer(
-      "Exits non-zero when the broker does not answer within --timeout (usable as a health "
-      "check).\n\n"
+      "Exits 3 when the broker does not answer within --timeout (usable as a health check).\n"
+      "With --watch --json: one JSON document per line per interval.\n\n"
       "Examples:\n"
       "  scale0 status\n"
       "  scale0 status --json | jq '.services[] | {name, workers, queue_depth}'\n"
@@ -231,13 +239,15 @@ void add_status_command(CLI::App& root, int& exit_code) {
       "  scale0 status --broker tcp://10.0.0.5:5555 --timeout 300 || echo broker down");
   sub->add_option("--broker", args->broker, "Broker endpoint")->capture_default_str();
   args->curve.add_to(sub);
-  sub->add_option("--timeout", args->timeout_ms, "How long to wait for the answer (ms)")
+  sub->add_option("--timeout", args->timeout_ms, "How long to wait for the answer (ms, or 2s)")
       ->capture_default_str()
+      ->transform(milliseconds_with_unit())
       ->check(CLI::Range(1L, 600000L));
   sub->add_flag("--json", args->json, "Print the broker's JSON as is (pretty-printed)");
   sub->add_flag("--watch", args->watch, "Refresh until interrupted");
-  sub->add_option("--interval", args->interval_ms, "Refresh interval for --watch (ms)")
+  sub->add_option("--interval", args->interval_ms, "Refresh interval for --watch (ms, or 1s)")
       ->capture_default_str()
+      ->transform(milliseconds_with_unit())
       ->check(CLI::Range(100L, 3600000L));
   sub->callback([args, &exit_code] { exit_code = run_status(*args); });
 }

@@ -8,6 +8,7 @@
 #include "commands.hpp"
 #include "common/text.hpp"
 #include "curve_flags.hpp"
+#include "duration_flag.hpp"
 #include "http_worker.hpp"
 #include "scale0/error.hpp"
 #include "scale0/exec.hpp"
@@ -152,6 +153,7 @@ void add_worker_command(CLI::App& root, int& exit_code) {
       ->needs(exec);
   sub->add_option("--exec-timeout", args->exec_timeout_ms,
                   "Kill an --exec command after this long (ms): 504")
+      ->transform(milliseconds_with_unit())
       ->capture_default_str()
       ->check(CLI::Range(1L, 86400000L))
       ->needs(exec);
@@ -187,11 +189,13 @@ void add_worker_command(CLI::App& root, int& exit_code) {
   sub->add_option("--health-interval", args->health_interval_ms,
                   "--http: ms between health probes of the app (and between retries while it is "
                   "down)")
+      ->transform(milliseconds_with_unit())
       ->capture_default_str()
       ->check(CLI::Range(10L, 3600000L))
       ->needs(http_opt);
   sub->add_option("--health-timeout", args->health_timeout_ms,
                   "--http: ms a health probe may take before the app counts as down")
+      ->transform(milliseconds_with_unit())
       ->capture_default_str()
       ->check(CLI::Range(1L, 3600000L))
       ->needs(http_opt);
@@ -207,12 +211,14 @@ void add_worker_command(CLI::App& root, int& exit_code) {
   sub->add_flag("--idempotent", o.idempotent, "Requests may be re-dispatched if this worker dies");
   sub->add_option("--heartbeat-interval", args->heartbeat_ms,
                   "Ask for a longer heartbeat interval (ms); 0 takes the broker's")
+      ->transform(milliseconds_with_unit())
       ->check(CLI::Range(0L, 3600000L));
   sub->add_option("--protocol-version", args->protocol_version,
                   "Wire framing: 2 (S0/2, compact) or 1 (S0/1, for brokers before S0/2)")
       ->capture_default_str()
       ->check(CLI::Range(1, 2));
   sub->add_option("--delay", args->delay_ms, "Echo: wait this long before replying (ms)")
+      ->transform(milliseconds_with_unit())
       ->check(CLI::Range(0L, 3600000L))
       ->excludes(exec)
       ->excludes(http_opt);
