@@ -141,19 +141,23 @@ void print_tables(const nlohmann::json& s, const std::string& endpoint) {
           v["request_timeout_ms"].get<long>(), v["max_queue"].get<long>(), cell(v["idempotent"]),
           v["max_concurrency"].is_null() ? "-" : std::to_string(v["max_concurrency"].get<long>()));
   }
-  std::cout << fmt::format("\n{:<12} {:<16} {:<7} {:<24} {:>5} {:>9} {:>10}\n", "WORKER", "ADDRESS",
-                           "PROTO", "SERVICES", "CONC", "IN-FLIGHT", "LAST SEEN");
+  // A worker is shown by the name of its READY (S0/2), else by its id (Majordomo, S0/1).
+  std::cout << fmt::format("\n{:<20} {:<16} {:<7} {:<24} {:>5} {:>9} {:>9} {:>10}\n", "WORKER",
+                           "ADDRESS", "PROTO", "SERVICES", "CONC", "IN-FLIGHT", "HEARTBEAT",
+                           "LAST SEEN");
   for (const auto& w : s["workers"]) {
     std::string services;
     for (const auto& n : w["services"]) {
       if (!services.empty()) services += ',';
       services += cell(n);
     }
-    std::cout << fmt::format("{:<12} {:<16} {:<7} {:<24} {:>5} {:>9} {:>10}{}\n",
-                             cell(w["id"]).substr(0, 12), cell(w["address"]), cell(w["protocol"]),
-                             services, w["concurrency"].get<long>(), w["in_flight"].get<long>(),
-                             age(w["last_seen_ms"].get<double>()),
-                             w["stopping"].get<bool>() ? "  stopping" : "");
+    const std::string name = w.value("name", std::string());
+    std::cout << fmt::format(
+        "{:<20} {:<16} {:<7} {:<24} {:>5} {:>9} {:>9} {:>10}{}\n",
+        name.empty() ? cell(w["id"]).substr(0, 12) : escape_text(name), cell(w["address"]),
+        cell(w["protocol"]), services, w["concurrency"].get<long>(), w["in_flight"].get<long>(),
+        age(w["heartbeat_interval_ms"].get<double>()), age(w["last_seen_ms"].get<double>()),
+        w["stopping"].get<bool>() ? "  stopping" : "");
   }
   const auto& c = s["counters"];
   const auto& d = c["dropped"];

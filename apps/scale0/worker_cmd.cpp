@@ -9,6 +9,7 @@
 #include "common/text.hpp"
 #include "curve_flags.hpp"
 #include "duration_flag.hpp"
+#include "exit_status.hpp"
 #include "http_worker.hpp"
 #include "scale0/error.hpp"
 #include "scale0/exec.hpp"
@@ -80,10 +81,10 @@ int run_worker(worker_args& a) {
                              ? "scale0 worker: --echo, --exec and --http exclude each other\n"
                              : "scale0 worker: choose what the worker does: --echo, --exec CMD or "
                                "--http URL\n");
-    return 2;
+    return exit_status::usage;
   }
-  if (a.name.empty())
-    a.name = (a.echo ? "echo-" : http_given ? "http-" : "exec-") + std::to_string(::getpid());
+  if (a.name.empty()) a.name = default_worker_name();
+  a.o.name = a.name;
   a.o.heartbeat_interval = std::chrono::milliseconds(a.heartbeat_ms);
   a.o.protocol_version = static_cast<std::uint8_t>(a.protocol_version);
   // An echo without --delay never blocks: run it on the I/O thread, no thread hop per request.
@@ -108,9 +109,9 @@ int run_worker(worker_args& a) {
     });
     w.run();
     return 0;
-  } catch (const error& e) {
+  } catch (const error& e) {  // 400: invalid options (a name, an endpoint, a key)
     std::fprintf(stderr, "scale0 worker: %s\n", e.message().c_str());
-    return 1;
+    return e.code() == status::bad_request ? exit_status::usage : exit_status::failure;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "scale0 worker: %s\n", e.what());
     return 1;
@@ -223,7 +224,8 @@ void add_worker_command(CLI::App& root, int& exit_code) {
       ->excludes(exec)
       ->excludes(http_opt);
   sub->add_option("--name", args->name,
-                  "Name put in each reply's message (default echo-PID, exec-PID or http-PID)");
+                  "Shown by the broker (scale0 status) and put in each 200 reply's message; 1-64 "
+                  "printable characters (default host:pid)");
   sub->callback([args, exec, &exit_code] {
     args->exec_given = exec->count() > 0;
     exit_code = run_worker(*args);

@@ -30,6 +30,9 @@ inline constexpr std::uint8_t flag_idempotent = 0x01;
 // READY (S0/2 only): the worker registers here because a broker sent it (DISCONNECT 301). A
 // broker does not send such a worker on again at once (docs/family.md, "Balancing workers").
 inline constexpr std::uint8_t flag_moved = 0x02;
+// READY (S0/2 only): a display name (str8, 1-64 bytes of printable UTF-8) follows the flags.
+inline constexpr std::uint8_t flag_named = 0x04;
+inline constexpr std::size_t max_worker_name = 64;
 inline constexpr std::size_t max_message_length = 65535;  // S0/2 message and endpoint strings
 
 // Native protocol versions: 1 (S0/1, one frame per field) and 2 (S0/2, fields packed in one frame).
@@ -117,6 +120,7 @@ struct inbound {
   std::uint16_t reply_status = 0;    // worker_reply; worker_disconnect: its status (0: none)
   std::string_view message;          // worker_reply
   std::string_view services;         // S0/2 READY: the packed service list (see ready_services)
+  std::string_view name;             // S0/2 READY with flag_named: the worker's display name
   // Index of the first body frame (requests, replies, ping) or, for an S0/1 READY, of the first
   // service frame.
   std::size_t first = 0;
@@ -213,9 +217,12 @@ void append_client_hello(frames& out);
 void append_client_welcome(frames& out, std::uint64_t broker_id,
                            const std::vector<std::string_view>& frontends,
                            const std::vector<std::string_view>& idempotent_services);
+// S0/2 carries `name` (flag_named) when it is not empty; S0/1 has no name.
 void append_worker_ready(frames& out, std::uint32_t concurrency, std::uint32_t heartbeat_ms,
                          std::uint8_t flags, const std::vector<std::string_view>& services,
-                         std::uint8_t version = version_1);
+                         std::uint8_t version = version_1, std::string_view name = {});
+// A worker's display name: 1-64 bytes, printable UTF-8 as for service names.
+bool valid_worker_name(std::string_view name) noexcept;
 // S0/1 WELCOME has no broker interval: an S0/1 worker takes heartbeat_ms for both directions.
 // S0/2 WELCOME may end with the family's backends (count u16, then str16 each; none: nothing).
 void append_worker_welcome(frames& out, std::uint32_t heartbeat_ms, std::uint32_t liveness,

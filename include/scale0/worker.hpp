@@ -57,9 +57,15 @@ struct worker_options {
   bool inline_handler = false;
   // Wire framing: 2 (S0/2, compact: fields packed in one frame) or 1 (S0/1, for older brokers).
   std::uint8_t protocol_version = 2;
+  // Shown by the broker (`scale0 status`, its logs): 1-64 bytes of printable UTF-8, sent in READY
+  // (S0/2 only). Empty: host:pid.
+  std::string name;
   // Called (on the worker's thread) with human-readable events: registered, lost broker, ...
   std::function<void(const std::string&)> on_event;
 };
+
+// host:pid: the name of a worker that is given none.
+std::string default_worker_name();
 
 class worker {
  public:

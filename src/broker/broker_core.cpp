@@ -422,6 +422,7 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   // Frame 0 is made by the ROUTER; frame 1 came over the wire and carries the metadata.
   const char* address = zmq_msg_gets(msg[1].handle(), "Peer-Address");
   W.address.assign(address != nullptr ? address : "");
+  W.name.assign(in.name);
   worker_by_key_.emplace(W.key, w);
   ++counters_.workers_joined;
 
@@ -456,7 +457,8 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
                               : W.version == protocol::version_2 ? "S0W2"
                                                                  : "S0W1") +
                              std::string(", concurrency ") + std::to_string(W.concurrency) +
-                             (W.idempotent ? ", idempotent" : "");
+                             (W.idempotent ? ", idempotent" : "") +
+                             (W.name.empty() ? std::string() : ", name " + W.name);
   out_.event({event_kind::worker_joined, id, W.address, joined, 0, detail});
 }
 
@@ -980,6 +982,7 @@ void broker_core::peer_up(std::uint32_t link, std::string_view name, std::string
   W.key = make_key(link_socket, W.identity);
   W.curve_key.clear();
   W.address.assign(name);
+  W.name.clear();
   W.frontend.assign(frontend);
   W.backend.assign(backend);
   W.concurrency = UINT32_MAX;  // its credit is per service (membership::credit)

@@ -299,6 +299,7 @@ class broker_core {
     std::string identity;
     std::string key;
     std::string address;    // the peer's IP, from ZeroMQ's Peer-Address
+    std::string name;       // the display name of its READY (S0/2), else ""
     std::string curve_key;  // the CURVE key it registered with ("" without CURVE)
     std::uint32_t concurrency = 1;
     std::uint32_t in_flight = 0;

@@ -89,6 +89,7 @@ std::string broker_core::status_json(time_point now) const {
       held[services_[members_[m].service].name] = members_[m].in_flight;
     }
     workers.push_back({{"id", hex_id(W.identity)},
+                       {"name", W.name},
                        {"address", W.address},
                        {"protocol", W.mdp                              ? "MDPW01"
                                     : W.version == protocol::version_2 ? "S0W2"

@@ -20,6 +20,10 @@ bool valid_service_name(std::string_view name) noexcept {
   return !name.empty() && name.size() <= max_service_name && printable_utf8(name);
 }
 
+bool valid_worker_name(std::string_view name) noexcept {
+  return !name.empty() && name.size() <= max_worker_name && printable_utf8(name);
+}
+
 namespace {
 
 constexpr std::string_view invalid_name = "invalid service name";
@@ -284,11 +288,19 @@ inbound decode_worker_v2(const frames& f) noexcept {
       if (!r.ok())
         return worker_error_v2(status::bad_request,
                                "READY needs concurrency, heartbeat, flags and a service");
-      in.services = packed.substr(v2_head + 9);
       if (in.concurrency < 1 || in.concurrency > max_concurrency)
         return worker_error_v2(status::bad_request, "concurrency must be 1-1024");
-      if ((in.flags & ~(flag_idempotent | flag_moved)) != 0)
+      if ((in.flags & ~(flag_idempotent | flag_moved | flag_named)) != 0)
         return worker_error_v2(status::bad_request, "unknown READY flags");
+      std::size_t services_at = v2_head + 9;
+      if ((in.flags & flag_named) != 0) {
+        in.name = r.str8();
+        if (!r.ok()) return worker_error_v2(status::bad_request, "READY name is cut short");
+        if (!valid_worker_name(in.name))
+          return worker_error_v2(status::bad_request, "invalid worker name");
+        services_at += 1 + in.name.size();
+      }
+      in.services = packed.substr(services_at);
       if (const char* why = check_services_v2(in.services))
         return worker_error_v2(status::bad_request, why);
       in.service = reader(in.services).str8();
@@ -750,12 +762,17 @@ void append_client_pong(frames& out, std::uint8_t version) {
 
 void append_worker_ready(frames& out, std::uint32_t concurrency, std::uint32_t heartbeat_ms,
                          std::uint8_t flags, const std::vector<std::string_view>& services,
-                         std::uint8_t version) {
+                         std::uint8_t version, std::string_view name) {
   if (version == version_2) {
     std::size_t size = 9;
+    if (!name.empty()) {
+      flags |= flag_named;
+      size += str8_size(name);
+    }
     for (auto s : services) size += str8_size(s);
     writer w = append_packed(out, worker_header_v2, cmd(worker_command::ready), size);
     w.u32(concurrency).u32(heartbeat_ms).u8(flags);
+    if (!name.empty()) w.str8(name);
     for (auto s : services) w.str8(s);
     return;
   }

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <optional>
@@ -23,6 +24,16 @@
 #include "worker/worker_core.hpp"
 
 namespace scale0 {
+
+std::string default_worker_name() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0 || !protocol::valid_worker_name(host))
+    host[0] = '\0';
+  const std::string pid = ":" + std::to_string(::getpid());
+  // the host is cut so that the whole fits max_worker_name
+  const std::string name(host, std::min(std::strlen(host), protocol::max_worker_name - pid.size()));
+  return (name.empty() ? "worker" : name) + pid;
+}
 namespace {
 
 using clock = std::chrono::steady_clock;
@@ -89,6 +100,10 @@ struct worker::impl final : detail::worker_core::io {
     if (options.concurrency < 1 || options.concurrency > protocol::max_concurrency)
       throw error(status::bad_request, "concurrency must be 1-1024");
     if (!handler) throw error(status::bad_request, "a worker needs a handler");
+    if (options.name.empty()) options.name = default_worker_name();
+    if (!protocol::valid_worker_name(options.name))
+      throw error(status::bad_request,
+                  "a worker's name must be 1-64 bytes of printable UTF-8 (no control characters)");
     if (options.protocol_version != protocol::version_1 &&
         options.protocol_version != protocol::version_2)
       throw error(status::bad_request, "worker protocol_version must be 1 or 2");

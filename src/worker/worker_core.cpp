@@ -50,7 +50,7 @@ void worker_core::connect(time_point now) {
   moved_ = false;  // only the READY to the broker we were sent to
   protocol::append_worker_ready(out_, options_.concurrency,
                                 static_cast<std::uint32_t>(options_.heartbeat_interval.count()),
-                                flags, names, options_.protocol_version);
+                                flags, names, options_.protocol_version, options_.name);
   send(out_);
   state_ = worker_state::registering;
   const auto guess = std::max(options_.heartbeat_interval, milliseconds(1000));

@@ -38,6 +38,7 @@ struct sent_message {
   std::uint32_t concurrency = 0;
   std::uint32_t heartbeat_ms = 0;
   std::uint8_t flags = 0;
+  std::string name;  // READY (S0/2)
   strings services;
   strings body;
   std::vector<const void*> body_data;  // where each body frame's bytes were: moved, not copied
@@ -78,6 +79,7 @@ class fake_io : public worker_core::io {
     s.concurrency = in.concurrency;
     s.heartbeat_ms = in.heartbeat_ms;
     s.flags = in.flags;
+    s.name = std::string(in.name);
     if (in.kind == inbound_kind::worker_ready) {
       protocol::service_names names;
       const std::size_t n = protocol::ready_services(f, in, names);
@@ -444,6 +446,21 @@ TEST_F(worker_core_test, ready_DISCONNECT_301_moves_to_the_endpoint_given_at_onc
   disconnect(status::moved, "tcp://b1:5556");
   EXPECT_EQ(core->endpoint(), "tcp://b1:5556");
   EXPECT_EQ(io.log, (strings{"close", "open tcp://b1:5556", sent_log(inbound_kind::worker_ready)}));
+}
+
+TEST_F(worker_core_test, connecting_READY_carries_the_workers_name_in_S0_2_only) {
+  options.name = "host-1:42";
+  start();
+  auto ready = io.take(inbound_kind::worker_ready);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0].name, "host-1:42");
+  EXPECT_EQ(ready[0].flags, protocol::flag_named);
+  // every READY: after a DISCONNECT too
+  welcome();
+  disconnect();
+  ready = io.take(inbound_kind::worker_ready);
+  ASSERT_FALSE(ready.empty());
+  EXPECT_EQ(ready.back().name, "host-1:42");
 }
 
 TEST_F(worker_core_test, ready_DISCONNECT_301_the_READY_after_a_move_says_so_and_only_that_one) {
