@@ -91,8 +91,7 @@ void log_event(const broker_event& e, log_limiter& limiter) {
     case event_kind::refused:
       // A flood of bad input must not become a flood of log lines.
       if (!limiter.allow(held)) return;
-      if (held > 0)
-        log(warn, "log lines suppressed by the rate limit", {{"count", std::to_string(held)}});
+      if (held > 0) log(warn, "log lines suppressed by the rate limit", {{"count", held}});
       if (e.kind == event_kind::refused)
         return log(warn, "refused",
                    {{"address", std::string(e.address)},
@@ -106,7 +105,7 @@ void log_event(const broker_event& e, log_limiter& limiter) {
                      : info,
                  "request error",
                  {{"service", std::string(e.service)},
-                  {"code", std::to_string(e.code)},
+                  {"code", e.code},
                   {"reason", std::string(e.detail)}});
   }
 }
@@ -181,15 +180,15 @@ int run_broker(broker_args& a) {
          {"backend", ep.backend},
          {"heartbeat", ep.heartbeat},
          {"metrics", b.metrics_endpoint().empty() ? "off" : b.metrics_endpoint()},
-         {"heartbeat_interval_ms", std::to_string(settings.heartbeat_interval)},
-         {"liveness", std::to_string(settings.liveness)},
-         {"max_queue", std::to_string(settings.max_queue)},
-         {"max_message_bytes", std::to_string(settings.max_message_bytes)},
-         {"max_client_inflight", std::to_string(settings.max_client_inflight)},
-         {"service_policies", std::to_string(settings.services.size())},
+         {"heartbeat_interval_ms", settings.heartbeat_interval},
+         {"liveness", settings.liveness},
+         {"max_queue", settings.max_queue},
+         {"max_message_bytes", settings.max_message_bytes},
+         {"max_client_inflight", settings.max_client_inflight},
+         {"service_policies", settings.services.size()},
          {"peer", ep.peer.empty() ? "off" : ep.peer},
          {"family", settings.peer_listen.empty() ? "off" : settings.family},
-         {"peers_configured", std::to_string(settings.peer.size())},
+         {"peers_configured", settings.peer.size()},
          {"config", a.config_file.empty() ? "(defaults)" : a.config_file}});
     std::printf("ready frontend=%s backend=%s heartbeat=%s", ep.frontend.c_str(),
                 ep.backend.c_str(), ep.heartbeat.c_str());
@@ -206,8 +205,7 @@ int run_broker(broker_args& a) {
       std::unique_lock lock(flush_mu);
       while (!flush_cv.wait_for(lock, std::chrono::seconds(1), [&] { return done; }))
         if (const auto held = limiter.flush())
-          log(spdlog::level::warn, "log lines suppressed by the rate limit",
-              {{"count", std::to_string(held)}});
+          log(spdlog::level::warn, "log lines suppressed by the rate limit", {{"count", held}});
     });
     b.run();
     {

@@ -234,7 +234,7 @@ std::optional<gateway_options> reload(const gateway_args& a, gateway_settings& c
               st.field);
     current = next;
     log(spdlog::level::info, "configuration reloaded",
-        {{"config", a.config_file}, {"routes", std::to_string(next.route.size())}});
+        {{"config", a.config_file}, {"routes", next.route.size()}});
     return options;
   } catch (const std::exception& e) {
     log(spdlog::level::err, "reload failed; keeping the current configuration",
@@ -276,7 +276,7 @@ int run_gateway(const gateway_args& a) {
     log(spdlog::level::info, "gateway started",
         {{"listen", g.endpoint()},
          {"broker", s.broker},
-         {"routes", std::to_string(s.route.size())},
+         {"routes", s.route.size()},
          {"metrics", g.metrics_endpoint().empty() ? "off" : g.metrics_endpoint()}});
     std::printf("ready listen=%s broker=%s", g.endpoint().c_str(), s.broker.c_str());
     if (!g.metrics_endpoint().empty()) std::printf(" metrics=%s", g.metrics_endpoint().c_str());

@@ -9,6 +9,7 @@
 
 #include "commands.hpp"
 #include "common/text.hpp"
+#include "logging.hpp"
 
 namespace scale0::cli {
 namespace {
@@ -72,14 +73,15 @@ bool wait_for_app(const http_worker_options& h, const std::string& url) {
     if (stop_requested.load()) return false;
     std::string problem = http::probe_app(h.probe);
     if (problem.empty()) {
-      spdlog::info("http worker {}: the app at {} answers: taking work", h.name, url);
+      log(spdlog::level::info, "the app answers: taking work", {{"worker", h.name}, {"app", url}});
       return true;
     }
     if (problem != last)
-      spdlog::warn(
-          "http worker {}: the app at {} is not answering ({}): not taking work, probing "
-          "every {} ms",
-          h.name, url, escape_text(problem), h.health_interval.count());
+      log(spdlog::level::warn, "the app is not answering: not taking work, probing it",
+          {{"worker", h.name},
+           {"app", url},
+           {"problem", problem},
+           {"interval_ms", h.health_interval.count()}});
     last = std::move(problem);
     if (!sleep_unless_stopped(h.health_interval)) return false;
   }
@@ -100,10 +102,10 @@ void serve_while_healthy(const worker_options& wo, const job_handler& handler,
     while (health.wait(h.health_interval)) {
       std::string problem = http::probe_app(h.probe);
       if (problem.empty()) continue;
-      spdlog::warn(
-          "http worker {}: the app at {} failed its health check ({}): stopping the "
-          "worker, no new requests until it answers again",
-          h.name, url, escape_text(problem));
+      log(spdlog::level::warn,
+          "the app failed its health check: stopping the worker, no new requests until it "
+          "answers again",
+          {{"worker", h.name}, {"app", url}, {"problem", problem}});
       w.stop();
       return;
     }
@@ -126,8 +128,8 @@ int run_http_worker(const worker_options& wo, http_worker_options h) {
   h.probe.url = h.forward.url;
   auto health = std::make_shared<health_clock>();
   h.forward.on_app_error = [health, name = h.name](const std::string& what) {
-    spdlog::warn("http worker {}: {}: answered 502, checking the app's health now", name,
-                 escape_text(what));
+    log(spdlog::level::warn, "answered 502; checking the app's health now",
+        {{"worker", name}, {"problem", what}});
     health->poke();
   };
   job_handler forward = http::make_http_forwarder(h.forward);
@@ -143,8 +145,8 @@ int run_http_worker(const worker_options& wo, http_worker_options h) {
   while (wait_for_app(h, url)) {
     serve_while_healthy(wo, handler, h, url, *health);
     if (stop_requested.load()) break;
-    spdlog::info("http worker {}: worker stopped; probing the app every {} ms", h.name,
-                 h.health_interval.count());
+    log(spdlog::level::info, "worker stopped; probing the app",
+        {{"worker", h.name}, {"interval_ms", h.health_interval.count()}});
   }
   return 0;
 }

@@ -2,8 +2,10 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
+#include <type_traits>
 
 #include "common/text.hpp"
 
@@ -39,24 +41,72 @@ void log(spdlog::level::level_enum level, std::string_view message,
   spdlog::log(level, "{}", format_log_line(level, message, fields, json_format));
 }
 
+namespace {
+
+// 2026-12-05T08:11:36.202Z
+std::string rfc3339_now() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t secs = std::chrono::system_clock::to_time_t(now);
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
+  std::tm utc{};
+  ::gmtime_r(&secs, &utc);
+  char buf[32];
+  const std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &utc);
+  return std::string(buf, n) + fmt::format(".{:03}Z", ms.count());
+}
+
+// As --log-level spells it (spdlog says "warning").
+std::string_view level_name(spdlog::level::level_enum level) {
+  if (level == spdlog::level::warn) return "warn";
+  const auto name = spdlog::level::to_string_view(level);
+  return {name.data(), name.size()};
+}
+
+std::string text_of(const log_field& f) {
+  return std::visit(
+      [](const auto& v) -> std::string {
+        if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::string>) {
+          return escape_text(v);
+        } else if constexpr (std::is_same_v<std::decay_t<decltype(v)>, double>) {
+          return fmt::format("{}", v);
+        } else {
+          return std::to_string(v);
+        }
+      },
+      f.value);
+}
+
+}  // namespace
+
 std::string format_log_line(spdlog::level::level_enum level, std::string_view message,
                             std::initializer_list<log_field> fields, bool json) {
   if (json) {
     nlohmann::json j;
-    const auto now = std::chrono::system_clock::now();
-    j["time"] = std::chrono::duration<double>(now.time_since_epoch()).count();
-    j["level"] = spdlog::level::to_string_view(level).data();
+    j["time"] = rfc3339_now();
+    j["level"] = level_name(level);
     j["msg"] = escape_text(message);
-    for (const auto& [k, v] : fields) j[escape_text(k)] = escape_text(v);
+    for (const log_field& f : fields) {
+      auto& slot = j[escape_text(f.key)];
+      std::visit(
+          [&](const auto& v) {
+            if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::string>) {
+              slot = escape_text(v);
+            } else {
+              slot = v;
+            }
+          },
+          f.value);
+    }
     // Everything is valid UTF-8 by now; `replace` only guards against a throw.
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
   std::string line = escape_text(message);
-  for (const auto& [k, v] : fields) {
+  for (const log_field& f : fields) {
     line += ' ';
-    line += escape_text(k);
+    line += escape_text(f.key);
     line += '=';
-    const std::string value = escape_text(v);
+    const std::string value = text_of(f);
     const bool quote = value.empty() || value.find_first_of(" \"=") != std::string::npos;
     if (!quote) {
       line += value;

@@ -115,7 +115,7 @@ class adapter {
     if (items[2].revents & ZMQ_POLLIN) read_broker();
     expire(clock_type::now());
     if (const auto held = limiter_.flush())
-      log(warn, "log lines suppressed by the rate limit", {{"count", std::to_string(held)}});
+      log(warn, "log lines suppressed by the rate limit", {{"count", held}});
   }
 
   // One HTTP request from Mongrel2, from arrival until its answer has been published.
@@ -150,8 +150,7 @@ class adapter {
     ++malformed_;
     std::uint64_t held = 0;
     if (!limiter_.allow(held)) return;
-    if (held > 0)
-      log(warn, "log lines suppressed by the rate limit", {{"count", std::to_string(held)}});
+    if (held > 0) log(warn, "log lines suppressed by the rate limit", {{"count", held}});
     log(warn, what, {{"reason", std::string(problem)}});
   }
 
@@ -243,7 +242,7 @@ class adapter {
   // The client went away: its requests still in the broker are forgotten, their replies dropped.
   void forget(const std::string& conn) {
     if (const std::size_t n = drop_connection(conn); n > 0)
-      log(debug, "client disconnected", {{"connection", conn}, {"forgotten", std::to_string(n)}});
+      log(debug, "client disconnected", {{"connection", conn}, {"forgotten", n}});
   }
 
   // Forgets the connection and its requests; returns how many were still pending.
@@ -399,12 +398,12 @@ class adapter {
     for (const auto& [conn, ids] : conns_) conns.push_back(conn);
     for (const auto& conn : conns) flush(conn);
     log(info, "mongrel2 handler stopped",
-        {{"requests", std::to_string(requests_)},
-         {"answered", std::to_string(answered_)},
-         {"expired", std::to_string(expired_)},
-         {"forgotten", std::to_string(forgotten_)},
-         {"dropped_replies", std::to_string(dropped_replies_)},
-         {"malformed", std::to_string(malformed_)}});
+        {{"requests", requests_},
+         {"answered", answered_},
+         {"expired", expired_},
+         {"forgotten", forgotten_},
+         {"dropped_replies", dropped_replies_},
+         {"malformed", malformed_}});
   }
 
   const mongrel2_options& o_;

@@ -11,6 +11,7 @@
 #include "duration_flag.hpp"
 #include "exit_status.hpp"
 #include "http_worker.hpp"
+#include "logging.hpp"
 #include "scale0/error.hpp"
 #include "scale0/exec.hpp"
 #include "scale0/worker.hpp"
@@ -34,6 +35,8 @@ struct worker_args {
   std::string health_path;
   long health_interval_ms = 1000;
   long health_timeout_ms = 1000;
+  std::string log_level = "info";
+  std::string log_format = "text";
   curve_flags curve;
 };
 
@@ -83,6 +86,12 @@ int run_worker(worker_args& a) {
                                "--http URL\n");
     return exit_status::usage;
   }
+  try {
+    setup_logging(a.log_level, a.log_format);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "scale0 worker: %s\n", e.what());
+    return exit_status::usage;
+  }
   if (a.name.empty()) a.name = default_worker_name();
   a.o.name = a.name;
   a.o.heartbeat_interval = std::chrono::milliseconds(a.heartbeat_ms);
@@ -92,7 +101,7 @@ int run_worker(worker_args& a) {
   const std::string name = a.name;
   // Events may quote the broker (a DISCONNECT's reason): escaped like every logged peer string.
   a.o.on_event = [name](const std::string& what) {
-    spdlog::info("worker {}: {}", escape_text(name), escape_text(what));
+    log(spdlog::level::info, what, {{"worker", name}});
   };
   hangup_logger hangups("worker");  // nothing to reload: SIGHUP must not end the worker
   try {
@@ -223,6 +232,9 @@ void add_worker_command(CLI::App& root, int& exit_code) {
       ->check(CLI::Range(0L, 3600000L))
       ->excludes(exec)
       ->excludes(http_opt);
+  sub->add_option("--log-level", args->log_level, "trace, debug, info, warn, error, critical, off")
+      ->capture_default_str();
+  sub->add_option("--log-format", args->log_format, "text or json")->capture_default_str();
   sub->add_option("--name", args->name,
                   "Shown by the broker (scale0 status) and put in each 200 reply's message; 1-64 "
                   "printable characters (default host:pid)");

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <string_view>
 
@@ -151,6 +152,39 @@ TEST(LogLine, JsonLogIsValidJsonForInvalidUtf8) {
   EXPECT_EQ(j["service"], "bad\\xff");  // the same escape as the text log
   EXPECT_EQ(j["reason"], "a\\x0ab");
   EXPECT_EQ(j["msg"], "request error");
+}
+
+// Numbers are JSON numbers, the level is spelled as --log-level spells it, the time is RFC 3339.
+TEST(LogLine, JsonLogHasNumbersLevelsAndRfc3339Times) {
+  const std::string line = format_log_line(spdlog::level::warn, "m",
+                                           {{"count", std::uint64_t{18446744073709551615u}},
+                                            {"code", std::uint16_t{503}},
+                                            {"delta", -3},
+                                            {"ratio", 0.5},
+                                            {"name", "503"}},
+                                           true);
+  const auto j = nlohmann::json::parse(line, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << line;
+  EXPECT_EQ(j["level"], "warn");
+  EXPECT_TRUE(j["count"].is_number_unsigned());
+  EXPECT_EQ(j["count"].get<std::uint64_t>(), 18446744073709551615u);
+  EXPECT_EQ(j["code"], 503);
+  EXPECT_EQ(j["delta"], -3);
+  EXPECT_EQ(j["ratio"], 0.5);
+  EXPECT_EQ(j["name"], "503");  // text stays text
+  const std::regex rfc3339(R"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)");
+  EXPECT_TRUE(std::regex_match(j["time"].get<std::string>(), rfc3339)) << line;
+  for (const auto& [level, name] : std::vector<std::pair<spdlog::level::level_enum, std::string>>{
+           {spdlog::level::trace, "trace"},
+           {spdlog::level::debug, "debug"},
+           {spdlog::level::info, "info"},
+           {spdlog::level::err, "error"},
+           {spdlog::level::critical, "critical"}})
+    EXPECT_EQ(nlohmann::json::parse(format_log_line(level, "m", {}, true))["level"], name);
+  // The text log writes the same numbers as decimals.
+  EXPECT_EQ(
+      format_log_line(spdlog::level::info, "m", {{"code", std::uint16_t{503}}, {"d", -3}}, false),
+      "m code=503 d=-3");
 }
 
 }  // namespace
