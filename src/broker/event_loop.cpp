@@ -27,9 +27,12 @@ std::string last_endpoint(const zmq::socket_t& s) {
   return s.get(zmq::sockopt::last_endpoint);
 }
 
+// A host name is bound at its first address; an IPv6 literal needs ZMQ_IPV6.
 void bind(zmq::socket_t& s, const std::string& endpoint, const char* what) {
   try {
-    s.bind(endpoint);
+    const std::string where = detail::bind_endpoint(endpoint);
+    if (detail::ipv6_endpoint(where)) s.set(zmq::sockopt::ipv6, 1);
+    s.bind(where);
   } catch (const zmq::error_t& e) {
     throw error(status::bad_request,
                 std::string("cannot bind ") + what + " endpoint " + endpoint + ": " + e.what());

@@ -146,7 +146,7 @@ metrics_server::~metrics_server() = default;
 
 std::string metrics_server::endpoint() const {
   const auto ep = impl_->acceptor.local_endpoint();
-  return ep.address().to_string() + ":" + std::to_string(ep.port());
+  return detail::format_host_port(ep.address().to_string(), ep.port());
 }
 
 }  // namespace scale0::broker_detail

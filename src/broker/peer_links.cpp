@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "common/host_port.hpp"
 #include "receive.hpp"
 #include "scale0/error.hpp"
 #include "security/curve_socket.hpp"
@@ -59,7 +60,9 @@ peer_links::~peer_links() {
 
 std::string peer_links::bind(const std::string& endpoint) {
   try {
-    router_.bind(endpoint);
+    const std::string where = detail::bind_endpoint(endpoint);
+    if (detail::ipv6_endpoint(where)) router_.set(zmq::sockopt::ipv6, 1);
+    router_.bind(where);
   } catch (const zmq::error_t& e) {
     throw error(status::bad_request,
                 "cannot bind peer-listen endpoint " + endpoint + ": " + e.what());
@@ -231,6 +234,7 @@ void peer_links::open_link(std::uint32_t id, const std::string& endpoint,
     throw error(status::unavailable, "cannot monitor a peer link");
   l.monitor.set(zmq::sockopt::linger, 0);
   l.monitor.connect(monitor);
+  if (detail::ipv6_endpoint(endpoint)) l.dealer.set(zmq::sockopt::ipv6, 1);
   try {
     l.dealer.connect(endpoint);
   } catch (const zmq::error_t& e) {

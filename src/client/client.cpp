@@ -42,6 +42,7 @@ struct client::impl final : detail::client_core::io {
     for (const auto& ep : detail::split_endpoint_list(endpoints)) {  // fail here, not at a failover
       zmq::socket_t probe(context, zmq::socket_type::dealer);
       probe.set(zmq::sockopt::linger, 0);
+      if (detail::ipv6_endpoint(ep)) probe.set(zmq::sockopt::ipv6, 1);
       try {
         probe.connect(ep);
       } catch (const zmq::error_t& e) {
@@ -80,6 +81,7 @@ struct client::impl final : detail::client_core::io {
     } else {
       unmonitored = true;  // then assume the worst: anything sent may have reached a broker
     }
+    if (detail::ipv6_endpoint(endpoint)) socket.set(zmq::sockopt::ipv6, 1);
     try {
       socket.connect(endpoint);
     } catch (const zmq::error_t& e) {

@@ -1,20 +1,84 @@
 #include "host_port.hpp"
 
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netdb.h>
+
 #include <charconv>
+#include <memory>
 
 #include "scale0/error.hpp"
 
 namespace scale0::detail {
+
+namespace {
+
+bool ip_literal(const std::string& host) noexcept {
+  in6_addr buf{};
+  return ::inet_pton(AF_INET, host.c_str(), &buf) == 1 ||
+         ::inet_pton(AF_INET6, host.c_str(), &buf) == 1;
+}
+
+// The first address of a host name, as text; "" when it does not resolve.
+std::string resolve_first(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_ADDRCONFIG;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return {};
+  const std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> hold(found, ::freeaddrinfo);
+  char text[INET6_ADDRSTRLEN] = {};
+  const void* addr = found->ai_family == AF_INET6
+                         ? static_cast<const void*>(
+                               &reinterpret_cast<const sockaddr_in6*>(found->ai_addr)->sin6_addr)
+                         : static_cast<const void*>(
+                               &reinterpret_cast<const sockaddr_in*>(found->ai_addr)->sin_addr);
+  if (::inet_ntop(found->ai_family, addr, text, sizeof text) == nullptr) return {};
+  return text;
+}
+
+std::string unbracket(const std::string& host) {
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    return host.substr(1, host.size() - 2);
+  return host;
+}
+
+}  // namespace
+
+std::string format_host_port(const std::string& ip, std::uint16_t port) {
+  const bool v6 = ip.find(':') != std::string::npos;
+  return (v6 ? "[" + ip + "]" : ip) + ":" + std::to_string(port);
+}
+
+std::string bind_endpoint(const std::string& endpoint) {
+  if (endpoint.rfind("tcp://", 0) != 0) return endpoint;
+  const std::string rest = endpoint.substr(6);
+  if (rest.find(';') != std::string::npos) return endpoint;  // a source interface: libzmq's
+  const auto colon = rest.rfind(':');
+  if (colon == std::string::npos) return endpoint;  // libzmq says what is wrong
+  const std::string host = unbracket(rest.substr(0, colon));
+  if (host.empty() || host == "*" || ip_literal(host) || ::if_nametoindex(host.c_str()) != 0)
+    return endpoint;
+  const std::string ip = resolve_first(host);
+  if (ip.empty())
+    throw error(status::bad_request, "cannot resolve the host of endpoint " + endpoint);
+  const bool v6 = ip.find(':') != std::string::npos;
+  return "tcp://" + (v6 ? "[" + ip + "]" : ip) + rest.substr(colon);
+}
+
+bool ipv6_endpoint(const std::string& endpoint) noexcept {
+  if (endpoint.rfind("tcp://", 0) != 0) return false;
+  std::string rest = endpoint.substr(6);
+  if (const auto semi = rest.find(';'); semi != std::string::npos) rest = rest.substr(semi + 1);
+  return !rest.empty() && rest.front() == '[';
+}
 
 host_port parse_host_port(const std::string& text, const char* what) {
   const auto colon = text.rfind(':');
   if (colon == std::string::npos || colon == 0)
     throw error(status::bad_request, std::string(what) + " must be host:port: " + text);
   host_port out;
-  out.host = text.substr(0, colon);
-  if (out.host.size() > 2 && out.host.front() == '[' && out.host.back() == ']')
-    out.host = out.host.substr(1, out.host.size() - 2);
-  if (out.host == "localhost") out.host = "127.0.0.1";
   const char* first = text.data() + colon + 1;
   const char* last = text.data() + text.size();
   unsigned long port = 0;
@@ -22,6 +86,16 @@ host_port parse_host_port(const std::string& text, const char* what) {
   if (first == last || ec != std::errc{} || end != last || port > 65535)
     throw error(status::bad_request, std::string("invalid port in ") + what + " " + text);
   out.port = static_cast<std::uint16_t>(port);
+  out.host = unbracket(text.substr(0, colon));
+  if (out.host == "localhost") {
+    out.host = "127.0.0.1";
+  } else if (!ip_literal(out.host)) {
+    std::string ip = resolve_first(out.host);
+    if (ip.empty())
+      throw error(status::bad_request,
+                  "cannot resolve the host of " + std::string(what) + " " + text);
+    out.host = std::move(ip);
+  }
   return out;
 }
 

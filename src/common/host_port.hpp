@@ -10,12 +10,28 @@
 namespace scale0::detail {
 
 struct host_port {
-  std::string host;  // an IP literal: "localhost" becomes 127.0.0.1, brackets are removed
+  // An IP literal, brackets removed: "localhost" becomes 127.0.0.1, another host name its first
+  // address (getaddrinfo).
+  std::string host;
   std::uint16_t port = 0;
 };
 
-// Throws scale0::error (400) naming `what` when `text` is not host:port.
+// Throws scale0::error (400) naming `what` when `text` is not host:port, or its host name does
+// not resolve.
 host_port parse_host_port(const std::string& text, const char* what);
+
+// "127.0.0.1:9555", "[::1]:9555": an address and port as printed and as parse_host_port takes it.
+std::string format_host_port(const std::string& ip, std::uint16_t port);
+
+// Where to bind a ZeroMQ endpoint. A tcp:// host that is a name (not `*`, an IP literal or a
+// network interface, which libzmq takes as they are) becomes its first address:
+// "tcp://localhost:5555" -> "tcp://127.0.0.1:5555". Other endpoints are returned as they are.
+// Throws scale0::error (400) when the name does not resolve.
+std::string bind_endpoint(const std::string& endpoint);
+
+// A tcp:// endpoint whose host is an IPv6 literal ("tcp://[::1]:5555"): its socket needs
+// ZMQ_IPV6 to bind or connect.
+bool ipv6_endpoint(const std::string& endpoint) noexcept;
 
 // Protected mode (docs/security.md): true when only this machine can reach it. A listen address
 // host:port on 127.0.0.0/8, ::1 or localhost; a ZeroMQ endpoint that is ipc://, inproc:// or

@@ -710,6 +710,7 @@ server::server(gateway_options o) : opt(std::move(o)) {
     const int hwm = static_cast<int>(std::min<std::size_t>(opt.max_inflight * 2 + 100, 1 << 30));
     dealer.set(zmq::sockopt::sndhwm, hwm);
     dealer.set(zmq::sockopt::rcvhwm, hwm);
+    if (detail::ipv6_endpoint(opt.broker)) dealer.set(zmq::sockopt::ipv6, 1);
     dealer.connect(opt.broker);
   } catch (const zmq::error_t& e) {
     throw error(status::bad_request, "cannot connect to broker " + opt.broker + ": " + e.what());
@@ -970,7 +971,7 @@ std::string gateway::endpoint() const {
   beast::error_code ec;
   const auto ep = impl_->acceptor.local_endpoint(ec);
   if (ec) return {};
-  return ep.address().to_string() + ":" + std::to_string(ep.port());
+  return detail::format_host_port(ep.address().to_string(), ep.port());
 }
 
 std::string gateway::metrics_endpoint() const {

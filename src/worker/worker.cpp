@@ -120,6 +120,7 @@ struct worker::impl final : detail::worker_core::io {
       try {  // fail here, not in run(), on an endpoint ZeroMQ cannot parse
         zmq::socket_t probe(context, zmq::socket_type::dealer);
         probe.set(zmq::sockopt::linger, 0);
+        if (detail::ipv6_endpoint(endpoint)) probe.set(zmq::sockopt::ipv6, 1);
         probe.connect(endpoint);
       } catch (const zmq::error_t& e) {
         throw error(status::bad_request, "invalid broker endpoint " + endpoint + ": " + e.what());
@@ -142,6 +143,7 @@ struct worker::impl final : detail::worker_core::io {
     dealer.set(zmq::sockopt::linger, 1000);
     // Replies never outnumber the credit, so a queue above it never refuses one.
     dealer.set(zmq::sockopt::sndhwm, static_cast<int>(options.concurrency) * 2 + 1000);
+    if (detail::ipv6_endpoint(endpoint)) dealer.set(zmq::sockopt::ipv6, 1);
     dealer.connect(endpoint);
     sub = zmq::socket_t();
   }
@@ -164,6 +166,7 @@ struct worker::impl final : detail::worker_core::io {
     security::apply_curve_client(sub, options.curve);
     sub.set(zmq::sockopt::linger, 0);
     sub.set(zmq::sockopt::subscribe, protocol::heartbeat_header);
+    if (detail::ipv6_endpoint(endpoint)) sub.set(zmq::sockopt::ipv6, 1);
     try {
       sub.connect(endpoint);
     } catch (const zmq::error_t& e) {
