@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // End-to-end throughput of one broker: a pipelined client, in-process echo workers, all over
 // loopback TCP. Prints requests/s and checks every reply (id and body).
 //   pipeline_bench [requests] [window] [workers] [concurrency] [size]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Run at build time (cmake -P): writes OUT, the definitions of scale0::version() and
 # scale0::commit(), rewriting it only when the version or the commit changed. The commit is
 # SCALE0_COMMIT when given (a build from a tarball or a Debian source package), else git's.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # With SCALE0_SANITIZE, every target in the project is built with AddressSanitizer and
 # UndefinedBehaviorSanitizer, and UB aborts instead of printing and continuing.
 if(SCALE0_SANITIZE)

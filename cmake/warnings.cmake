@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # scale0_set_warnings(target): the project's warning set, as errors when SCALE0_WERROR is on.
 function(scale0_set_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wconversion

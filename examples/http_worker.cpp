@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A native HTTP worker on the worker library: `GET /` answers a small fixed body, `POST` (any
 // path) echoes the request body, anything else is 404 or 405. The requests and responses are the
 // HTTP encoding of docs/http.md, so a front door (scale0 gateway) or an S0/1 client can call it.

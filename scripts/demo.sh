@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The main job, in under a minute: a broker, workers that join on their own (two native echo
 # workers and an unmodified program run per request), traffic showing which worker served each
 # request, a worker joining and taking traffic, a worker killed with SIGKILL while requests are in

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the libFuzzer targets with clang in build/fuzz and runs each one for a bounded time over
 # its committed corpus (tests/fuzz/corpus/<target>). A crash, a leak, an uncaught exception or an
 # input slower than the per-input timeout fails the script; the input that did it is left in

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Sets up, builds and runs every test: the dev build, then the same suite under ASan + UBSan; then
 # the unit and library tests under ThreadSanitizer, and a short run of each libFuzzer target over
 # its committed corpus (tests/fuzz/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+echo "=== format ==="
+# Every C++ file as clang-format (.clang-format) writes it; a diff fails the run.
+git ls-files '*.cpp' '*.hpp' | xargs clang-format --dry-run --Werror
 for preset in dev asan-ubsan; do
   echo "=== $preset ==="
   cmake --preset "$preset" >/dev/null

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `scale0 bench`: a load generator like `nats bench`. N client threads keep W requests each in
 // flight, every reply is checked (id, status and body), and the summary gives throughput,
 // latency percentiles, errors by status and the generator's own CPU, so a saturated generator is

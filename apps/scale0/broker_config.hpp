@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The broker's settings as an operator sees them: one key per `scale0 broker` flag, read from a
 // TOML file (toml++), overridden by flags, printed back as TOML.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Each subcommand registers itself on the root CLI11 app; its callback stores the exit status.
 #pragma once
 

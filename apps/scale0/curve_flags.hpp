@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The CURVE flags every subcommand that connects to a broker takes (docs/security.md).
 #pragma once
 

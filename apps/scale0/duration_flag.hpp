@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Durations on the command line: a number of milliseconds, or a number with a unit (500ms, 2s,
 // 1m, 1h). Options that hold milliseconds take ->transform(milliseconds_with_unit()).
 #pragma once

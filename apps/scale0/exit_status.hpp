@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The exit status of every subcommand (README, "Exit status"; `scale0 --help`).
 #pragma once
 

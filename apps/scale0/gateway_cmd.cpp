@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `scale0 gateway`: the HTTP front door (docs/http.md). Options come from defaults, then the TOML
 // --config file (same keys as the flags, `route` an array of rule strings), then the flags given.
 #include <toml++/toml.h>
@@ -16,6 +17,7 @@
 #include "logging.hpp"
 #include "scale0/error.hpp"
 #include "scale0/gateway.hpp"
+#include "service_notify.hpp"
 #include "toml_guard.hpp"
 
 namespace scale0::cli {
@@ -260,7 +262,13 @@ int run_gateway(const gateway_args& a) {
     if (!limiter.allow(held)) return;
     log(spdlog::level::warn, what);
   };
-  options.on_reload = [&a, current = s]() mutable { return reload(a, current); };
+  options.on_reload = [&a, current = s]() mutable {
+    notify_service("RELOADING=1");
+    auto next = reload(a, current);
+    notify_service("READY=1");
+    return next;
+  };
+  options.on_drain = [] { notify_service("STOPPING=1"); };
   try {
     gateway g(options);
     running = &g;
@@ -282,6 +290,7 @@ int run_gateway(const gateway_args& a) {
     if (!g.metrics_endpoint().empty()) std::printf(" metrics=%s", g.metrics_endpoint().c_str());
     std::printf("\n");
     std::fflush(stdout);
+    notify_service("READY=1");
     g.run();
     log(spdlog::level::info, "gateway stopped");
     return 0;

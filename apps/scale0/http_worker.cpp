@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "http_worker.hpp"
 
 #include <spdlog/spdlog.h>
@@ -142,8 +143,14 @@ int run_http_worker(const worker_options& wo, http_worker_options h) {
     stop_requested = true;
     if (worker* w = current.load()) w->stop();
   });
+  // The worker also stops when the app fails its health check; only a stop of the process is
+  // STOPPING for a service manager.
+  worker_options o = wo;
+  o.on_stopping = [told = wo.on_stopping] {
+    if (stop_requested.load() && told) told();
+  };
   while (wait_for_app(h, url)) {
-    serve_while_healthy(wo, handler, h, url, *health);
+    serve_while_healthy(o, handler, h, url, *health);
     if (stop_requested.load()) break;
     log(spdlog::level::info, "worker stopped; probing the app",
         {{"worker", h.name}, {"interval_ms", h.health_interval.count()}});

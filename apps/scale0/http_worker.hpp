@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `scale0 worker --http URL`: the sidecar's supervision. The worker takes work only while the app
 // answers; when it fails, the worker stops gracefully and a new one registers once it answers
 // again.

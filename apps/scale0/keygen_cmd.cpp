@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `scale0 keygen NAME`: a CURVE certificate pair in CZMQ's zcert format (docs/security.md).
 #include <cstdio>
 

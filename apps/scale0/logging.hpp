@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Structured logs on stderr through spdlog: "message key=value ..." as text, or one JSON object
 // per line. Events that a flood of bad input could repeat go through a rate limit.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "mongrel2_adapter.hpp"
 
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `scale0 mongrel2`: a Mongrel2 handler that carries each HTTP request into the broker and the
 // worker's response back (docs/http.md, "Mongrel2 as the front door"). One thread, one zmq poll
 // loop; the protocol work is in src/gateway/mongrel2_codec.

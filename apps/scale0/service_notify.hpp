@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // systemd readiness notifications (sd_notify); a no-op when built without libsystemd or when not
 // started by systemd.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // `scale0 status`: the broker's services, workers and counters, as tables, JSON, or refreshed
 // like top. Also a health check: no answer within the timeout is a non-zero exit.
 #include <fmt/format.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "toml_guard.hpp"
 
 namespace scale0::cli {

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A check of a TOML text before toml++ reads it. Debian 12's toml++ 3.3.0 classifies a non-ASCII
 // code point where whitespace may stand with a lookup that reaches __builtin_unreachable() for
 // many of them (U+00A1..U+049A among others: toml++ issues #190 and #295), which is undefined

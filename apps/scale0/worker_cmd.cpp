@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include "scale0/error.hpp"
 #include "scale0/exec.hpp"
 #include "scale0/worker.hpp"
+#include "service_notify.hpp"
 
 namespace scale0::cli {
 namespace {
@@ -103,6 +105,8 @@ int run_worker(worker_args& a) {
   a.o.on_event = [name](const std::string& what) {
     log(spdlog::level::info, what, {{"worker", name}});
   };
+  a.o.on_registered = [] { notify_service("READY=1"); };
+  a.o.on_stopping = [] { notify_service("STOPPING=1"); };
   hangup_logger hangups("worker");  // nothing to reload: SIGHUP must not end the worker
   try {
     a.o.curve = a.curve.resolve();

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared pieces of the comparison's load generators (bench_raw_client, bench_nats_client): the
 // options every generator takes, the table of requests in flight, the payload every request
 // carries (derived from its id, so every reply can be checked), and the JSON report.

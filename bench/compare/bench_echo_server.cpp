@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Echo server of the comparison: sends every multipart message it receives straight back.
 //
 //   bench_echo_server --bind EP      ROUTER, bound: the "direct" path's server. The ROUTER's

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // NATS request-reply load generator of the comparison: N client threads, each its own connection
 // to nats-server with W requests in flight, speaking the NATS text protocol itself (nats_conn.hpp).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // NATS echo responder of the comparison: one connection, subscribed to SUBJECT in queue group
 // QUEUE (so N responders share the requests as N Scale0 workers do), and every MSG with a reply
 // subject is published straight back to it with the same payload.

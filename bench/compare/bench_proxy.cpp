@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The cheapest possible broker: zmq_proxy between a ROUTER front end (clients) and a DEALER back
 // end (workers: bench_echo_server --connect). No routing, no services, no heartbeats, no
 // accounting: the DEALER deals requests round-robin and the ROUTER routes replies by the identity

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Load generator of the comparison for every ZeroMQ path: N client threads, each a DEALER socket
 // with W requests in flight, every reply checked (id and body).
 //

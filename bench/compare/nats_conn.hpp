@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A minimal NATS client connection speaking the text protocol over TCP (no library): what the
 // comparison needs and nothing more.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Simulates K idle workers in one process, to measure what heartbeats cost the broker
 // (bench/heartbeat/run drives it; docs/protocol.md describes the frames).
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What both HTTP benchmark servers answer (bench/http/run): the same status, headers and body from
 // the Scale0 worker (bench_http_worker) and the plain HTTP backend (bench_http_backend), so the
 // paths in front of them do equal work.

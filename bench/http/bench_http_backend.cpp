@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Plain HTTP/1.1 backend of the HTTP comparison (bench/http/run): what nginx balances over, and
 // the "direct" path's server. One thread, asynchronous Boost.Beast, keep-alive; GET and HEAD of
 // any path get 200 with the same headers and body as bench_http_worker (bench_http.hpp), other

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Native C++ HTTP worker of the HTTP comparison (bench/http/run): scale0::worker serving the HTTP
 // encoding through scale0::http::serve. GET and HEAD of any path get 200 with the fixed body of
 // bench_http.hpp; other methods get 405. The handler never blocks, so it runs inline on the

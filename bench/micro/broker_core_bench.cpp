@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Microbenchmarks of the broker's hot path, driven directly (no sockets): decoding, one request
 // dispatched and answered, timer scheduling, and the expiry scan, at 10 / 1k / 100k entries, to
 // show that per-request cost does not grow with the number of services, workers or pending

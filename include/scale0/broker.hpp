@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The embeddable Scale0 broker: binds its endpoints on construction, runs its event loop in run().
 #pragma once
 

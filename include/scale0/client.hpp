@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Scale0 client: synchronous requests with optional Lazy Pirate retries, and a pipelined
 // asynchronous API (send many, receive replies matched by request id). Not thread-safe: use one
 // client per thread.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Status codes and the one exception type of libscale0.
 #pragma once
 

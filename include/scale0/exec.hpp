@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The exec handler: a job_handler that runs a command per request. The request body goes to the
 // command's stdin, its stdout is the reply body.
 //

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The HTTP gateway: an asynchronous HTTP/1.1 server that turns each request into a Scale0 request
 // (docs/http.md), routed to a service by host and path rules, and maps the reply back. One thread
 // owns the listening socket, every connection and the broker connection.
@@ -47,6 +48,9 @@ struct gateway_options {
   // Notable events in words (accept failures, messages from the broker that make no sense).
   // Called on the gateway's thread.
   std::function<void(const std::string&)> on_event;
+  // Called on the gateway's thread when a drain begins (drain()): for service managers (systemd
+  // STOPPING=1).
+  std::function<void()> on_drain;
   // Called on the gateway's thread after reload(): the options to run with from now on, or
   // nullopt to keep the running ones. What can change without a restart is applied (routes,
   // default_service, timeouts, max_connections, max_inflight, max_body, max_header, retry_after,

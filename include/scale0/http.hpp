@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // HTTP through Scale0: the request and response encodings the front doors (scale0 gateway,
 // scale0 mongrel2) and HTTP workers exchange as S0/1 bodies (docs/http.md), and a helper that turns
 // a function of request -> response into a worker handler. Parsing is Boost.Beast's, kept inside

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The HTTP sidecar (`scale0 worker --http URL`, docs/http.md): a worker handler that forwards each
 // encoded request to an existing HTTP/1.1 application over a pool of keep-alive connections, and
 // a health probe for that application. Boost.Beast stays inside the library.

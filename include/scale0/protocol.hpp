@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Scale0 wire protocol (S0/1 and the compact S0/2 framing) and Majordomo 0.1: constants, a pure
 // decoder and encoders. Nothing here touches a socket; frames are zmq::message_t values. See
 // docs/protocol.md.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CURVE keys as Scale0 handles them (docs/security.md): Z85 text (40 characters for 32 bytes),
 // certificates in CZMQ's zcert text format (ZPL, ZeroMQ RFC 4), and the key lists that say which
 // public key may serve or call which services. No cryptography here: key pairs come from libzmq

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The version of libscale0 and the commit it was built from.
 #pragma once
 

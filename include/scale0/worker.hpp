@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The Scale0 worker: registers services with a broker, runs a handler on up to `concurrency`
 // requests at once (replies in any order), heartbeats, fails over to the next broker of its list
 // (then reconnects with exponential backoff) when the broker falls silent, re-registers after a
@@ -62,6 +63,10 @@ struct worker_options {
   std::string name;
   // Called (on the worker's thread) with human-readable events: registered, lost broker, ...
   std::function<void(const std::string&)> on_event;
+  // Called on the worker's thread when it has registered with a broker (each time), and when a
+  // graceful stop begins: for service managers (systemd READY=1, STOPPING=1).
+  std::function<void()> on_registered;
+  std::function<void()> on_stopping;
 };
 
 // host:pid: the name of a worker that is given none.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What one authenticated peer may do (docs/security.md): the grant its public key has on the
 // endpoint it came through. The event loop finds it from the message's ZAP User-Id; the broker core
 // checks it on READY (serve) and on each request (call). No grant at all: CURVE is off, anything

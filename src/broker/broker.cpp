@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The public, embeddable broker: option checks and a thin shell around the event loop.
 #include "scale0/broker.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The broker core: services, worker registry, LRU of worker credit, wait queue, deadlines and
 // heartbeats. It does no I/O and reads no clock: the event loop hands it decoded-ready messages
 // and the current time, and it sends through an `outbox`. Tests drive it with a fake outbox and

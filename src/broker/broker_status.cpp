@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What the broker tells about itself: the scale0.status JSON answer and the Prometheus text
 // exposition. Both are built only when asked, off the hot path.
 #include <algorithm>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The one loop that owns the broker's sockets: wait → drain every readable message in batches →
 // hand each to the core → run the core's timers; the core's sends go straight to the sockets.
 // Other threads talk to it only through atomics + an eventfd (stop, drain, reload) and an inproc

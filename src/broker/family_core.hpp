@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The family core (docs/family.md): the brokers of a family in a full mesh that grows by gossip
 // and heals by itself, each telling the others, per service, how many workers it has, their idle
 // credit and its queue length. Like the broker core it does no I/O and reads no clock: the event

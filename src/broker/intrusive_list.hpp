@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Doubly-linked lists threaded through elements of a vector by index. Elements keep their links
 // inline, so push, remove and pop are O(1) and never allocate. `link_of(i)` returns element i's
 // link.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Request latency as a fixed-bucket histogram (Prometheus-style cumulative buckets are derived
 // when rendering). Recording is a short scan over 17 bounds: no allocation, no locks.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A small HTTP/1.1 listener (Boost.Beast, one thread) for /metrics, /healthz and /readyz. Beast
 // stays inside metrics_server.cpp so no other translation unit pays for it.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The family's sockets, owned by the event loop and used only on its thread: the peer ROUTER where
 // other brokers' links connect, one DEALER per outgoing link (with a socket monitor that reports
 // each connection made or lost), and the resolver of the configured peers. It implements

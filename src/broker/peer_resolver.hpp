@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The configured peers (--peer) as endpoints to link to. An endpoint whose host is an IP literal
 // (or an ipc:// one) is what it says, at once. A host name means every address it resolves to, and
 // is resolved again every 30 s -- on a thread of its own, because getaddrinfo blocks for as long

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Reading one multipart message off a socket the event loop owns, within a frame budget, and
 // sending one without waiting.
 #pragma once

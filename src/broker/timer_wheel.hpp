@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A hashed timing wheel over small integer ids (request slots). schedule/cancel are O(1) and do not
 // allocate once the id space has grown; expiry visits only the buckets whose time has come.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The client library's core: request ids, what is outstanding, the broker's liveness, Lazy
 // Pirate retries and failover between the brokers of a list. It does no I/O and reads no clock:
 // the shell (client.cpp) owns the socket, passes the time in, and the core sends through `io`.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // "host:port" listen addresses as operators write them ("127.0.0.1:8080", "[::1]:0",
 // "localhost:9555"), split without any networking library.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Bytes a peer sent, on their way to places that need text: logs (one event, one line), the
 // status table, Prometheus label values. And the UTF-8 rule that service names follow.
 #pragma once

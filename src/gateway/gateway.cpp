@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The HTTP gateway (docs/http.md). One io_context on one thread owns the acceptor, every HTTP
 // connection and the DEALER to the broker; the DEALER's ZMQ_FD is watched by the same reactor, so a
 // request goes from the HTTP parser to the broker and its reply back without a thread hop.
@@ -830,6 +831,7 @@ void server::apply_reload() {
       }
       next->on_event = std::move(opt.on_event);
       next->on_reload = std::move(opt.on_reload);
+      next->on_drain = std::move(opt.on_drain);
       opt = std::move(*next);
       routes = std::move(next_routes);
       trusted = std::move(next_trusted);
@@ -857,6 +859,7 @@ void server::reload_tls() {
 
 void server::begin_drain() {
   draining = true;
+  if (opt.on_drain) opt.on_drain();
   beast::error_code ec;
   acceptor.close(ec);
   accept_retry.cancel();

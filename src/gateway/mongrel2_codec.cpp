@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "mongrel2_codec.hpp"
 
 #include <nlohmann/json.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Mongrel2's handler protocol and its translation to the HTTP encoding (docs/http.md, "Mongrel2 as
 // the front door"): parsing the messages Mongrel2 pushes, writing the ones it subscribes to, and
 // the HTTP requests and responses in between. Pure functions over bytes: no sockets, no clock.

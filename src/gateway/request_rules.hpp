@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // What the HTTP front doors accept and what they pass on (docs/http.md, "What the front door
 // accepts"): the framing fields, Host, the request-target and its normal form, the forwarding
 // fields, and the request encoding written from all of that. Pure functions over field views, no

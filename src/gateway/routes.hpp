@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Route rules of the HTTP front doors (docs/http.md, "Choosing the service"): pure data and
 // matching, no I/O, shared by `scale0 gateway` and `scale0 mongrel2`.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // TLS for the HTTP front door (docs/security.md): a server context made from PEM files, and the
 // byte stream a connection reads and writes, plain TCP or TLS over it, chosen per connection.
 #pragma once

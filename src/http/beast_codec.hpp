@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Beast-typed halves of the HTTP encoding, for the translation units that already use Beast (the
 // gateway, the HTTP sidecar). Everyone else goes through scale0/http.hpp.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Writing the HTTP encoding (docs/http.md) without Beast: the front doors build requests field by
 // field from whatever they parsed (Beast messages, Mongrel2 headers), workers build responses.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The HTTP encoding of docs/http.md: Beast parses, plain string appends write.
 #include <algorithm>
 #include <boost/asio/buffer.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // An HTTP/1.1 message parser that keeps a chunked body's trailer fields out of the header section.
 // Beast's own `http::parser` inserts trailer fields into the message's fields as if they had come
 // with the head (Beast 1.74), so a `Host` or `Set-Cookie` sent after the body would join the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The HTTP sidecar's Beast half: encoded requests go to an HTTP/1.1 app over pooled keep-alive
 // connections, the app's responses come back in the encoding (docs/http.md).
 //

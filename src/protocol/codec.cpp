@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The decoder is a pure function over frames: every size is checked before a field is read, and
 // nothing here throws or asserts on input. Encoders only append frames.
 #include <algorithm>

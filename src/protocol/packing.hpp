@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The packed-field primitives of the S0/2 framing (docs/protocol.md, "S0/2 compact framing"),
 // shared by every codec that packs fields into one frame: the client/worker codec (codec.cpp) and
 // the family's peer codec (peer_codec.cpp). Integers are unsigned big-endian; str8 and str16 are

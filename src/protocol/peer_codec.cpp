@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // S0P1 (docs/family.md). The decoder reads every field of the packed frame before it checks
 // anything, then checks the whole message: lengths exact, counts matching, every endpoint and name
 // valid. A message is taken whole or dropped whole.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // S0P1, the protocol brokers of a family speak to each other (docs/family.md): HELLO, PEERS,
 // STATE and BYE, each one packed frame after the delimiter, with the integer and string rules of
 // S0/2 (protocol/packing.hpp). A pure decoder (nothing is trusted, nothing throws, nothing

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Applying CURVE to a ZeroMQ socket (the libraries' client side, the broker's server side).
 #pragma once
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The exec handler: one child process per job, started with posix_spawnp (own process group, fds
 // 3+ closed, signal mask and the usual signal dispositions reset). The body is fed to its stdin
 // while stdout and stderr are read, all through one poll() loop on non-blocking pipes, so a big

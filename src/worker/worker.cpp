@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The worker's I/O shell. One I/O thread (run()) owns the sockets and the clock and drives the
 // protocol core (worker_core.hpp: every protocol decision is made there); `concurrency` handler
 // threads run the handler. Jobs go to the handlers through a locked queue; results come back
@@ -189,6 +190,12 @@ struct worker::impl final : detail::worker_core::io {
 
   void event(const std::string& what) override {
     if (options.on_event) options.on_event(what);
+  }
+  void registered() override {
+    if (options.on_registered) options.on_registered();
+  }
+  void stopping() override {
+    if (options.on_stopping) options.on_stopping();
   }
 
   // ---- handler threads ----

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 #include "worker/worker_core.hpp"
 
 #include <algorithm>
@@ -165,6 +166,7 @@ void worker_core::on_broker_message(time_point now, protocol::frames& msg) {
       next_heartbeat_ = now + interval_;
       io_.event("registered with " + brokers_[current_] + " (heartbeat " +
                 std::to_string(interval_.count()) + " ms)");
+      io_.registered();
       if (options_.protocol_version == protocol::version_2) {
         // The policy version we know (0: none): the broker answers with CONFIG unless we are
         // current (426 when we knew an older one), and pushes every change from now on.
@@ -282,6 +284,7 @@ void worker_core::stop(time_point now) {
 }
 
 void worker_core::begin_stop(time_point now) {
+  io_.stopping();
   drain_deadline_ = now + options_.drain_timeout;
   if (state_ == worker_state::ready) {
     out_.clear();

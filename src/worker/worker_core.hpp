@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The worker library's core: the state machine of docs/protocol.md, "Worker state table (native
 // worker library)": registration, heartbeats both ways, broker liveness, reconnection over the
 // broker list with backoff, re-registration, graceful stop. It does no I/O, runs no thread and
@@ -53,6 +54,10 @@ class worker_core {
     virtual void run_job(queued_job&& job) = 0;
     // A human-readable event: registered, lost broker, ...
     virtual void event(const std::string& what) = 0;
+    // The worker registered with a broker (every time), or began a graceful stop: for service
+    // managers (systemd READY=1, STOPPING=1).
+    virtual void registered() {}
+    virtual void stopping() {}
   };
 
   // The loop must turn at least this often (next_wake() never asks for a longer sleep) ...

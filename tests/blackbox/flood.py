@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Flood client for the heartbeat-under-load test, run as a separate process so that it does not
 compete for the test process's GIL. Usage:
     flood.py ENDPOINT SERVICE WINDOW SECONDS MAX_TOTAL

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Black-box test harness for Scale0.
 
 Written only from docs/protocol.md (S0/1 + Majordomo interop), docs/http.md (the gateway and the

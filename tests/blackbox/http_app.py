@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A small HTTP/1.1 application for the sidecar tests (test_sidecar.py), run as a subprocess so a
 test can kill it and start it again on the same port.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Helpers for the security suite (test_security.py), written from issue 11 (CURVE, ZAP, key lists,
 protected mode, TLS at the gateway), docs/protocol.md and RFC 7/MDP; nothing here knows how the
 broker is implemented.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Budgets a hostile or careless peer could exhaust (issue 9, items 1, 4 and 5), against the real
 binary: a client that sends 100,000 requests without reading still gets exactly one outcome for
 each; queued bytes, services nobody serves, services per worker and the heartbeat interval a worker

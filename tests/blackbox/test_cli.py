@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The scale0 command line: `request` exit codes and output, `broker` startup errors and signals."""
 
 import re

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Command-line conventions shared by every `scale0` subcommand, tested from the outside:
 
   * `scale0 --version` / `scale0 version`: one line, `scale0 X.Y.Z (commit <hex>[-dirty])`;

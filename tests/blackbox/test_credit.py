@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Concurrency credit, per-client in-flight limit (429), queue limit (503)."""
 
 import time

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Deadlines: 504 when the deadline passes in flight or queued; a late worker reply is dropped."""
 
 import time

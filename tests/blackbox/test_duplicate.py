@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A worker that answers the same job twice: the client sees exactly one reply; the second is dropped
 and counted (dropped.unknown_reply)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`scale0 worker --exec CMD`: a command per request (docs/exec-worker.md).
 
 Body on stdin, stdout is the reply body (200); exit != 0 -> 500 with stderr as the message;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A family of brokers (docs/family.md), against the real binary: three `scale0 broker` processes on
 random loopback ports where C knows only B and B only A become a full mesh; `scale0 status --json`
 on each shows the other two alive; a worker on C shows as capacity on A; a broker killed with -9 is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """CURVE on the peer port (docs/family.md, "Security"), against the real binary: brokers that share
 the family's secret certificate (`--peer-cert`, from `scale0 keygen`) link, exchange capacity and
 forward over CURVE; a broker with another certificate, a broker without one, and a plaintext S0P1

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Failover in a family of brokers, as the client library and the worker process see it, against the
 real binaries: three `scale0 broker` processes (A; B --peer A; C --peer B: a full mesh by gossip) with
 heartbeat 200 ms and liveness 3, `scale0 worker --echo` processes, and load from two

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fallback families and worker balancing (docs/family.md, "Fallback families" and "Balancing
 workers (NEEDBROKER)"), against the real binary: `scale0 broker` processes on random loopback ports
 with fast liveness (heartbeat 200 ms, liveness 3), `scale0 worker --echo` processes (their name is

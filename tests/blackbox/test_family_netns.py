@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A family of brokers across network namespaces (docs/family.md), against the real binary. Root only.
 
 Each broker runs in a network namespace of its own, joined to the others by a veth pair to a bridge

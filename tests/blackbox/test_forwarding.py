@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Forwarding in a family of brokers (docs/family.md; the "Forwarding" issue), against the real binary.
 
 Three `scale0 broker` processes on random loopback ports form a family from a chain of seeds

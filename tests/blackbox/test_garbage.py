@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Garbage on both ROUTER endpoints must never hurt the broker; native clients get the documented
 error replies (400 / 413 / 501 / 505) with their request-id when it can be read."""
 

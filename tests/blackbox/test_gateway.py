@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`scale0 gateway`, the HTTP/1.1 front door, and the HTTP encoding (docs/http.md), black-box.
 
 Everything runs on 127.0.0.1: a real `scale0 broker`, a real `scale0 gateway` on a free port, and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Broker PUB heartbeats: one per interval however many workers; and the seed-post test: an idle
 worker keeps its heartbeats and registration while another service is flooded."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Listen addresses as operators write them: host names (resolved to their first address) and
 IPv6 literals, for ZeroMQ endpoints and HTTP listeners; printed IPv6 endpoints use brackets."""
 

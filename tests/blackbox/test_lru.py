@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """LRU dispatch: idle workers take sequential requests in turn."""
 
 import collections

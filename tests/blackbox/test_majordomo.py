@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Majordomo 0.1 interop: MDP clients (REQ and DEALER) and MDP workers with native peers and each other."""
 
 import time

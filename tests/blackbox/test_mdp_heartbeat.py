@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Issue 9, item 2: Majordomo workers with the habits of the zguide's reference worker API
 (mdwrkapi, Python and C) must not flap at the broker's defaults, and a busy one must not be expired.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """8/MMI and the scale0.* management services; reserved names cannot be registered."""
 
 import json

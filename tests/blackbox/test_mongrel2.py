@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A real Mongrel2 in front of Scale0: mongrel2 -> scale0 mongrel2 -> scale0 broker -> Python S0/1
 HTTP workers, driven with http.client (docs/http.md, "Mongrel2 as the front door").
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """No worker for a service: 503 at the no-worker timeout; a worker arriving in time serves the request."""
 
 import time

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The operator's view of `scale0 broker` and `scale0 status`: the TOML configuration file
 (--config, --print-config, errors that name file, line and key), SIGHUP reload, graceful drain on
 SIGTERM/SIGINT, the HTTP /metrics /healthz /readyz endpoints (Prometheus text), `scale0 status`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Service policies: the `[service."NAME"]` tables of the broker's configuration file
 (docs/operations.md, "Service policies"). The real `scale0 broker` is started with a file; real S0
 clients and workers over pyzmq check that each service's request-timeout, max-queue, idempotent and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Broker killed (SIGKILL) and restarted on the same ports: workers come back."""
 
 import time

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Routing by service, pipelining by request-id, body pass-through, either endpoint for either role."""
 
 import time

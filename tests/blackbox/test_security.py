@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Security (issue 11), black-box: CURVE encryption and authentication with ZAP, per-key service
 permissions, `scale0 keygen`, the handshake timeout, SIGHUP key reload, refusal metrics and logs,
 protected mode, Majordomo 0.1 peers with CURVE options, and TLS at the HTTP gateway.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Service names are printable UTF-8 without control characters, 1-255 bytes (docs/protocol.md,
 framing rules). Anything else is refused at the protocol level in every framing (400 to clients,
 DISCONNECT to workers), so it never becomes a service; and whatever a peer sent that is logged is

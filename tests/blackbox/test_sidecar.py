@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """`scale0 worker --http URL`: the sidecar in front of an existing HTTP/1.1 app (docs/http.md).
 
 The app is tests/blackbox/http_app.py (a subprocess, so it can die and come back on its port); the

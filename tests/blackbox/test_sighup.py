@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """SIGHUP (docs/operations.md, docs/http.md): the gateway re-reads its --config file (routes and
 the settings that change without a restart), keeps its running configuration when the file is
 bad, and says there is nothing to reload without one; `scale0 worker` and `scale0 mongrel2`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Issue 9, item 3: stalls. A broker stopped (SIGSTOP) for 2 s under load must not answer 502 for
 requests whose workers were fine or had already replied; a worker that was itself frozen reads its
 sockets before deciding the broker is gone (it re-registers at once when the broker expired it,

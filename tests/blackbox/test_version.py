@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Protocol versions: S0/1 and S0/2 side by side (each peer answered in the framing it spoke);
 any other version gets REPLY 505 (clients) or DISCONNECT 505 (workers), in v1 framing."""
 

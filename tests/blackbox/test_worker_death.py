@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A worker that dies or disconnects while holding requests: 502, or one re-dispatch if idempotent;
 the dead worker is purged within liveness x interval."""
 

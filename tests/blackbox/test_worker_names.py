@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Worker names on the wire (docs/protocol.md, S0/2 READY flag 0x04): a native worker's READY
 carries a display name (`scale0 worker --name`, default host:pid); the broker shows it in
 `scale0 status` (JSON and table) and refuses a name that is not 1-64 bytes of printable UTF-8."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Native worker protocol (S0W1): READY validation, WELCOME, state errors, graceful STOPPING."""
 
 import time

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A client that sends N requests without reading, then reads: the flood of issue 9 (an MDP client
 pipelining 100,000 requests at default socket settings, as the zguide's mdclient2 does). Run as its
 own process so the test process's GIL does not slow it. Usage:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Scale0 fault-ledger chaos suite.
 
 Real broker and worker processes on loopback (and, for the silent partition, in a network namespace

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Processes for the fault-ledger chaos suite: a real `scale0 broker`, real `scale0 worker --exec`
 processes, the per-request job script they run, and a network namespace with a veth pair.
 

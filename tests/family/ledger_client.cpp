@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // scale0_ledger_client: a load generator that keeps a ledger of every request's one outcome.
 //
 // Built only on the public client API (scale0::client, client_options, pipelined send/receive),

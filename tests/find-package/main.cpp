@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // A downstream program: one request through a broker with the installed libscale0.
 //   downstream <frontend> <service> <body>   prints the reply body; exit 0 on 200
 #include <chrono>

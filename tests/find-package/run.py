@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """The library as a downstream project consumes it (issue: "the library can be consumed").
 
   run.py <build-dir>

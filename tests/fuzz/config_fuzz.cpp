@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the broker's TOML configuration loader (apps/scale0/broker_config.cpp):
 // the input is the text of a config file, loaded by load_config, the function `scale0 broker
 // --config` calls. The loader may accept the file or throw config_error; any other exception, a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the wire decoders. The input is split into frames by a one-byte length
 // prefix (length, then that many bytes; a short last frame takes what is left), and the frames go
 // through all four decoders. A decoder must not crash, and every view it returns must lie inside

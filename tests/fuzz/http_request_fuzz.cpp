@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the gateway's request path: arbitrary bytes as what a client sends. They go
 // through the parser the gateway uses (trailers kept out of the header section), the front door's
 // rules on the head (request_rules.hpp: framing, Expect, Host, target) and, when admitted and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the sidecar's response path: arbitrary bytes as what an HTTP app answers.
 // They are read with the parser the sidecar uses (trailers dropped, framing other than `chunked`
 // alone refused) and turned into the response encoding the worker sends (encode_app_response);

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Writes hand-made seed inputs for the fuzz targets (valid and near-valid messages and files) into
 OUT/<target>/. They are the raw material of the committed corpus: merge them into
 tests/fuzz/corpus/<target> with the target's -merge=1 (tests/fuzz/README.md) rather than

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the Mongrel2 codec (src/gateway/mongrel2_codec.cpp): arbitrary bytes as a
 // message Mongrel2 pushes (parse_request, then the HTTP request built from it), as a tnetstring
 // header dictionary, and as a worker's encoded HTTP response (client_response). Each must return

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // libFuzzer target for the family: S0P1 messages (docs/family.md) and link events fed to a family
 // core whose links always "connect", on a clock the input moves. The input is a sequence of steps,
 // each an op byte then a one-byte length and that many bytes:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The client library's failover over real sockets: a list of two "brokers", one of which takes
 // requests and never answers (a ROUTER that reads and drops: a hung or partitioned broker), the
 // other a real broker with an echo worker.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The public libraries against an embedded broker over real loopback TCP: client (sync, pipelined,
 // Lazy Pirate), worker (concurrency, errors, graceful stop, re-registration after a restart,
 // failover along a broker list). The worker's protocol timing (heartbeats, liveness, backoff,

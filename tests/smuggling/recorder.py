@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Shared helpers of the request-smuggling suite (tests/smuggling/).
 
 Written from /tmp/http_rules.md (the front door's rules, to become docs/http.md), docs/http.md and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A scripted HTTP/1.1 app for the response-path tests (test_response_path.py).
 
 It listens on 127.0.0.1 (port 0: a free one) and, for every request it reads (framed by

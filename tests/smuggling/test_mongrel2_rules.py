@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The front door's request rules marked (M2), through a real Mongrel2:
 
     raw-socket client -> mongrel2 -> scale0 mongrel2 -> scale0 broker -> a recording S0/1 worker

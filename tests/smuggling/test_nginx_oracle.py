@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """nginx as an oracle for the smuggling vectors.
 
 nginx (Debian's nginx-light, one process, its own configuration in a temporary directory) proxies

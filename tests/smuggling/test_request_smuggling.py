@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Request smuggling through `scale0 gateway`, black-box.
 
 client (raw socket) -> scale0 gateway -> scale0 broker -> scale0 worker --http (sidecar) -> Recorder

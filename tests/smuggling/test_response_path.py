@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The HTTP response path, black-box (the rules R1-R7 of the front door's HTTP rules, RFC 9110 and
 RFC 9112):
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The request-smuggling vectors, as data, and the code that runs and judges them.
 
 Written from /tmp/http_rules.md (rules 1-23 of the front door, numbered as there), RFC 9110/9112

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The broker core's test fixture: a fake outbox that records what the core sends, and a core on
 // a fake clock with helpers that speak S0/1 for clients and workers. Shared by the core's tests.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The broker core with peers of the family (tests/unit/forwarding_test.cpp, fallback_test.cpp):
 // peers come up on links (socket 3, frame 0: the link id) and announce capacity; requests peers
 // forward here arrive on socket 2.

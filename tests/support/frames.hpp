@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Frames from strings and back, for the codec tests.
 #pragma once
 

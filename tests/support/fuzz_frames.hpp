@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Shared by the libFuzzer targets that feed decoders frames: an input split into frames, and the
 // check that a decoded view lies inside the frames it was decoded from.
 #pragma once

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // An outbox that accepts every message, like sockets that never refuse, and remembers the last job
 // id sent to a worker, so a test or benchmark can answer it. Shared by the allocation test and the
 // core microbenchmarks.

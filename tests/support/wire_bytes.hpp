@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Wire bytes written out independently of the codec, straight from docs/protocol.md: the codec
 // tests compare what the encoders produce with these and feed them to the decoders.
 #pragma once

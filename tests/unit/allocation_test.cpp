@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Steady state allocates nothing in the broker core: after warm-up, request → dispatch → reply
 // cycles make no call to operator new (libzmq's own buffers for frames over 33 bytes are malloc'd
 // by libzmq and are not the core's doing; the frames here are small). The worker core allocates

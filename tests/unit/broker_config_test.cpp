@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The broker's configuration file (apps/scale0/broker_config.hpp): a good file, every kind of bad
 // file (the message names the file, the line and the key), to_toml -> load_config round trips,
 // copy_setting and check_setting. Files are written under a unique directory in /tmp.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The broker core driven directly: a fake outbox records what it sends, time is whatever the test
 // says it is. No sockets, no sleeping.
 #include "broker/broker_core.hpp"

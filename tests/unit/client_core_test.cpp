@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The client library's core on a fake clock: one test per row of the client state table in
 // docs/protocol.md, plus the failover rules. A fake io records what the core opens and sends.
 #include "client/client_core.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The wire codec (S0/1 and Majordomo 0.1), tested against docs/protocol.md: every encoder's frames
 // are checked against the spec's layout and decoded back, every malformed shape the spec rules out
 // is fed to the decoders, and a seeded random run checks that no input crashes a decoder or yields

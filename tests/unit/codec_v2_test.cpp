@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The S0/2 compact framing, tested against docs/protocol.md: every encoder's packed frame is
 // compared with a layout written out here from the spec and decoded back; truncated frames, lying
 // lengths, trailing bytes, unknown commands and other versions are fed to the decoders.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The exec handler (scale0/exec.hpp) against real commands: statuses, stdin/stdout plumbing,
 // timeouts that kill the whole process group, the output limit, parsing without a shell, running
 // in parallel, and no leaked fds or processes.

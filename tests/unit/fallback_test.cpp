@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Fallback families and worker balancing in the broker core (docs/family.md, "Fallback families",
 // "Balancing workers (NEEDBROKER)"): brokers of a fallback family take a request only when the
 // family has no worker for its service, the first family first; a registering or idle worker is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The family core driven on a fake clock over a fake network: each broker's links are records, a
 // link "connects" when a broker answers at its endpoint, and what a link carries is delivered to
 // that broker's core as its peer ROUTER would read it (routing id first). Partitions lose messages

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Forwarding in the broker core (docs/family.md, "Forwarding"): peers of the family as virtual
 // workers whose credit is what they announce. Driven like the core's other tests: a fake outbox,
 // a fake clock; a peer's link is socket 3 (frame 0: the link id), requests peers forward here

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Listen addresses and endpoints as operators write them (src/common/host_port.hpp).
 #include "common/host_port.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The HTTP encoding (docs/http.md): round trips, hop-by-hop removal, de-chunking, malformed input,
 // and serve().
 #include <gtest/gtest.h>

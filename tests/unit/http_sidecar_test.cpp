@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The HTTP sidecar's pieces (scale0/http_sidecar.hpp): URL parsing, and the forwarder against a
 // scripted app on loopback (what the app sees, what comes back, which failures are the app's).
 #include "scale0/http_sidecar.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Mongrel2's handler protocol (docs/http.md, "Mongrel2 as the front door"): request messages with
 // JSON and tnetstring headers, replies, disconnects, the HTTP encoding built from them, and
 // malformed, truncated or oversized input that must give an error and never a crash.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // S0P1, the family's peer protocol, against docs/family.md: every encoder's packed frame is
 // compared with a layout written out here from the spec and decoded back; truncated frames, lying
 // counts, trailing bytes, bad ranges, bad endpoints and names, unknown commands and other framings

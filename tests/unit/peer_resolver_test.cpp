@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The resolver of configured peers (src/broker/peer_resolver.cpp): literal endpoints at once and
 // without a thread, host names on a thread of its own (only `localhost` here: no DNS in tests), and
 // a destructor that never waits for a lookup.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The front door's request rules (src/gateway/request_rules.hpp, docs/http.md "What the front
 // door accepts"), from RFC 9112 §3.2 and §6, RFC 3986 §5.2.4 and §6.2.2.
 #include "gateway/request_rules.hpp"

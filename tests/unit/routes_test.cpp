@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Route rules of the HTTP front doors (docs/http.md, "Choosing the service").
 #include "gateway/routes.hpp"
 

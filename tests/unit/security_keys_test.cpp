@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // CURVE keys and key lists (include/scale0/security.hpp, docs/security.md): Z85, CZMQ's zcert
 // format, key-list lines, service globs.
 #include <gtest/gtest.h>

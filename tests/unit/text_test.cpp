@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // Peer bytes on their way to logs, metrics and tables (src/common/text.hpp), and the service-name
 // rule of docs/protocol.md ("printable UTF-8 without control characters, 1-255 bytes").
 #include "common/text.hpp"

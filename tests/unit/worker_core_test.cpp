@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 // The worker library's core driven directly: a fake io records what it opens, sends and runs, and
 // time is whatever the test says it is. No sockets, no threads, no sleeping. The tests are named
 // after the rows of docs/protocol.md, "Worker state table (native worker library)".
@@ -101,6 +102,10 @@ class fake_io : public worker_core::io {
   }
   void run_job(worker_core::queued_job&& job) override { jobs.push_back(std::move(job)); }
   void event(const std::string& what) override { events.push_back(what); }
+  void registered() override { ++registrations; }
+  void stopping() override { ++stops; }
+  int registrations = 0;
+  int stops = 0;
 
   // The messages of `kind` sent, removed from the record.
   std::vector<sent_message> take(inbound_kind kind) {
@@ -598,6 +603,21 @@ TEST_F(worker_core_test, ready_the_held_deadline_is_forgotten_once_nothing_is_he
   advance(500ms);  // silent broker; request 2's deadline passes
   EXPECT_EQ(core->state(), worker_state::connecting);
   EXPECT_EQ(now - t0, 500ms);
+}
+
+// For service managers: READY=1 at each registration, STOPPING=1 once when a stop begins.
+TEST_F(worker_core_test, any_registration_and_the_stop_are_told_to_the_shell) {
+  start();
+  EXPECT_EQ(io.registrations, 0);
+  welcome();
+  EXPECT_EQ(io.registrations, 1);
+  disconnect();  // registers again at once
+  welcome();
+  EXPECT_EQ(io.registrations, 2);
+  EXPECT_EQ(io.stops, 0);
+  core->stop(now);
+  core->stop(now);
+  EXPECT_EQ(io.stops, 1);
 }
 
 TEST_F(worker_core_test, stopping_after_the_broker_was_lost_does_not_wait_for_what_it_held) {
