@@ -1,6 +1,6 @@
 # `cmake --install`: the library with its public headers, a CMake package
 # (find_package(scale0 0.2) then scale0::scale0) and a pkg-config file; with the command, the
-# binary, the systemd unit and the operator docs.
+# binary, the systemd units (with examples of their configuration) and the operator docs.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
@@ -45,8 +45,44 @@ install(FILES ${PROJECT_BINARY_DIR}/scale0.pc DESTINATION ${CMAKE_INSTALL_LIBDIR
 
 if(SCALE0_BUILD_APPS)
   install(TARGETS scale0_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-  install(FILES packaging/systemd/scale0-broker.service DESTINATION lib/systemd/system)
+
+  # systemd units: the broker, the HTTP gateway and a template for workers. Relative to the
+  # prefix unless absolute (the Debian package gives /lib/systemd/system, where debhelper and
+  # Debian 12's systemd look).
+  set(SCALE0_SYSTEMD_UNIT_DIR "lib/systemd/system" CACHE STRING
+      "Where `cmake --install` puts the systemd units (relative to the prefix, or absolute)")
+  # The units are made from packaging/systemd/*.in when installing, not when configuring, so
+  # ExecStart= and Documentation= name the prefix really installed to (`--prefix DIR` included):
+  # @SCALE0_BINDIR@ and @SCALE0_DOCDIR@ become the full bindir and docdir.
+  install(CODE "set(scale0_systemd_in [[${PROJECT_SOURCE_DIR}/packaging/systemd]])
+set(scale0_systemd_out [[${PROJECT_BINARY_DIR}/systemd]])
+set(scale0_unit_dir [[${SCALE0_SYSTEMD_UNIT_DIR}]])
+set(scale0_bindir [[${CMAKE_INSTALL_BINDIR}]])
+set(scale0_docdir [[${CMAKE_INSTALL_DOCDIR}]])")
+  install(CODE [[
+foreach(dir scale0_unit_dir scale0_bindir scale0_docdir)
+  if(NOT IS_ABSOLUTE "${${dir}}")
+    set(${dir} "${CMAKE_INSTALL_PREFIX}/${${dir}}")
+  endif()
+endforeach()
+set(SCALE0_BINDIR "${scale0_bindir}")
+set(SCALE0_DOCDIR "${scale0_docdir}")
+foreach(unit scale0-broker.service scale0-gateway.service scale0-worker@.service
+             scale0-broker.service.d/curve.conf)
+  configure_file("${scale0_systemd_in}/${unit}.in" "${scale0_systemd_out}/${unit}" @ONLY)
+endforeach()
+file(INSTALL "${scale0_systemd_out}/scale0-broker.service" "${scale0_systemd_out}/scale0-gateway.service"
+             "${scale0_systemd_out}/scale0-worker@.service"
+     DESTINATION "${scale0_unit_dir}" FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+# The CURVE drop-in is an example (it needs a key first): the admin copies it to
+# /etc/systemd/system/scale0-broker.service.d/.
+file(INSTALL "${scale0_systemd_out}/scale0-broker.service.d/curve.conf"
+     DESTINATION "${scale0_docdir}/examples/systemd/scale0-broker.service.d"
+     FILE_PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+]])
+  # A gateway configuration and worker instances' argument files, for the units above.
+  install(DIRECTORY packaging/systemd/examples/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
 endif()
 install(FILES README.md docs/operations.md docs/protocol.md docs/family.md docs/http.md
-              docs/security.md
+              docs/security.md docs/exec-worker.md
         DESTINATION ${CMAKE_INSTALL_DOCDIR})

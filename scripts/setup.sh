@@ -19,6 +19,10 @@ packages=(
   # libclang_rt.fuzzer-x86_64.a and clang's ASan/UBSan runtimes (clang only recommends it, and
   # recommends are not installed here); llvm-14 for llvm-symbolizer, so crash stacks have names.
   clang libclang-rt-14-dev llvm-14
+  # Debian packaging (scripts/package.sh, debian/): debhelper for dpkg-buildpackage, help2man for
+  # the man pages, lintian; systemd for systemd-analyze verify/security on the installed units
+  # (a container may lack it; installing it there starts nothing).
+  debhelper help2man lintian systemd
 )
 
 missing=()
