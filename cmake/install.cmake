@@ -51,6 +51,9 @@ if(SCALE0_BUILD_APPS)
   # Debian 12's systemd look).
   set(SCALE0_SYSTEMD_UNIT_DIR "lib/systemd/system" CACHE STRING
       "Where `cmake --install` puts the systemd units (relative to the prefix, or absolute)")
+  # Their Documentation= names man pages only where they are installed too (the Debian package
+  # makes them with help2man): else `systemd-analyze verify` would find them missing.
+  option(SCALE0_UNIT_MAN_PAGES "The systemd units name the scale0-*(1) man pages" OFF)
   # The units are made from packaging/systemd/*.in when installing, not when configuring, so
   # ExecStart= and Documentation= name the prefix really installed to (`--prefix DIR` included):
   # @SCALE0_BINDIR@ and @SCALE0_DOCDIR@ become the full bindir and docdir.
@@ -58,7 +61,8 @@ if(SCALE0_BUILD_APPS)
 set(scale0_systemd_out [[${PROJECT_BINARY_DIR}/systemd]])
 set(scale0_unit_dir [[${SCALE0_SYSTEMD_UNIT_DIR}]])
 set(scale0_bindir [[${CMAKE_INSTALL_BINDIR}]])
-set(scale0_docdir [[${CMAKE_INSTALL_DOCDIR}]])")
+set(scale0_docdir [[${CMAKE_INSTALL_DOCDIR}]])
+set(scale0_unit_man_pages ${SCALE0_UNIT_MAN_PAGES})")
   install(CODE [[
 foreach(dir scale0_unit_dir scale0_bindir scale0_docdir)
   if(NOT IS_ABSOLUTE "${${dir}}")
@@ -69,7 +73,11 @@ set(SCALE0_BINDIR "${scale0_bindir}")
 set(SCALE0_DOCDIR "${scale0_docdir}")
 foreach(unit scale0-broker.service scale0-gateway.service scale0-worker@.service
              scale0-broker.service.d/curve.conf)
-  configure_file("${scale0_systemd_in}/${unit}.in" "${scale0_systemd_out}/${unit}" @ONLY)
+  file(READ "${scale0_systemd_in}/${unit}.in" text)
+  if(NOT scale0_unit_man_pages)
+    string(REGEX REPLACE "\nDocumentation=man:[^\n]*" "" text "${text}")
+  endif()
+  file(CONFIGURE OUTPUT "${scale0_systemd_out}/${unit}" CONTENT "${text}" @ONLY)
 endforeach()
 file(INSTALL "${scale0_systemd_out}/scale0-broker.service" "${scale0_systemd_out}/scale0-gateway.service"
              "${scale0_systemd_out}/scale0-worker@.service"
