@@ -73,7 +73,7 @@ if git rev-parse --is-inside-work-tree >/dev/null 2>&1 &&
    [[ $(git rev-parse --show-toplevel) == "$root" ]]; then
   git ls-files -z --cached --others --exclude-standard |
     while IFS= read -r -d '' f; do [[ -e $f ]] && printf '%s\0' "$f"; done |
-    xargs -0 cp --parents -t "$src"
+    xargs -0 cp -P --parents -t "$src"
   commit=$(git rev-parse --short=12 HEAD)
   git diff --quiet HEAD -- || commit+=-dirty  # as cmake/build_info.cmake says it
 else  # a tree without git (an unpacked tarball): everything but the build directory
