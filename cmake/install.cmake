@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # `cmake --install`: the library with its public headers, a CMake package
 # (find_package(scale0 0.2) then scale0::scale0) and a pkg-config file; with the command, the
 # binary, the systemd units (with examples of their configuration) and the operator docs.

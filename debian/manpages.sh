@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # Makes the man pages from the built command's --help, with help2man (called by debian/rules):
 #   debian/manpages.sh BINARY VERSION OUTDIR
 # scale0(1) from `scale0 --help`, and scale0-SUB(1) from `scale0 SUB --help` for every subcommand

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Builds the Debian packages (scale0, libscale0-dev) and checks them as installed:
 #   1. dpkg-buildpackage -b -us -uc, in a copy of this tree (the tree itself stays clean); the
 #      .deb, .changes and .buildinfo files, and the build log, go to build/packages/

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs the Debian 12 packages Scale0 builds and tests with. Idempotent: packages already
 # installed are skipped, and apt-get is not run at all when nothing is missing.
 set -euo pipefail

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """systemd readiness (sd_notify, docs/operations.md): broker, gateway and worker report READY=1 once
 serving and STOPPING=1 when a graceful stop begins; the broker and gateway RELOADING=1 then
 READY=1 around a SIGHUP. Checked with a NOTIFY_SOCKET of the test's own, as systemd would give."""
