@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Sets up, builds and runs every test: the dev build, then the same suite under ASan + UBSan; then
-# the unit and library tests under ThreadSanitizer, and a short run of each libFuzzer target over
-# its committed corpus (tests/fuzz/README.md).
+# Sets up, builds and runs every test: the format check, the dev build, then the same suite under
+# ASan + UBSan; then the unit and library tests under ThreadSanitizer, a short run of each libFuzzer
+# target over its committed corpus (tests/fuzz/README.md), and the Debian packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -27,4 +27,9 @@ cmake --build --preset tsan  # the unit and integration test binaries only
 ctest --preset tsan --timeout 900
 echo "=== fuzz ==="
 scripts/fuzz.sh 10  # clang, build/fuzz, only the fuzz targets; 10 s each over their corpus
-echo "all tests passed (dev, asan-ubsan, tsan, fuzz)"
+echo "=== packages ==="
+# Last: it installs the packages on this machine (the broker's unit is enabled). Builds them from a
+# copy of the tree, lints them, installs them, verifies the units, builds a downstream program
+# against them and sends a request through the installed broker.
+scripts/package.sh
+echo "all tests passed (format, dev, asan-ubsan, tsan, fuzz, packages)"
