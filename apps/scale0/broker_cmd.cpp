@@ -11,6 +11,7 @@
 #include "broker_config.hpp"
 #include "commands.hpp"
 #include "duration_flag.hpp"
+#include "exit_status.hpp"
 #include "logging.hpp"
 #include "scale0/broker.hpp"
 #include "scale0/error.hpp"
@@ -223,7 +224,9 @@ int run_broker(broker_args& a) {
     } else {
       std::fprintf(stderr, "scale0 broker: %s\n", e.message().c_str());
     }
-    return 1;
+    // 400: the settings (protected mode, a certificate, a host that does not resolve); else a
+    // run-time failure (an endpoint in use).
+    return e.code() == status::bad_request ? exit_status::usage : exit_status::failure;
   }
 }
 

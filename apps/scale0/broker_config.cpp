@@ -10,6 +10,7 @@
 #include <variant>
 
 #include "common/text.hpp"
+#include "duration_flag.hpp"
 #include "protocol/peer_codec.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
@@ -258,6 +259,24 @@ std::string check(const field& f, const broker_settings& s) {
 
 const char* type_name(const toml::node& n);
 
+// An integer, or for a key of milliseconds also a duration string ("2s", "500ms", "1m").
+std::int64_t read_integer(const std::string& path, std::size_t line, std::string_view key,
+                          const toml::node& node) {
+  if (node.is_integer()) return node.as_integer()->get();
+  const std::string_view name =
+      key.substr(key.rfind('.') == std::string_view::npos ? 0 : key.rfind('.') + 1);
+  if (duration_key(name) && node.is_string()) {
+    if (const auto ms = milliseconds_of(node.as_string()->get())) return *ms;
+    fail(path, line, key,
+         "'" + escape_text(node.as_string()->get()) +
+             "' is not a duration (milliseconds, or a number with ms, s, m or h)");
+  }
+  fail(path, line, key,
+       std::string(duration_key(name) ? "expected milliseconds or a duration string, found "
+                                      : "expected an integer, found ") +
+           type_name(node));
+}
+
 // The `service` key: one table per service, [service."NAME"], each with the keys of
 // service_fields().
 std::map<std::string, service_settings> read_services(const std::string& path, std::size_t line,
@@ -286,9 +305,7 @@ std::map<std::string, service_settings> read_services(const std::string& path, s
       const service_field* f = find_service_field(key.str());
       if (f == nullptr) fail(path, kline, where, "unknown key");
       if (auto m = std::get_if<opt_int>(&f->member)) {
-        if (!value.is_integer())
-          fail(path, kline, where, std::string("expected an integer, found ") + type_name(value));
-        const std::int64_t v = value.as_integer()->get();
+        const std::int64_t v = read_integer(path, kline, where, value);
         if (v < f->min || v > f->max)
           fail(path, kline, where,
                std::to_string(v) + " is out of range (" + std::to_string(f->min) + " to " +
@@ -463,9 +480,7 @@ broker_settings load_config(const std::string& path, broker_settings s) {
     const field* f = find_field(key.str());
     if (f == nullptr) fail(path, line, key.str(), "unknown key");
     if (auto m = std::get_if<int_field>(&f->member)) {
-      if (!node.is_integer())
-        fail(path, line, key.str(), std::string("expected an integer, found ") + type_name(node));
-      s.** m = node.as_integer()->get();
+      s.** m = read_integer(path, line, key.str(), node);
     } else if (auto t = std::get_if<text_field>(&f->member)) {
       if (!node.is_string())
         fail(path, line, key.str(), std::string("expected a string, found ") + type_name(node));

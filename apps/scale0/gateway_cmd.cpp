@@ -14,6 +14,7 @@
 
 #include "commands.hpp"
 #include "duration_flag.hpp"
+#include "exit_status.hpp"
 #include "logging.hpp"
 #include "scale0/error.hpp"
 #include "scale0/gateway.hpp"
@@ -128,7 +129,19 @@ gateway_settings load_file(const std::string& path) {
             if (!node.is_string()) throw std::runtime_error(where + ": expected a string");
             out.*field = *node.value<std::string>();
           } else if constexpr (std::is_same_v<T, std::int64_t>) {
-            if (!node.is_integer()) throw std::runtime_error(where + ": expected an integer");
+            if (found->duration && node.is_string()) {  // "2s", "500ms"
+              const auto ms = milliseconds_of(*node.value<std::string>());
+              if (!ms)
+                throw std::runtime_error(where +
+                                         ": not a duration (milliseconds, or a number with ms, "
+                                         "s, m or h)");
+              out.*field = *ms;
+              return;
+            }
+            if (!node.is_integer())
+              throw std::runtime_error(where + (found->duration
+                                                    ? ": expected milliseconds or a duration"
+                                                    : ": expected an integer"));
             out.*field = *node.value<std::int64_t>();
           } else if constexpr (std::is_same_v<T, bool>) {
             if (!node.is_boolean()) throw std::runtime_error(where + ": expected true or false");
@@ -294,9 +307,9 @@ int run_gateway(const gateway_args& a) {
     g.run();
     log(spdlog::level::info, "gateway stopped");
     return 0;
-  } catch (const error& e) {
+  } catch (const error& e) {  // 400: the settings; else a run-time failure (a port in use)
     std::fprintf(stderr, "scale0 gateway: %s\n", e.message().c_str());
-    return 1;
+    return e.code() == status::bad_request ? exit_status::usage : exit_status::failure;
   }
 }
 

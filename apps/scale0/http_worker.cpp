@@ -11,6 +11,7 @@
 #include "commands.hpp"
 #include "common/text.hpp"
 #include "logging.hpp"
+#include "service_notify.hpp"
 
 namespace scale0::cli {
 namespace {
@@ -149,6 +150,7 @@ int run_http_worker(const worker_options& wo, http_worker_options h) {
   o.on_stopping = [told = wo.on_stopping] {
     if (stop_requested.load() && told) told();
   };
+  notify_service("READY=1");  // set up; the app and the broker are what its status line says
   while (wait_for_app(h, url)) {
     serve_while_healthy(o, handler, h, url, *health);
     if (stop_requested.load()) break;

@@ -29,8 +29,9 @@ struct request_args {
   curve_flags curve;
 };
 
-// The body exactly as it came: to a terminal, a newline is added when it lacks one.
-void write_body(const reply& r) {
+// The body exactly as it came: to a terminal, a newline is added when it lacks one. False when
+// stdout could not take it (a full disk, a closed pipe).
+bool write_body(const reply& r) {
   for (const zmq::message_t& frame : r.body) std::fwrite(frame.data(), 1, frame.size(), stdout);
   if (::isatty(STDOUT_FILENO) != 0) {
     const zmq::message_t* last = nullptr;
@@ -39,19 +40,24 @@ void write_body(const reply& r) {
     if (last != nullptr && static_cast<const char*>(last->data())[last->size() - 1] != '\n')
       std::fputc('\n', stdout);
   }
-  std::fflush(stdout);
+  return std::fflush(stdout) == 0 && std::ferror(stdout) == 0;
 }
 
 // No reply came in time. Whether a broker is there at all decides what to say: a PING answered
 // means the broker is up and the request was slow (504); none means nobody answered.
-int no_reply(client& c, const request_args& a, const error& e) {
-  if (!c.ping(std::chrono::milliseconds(std::clamp(a.timeout_ms, 200L, 1000L)))) {
+int no_reply(client& c, const request_args& a, std::uint16_t code, const std::string& message) {
+  bool answered = false;
+  try {
+    answered = c.ping(std::chrono::milliseconds(std::clamp(a.timeout_ms, 200L, 1000L)));
+  } catch (const error&) {  // the send queue is full: nobody is reading it
+  }
+  if (!answered) {
     std::cerr << "scale0 request: no answer from the broker at " << a.broker
               << " \u2014 is it running?\n";
     return exit_status::no_broker;
   }
-  std::cerr << e.code() << " " << e.message() << "\n";
-  return exit_status::of_reply(e.code());
+  std::cerr << code << " " << message << "\n";
+  return exit_status::of_reply(code);
 }
 
 int run_request(request_args& a) {
@@ -69,6 +75,8 @@ int run_request(request_args& a) {
     return exit_status::usage;
   }
   for (int i = 0; i < a.count; ++i) {
+    std::uint16_t made_here = 0;  // a 504 or 502 the library made: is a broker there at all?
+    std::string why;
     try {
       std::vector<zmq::message_t> body;
       body.emplace_back(a.body->data(), a.body->size());
@@ -78,7 +86,10 @@ int run_request(request_args& a) {
         return exit_status::of_reply(r.status);
       }
       if (a.verbose) std::cerr << r.status << " " << r.message << "\n";
-      write_body(r);
+      if (!write_body(r)) {
+        std::cerr << "scale0 request: cannot write the reply to stdout\n";
+        return exit_status::failure;
+      }
       // 8/MMI answers 200 with the status in the body ("404": no worker serves it); the exit
       // status follows the body, so `scale0 request mmi.service echo` is a check for scripts.
       const std::string text = r.text();
@@ -91,11 +102,14 @@ int run_request(request_args& a) {
     } catch (const error& e) {
       // Thrown, these were made by the library: nothing came back in time, or the broker went
       // silent while holding the request.
-      if (e.code() == status::deadline || e.code() == status::worker_lost)
-        return no_reply(*c, a, e);
-      std::cerr << e.code() << " " << e.message() << "\n";
-      return exit_status::of_reply(e.code());
+      if (e.code() != status::deadline && e.code() != status::worker_lost) {
+        std::cerr << e.code() << " " << e.message() << "\n";
+        return exit_status::of_reply(e.code());
+      }
+      made_here = e.code();
+      why = e.message();
     }
+    if (made_here != 0) return no_reply(*c, a, made_here, why);
   }
   return exit_status::ok;
 }

@@ -15,6 +15,7 @@
 #include "logging.hpp"
 #include "scale0/error.hpp"
 #include "scale0/exec.hpp"
+#include "scale0/protocol.hpp"
 #include "scale0/worker.hpp"
 #include "service_notify.hpp"
 
@@ -95,6 +96,12 @@ int run_worker(worker_args& a) {
     return exit_status::usage;
   }
   if (a.name.empty()) a.name = default_worker_name();
+  if (!protocol::valid_worker_name(a.name)) {  // before --http, which builds its worker later
+    std::fprintf(stderr,
+                 "scale0 worker: a worker's name must be 1-64 bytes of printable UTF-8 (no "
+                 "control characters)\n");
+    return exit_status::usage;
+  }
   a.o.name = a.name;
   a.o.heartbeat_interval = std::chrono::milliseconds(a.heartbeat_ms);
   a.o.protocol_version = static_cast<std::uint8_t>(a.protocol_version);
@@ -102,10 +109,12 @@ int run_worker(worker_args& a) {
   a.o.inline_handler = a.echo && a.delay_ms == 0;
   const std::string name = a.name;
   // Events may quote the broker (a DISCONNECT's reason): escaped like every logged peer string.
+  // A service manager sees the worker ready once it is set up (a broker away must not fail its
+  // start); the latest event (registered with ..., lost broker ...) is its status line.
   a.o.on_event = [name](const std::string& what) {
     log(spdlog::level::info, what, {{"worker", name}});
+    notify_service(("STATUS=" + escape_text(what)).c_str());
   };
-  a.o.on_registered = [] { notify_service("READY=1"); };
   a.o.on_stopping = [] { notify_service("STOPPING=1"); };
   hangup_logger hangups("worker");  // nothing to reload: SIGHUP must not end the worker
   try {
@@ -120,6 +129,7 @@ int run_worker(worker_args& a) {
     on_stop_signal([]() noexcept {
       if (worker* current = running.load()) current->stop();
     });
+    notify_service("READY=1");
     w.run();
     return 0;
   } catch (const error& e) {  // 400: invalid options (a name, an endpoint, a key)

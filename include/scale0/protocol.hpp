@@ -31,8 +31,8 @@ inline constexpr std::uint8_t flag_idempotent = 0x01;
 // READY (S0/2 only): the worker registers here because a broker sent it (DISCONNECT 301). A
 // broker does not send such a worker on again at once (docs/family.md, "Balancing workers").
 inline constexpr std::uint8_t flag_moved = 0x02;
-// READY (S0/2 only): a display name (str8, 1-64 bytes of printable UTF-8) follows the flags.
-inline constexpr std::uint8_t flag_named = 0x04;
+// READY (S0/2 only): a frame after the packed fields, if any, is the worker's display name (1-64
+// bytes of printable UTF-8). Brokers from before names ignore it.
 inline constexpr std::size_t max_worker_name = 64;
 inline constexpr std::size_t max_message_length = 65535;  // S0/2 message and endpoint strings
 
@@ -121,7 +121,7 @@ struct inbound {
   std::uint16_t reply_status = 0;    // worker_reply; worker_disconnect: its status (0: none)
   std::string_view message;          // worker_reply
   std::string_view services;         // S0/2 READY: the packed service list (see ready_services)
-  std::string_view name;             // S0/2 READY with flag_named: the worker's display name
+  std::string_view name;             // S0/2 READY: the worker's display name ("" for none)
   // Index of the first body frame (requests, replies, ping) or, for an S0/1 READY, of the first
   // service frame.
   std::size_t first = 0;
@@ -218,7 +218,7 @@ void append_client_hello(frames& out);
 void append_client_welcome(frames& out, std::uint64_t broker_id,
                            const std::vector<std::string_view>& frontends,
                            const std::vector<std::string_view>& idempotent_services);
-// S0/2 carries `name` (flag_named) when it is not empty; S0/1 has no name.
+// S0/2 carries `name` (a frame of its own) when it is not empty; S0/1 has no name.
 void append_worker_ready(frames& out, std::uint32_t concurrency, std::uint32_t heartbeat_ms,
                          std::uint8_t flags, const std::vector<std::string_view>& services,
                          std::uint8_t version = version_1, std::string_view name = {});

@@ -35,7 +35,9 @@ void bind(zmq::socket_t& s, const std::string& endpoint, const char* what) {
     if (detail::ipv6_endpoint(where)) s.set(zmq::sockopt::ipv6, 1);
     s.bind(where);
   } catch (const zmq::error_t& e) {
-    throw error(status::bad_request,
+    // Not the configuration's fault (an address in use, not this machine's): 503, a run-time
+    // failure, where invalid settings are 400.
+    throw error(status::unavailable,
                 std::string("cannot bind ") + what + " endpoint " + endpoint + ": " + e.what());
   }
 }

@@ -109,7 +109,7 @@ struct metrics_server::impl {
     if (!ec) acceptor.bind(ep, ec);
     if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
     if (ec)
-      throw error(status::bad_request,
+      throw error(status::unavailable,
                   "cannot listen for metrics on " + listen + ": " + ec.message());
     accept();
     thread = std::thread([this] { io.run(); });

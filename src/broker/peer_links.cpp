@@ -65,7 +65,7 @@ std::string peer_links::bind(const std::string& endpoint) {
     if (detail::ipv6_endpoint(where)) router_.set(zmq::sockopt::ipv6, 1);
     router_.bind(where);
   } catch (const zmq::error_t& e) {
-    throw error(status::bad_request,
+    throw error(status::unavailable,
                 "cannot bind peer-listen endpoint " + endpoint + ": " + e.what());
   }
   return router_.get(zmq::sockopt::last_endpoint);

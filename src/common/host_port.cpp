@@ -14,20 +14,29 @@ namespace scale0::detail {
 
 namespace {
 
+// An IP literal, taken as written (an IPv6 literal with a zone, fe80::1%eth0, too).
 bool ip_literal(const std::string& host) noexcept {
   in6_addr buf{};
   return ::inet_pton(AF_INET, host.c_str(), &buf) == 1 ||
-         ::inet_pton(AF_INET6, host.c_str(), &buf) == 1;
+         ::inet_pton(AF_INET6, host.c_str(), &buf) == 1 ||
+         (host.find(':') != std::string::npos && host.find('%') != std::string::npos);
 }
 
-// The first address of a host name, as text; "" when it does not resolve.
+// The address of a host name, as text: its first IPv4 address, else its first IPv6 one (a client
+// given the same name connects over IPv4: libzmq resolves names without ZMQ_IPV6); "" when it
+// does not resolve. "localhost" is 127.0.0.1 whatever /etc/hosts lists first.
 std::string resolve_first(const std::string& host) {
+  if (host == "localhost") return "127.0.0.1";
   addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_ADDRCONFIG;
   addrinfo* found = nullptr;
-  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return {};
+  hints.ai_family = AF_INET;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) {
+    hints.ai_family = AF_INET6;
+    found = nullptr;
+    if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return {};
+  }
   const std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> hold(found, ::freeaddrinfo);
   char text[INET6_ADDRSTRLEN] = {};
   const void* addr = found->ai_family == AF_INET6
@@ -88,9 +97,7 @@ host_port parse_host_port(const std::string& text, const char* what) {
     throw error(status::bad_request, std::string("invalid port in ") + what + " " + text);
   out.port = static_cast<std::uint16_t>(port);
   out.host = unbracket(text.substr(0, colon));
-  if (out.host == "localhost") {
-    out.host = "127.0.0.1";
-  } else if (!ip_literal(out.host)) {
+  if (!ip_literal(out.host)) {
     std::string ip = resolve_first(out.host);
     if (ip.empty())
       throw error(status::bad_request,
@@ -114,6 +121,8 @@ bool loopback_host(std::string host) noexcept {
     unsigned v = 0;
     const auto [end, ec] = std::from_chars(host.data() + i, host.data() + dot, v);
     if (ec != std::errc{} || end != host.data() + dot || dot == i || v > 255) return false;
+    // 0127.0.0.1 is not 127.0.0.1 to the resolver (a leading zero is octal): not loopback
+    if (dot - i > 1 && host[i] == '0') return false;
     if (parts == 0) first = v;
     ++parts;
     i = dot + 1;

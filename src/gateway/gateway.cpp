@@ -703,7 +703,7 @@ server::server(gateway_options o) : opt(std::move(o)) {
   if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor.bind(ep, ec);
   if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) throw error(status::bad_request, "cannot listen on " + opt.listen + ": " + ec.message());
+  if (ec) throw error(status::unavailable, "cannot listen on " + opt.listen + ": " + ec.message());
 
   try {
     security::apply_curve_client(dealer, opt.curve);

@@ -291,17 +291,16 @@ inbound decode_worker_v2(const frames& f) noexcept {
                                "READY needs concurrency, heartbeat, flags and a service");
       if (in.concurrency < 1 || in.concurrency > max_concurrency)
         return worker_error_v2(status::bad_request, "concurrency must be 1-1024");
-      if ((in.flags & ~(flag_idempotent | flag_moved | flag_named)) != 0)
+      if ((in.flags & ~(flag_idempotent | flag_moved)) != 0)
         return worker_error_v2(status::bad_request, "unknown READY flags");
-      std::size_t services_at = v2_head + 9;
-      if ((in.flags & flag_named) != 0) {
-        in.name = r.str8();
-        if (!r.ok()) return worker_error_v2(status::bad_request, "READY name is cut short");
+      if (f.size() > 4)
+        return worker_error_v2(status::bad_request, "READY has at most a name after its fields");
+      if (f.size() == 4) {
+        in.name = view(f[3]);
         if (!valid_worker_name(in.name))
           return worker_error_v2(status::bad_request, "invalid worker name");
-        services_at += 1 + in.name.size();
       }
-      in.services = packed.substr(services_at);
+      in.services = packed.substr(v2_head + 9);
       if (const char* why = check_services_v2(in.services))
         return worker_error_v2(status::bad_request, why);
       in.service = reader(in.services).str8();
@@ -766,15 +765,11 @@ void append_worker_ready(frames& out, std::uint32_t concurrency, std::uint32_t h
                          std::uint8_t version, std::string_view name) {
   if (version == version_2) {
     std::size_t size = 9;
-    if (!name.empty()) {
-      flags |= flag_named;
-      size += str8_size(name);
-    }
     for (auto s : services) size += str8_size(s);
     writer w = append_packed(out, worker_header_v2, cmd(worker_command::ready), size);
     w.u32(concurrency).u32(heartbeat_ms).u8(flags);
-    if (!name.empty()) w.str8(name);
     for (auto s : services) w.str8(s);
+    if (!name.empty()) out.push_back(str_frame(name));
     return;
   }
   append_head(out, worker_header, cmd(worker_command::ready));

@@ -59,13 +59,27 @@ class ListenAddressTest(Scale0TestCase):
     def test_a_name_that_does_not_resolve_is_a_configuration_error(self):
         r = run_cli(["broker", "--frontend", "tcp://no-such-host.invalid:5555", "--metrics-listen", ""],
                     timeout=30)
-        self.assertNotEqual(r.returncode, 0)
+        self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn(b"no-such-host.invalid", r.stderr)
         r = run_cli(["broker", "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
                      "--heartbeat", "tcp://127.0.0.1:*", "--peer-listen", "tcp://127.0.0.1:*",
                      "--metrics-listen", "no-such-host.invalid:0"], timeout=30)
-        self.assertNotEqual(r.returncode, 0)
+        self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn(b"no-such-host.invalid", r.stderr)
+
+    def test_protected_mode_refusals_are_configuration_errors(self):
+        # Reachable from elsewhere without CURVE/TLS or --insecure: exit 2 (the unit's
+        # RestartPreventExitStatus), and a leading zero (octal to the resolver) is not loopback.
+        for args in (["broker", "--frontend", "tcp://0.0.0.0:*", "--backend", "tcp://127.0.0.1:*",
+                      "--heartbeat", "tcp://127.0.0.1:*", "--peer-listen", "tcp://127.0.0.1:*",
+                      "--metrics-listen", ""],
+                     ["gateway", "--listen", "0.0.0.0:0", "--broker", "tcp://127.0.0.1:1",
+                      "--metrics-listen", ""],
+                     ["gateway", "--listen", "0127.0.0.1:0", "--broker", "tcp://127.0.0.1:1",
+                      "--metrics-listen", ""]):
+            with self.subTest(args[:3]):
+                r = run_cli(args, timeout=30)
+                self.assertEqual(r.returncode, 2, r.stderr)
 
     @unittest.skipUnless(ipv6_loopback(), "no IPv6 loopback here")
     def test_ipv6_endpoints_bind_connect_and_print_with_brackets(self):

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Worker names on the wire (docs/protocol.md, S0/2 READY flag 0x04): a native worker's READY
-carries a display name (`scale0 worker --name`, default host:pid); the broker shows it in
+"""Worker names on the wire (docs/protocol.md, S0/2 READY): a native worker's READY carries a
+display name in a frame after its fields (`scale0 worker --name`, default host:pid); the broker shows it in
 `scale0 status` (JSON and table) and refuses a name that is not 1-64 bytes of printable UTF-8."""
 
 import re
@@ -11,16 +11,13 @@ from harness import Scale0TestCase, run_cli, str8, u8, u32, wait_until
 
 S0W2 = b"S0W2"
 READY, WELCOME, DISCONNECT = 1, 6, 5
-NAMED = 0x04
 
 
-def ready_v2(name, services=(b"svc",), flags=NAMED):
-    packed = S0W2 + u8(READY) + u32(1) + u32(0) + u8(flags)
-    if flags & NAMED:
-        packed += str8(name)
+def ready_v2(name, services=(b"svc",)):
+    packed = S0W2 + u8(READY) + u32(1) + u32(0) + u8(0)
     for s in services:
         packed += str8(s)
-    return [b"", packed]
+    return [b"", packed] + ([] if name is None else [name])
 
 
 class WorkerNameTest(Scale0TestCase):
@@ -62,18 +59,23 @@ class WorkerNameTest(Scale0TestCase):
                 self.assertEqual(m[1][:5], S0W2 + u8(DISCONNECT), "%s: %r" % (what, m))
                 self.assertEqual(struct.unpack(">H", m[1][5:7])[0], 400, "%s: %r" % (what, m))
                 q.close()
-        # a READY that names itself but is cut short is refused too
+        # two frames after the fields are refused too
         q = self.raw(b.backend)
-        q.send([b"", S0W2 + u8(READY) + u32(1) + u32(0) + u8(NAMED) + b"\x09abc"])
+        q.send(ready_v2(b"a", services=(b"two",)) + [b"b"])
         m = q.recv(5.0)
         self.assertEqual(m[1][:5], S0W2 + u8(DISCONNECT), m)
+        # no name: shown by its id, as before names
+        q = self.raw(b.backend)
+        q.send(ready_v2(None, services=(b"anon",)))
+        m = q.recv(5.0)
+        self.assertEqual(m[1][:5], S0W2 + u8(WELCOME), m)
         # nothing invalid registered; 64 bytes is a valid name
         q = self.raw(b.backend)
         q.send(ready_v2(b"n" * 64, services=(b"long",)))
         m = q.recv(5.0)
         self.assertEqual(m[1][:5], S0W2 + u8(WELCOME), m)
         names = self.workers_by_name(b)
-        self.assertEqual(sorted(names), sorted(["raw-7", "n" * 64]))
+        self.assertEqual(sorted(names), sorted(["", "raw-7", "n" * 64]))
 
     def test_invalid_cli_name_is_a_usage_error(self):
         r = run_cli(["worker", "--service", "x", "--echo", "--name", "a\tb"], timeout=20)

@@ -37,13 +37,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (in.kind == inbound_kind::client_error && in.version == version_1)
     check(in.id == (f.size() > 4 && f[4].size() == 8 ? read_u64(f[4]) : 0));
   if (in.kind == inbound_kind::worker_ready) {
-    // S0/1 READY takes the idempotent flag only; S0/2 also *moved* and *named*
-    // (docs/protocol.md), and a name only with its flag.
-    const std::uint8_t known = in.version == version_2
-                                   ? std::uint8_t{flag_idempotent | flag_moved | flag_named}
-                                   : flag_idempotent;
-    check(inside(in.name, f) && ((in.flags & flag_named) != 0) == !in.name.empty());
-    check(in.name.empty() || valid_worker_name(in.name));
+    // S0/1 READY takes the idempotent flag only; S0/2 also *moved*, and a name (a frame of its
+    // own) that is valid (docs/protocol.md).
+    const std::uint8_t known =
+        in.version == version_2 ? std::uint8_t{flag_idempotent | flag_moved} : flag_idempotent;
+    check(inside(in.name, f) && (in.name.empty() || valid_worker_name(in.name)));
+    check(in.name.empty() || in.version == version_2);
     check(in.concurrency >= 1 && in.concurrency <= max_concurrency && (in.flags & ~known) == 0);
     service_names names{};
     const std::size_t n = ready_services(f, in, names);

@@ -311,6 +311,27 @@ TEST_F(broker_config_test, LoadsAGoodFile) {
   ExpectSame(loaded, NonDefault());
 }
 
+// Keys of milliseconds also take a duration string, as the flags do.
+TEST_F(broker_config_test, DurationsTakeUnits) {
+  const std::string path = Write("durations.toml",
+                                 "heartbeat-interval = \"2s\"\n"
+                                 "drain-timeout = \"500ms\"\n"
+                                 "service-ttl = \"1m\"\n"
+                                 "request-timeout = \"1h\"\n"
+                                 "no-worker-timeout = 250\n"
+                                 "handshake-timeout = \"750\"\n"
+                                 "[service.\"echo\"]\n"
+                                 "request-timeout = \"3s\"\n");
+  const broker_settings s = load_config(path);
+  EXPECT_EQ(s.heartbeat_interval, 2000);
+  EXPECT_EQ(s.drain_timeout, 500);
+  EXPECT_EQ(s.service_ttl, 60000);
+  EXPECT_EQ(s.request_timeout, 3600000);
+  EXPECT_EQ(s.no_worker_timeout, 250);
+  EXPECT_EQ(s.handshake_timeout, 750);
+  EXPECT_EQ(s.services.at("echo").request_timeout, 3000);
+}
+
 TEST_F(broker_config_test, EmptyFileKeepsTheBase) {
   const std::string path = Write("empty.toml", "# nothing but a comment\n\n");
   ExpectSame(load_config(path), broker_settings{});
@@ -374,6 +395,12 @@ TEST_F(broker_config_test, EveryBadCaseNamesFileLineAndKey) {
        "max-client-inflight"},
       {"bad log level", prelude + "log-level = \"loud\"\n", 3, "log-level"},
       {"bad log format", prelude + "log-format = \"xml\"\n", 3, "log-format"},
+      {"duration without a known unit", prelude + "drain-timeout = \"5 parsecs\"\n", 3,
+       "drain-timeout': '5 parsecs' is not a duration"},
+      {"duration string on a count", prelude + "max-queue = \"5s\"\n", 3,
+       "max-queue': expected an integer"},
+      {"fractional duration", prelude + "request-timeout = \"1.5s\"\n", 3, "request-timeout"},
+      {"duration out of range", prelude + "heartbeat-interval = \"2h\"\n", 3, "heartbeat-interval"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);

@@ -125,45 +125,47 @@ TEST(CodecV2, WorkerReadyWithSeveralServices) {
   EXPECT_EQ(names[2], "ccc");
 }
 
-// READY with flag_named: the display name (str8) comes between the flags and the services.
+// READY with a name: a frame of its own after the packed fields (old brokers ignore it).
 TEST(CodecV2, WorkerReadyWithAName) {
   frames f;
   f.emplace_back(identity.data(), identity.size());
   append_worker_ready(f, 2, 0, flag_idempotent, {"a", "bb"}, version_2, "host-1:42");
-  EXPECT_EQ(parts_of(f), (strings{identity, "",
-                                  W2 + "\x01" + u32(2) + u32(0) + u8(flag_idempotent | flag_named) +
-                                      str8("host-1:42") + str8("a") + str8("bb")}));
+  EXPECT_EQ(parts_of(f),
+            (strings{identity, "",
+                     W2 + "\x01" + u32(2) + u32(0) + u8(flag_idempotent) + str8("a") + str8("bb"),
+                     "host-1:42"}));
   const inbound in = decode_inbound(f);
   ASSERT_EQ(in.kind, inbound_kind::worker_ready);
   EXPECT_EQ(in.name, "host-1:42");
-  EXPECT_EQ(in.flags, flag_idempotent | flag_named);
+  EXPECT_EQ(in.flags, flag_idempotent);
   EXPECT_EQ(in.service, "a");
   service_names names{};
   ASSERT_EQ(ready_services(f, in, names), 2u);
   EXPECT_EQ(names[1], "bb");
 
-  // No name, no flag: the READY of before names, byte for byte.
+  // No name: the READY of before names, byte for byte.
   frames plain;
   append_worker_ready(plain, 2, 0, 0, {"a"}, version_2, "");
   EXPECT_EQ(parts_of(plain), (strings{"", W2 + "\x01" + u32(2) + u32(0) + u8(0) + str8("a")}));
+  EXPECT_EQ(decode_inbound(at_broker(parts_of(plain))).name, "");
   // S0/1 has no name.
   frames v1;
   append_worker_ready(v1, 2, 0, 0, {"a"}, version_1, "ignored");
-  EXPECT_EQ(decode_inbound(at_broker(parts_of(v1))).name, "");
+  const inbound in1 = decode_inbound(at_broker(parts_of(v1)));
+  EXPECT_EQ(in1.name, "");
+  ASSERT_EQ(ready_services(at_broker(parts_of(v1)), in1, names), 1u);
 }
 
 TEST(CodecV2, InvalidWorkerNamesAre400) {
-  const std::string head = W2 + "\x01" + u32(1) + u32(0) + u8(flag_named);
-  const std::string too_long(65, 'n');
-  for (const std::string& bad :
-       {head + str8("") + str8("svc"), head + str8("a\nb") + str8("svc"),
-        head + str8("\xff") + str8("svc"), head + str8(too_long) + str8("svc"),
-        head + "\x05" + "ab", head + str8("name")}) {  // cut short; a name and no service
-    const inbound in = decode_inbound(at_broker({"", bad}));
+  const std::string head = W2 + "\x01" + u32(1) + u32(0) + u8(0) + str8("svc");
+  for (const std::string& bad : {""s, "a\nb"s, "\xff"s, std::string(65, 'n'), "a\x1b[2Jb"s}) {
+    const inbound in = decode_inbound(at_broker({"", head, bad}));
     EXPECT_EQ(in.kind, inbound_kind::worker_error) << bad.size();
     EXPECT_EQ(in.status, st::bad_request);
   }
-  const inbound ok = decode_inbound(at_broker({"", head + str8(std::string(64, 'n')) + str8("s")}));
+  const inbound two = decode_inbound(at_broker({"", head, "name", "more"}));
+  EXPECT_EQ(two.kind, inbound_kind::worker_error);
+  const inbound ok = decode_inbound(at_broker({"", head, std::string(64, 'n')}));
   EXPECT_EQ(ok.kind, inbound_kind::worker_ready);
   EXPECT_EQ(ok.name.size(), 64u);
 }

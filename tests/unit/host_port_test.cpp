@@ -19,6 +19,21 @@ TEST(HostPort, LiteralsNamesAndBrackets) {
   EXPECT_THROW(parse_host_port("127.0.0.1:65536", "x"), error);
   EXPECT_THROW(parse_host_port("127.0.0.1:", "x"), error);
   EXPECT_THROW(parse_host_port("no-such-host.invalid:80", "x"), error);
+  // a zone stays with its address
+  EXPECT_EQ(parse_host_port("[fe80::1%lo]:0", "x").host, "fe80::1%lo");
+}
+
+// Protected mode judges what is bound: a leading zero is octal to the resolver.
+TEST(HostPort, LoopbackIsJudgedStrictly) {
+  EXPECT_TRUE(loopback_listen("127.0.0.1:80"));
+  EXPECT_TRUE(loopback_listen("127.1.2.3:80"));
+  EXPECT_TRUE(loopback_listen("[::1]:80"));
+  EXPECT_TRUE(loopback_listen("localhost:80"));
+  EXPECT_FALSE(loopback_listen("0127.0.0.1:80"));
+  EXPECT_FALSE(loopback_listen("127.0.0.01:80"));
+  EXPECT_FALSE(loopback_listen("0.0.0.0:80"));
+  EXPECT_TRUE(loopback_endpoint("tcp://127.0.0.1:5555"));
+  EXPECT_FALSE(loopback_endpoint("tcp://0127.0.0.1:5555"));
 }
 
 TEST(HostPort, PrintedWithBracketsForIpv6) {

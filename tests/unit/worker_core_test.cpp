@@ -453,19 +453,30 @@ TEST_F(worker_core_test, ready_DISCONNECT_301_moves_to_the_endpoint_given_at_onc
   EXPECT_EQ(io.log, (strings{"close", "open tcp://b1:5556", sent_log(inbound_kind::worker_ready)}));
 }
 
-TEST_F(worker_core_test, connecting_READY_carries_the_workers_name_in_S0_2_only) {
+TEST_F(worker_core_test, connecting_READY_carries_the_workers_name) {
   options.name = "host-1:42";
   start();
   auto ready = io.take(inbound_kind::worker_ready);
   ASSERT_EQ(ready.size(), 1u);
   EXPECT_EQ(ready[0].name, "host-1:42");
-  EXPECT_EQ(ready[0].flags, protocol::flag_named);
+  EXPECT_EQ(ready[0].flags, 0u);
   // every READY: after a DISCONNECT too
   welcome();
   disconnect();
   ready = io.take(inbound_kind::worker_ready);
   ASSERT_FALSE(ready.empty());
   EXPECT_EQ(ready.back().name, "host-1:42");
+}
+
+TEST_F(worker_core_test, connecting_S0_1_READY_has_no_name) {
+  options.name = "host-1:42";
+  options.protocol_version = protocol::version_1;
+  start();
+  auto ready = io.take(inbound_kind::worker_ready);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0].version, protocol::version_1);
+  EXPECT_EQ(ready[0].name, "");
+  EXPECT_EQ(ready[0].services, (strings{"echo", "upper"}));
 }
 
 TEST_F(worker_core_test, ready_DISCONNECT_301_the_READY_after_a_move_says_so_and_only_that_one) {
