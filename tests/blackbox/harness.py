@@ -484,6 +484,22 @@ def frames_of_str(services):
     return [s.decode() if isinstance(s, bytes) else s for s in services]
 
 
+def first_line(proc, timeout=15.0):
+    """The first line a Proc started with capture_stdout=True prints (a server's ready line),
+    without its newline; whatever came by then when it ends or the time is up."""
+    fd = proc.p.stdout.fileno()
+    buf = b""
+    deadline = now() + timeout
+    while b"\n" not in buf and now() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.1)
+        if r:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            buf += chunk
+    return buf.split(b"\n")[0]
+
+
 def run_cli(args, input=None, timeout=30.0):
     """Run the scale0 binary with args; returns CompletedProcess (bytes stdout/stderr)."""
     cmd = [BIN] + [str(a) for a in args]

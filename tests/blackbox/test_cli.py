@@ -7,7 +7,8 @@ import socket
 import time
 import unittest
 
-from harness import (BIN, Broker, Proc, Scale0TestCase, ep, free_port, now, run_cli, READY_RE)
+from harness import (BIN, Broker, Proc, Scale0TestCase, ep, first_line, free_port, now, run_cli,
+                     READY_RE)
 
 
 class RequestCliTest(Scale0TestCase):
@@ -128,20 +129,9 @@ class BrokerCliTest(unittest.TestCase):
         p = Proc([BIN, "broker", "--frontend", "tcp://127.0.0.1:*", "--backend", "tcp://127.0.0.1:*",
                   "--heartbeat", "tcp://127.0.0.1:*", "--metrics-listen", "127.0.0.1:0"], capture_stdout=True)
         try:
-            import select, os
-            fd = p.p.stdout.fileno()
-            buf = b""
-            deadline = now() + 15
-            while b"\n" not in buf and now() < deadline:
-                r, _, _ = select.select([fd], [], [], 0.1)
-                if r:
-                    chunk = os.read(fd, 4096)
-                    if not chunk:
-                        break
-                    buf += chunk
-            line = buf.split(b"\n")[0]
+            line = first_line(p)
             m = READY_RE.match(line)
-            self.assertIsNotNone(m, "ready line %r; stderr %s" % (buf, p.stderr_text()))
+            self.assertIsNotNone(m, "ready line %r; stderr %s" % (line, p.stderr_text()))
             eps = [x.decode() for x in m.groups()[:3]]
             for e in eps:
                 self.assertRegex(e, r"^tcp://127\.0\.0\.1:\d+$", "the real port, not *")

@@ -2,13 +2,10 @@
 """Listen addresses as operators write them: host names (resolved to their first address) and
 IPv6 literals, for ZeroMQ endpoints and HTTP listeners; printed IPv6 endpoints use brackets."""
 
-import os
-import re
-import select
 import socket
 import unittest
 
-from harness import BIN, GATEWAY_READY_RE, READY_RE, Proc, Scale0TestCase, now, run_cli
+from harness import BIN, GATEWAY_READY_RE, READY_RE, Proc, Scale0TestCase, first_line, now, run_cli
 
 
 def ipv6_loopback():
@@ -20,26 +17,12 @@ def ipv6_loopback():
         return False
 
 
-def ready_line(p, timeout=15.0):
-    fd = p.p.stdout.fileno()
-    buf = b""
-    deadline = now() + timeout
-    while b"\n" not in buf and now() < deadline:
-        r, _, _ = select.select([fd], [], [], 0.1)
-        if r:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-    return buf.split(b"\n")[0]
-
-
 class ListenAddressTest(Scale0TestCase):
 
     def start(self, args):
         p = Proc([BIN] + args, capture_stdout=True)
         self.addCleanup(p.cleanup)
-        line = ready_line(p)
+        line = first_line(p)
         return p, line
 
     def test_host_names_are_resolved_for_every_endpoint(self):
@@ -116,7 +99,7 @@ class ListenAddressTest(Scale0TestCase):
         g = Proc([BIN, "gateway", "--listen", "[::1]:0", "--broker", frontend, "--metrics-listen", ""],
                  capture_stdout=True)
         self.addCleanup(g.cleanup)
-        gl = ready_line(g)
+        gl = first_line(g)
         gm = GATEWAY_READY_RE.match(gl)
         self.assertIsNotNone(gm, "gateway ready line %r; stderr %s" % (gl, g.stderr_text()))
         self.assertRegex(gm.group(1).decode(), r"^\[::1\]:\d+$")
