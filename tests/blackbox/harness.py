@@ -39,9 +39,12 @@ import unittest
 
 import zmq
 
-BIN = os.environ.get("SCALE0_BIN", "/work/main/build/dev/apps/scale0/scale0")
-PYTHON = "/usr/bin/python3"
 HERE = os.path.dirname(os.path.abspath(__file__))
+# CTest passes the binary it built ($<TARGET_FILE:scale0_cli>); by hand, the dev build of this
+# checkout.
+BIN = os.environ.get("SCALE0_BIN") or os.path.join(HERE, "..", "..", "build", "dev", "apps", "scale0",
+                                                   "scale0")
+PYTHON = "/usr/bin/python3"
 VERBOSE = os.environ.get("SCALE0_TEST_VERBOSE", "") not in ("", "0")
 
 # ---------------------------------------------------------------------------------------------

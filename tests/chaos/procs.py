@@ -18,7 +18,8 @@ import subprocess
 import threading
 import time
 
-BIN = os.environ.get("SCALE0_BIN", "build/dev/apps/scale0/scale0")
+BIN = os.environ.get("SCALE0_BIN") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                                   "..", "build", "dev", "apps", "scale0", "scale0")
 
 _started = []          # every Proc ever started (each the leader of its own process group)
 _cleanups = []         # extra cleanup callables (network namespace), run in reverse order
