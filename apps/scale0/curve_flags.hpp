@@ -15,7 +15,8 @@ struct curve_flags {
 
   void add_to(CLI::App* sub) {
     sub->add_option("--curve-server-key", server_key,
-                    "The broker's CURVE public key (Z85, or its certificate file): CURVE on");
+                    "The broker's CURVE public key (Z85, or its certificate file); given, the "
+                    "connection to the broker is encrypted with CURVE");
     sub->add_option("--curve-cert", cert,
                     "Own secret CURVE certificate (scale0 keygen); default: an ephemeral key");
   }

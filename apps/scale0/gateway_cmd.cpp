@@ -91,7 +91,8 @@ const std::vector<setting>& settings() {
        "HTTPS: certificate chain, PEM (leaf first); re-read on SIGHUP. Needs --tls-key"},
       {"tls-key", &s::tls_key, "HTTPS: the certificate's private key, PEM; re-read on SIGHUP"},
       {"curve-server-key", &s::curve_server_key,
-       "The broker's CURVE public key (Z85, or its certificate file): CURVE on"},
+       "The broker's CURVE public key (Z85, or its certificate file); given, the "
+       "connection to the broker is encrypted with CURVE"},
       {"curve-cert", &s::curve_cert,
        "Own secret CURVE certificate (scale0 keygen); default: an ephemeral key"},
       {"log-level", &s::log_level, "trace, debug, info, warn, error, critical, off"},

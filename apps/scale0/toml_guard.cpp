@@ -25,10 +25,18 @@ std::size_t run(std::string_view s, std::size_t at, char c) {
 toml_hazard find_toml_hazard(std::string_view s) {
   enum class in { text, comment, basic, multi_basic, literal, multi_literal };
   in state = in::text;
-  // Whether a quote here opens a string: at the start of a line (a key) or after = [ , { . (a
-  // value, an array item, a key part). Elsewhere toml++ is inside a bare key or value, which it
-  // reads on to the next terminator, quotes included.
+  // Whether a quote here opens a string: at the start of a line (a key) or after = [ , { (a
+  // value, an array item, a key) or after a . between the parts of a key. Elsewhere toml++ is
+  // inside a bare key or value, which it reads on to the next terminator, quotes included: in a
+  // value a . is part of it (`0x1."x"` is one bare value to toml++, not a key and a string).
   bool quote_opens = true;
+  // Keys or values: `key` is true where a key stands (the start of a line outside brackets, a
+  // table header, after { or after , in an inline table), false after = and in arrays. `nest`
+  // holds the open brackets: 'h' a table header, '[' an array, '{' an inline table (bounded: a
+  // deeper nesting is refused by toml++ itself long before).
+  bool key = true;
+  std::string nest;
+  char previous = '\n';
   std::size_t line = 1;
   std::size_t i = s.substr(0, 3) == "\xEF\xBB\xBF" ? 3 : 0;  // toml++ skips a UTF-8 byte order mark
   const auto hazard = [&](const char* what) { return toml_hazard{line, what}; };
@@ -47,7 +55,25 @@ toml_hazard find_toml_hazard(std::string_view s) {
           quote_opens = false;  // for after the string
           continue;
         }
-        if (c == '\n' || std::string_view("=[,{.").find(c) != std::string_view::npos)
+        if (c == '\n') {
+          if (nest.empty()) key = true;
+        } else if (c == '=') {
+          key = false;
+        } else if (c == '[') {
+          const bool header = key && (nest.empty() || (nest.back() == 'h' && previous == '['));
+          if (nest.size() < 1024) nest.push_back(header ? 'h' : '[');
+          key = header;
+        } else if (c == '{') {
+          if (nest.size() < 1024) nest.push_back('{');
+          key = true;
+        } else if (c == ',') {
+          key = !nest.empty() && nest.back() == '{';
+        } else if (c == ']' || c == '}') {
+          if (!nest.empty()) nest.pop_back();
+          key = !nest.empty() && nest.back() == 'h';
+        }
+        if (c == '\n' || std::string_view("=[,{").find(c) != std::string_view::npos ||
+            (c == '.' && key))
           quote_opens = true;
         else if (c != ' ' && c != '\t' && c != '\r')
           quote_opens = false;
@@ -106,6 +132,7 @@ toml_hazard find_toml_hazard(std::string_view s) {
         break;
     }
     if (c == '\n') ++line;
+    if (c != ' ' && c != '\t') previous = c;
     ++i;
   }
   return {};

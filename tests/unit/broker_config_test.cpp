@@ -455,6 +455,10 @@ TEST_F(broker_config_test, NonAsciiWhereTomlExpectsWhitespaceIsAConfigError) {
       // A quote inside a bare value opens no string: toml++ reads on to the value's end.
       {"in a bare value", "frontend =-c://'/run\xd1\x99'\n", 1, ""},
       {"after a line-ending backslash", "# c\nlog-level = \"\"\"\\\n  \xc2\xa7\"\"\"\n", 3, ""},
+      // In a value a . is part of the bare value: the quote after it opens no string either
+      // (found by the config fuzz target).
+      {"after a dot in a bare value", "se = 0xse.\"a\\u000\\u000\xcc\xaa\"7ff", 1, ""},
+      {"after a dot in an array", "idempotent = [1.\"\xc2\xa7\"]\n", 1, ""},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
@@ -480,6 +484,14 @@ TEST_F(broker_config_test, NonAsciiWhereTomlExpectsWhitespaceIsAConfigError) {
   const broker_settings s = load_config(
       Write("non-ascii-ok2.toml", "idempotent = [\"caf\xc3\xa9\", '\xc2\xa7'] # \xc3\xa9\n"));
   EXPECT_EQ(s.idempotent, (std::vector<std::string>{"caf\xc3\xa9", "\xc2\xa7"}));
+  // Quoted key parts after a dot are strings in keys: table headers, dotted keys, inline tables.
+  const broker_settings keys = load_config(Write("non-ascii-keys.toml",
+                                                 "service.\"a\xc3\xa9\".max-queue = 4\n"
+                                                 "service.\"b\xc3\xa9\" = { max-queue = 5 }\n"
+                                                 "[service.\"c\xc3\xa9\"]\nmax-queue = 6\n"));
+  EXPECT_EQ(keys.services.at("a\xc3\xa9").max_queue, 4);
+  EXPECT_EQ(keys.services.at("b\xc3\xa9").max_queue, 5);
+  EXPECT_EQ(keys.services.at("c\xc3\xa9").max_queue, 6);
 }
 
 // An endpoint whose port is not a port (not a number, or past 65535) is an invalid endpoint and
