@@ -31,9 +31,10 @@ inline std::optional<std::int64_t> milliseconds_of(std::string text) {
   }
 }
 
-// A key of milliseconds, by the names the configuration uses for them.
+// A key (or flag, without --) of milliseconds, by the names the configuration uses for them.
 inline bool duration_key(std::string_view key) {
-  return key.ends_with("-timeout") || key.ends_with("-interval") || key.ends_with("-ttl");
+  return key == "timeout" || key.ends_with("-timeout") || key.ends_with("-interval") ||
+         key.ends_with("-ttl");
 }
 
 }  // namespace scale0::cli

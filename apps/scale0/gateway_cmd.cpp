@@ -58,8 +58,7 @@ struct setting {
   const char* name;
   member field;
   const char* help;
-  std::int64_t min = 0;   // integers: smallest accepted value
-  bool duration = false;  // milliseconds: also taken with a unit (500ms, 2s)
+  std::int64_t min = 0;  // integers: smallest accepted value (a duration_key() is milliseconds)
 };
 
 const std::vector<setting>& settings() {
@@ -69,18 +68,17 @@ const std::vector<setting>& settings() {
       {"broker", &s::broker, "The broker's frontend endpoint"},
       {"route", &s::route, "Route rule host=H,prefix=/P,service=S,timeout=MS,name=N (repeatable)"},
       {"default-service", &s::default_service, "Service for requests without a host"},
-      {"timeout", &s::timeout, "Request deadline when the route gives none (ms)", 1, true},
+      {"timeout", &s::timeout, "Request deadline when the route gives none (ms)", 1},
       {"max-connections", &s::max_connections, "Open connections; beyond: 503 and close", 1},
       {"max-inflight", &s::max_inflight, "Requests waiting for the broker; beyond: 503", 1},
       {"max-body", &s::max_body, "Request body bytes; over: 413", 0},
       {"max-header", &s::max_header, "Request line and header bytes; over: 431", 64},
-      {"header-timeout", &s::header_timeout, "Time to receive a request head (ms); then 408", 1,
-       true},
-      {"body-timeout", &s::body_timeout, "Time to receive a request body (ms); then 408", 1, true},
-      {"idle-timeout", &s::idle_timeout, "Keep-alive idle time before closing (ms)", 1, true},
-      {"send-timeout", &s::send_timeout, "Time to write a response (ms); then close", 1, true},
+      {"header-timeout", &s::header_timeout, "Time to receive a request head (ms); then 408", 1},
+      {"body-timeout", &s::body_timeout, "Time to receive a request body (ms); then 408", 1},
+      {"idle-timeout", &s::idle_timeout, "Keep-alive idle time before closing (ms)", 1},
+      {"send-timeout", &s::send_timeout, "Time to write a response (ms); then close", 1},
       {"retry-after", &s::retry_after, "Retry-After seconds of 503 answers", 0},
-      {"drain-timeout", &s::drain_timeout, "On SIGTERM, longest wait for requests (ms)", 0, true},
+      {"drain-timeout", &s::drain_timeout, "On SIGTERM, longest wait for requests (ms)", 0},
       {"metrics-listen", &s::metrics_listen, "HTTP /metrics /healthz /readyz; \"\" for none"},
       {"trusted-proxies", &s::trusted_proxies,
        "Peers (CIDR,...) whose X-Forwarded-For/Forwarded/X-Real-IP are kept and extended"},
@@ -130,7 +128,7 @@ gateway_settings load_file(const std::string& path) {
             if (!node.is_string()) throw std::runtime_error(where + ": expected a string");
             out.*field = *node.value<std::string>();
           } else if constexpr (std::is_same_v<T, std::int64_t>) {
-            if (found->duration && node.is_string()) {  // "2s", "500ms"
+            if (duration_key(found->name) && node.is_string()) {  // "2s", "500ms"
               const auto ms = milliseconds_of(*node.value<std::string>());
               if (!ms)
                 throw std::runtime_error(where +
@@ -140,7 +138,7 @@ gateway_settings load_file(const std::string& path) {
               return;
             }
             if (!node.is_integer())
-              throw std::runtime_error(where + (found->duration
+              throw std::runtime_error(where + (duration_key(found->name)
                                                     ? ": expected milliseconds or a duration"
                                                     : ": expected an integer"));
             out.*field = *node.value<std::int64_t>();
@@ -340,7 +338,7 @@ void add_gateway_command(CLI::App& root, int& exit_code) {
           } else {
             o = sub->add_option(std::string("--") + st.name, args->flags.*field, st.help);
             if constexpr (!std::is_same_v<T, std::vector<std::string>>) o->capture_default_str();
-            if (st.duration) o->transform(milliseconds_with_unit());
+            if (duration_key(st.name)) o->transform(milliseconds_with_unit());
           }
           args->given.push_back(o);
         },

@@ -63,9 +63,8 @@ struct worker_options {
   std::string name;
   // Called (on the worker's thread) with human-readable events: registered, lost broker, ...
   std::function<void(const std::string&)> on_event;
-  // Called on the worker's thread when it has registered with a broker (each time), and when a
-  // graceful stop begins: for service managers (systemd READY=1, STOPPING=1).
-  std::function<void()> on_registered;
+  // Called on the worker's thread when a graceful stop begins: for service managers (systemd
+  // STOPPING=1). Registrations are events (on_event).
   std::function<void()> on_stopping;
 };
 

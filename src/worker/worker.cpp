@@ -191,9 +191,6 @@ struct worker::impl final : detail::worker_core::io {
   void event(const std::string& what) override {
     if (options.on_event) options.on_event(what);
   }
-  void registered() override {
-    if (options.on_registered) options.on_registered();
-  }
   void stopping() override {
     if (options.on_stopping) options.on_stopping();
   }

@@ -166,7 +166,6 @@ void worker_core::on_broker_message(time_point now, protocol::frames& msg) {
       next_heartbeat_ = now + interval_;
       io_.event("registered with " + brokers_[current_] + " (heartbeat " +
                 std::to_string(interval_.count()) + " ms)");
-      io_.registered();
       if (options_.protocol_version == protocol::version_2) {
         // The policy version we know (0: none): the broker answers with CONFIG unless we are
         // current (426 when we knew an older one), and pushes every change from now on.

@@ -54,9 +54,7 @@ class worker_core {
     virtual void run_job(queued_job&& job) = 0;
     // A human-readable event: registered, lost broker, ...
     virtual void event(const std::string& what) = 0;
-    // The worker registered with a broker (every time), or began a graceful stop: for service
-    // managers (systemd READY=1, STOPPING=1).
-    virtual void registered() {}
+    // A graceful stop began: for service managers (systemd STOPPING=1).
     virtual void stopping() {}
   };
 

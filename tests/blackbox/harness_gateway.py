@@ -4,13 +4,10 @@ on a free loopback port, reads its ready line (GATEWAY_READY_RE) and can be stop
 a Broker.
 """
 
-import os
 import re
-import select
 import threading
 
-from harness_procs import BIN, BrokerStartError, Proc, binary_available
-from harness_wire import now
+from harness_procs import BIN, BrokerStartError, Proc, binary_available, read_ready_line
 
 
 GATEWAY_READY_RE = re.compile(rb"^ready listen=(\S+) broker=(\S+)(?: metrics=(\S+))?\s*$")
@@ -73,22 +70,7 @@ class Gateway:
         proc = Proc(self.args(), capture_stdout=True)
         self.procs.append(proc)
         self.proc = proc
-        fd = proc.p.stdout.fileno()
-        buf = b""
-        line = None
-        deadline = now() + timeout
-        while now() < deadline:
-            r, _, _ = select.select([fd], [], [], 0.1)
-            if r:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                buf += chunk
-                if b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    break
-            elif proc.poll() is not None:
-                break
+        line, buf = read_ready_line(proc, timeout)
         if line is None:
             rc = proc.poll()
             err = proc.stderr_text()

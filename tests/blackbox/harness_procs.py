@@ -270,22 +270,7 @@ class Broker:
         proc = Proc(self.args(), capture_stdout=True)
         self.procs.append(proc)
         self.proc = proc
-        fd = proc.p.stdout.fileno()
-        buf = b""
-        deadline = now() + timeout
-        line = None
-        while now() < deadline:
-            r, _, _ = select.select([fd], [], [], 0.1)
-            if r:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break  # EOF: exited
-                buf += chunk
-                if b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    break
-            elif proc.poll() is not None:
-                break
+        line, buf = read_ready_line(proc, timeout)
         if line is None:
             rc = proc.poll()
             err = proc.stderr_text()
@@ -375,20 +360,32 @@ def frames_of_str(services):
     return [s.decode() if isinstance(s, bytes) else s for s in services]
 
 
-def first_line(proc, timeout=15.0):
-    """The first line a Proc started with capture_stdout=True prints (a server's ready line),
-    without its newline; whatever came by then when it ends or the time is up."""
+def read_ready_line(proc, timeout=15.0):
+    """The first line a Proc started with capture_stdout=True prints (a server's ready line):
+    (line without its newline, what came after it), or (None, what came) when the process ends
+    or the time is up first."""
     fd = proc.p.stdout.fileno()
     buf = b""
     deadline = now() + timeout
-    while b"\n" not in buf and now() < deadline:
+    while now() < deadline:
         r, _, _ = select.select([fd], [], [], 0.1)
         if r:
             chunk = os.read(fd, 4096)
             if not chunk:
-                break
+                break  # EOF: exited
             buf += chunk
-    return buf.split(b"\n")[0]
+            if b"\n" in buf:
+                line, rest = buf.split(b"\n", 1)
+                return line, rest
+        elif proc.poll() is not None:
+            break
+    return None, buf
+
+
+def first_line(proc, timeout=15.0):
+    """The ready line, or whatever came before the process ended or the time was up."""
+    line, rest = read_ready_line(proc, timeout)
+    return rest if line is None else line
 
 
 def run_cli(args, input=None, timeout=30.0):

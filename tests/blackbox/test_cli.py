@@ -1,10 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """The scale0 command line: `request` exit codes and output, `broker` startup errors and signals."""
 
-import re
 import signal
 import socket
-import time
 import unittest
 
 from harness import (BIN, Broker, Proc, Scale0TestCase, ep, first_line, free_port, now, run_cli,

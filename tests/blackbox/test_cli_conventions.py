@@ -24,8 +24,8 @@ import tempfile
 import time
 import unittest
 
-from harness import (BIN, Scale0TestCase, binary_available, ep, free_port, now, run_cli, scrape,
-                     wait_until)
+from harness import (BIN, Proc, Scale0TestCase, binary_available, ep, first_line, free_port, now,
+                     run_cli, scrape, wait_until)
 
 VERSION_RE = re.compile(r"^scale0 (\d+)\.(\d+)\.(\d+) \(commit (?:[0-9a-f]{7,40}(?:-dirty)?|unknown)\)$")
 
@@ -460,3 +460,30 @@ class DurationUnitsTest(CliMixin, Scale0TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ConfigDurationTest(Scale0TestCase):
+    """The gateway's TOML file takes durations as the flags do ("2s", "500ms"), and refuses a
+    string that is not one with exit status 2."""
+
+    def write(self, text):
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+            f.write(text)
+        self.addCleanup(os.unlink, f.name)
+        return f.name
+
+    def test_gateway_file_durations(self):
+        good = self.write('listen = "127.0.0.1:0"\nbroker = "tcp://127.0.0.1:1"\nmetrics-listen = ""\n'
+                          'timeout = "2s"\nheader-timeout = "500ms"\nidle-timeout = 30000\n')
+        p = Proc([BIN, "gateway", "--config", good], capture_stdout=True)
+        self.addCleanup(p.cleanup)
+        line = first_line(p)
+        self.assertTrue(line.startswith(b"ready listen="), (line, p.stderr_text()))
+        for bad, what in (('timeout = "5 parsecs"\n', b"not a duration"),
+                          ('timeout = true\n', b"expected milliseconds or a duration"),
+                          ('max-body = "5s"\n', b"expected an integer")):
+            with self.subTest(bad):
+                path = self.write('listen = "127.0.0.1:0"\n' + bad)
+                r = run_cli(["gateway", "--config", path], timeout=20)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertIn(what, r.stderr)

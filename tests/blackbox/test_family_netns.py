@@ -49,7 +49,6 @@ import fcntl
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import struct
@@ -61,7 +60,8 @@ import unittest
 
 import zmq
 
-from harness import (BIN, binary_available, now, peers_of, Proc, PYTHON, VERBOSE, wait_until)
+from harness import (BIN, binary_available, now, peers_of, Proc, PYTHON, read_ready_line, VERBOSE,
+                     wait_until)
 # ------------------------------------------------------------------------------------------------
 # The network this file owns
 # ------------------------------------------------------------------------------------------------
@@ -379,22 +379,11 @@ class NsBroker:
 
     def start(self, timeout=10.0):
         self.proc = self.topo.start(self.node, self.args, capture_stdout=True)
-        fd = self.proc.p.stdout.fileno()
-        buf = b""
-        deadline = now() + timeout
-        while now() < deadline and b"\n" not in buf:
-            r, _, _ = select.select([fd], [], [], 0.1)
-            if r:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                buf += chunk
-            elif self.proc.poll() is not None:
-                break
-        line = buf.split(b"\n", 1)[0] if b"\n" in buf else None
+        line, buf = read_ready_line(self.proc, timeout)
         if line is None or not READY_RE.match(line):
             raise AssertionError("broker %s did not start (rc=%r, args=%r)\nstdout=%r\nstderr:\n%s"
-                                 % (self.node.upper(), self.proc.poll(), self.args, buf, self.proc.stderr_text()))
+                                 % (self.node.upper(), self.proc.poll(), self.args, line or buf,
+                                    self.proc.stderr_text()))
         self.ready_line = line.decode()
 
         def drain(stream=self.proc.p.stdout):

@@ -14,13 +14,12 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 import unittest
 
 import zmq
 
-from harness import (BIN, Broker, NativeWorker, Proc, binary_available, free_port, now)
+from harness import (BIN, Broker, NativeWorker, Proc, binary_available, first_line, free_port, now)
 
 SERVER_UUID = "f400bf85-4538-4f7a-8908-67e313d515c2"
 JSON_IDENT = "54c6755b-9628-40a4-9a2d-cc82a816345e"
@@ -131,23 +130,11 @@ class Adapter:
 
     def start(self, timeout=15.0):
         self.proc = Proc(self.args, capture_stdout=True)
-        fd = self.proc.p.stdout.fileno()
-        buf = b""
-        deadline = now() + timeout
-        import select
-        while now() < deadline and b"\n" not in buf:
-            r, _, _ = select.select([fd], [], [], 0.1)
-            if r:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                buf += chunk
-            elif not self.proc.alive():
-                break
-        if not buf.startswith(b"ready send="):
+        line = first_line(self.proc, timeout)
+        if not line.startswith(b"ready send="):
             raise AssertionError("scale0 mongrel2 printed no ready line (%r); stderr:\n%s"
-                                 % (buf, self.proc.stderr_text()))
-        self.ready_line = buf.split(b"\n", 1)[0].decode()
+                                 % (line, self.proc.stderr_text()))
+        self.ready_line = line.decode()
         return self
 
 
