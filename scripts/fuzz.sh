@@ -6,9 +6,12 @@
 # build/fuzz/artifacts/. New inputs found go to a scratch directory, not to the committed corpus.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 20 s, every target)
+#   scripts/fuzz.sh --build-only [TARGET...]             (scripts/test.sh builds them early)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+build_only=no
+if [[ ${1:-} == --build-only ]]; then build_only=yes; set -- 0 "${@:2}"; fi
 seconds=${1:-20}
 shift || true
 targets=("$@")
@@ -23,6 +26,7 @@ if [[ ! -f $build/CMakeCache.txt ]]; then
     -DSCALE0_FUZZ=ON -DSCALE0_BUILD_TESTS=OFF >/dev/null
 fi
 cmake --build "$build" -j2 --target "${targets[@]}"
+if [[ $build_only == yes ]]; then exit 0; fi
 
 symbolizer=/usr/lib/llvm-14/bin/llvm-symbolizer
 if [[ -x $symbolizer ]]; then export ASAN_SYMBOLIZER_PATH=$symbolizer; fi

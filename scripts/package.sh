@@ -14,12 +14,15 @@
 # (or with sudo). Runs scripts/setup.sh first (which skips what is installed).
 #   scripts/package.sh               all of it
 #   scripts/package.sh --no-build    steps 2-5 on the packages already in build/packages/
+#   scripts/package.sh --build-only  step 1 only (scripts/test.sh builds them while tests run)
 set -euo pipefail
 build=yes
+check=yes
 case ${1:-} in
   --no-build) build=no ;;
+  --build-only) check=no ;;
   "") ;;
-  *) echo "usage: scripts/package.sh [--no-build]" >&2; exit 2 ;;
+  *) echo "usage: scripts/package.sh [--no-build | --build-only]" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -93,6 +96,10 @@ if ! (cd "$src" && SCALE0_COMMIT=$commit \
 fi
 mv "$tmp"/*.deb "$tmp"/*.changes "$tmp"/*.buildinfo "$out"/
 ls -l "$out"
+fi
+if [[ $check == no ]]; then
+  step_end
+  exit 0
 fi
 
 step lintian
