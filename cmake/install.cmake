@@ -34,10 +34,10 @@ string(REGEX REPLACE "/$" "" pc_to_prefix "${pc_to_prefix}")
 # public there; a shared one brings them itself.
 if(BUILD_SHARED_LIBS)
   set(pc_requires "cppzmq")
-  set(pc_requires_private "openssl")
+  set(pc_requires_private "openssl prometheus-cpp-core")
   set(pc_libs "")
 else()
-  set(pc_requires "cppzmq openssl")  # openssl: the HTTP gateway's TLS
+  set(pc_requires "cppzmq openssl prometheus-cpp-core")  # TLS at the HTTP gateway; /metrics
   set(pc_requires_private "")
   set(pc_libs "-pthread")
 endif()

@@ -8,6 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config clang-format
   libzmq3-dev cppzmq-dev libcli11-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   nlohmann-json3-dev libboost-dev libsystemd-dev
+  prometheus-cpp-dev  # the /metrics text format (prometheus-cpp's core library)
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-zmq
   nats-server  # the comparison benchmark (bench/compare) runs against it
@@ -15,6 +16,7 @@ packages=(
   curl  # the gateway's black-box tests and the demo drive it with a real HTTP client
   wrk nginx-light  # the HTTP comparison (bench/http): the load generator, and nginx to compare with
   libssl-dev openssl  # HTTPS at the gateway (Boost.Asio over OpenSSL); openssl s_client in its tests
+  prometheus  # promtool: /metrics of broker and gateway checked by `promtool check metrics`
   iproute2  # the chaos suite's partition phase: ip netns and a veth pair (tests/chaos)
   # The libFuzzer targets (scripts/fuzz.sh): clang 14, and libclang-rt-14-dev, which holds
   # libclang_rt.fuzzer-x86_64.a and clang's ASan/UBSan runtimes (clang only recommends it, and

@@ -19,12 +19,18 @@
 
 #include "access.hpp"
 #include "intrusive_list.hpp"
-#include "latency_histogram.hpp"
+#include "metrics/latency_histogram.hpp"
 #include "scale0/broker.hpp"
 #include "scale0/protocol.hpp"
 #include "timer_wheel.hpp"
 
+namespace scale0::metrics {
+class exposition;
+}
+
 namespace scale0::broker_detail {
+
+using metrics::latency_histogram;
 
 using clock = std::chrono::steady_clock;
 using time_point = clock::time_point;
@@ -96,9 +102,10 @@ inline constexpr std::uint8_t link_socket = 3;
 
 // A bounded resource for /metrics (scale0_budget_used / scale0_budget_limit).
 struct budget_line {
-  const char* name;
+  const char* name;  // with its unit when not a count: _bytes, _seconds
   std::uint64_t used;
   std::uint64_t limit;
+  double scale = 1;  // to the unit of the name (milliseconds counted: 0.001)
 };
 
 // Another part of the broker that reports in scale0.status and /metrics (the family).
@@ -109,7 +116,7 @@ class status_source {
   virtual void add_status(nlohmann::json& status, time_point now) const = 0;
   virtual void add_budgets(std::vector<budget_line>& budgets) const = 0;
   // Whole metric families of its own (names not used by the core).
-  virtual void add_metrics(std::ostream& o, time_point now) const = 0;
+  virtual void add_metrics(metrics::exposition& e, time_point now) const = 0;
 };
 
 class broker_core {

@@ -3,10 +3,9 @@
 // exposition. Both are built only when asked, off the hot path.
 #include <algorithm>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "broker_core.hpp"
-#include "common/text.hpp"
+#include "metrics/exposition.hpp"
 
 namespace scale0::broker_detail {
 namespace {
@@ -24,12 +23,6 @@ double millis(clock::duration d) {
 // Whole milliseconds, for settings (which are given in ms).
 std::int64_t whole_millis(clock::duration d) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
-}
-
-// Prometheus label values: backslash, double quote and newline escaped, and valid UTF-8 whatever
-// bytes a name holds (the decoder admits only printable UTF-8 names; this is the second line).
-std::string label(std::string_view v) {
-  return prometheus_label_value(v);
 }
 
 }  // namespace
@@ -167,54 +160,49 @@ std::string broker_core::status_json(time_point now) const {
 }
 
 std::string broker_core::metrics_text(time_point now) const {
-  std::ostringstream o;
-  auto family = [&](const char* name, const char* type, const char* help) {
-    o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
-  };
-  family("scale0_requests_total", "counter", "Requests by service and outcome status code.");
+  metrics::exposition e;
+  const auto n = [](auto v) { return static_cast<double>(v); };
+  e.counter("scale0_requests_total",
+            "Requests accepted for a service, by service and outcome status code.");
   for (const service_entry& S : services_) {
     if (!S.used) continue;
-    const std::string svc = label(S.name);
-    o << "scale0_requests_total{service=\"" << svc << "\",code=\"200\"} " << S.replies_ok << '\n';
-    for (const auto& [code, n] : S.errors)
-      o << "scale0_requests_total{service=\"" << svc << "\",code=\"" << code << "\"} " << n << '\n';
+    e.add(n(S.replies_ok), {{"service", S.name}, {"code", "200"}});
+    for (const auto& [code, count] : S.errors)
+      e.add(n(count), {{"service", S.name}, {"code", std::to_string(code)}});
   }
-  family("scale0_request_duration_seconds", "histogram",
-         "Time from a request's arrival to its reply.");
-  for (const service_entry& S : services_) {
-    if (!S.used) continue;
-    write_prometheus(o, "scale0_request_duration_seconds", "service", label(S.name), S.latency);
-  }
+  e.histogram("scale0_request_duration_seconds",
+              "Time from a request's arrival to its reply, by service.");
+  for (const service_entry& S : services_)
+    if (S.used) e.add(S.latency, {{"service", S.name}});
   auto per_service = [&](const char* name, const char* help, auto value) {
-    family(name, "gauge", help);
+    e.gauge(name, help);
     for (const service_entry& S : services_)
-      if (S.used) o << name << "{service=\"" << label(S.name) << "\"} " << value(S) << '\n';
+      if (S.used) e.add(n(value(S)), {{"service", S.name}});
   };
   per_service("scale0_workers", "Workers registered for the service.",
               [](const service_entry& S) { return S.workers; });
   per_service("scale0_queue_depth", "Requests waiting for a worker.",
               [](const service_entry& S) { return S.queue.size; });
-  per_service("scale0_in_flight", "Requests held by workers.",
-              [](const service_entry& S) { return S.in_flight; });
   per_service("scale0_queue_bytes", "Body bytes of the requests waiting for a worker.",
               [](const service_entry& S) { return S.queue_bytes; });
+  per_service("scale0_requests_in_flight", "Requests held by workers.",
+              [](const service_entry& S) { return S.in_flight; });
   const broker_counters& c = counters_;
-  family("scale0_refused_total", "counter",
-         "CURVE refusals by endpoint and reason: keys not listed (unknown_key), peers without "
-         "CURVE (not_curve), broken handshakes (protocol_error), handshakes not finished in time "
-         "or abandoned (handshake_unfinished), services a key may not serve or call "
-         "(service_not_allowed), scale0.status without an admin key (status_not_allowed), workers "
-         "of removed keys (key_revoked).");
-  for (const auto& [where, n] : c.refused)
-    o << "scale0_refused_total{endpoint=\"" << where.first << "\",reason=\"" << where.second
-      << "\"} " << n << '\n';
-  family("scale0_dropped_messages_total", "counter", "Messages dropped, by reason.");
-  o << "scale0_dropped_messages_total{reason=\"malformed\"} " << c.dropped_malformed << '\n'
-    << "scale0_dropped_messages_total{reason=\"unknown_reply\"} " << c.dropped_unknown_reply << '\n'
-    << "scale0_dropped_messages_total{reason=\"late_reply\"} " << c.dropped_late_reply << '\n'
-    << "scale0_dropped_messages_total{reason=\"unroutable\"} " << c.dropped_unroutable << '\n'
-    << "scale0_dropped_messages_total{reason=\"client_backlog_full\"} " << c.dropped_backlog
-    << '\n';
+  e.counter(
+      "scale0_refused_total",
+      "CURVE refusals by endpoint and reason: keys not listed (unknown_key), peers without "
+      "CURVE (not_curve), broken handshakes (protocol_error), handshakes not finished in time "
+      "or abandoned (handshake_unfinished), services a key may not serve or call "
+      "(service_not_allowed), scale0.status without an admin key (status_not_allowed), "
+      "workers of removed keys (key_revoked).");
+  for (const auto& [where, count] : c.refused)
+    e.add(n(count), {{"endpoint", where.first}, {"reason", where.second}});
+  e.counter("scale0_dropped_messages_total", "Messages dropped, by reason.")
+      .add(n(c.dropped_malformed), {{"reason", "malformed"}})
+      .add(n(c.dropped_unknown_reply), {{"reason", "unknown_reply"}})
+      .add(n(c.dropped_late_reply), {{"reason", "late_reply"}})
+      .add(n(c.dropped_unroutable), {{"reason", "unroutable"}})
+      .add(n(c.dropped_backlog), {{"reason", "client_backlog_full"}});
   // Every budget a peer can spend, with its limit (docs/operations.md, "Budgets").
   std::uint64_t longest_interval_ms = 0;
   std::uint64_t biggest_client_backlog = 0;
@@ -241,79 +229,57 @@ std::string broker_core::metrics_text(time_point now) const {
       {"client_backlog_bytes_per_client", biggest_client_backlog,
        options_.max_client_backlog_bytes},
       {"client_backlog_bytes", backlog_bytes_, options_.max_total_backlog_bytes},
-      {"heartbeat_interval_ms", longest_interval_ms,
+      {"heartbeat_interval_seconds", longest_interval_ms,
        static_cast<std::uint64_t>(std::max(
            options_.max_heartbeat_interval.count(),
-           std::chrono::duration_cast<std::chrono::milliseconds>(fleet_interval()).count()))},
+           std::chrono::duration_cast<std::chrono::milliseconds>(fleet_interval()).count())),
+       0.001},
   };
   if (status_source_ != nullptr) status_source_->add_budgets(budgets);
-  family("scale0_budget_used", "gauge",
-         "What peers use of each bounded resource (per_service / per_client: the largest one).");
-  for (const auto& b : budgets)
-    o << "scale0_budget_used{budget=\"" << b.name << "\"} " << b.used << '\n';
-  family("scale0_budget_limit", "gauge", "The limit of each bounded resource.");
-  for (const auto& b : budgets)
-    o << "scale0_budget_limit{budget=\"" << b.name << "\"} " << b.limit << '\n';
-  family("scale0_client_backlog_messages", "gauge",
-         "Answers held for clients whose queue is full (not reading).");
-  o << "scale0_client_backlog_messages " << backlog_messages_ << '\n';
-  family("scale0_clients_backlogged", "gauge", "Clients with answers held for them.");
-  o << "scale0_clients_backlogged " << backlogged_.size() << '\n';
-  family("scale0_errors_total", "counter", "Error replies made by the broker, by status code.");
-  for (const auto& [code, n] : c.errors)
-    o << "scale0_errors_total{code=\"" << code << "\"} " << n << '\n';
-  auto single = [&](const char* name, const char* type, const char* help, auto value) {
-    family(name, type, help);
-    o << name << ' ' << value << '\n';
-  };
-  single("scale0_worker_expired_total", "counter", "Workers purged for missing heartbeats.",
-         c.workers_expired);
-  single("scale0_heartbeats_missed_total", "counter",
-         "Worker heartbeat intervals that passed in silence.", c.heartbeats_missed);
-  single("scale0_workers_joined_total", "counter", "Worker registrations.", c.workers_joined);
-  single("scale0_workers_left_total", "counter", "Workers removed for any reason.", c.workers_left);
-  single("scale0_redispatched_total", "counter",
-         "Idempotent requests re-dispatched after a worker loss.", c.redispatched);
-  family("scale0_family_forwarded_total", "counter",
-         "Requests sent to a peer of the family (out), and accepted from one (in).");
-  o << "scale0_family_forwarded_total{direction=\"out\"} " << c.forwarded_out << '\n'
-    << "scale0_family_forwarded_total{direction=\"in\"} " << c.forwarded_in << '\n';
-  family("scale0_family_redirected_total", "counter",
-         "While draining: requests handed back to clients (301), workers sent to a peer, and "
-         "this broker's forwards a draining peer handed back; workers sent to a peer that "
-         "needs them more (rebalanced_worker).");
-  o << "scale0_family_redirected_total{what=\"client_request\"} " << c.redirected_clients << '\n'
-    << "scale0_family_redirected_total{what=\"worker\"} " << c.redirected_workers << '\n'
-    << "scale0_family_redirected_total{what=\"handed_back\"} " << c.handed_back << '\n'
-    << "scale0_family_redirected_total{what=\"rebalanced_worker\"} " << c.rebalanced_workers
-    << '\n';
-  single("scale0_family_fallback_forwarded_total", "counter",
-         "Requests sent to a broker of a fallback family (also counted in forwarded out).",
-         c.forwarded_fallback);
-  single("scale0_requests_pending", "gauge", "Requests accepted and not yet answered.",
-         requests_pending());
-  single("scale0_policy_version", "gauge",
-         "Version of the service policy: 1 at start, one more on each reload that changes it.",
-         policy_version_);
-  single("scale0_draining", "gauge", "1 while the broker drains before stopping.",
-         draining_ ? 1 : 0);
-  single("scale0_uptime_seconds", "gauge", "Seconds since the broker started.",
-         std::chrono::duration<double>(now - started_).count());
-  if (status_source_ != nullptr) status_source_->add_metrics(o, now);
-  return o.str();
-}
-
-void write_prometheus(std::ostream& o, std::string_view name, std::string_view label,
-                      std::string_view value, const latency_histogram& h) {
-  std::uint64_t cumulative = 0;
-  for (std::size_t i = 0; i < latency_histogram::bounds.size(); ++i) {
-    cumulative += h.counts[i];
-    o << name << "_bucket{" << label << "=\"" << value << "\",le=\"" << latency_histogram::bounds[i]
-      << "\"} " << cumulative << '\n';
-  }
-  o << name << "_bucket{" << label << "=\"" << value << "\",le=\"+Inf\"} " << h.count << '\n';
-  o << name << "_sum{" << label << "=\"" << value << "\"} " << h.sum << '\n';
-  o << name << "_count{" << label << "=\"" << value << "\"} " << h.count << '\n';
+  e.gauge("scale0_budget_used",
+          "What peers use of each bounded resource (per_service / per_client: the largest one).");
+  for (const auto& b : budgets) e.add(n(b.used) * b.scale, {{"budget", b.name}});
+  e.gauge("scale0_budget_limit", "The limit of each bounded resource.");
+  for (const auto& b : budgets) e.add(n(b.limit) * b.scale, {{"budget", b.name}});
+  e.gauge("scale0_client_backlog_messages",
+          "Answers held for clients whose queue is full (not reading).")
+      .add(n(backlog_messages_));
+  e.gauge("scale0_clients_backlogged", "Clients with answers held for them.")
+      .add(n(backlogged_.size()));
+  e.counter("scale0_errors_total", "Error replies made by the broker, by status code.");
+  for (const auto& [code, count] : c.errors) e.add(n(count), {{"code", std::to_string(code)}});
+  e.counter("scale0_workers_joined_total", "Worker registrations.").add(n(c.workers_joined));
+  e.counter("scale0_workers_left_total", "Workers removed for any reason.").add(n(c.workers_left));
+  e.counter("scale0_workers_expired_total",
+            "Workers removed for missing heartbeats (also counted in workers_left).")
+      .add(n(c.workers_expired));
+  e.counter("scale0_heartbeats_missed_total", "Worker heartbeat intervals that passed in silence.")
+      .add(n(c.heartbeats_missed));
+  e.counter("scale0_redispatched_total", "Idempotent requests re-dispatched after a worker loss.")
+      .add(n(c.redispatched));
+  e.counter("scale0_family_forwarded_total",
+            "Requests sent to a peer of the family (out), and accepted from one (in).")
+      .add(n(c.forwarded_out), {{"direction", "out"}})
+      .add(n(c.forwarded_in), {{"direction", "in"}});
+  e.counter("scale0_family_redirected_total",
+            "While draining: requests handed back to clients (301), workers sent to a peer, and "
+            "this broker's forwards a draining peer handed back; workers sent to a peer that "
+            "needs them more (rebalanced_worker).")
+      .add(n(c.redirected_clients), {{"what", "client_request"}})
+      .add(n(c.redirected_workers), {{"what", "worker"}})
+      .add(n(c.handed_back), {{"what", "handed_back"}})
+      .add(n(c.rebalanced_workers), {{"what", "rebalanced_worker"}});
+  e.counter("scale0_family_fallback_forwarded_total",
+            "Requests sent to a broker of a fallback family (also counted in forwarded out).")
+      .add(n(c.forwarded_fallback));
+  e.gauge("scale0_requests_pending", "Requests accepted and not yet answered.")
+      .add(n(requests_pending()));
+  e.gauge("scale0_policy_version",
+          "Version of the service policy: 1 at start, one more on each reload that changes it.")
+      .add(n(policy_version_));
+  e.gauge("scale0_draining", "1 while the broker drains before stopping.").add(draining_ ? 1 : 0);
+  if (status_source_ != nullptr) status_source_->add_metrics(e, now);
+  return e.text();
 }
 
 }  // namespace scale0::broker_detail

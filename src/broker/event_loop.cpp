@@ -228,9 +228,9 @@ event_loop::event_loop(const broker_options& options)
     core_->track_capacity(true);
   }
   if (!options.metrics_listen.empty()) {
-    metrics_ = std::make_unique<metrics_server>(
+    metrics_ = std::make_unique<metrics::metrics_server>(
         options.metrics_listen,
-        metrics_server::handlers{
+        metrics::metrics_server::handlers{
             [this] { return query("metrics", std::chrono::milliseconds(2000)); },
             [this] { return !draining(); }});
   }

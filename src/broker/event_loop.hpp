@@ -14,7 +14,7 @@
 #include "access.hpp"
 #include "broker_core.hpp"
 #include "family_core.hpp"
-#include "metrics_server.hpp"
+#include "metrics/metrics_server.hpp"
 #include "peer_links.hpp"
 #include "scale0/broker.hpp"
 
@@ -126,7 +126,7 @@ class event_loop final : public outbox, private family_listener {
   clock::time_point next_family_turn_{};
   std::vector<zmq_pollitem_t> poll_items_;
   std::unique_ptr<broker_core> core_;
-  std::unique_ptr<metrics_server> metrics_;
+  std::unique_ptr<metrics::metrics_server> metrics_;
   std::function<void(const broker_event&)> event_handler_;
   std::function<std::optional<broker_options>()> reload_handler_;
   frames inbox_;

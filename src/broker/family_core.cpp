@@ -6,6 +6,7 @@
 #include <ostream>
 
 #include "common/text.hpp"
+#include "metrics/exposition.hpp"
 #include "scale0/error.hpp"
 
 namespace scale0::broker_detail {
@@ -752,47 +753,41 @@ void family_core::add_budgets(std::vector<budget_line>& budgets) const {
   budgets.push_back({"peer_endpoint_bytes", longest_endpoint, pp::max_endpoint});
 }
 
-void family_core::add_metrics(std::ostream& o, time_point) const {
-  auto family = [&](const char* name, const char* type, const char* help) {
-    o << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
-  };
-  family("scale0_family_peers", "gauge",
-         "Peers of the family by state (connecting, alive, lost, self).");
+void family_core::add_metrics(metrics::exposition& e, time_point) const {
+  e.gauge("scale0_family_peers", "Peers of the family by state (connecting, alive, lost, self).");
   for (auto s : {peer_state::connecting, peer_state::alive, peer_state::lost, peer_state::self}) {
     const auto n = std::count_if(peers_.begin(), peers_.end(),
                                  [s](const auto& kv) { return kv.second.state == s; });
-    o << "scale0_family_peers{state=\"" << state_name(s) << "\"} " << n << '\n';
+    e.add(static_cast<double>(n), {{"state", state_name(s)}});
   }
-  family("scale0_family_messages_total", "counter",
-         "S0P1 messages received (in) and sent (out) by command.");
+  e.counter("scale0_family_messages_total",
+            "S0P1 messages received (in) and sent (out) by command.");
   for (std::size_t i = 1; i < command_names.size(); ++i) {
-    o << "scale0_family_messages_total{direction=\"in\",command=\"" << command_names[i] << "\"} "
-      << counters_.in[i] << '\n';
-    o << "scale0_family_messages_total{direction=\"out\",command=\"" << command_names[i] << "\"} "
-      << counters_.out[i] << '\n';
+    e.add(static_cast<double>(counters_.in[i]),
+          {{"direction", "in"}, {"command", command_names[i]}});
+    e.add(static_cast<double>(counters_.out[i]),
+          {{"direction", "out"}, {"command", command_names[i]}});
   }
-  family("scale0_family_dropped_total", "counter",
-         "Peer messages dropped and budgets hit, by reason (malformed, invalid_endpoint, "
-         "invalid_name, unknown_sender, other_family, self, conflict, not_alive, stale_state, "
-         "peers_full, services_full).");
+  e.counter("scale0_family_dropped_total",
+            "Peer messages dropped and budgets hit, by reason (malformed, invalid_endpoint, "
+            "invalid_name, unknown_sender, other_family, self, conflict, not_alive, stale_state, "
+            "peers_full, services_full).");
   for (std::size_t i = 0; i < drop_names.size(); ++i)
-    o << "scale0_family_dropped_total{reason=\"" << drop_names[i] << "\"} " << counters_.dropped[i]
-      << '\n';
-  family("scale0_family_unsent_total", "counter",
-         "Peer messages a link refused (no connection, or its queue full).");
-  o << "scale0_family_unsent_total " << counters_.unsent << '\n';
-  family("scale0_family_peer_events_total", "counter",
-         "Peers that came up, were lost (silent), left (BYE), restarted, or were forgotten.");
+    e.add(static_cast<double>(counters_.dropped[i]), {{"reason", drop_names[i]}});
+  e.counter("scale0_family_unsent_total",
+            "Peer messages a link refused (no connection, or its queue full).")
+      .add(static_cast<double>(counters_.unsent));
+  e.counter("scale0_family_peer_events_total",
+            "Peers that came up, were lost (silent), left (BYE), restarted, or were forgotten.");
   const std::pair<const char*, std::uint64_t> events[] = {{"up", counters_.peers_up},
                                                           {"lost", counters_.peers_lost},
                                                           {"left", counters_.peers_left},
                                                           {"restarted", counters_.restarts},
                                                           {"forgotten", counters_.forgotten}};
-  for (const auto& [name, n] : events)
-    o << "scale0_family_peer_events_total{event=\"" << name << "\"} " << n << '\n';
-  family("scale0_family_state_gaps_total", "counter",
-         "STATE messages that skipped a sequence number (one was lost on the way).");
-  o << "scale0_family_state_gaps_total " << counters_.state_gaps << '\n';
+  for (const auto& [name, n] : events) e.add(static_cast<double>(n), {{"event", name}});
+  e.counter("scale0_family_state_gaps_total",
+            "STATE messages that skipped a sequence number (one was lost on the way).")
+      .add(static_cast<double>(counters_.state_gaps));
 }
 
 }  // namespace scale0::broker_detail

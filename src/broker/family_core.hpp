@@ -176,7 +176,7 @@ class family_core final : public status_source {
   // status_source: the "family" member of scale0.status, budgets and metrics.
   void add_status(nlohmann::json& status, time_point now) const override;
   void add_budgets(std::vector<budget_line>& budgets) const override;
-  void add_metrics(std::ostream& o, time_point now) const override;
+  void add_metrics(metrics::exposition& e, time_point now) const override;
 
   // Whether the connection with this routing id (at the peer ROUTER) is an alive peer's link.
   bool alive_connection(std::string_view routing_id) const;

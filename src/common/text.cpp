@@ -96,7 +96,7 @@ std::string escape_text(std::string_view s) {
   return out;
 }
 
-std::string prometheus_label_value(std::string_view s) {
+std::string utf8_or_replacement(std::string_view s) {
   std::string out;
   out.reserve(s.size());
   char32_t cp = 0;
@@ -105,12 +105,6 @@ std::string prometheus_label_value(std::string_view s) {
     if (n == 0) {
       out += "\xef\xbf\xbd";  // U+FFFD REPLACEMENT CHARACTER
       n = 1;
-    } else if (cp == '\\') {
-      out += "\\\\";
-    } else if (cp == '"') {
-      out += "\\\"";
-    } else if (cp == '\n') {
-      out += "\\n";
     } else {
       out.append(s.substr(0, n));
     }

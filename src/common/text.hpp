@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Bytes a peer sent, on their way to places that need text: logs (one event, one line), the
-// status table, Prometheus label values. And the UTF-8 rule that service names follow.
+// status table, Prometheus label values (as UTF-8). And the UTF-8 rule that service names follow.
 #pragma once
 
 #include <string>
@@ -21,9 +21,8 @@ bool printable_utf8(std::string_view s) noexcept;
 // digits). The result is printable UTF-8 on one line, and the bytes can be read back from it.
 std::string escape_text(std::string_view s);
 
-// A Prometheus text-format label value (without its quotes): backslash, double quote and
-// newline escaped as the exposition format requires, and bytes that are not well-formed UTF-8
-// replaced by U+FFFD (label values must be UTF-8).
-std::string prometheus_label_value(std::string_view s);
+// `s` as well-formed UTF-8: each byte that is not part of a well-formed character becomes U+FFFD
+// (a Prometheus label value, a JSON string). Nothing is escaped.
+std::string utf8_or_replacement(std::string_view s);
 
 }  // namespace scale0

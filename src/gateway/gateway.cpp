@@ -22,19 +22,19 @@
 #include <mutex>
 #include <optional>
 #include <random>
-#include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
-#include "broker/latency_histogram.hpp"
-#include "broker/metrics_server.hpp"
 #include "common/host_port.hpp"
 #include "common/text.hpp"
 #include "http/beast_codec.hpp"
 #include "http/encoding.hpp"
 #include "http/message_parser.hpp"
+#include "metrics/exposition.hpp"
+#include "metrics/latency_histogram.hpp"
+#include "metrics/metrics_server.hpp"
 #include "request_rules.hpp"
 #include "routes.hpp"
 #include "scale0/error.hpp"
@@ -61,7 +61,7 @@ std::string_view sv(beast::string_view s) noexcept {
 struct gateway_stats {
   std::mutex mu;
   std::map<std::string, std::map<unsigned, std::uint64_t>, std::less<>> requests;  // route, code
-  std::map<std::string, broker_detail::latency_histogram, std::less<>> latency;    // route
+  std::map<std::string, metrics::latency_histogram, std::less<>> latency;          // route
   std::uint64_t connections_total = 0;
   std::uint64_t connections_rejected = 0;
   std::uint64_t broker_unknown_replies = 0;
@@ -80,60 +80,43 @@ struct gateway_stats {
     ++r->second[code];
     auto l = latency.find(route);
     if (l == latency.end())
-      l = latency.emplace(std::string(route), broker_detail::latency_histogram{}).first;
+      l = latency.emplace(std::string(route), metrics::latency_histogram{}).first;
     l->second.record(took);
   }
 
   std::string render() {
-    std::string out;
-    auto line = [&out](std::string_view s) { out.append(s).append("\n"); };
+    metrics::exposition e;
+    const auto n = [](auto v) { return static_cast<double>(v); };
     std::lock_guard lock(mu);
-    line("# HELP scale0_gateway_requests_total HTTP requests answered, by route and status code.");
-    line("# TYPE scale0_gateway_requests_total counter");
+    e.counter("scale0_gateway_requests_total", "HTTP requests answered, by route and status code.");
     for (const auto& [route, codes] : requests)
-      for (const auto& [code, n] : codes)
-        line("scale0_gateway_requests_total{route=\"" + prometheus_label_value(route) +
-             "\",code=\"" + std::to_string(code) + "\"} " + std::to_string(n));
-    line(
-        "# HELP scale0_gateway_request_duration_seconds Time from a whole request read to its "
-        "response written, by route.");
-    line("# TYPE scale0_gateway_request_duration_seconds histogram");
-    std::ostringstream histograms;
-    for (const auto& [route, h] : latency)
-      broker_detail::write_prometheus(histograms, "scale0_gateway_request_duration_seconds",
-                                      "route", prometheus_label_value(route), h);
-    out.append(histograms.str());
-    auto gauge = [&](const char* name, const char* type, const char* help, std::uint64_t v) {
-      line(std::string("# HELP ") + name + " " + help);
-      line(std::string("# TYPE ") + name + " " + type);
-      line(std::string(name) + " " + std::to_string(v));
-    };
-    gauge("scale0_gateway_connections_open", "gauge", "HTTP connections open now.",
-          connections_open.load());
-    gauge("scale0_gateway_connections_total", "counter", "HTTP connections accepted.",
-          connections_total);
-    gauge("scale0_gateway_connections_rejected_total", "counter",
-          "Connections answered 503 and closed because --max-connections were open.",
-          connections_rejected);
-    gauge("scale0_gateway_requests_inflight", "gauge", "Requests waiting for the broker.",
-          inflight.load());
-    gauge("scale0_gateway_trailer_fields_dropped_total", "counter",
-          "Trailer fields of chunked requests read and thrown away (never forwarded).",
-          trailer_fields_dropped.load());
-    line(
-        "# HELP scale0_gateway_tls_handshakes_total TLS handshakes by result: ok, failed (refused "
-        "or broken by either side), timeout (not finished within --header-timeout).");
-    line("# TYPE scale0_gateway_tls_handshakes_total counter");
-    line("scale0_gateway_tls_handshakes_total{result=\"ok\"} " +
-         std::to_string(tls_handshakes_ok.load()));
-    line("scale0_gateway_tls_handshakes_total{result=\"failed\"} " +
-         std::to_string(tls_handshakes_failed.load()));
-    line("scale0_gateway_tls_handshakes_total{result=\"timeout\"} " +
-         std::to_string(tls_handshakes_timed_out.load()));
-    gauge("scale0_gateway_broker_unknown_replies_total", "counter",
-          "Replies from the broker for no request in progress (late or after a disconnect).",
-          broker_unknown_replies);
-    return out;
+      for (const auto& [code, count] : codes)
+        e.add(n(count), {{"route", route}, {"code", std::to_string(code)}});
+    e.histogram("scale0_gateway_request_duration_seconds",
+                "Time from a whole request read to its response written, by route.");
+    for (const auto& [route, h] : latency) e.add(h, {{"route", route}});
+    e.gauge("scale0_gateway_requests_in_flight", "Requests waiting for the broker.")
+        .add(n(inflight.load()));
+    e.gauge("scale0_gateway_connections_open", "HTTP connections open now.")
+        .add(n(connections_open.load()));
+    e.counter("scale0_gateway_connections_total", "HTTP connections accepted.")
+        .add(n(connections_total));
+    e.counter("scale0_gateway_connections_rejected_total",
+              "Connections answered 503 and closed because --max-connections were open.")
+        .add(n(connections_rejected));
+    e.counter("scale0_gateway_trailer_fields_dropped_total",
+              "Trailer fields of chunked requests read and thrown away (never forwarded).")
+        .add(n(trailer_fields_dropped.load()));
+    e.counter("scale0_gateway_tls_handshakes_total",
+              "TLS handshakes by result: ok, failed (refused or broken by either side), timeout "
+              "(not finished within --header-timeout).")
+        .add(n(tls_handshakes_ok.load()), {{"result", "ok"}})
+        .add(n(tls_handshakes_failed.load()), {{"result", "failed"}})
+        .add(n(tls_handshakes_timed_out.load()), {{"result", "timeout"}});
+    e.counter("scale0_gateway_broker_unknown_replies_total",
+              "Replies from the broker for no request in progress (late or after a disconnect).")
+        .add(n(broker_unknown_replies));
+    return e.text();
   }
 };
 
@@ -197,7 +180,7 @@ struct server {
   std::uint64_t request_id_seed = 0;
   std::uint64_t request_id_count = 0;
 
-  std::unique_ptr<broker_detail::metrics_server> metrics;
+  std::unique_ptr<metrics::metrics_server> metrics;
 };
 }  // namespace gateway_detail
 
@@ -725,10 +708,10 @@ server::server(gateway_options o) : opt(std::move(o)) {
   control.assign(::dup(control_fd));
 
   if (!opt.metrics_listen.empty()) {
-    broker_detail::metrics_server::handlers h;
+    metrics::metrics_server::handlers h;
     h.metrics = [this]() -> std::optional<std::string> { return stats.render(); };
     h.ready = [this] { return !drain_requested.load(); };
-    metrics = std::make_unique<broker_detail::metrics_server>(opt.metrics_listen, std::move(h));
+    metrics = std::make_unique<metrics::metrics_server>(opt.metrics_listen, std::move(h));
   }
   sweep_interval = sweep_interval_for(opt);
   accept();

@@ -177,9 +177,9 @@ class HeartbeatCapTest(Scale0TestCase):
         welcome = p.recv(3.0)
         self.assertEqual(du32(welcome[3]), 300)
         deadline = now() + 5.0
-        while now() < deadline and scrape(b).get("scale0_worker_expired_total", 0) == 0:
+        while now() < deadline and scrape(b).get("scale0_workers_expired_total", 0) == 0:
             pass
-        self.assertEqual(scrape(b)["scale0_worker_expired_total"], 1)
+        self.assertEqual(scrape(b)["scale0_workers_expired_total"], 1)
 
 
 class MdpConformanceTest(Scale0TestCase):
@@ -202,7 +202,7 @@ class BudgetMetricsTest(Scale0TestCase):
         m = scrape(b)
         for budget in ("services", "unserved_services", "queue_per_service", "queue_bytes_per_service",
                        "queue_bytes", "client_backlog_bytes_per_client", "client_backlog_bytes",
-                       "heartbeat_interval_ms"):
+                       "heartbeat_interval_seconds"):
             self.assertIn('scale0_budget_used{budget="%s"}' % budget, m)
             self.assertIn('scale0_budget_limit{budget="%s"}' % budget, m)
             self.assertGreater(m['scale0_budget_limit{budget="%s"}' % budget], 0)

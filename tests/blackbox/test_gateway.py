@@ -1129,7 +1129,7 @@ class GatewayMetricsTest(GatewayTestCase):
         self.assertGreater(len(buckets), 1)
         self.assertEqual([v for _, v in buckets], sorted(v for _, v in buckets), "cumulative buckets")
         for name in ("scale0_gateway_connections_open", "scale0_gateway_connections_total",
-                     "scale0_gateway_connections_rejected_total", "scale0_gateway_requests_inflight"):
+                     "scale0_gateway_connections_rejected_total", "scale0_gateway_requests_in_flight"):
             self.assertIn(name, p.families, "%s is exposed" % name)
         self.assertGreaterEqual(p.value("scale0_gateway_connections_total"), 7)
 
@@ -1162,11 +1162,11 @@ class GatewayMetricsTest(GatewayTestCase):
         while held is not None and held.target != "/held":
             held = w.next_http(5.0)
         self.assertIsNotNone(held)
-        self.assertTrue(wait_for(lambda: self.prom(g).value("scale0_gateway_requests_inflight") == 1, 3.0),
+        self.assertTrue(wait_for(lambda: self.prom(g).value("scale0_gateway_requests_in_flight") == 1, 3.0),
                         "requests_inflight is 1 while a request waits")
         w.reply_http(held, 200, [], b"done")
         self.assertEqual(conns[0].read_final(5.0).body, b"done")
-        self.assertTrue(wait_for(lambda: self.prom(g).value("scale0_gateway_requests_inflight") == 0, 3.0))
+        self.assertTrue(wait_for(lambda: self.prom(g).value("scale0_gateway_requests_in_flight") == 0, 3.0))
         for c in conns:
             c.close()
         self.assertTrue(wait_for(lambda: (self.prom(g).value("scale0_gateway_connections_open") or 0) <= base, 3.0),

@@ -91,9 +91,9 @@ class MdwrkapiLikeWorker(threading.Thread):
 def expired_total(broker):
     with urllib.request.urlopen("http://%s/metrics" % broker.metrics, timeout=5) as r:
         for line in r.read().decode().splitlines():
-            if line.startswith("scale0_worker_expired_total "):
+            if line.startswith("scale0_workers_expired_total "):
                 return float(line.split()[1])
-    raise AssertionError("no scale0_worker_expired_total in /metrics")
+    raise AssertionError("no scale0_workers_expired_total in /metrics")
 
 
 class MdwrkapiHeartbeatTest(Scale0TestCase):

@@ -708,7 +708,7 @@ REQUIRED_FAMILIES = {
     "scale0_workers": ("gauge", {"service"}),
     "scale0_queue_depth": ("gauge", {"service"}),
     "scale0_dropped_messages_total": ("counter", {"reason"}),
-    "scale0_worker_expired_total": ("counter", set()),
+    "scale0_workers_expired_total": ("counter", set()),
     "scale0_heartbeats_missed_total": ("counter", set()),
 }
 
@@ -782,7 +782,7 @@ class MetricsTest(OpsTestCase):
         self.assertEqual(doc.value("scale0_queue_depth", service="held"), 2)
         self.assertEqual(doc.value("scale0_queue_depth", service="echo"), 0)
         self.assertEqual(doc.value("scale0_dropped_messages_total", reason="malformed"), 3)
-        self.assertEqual(doc.value("scale0_worker_expired_total"), 0)
+        self.assertEqual(doc.value("scale0_workers_expired_total"), 0)
 
     def test_http_endpoints_and_keep_alive(self):
         b = self.start_broker()
@@ -815,11 +815,11 @@ class MetricsTest(OpsTestCase):
         b = self.start_broker(heartbeat_interval=100, liveness=8)
         d = self.native_worker(b, ["dies"])
         doc = self.prom(b)
-        self.assertEqual(doc.value("scale0_worker_expired_total"), 0)
+        self.assertEqual(doc.value("scale0_workers_expired_total"), 0)
         missed0 = doc.value("scale0_heartbeats_missed_total")
         d.stop()  # silent from now on: no heartbeat, no DISCONNECT
-        self.assertTrue(wait_for(lambda: self.prom(b).value("scale0_worker_expired_total") == 1, 4.0),
-                        "worker_expired_total becomes 1 after liveness x interval")
+        self.assertTrue(wait_for(lambda: self.prom(b).value("scale0_workers_expired_total") == 1, 4.0),
+                        "workers_expired_total becomes 1 after liveness x interval")
         doc = self.prom(b)
         self.assertIn(doc.value("scale0_workers", service="dies"), (None, 0))
         with self.subTest("a worker that expired missed its heartbeats"):
@@ -838,7 +838,7 @@ class MetricsTest(OpsTestCase):
                         % (before, self.prom(b).value("scale0_heartbeats_missed_total")))
         self.assertEqual(p.disconnects, [])
         self.assertEqual(self.prom(b).value("scale0_workers", service="pauses"), 1)
-        self.assertEqual(self.prom(b).value("scale0_worker_expired_total"), 1)
+        self.assertEqual(self.prom(b).value("scale0_workers_expired_total"), 1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -600,7 +600,7 @@ def phase_broker_sigstop(ctx):
     ctx.load.finish()
     m1 = b.metric_values()
     ctx.result.note("across the stall: workers expired %d, joined %d, left %d; workers now plain=%s idem=%s" % (
-        m1.get("scale0_worker_expired_total", 0) - m0.get("scale0_worker_expired_total", 0),
+        m1.get("scale0_workers_expired_total", 0) - m0.get("scale0_workers_expired_total", 0),
         m1.get("scale0_workers_joined_total", 0) - m0.get("scale0_workers_joined_total", 0),
         m1.get("scale0_workers_left_total", 0) - m0.get("scale0_workers_left_total", 0),
         b.workers(PLAIN, m1), b.workers(IDEM, m1)))

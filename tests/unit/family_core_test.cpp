@@ -4,6 +4,7 @@
 // that broker's core as its peer ROUTER would read it (routing id first). Partitions lose messages
 // silently (TCP still "up"); kills make links drop. No sockets, no sleeping.
 #include "broker/family_core.hpp"
+#include "metrics/exposition.hpp"
 
 #include <gtest/gtest.h>
 
@@ -768,9 +769,10 @@ TEST_F(family_test, malformed_messages_of_every_command_are_dropped_and_counted)
   // Someone else claiming this broker's own endpoint.
   inject(net, a, "impostor", hello_bytes(99, A));
   EXPECT_EQ(a.core.dropped(family_drop::conflict), 1u);
-  std::ostringstream metrics;
-  a.core.add_metrics(metrics, net.now);
-  EXPECT_NE(metrics.str().find("scale0_family_dropped_total{reason=\"malformed\"} " +
+  metrics::exposition e;
+  a.core.add_metrics(e, net.now);
+  const std::string metrics = e.text();
+  EXPECT_NE(metrics.find("scale0_family_dropped_total{reason=\"malformed\"} " +
                                std::to_string(bad.size() + 3)),
             std::string::npos);
 }
@@ -814,10 +816,11 @@ TEST_F(family_test, status_lists_each_peer_with_its_services) {
   ASSERT_EQ(p["services"].size(), 1u);
   EXPECT_EQ(p["services"][0]["name"], "echo");
   EXPECT_EQ(p["services"][0]["idle"], 3);
-  std::ostringstream metrics;
-  a.core.add_metrics(metrics, net.now);
-  EXPECT_NE(metrics.str().find("scale0_family_peers{state=\"alive\"} 1"), std::string::npos);
-  EXPECT_NE(metrics.str().find("scale0_family_messages_total{direction=\"in\",command=\"hello\"}"),
+  metrics::exposition e;
+  a.core.add_metrics(e, net.now);
+  const std::string metrics = e.text();
+  EXPECT_NE(metrics.find("scale0_family_peers{state=\"alive\"} 1"), std::string::npos);
+  EXPECT_NE(metrics.find("scale0_family_messages_total{direction=\"in\",command=\"hello\"}"),
             std::string::npos);
 }
 

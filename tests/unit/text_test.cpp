@@ -112,15 +112,14 @@ TEST(EscapeText, OutputIsPrintableUtf8ForEveryByte) {
   EXPECT_NO_THROW((void)nlohmann::json(out).dump());
 }
 
-TEST(PrometheusLabel, EscapesWhatTheExpositionFormatRequires) {
-  EXPECT_EQ(scale0::prometheus_label_value("echo"), "echo");
-  EXPECT_EQ(scale0::prometheus_label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
-  EXPECT_EQ(scale0::prometheus_label_value("caf\xc3\xa9"), "caf\xc3\xa9");
+TEST(Utf8OrReplacement, KeepsUtf8AndReplacesTheRest) {
+  EXPECT_EQ(scale0::utf8_or_replacement("echo"), "echo");
+  EXPECT_EQ(scale0::utf8_or_replacement("a\\b\"c\nd"), "a\\b\"c\nd");  // not escaped
+  EXPECT_EQ(scale0::utf8_or_replacement("caf\xc3\xa9"), "caf\xc3\xa9");
   // Label values must be UTF-8: a byte that is not becomes U+FFFD.
-  EXPECT_EQ(scale0::prometheus_label_value("bad\xff"), "bad\xef\xbf\xbd");
-  EXPECT_EQ(scale0::prometheus_label_value("\xed\xa0\x80x"),
-            "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdx");
-  EXPECT_TRUE(scale0::valid_utf8(scale0::prometheus_label_value("\xc0\xaf\xf5")));
+  EXPECT_EQ(scale0::utf8_or_replacement("bad\xff"), "bad\xef\xbf\xbd");
+  EXPECT_EQ(scale0::utf8_or_replacement("\xed\xa0\x80x"), "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdx");
+  EXPECT_TRUE(scale0::valid_utf8(scale0::utf8_or_replacement("\xc0\xaf\xf5")));
 }
 
 }  // namespace

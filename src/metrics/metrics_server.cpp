@@ -7,9 +7,10 @@
 #include <thread>
 
 #include "common/host_port.hpp"
+#include "exposition.hpp"
 #include "scale0/error.hpp"
 
-namespace scale0::broker_detail {
+namespace scale0::metrics {
 namespace {
 
 namespace asio = boost::asio;
@@ -58,9 +59,13 @@ class session : public std::enable_shared_from_this<session> {
       text(http::status::method_not_allowed, "only GET and HEAD\n");
       res->set(http::field::allow, "GET, HEAD");
     } else if (path == "/metrics") {
-      if (auto m = handlers_.metrics())
-        text(http::status::ok, std::move(*m), "text/plain; version=0.0.4; charset=utf-8");
-      else
+      if (auto m = handlers_.metrics()) {
+        exposition process;
+        add_build_info(process);
+        add_process_metrics(process);
+        text(http::status::ok, std::move(*m) + process.text(),
+             "text/plain; version=0.0.4; charset=utf-8");
+      } else
         text(http::status::service_unavailable, "the broker did not answer\n");
     } else if (path == "/healthz") {
       // Alive means the event loop answers, not just that this thread runs.
@@ -150,4 +155,4 @@ std::string metrics_server::endpoint() const {
   return detail::format_host_port(ep.address().to_string(), ep.port());
 }
 
-}  // namespace scale0::broker_detail
+}  // namespace scale0::metrics

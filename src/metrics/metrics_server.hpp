@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// A small HTTP/1.1 listener (Boost.Beast, one thread) for /metrics, /healthz and /readyz. Beast
-// stays inside metrics_server.cpp so no other translation unit pays for it.
+// A small HTTP/1.1 listener (Boost.Beast, one thread) for /metrics, /healthz and /readyz, used by
+// the broker and the gateway. /metrics is what the `metrics` handler gives, then
+// scale0_build_info and the process_* families. Beast stays inside metrics_server.cpp so no other
+// translation unit pays for it.
 #pragma once
 
 #include <functional>
@@ -9,7 +11,7 @@
 #include <string>
 #include <utility>  // Boost 1.74 Asio uses std::exchange without including <utility>
 
-namespace scale0::broker_detail {
+namespace scale0::metrics {
 
 class metrics_server {
  public:
@@ -32,4 +34,4 @@ class metrics_server {
   std::unique_ptr<impl> impl_;
 };
 
-}  // namespace scale0::broker_detail
+}  // namespace scale0::metrics

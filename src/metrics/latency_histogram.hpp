@@ -6,10 +6,8 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
-#include <iosfwd>
-#include <string_view>
 
-namespace scale0::broker_detail {
+namespace scale0::metrics {
 
 struct latency_histogram {
   static constexpr std::array<double, 17> bounds = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -51,9 +49,4 @@ struct latency_histogram {
   double sum = 0;
 };
 
-// Writes the Prometheus series of `h` (cumulative buckets, sum, count) of the histogram `name`,
-// labelled `label="value"` (`value` already escaped). Defined in broker_status.cpp.
-void write_prometheus(std::ostream& o, std::string_view name, std::string_view label,
-                      std::string_view value, const latency_histogram& h);
-
-}  // namespace scale0::broker_detail
+}  // namespace scale0::metrics
