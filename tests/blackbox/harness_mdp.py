@@ -78,8 +78,9 @@ class MdpJob:
 
 class MdpWorker(threading.Thread):
     """MDP/Worker 0.1 on a DEALER, in a background thread. Sends HEARTBEAT every hb_ms after READY.
-    With reregister: READY again after a DISCONNECT, and (RFC 7) reconnect + READY after `liveness`
-    intervals without any message from the broker."""
+    With reregister: after a DISCONNECT, a new socket and READY on it (as the zguide's mdwrkapi
+    does), and (RFC 7) reconnect + READY after `liveness` intervals without any message from the
+    broker."""
 
     _n = 0
 
@@ -89,6 +90,7 @@ class MdpWorker(threading.Thread):
         MdpWorker._n += 1
         self.liveness = liveness
         self.reconnects = []
+        self._reconnect_now = False
         self.ctx, self.endpoint, self.service = ctx, endpoint, b_(service)
         self.hb_ms = hb_ms
         self.mode = mode
@@ -188,6 +190,16 @@ class MdpWorker(threading.Thread):
                             break
                         last_rx = now()
                         self._on_msg(m, s)
+                        if self._reconnect_now:
+                            break
+                if self._reconnect_now:
+                    # What the old socket still holds (more DISCONNECTs answering heartbeats the
+                    # broker queued up while it was away) goes with it: READY is sent once per socket.
+                    self._reconnect_now = False
+                    s.close(0)
+                    s = make_socket(self.ctx, zmq.DEALER, self.endpoint)
+                    s.send_multipart([b"", MDPW, M_READY, self.service])
+                    next_hb = now() + self.hb_ms / 1000.0
         finally:
             if s is not None:
                 s.close(0)
@@ -217,7 +229,7 @@ class MdpWorker(threading.Thread):
         elif cmd == M_DISCONNECT:
             self.disconnects.append((t, m))
             self.disconnect_evt.set()
-            if self.reregister:
-                s.send_multipart([b"", MDPW, M_READY, self.service])
+            if self.reregister:  # as the reference mdwrkapi: a new socket, then READY on it
+                self._reconnect_now = True
         else:
             self.unknown.append((t, m))
