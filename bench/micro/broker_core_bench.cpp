@@ -10,6 +10,7 @@
 
 #include "broker/broker_core.hpp"
 #include "broker/timer_wheel.hpp"
+#include "metrics/exposition.hpp"
 #include "support/job_sink.hpp"
 
 namespace {
@@ -150,6 +151,62 @@ void BM_timer_schedule_cancel(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_timer_schedule_cancel)->Arg(10)->Arg(1000)->Arg(100000);
+
+// What a scrape costs the broker's thread (it answers /metrics and scale0.status between
+// messages): the Prometheus text and the status JSON of a broker with `n` services, each with a
+// worker and some traffic behind it.
+enum class scrape { metrics_text, metrics_families, status_json };
+void scrape_bench(benchmark::State& state, scrape what) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  broker_options options;
+  options.max_services = n + 10;
+  job_sink out;
+  auto now = clock::time_point{} + 1h;
+  broker_core core(options, out, 1, "tcp://127.0.0.1:5557", now);
+  frames msg;
+  const std::string ready_head = be(4, 4) + be(0, 4) + std::string(1, '\0');
+  const std::string timeout = be(5000, 4), status = be(200, 2);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string w = "w" + std::to_string(i), s = "svc" + std::to_string(i);
+    fill(msg,
+         {w, "", "S0W1", "\x01", std::string_view(ready_head).substr(0, 4),
+          std::string_view(ready_head).substr(4, 4), std::string_view(ready_head).substr(8, 1), s});
+    core.on_message(1, msg, false, now);
+    fill(msg, {"client", "", "S0C1", "\x01", be(i + 1, 8), s, timeout, "payload"});
+    core.on_message(0, msg, false, now);
+    fill(msg, {w, "", "S0W1", "\x03", be(out.last_job, 8), status, "", "reply"});
+    core.on_message(1, msg, false, now);
+  }
+  std::size_t bytes = 0;
+  for (auto _ : state) {
+    if (what == scrape::metrics_families) {
+      auto families = core.metrics(now);
+      benchmark::DoNotOptimize(&families);
+      continue;
+    }
+    const std::string text =
+        what == scrape::metrics_text ? core.metrics_text(now) : core.status_json(now);
+    bytes = text.size();
+    benchmark::DoNotOptimize(text.data());
+  }
+  if (bytes > 0) state.counters["bytes"] = static_cast<double>(bytes);
+}
+void BM_scrape_metrics(benchmark::State& state) {
+  scrape_bench(state, scrape::metrics_text);
+}
+void BM_scrape_metrics_families(benchmark::State& state) {
+  scrape_bench(state, scrape::metrics_families);
+}
+void BM_scrape_status_json(benchmark::State& state) {
+  scrape_bench(state, scrape::status_json);
+}
+BENCHMARK(BM_scrape_metrics)->Arg(10)->Arg(1000)->Arg(10000)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_scrape_metrics_families)
+    ->Arg(10)
+    ->Arg(1000)
+    ->Arg(10000)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_scrape_status_json)->Arg(10)->Arg(1000)->Arg(10000)->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

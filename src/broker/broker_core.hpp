@@ -188,6 +188,7 @@ class broker_core {
 
   // Prometheus text exposition of every counter, gauge and histogram.
   std::string metrics_text(time_point now) const;
+  metrics::exposition metrics(time_point now) const;  // the families metrics_text() writes
 
   const broker_counters& counters() const noexcept { return counters_; }
   void note_refusal(std::string_view endpoint, std::string_view reason);

@@ -160,6 +160,10 @@ std::string broker_core::status_json(time_point now) const {
 }
 
 std::string broker_core::metrics_text(time_point now) const {
+  return metrics(now).text();
+}
+
+metrics::exposition broker_core::metrics(time_point now) const {
   metrics::exposition e;
   const auto n = [](auto v) { return static_cast<double>(v); };
   e.counter("scale0_requests_total",
@@ -279,7 +283,7 @@ std::string broker_core::metrics_text(time_point now) const {
       .add(n(policy_version_));
   e.gauge("scale0_draining", "1 while the broker drains before stopping.").add(draining_ ? 1 : 0);
   if (status_source_ != nullptr) status_source_->add_metrics(e, now);
-  return e.text();
+  return e;
 }
 
 }  // namespace scale0::broker_detail

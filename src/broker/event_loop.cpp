@@ -285,19 +285,36 @@ void event_loop::request_reload() noexcept {
 
 std::optional<std::string> event_loop::query(std::string_view what,
                                              std::chrono::milliseconds wait) {
+  const bool metrics = what == "metrics";
+  std::string ask(what);
+  std::uint64_t ticket = 0;
+  if (metrics) {
+    std::lock_guard lock(scrapes_mu_);
+    ticket = ++scrape_ticket_;
+    ask += ' ' + std::to_string(ticket);
+  }
   try {
     zmq::socket_t req(context_, zmq::socket_type::req);
     req.set(zmq::sockopt::linger, 0);
     req.connect(control_endpoint_);
-    req.send(zmq::buffer(what), zmq::send_flags::none);
+    req.send(zmq::buffer(ask), zmq::send_flags::none);
     zmq::pollitem_t item{req.handle(), 0, ZMQ_POLLIN, 0};
     if (zmq::poll(&item, 1, wait) <= 0) return std::nullopt;
     zmq::message_t reply;
     if (!req.recv(reply)) return std::nullopt;
-    return reply.to_string();
+    if (!metrics) return reply.to_string();
   } catch (const zmq::error_t&) {
     return std::nullopt;  // the context is going away
   }
+  metrics::exposition families;
+  {
+    std::lock_guard lock(scrapes_mu_);
+    const auto it = scrapes_.find(ticket);
+    if (it == scrapes_.end()) return std::nullopt;
+    families = std::move(it->second);
+    scrapes_.erase(it);
+  }
+  return families.text();  // on this thread, not the loop's
 }
 
 void event_loop::handle_control() {
@@ -307,8 +324,18 @@ void event_loop::handle_control() {
     (void)control_.recv(empty);
     (void)control_.recv(what);
     const auto now = clock::now();
-    const std::string answer =
-        what.to_string_view() == "metrics" ? core_->metrics_text(now) : core_->status_json(now);
+    const std::string_view ask = what.to_string_view();
+    std::string answer;
+    if (ask.starts_with("metrics ")) {
+      std::uint64_t ticket = 0;
+      for (char c : ask.substr(8)) ticket = ticket * 10 + static_cast<std::uint64_t>(c - '0');
+      metrics::exposition families = core_->metrics(now);
+      std::lock_guard lock(scrapes_mu_);
+      scrapes_.erase(scrapes_.begin(), scrapes_.lower_bound(ticket > 16 ? ticket - 16 : 0));
+      scrapes_.insert_or_assign(ticket, std::move(families));
+    } else {
+      answer = core_->status_json(now);
+    }
     control_.send(id, zmq::send_flags::sndmore);
     control_.send(zmq::message_t(), zmq::send_flags::sndmore);
     control_.send(zmq::buffer(answer), zmq::send_flags::none);

@@ -34,6 +34,7 @@ class running_broker {
     t_.join();
   }
   const bound_endpoints& endpoints() const { return b_.endpoints(); }
+  broker& get() { return b_; }
   // A 1 s heartbeat (3 s of liveness): these tests are about the libraries, not liveness, and
   // under ThreadSanitizer on a loaded 2-core machine a busy worker's thread has gone unscheduled
   // for over 300 ms, was expired and its requests answered 502. Tests that need a fast heartbeat
@@ -90,6 +91,39 @@ void await_service(client& c, const std::string& service) {
     std::this_thread::sleep_for(10ms);
   }
   FAIL() << "no worker registered for " << service;
+}
+
+// The loop copies its counters into metric families; the asking thread writes the text. Scrapes
+// from several threads at once each get a whole text, and one that gave up at once (its families
+// made later, never taken) confuses none of them.
+TEST(library, concurrent_metrics_scrapes_each_get_a_whole_text) {
+  running_broker b;
+  running_worker w(options_for(b, {"echo"}), echo);
+  client c(b.endpoints().frontend);
+  await_service(c, "echo");
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(c.request("echo", "x", 2000ms), "x");
+  for (int i = 0; i < 3; ++i) (void)b.get().metrics(0ms);
+  std::atomic<int> whole{0};
+  std::vector<std::thread> scrapers;
+  for (int t = 0; t < 4; ++t)
+    scrapers.emplace_back([&] {
+      for (int i = 0; i < 25; ++i) {
+        const auto m = b.get().metrics(10000ms);
+        if (m && m->starts_with("# HELP scale0_requests_total ") &&
+            m->find("\nscale0_requests_total{service=\"echo\",code=\"200\"} ") !=
+                std::string::npos &&
+            m->find("\nscale0_draining 0\n") != std::string::npos)
+          ++whole;
+      }
+    });
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(c.request("echo", "y", 2000ms), "y");
+  for (auto& t : scrapers) t.join();
+  EXPECT_EQ(whole.load(), 100);
+  const auto last = b.get().metrics(5000ms);
+  ASSERT_TRUE(last.has_value());
+  EXPECT_NE(last->find("scale0_requests_total{service=\"echo\",code=\"200\"} 70\n"),
+            std::string::npos)
+      << *last;
 }
 
 TEST(library, synchronous_request_round_trip) {
