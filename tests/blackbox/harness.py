@@ -40,7 +40,7 @@ from harness_http import (body_pattern, chunked, ConnectionClosed, ENC_FIELD_RE,
                           HttpResponse, HttpWorker, parse_http_request_encoding, RawHttp, REASONS,
                           split_frames, TOKEN_RE)
 from harness_mdp import MdpClient, MdpJob, MdpReply, MdpWorker
-from harness_procs import (BIN, binary_available, Broker, BrokerStartError, ep, first_line, read_ready_line, frames_of_str,
+from harness_procs import (BIN, await_ready, binary_available, Broker, BrokerStartError, drain_stdout, ep, first_line, read_ready_line, frames_of_str,
                            free_port, HERE, Proc, PYTHON, READY_RE, run_cli, Scale0Worker, VERBOSE)
 from harness_sockets import make_socket, NativeClient, parse_client_reply, RawPeer, Reply
 from harness_status import (counter_sum, family_status, flatten, peers_of, scrape, service_workers,
@@ -53,6 +53,8 @@ from harness_workers import Job, NativeWorker, parse_disconnect, Welcome
 
 __all__ = [
     "read_ready_line",
+    "await_ready",
+    "drain_stdout",
     "BIN", "Broker", "BrokerStartError", "C_HDR", "C_PING", "C_PONG", "C_REPLY", "C_REQUEST",
     "ConnectionClosed", "ENC_FIELD_RE", "ENC_REQUEST_LINE_RE", "EncodingError", "GATEWAY_READY_RE", "Gateway",
     "HERE", "H_HDR", "HttpRequestEnc", "HttpResponse", "HttpWorker", "Job", "MDPC", "MDPW", "M_DISCONNECT",

@@ -5,9 +5,8 @@ a Broker.
 """
 
 import re
-import threading
 
-from harness_procs import BIN, BrokerStartError, Proc, binary_available, read_ready_line
+from harness_procs import BIN, BrokerStartError, Proc, await_ready, binary_available
 
 
 GATEWAY_READY_RE = re.compile(rb"^ready listen=(\S+) broker=(\S+)(?: metrics=(\S+))?\s*$")
@@ -44,7 +43,6 @@ class Gateway:
         self.ready_line = None
         self.listen = None  # "HOST:PORT" from the ready line
         self.metrics = None
-        self._drain = None
 
     def args(self):
         if self.config is not None:
@@ -70,32 +68,12 @@ class Gateway:
         proc = Proc(self.args(), capture_stdout=True)
         self.procs.append(proc)
         self.proc = proc
-        line, buf = read_ready_line(proc, timeout)
-        if line is None:
-            rc = proc.poll()
-            err = proc.stderr_text()
-            proc.kill()
-            raise BrokerStartError("gateway did not print its ready line (rc=%r, args=%r)\nstdout=%r\nstderr:\n%s"
-                                   % (rc, self.args(), buf, err))
-        self.ready_line = line.decode("utf-8", "replace")
-        m = GATEWAY_READY_RE.match(line)
-        if not m:
-            proc.kill()
-            raise BrokerStartError("unexpected gateway ready line %r (docs/http.md: "
-                                   "`ready listen=HOST:PORT broker=EP [metrics=HOST:PORT]`)" % (line,))
+        m, self.ready_line = await_ready(
+            proc, "gateway", GATEWAY_READY_RE, self.args(), timeout,
+            " (docs/http.md: `ready listen=HOST:PORT broker=EP [metrics=HOST:PORT]`)")
         self.listen = m.group(1).decode()
         self.ready_broker = m.group(2).decode()
         self.metrics = m.group(3).decode() if m.group(3) else None
-
-        def drain(stream=proc.p.stdout):
-            try:
-                while stream.read(4096):
-                    pass
-            except Exception:
-                pass
-
-        self._drain = threading.Thread(target=drain, daemon=True)
-        self._drain.start()
         return self
 
     def alive(self):

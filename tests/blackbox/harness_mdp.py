@@ -4,12 +4,10 @@ delimiter added) with its MdpReply, and MdpWorker, an MDP worker on a DEALER in 
 thread (RFC 7 heartbeats, optional re-registration) with its MdpJob.
 """
 
-import queue
-import threading
 
 import zmq
 
-from harness_sockets import make_socket
+from harness_sockets import WorkerThread, make_socket
 from harness_wire import MDPC, MDPW, M_DISCONNECT, M_HEARTBEAT, M_READY, M_REPLY, M_REQUEST, b_, frames_of, now, short
 
 
@@ -76,7 +74,7 @@ class MdpJob:
         return "MdpJob(%r, %r)" % (self.address, short(self.body))
 
 
-class MdpWorker(threading.Thread):
+class MdpWorker(WorkerThread):
     """MDP/Worker 0.1 on a DEALER, in a background thread. Sends HEARTBEAT every hb_ms after READY.
     With reregister: after a DISCONNECT, a new socket and READY on it (as the zguide's mdwrkapi
     does), and (RFC 7) reconnect + READY after `liveness` intervals without any message from the
@@ -86,7 +84,7 @@ class MdpWorker(threading.Thread):
 
     def __init__(self, ctx, endpoint, service, hb_ms=200, mode="echo", send_heartbeats=True,
                  reregister=False, send_ready=True, reply_prefix=b"", liveness=3):
-        super().__init__(daemon=True)
+        super().__init__("MDP worker")
         MdpWorker._n += 1
         self.liveness = liveness
         self.reconnects = []
@@ -98,19 +96,8 @@ class MdpWorker(threading.Thread):
         self.reregister = reregister
         self.auto_ready = send_ready
         self.reply_prefix = reply_prefix
-        self.jobs = []
-        self.job_q = queue.Queue()
         self.heartbeats_in = []
-        self.disconnects = []
-        self.disconnect_evt = threading.Event()
-        self.unknown = []
-        self.error = None
         self.ready_sent = False
-        self._out = queue.Queue()
-        self._halt = threading.Event()
-
-    def send(self, frames):
-        self._out.put([b_(f) for f in frames])
 
     def send_ready(self, service=None):
         self.send([b"", MDPW, M_READY, b_(service) if service is not None else self.service])
@@ -118,30 +105,8 @@ class MdpWorker(threading.Thread):
     def reply(self, job, body):
         self.send([b"", MDPW, M_REPLY, job.address, b""] + frames_of(body))
 
-    def next_job(self, timeout=5.0):
-        try:
-            return self.job_q.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            return None
-
     def wait_disconnect(self, timeout=5.0):
         return self.disconnect_evt.wait(timeout)
-
-    def stop(self):
-        self._halt.set()
-        if self.is_alive():
-            self.join(5.0)
-
-    def check(self):
-        if self.error:
-            raise AssertionError("MDP worker thread failed: %s" % self.error)
-
-    def run(self):
-        try:
-            self._run()
-        except Exception as e:  # pragma: no cover
-            import traceback
-            self.error = "%r\n%s" % (e, traceback.format_exc())
 
     def _run(self):
         s = make_socket(self.ctx, zmq.DEALER, self.endpoint)
@@ -155,12 +120,7 @@ class MdpWorker(threading.Thread):
             for _ in range(10 ** 8):
                 if self._halt.is_set():
                     break
-                for _ in range(10000):
-                    try:
-                        f = self._out.get_nowait()
-                    except queue.Empty:
-                        break
-                    s.send_multipart(f)
+                for f in self._send_queued(s):
                     if len(f) >= 3 and f[2] == M_READY:
                         self.ready_sent = True
                         if next_hb is None:

@@ -186,7 +186,6 @@ class Broker:
         self.ready_line = None
         self.procs = []  # every Proc ever started by this object (restarts)
         self.ready_peer = None
-        self._drain = None
 
     # endpoints
     @property
@@ -270,31 +269,10 @@ class Broker:
         proc = Proc(self.args(), capture_stdout=True)
         self.procs.append(proc)
         self.proc = proc
-        line, buf = read_ready_line(proc, timeout)
-        if line is None:
-            rc = proc.poll()
-            err = proc.stderr_text()
-            proc.kill()
-            raise BrokerStartError("broker did not print its ready line (rc=%r, args=%r)\nstdout=%r\nstderr:\n%s"
-                                   % (rc, self.args(), buf, err))
-        self.ready_line = line.decode("utf-8", "replace")
-        m = READY_RE.match(line)
-        if not m:
-            proc.kill()
-            raise BrokerStartError("unexpected ready line %r" % (line,))
+        m, self.ready_line = await_ready(proc, "broker", READY_RE, self.args(), timeout)
         self.ready_endpoints = tuple(x.decode() for x in m.groups()[:3])
         self.ready_peer = m.group(4).decode() if m.group(4) else None
         self.metrics = m.group(5).decode() if m.group(5) else None
-
-        def drain(stream=proc.p.stdout):
-            try:
-                while stream.read(4096):
-                    pass
-            except Exception:
-                pass
-
-        self._drain = threading.Thread(target=drain, daemon=True)
-        self._drain.start()
 
     def alive(self):
         return self.proc is not None and self.proc.alive()
@@ -380,6 +358,41 @@ def read_ready_line(proc, timeout=15.0):
         elif proc.poll() is not None:
             break
     return None, buf
+
+
+def drain_stdout(proc):
+    """Reads and drops what `proc` prints after its ready line (so a full pipe never blocks it),
+    on a daemon thread; returns the thread."""
+    def drain(stream=proc.p.stdout):
+        try:
+            while stream.read(4096):
+                pass
+        except Exception:
+            pass
+
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    return t
+
+
+def await_ready(proc, what, ready_re, args, timeout=15.0, expected=""):
+    """The match of `ready_re` against the ready line of a server just started (a Proc with
+    capture_stdout=True), its stdout drained from then on. Kills the process and raises
+    BrokerStartError (with its exit status, output and stderr) when no line comes in time or the
+    line does not match. Returns (match, line as text)."""
+    line, buf = read_ready_line(proc, timeout)
+    if line is None:
+        rc = proc.poll()
+        err = proc.stderr_text()
+        proc.kill()
+        raise BrokerStartError("%s did not print its ready line (rc=%r, args=%r)\nstdout=%r\nstderr:\n%s"
+                               % (what, rc, args, buf, err))
+    m = ready_re.match(line)
+    if not m:
+        proc.kill()
+        raise BrokerStartError("unexpected %s ready line %r%s" % (what, line, expected))
+    drain_stdout(proc)
+    return m, line.decode("utf-8", "replace")
 
 
 def first_line(proc, timeout=15.0):

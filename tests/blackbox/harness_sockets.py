@@ -4,6 +4,9 @@ harness's options), RawPeer (a bare DEALER for arbitrary frames), and NativeClie
 client on a DEALER that pipelines by request-id, with its Reply and parse_client_reply().
 """
 
+import queue
+import threading
+
 import zmq
 
 from harness_wire import C_HDR, C_PING, C_REPLY, C_REQUEST, b_, du16, du64, frames_of, now, short, u8, u32, u64
@@ -187,3 +190,58 @@ class NativeClient(RawPeer):
                 self.other.remove(self.other[-1])
                 return m
         return None
+
+
+class WorkerThread(threading.Thread):
+    """What the test workers (NativeWorker, MdpWorker) share: a daemon thread that owns its
+    sockets and runs `_run()`, frames to send queued from any thread, jobs handed over through a
+    queue, DISCONNECTs recorded, and an exception in the thread kept for check()."""
+
+    def __init__(self, label):
+        super().__init__(daemon=True)
+        self.label = label
+        self.jobs = []
+        self.job_q = queue.Queue()
+        self.disconnects = []
+        self.disconnect_evt = threading.Event()
+        self.unknown = []  # messages it could not parse
+        self.error = None
+        self._out = queue.Queue()
+        self._halt = threading.Event()
+
+    def send(self, frames):
+        self._out.put([b_(f) for f in frames])
+
+    def next_job(self, timeout=5.0):
+        try:
+            return self.job_q.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+    def stop(self):
+        self._halt.set()
+        if self.is_alive():
+            self.join(5.0)
+
+    def check(self):
+        if self.error:
+            raise AssertionError("%s thread failed: %s" % (self.label, self.error))
+
+    def run(self):
+        try:
+            self._run()
+        except Exception as e:  # pragma: no cover - reported via check()
+            import traceback
+            self.error = "%r\n%s" % (e, traceback.format_exc())
+
+    def _send_queued(self, sock):
+        """Sends what other threads queued (up to 10,000 messages); returns them."""
+        sent = []
+        for _ in range(10000):
+            try:
+                f = self._out.get_nowait()
+            except queue.Empty:
+                break
+            sock.send_multipart(f)
+            sent.append(f)
+        return sent

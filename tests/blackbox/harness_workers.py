@@ -4,13 +4,12 @@
 test, with the Job and Welcome it parses, and parse_disconnect() for a DISCONNECT seen elsewhere.
 """
 
-import queue
 import re
 import threading
 
 import zmq
 
-from harness_sockets import make_socket
+from harness_sockets import WorkerThread, make_socket
 from harness_wire import (H_HDR, W_DISCONNECT, W_HDR, W_HEARTBEAT, W_READY, W_REPLY, W_REQUEST, W_STOPPING,
                           W_WELCOME, b_, du16, du32, du64, frames_of, now, short, u8, u16, u32, u64)
 
@@ -45,7 +44,7 @@ class Welcome:
         return "%s://%s:%s" % (m.group(1), host, m.group(3))
 
 
-class NativeWorker(threading.Thread):
+class NativeWorker(WorkerThread):
     """An S0/1 worker driven by a background thread.
 
     mode: "echo" (reply 200, message=name, body=request body), "hold" (never reply by itself), or a
@@ -58,7 +57,6 @@ class NativeWorker(threading.Thread):
     def __init__(self, ctx, endpoint, services, concurrency=1, heartbeat_ms=0, flags=0, mode="echo",
                  send_heartbeats=True, subscribe=True, reregister=False, name=None, send_ready=True,
                  hb_every_ms=None):
-        super().__init__(daemon=True)
         NativeWorker._n += 1
         self.ctx = ctx
         self.endpoint = endpoint
@@ -71,29 +69,23 @@ class NativeWorker(threading.Thread):
         self.subscribe = subscribe
         self.reregister = reregister
         self.wname = b_(name) if name else b"pyworker-%d" % NativeWorker._n
+        super().__init__("worker thread %r" % self.wname)
         self.auto_ready = send_ready
         self.hb_every_ms = hb_every_ms
 
         self.welcome = None
         self.welcomes = []
         self.welcome_evt = threading.Event()
-        self.jobs = []
-        self.job_q = queue.Queue()
-        self.disconnects = []  # (t, status or None, message or None, frames)
-        self.disconnect_evt = threading.Event()
+        # self.disconnects: (t, status or None, message or None, frames)
         self.stoppings = []
         self.stopping_evt = threading.Event()
         self.pubs = []  # (t, broker_id, seq, frames)
         self.bad_pubs = []
-        self.unknown = []  # unparsed ROUTER messages
         self.sent_heartbeats = []
-        self.error = None
         self.registrations = 0
         self.reconnects = []  # times the worker gave up on a silent broker and reconnected
         self._active = None  # the WELCOME of the current registration
 
-        self._out = queue.Queue()
-        self._halt = threading.Event()
         self._lock = threading.Lock()
         self._sub_endpoint = None
 
@@ -101,9 +93,6 @@ class NativeWorker(threading.Thread):
     def ready_frames(self):
         return [b"", W_HDR, u8(W_READY), u32(self.concurrency), u32(self.req_heartbeat_ms),
                 u8(self.flags)] + self.services
-
-    def send(self, frames):
-        self._out.put([b_(f) for f in frames])
 
     def send_ready(self):
         self.send(self.ready_frames())
@@ -135,12 +124,6 @@ class NativeWorker(threading.Thread):
                                  % (self.wname, timeout, self.disconnects, self.unknown[:3], self.error))
         return self.welcome
 
-    def next_job(self, timeout=5.0):
-        try:
-            return self.job_q.get(timeout=max(0.0, timeout))
-        except queue.Empty:
-            return None
-
     def jobs_within(self, timeout):
         """Drain jobs arriving within timeout (bounded)."""
         out = []
@@ -160,23 +143,7 @@ class NativeWorker(threading.Thread):
             return None
         return self.disconnects[0]
 
-    def stop(self):
-        self._halt.set()
-        if self.is_alive():
-            self.join(5.0)
-
-    def check(self):
-        if self.error:
-            raise AssertionError("worker thread %r failed: %s" % (self.wname, self.error))
-
     # ---- thread ----
-    def run(self):
-        try:
-            self._run()
-        except Exception as e:  # pragma: no cover - reported via check()
-            import traceback
-            self.error = "%r\n%s" % (e, traceback.format_exc())
-
     def _run(self):
         dealer = make_socket(self.ctx, zmq.DEALER, self.endpoint)
         sub = None
@@ -192,12 +159,7 @@ class NativeWorker(threading.Thread):
                 if self._halt.is_set():
                     break
                 # outgoing
-                for _ in range(10000):
-                    try:
-                        f = self._out.get_nowait()
-                    except queue.Empty:
-                        break
-                    dealer.send_multipart(f)
+                self._send_queued(dealer)
                 # heartbeats
                 t = now()
                 active = self._active

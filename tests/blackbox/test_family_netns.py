@@ -60,7 +60,7 @@ import unittest
 
 import zmq
 
-from harness import (BIN, binary_available, now, peers_of, Proc, PYTHON, read_ready_line, VERBOSE,
+from harness import (BIN, binary_available, drain_stdout, now, peers_of, Proc, PYTHON, read_ready_line, VERBOSE,
                      wait_until)
 # ------------------------------------------------------------------------------------------------
 # The network this file owns
@@ -385,14 +385,7 @@ class NsBroker:
                                  % (self.node.upper(), self.proc.poll(), self.args, line or buf,
                                     self.proc.stderr_text()))
         self.ready_line = line.decode()
-
-        def drain(stream=self.proc.p.stdout):
-            try:
-                while stream.read(4096):
-                    pass
-            except Exception:
-                pass
-        threading.Thread(target=drain, daemon=True).start()
+        drain_stdout(self.proc)
         return self
 
     def alive(self):
