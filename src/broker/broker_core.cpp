@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "protocol/reasons.hpp"
 #include "scale0/error.hpp"
 
 namespace scale0::broker_detail {
@@ -96,14 +97,12 @@ void broker_core::revoke_workers(const grant_lookup& grant_for, time_point now) 
     for (std::uint32_t m : W.memberships)
       allowed = allowed && g->may_serve(services_[members_[m].service].name);
     if (allowed) continue;
-    note_refusal(W.socket == 0 ? "frontend" : "backend", "key_revoked");
+    note_refusal(W.socket == 0 ? "frontend" : "backend", reasons::label_key_revoked);
     const std::string detail =
-        "a worker's key was removed, or no longer allows what it serves "
-        "(key " +
-        W.curve_key + ")";
+        std::string(reasons::worker_key_removed) + " (key " + W.curve_key + ")";
     out_.event({event_kind::refused, hex_id(W.identity), W.address, {}, status::forbidden, detail});
-    send_disconnect(W, status::forbidden, "this key may no longer serve these services");
-    purge_worker(w, now, "its key was revoked");
+    send_disconnect(W, status::forbidden, reasons::key_may_no_longer_serve);
+    purge_worker(w, now, reasons::key_revoked);
   }
 }
 
@@ -116,12 +115,12 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
       in.kind != inbound_kind::client_ping && in.kind != inbound_kind::client_error &&
       in.kind != inbound_kind::client_hello) {
     // A peer forwards S0/2 requests and nothing else on its link.
-    drop(counters_.dropped_malformed, "not a forwarded request, on the peer endpoint");
+    drop(counters_.dropped_malformed, reasons::not_a_forward);
     return;
   }
   switch (in.kind) {
     case inbound_kind::drop:
-      drop(counters_.dropped_malformed, "malformed message");
+      drop(counters_.dropped_malformed, reasons::malformed_message);
       break;
     case inbound_kind::client_error:
     case inbound_kind::mdp_client_error:  // in.service: an invalid name, echoed to MDP clients
@@ -146,9 +145,9 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
     case inbound_kind::mdp_ready:
       if (oversized) {
         send_disconnect(socket, view(msg[0]), mdp, in.version, status::too_large,
-                        "READY too large");
+                        reasons::ready_too_large);
         if (const std::uint32_t w = find_worker(socket, msg[0]); w != npos)
-          purge_worker(w, now, "READY too large");
+          purge_worker(w, now, reasons::ready_too_large);
       } else {
         on_worker_ready(socket, msg, in, mdp, now);
       }
@@ -163,7 +162,7 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
           send_disconnect(socket, view(msg[0]), mdp, in.version, in.status, in.reason);
         } else if (!disconnect) {
           send_disconnect(socket, view(msg[0]), mdp, in.version, status::bad_request,
-                          "unknown worker: send READY first");
+                          reasons::unknown_worker);
         }
         break;
       }
@@ -189,10 +188,10 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
           purge_worker(w, now, in.reason);
           break;
         case inbound_kind::worker_disconnect:
-          purge_worker(w, now, "disconnected", in.reply_status == status::no_content);
+          purge_worker(w, now, reasons::disconnected, in.reply_status == status::no_content);
           break;
         case inbound_kind::mdp_disconnect:
-          purge_worker(w, now, "disconnected");
+          purge_worker(w, now, reasons::disconnected);
           break;
         default:  // heartbeats: touch() was all they needed
           break;
@@ -206,12 +205,12 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
                                     bool mdp, bool oversized, time_point now) {
   ++counters_.requests;
   const client_ref c{socket, view(msg[0]), mdp, in.id, in.service, in.version};
-  if (oversized) return send_error(c, status::too_large, "request too large");
+  if (oversized) return send_error(c, status::too_large, reasons::request_too_large);
   if (reserved_service(in.service)) return on_management(c, msg, in.first, now);
   if (who_ != nullptr && !who_->may_call(in.service)) {
-    refuse(socket, msg, "service_not_allowed", in.service,
-           "a client key called a service it is not allowed");
-    return send_error(c, status::forbidden, "this key may not call this service");
+    refuse(socket, msg, reasons::label_service_not_allowed, in.service,
+           reasons::client_called_forbidden);
+    return send_error(c, status::forbidden, reasons::key_may_not_call);
   }
   const bool from_peer = socket == peer_socket;
   if (draining_) {
@@ -219,14 +218,14 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
     // to a peer that takes work, with its request handed back. Majordomo clients cannot be.
     if (from_peer) {
       last_redirect_ = now;
-      return send_error(c, status::moved, "broker draining");
+      return send_error(c, status::moved, reasons::broker_draining);
     }
     if (!mdp)
       if (const std::string* target = redirect_client(in.service)) {
         last_redirect_ = now;
         return send_redirect(c, *target, msg, in.first);
       }
-    return send_error(c, status::unavailable, "broker draining");
+    return send_error(c, status::unavailable, reasons::broker_draining);
   }
 
   const std::string& key = make_key(socket, c.identity);
@@ -234,13 +233,13 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   // Answers it has not read yet count too: a client that does not read gets 429s, not more work.
   if (client != clients_.end() &&
       client->second.in_flight + client->second.backlog.size() >= options_.max_client_inflight)
-    return send_error(c, status::too_many_requests, "too many requests in flight for this client");
+    return send_error(c, status::too_many_requests, reasons::client_inflight);
 
   const std::uint32_t s = find_or_create_service(in.service, now, false);
   if (s == npos)
     return send_error(c, status::unavailable,
-                      service_by_name_.size() >= options_.max_services ? "too many services"
-                                                                       : "no worker for service");
+                      service_by_name_.size() >= options_.max_services ? reasons::too_many_services
+                                                                       : reasons::no_worker);
   std::size_t bytes = 0;
   for (std::size_t i = in.first; i < msg.size(); ++i) bytes += msg[i].size();
   service_entry& svc = services_[s];
@@ -253,12 +252,12 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   const bool immediate = to_worker || to_peer;
   if (!immediate && svc.queue.size >= svc.max_queue) {
     count_error(s, status::unavailable);
-    return send_error(c, status::unavailable, "service queue full");
+    return send_error(c, status::unavailable, reasons::queue_full);
   }
   if (!immediate && (svc.queue_bytes + bytes > options_.max_queue_bytes ||
                      queue_bytes_ + bytes > options_.max_total_queue_bytes)) {
     count_error(s, status::unavailable);
-    return send_error(c, status::unavailable, "service queue full (bytes)");
+    return send_error(c, status::unavailable, reasons::queue_bytes_full);
   }
   if (client == clients_.end()) client = clients_.emplace(key, client_entry{}).first;
   ++client->second.in_flight;
@@ -307,14 +306,13 @@ void broker_core::on_management(const client_ref& c, frames& msg, std::size_t fi
     body = "501";
   } else if (c.service == "scale0.status") {
     if (who_ != nullptr && !who_->status) {
-      refuse(c.socket, msg, "status_not_allowed", c.service,
-             "a key that is not an admin key asked scale0.status");
-      return send_error(c, status::forbidden,
-                        "scale0.status needs an admin key (--admin-keys) or a listed client key");
+      refuse(c.socket, msg, reasons::label_status_not_allowed, c.service,
+             reasons::status_without_admin);
+      return send_error(c, status::forbidden, reasons::status_needs_admin);
     }
     body = status_json(now);
   } else {
-    if (!c.mdp) return send_error(c, status::not_implemented, "unknown management service");
+    if (!c.mdp) return send_error(c, status::not_implemented, reasons::unknown_management);
     body = "501";
   }
   frames reply;
@@ -328,8 +326,9 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   const std::string& key = make_key(socket, identity);
   if (auto it = worker_by_key_.find(key); it != worker_by_key_.end()) {
     const std::uint32_t w = it->second;
-    send_disconnect(socket, identity, mdp, in.version, status::bad_request, "already registered");
-    return purge_worker(w, now, "sent READY twice");
+    send_disconnect(socket, identity, mdp, in.version, status::bad_request,
+                    reasons::already_registered);
+    return purge_worker(w, now, reasons::sent_ready_twice);
   }
   if (draining_ && !mdp) {  // a worker registering here now is sent on at once
     const worker_entry none;
@@ -342,18 +341,18 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   const std::size_t count = protocol::ready_services(msg, in, names);
   if (count > options_.max_worker_services)
     return send_disconnect(socket, identity, mdp, in.version, status::bad_request,
-                           "too many services for one worker");
+                           reasons::too_many_worker_services);
   std::size_t new_services = 0;
   for (std::size_t i = 0; i < count; ++i) {
     const std::string_view name = names[i];
     if (reserved_service(name))
       return send_disconnect(socket, identity, mdp, in.version, status::bad_request,
-                             "service name is reserved");
+                             reasons::reserved_service);
     if (who_ != nullptr && !who_->may_serve(name)) {
-      refuse(socket, msg, "service_not_allowed", name,
-             "a worker key announced a service it is not allowed");
+      refuse(socket, msg, reasons::label_service_not_allowed, name,
+             reasons::worker_announced_forbidden);
       return send_disconnect(socket, identity, mdp, in.version, status::forbidden,
-                             "this key may not serve this service");
+                             reasons::key_may_not_serve);
     }
     bool repeated = false;  // a name listed twice is one service
     for (std::size_t k = 0; k < i && !repeated; ++k) repeated = names[k] == name;
@@ -386,7 +385,7 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
         ++idle_unserved;
     if (service_by_name_.size() - idle_unserved + new_services > options_.max_services)
       return send_disconnect(socket, identity, mdp, in.version, status::unavailable,
-                             "too many services");
+                             reasons::too_many_services);
   }
 
   const std::uint32_t w = take_index(workers_, free_workers_);
@@ -470,12 +469,12 @@ void broker_core::on_worker_reply(std::uint32_t w, frames& msg, const protocol::
   if (slot >= slots_.size() || slots_[slot].generation != generation || slots_[slot].worker != w ||
       (slots_[slot].state != slot_state::in_flight &&
        slots_[slot].state != slot_state::abandoned)) {
-    drop(counters_.dropped_unknown_reply, "reply for an unknown or already answered request");
+    drop(counters_.dropped_unknown_reply, reasons::unknown_reply);
     return;
   }
   request_slot& r = slots_[slot];
   if (r.state == slot_state::abandoned) {  // the client already got 504
-    drop(counters_.dropped_late_reply, "late reply (the client already had 504)");
+    drop(counters_.dropped_late_reply, reasons::late_reply);
   } else {
     ++counters_.replies;
     ++services_[r.service].replies;
@@ -483,7 +482,7 @@ void broker_core::on_worker_reply(std::uint32_t w, frames& msg, const protocol::
     const client_ref c = client_of(r);
     if (oversized) {
       count_error(r.service, status::too_large);
-      send_error(c, status::too_large, "reply too large");
+      send_error(c, status::too_large, reasons::reply_too_large);
     } else if (mdp) {
       ++services_[r.service].replies_ok;
       send_client_reply(c, status::ok, "", msg, in.first);
@@ -712,7 +711,7 @@ void broker_core::purge_unreachable(time_point now, bool all) {
     worker_entry& W = workers_[w];
     if (!W.used || !W.unreachable) return true;  // purged meanwhile (the slot may be reused)
     if (!all && now - W.unreachable_since < options_.heartbeat_interval) return false;
-    purge_worker(w, now, "unreachable");
+    purge_worker(w, now, reasons::unreachable);
     return true;
   });
 }
@@ -852,16 +851,16 @@ void broker_core::on_timer(std::uint32_t slot, time_point now) {
   request_slot& r = slots_[slot];
   if (r.state == slot_state::queued) {
     const service_entry& S = services_[r.service];
-    if (now >= r.deadline) return fail(slot, status::deadline, "deadline passed while queued");
+    if (now >= r.deadline) return fail(slot, status::deadline, reasons::deadline_queued);
     if (no_worker_for(r) &&
         now >= std::max(r.enqueued, S.no_worker_since) + options_.no_worker_timeout)
-      return fail(slot, status::unavailable, "no worker for service");
+      return fail(slot, status::unavailable, reasons::no_worker);
     return schedule_queued(slot, now);
   }
   if (r.state != slot_state::in_flight) return;
   // The worker still holds it (and its credit) until it replies; the client hears now.
   count_error(r.service, status::deadline);
-  send_error(client_of(r), status::deadline, "deadline passed while a worker held the request");
+  send_error(client_of(r), status::deadline, reasons::deadline_held);
   if (auto it = clients_.find(make_key(r.client_socket, r.client)); it != clients_.end())
     --it->second.in_flight;
   --services_[r.service].in_flight;
@@ -938,9 +937,7 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
       pending_dispatch_.push_back(r.service);
       ++counters_.redispatched;
     } else if (r.state == slot_state::in_flight) {
-      fail(slot, status::worker_lost,
-           W.peer ? "peer broker lost while holding the request"
-                  : "worker lost while holding the request");
+      fail(slot, status::worker_lost, W.peer ? reasons::peer_lost : reasons::worker_lost);
     } else {
       finish(slot);  // abandoned: its client already had 504
     }
@@ -966,7 +963,8 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view
 
 void broker_core::peer_up(std::uint32_t link, std::string_view name, std::string_view frontend,
                           std::string_view backend, std::uint8_t fallback_rank, time_point now) {
-  if (const std::uint32_t old = peer_of(link); old != npos) peer_down(link, "restarted", now);
+  if (const std::uint32_t old = peer_of(link); old != npos)
+    peer_down(link, reasons::peer_restarted, now);
   const std::uint32_t w = take_index(workers_, free_workers_);
   worker_entry& W = workers_[w];
   W.used = true;
@@ -1144,7 +1142,7 @@ void broker_core::move_idle_workers(time_point now) {
     ++counters_.redirected_workers;
     const std::string to = *target;
     send_disconnect(W, status::moved, to);
-    purge_worker(w, now, "moved to a peer (" + to + ")", true);
+    purge_worker(w, now, std::string(reasons::moved_to_peer) + " (" + to + ")", true);
   }
 }
 
@@ -1224,7 +1222,7 @@ void broker_core::rebalance_workers(time_point now) {
     note_arriving(p, rebalance_services_, now);
     const std::string to = workers_[p].backend;
     send_disconnect(W, status::moved, to);
-    purge_worker(w, now, "sent to a peer that needs it more (" + to + ")", true);
+    purge_worker(w, now, std::string(reasons::sent_to_needier_peer) + " (" + to + ")", true);
   }
 }
 
@@ -1280,7 +1278,7 @@ void broker_core::on_peer_reply(std::uint32_t link, frames& msg, bool oversized,
   const std::uint32_t w = peer_of(link);
   const protocol::client_inbound in = protocol::decode_for_client(msg);
   if (w == npos || in.kind == protocol::client_inbound_kind::invalid) {
-    drop(counters_.dropped_malformed, "not a reply, on a link to a peer");
+    drop(counters_.dropped_malformed, reasons::not_a_peer_reply);
     return;
   }
   if (in.kind != protocol::client_inbound_kind::reply) return;  // a PONG: nothing to do
@@ -1289,7 +1287,7 @@ void broker_core::on_peer_reply(std::uint32_t link, frames& msg, bool oversized,
   if (slot >= slots_.size() || slots_[slot].generation != generation || slots_[slot].worker != w ||
       (slots_[slot].state != slot_state::in_flight &&
        slots_[slot].state != slot_state::abandoned)) {
-    drop(counters_.dropped_unknown_reply, "reply from a peer for an unknown or answered request");
+    drop(counters_.dropped_unknown_reply, reasons::unknown_peer_reply);
     return;
   }
   request_slot& r = slots_[slot];
@@ -1311,7 +1309,7 @@ void broker_core::on_peer_reply(std::uint32_t link, frames& msg, bool oversized,
     return flush_dispatch(now);
   }
   if (r.state == slot_state::abandoned) {
-    drop(counters_.dropped_late_reply, "late reply from a peer (the client already had 504)");
+    drop(counters_.dropped_late_reply, reasons::late_peer_reply);
   } else {
     service_entry& S = services_[r.service];
     ++counters_.replies;
@@ -1320,7 +1318,7 @@ void broker_core::on_peer_reply(std::uint32_t link, frames& msg, bool oversized,
     const client_ref c = client_of(r);
     if (oversized) {
       count_error(r.service, status::too_large);
-      send_error(c, status::too_large, "reply too large");
+      send_error(c, status::too_large, reasons::reply_too_large);
     } else {
       if (in.status == status::ok)
         ++S.replies_ok;
@@ -1380,12 +1378,12 @@ void broker_core::expire_workers(time_point now) {
         hold = std::max(hold, slots_[slot].deadline);
       if (W.jobs.head != npos && now < hold + W.interval * options_.liveness) continue;
     }
-    send_disconnect(W, status::deadline, "heartbeat expired");
+    send_disconnect(W, status::deadline, reasons::heartbeat_expired);
     ++counters_.workers_expired;
     // Its silence counts as missed heartbeats too, beyond the first interval.
     const auto silent = static_cast<std::uint64_t>((now - W.last_seen) / W.interval);
     if (silent > 1) counters_.heartbeats_missed += silent - 1;
-    purge_worker(w, now, "heartbeat expired");
+    purge_worker(w, now, reasons::heartbeat_expired);
   }
 }
 
@@ -1477,7 +1475,7 @@ void broker_core::shutdown(time_point now) {
   for (std::uint32_t slot = 0; slot < slots_.size(); ++slot) {
     const slot_state st = slots_[slot].state;
     if (st == slot_state::queued || st == slot_state::in_flight) {
-      fail(slot, status::unavailable, "broker shutting down");
+      fail(slot, status::unavailable, reasons::broker_shutting_down);
     } else if (st == slot_state::abandoned) {
       finish(slot);
     }
@@ -1491,9 +1489,9 @@ void broker_core::shutdown(time_point now) {
       ++counters_.redirected_workers;
       send_disconnect(workers_[w], status::moved, std::string(*target));
     } else if (!workers_[w].peer) {
-      send_disconnect(workers_[w], status::unavailable, "broker shutting down");
+      send_disconnect(workers_[w], status::unavailable, reasons::broker_shutting_down);
     }
-    purge_worker(w, now, "broker shutting down");
+    purge_worker(w, now, reasons::broker_shutting_down);
   }
   pending_dispatch_.clear();
   unreachable_.clear();
@@ -1513,7 +1511,7 @@ void broker_core::shutdown(time_point now) {
 
 bool broker_core::send(std::uint8_t socket, frames& msg) {
   if (out_.send(socket, msg) == delivery::sent) return true;
-  drop(counters_.dropped_unroutable, "message to a peer that is gone or not reading");
+  drop(counters_.dropped_unroutable, reasons::unroutable);
   return false;
 }
 
@@ -1537,7 +1535,7 @@ void broker_core::send_to_client(std::uint8_t socket, std::string_view identity,
       case delivery::sent:
         return;
       case delivery::gone:
-        return drop(counters_.dropped_unroutable, "answer to a client that is gone");
+        return drop(counters_.dropped_unroutable, reasons::client_gone);
       case delivery::full:
         break;
     }
@@ -1547,7 +1545,7 @@ void broker_core::send_to_client(std::uint8_t socket, std::string_view identity,
   const std::size_t cost = held_cost(msg);
   if (held->backlog_bytes + cost > options_.max_client_backlog_bytes ||
       backlog_bytes_ + cost > options_.max_total_backlog_bytes)
-    return drop(counters_.dropped_backlog, "answer to a client that is not reading: backlog full");
+    return drop(counters_.dropped_backlog, reasons::backlog_full);
   if (held->backlog.empty()) backlogged_.push_back(make_key(socket, identity));
   held->backlog.push_back({cost, std::move(msg)});
   msg.clear();
@@ -1567,8 +1565,7 @@ void broker_core::flush_backlogs() {
       held_answer& a = c.backlog.front();
       const delivery d = out_.send(socket, a.msg);
       if (d == delivery::full) break;
-      if (d == delivery::gone)
-        drop(counters_.dropped_unroutable, "answer to a client that is gone");
+      if (d == delivery::gone) drop(counters_.dropped_unroutable, reasons::client_gone);
       c.backlog_bytes -= a.bytes;
       backlog_bytes_ -= a.bytes;
       --backlog_messages_;

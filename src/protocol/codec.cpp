@@ -6,6 +6,7 @@
 
 #include "common/text.hpp"
 #include "protocol/packing.hpp"
+#include "protocol/reasons.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
 
@@ -26,8 +27,6 @@ bool valid_worker_name(std::string_view name) noexcept {
 }
 
 namespace {
-
-constexpr std::string_view invalid_name = "invalid service name";
 
 std::uint64_t load_be(const zmq::message_t& m, std::size_t width) noexcept {
   const auto* p = static_cast<const unsigned char*>(m.data());
@@ -67,19 +66,16 @@ inbound worker_error(std::uint16_t code, std::string_view reason) noexcept {
 inbound decode_client(const frames& f) noexcept {
   // f: identity · "" · S0C1 · command · ...
   if (f.size() < 4 || f[3].size() != 1)
-    return client_error(status::bad_request, "missing or malformed command frame", f);
+    return client_error(status::bad_request, reasons::missing_command_frame, f);
   const auto cmd = static_cast<client_command>(*static_cast<const std::uint8_t*>(f[3].data()));
   inbound in;
   switch (cmd) {
     case client_command::request:
-      if (f.size() < 7)
-        return client_error(status::bad_request,
-                            "REQUEST needs request-id, service and timeout frames", f);
-      if (f[4].size() != 8)
-        return client_error(status::bad_request, "request-id must be 8 bytes", f);
-      if (f[6].size() != 4) return client_error(status::bad_request, "timeout must be 4 bytes", f);
+      if (f.size() < 7) return client_error(status::bad_request, reasons::request_frames, f);
+      if (f[4].size() != 8) return client_error(status::bad_request, reasons::request_id_size, f);
+      if (f[6].size() != 4) return client_error(status::bad_request, reasons::timeout_size, f);
       if (!valid_service(f[5])) {
-        in = client_error(status::bad_request, invalid_name, f);
+        in = client_error(status::bad_request, reasons::invalid_service_name, f);
         in.service = view(f[5]);
         return in;
       }
@@ -94,29 +90,28 @@ inbound decode_client(const frames& f) noexcept {
       in.first = 4;
       return in;
     default:
-      return client_error(status::not_implemented, "unknown command", f);
+      return client_error(status::not_implemented, reasons::unknown_command, f);
   }
 }
 
 inbound decode_ready(const frames& f) noexcept {
   // identity · "" · S0W1 · 0x01 · concurrency · heartbeat-ms · flags · service...
-  if (f.size() < 8)
-    return worker_error(status::bad_request,
-                        "READY needs concurrency, heartbeat, flags and a service");
+  if (f.size() < 8) return worker_error(status::bad_request, reasons::ready_fields);
   if (f[4].size() != 4 || f[5].size() != 4 || f[6].size() != 1)
-    return worker_error(status::bad_request, "READY field of the wrong size");
+    return worker_error(status::bad_request, reasons::ready_field_size);
   inbound in;
   in.concurrency = read_u32(f[4]);
   in.heartbeat_ms = read_u32(f[5]);
   in.flags = *static_cast<const std::uint8_t*>(f[6].data());
   if (in.concurrency < 1 || in.concurrency > max_concurrency)
-    return worker_error(status::bad_request, "concurrency must be 1-1024");
+    return worker_error(status::bad_request, reasons::concurrency_range);
   if ((in.flags & ~flag_idempotent) != 0)
-    return worker_error(status::bad_request, "unknown READY flags");
+    return worker_error(status::bad_request, reasons::unknown_ready_flags);
   if (f.size() - 7 > max_services_per_worker)
-    return worker_error(status::bad_request, "too many services in READY");
+    return worker_error(status::bad_request, reasons::too_many_ready_services);
   for (std::size_t i = 7; i < f.size(); ++i)
-    if (!valid_service(f[i])) return worker_error(status::bad_request, invalid_name);
+    if (!valid_service(f[i]))
+      return worker_error(status::bad_request, reasons::invalid_service_name);
   in.kind = inbound_kind::worker_ready;
   in.service = view(f[7]);
   in.first = 7;
@@ -125,7 +120,7 @@ inbound decode_ready(const frames& f) noexcept {
 
 inbound decode_worker(const frames& f) noexcept {
   if (f.size() < 4 || f[3].size() != 1)
-    return worker_error(status::bad_request, "missing or malformed command frame");
+    return worker_error(status::bad_request, reasons::missing_command_frame);
   const auto cmd = static_cast<worker_command>(*static_cast<const std::uint8_t*>(f[3].data()));
   inbound in;
   switch (cmd) {
@@ -133,8 +128,7 @@ inbound decode_worker(const frames& f) noexcept {
       return decode_ready(f);
     case worker_command::reply:
       if (f.size() < 7 || f[4].size() != 8 || f[5].size() != 2)
-        return worker_error(status::bad_request,
-                            "REPLY needs job-id (8 bytes), status (2 bytes) and message");
+        return worker_error(status::bad_request, reasons::reply_frames);
       in.kind = inbound_kind::worker_reply;
       in.id = read_u64(f[4]);
       in.reply_status = read_u16(f[5]);
@@ -152,7 +146,7 @@ inbound decode_worker(const frames& f) noexcept {
       in.kind = inbound_kind::worker_stopping;
       return in;
     default:
-      return worker_error(status::not_implemented, "unknown command");
+      return worker_error(status::not_implemented, reasons::unknown_command);
   }
 }
 
@@ -165,7 +159,7 @@ inbound decode_mdp_worker(const frames& f) noexcept {
       if (!valid_service(f[4])) {  // answered: DISCONNECT, so it is not left waiting for work
         in.kind = inbound_kind::mdp_worker_error;
         in.status = status::bad_request;
-        in.reason = invalid_name;
+        in.reason = reasons::invalid_service_name;
         return in;
       }
       in.kind = inbound_kind::mdp_ready;
@@ -206,16 +200,17 @@ bool valid_service(std::string_view s) noexcept {
 }
 
 // Checks a packed service list (str8 names to the end of the frame): 1-64 names of 1-255 bytes.
-const char* check_services_v2(std::string_view list) noexcept {
+// Returns why not, or "" when it is good.
+std::string_view check_services_v2(std::string_view list) noexcept {
   reader r(list);
   std::size_t n = 0;
   while (!r.empty()) {
     const std::string_view name = r.str8();
-    if (!r.ok()) return "READY service list truncated";
-    if (!valid_service(name)) return invalid_name.data();
-    if (++n > max_services_per_worker) return "too many services in READY";
+    if (!r.ok()) return reasons::ready_list_truncated;
+    if (!valid_service(name)) return reasons::invalid_service_name;
+    if (++n > max_services_per_worker) return reasons::too_many_ready_services;
   }
-  return n == 0 ? "READY needs a service" : nullptr;
+  return n == 0 ? reasons::ready_needs_service : std::string_view();
 }
 
 inbound client_error_v2(std::uint16_t code, std::string_view reason,
@@ -239,7 +234,7 @@ inbound decode_client_v2(const frames& f) noexcept {
   // f: identity · "" · S0C2 command fields · body...
   const std::string_view packed = view(f[2]);
   if (packed.size() < v2_head)
-    return client_error_v2(status::bad_request, "missing command byte", packed);
+    return client_error_v2(status::bad_request, reasons::missing_command_byte, packed);
   reader r(packed.substr(v2_head));
   inbound in;
   in.version = version_2;
@@ -250,33 +245,32 @@ inbound decode_client_v2(const frames& f) noexcept {
       in.timeout_ms = r.u32();
       in.service = r.str8();
       if (!r.complete())
-        return client_error_v2(status::bad_request,
-                               "REQUEST needs request-id, timeout and service, nothing more",
-                               packed);
+        return client_error_v2(status::bad_request, reasons::request_fields, packed);
       if (!valid_service(in.service)) {
         const std::string_view name = in.service;
-        in = client_error_v2(status::bad_request, invalid_name, packed);
+        in = client_error_v2(status::bad_request, reasons::invalid_service_name, packed);
         in.service = name;
         return in;
       }
       in.kind = inbound_kind::client_request;
       return in;
     case client_command::ping:
-      if (!r.complete()) return client_error_v2(status::bad_request, "PING has no fields", packed);
+      if (!r.complete()) return client_error_v2(status::bad_request, reasons::ping_fields, packed);
       in.kind = inbound_kind::client_ping;
       return in;
     case client_command::hello:
-      if (!r.complete()) return client_error_v2(status::bad_request, "HELLO has no fields", packed);
+      if (!r.complete()) return client_error_v2(status::bad_request, reasons::hello_fields, packed);
       in.kind = inbound_kind::client_hello;
       return in;
     default:
-      return client_error_v2(status::not_implemented, "unknown command", packed);
+      return client_error_v2(status::not_implemented, reasons::unknown_command, packed);
   }
 }
 
 inbound decode_worker_v2(const frames& f) noexcept {
   const std::string_view packed = view(f[2]);
-  if (packed.size() < v2_head) return worker_error_v2(status::bad_request, "missing command byte");
+  if (packed.size() < v2_head)
+    return worker_error_v2(status::bad_request, reasons::missing_command_byte);
   reader r(packed.substr(v2_head));
   inbound in;
   in.version = version_2;
@@ -286,22 +280,19 @@ inbound decode_worker_v2(const frames& f) noexcept {
       in.concurrency = r.u32();
       in.heartbeat_ms = r.u32();
       in.flags = r.u8();
-      if (!r.ok())
-        return worker_error_v2(status::bad_request,
-                               "READY needs concurrency, heartbeat, flags and a service");
+      if (!r.ok()) return worker_error_v2(status::bad_request, reasons::ready_fields);
       if (in.concurrency < 1 || in.concurrency > max_concurrency)
-        return worker_error_v2(status::bad_request, "concurrency must be 1-1024");
+        return worker_error_v2(status::bad_request, reasons::concurrency_range);
       if ((in.flags & ~(flag_idempotent | flag_moved)) != 0)
-        return worker_error_v2(status::bad_request, "unknown READY flags");
-      if (f.size() > 4)
-        return worker_error_v2(status::bad_request, "READY has at most a name after its fields");
+        return worker_error_v2(status::bad_request, reasons::unknown_ready_flags);
+      if (f.size() > 4) return worker_error_v2(status::bad_request, reasons::ready_trailing_frames);
       if (f.size() == 4) {
         in.name = view(f[3]);
         if (!valid_worker_name(in.name))
-          return worker_error_v2(status::bad_request, "invalid worker name");
+          return worker_error_v2(status::bad_request, reasons::invalid_worker_name);
       }
       in.services = packed.substr(v2_head + 9);
-      if (const char* why = check_services_v2(in.services))
+      if (const std::string_view why = check_services_v2(in.services); !why.empty())
         return worker_error_v2(status::bad_request, why);
       in.service = reader(in.services).str8();
       in.kind = inbound_kind::worker_ready;
@@ -311,13 +302,11 @@ inbound decode_worker_v2(const frames& f) noexcept {
       in.id = r.u64();
       in.reply_status = r.u16();
       in.message = r.str16();
-      if (!r.complete())
-        return worker_error_v2(status::bad_request,
-                               "REPLY needs job-id, status and message, nothing more");
+      if (!r.complete()) return worker_error_v2(status::bad_request, reasons::reply_fields);
       in.kind = inbound_kind::worker_reply;
       return in;
     case worker_command::heartbeat:
-      if (!r.complete()) return worker_error_v2(status::bad_request, "HEARTBEAT has no fields");
+      if (!r.complete()) return worker_error_v2(status::bad_request, reasons::heartbeat_fields);
       in.kind = inbound_kind::worker_heartbeat;
       return in;
     case worker_command::disconnect:  // it is leaving; only status 204 means something (below)
@@ -326,16 +315,16 @@ inbound decode_worker_v2(const frames& f) noexcept {
       if (!r.ok()) in.reply_status = 0;
       return in;
     case worker_command::stopping:
-      if (!r.complete()) return worker_error_v2(status::bad_request, "STOPPING has no fields");
+      if (!r.complete()) return worker_error_v2(status::bad_request, reasons::stopping_fields);
       in.kind = inbound_kind::worker_stopping;
       return in;
     case worker_command::config:
       in.id = r.u64();
-      if (!r.complete()) return worker_error_v2(status::bad_request, "CONFIG needs a version");
+      if (!r.complete()) return worker_error_v2(status::bad_request, reasons::config_fields);
       in.kind = inbound_kind::worker_config;
       return in;
     default:
-      return worker_error_v2(status::not_implemented, "unknown command");
+      return worker_error_v2(status::not_implemented, reasons::unknown_command);
   }
 }
 
@@ -384,7 +373,7 @@ inbound decode_inbound(const frames& f) noexcept {
     if (!valid_service(f[3])) {  // answered in MDP form, the service frame echoed
       in.kind = inbound_kind::mdp_client_error;
       in.status = status::bad_request;
-      in.reason = invalid_name;
+      in.reason = reasons::invalid_service_name;
       return in;
     }
     in.kind = inbound_kind::mdp_request;
@@ -401,10 +390,8 @@ inbound decode_inbound(const frames& f) noexcept {
   // are answered in S0/1, which every native peer reads.
   if (header[3] == '1') return {};
   if (role == native_role::client)
-    return client_error(status::bad_version,
-                        "protocol version not supported: this broker speaks S0C1 and S0C2", f);
-  return worker_error(status::bad_version,
-                      "protocol version not supported: this broker speaks S0W1 and S0W2");
+    return client_error(status::bad_version, reasons::bad_client_version, f);
+  return worker_error(status::bad_version, reasons::bad_worker_version);
 }
 
 std::size_t ready_services(const frames& f, const inbound& in, service_names& out) noexcept {

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "common/host_port.hpp"
+#include "protocol/reasons.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
 #include "security/curve_socket.hpp"
@@ -99,7 +100,7 @@ struct worker::impl final : detail::worker_core::io {
         throw error(status::bad_request, "service name '" + s + "' is reserved (mmi.*, scale0.*)");
     }
     if (options.concurrency < 1 || options.concurrency > protocol::max_concurrency)
-      throw error(status::bad_request, "concurrency must be 1-1024");
+      throw error(status::bad_request, std::string(reasons::concurrency_range));
     if (!handler) throw error(status::bad_request, "a worker needs a handler");
     if (options.name.empty()) options.name = default_worker_name();
     if (!protocol::valid_worker_name(options.name))
