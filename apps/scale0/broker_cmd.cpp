@@ -54,6 +54,24 @@ broker_settings effective(const broker_args& a) {
   return s;
 }
 
+// A worker that left as it should is news; one that was lost, refused or sent away is a warning.
+spdlog::level::level_enum departure_level(worker_departure why) {
+  switch (why) {
+    case worker_departure::disconnected:
+    case worker_departure::shutdown:
+      return spdlog::level::info;
+    case worker_departure::none:
+    case worker_departure::expired:
+    case worker_departure::unreachable:
+    case worker_departure::protocol_error:
+    case worker_departure::key_revoked:
+    case worker_departure::moved:
+    case worker_departure::rebalanced:
+      break;
+  }
+  return spdlog::level::warn;
+}
+
 void log_event(const broker_event& e, log_limiter& limiter) {
   using spdlog::level::info;
   using spdlog::level::warn;
@@ -66,8 +84,7 @@ void log_event(const broker_event& e, log_limiter& limiter) {
                   {"services", std::string(e.service)},
                   {"detail", std::string(e.detail)}});
     case event_kind::worker_left:
-      return log(e.detail == "disconnected" || e.detail == "broker shutting down" ? info : warn,
-                 "worker left",
+      return log(departure_level(e.departure), "worker left",
                  {{"worker", std::string(e.worker)},
                   {"address", std::string(e.address)},
                   {"reason", std::string(e.detail)}});

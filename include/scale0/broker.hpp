@@ -127,7 +127,7 @@ struct broker_options {
 // Something an operator may want to know about. Views are valid only during the call.
 enum class event_kind : std::uint8_t {
   worker_joined,    // worker, address, service (comma-separated list), detail
-  worker_left,      // worker, address, detail: why (disconnected, heartbeat expired, ...)
+  worker_left,      // worker, address, departure, detail: why (disconnected, heartbeat expired...)
   service_created,  // service
   service_removed,  // service
   request_error,    // service, code, detail: every error reply the broker makes
@@ -139,6 +139,20 @@ enum class event_kind : std::uint8_t {
   peer_up,    // worker, address, detail: alive, or restarted
   peer_down,  // worker, address, detail: why (silent, left, restarted, forgotten, itself)
 };
+// Why a worker left (worker_left events), for a program that acts on it without reading the
+// detail, which says it in words (and may say more: the peer a worker was sent to, the rule it
+// broke). Values may be added.
+enum class worker_departure : std::uint8_t {
+  none,            // not a worker_left event
+  disconnected,    // it sent DISCONNECT
+  shutdown,        // the broker stopped
+  expired,         // silent for `liveness` heartbeat intervals
+  unreachable,     // a send to it failed: its connection is gone, or it does not read
+  protocol_error,  // it broke the protocol: a second READY, an invalid command, a READY too large
+  key_revoked,     // a reload removed its CURVE key, or a service the key may serve
+  moved,           // sent to a peer of the family by this broker's drain
+  rebalanced,      // sent to a peer of the family that needs its services more
+};
 struct broker_event {
   event_kind kind;
   std::string_view worker;   // hex identity
@@ -146,6 +160,7 @@ struct broker_event {
   std::string_view service;
   std::uint16_t code = 0;
   std::string_view detail;
+  worker_departure departure = worker_departure::none;  // worker_left: why
 };
 
 struct bound_endpoints {

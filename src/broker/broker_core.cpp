@@ -102,7 +102,7 @@ void broker_core::revoke_workers(const grant_lookup& grant_for, time_point now) 
         std::string(reasons::worker_key_removed) + " (key " + W.curve_key + ")";
     out_.event({event_kind::refused, hex_id(W.identity), W.address, {}, status::forbidden, detail});
     send_disconnect(W, status::forbidden, reasons::key_may_no_longer_serve);
-    purge_worker(w, now, reasons::key_revoked);
+    purge_worker(w, now, worker_departure::key_revoked, reasons::key_revoked);
   }
 }
 
@@ -147,7 +147,7 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
         send_disconnect(socket, view(msg[0]), mdp, in.version, status::too_large,
                         reasons::ready_too_large);
         if (const std::uint32_t w = find_worker(socket, msg[0]); w != npos)
-          purge_worker(w, now, reasons::ready_too_large);
+          purge_worker(w, now, worker_departure::protocol_error, reasons::ready_too_large);
       } else {
         on_worker_ready(socket, msg, in, mdp, now);
       }
@@ -185,13 +185,14 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
         case inbound_kind::worker_error:
         case inbound_kind::mdp_worker_error:
           send_disconnect(socket, view(msg[0]), mdp, in.version, in.status, in.reason);
-          purge_worker(w, now, in.reason);
+          purge_worker(w, now, worker_departure::protocol_error, in.reason);
           break;
         case inbound_kind::worker_disconnect:
-          purge_worker(w, now, reasons::disconnected, in.reply_status == status::no_content);
+          purge_worker(w, now, worker_departure::disconnected, reasons::disconnected,
+                       in.reply_status == status::no_content);
           break;
         case inbound_kind::mdp_disconnect:
-          purge_worker(w, now, reasons::disconnected);
+          purge_worker(w, now, worker_departure::disconnected, reasons::disconnected);
           break;
         default:  // heartbeats: touch() was all they needed
           break;
@@ -328,7 +329,7 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
     const std::uint32_t w = it->second;
     send_disconnect(socket, identity, mdp, in.version, status::bad_request,
                     reasons::already_registered);
-    return purge_worker(w, now, reasons::sent_ready_twice);
+    return purge_worker(w, now, worker_departure::protocol_error, reasons::sent_ready_twice);
   }
   if (draining_ && !mdp) {  // a worker registering here now is sent on at once
     const worker_entry none;
@@ -711,7 +712,7 @@ void broker_core::purge_unreachable(time_point now, bool all) {
     worker_entry& W = workers_[w];
     if (!W.used || !W.unreachable) return true;  // purged meanwhile (the slot may be reused)
     if (!all && now - W.unreachable_since < options_.heartbeat_interval) return false;
-    purge_worker(w, now, reasons::unreachable);
+    purge_worker(w, now, worker_departure::unreachable, reasons::unreachable);
     return true;
   });
 }
@@ -905,11 +906,12 @@ void broker_core::touch(worker_entry& W, time_point now) {
   W.expires = now + W.interval * options_.liveness;
 }
 
-void broker_core::purge_worker(std::uint32_t w, time_point now, std::string_view why,
-                               bool held_nothing) {
+void broker_core::purge_worker(std::uint32_t w, time_point now, worker_departure why,
+                               std::string_view detail, bool held_nothing) {
   worker_entry& W = workers_[w];
   note_worker_capacity(W);
-  if (!W.peer) out_.event({event_kind::worker_left, hex_id(W.identity), W.address, {}, 0, why});
+  if (!W.peer)
+    out_.event({event_kind::worker_left, hex_id(W.identity), W.address, {}, 0, detail, why});
   for (std::uint32_t m : W.memberships) {
     if (W.peer) continue;  // after its requests: whether one may go again is in its membership
     service_entry& S = services_[members_[m].service];
@@ -1142,7 +1144,8 @@ void broker_core::move_idle_workers(time_point now) {
     ++counters_.redirected_workers;
     const std::string to = *target;
     send_disconnect(W, status::moved, to);
-    purge_worker(w, now, std::string(reasons::moved_to_peer) + " (" + to + ")", true);
+    purge_worker(w, now, worker_departure::moved,
+                 std::string(reasons::moved_to_peer) + " (" + to + ")", true);
   }
 }
 
@@ -1222,7 +1225,8 @@ void broker_core::rebalance_workers(time_point now) {
     note_arriving(p, rebalance_services_, now);
     const std::string to = workers_[p].backend;
     send_disconnect(W, status::moved, to);
-    purge_worker(w, now, std::string(reasons::sent_to_needier_peer) + " (" + to + ")", true);
+    purge_worker(w, now, worker_departure::rebalanced,
+                 std::string(reasons::sent_to_needier_peer) + " (" + to + ")", true);
   }
 }
 
@@ -1270,7 +1274,7 @@ void broker_core::peer_updated(std::uint32_t link, bool draining, std::string_vi
 void broker_core::peer_down(std::uint32_t link, std::string_view why, time_point now) {
   const std::uint32_t w = peer_of(link);
   if (w == npos) return;
-  purge_worker(w, now, why);
+  purge_worker(w, now, worker_departure::none, why);  // the family reports it (peer_down)
   flush_dispatch(now);
 }
 
@@ -1383,7 +1387,7 @@ void broker_core::expire_workers(time_point now) {
     // Its silence counts as missed heartbeats too, beyond the first interval.
     const auto silent = static_cast<std::uint64_t>((now - W.last_seen) / W.interval);
     if (silent > 1) counters_.heartbeats_missed += silent - 1;
-    purge_worker(w, now, reasons::heartbeat_expired);
+    purge_worker(w, now, worker_departure::expired, reasons::heartbeat_expired);
   }
 }
 
@@ -1491,7 +1495,7 @@ void broker_core::shutdown(time_point now) {
     } else if (!workers_[w].peer) {
       send_disconnect(workers_[w], status::unavailable, reasons::broker_shutting_down);
     }
-    purge_worker(w, now, reasons::broker_shutting_down);
+    purge_worker(w, now, worker_departure::shutdown, reasons::broker_shutting_down);
   }
   pending_dispatch_.clear();
   unreachable_.clear();

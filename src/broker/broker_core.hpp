@@ -38,6 +38,7 @@ using protocol::frames;
 
 using scale0::broker_event;
 using scale0::event_kind;
+using scale0::worker_departure;
 
 // What became of a send. A ROUTER refuses a message when its peer is gone (disconnected or never
 // known) or when the peer's queue is full (it is not reading).
@@ -406,9 +407,10 @@ class broker_core {
   void sync_lru(std::uint32_t m);
   void apply_policy(service_entry& S) const;
   nlohmann::json policy_json(const service_entry& S) const;
-  // held_nothing: the worker said (DISCONNECT 204) it holds no request, so whatever the broker has
-  // in flight at it never reached it and goes back to its queue, idempotent or not.
-  void purge_worker(std::uint32_t w, time_point now, std::string_view why,
+  // Forgets worker `w` (a local one is reported as a worker_left event: `why`, and `detail` in
+  // words). held_nothing: the worker said (DISCONNECT 204) it holds no request, so whatever the
+  // broker has in flight at it never reached it and goes back to its queue, idempotent or not.
+  void purge_worker(std::uint32_t w, time_point now, worker_departure why, std::string_view detail,
                     bool held_nothing = false);
   void mark_unreachable(std::uint32_t w, time_point now);
   // The LRU membership `m` belongs in: its service's local LRU, or its peers list.

@@ -34,6 +34,10 @@ class fake_outbox : public outbox {
     sent.push_back({socket, std::move(parts)});
     return delivery::sent;
   }
+  void event(const broker_event& e) override {
+    if (e.kind == event_kind::worker_left)
+      departures.push_back({std::string(e.worker), e.departure, std::string(e.detail)});
+  }
   void publish(frames& msg) override {
     strings parts;
     for (auto& f : msg) parts.emplace_back(protocol::view(f));
@@ -49,8 +53,15 @@ class fake_outbox : public outbox {
     });
     return out;
   }
+  // worker_left events: the worker (hex), why, and the detail in words.
+  struct departure {
+    std::string worker;
+    worker_departure why;
+    std::string detail;
+  };
   std::vector<sent_message> sent;
   std::vector<strings> published;
+  std::vector<departure> departures;
   std::set<std::string> unreachable;
   std::set<std::string> full;  // peers whose queue is full (not reading)
 };

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "scale0/error.hpp"
@@ -453,6 +454,49 @@ TEST_F(core_test, operator_listed_idempotent_service_retries_majordomo_work) {
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(as_u16(r[0][5]), 200);
   EXPECT_EQ(r[0].back(), "done");
+}
+
+// worker_left events say why twice: as a worker_departure (the CLI picks its log level by it) and
+// in words (the detail that logs show).
+TEST_F(core_test, a_worker_that_leaves_says_why_as_a_type_and_in_words) {
+  ready("bye", {"echo"});
+  deliver(1, {"bye", "", "S0W1", "\x05"});
+  ready("twice", {"echo"});
+  ready("twice", {"echo"});
+  ready("bad", {"echo"});
+  deliver(1, {"bad", "", "S0W1", "\x09"});  // an unknown command
+  ready("big", {"echo"});
+  deliver(1, {"big", "", "S0W1", "\x01", u32(1), u32(0), std::string(1, '\0'), "echo"}, true);
+  ready("gone", {"echo"});
+  out.unreachable.insert("gone");
+  request("c", 1, "echo");
+  core->on_input_drained(now);
+  ready("last", {"other"});
+  core->shutdown(now);
+  using d = worker_departure;
+  const std::vector<std::tuple<std::string, worker_departure, std::string>> expected{
+      {"bye", d::disconnected, "disconnected"},
+      {"twice", d::protocol_error, "sent READY twice"},
+      {"bad", d::protocol_error, "unknown command"},
+      {"big", d::protocol_error, "READY too large"},
+      {"gone", d::unreachable, "unreachable"},
+      {"last", d::shutdown, "broker shutting down"},
+  };
+  ASSERT_EQ(out.departures.size(), expected.size());
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const auto& [id, why, detail] = expected[i];
+    EXPECT_EQ(out.departures[i].worker, hex_id(id)) << id;
+    EXPECT_EQ(out.departures[i].why, why) << id;
+    EXPECT_EQ(out.departures[i].detail, detail) << id;
+  }
+}
+
+TEST_F(core_test, a_silent_worker_leaves_as_expired) {
+  ready("w", {"echo"});
+  advance(3100ms);
+  ASSERT_EQ(out.departures.size(), 1u);
+  EXPECT_EQ(out.departures[0].why, worker_departure::expired);
+  EXPECT_EQ(out.departures[0].detail, "heartbeat expired");
 }
 
 TEST_F(core_test, a_worker_that_cannot_be_reached_gives_the_request_to_the_next) {

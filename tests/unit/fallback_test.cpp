@@ -237,6 +237,11 @@ TEST_F(fallback_test, idle_workers_move_one_per_peer_per_heartbeat_interval) {
       << "one per interval, until this broker has no more than the peer";
   EXPECT_EQ(moved.size(), 2u);
   EXPECT_EQ(core->counters().rebalanced_workers, 2u);
+  ASSERT_EQ(out.departures.size(), 2u);
+  for (const auto& left : out.departures) {
+    EXPECT_EQ(left.why, worker_departure::rebalanced);
+    EXPECT_EQ(left.detail, "sent to a peer that needs it more (tcp://10.0.0.7:5556)");
+  }
 }
 
 TEST_F(fallback_test, busy_majordomo_and_stopping_workers_and_queued_work_keep_workers_here) {

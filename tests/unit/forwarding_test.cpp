@@ -357,6 +357,9 @@ TEST_F(forwarding_test, what_a_draining_broker_holds_finishes_and_its_idle_worke
   ASSERT_EQ(moved.size(), 1u);
   EXPECT_EQ(as_u16(moved[0][4]), 301u);
   EXPECT_EQ(moved[0][5], "tcp://10.0.0.7:5556");
+  ASSERT_EQ(out.departures.size(), 1u);
+  EXPECT_EQ(out.departures[0].why, worker_departure::moved);
+  EXPECT_EQ(out.departures[0].detail, "moved to a peer (tcp://10.0.0.7:5556)");
   EXPECT_TRUE(disconnects_of("busy").empty());  // busy: stays
   reply("busy", as_u64(job[0][4]));
   ASSERT_EQ(replies_of("c").size(), 1u);
