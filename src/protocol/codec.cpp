@@ -6,6 +6,7 @@
 
 #include "common/text.hpp"
 #include "protocol/packing.hpp"
+#include "protocol/ready.hpp"
 #include "protocol/reasons.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
@@ -103,15 +104,9 @@ inbound decode_ready(const frames& f) noexcept {
   in.concurrency = read_u32(f[4]);
   in.heartbeat_ms = read_u32(f[5]);
   in.flags = *static_cast<const std::uint8_t*>(f[6].data());
-  if (in.concurrency < 1 || in.concurrency > max_concurrency)
-    return worker_error(status::bad_request, reasons::concurrency_range);
-  if ((in.flags & ~flag_idempotent) != 0)
-    return worker_error(status::bad_request, reasons::unknown_ready_flags);
-  if (f.size() - 7 > max_services_per_worker)
-    return worker_error(status::bad_request, reasons::too_many_ready_services);
-  for (std::size_t i = 7; i < f.size(); ++i)
-    if (!valid_service(f[i]))
-      return worker_error(status::bad_request, reasons::invalid_service_name);
+  const ready_fields fields{in.concurrency, in.flags, flag_idempotent, std::nullopt};
+  if (const std::string_view why = check_ready(fields, ready_service_list(f, 7)); !why.empty())
+    return worker_error(status::bad_request, why);
   in.kind = inbound_kind::worker_ready;
   in.service = view(f[7]);
   in.first = 7;
@@ -199,20 +194,6 @@ bool valid_service(std::string_view s) noexcept {
   return valid_service_name(s);
 }
 
-// Checks a packed service list (str8 names to the end of the frame): 1-64 names of 1-255 bytes.
-// Returns why not, or "" when it is good.
-std::string_view check_services_v2(std::string_view list) noexcept {
-  reader r(list);
-  std::size_t n = 0;
-  while (!r.empty()) {
-    const std::string_view name = r.str8();
-    if (!r.ok()) return reasons::ready_list_truncated;
-    if (!valid_service(name)) return reasons::invalid_service_name;
-    if (++n > max_services_per_worker) return reasons::too_many_ready_services;
-  }
-  return n == 0 ? reasons::ready_needs_service : std::string_view();
-}
-
 inbound client_error_v2(std::uint16_t code, std::string_view reason,
                         std::string_view packed) noexcept {
   inbound in;
@@ -277,22 +258,19 @@ inbound decode_worker_v2(const frames& f) noexcept {
   in.first = 3;
   switch (static_cast<worker_command>(v2_command(packed))) {
     case worker_command::ready: {
+      // S0W2 0x01 concurrency heartbeat-ms flags service... · [name]
       in.concurrency = r.u32();
       in.heartbeat_ms = r.u32();
       in.flags = r.u8();
       if (!r.ok()) return worker_error_v2(status::bad_request, reasons::ready_fields);
-      if (in.concurrency < 1 || in.concurrency > max_concurrency)
-        return worker_error_v2(status::bad_request, reasons::concurrency_range);
-      if ((in.flags & ~(flag_idempotent | flag_moved)) != 0)
-        return worker_error_v2(status::bad_request, reasons::unknown_ready_flags);
       if (f.size() > 4) return worker_error_v2(status::bad_request, reasons::ready_trailing_frames);
-      if (f.size() == 4) {
-        in.name = view(f[3]);
-        if (!valid_worker_name(in.name))
-          return worker_error_v2(status::bad_request, reasons::invalid_worker_name);
-      }
-      in.services = packed.substr(v2_head + 9);
-      if (const std::string_view why = check_services_v2(in.services); !why.empty())
+      if (f.size() == 4) in.name = view(f[3]);
+      in.services = r.rest();
+      const ready_fields fields{in.concurrency, in.flags,
+                                static_cast<std::uint8_t>(flag_idempotent | flag_moved),
+                                f.size() == 4 ? std::optional(in.name) : std::nullopt};
+      if (const std::string_view why = check_ready(fields, ready_service_list(in.services));
+          !why.empty())
         return worker_error_v2(status::bad_request, why);
       in.service = reader(in.services).str8();
       in.kind = inbound_kind::worker_ready;
@@ -400,15 +378,11 @@ std::size_t ready_services(const frames& f, const inbound& in, service_names& ou
     out[n++] = in.service;
   } else if (in.kind != inbound_kind::worker_ready) {
     return 0;
-  } else if (in.version == version_2) {
-    reader r(in.services);
-    while (!r.empty() && n < out.size()) {
-      const std::string_view name = r.str8();
-      if (!r.ok()) break;
-      out[n++] = name;
-    }
   } else {
-    for (std::size_t i = in.first; i < f.size() && n < out.size(); ++i) out[n++] = view(f[i]);
+    ready_service_list list =
+        in.version == version_2 ? ready_service_list(in.services) : ready_service_list(f, in.first);
+    std::string_view name;
+    while (n < out.size() && list.next(name)) out[n++] = name;
   }
   return n;
 }
