@@ -638,11 +638,7 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
       r.body.push_back(std::move(scratch_[i]));
   }
   --r.attempts;
-  list_remove(W.jobs, slot, slot_links());
-  --W.in_flight;
-  --members_[member].in_flight;
-  --S.in_flight;
-  enqueue(slot, true, now);
+  take_back(slot, now);
   if (W.peer) return block_peer(w, now);  // not lost: its link is busy or reconnecting
   pending_dispatch_.push_back(s);
   mark_unreachable(w, now);
@@ -758,6 +754,15 @@ void broker_core::dequeue(std::uint32_t slot) {
   note_capacity(r.service);
 }
 
+void broker_core::take_back(std::uint32_t slot, time_point now) {
+  request_slot& r = slots_[slot];
+  list_remove(workers_[r.worker].jobs, slot, slot_links());
+  --workers_[r.worker].in_flight;
+  --members_[r.member].in_flight;
+  --services_[r.service].in_flight;
+  enqueue(slot, true, now);
+}
+
 void broker_core::release_credit(std::uint32_t w, std::uint32_t m) {
   worker_entry& W = workers_[w];
   const bool was_full = W.in_flight >= W.concurrency;
@@ -819,11 +824,8 @@ void broker_core::finish(std::uint32_t slot) {
     list_remove(workers_[r.worker].jobs, slot, slot_links());
   }
   if (r.state == slot_state::in_flight) --S.in_flight;
-  if (r.state == slot_state::queued || r.state == slot_state::in_flight) {
-    // abandoned requests gave their client slot back when the client got 504
-    if (auto it = clients_.find(make_key(r.client_socket, r.client)); it != clients_.end())
-      --it->second.in_flight;
-  }
+  // abandoned requests gave their client slot back when the client got 504
+  if (r.state == slot_state::queued || r.state == slot_state::in_flight) release_client(r);
   timers_.cancel(slot);
   r.body.clear();
   r.state = slot_state::free;
@@ -831,6 +833,11 @@ void broker_core::finish(std::uint32_t slot) {
   r.member = npos;
   ++r.generation;
   free_slots_.push_back(slot);
+}
+
+void broker_core::release_client(const request_slot& r) {
+  if (auto it = clients_.find(make_key(r.client_socket, r.client)); it != clients_.end())
+    --it->second.in_flight;
 }
 
 void broker_core::fail(std::uint32_t slot, std::uint16_t code, std::string_view message) {
@@ -862,8 +869,7 @@ void broker_core::on_timer(std::uint32_t slot, time_point now) {
   // The worker still holds it (and its credit) until it replies; the client hears now.
   count_error(r.service, status::deadline);
   send_error(client_of(r), status::deadline, reasons::deadline_held);
-  if (auto it = clients_.find(make_key(r.client_socket, r.client)); it != clients_.end())
-    --it->second.in_flight;
+  release_client(r);
   --services_[r.service].in_flight;
   r.state = slot_state::abandoned;
   r.body.clear();
@@ -933,9 +939,7 @@ void broker_core::purge_worker(std::uint32_t w, time_point now, worker_departure
     if (r.state == slot_state::in_flight &&
         (held_nothing || (may_retry(r) && r.attempts < 2 && r.body_kept))) {
       if (held_nothing) --r.attempts;  // it never ran
-      list_remove(W.jobs, slot, slot_links());
-      --services_[r.service].in_flight;
-      enqueue(slot, true, now);
+      take_back(slot, now);
       pending_dispatch_.push_back(r.service);
       ++counters_.redispatched;
     } else if (r.state == slot_state::in_flight) {
@@ -1299,14 +1303,9 @@ void broker_core::on_peer_reply(std::uint32_t link, frames& msg, bool oversized,
     // The peer drains and did not take it: back to the head of the queue, not an attempt, and
     // nothing more for that peer (its HELLO says it drains, soon if not yet).
     worker_entry& W = workers_[w];
-    const std::uint32_t member = r.member;
-    list_remove(W.jobs, slot, slot_links());
-    --W.in_flight;
-    --members_[member].in_flight;
-    --services_[r.service].in_flight;
     --r.attempts;
     ++counters_.handed_back;
-    enqueue(slot, true, now);
+    take_back(slot, now);
     W.stopping = true;
     for (std::uint32_t m : W.memberships) sync_lru(m);
     pending_dispatch_.push_back(r.service);

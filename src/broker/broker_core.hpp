@@ -397,6 +397,10 @@ class broker_core {
   void dispatch(std::uint32_t service, time_point now);
   void assign(std::uint32_t slot, std::uint32_t member, time_point now);
   void finish(std::uint32_t slot);
+  // In-flight request `slot` leaves its worker (its credit with it) for the head of its queue.
+  void take_back(std::uint32_t slot, time_point now);
+  // The request no longer counts against its client's in-flight limit (answered, or abandoned).
+  void release_client(const request_slot& r);
   void fail(std::uint32_t slot, std::uint16_t code, std::string_view message);
   // A request of membership `m` left worker `w` (its reply came): one unit of credit back.
   void release_credit(std::uint32_t w, std::uint32_t m);
