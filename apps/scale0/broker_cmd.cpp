@@ -59,14 +59,14 @@ spdlog::level::level_enum departure_level(worker_departure why) {
   switch (why) {
     case worker_departure::disconnected:
     case worker_departure::shutdown:
+    case worker_departure::moved:       // sent to a peer while draining: orderly
+    case worker_departure::rebalanced:  // sent to a peer that needs it more: orderly
       return spdlog::level::info;
     case worker_departure::none:
     case worker_departure::expired:
     case worker_departure::unreachable:
     case worker_departure::protocol_error:
     case worker_departure::key_revoked:
-    case worker_departure::moved:
-    case worker_departure::rebalanced:
       break;
   }
   return spdlog::level::warn;

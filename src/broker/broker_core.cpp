@@ -125,7 +125,8 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
     case inbound_kind::client_error:
     case inbound_kind::mdp_client_error:  // in.service: an invalid name, echoed to MDP clients
       ++counters_.requests;
-      send_error({socket, view(msg[0]), mdp, in.id, in.service, in.version}, in.status, in.reason);
+      refuse_request({socket, view(msg[0]), mdp, in.id, in.service, in.version}, in.status,
+                     in.reason);
       break;
     case inbound_kind::client_request:
     case inbound_kind::mdp_request:
@@ -206,12 +207,12 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
                                     bool mdp, bool oversized, time_point now) {
   ++counters_.requests;
   const client_ref c{socket, view(msg[0]), mdp, in.id, in.service, in.version};
-  if (oversized) return send_error(c, status::too_large, reasons::request_too_large);
+  if (oversized) return refuse_request(c, status::too_large, reasons::request_too_large);
   if (reserved_service(in.service)) return on_management(c, msg, in.first, now);
   if (who_ != nullptr && !who_->may_call(in.service)) {
     refuse(socket, msg, reasons::label_service_not_allowed, in.service,
            reasons::client_called_forbidden);
-    return send_error(c, status::forbidden, reasons::key_may_not_call);
+    return refuse_request(c, status::forbidden, reasons::key_may_not_call);
   }
   const bool from_peer = socket == peer_socket;
   if (draining_) {
@@ -219,14 +220,14 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
     // to a peer that takes work, with its request handed back. Majordomo clients cannot be.
     if (from_peer) {
       last_redirect_ = now;
-      return send_error(c, status::moved, reasons::broker_draining);
+      return refuse_request(c, status::moved, reasons::broker_draining);
     }
     if (!mdp)
       if (const std::string* target = redirect_client(in.service)) {
         last_redirect_ = now;
         return send_redirect(c, *target, msg, in.first);
       }
-    return send_error(c, status::unavailable, reasons::broker_draining);
+    return refuse_request(c, status::unavailable, reasons::broker_draining);
   }
 
   const std::string& key = make_key(socket, c.identity);
@@ -234,13 +235,14 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   // Answers it has not read yet count too: a client that does not read gets 429s, not more work.
   if (client != clients_.end() &&
       client->second.in_flight + client->second.backlog.size() >= options_.max_client_inflight)
-    return send_error(c, status::too_many_requests, reasons::client_inflight);
+    return refuse_request(c, status::too_many_requests, reasons::client_inflight);
 
   const std::uint32_t s = find_or_create_service(in.service, now, false);
   if (s == npos)
-    return send_error(c, status::unavailable,
-                      service_by_name_.size() >= options_.max_services ? reasons::too_many_services
-                                                                       : reasons::no_worker);
+    return refuse_request(c, status::unavailable,
+                          service_by_name_.size() >= options_.max_services
+                              ? reasons::too_many_services
+                              : reasons::no_worker);
   std::size_t bytes = 0;
   for (std::size_t i = in.first; i < msg.size(); ++i) bytes += msg[i].size();
   service_entry& svc = services_[s];
@@ -309,11 +311,11 @@ void broker_core::on_management(const client_ref& c, frames& msg, std::size_t fi
     if (who_ != nullptr && !who_->status) {
       refuse(c.socket, msg, reasons::label_status_not_allowed, c.service,
              reasons::status_without_admin);
-      return send_error(c, status::forbidden, reasons::status_needs_admin);
+      return refuse_request(c, status::forbidden, reasons::status_needs_admin);
     }
     body = status_json(now);
   } else {
-    if (!c.mdp) return send_error(c, status::not_implemented, reasons::unknown_management);
+    if (!c.mdp) return refuse_request(c, status::not_implemented, reasons::unknown_management);
     body = "501";
   }
   frames reply;
@@ -1581,6 +1583,12 @@ void broker_core::flush_backlogs() {
       ++i;
     }
   }
+}
+
+void broker_core::refuse_request(const client_ref& c, std::uint16_t code,
+                                 std::string_view message) {
+  ++counters_.refused_requests[code];
+  send_error(c, code, message);
 }
 
 void broker_core::send_error(const client_ref& c, std::uint16_t code, std::string_view message) {

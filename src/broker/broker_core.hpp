@@ -58,10 +58,12 @@ struct broker_counters {
   std::uint64_t requests = 0;
   std::uint64_t replies = 0;                      // worker replies forwarded to clients
   std::map<std::uint16_t, std::uint64_t> errors;  // broker-made error replies by status
-  std::uint64_t dropped_malformed = 0;            // unanswerable messages
-  std::uint64_t dropped_unknown_reply = 0;        // replies for unknown or already answered jobs
-  std::uint64_t dropped_late_reply = 0;           // replies after the client got 504
-  std::uint64_t dropped_unroutable = 0;           // sends to a peer that is gone (or not reading)
+  // Requests answered with an error before they were accepted for a service, by status.
+  std::map<std::uint16_t, std::uint64_t> refused_requests;
+  std::uint64_t dropped_malformed = 0;      // unanswerable messages
+  std::uint64_t dropped_unknown_reply = 0;  // replies for unknown or already answered jobs
+  std::uint64_t dropped_late_reply = 0;     // replies after the client got 504
+  std::uint64_t dropped_unroutable = 0;     // sends to a peer that is gone (or not reading)
   std::uint64_t dropped_backlog = 0;  // answers to a client that does not read, over its backlog
   std::uint64_t workers_joined = 0;
   std::uint64_t workers_left = 0;
@@ -470,6 +472,8 @@ class broker_core {
 
   // sending
   void send_error(const client_ref& c, std::uint16_t code, std::string_view message);
+  // send_error for a request not accepted for a service (scale0_requests_refused_total).
+  void refuse_request(const client_ref& c, std::uint16_t code, std::string_view message);
   void send_client_reply(const client_ref& c, std::uint16_t code, std::string_view message,
                          frames& src, std::size_t first);
   void send_disconnect(std::uint8_t socket, std::string_view identity, bool mdp,

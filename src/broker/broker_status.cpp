@@ -165,6 +165,7 @@ std::string broker_core::metrics_text(time_point now) const {
 
 metrics::exposition broker_core::metrics(time_point now) const {
   metrics::exposition e;
+  const broker_counters& c = counters_;
   const auto n = [](auto v) { return static_cast<double>(v); };
   e.counter("scale0_requests_total",
             "Requests accepted for a service, by service and outcome status code.");
@@ -174,6 +175,11 @@ metrics::exposition broker_core::metrics(time_point now) const {
     for (const auto& [code, count] : S.errors)
       e.add(n(count), {{"service", S.name}, {"code", std::to_string(code)}});
   }
+  e.counter("scale0_requests_refused_total",
+            "Requests answered with an error before they were accepted for a service, by status "
+            "code (malformed, too large, not allowed, draining, too many in flight, no worker).");
+  for (const auto& [code, count] : c.refused_requests)
+    e.add(n(count), {{"code", std::to_string(code)}});
   e.histogram("scale0_request_duration_seconds",
               "Time from a request's arrival to its reply, by service.");
   for (const service_entry& S : services_)
@@ -191,7 +197,6 @@ metrics::exposition broker_core::metrics(time_point now) const {
               [](const service_entry& S) { return S.queue_bytes; });
   per_service("scale0_requests_in_flight", "Requests held by workers.",
               [](const service_entry& S) { return S.in_flight; });
-  const broker_counters& c = counters_;
   e.counter(
       "scale0_refused_total",
       "CURVE refusals by endpoint and reason: keys not listed (unknown_key), peers without "
@@ -250,8 +255,6 @@ metrics::exposition broker_core::metrics(time_point now) const {
       .add(n(backlog_messages_));
   e.gauge("scale0_clients_backlogged", "Clients with answers held for them.")
       .add(n(backlogged_.size()));
-  e.counter("scale0_errors_total", "Error replies made by the broker, by status code.");
-  for (const auto& [code, count] : c.errors) e.add(n(count), {{"code", std::to_string(code)}});
   e.counter("scale0_workers_joined_total", "Worker registrations.").add(n(c.workers_joined));
   e.counter("scale0_workers_left_total", "Workers removed for any reason.").add(n(c.workers_left));
   e.counter("scale0_workers_expired_total",

@@ -388,9 +388,11 @@ void event_loop::handle_zap() {
     };
     std::string key;
     std::string_view refused;
+    std::string_view label = "unknown_key";  // scale0_refused_total's reason
     const std::string_view domain = frame(2);
     if (frame(0) != "1.0" || frame(5) != "CURVE" || req.size() < 7 || req[6].size() != 32) {
       refused = "not a CURVE handshake";
+      label = "not_curve";
     } else {
       char text[41];
       zmq_z85_encode(text, static_cast<const std::uint8_t*>(req[6].data()), 32);
@@ -410,7 +412,7 @@ void event_loop::handle_zap() {
         refused = "unknown ZAP domain";
     }
     if (!refused.empty()) {
-      core_->note_refusal(domain, refused == "not a CURVE handshake" ? "not_curve" : "unknown_key");
+      core_->note_refusal(domain, label);
       const std::string detail = "CURVE handshake refused on " + std::string(domain) + ": " +
                                  std::string(refused) + (key.empty() ? "" : " " + key);
       event({event_kind::refused, {}, frame(3), {}, status::forbidden, detail});

@@ -98,6 +98,7 @@ class MetricsFormatTest(Scale0TestCase):
                 r = c.request(service, b"m%d" % i, timeout_ms=5000, wait=5.0)
                 self.assertEqual(r.status, 200, r)
         self.assertEqual(c.request("nobody", b"x", timeout_ms=5000, wait=5.0).status, 503)
+        self.assertEqual(c.request("scale0.nothing", b"x", timeout_ms=5000, wait=5.0).status, 501)
         raw = self.raw(b.frontend)
         raw.send([b"not a protocol header"])
         wait_until("the family linked", lambda: sample(http_get(b.metrics, "/metrics")[2],
@@ -113,9 +114,15 @@ class MetricsFormatTest(Scale0TestCase):
                                 service='odd \\"quoted\\" back\\\\slash caf\u00e9'), 5)
         self.assertEqual(sample(text, "scale0_requests_total", service="echo", code="200"), 5)
         self.assertEqual(types.get("scale0_requests_in_flight"), "gauge")
+        # A request that waited for a worker of its service and got none is that service's 503; an
+        # unknown management service is refused before any service is involved: counted once each.
+        self.assertEqual(sample(text, "scale0_requests_total", service="nobody", code="503"), 1)
+        self.assertEqual(sample(text, "scale0_requests_refused_total", code="501"), 1)
+        self.assertIsNone(sample(text, "scale0_requests_total", service="scale0.nothing"))
         self.assertEqual(sample(text, "scale0_budget_limit", budget="heartbeat_interval_seconds") * 1000,
                          round(sample(text, "scale0_budget_limit", budget="heartbeat_interval_seconds") * 1000))
-        for gone in ("scale0_in_flight", "scale0_uptime_seconds", "scale0_worker_expired_total"):
+        for gone in ("scale0_in_flight", "scale0_uptime_seconds", "scale0_worker_expired_total",
+                     "scale0_errors_total"):
             self.assertNotIn(gone, types, "renamed or replaced (docs/operations.md, Metrics)")
 
     def test_gateway_metrics_pass_promtool_and_share_names_with_the_broker(self):
