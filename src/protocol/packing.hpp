@@ -98,6 +98,11 @@ inline std::size_t str16_size(std::string_view s) noexcept {
 // The packed frame's 4-byte header and command byte come before its fields.
 inline constexpr std::size_t head_size = 5;
 
+// The command byte of a packed frame at least head_size long.
+inline std::uint8_t command_of(std::string_view packed) noexcept {
+  return static_cast<std::uint8_t>(packed[4]);
+}
+
 // Appends the delimiter and a packed frame of `fields` bytes after the header and command byte; the
 // caller writes the fields through the returned writer.
 inline writer append_packed(protocol::frames& out, std::string_view header, std::uint8_t command,
