@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string_view>
 #include <system_error>
 #include <thread>
@@ -336,145 +337,173 @@ std::string trim_right(std::string s) {
   return s;
 }
 
-// ---- one run ----
+// ---- one run: spawn, feed stdin and collect output, wait (or kill), the answer ----
 
-job_result run(const exec_state& s, job& j) {
-  const milliseconds limit = j.time_left.count() > 0 ? std::min(s.timeout, j.time_left) : s.timeout;
-  const auto deadline = clock::now() + limit;
-  const std::string& program = s.cmd.words.front();
+// Our ends of the command's stdin, stdout and stderr (non-blocking).
+struct child_pipes {
+  unique_fd in;
+  unique_fd out;
+  unique_fd err;
+};
 
-  unique_fd in_r, in_w, out_r, out_w, err_r, err_w;
-  int e = make_pipe(in_r, in_w);
-  if (e == 0) e = make_pipe(out_r, out_w);
-  if (e == 0) e = make_pipe(err_r, err_w);
-  if (e == 0) e = set_nonblocking(in_w);
-  if (e == 0) e = set_nonblocking(out_r);
-  if (e == 0) e = set_nonblocking(err_r);
+// Creates the pipes and spawns the command on them (its ends are closed on return). A failure to
+// answer with, or nothing and `pid` set.
+std::optional<job_result> spawn(const command_line& cmd, child_pipes& ours, pid_t& pid) {
+  const std::string& program = cmd.words.front();
+  unique_fd in_r, out_w, err_w;
+  int e = make_pipe(in_r, ours.in);
+  if (e == 0) e = make_pipe(ours.out, out_w);
+  if (e == 0) e = make_pipe(ours.err, err_w);
+  if (e == 0) e = set_nonblocking(ours.in);
+  if (e == 0) e = set_nonblocking(ours.out);
+  if (e == 0) e = set_nonblocking(ours.err);
   if (e != 0)
     return job_result::failure(status::worker_failed, "cannot create pipes: " + errno_text(e));
-
-  pid_t pid = -1;
   {
     spawn_setup setup;
     e = setup.init(in_r.get(), out_w.get(), err_w.get());
     if (e == 0)
-      e = ::posix_spawnp(&pid, program.c_str(), &setup.actions, &setup.attr, s.cmd.argv.data(),
+      e = ::posix_spawnp(&pid, program.c_str(), &setup.actions, &setup.attr, cmd.argv.data(),
                          environ);
   }
   if (e != 0)
     return job_result::failure(status::worker_failed,
                                "cannot run '" + program + "': " + errno_text(e));
-  child_process child(pid);
-  in_r.reset();
-  out_w.reset();
-  err_w.reset();
+  return std::nullopt;
+}
 
-  sigpipe_blocker no_sigpipe;
+// stdin: the body frames, in order, without concatenating them first. Closed (EOF for the
+// command) after the last byte, or as soon as the command stops reading.
+class stdin_feeder {
+ public:
+  stdin_feeder(const std::vector<zmq::message_t>& body, unique_fd& in) : body_(body), in_(in) {
+    skip_written();
+    if (frame_ == body_.size()) in_.reset();
+  }
 
-  // stdin: the body frames, in order, without concatenating them first.
-  std::size_t frame = 0;
-  std::size_t offset = 0;
-  const auto skip_written = [&] {
-    while (frame < j.body.size() && offset >= j.body[frame].size()) {
-      ++frame;
-      offset = 0;
+  // The pipe is writable: writes until it is full or the body is written.
+  void on_writable() {
+    for (;;) {
+      const auto& f = body_[frame_];
+      const ssize_t w =
+          ::write(in_.get(), static_cast<const char*>(f.data()) + offset_, f.size() - offset_);
+      if (w > 0) {
+        offset_ += static_cast<std::size_t>(w);
+        skip_written();
+        if (frame_ == body_.size()) {
+          in_.reset();  // EOF for the command
+          break;
+        }
+        continue;
+      }
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0 && errno == EAGAIN) break;
+      in_.reset();  // EPIPE: the command does not read (all of) its stdin; not an error
+      break;
     }
-  };
-  skip_written();
-  if (frame == j.body.size()) in_w.reset();
+  }
+
+ private:
+  void skip_written() {
+    while (frame_ < body_.size() && offset_ >= body_[frame_].size()) {
+      ++frame_;
+      offset_ = 0;
+    }
+  }
+
+  const std::vector<zmq::message_t>& body_;
+  unique_fd& in_;
+  std::size_t frame_ = 0;
+  std::size_t offset_ = 0;
+};
+
+// What the command wrote: stdout up to its limit (over it, the run fails), the start of stderr.
+class output_collector {
+ public:
+  output_collector(std::size_t max_output, std::size_t max_stderr)
+      : max_output_(max_output), max_stderr_(max_stderr) {}
+
+  // stdout is readable. True once the output is over the limit.
+  bool read_stdout(unique_fd& fd) {
+    const std::size_t room = max_output_ - std::min(max_output_, out.size());
+    // Never more than one byte past the limit: that byte proves the output too large.
+    const std::size_t want = room < read_chunk ? room + 1 : read_chunk;
+    const ssize_t got = ::read(fd.get(), buf_, want);
+    if (got > 0) {
+      out.append(buf_, static_cast<std::size_t>(got));
+      return out.size() > max_output_;
+    }
+    if (got == 0 || (errno != EINTR && errno != EAGAIN)) fd.reset();
+    return false;
+  }
+
+  // stderr is readable.
+  void read_stderr(unique_fd& fd) {
+    const ssize_t got = ::read(fd.get(), buf_, read_chunk);
+    if (got > 0) {
+      const std::size_t room = max_stderr_ - std::min(max_stderr_, err.size());
+      const auto n_got = static_cast<std::size_t>(got);
+      err.append(buf_, std::min(room, n_got));
+      if (n_got > room) err_truncated = true;  // keep reading (and dropping) so it never blocks
+    } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+      fd.reset();
+    }
+  }
 
   std::string out;
   std::string err;
   bool err_truncated = false;
-  char buf[read_chunk];
-  enum class ending { eof, timed_out, too_large } how = ending::eof;
 
-  while (in_w || out_r || err_r) {
+ private:
+  std::size_t max_output_;
+  std::size_t max_stderr_;
+  char buf_[read_chunk];
+};
+
+enum class ending { eof, timed_out, too_large, poll_failed };
+
+// Feeds stdin and collects stdout and stderr through one poll() until all three are closed (eof),
+// the deadline passes or the output is too large. `poll_error`: the errno of a poll_failed.
+ending feed_and_collect(child_pipes& p, stdin_feeder& feed, output_collector& o,
+                        clock::time_point deadline, int& poll_error) {
+  while (p.in || p.out || p.err) {
     const auto now = clock::now();
-    if (now >= deadline) {
-      how = ending::timed_out;
-      break;
-    }
+    if (now >= deadline) return ending::timed_out;
     pollfd fds[3];
     nfds_t n = 0;
     int i_in = -1, i_out = -1, i_err = -1;
-    if (in_w) {
+    if (p.in) {
       i_in = static_cast<int>(n);
-      fds[n++] = {in_w.get(), POLLOUT, 0};
+      fds[n++] = {p.in.get(), POLLOUT, 0};
     }
-    if (out_r) {
+    if (p.out) {
       i_out = static_cast<int>(n);
-      fds[n++] = {out_r.get(), POLLIN, 0};
+      fds[n++] = {p.out.get(), POLLIN, 0};
     }
-    if (err_r) {
+    if (p.err) {
       i_err = static_cast<int>(n);
-      fds[n++] = {err_r.get(), POLLIN, 0};
+      fds[n++] = {p.err.get(), POLLIN, 0};
     }
     const auto wait = std::chrono::ceil<milliseconds>(deadline - now).count();
     const int r = ::poll(fds, n, static_cast<int>(std::min<std::int64_t>(wait, INT_MAX)));
     if (r < 0) {
       if (errno == EINTR) continue;
-      const int pe = errno;
-      child.terminate();
-      return job_result::failure(status::worker_failed, "poll: " + errno_text(pe));
+      poll_error = errno;
+      return ending::poll_failed;
     }
     if (r == 0) continue;  // the deadline check above ends the loop
-
-    if (i_in >= 0 && fds[i_in].revents != 0) {
-      for (;;) {
-        const auto& f = j.body[frame];
-        const ssize_t w =
-            ::write(in_w.get(), static_cast<const char*>(f.data()) + offset, f.size() - offset);
-        if (w > 0) {
-          offset += static_cast<std::size_t>(w);
-          skip_written();
-          if (frame == j.body.size()) {
-            in_w.reset();  // EOF for the command
-            break;
-          }
-          continue;
-        }
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0 && errno == EAGAIN) break;
-        in_w.reset();  // EPIPE: the command does not read (all of) its stdin; not an error
-        break;
-      }
-    }
-
-    if (i_out >= 0 && fds[i_out].revents != 0) {
-      const std::size_t room = s.max_output - std::min(s.max_output, out.size());
-      // Never more than one byte past the limit: that byte proves the output too large.
-      const std::size_t want = room < read_chunk ? room + 1 : read_chunk;
-      const ssize_t got = ::read(out_r.get(), buf, want);
-      if (got > 0) {
-        out.append(buf, static_cast<std::size_t>(got));
-        if (out.size() > s.max_output) {
-          how = ending::too_large;
-          break;
-        }
-      } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
-        out_r.reset();
-      }
-    }
-
-    if (i_err >= 0 && fds[i_err].revents != 0) {
-      const ssize_t got = ::read(err_r.get(), buf, read_chunk);
-      if (got > 0) {
-        const std::size_t room = s.max_stderr - std::min(s.max_stderr, err.size());
-        const auto n_got = static_cast<std::size_t>(got);
-        err.append(buf, std::min(room, n_got));
-        if (n_got > room) err_truncated = true;  // keep reading (and dropping) so it never blocks
-      } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
-        err_r.reset();
-      }
-    }
+    if (i_in >= 0 && fds[i_in].revents != 0) feed.on_writable();
+    if (i_out >= 0 && fds[i_out].revents != 0 && o.read_stdout(p.out)) return ending::too_large;
+    if (i_err >= 0 && fds[i_err].revents != 0) o.read_stderr(p.err);
   }
+  return ending::eof;
+}
 
-  // Closing our ends first turns a child blocked on a full pipe into one that gets EPIPE.
-  in_w.reset();
-  out_r.reset();
-  err_r.reset();
-
+// After the exchange: waits for the command to exit (until the deadline), or kills its group
+// when it ran out of time or wrote too much (the failure to answer with). Either way the child
+// is reaped.
+std::optional<job_result> wait_or_kill(child_process& child, ending how, clock::time_point deadline,
+                                       milliseconds limit, std::size_t max_output) {
   if (how == ending::eof && !child.wait_exit(deadline)) how = ending::timed_out;
   switch (how) {
     case ending::timed_out:
@@ -484,23 +513,29 @@ job_result run(const exec_state& s, job& j) {
     case ending::too_large:
       child.terminate();
       return job_result::failure(status::too_large,
-                                 "output larger than " + std::to_string(s.max_output) + " bytes");
+                                 "output larger than " + std::to_string(max_output) + " bytes");
     case ending::eof:
+    case ending::poll_failed:
       break;
   }
   child.finish();
+  return std::nullopt;
+}
 
+// The answer of a command that exited: its stdout on exit status 0, else a failure with its
+// stderr (or how it ended).
+job_result outcome(const child_process& child, output_collector& o) {
   if (!child.status_known())
     return job_result::failure(status::worker_failed,
                                "lost the command's exit status (is SIGCHLD ignored?)");
   const int st = child.status();
   if (WIFEXITED(st) && WEXITSTATUS(st) == 0) {
     job_result r;
-    r.body.emplace_back(out.data(), out.size());
+    r.body.emplace_back(o.out.data(), o.out.size());
     return r;
   }
-  std::string message = trim_right(std::move(err));
-  if (!message.empty() && err_truncated) message += " ...";
+  std::string message = trim_right(std::move(o.err));
+  if (!message.empty() && o.err_truncated) message += " ...";
   if (message.empty()) {
     if (WIFEXITED(st))
       message = "exit status " + std::to_string(WEXITSTATUS(st));
@@ -510,6 +545,34 @@ job_result run(const exec_state& s, job& j) {
       message = "command failed";
   }
   return job_result::failure(status::worker_failed, std::move(message));
+}
+
+job_result run(const exec_state& s, job& j) {
+  const milliseconds limit = j.time_left.count() > 0 ? std::min(s.timeout, j.time_left) : s.timeout;
+  const auto deadline = clock::now() + limit;
+
+  child_pipes pipes;
+  pid_t pid = -1;
+  if (auto failed = spawn(s.cmd, pipes, pid)) return std::move(*failed);
+  child_process child(pid);
+  sigpipe_blocker no_sigpipe;
+
+  stdin_feeder feed(j.body, pipes.in);
+  output_collector output(s.max_output, s.max_stderr);
+  int poll_error = 0;
+  const ending how = feed_and_collect(pipes, feed, output, deadline, poll_error);
+  if (how == ending::poll_failed) {
+    child.terminate();
+    return job_result::failure(status::worker_failed, "poll: " + errno_text(poll_error));
+  }
+
+  // Closing our ends first turns a child blocked on a full pipe into one that gets EPIPE.
+  pipes.in.reset();
+  pipes.out.reset();
+  pipes.err.reset();
+  if (auto failed = wait_or_kill(child, how, deadline, limit, s.max_output))
+    return std::move(*failed);
+  return outcome(child, output);
 }
 
 }  // namespace
