@@ -9,6 +9,7 @@ Skipped when Mongrel2 (mongrel2-core: mongrel2 and m2sh) is not installed. Every
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,7 +20,11 @@ import unittest
 
 import zmq
 
-from harness import (BIN, Broker, NativeWorker, Proc, binary_available, first_line, free_port, now)
+import test_metrics_format as metrics_format  # a module, so its tests are not collected here too
+from harness import (BIN, Broker, NativeWorker, Proc, binary_available, first_line, free_port, now,
+                     wait_until)
+from test_metrics_format import families, sample
+from test_operations import http_get
 
 SERVER_UUID = "f400bf85-4538-4f7a-8908-67e313d515c2"
 JSON_IDENT = "54c6755b-9628-40a4-9a2d-cc82a816345e"
@@ -135,7 +140,14 @@ class Adapter:
             raise AssertionError("scale0 mongrel2 printed no ready line (%r); stderr:\n%s"
                                  % (line, self.proc.stderr_text()))
         self.ready_line = line.decode()
+        m = re.search(r" metrics=(\S+)$", self.ready_line)
+        self.metrics = m.group(1) if m else None  # host:port with --metrics-listen
         return self
+
+    def scrape(self):
+        status, _, text = http_get(self.metrics, "/metrics")
+        assert status == 200, (status, text)
+        return text
 
 
 def parse_encoded_request(data):
@@ -184,9 +196,12 @@ class Mongrel2FrontDoorTest(unittest.TestCase):
         try:
             cls.m2.start()
             cls.broker.start()
-            route = ["--route", "host=api.example.com,service=api", "--timeout", "5000"]
+            route = ["--route", "host=api.example.com,service=api",
+                     "--route", "host=metered.example.com,service=metered,name=metered",
+                     "--timeout", "5000"]
             cls.json_adapter = Adapter(cls.m2.json_send, cls.m2.json_recv, cls.broker.frontend,
-                                       route + ["--log-level", "debug"]).start()
+                                       route + ["--log-level", "debug",
+                                                "--metrics-listen", "127.0.0.1:0"]).start()
             cls.adapters.append(cls.json_adapter)
             cls.tnet_adapter = Adapter(cls.m2.tnet_send, cls.m2.tnet_recv, cls.broker.frontend,
                                        route).start()
@@ -406,6 +421,106 @@ class Mongrel2FrontDoorTest(unittest.TestCase):
                 break
             time.sleep(0.1)
         self.assertIn("client disconnected", text)
+
+    def test_metrics_count_the_traffic_and_pass_promtool(self):
+        a = self.json_adapter
+        self.assertIsNotNone(a.metrics, "no metrics= in the ready line: %r" % a.ready_line)
+        self.assertIsNone(self.tnet_adapter.metrics, "metrics are off by default")
+        before = a.scrape()
+        unknown = sample(before, "scale0_mongrel2_broker_unknown_replies_total")
+        self.worker("metered", http_worker("w-metered"))
+        for i in range(3):
+            r, body = self.request("GET", "/m/%d" % i, "metered.example.com")
+            self.assertEqual(r.status, 200, body)
+        r, body = self.request("GET", "/", "nobody-metered.example.com")
+        self.assertEqual(r.status, 503, body)
+        # A request held by its worker is in flight; its client leaves, so the reply that comes
+        # later is for no request in progress.
+        hold = self.worker("held.example.com", "hold")
+        s = socket.create_connection(("127.0.0.1", self.m2.port), timeout=10)
+        s.sendall(b"GET /slow HTTP/1.1\r\nHost: held.example.com\r\n\r\n")
+        job = hold.next_job(10.0)
+        self.assertIsNotNone(job, "the request never reached the worker")
+        wait_until("one request in flight",
+                   lambda: sample(a.scrape(), "scale0_mongrel2_requests_in_flight") == 1, 5.0)
+        s.close()
+        wait_until("the request forgotten",
+                   lambda: sample(a.scrape(), "scale0_mongrel2_requests_in_flight") == 0, 5.0)
+        hold.reply(job, 200, b"", [b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate"])
+        wait_until("the late reply counted",
+                   lambda: sample(a.scrape(), "scale0_mongrel2_broker_unknown_replies_total")
+                   == unknown + 1, 5.0)
+        text = a.scrape()
+        self.assertEqual(sample(text, "scale0_mongrel2_requests_total", route="metered", code="200"),
+                         3)
+        self.assertEqual(sample(text, "scale0_mongrel2_requests_total", route="host", code="503"),
+                         (sample(before, "scale0_mongrel2_requests_total", route="host", code="503")
+                          or 0) + 1)
+        self.assertEqual(sample(text, "scale0_mongrel2_request_duration_seconds_count",
+                                route="metered"), 3)
+        self.assertEqual(sample(text, "scale0_mongrel2_request_duration_seconds_bucket",
+                                route="metered", le="+Inf"), 3)
+        self.assertGreater(sample(text, "scale0_mongrel2_request_duration_seconds_sum",
+                                  route="metered"), 0)
+        self.assertEqual(sample(text, "scale0_mongrel2_malformed_messages_total"), 0)
+        check = metrics_format.MetricsFormatTest
+        check.promtool(self, text, "the Mongrel2 front door")
+        types = check.check_conventions(self, text, "the Mongrel2 front door")
+        check.check_process_and_build(self, text, "the Mongrel2 front door")
+        self.assertEqual(types.get("scale0_mongrel2_requests_total"), "counter")
+        self.assertEqual(types.get("scale0_mongrel2_request_duration_seconds"), "histogram")
+        self.assertEqual(types.get("scale0_mongrel2_requests_in_flight"), "gauge")
+        for path, want in (("/healthz", 200), ("/readyz", 200), ("/nothing", 404)):
+            self.assertEqual(http_get(a.metrics, path)[0], want, path)
+
+
+class Mongrel2MetricsTest(unittest.TestCase):
+    """/metrics of `scale0 mongrel2` with a stand-in for Mongrel2 (a PUSH and a SUB of our own),
+    so that messages Mongrel2 never sends can be sent (no Mongrel2 needed)."""
+
+    def setUp(self):
+        if not binary_available():
+            self.skipTest("scale0 binary not found at %s (set SCALE0_BIN)" % BIN)
+        self.ctx = zmq.Context()
+        self.addCleanup(self.ctx.destroy, linger=0)
+
+    def start(self, extra):
+        send = "tcp://127.0.0.1:%d" % free_port()
+        push = self.ctx.socket(zmq.PUSH)
+        self.addCleanup(push.close, linger=0)
+        push.bind(send)
+        a = Adapter(send, "tcp://127.0.0.1:%d" % free_port(), "tcp://127.0.0.1:%d" % free_port(),
+                    extra).start()
+        self.addCleanup(a.proc.cleanup)
+        return a, push
+
+    def test_malformed_messages_are_counted(self):
+        a, push = self.start(["--metrics-listen", "127.0.0.1:0"])
+        def ns(b):
+            return b"%d:%s," % (len(b), b)
+        for junk in (b"not a mongrel2 message",  # unreadable
+                     b"uuid 1 / " + ns(b"{}") + ns(b""),  # no METHOD
+                     b"uuid 2 @* " + ns(b'{"METHOD":"JSON"}') + ns(b'{"type":"data"}')):  # not HTTP
+            push.send(junk)
+        wait_until("three messages dropped",
+                             lambda: sample(a.scrape(), "scale0_mongrel2_malformed_messages_total")
+                             == 3, 5.0)
+        text = a.scrape()
+        self.assertEqual(sample(text, "scale0_mongrel2_requests_in_flight"), 0)
+        self.assertNotIn("scale0_mongrel2_requests_total{", text, "nothing was answered")
+        metrics_format.MetricsFormatTest.promtool(self, text, "the Mongrel2 front door, idle")
+        self.assertIn("scale0_mongrel2_broker_unknown_replies_total",
+                      families(text)[0])
+
+    def test_protected_mode_refuses_a_public_metrics_address(self):
+        p = subprocess.run([BIN, "mongrel2", "--send-spec", "tcp://127.0.0.1:1", "--recv-spec",
+                            "tcp://127.0.0.1:2", "--metrics-listen", "0.0.0.0:0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(b"protected mode", p.stderr)
+        a, _ = self.start(["--metrics-listen", "0.0.0.0:0", "--insecure"])
+        self.assertRegex(a.metrics, r"^0\.0\.0\.0:\d+$")
+        self.assertEqual(http_get("127.0.0.1:" + a.metrics.rsplit(":", 1)[1], "/readyz")[0], 200)
 
 
 class Mongrel2SignalTest(unittest.TestCase):
