@@ -79,7 +79,6 @@ void server::on_broker_message() {
   if (m.kind != protocol::client_inbound_kind::reply) return;
   const auto it = pending.find(m.id);
   if (it == pending.end()) {
-    std::lock_guard lock(stats.mu);
     ++stats.broker_unknown_replies;
     return;
   }

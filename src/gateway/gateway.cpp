@@ -170,15 +170,9 @@ void server::accept() {
     }
     error_code ignore;
     socket.set_option(tcp::no_delay(true), ignore);
-    {
-      std::lock_guard lock(stats.mu);
-      ++stats.connections_total;
-    }
+    ++stats.connections_total;
     if (sessions.size() >= opt.max_connections) {
-      {
-        std::lock_guard lock(stats.mu);
-        ++stats.connections_rejected;
-      }
+      ++stats.connections_rejected;
       if (tls) {  // a plain-text 503 means nothing to a TLS client, and a handshake costs CPU
         error_code e;
         socket.close(e);

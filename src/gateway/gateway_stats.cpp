@@ -5,39 +5,20 @@
 
 namespace scale0::gateway_detail {
 
-void gateway_stats::record(std::string_view route, unsigned code,
-                           std::chrono::steady_clock::duration took) {
-  std::lock_guard lock(mu);
-  auto r = requests.find(route);
-  if (r == requests.end())
-    r = requests.emplace(std::string(route), std::map<unsigned, std::uint64_t>{}).first;
-  ++r->second[code];
-  auto l = latency.find(route);
-  if (l == latency.end())
-    l = latency.emplace(std::string(route), metrics::latency_histogram{}).first;
-  l->second.record(took);
-}
-
-std::string gateway_stats::render() {
+std::string gateway_stats::render() const {
   metrics::exposition e;
   const auto n = [](auto v) { return static_cast<double>(v); };
-  std::lock_guard lock(mu);
-  e.counter("scale0_gateway_requests_total", "HTTP requests answered, by route and status code.");
-  for (const auto& [route, codes] : requests)
-    for (const auto& [code, count] : codes)
-      e.add(n(count), {{"route", route}, {"code", std::to_string(code)}});
-  e.histogram("scale0_gateway_request_duration_seconds",
-              "Time from a whole request read to its response written, by route.");
-  for (const auto& [route, h] : latency) e.add(h, {{"route", route}});
+  routes.add_to(e, "scale0_gateway", "HTTP requests answered, by route and status code.",
+                "Time from a whole request read to its response written, by route.");
   e.gauge("scale0_gateway_requests_in_flight", "Requests waiting for the broker.")
       .add(n(inflight.load()));
   e.gauge("scale0_gateway_connections_open", "HTTP connections open now.")
       .add(n(connections_open.load()));
   e.counter("scale0_gateway_connections_total", "HTTP connections accepted.")
-      .add(n(connections_total));
+      .add(n(connections_total.load()));
   e.counter("scale0_gateway_connections_rejected_total",
             "Connections answered 503 and closed because --max-connections were open.")
-      .add(n(connections_rejected));
+      .add(n(connections_rejected.load()));
   e.counter("scale0_gateway_trailer_fields_dropped_total",
             "Trailer fields of chunked requests read and thrown away (never forwarded).")
       .add(n(trailer_fields_dropped.load()));
@@ -49,7 +30,7 @@ std::string gateway_stats::render() {
       .add(n(tls_handshakes_timed_out.load()), {{"result", "timeout"}});
   e.counter("scale0_gateway_broker_unknown_replies_total",
             "Replies from the broker for no request in progress (late or after a disconnect).")
-      .add(n(broker_unknown_replies));
+      .add(n(broker_unknown_replies.load()));
   return e.text();
 }
 

@@ -5,31 +5,12 @@
 
 namespace scale0::gateway_detail {
 
-void mongrel2_stats::record(std::string_view route, unsigned code,
-                            std::chrono::steady_clock::duration took) {
-  std::lock_guard lock(mu);
-  auto r = requests.find(route);
-  if (r == requests.end())
-    r = requests.emplace(std::string(route), std::map<unsigned, std::uint64_t>{}).first;
-  ++r->second[code];
-  auto l = latency.find(route);
-  if (l == latency.end())
-    l = latency.emplace(std::string(route), metrics::latency_histogram{}).first;
-  l->second.record(took);
-}
-
-std::string mongrel2_stats::render() {
+std::string mongrel2_stats::render() const {
   metrics::exposition e;
   const auto n = [](auto v) { return static_cast<double>(v); };
-  std::lock_guard lock(mu);
-  e.counter("scale0_mongrel2_requests_total",
-            "HTTP requests from Mongrel2 answered, by route and status code.");
-  for (const auto& [route, codes] : requests)
-    for (const auto& [code, count] : codes)
-      e.add(n(count), {{"route", route}, {"code", std::to_string(code)}});
-  e.histogram("scale0_mongrel2_request_duration_seconds",
-              "Time from a request received from Mongrel2 to its answer published, by route.");
-  for (const auto& [route, h] : latency) e.add(h, {{"route", route}});
+  routes.add_to(e, "scale0_mongrel2",
+                "HTTP requests from Mongrel2 answered, by route and status code.",
+                "Time from a request received from Mongrel2 to its answer published, by route.");
   e.gauge("scale0_mongrel2_requests_in_flight", "Requests waiting for the broker.")
       .add(n(inflight.load()));
   e.counter("scale0_mongrel2_malformed_messages_total",
