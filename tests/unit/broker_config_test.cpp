@@ -252,11 +252,11 @@ class broker_config_test : public ::testing::Test {
   std::filesystem::path dir_;
 };
 
-TEST_F(broker_config_test, SettingNamesAreTheDocumentedFlagNames) {
+TEST_F(broker_config_test, setting_names_are_the_documented_flag_names) {
   EXPECT_EQ(setting_names(), kDocumentedKeys);
 }
 
-TEST_F(broker_config_test, LoadsAGoodFile) {
+TEST_F(broker_config_test, loads_a_good_file) {
   const std::string path =
       Write("good.toml",
             "# a comment\n"
@@ -312,7 +312,7 @@ TEST_F(broker_config_test, LoadsAGoodFile) {
 }
 
 // Keys of milliseconds also take a duration string, as the flags do.
-TEST_F(broker_config_test, DurationsTakeUnits) {
+TEST_F(broker_config_test, durations_take_units) {
   const std::string path = Write("durations.toml",
                                  "heartbeat-interval = \"2s\"\n"
                                  "drain-timeout = \"500ms\"\n"
@@ -332,13 +332,13 @@ TEST_F(broker_config_test, DurationsTakeUnits) {
   EXPECT_EQ(s.services.at("echo").request_timeout, 3000);
 }
 
-TEST_F(broker_config_test, EmptyFileKeepsTheBase) {
+TEST_F(broker_config_test, empty_file_keeps_the_base) {
   const std::string path = Write("empty.toml", "# nothing but a comment\n\n");
   ExpectSame(load_config(path), broker_settings{});
   ExpectSame(load_config(path, NonDefault()), NonDefault());
 }
 
-TEST_F(broker_config_test, KeysMissingFromTheFileKeepTheBase) {
+TEST_F(broker_config_test, keys_missing_from_the_file_keep_the_base) {
   const std::string path = Write("partial.toml", "max-queue = 5\nlog-level = \"warn\"\n");
   broker_settings expected = NonDefault();
   expected.max_queue = 5;
@@ -346,12 +346,12 @@ TEST_F(broker_config_test, KeysMissingFromTheFileKeepTheBase) {
   ExpectSame(load_config(path, NonDefault()), expected);
 }
 
-TEST_F(broker_config_test, EmptyMetricsListenMeansNone) {
+TEST_F(broker_config_test, empty_metrics_listen_means_none) {
   const std::string path = Write("nometrics.toml", "metrics-listen = \"\"\n");
   EXPECT_EQ(load_config(path).metrics_listen, "");
 }
 
-TEST_F(broker_config_test, MissingFileIsAConfigErrorNamingTheFile) {
+TEST_F(broker_config_test, missing_file_is_a_config_error_naming_the_file) {
   const std::string path = (dir_ / "does-not-exist.toml").string();
   const std::string msg = LoadError(path);
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
@@ -365,7 +365,7 @@ struct bad_case {
 };
 
 // Each case: the message contains "<file>:<line>" and the key.
-TEST_F(broker_config_test, EveryBadCaseNamesFileLineAndKey) {
+TEST_F(broker_config_test, every_bad_case_names_file_line_and_key) {
   const std::string prelude = "# scale0 test configuration\nliveness = 3\n";  // 2 good lines
   const std::vector<bad_case> cases = {
       {"unknown key", prelude + "no-such-key = 1\n", 3, "no-such-key"},
@@ -413,7 +413,7 @@ TEST_F(broker_config_test, EveryBadCaseNamesFileLineAndKey) {
 }
 
 // TOML syntax errors: the file and the line.
-TEST_F(broker_config_test, SyntaxErrorsNameFileAndLine) {
+TEST_F(broker_config_test, syntax_errors_name_file_and_line) {
   const std::vector<bad_case> cases = {
       {"bad integer", "# c\nliveness = 3\nmax-queue = 12abc\n", 3, ""},
       {"missing value", "# c\n\nliveness =\n", 3, ""},
@@ -432,7 +432,7 @@ TEST_F(broker_config_test, SyntaxErrorsNameFileAndLine) {
 
 // The brief: a bad configuration, a TOML syntax error included, names the key. When the broken
 // value sits after a key on its line, that key is known.
-TEST_F(broker_config_test, SyntaxErrorInAValueNamesTheKey) {
+TEST_F(broker_config_test, syntax_error_in_a_value_names_the_key) {
   const std::string path = Write("syntax-key.toml", "# c\nliveness = 3\nmax-queue = 12abc\n");
   const std::string msg = LoadError(path);
   EXPECT_NE(msg.find(path + ":3"), std::string::npos) << msg;
@@ -444,7 +444,7 @@ TEST_F(broker_config_test, SyntaxErrorInAValueNamesTheKey) {
 // behaviour) when it checks some non-ASCII characters for whitespace (toml_guard.hpp). Those
 // places are refused before the parser runs, as errors naming the file and the line; non-ASCII
 // text in comments and strings is still read.
-TEST_F(broker_config_test, NonAsciiWhereTomlExpectsWhitespaceIsAConfigError) {
+TEST_F(broker_config_test, non_ascii_where_toml_expects_whitespace_is_a_config_error) {
   const std::vector<bad_case> cases = {
       {"before a key", "liveness = 3\n\xc3\xafmax-queue = 5\n", 2, ""},
       {"after a value", "# c\n\nliveness = 3\xc2\xa7\n", 3, ""},
@@ -497,7 +497,7 @@ TEST_F(broker_config_test, NonAsciiWhereTomlExpectsWhitespaceIsAConfigError) {
 // An endpoint whose port is not a port (not a number, or past 65535) is an invalid endpoint and
 // must be reported against the file, not accepted (the broker would otherwise bind elsewhere or
 // fail later without naming the file).
-TEST_F(broker_config_test, EndpointWithInvalidPortIsRejected) {
+TEST_F(broker_config_test, endpoint_with_invalid_port_is_rejected) {
   const std::vector<bad_case> cases = {
       {"port not a number", "# c\nfrontend = \"tcp://127.0.0.1:notaport\"\n", 2, "frontend"},
       {"port too large", "# c\nbackend = \"tcp://127.0.0.1:99999\"\n", 2, "backend"},
@@ -515,7 +515,7 @@ TEST_F(broker_config_test, EndpointWithInvalidPortIsRejected) {
   }
 }
 
-TEST_F(broker_config_test, ToTomlListsEveryKeyOnceInOrder) {
+TEST_F(broker_config_test, to_toml_lists_every_key_once_in_order) {
   const std::string text = to_toml(broker_settings{});
   std::size_t last = 0;
   for (const auto& key : kDocumentedKeys) {
@@ -528,14 +528,14 @@ TEST_F(broker_config_test, ToTomlListsEveryKeyOnceInOrder) {
   }
 }
 
-TEST_F(broker_config_test, DefaultsRoundTrip) {
+TEST_F(broker_config_test, defaults_round_trip) {
   const broker_settings defaults;
   const std::string path = Write("defaults.toml", to_toml(defaults));
   // Over a different base: the file alone must restore every value.
   ExpectSame(load_config(path, NonDefault()), defaults);
 }
 
-TEST_F(broker_config_test, NonDefaultsRoundTrip) {
+TEST_F(broker_config_test, non_defaults_round_trip) {
   const broker_settings original = NonDefault();
   const std::string path = Write("custom.toml", to_toml(original));
   broker_settings loaded;
@@ -545,7 +545,7 @@ TEST_F(broker_config_test, NonDefaultsRoundTrip) {
   EXPECT_EQ(to_toml(loaded), to_toml(original));
 }
 
-TEST_F(broker_config_test, EdgeValuesRoundTrip) {
+TEST_F(broker_config_test, edge_values_round_trip) {
   broker_settings s;
   s.idempotent = {};
   s.metrics_listen = "";
@@ -567,7 +567,7 @@ std::string TomlLine(const broker_settings& s, const std::string& key) {
   return text.substr(pos + 1, text.find('\n', pos + 1) - pos - 1);
 }
 
-TEST_F(broker_config_test, CopySettingCopiesExactlyOneField) {
+TEST_F(broker_config_test, copy_setting_copies_exactly_one_field) {
   const broker_settings from = NonDefault();
   const broker_settings defaults;
   for (const auto& name : setting_names()) {
@@ -584,20 +584,20 @@ TEST_F(broker_config_test, CopySettingCopiesExactlyOneField) {
   }
 }
 
-TEST_F(broker_config_test, CopyingEverySettingCopiesEverything) {
+TEST_F(broker_config_test, copying_every_setting_copies_everything) {
   const broker_settings from = NonDefault();
   broker_settings to;
   for (const auto& name : setting_names()) copy_setting(name, from, to);
   ExpectSame(to, from);
 }
 
-TEST_F(broker_config_test, CopySettingIgnoresUnknownNames) {
+TEST_F(broker_config_test, copy_setting_ignores_unknown_names) {
   broker_settings to;
   copy_setting("no-such-setting", NonDefault(), to);
   ExpectSame(to, broker_settings{});
 }
 
-TEST_F(broker_config_test, CheckSettingAcceptsDefaultsAndValidValues) {
+TEST_F(broker_config_test, check_setting_accepts_defaults_and_valid_values) {
   for (const auto& name : setting_names()) {
     EXPECT_EQ(check_setting(name, broker_settings{}), "") << name;
     EXPECT_EQ(check_setting(name, NonDefault()), "") << name;
@@ -609,7 +609,7 @@ TEST_F(broker_config_test, CheckSettingAcceptsDefaultsAndValidValues) {
   EXPECT_EQ(check_setting("drain-timeout", s), "");
 }
 
-TEST_F(broker_config_test, CheckSettingRejectsNegativeAndAbsurdLimits) {
+TEST_F(broker_config_test, check_setting_rejects_negative_and_absurd_limits) {
   for (const auto& name : kIntKeys) {
     for (std::int64_t v : {std::int64_t{-1}, std::numeric_limits<std::int64_t>::min(),
                            std::numeric_limits<std::int64_t>::max()}) {
@@ -629,7 +629,7 @@ TEST_F(broker_config_test, CheckSettingRejectsNegativeAndAbsurdLimits) {
   EXPECT_NE(check_setting("max-queue", s), "");
 }
 
-TEST_F(broker_config_test, FamilySettings) {
+TEST_F(broker_config_test, family_settings) {
   broker_settings s;
   EXPECT_EQ(s.peer_listen, "tcp://127.0.0.1:5558");  // on by default, loopback
   EXPECT_EQ(s.family, "default");
@@ -686,7 +686,7 @@ TEST_F(broker_config_test, FamilySettings) {
             std::string::npos);
 }
 
-TEST_F(broker_config_test, CheckSettingRejectsBadStrings) {
+TEST_F(broker_config_test, check_setting_rejects_bad_strings) {
   broker_settings s;
   s.frontend = "127.0.0.1:5555";
   EXPECT_NE(check_setting("frontend", s), "");
@@ -715,18 +715,18 @@ TEST_F(broker_config_test, CheckSettingRejectsBadStrings) {
   EXPECT_EQ(check_setting("idempotent", s), "");
 }
 
-TEST_F(broker_config_test, CheckSettingUnknownName) {
+TEST_F(broker_config_test, check_setting_unknown_name) {
   EXPECT_NE(check_setting("no-such-setting", broker_settings{}), "");
 }
 
 // ---- [service."NAME"] tables ----
 
-TEST_F(broker_config_test, ServiceTableKeysAreTheDocumentedOnes) {
+TEST_F(broker_config_test, service_table_keys_are_the_documented_ones) {
   EXPECT_EQ(service_setting_names(), (std::vector<std::string>{"request-timeout", "max-queue",
                                                                "idempotent", "max-concurrency"}));
 }
 
-TEST_F(broker_config_test, ServiceTablesAreRead) {
+TEST_F(broker_config_test, service_tables_are_read) {
   const std::string path = Write("services.toml",
                                  "request-timeout = 30000\n"
                                  "max-queue = 100\n"
@@ -774,7 +774,7 @@ TEST_F(broker_config_test, ServiceTablesAreRead) {
   EXPECT_NO_THROW(o.validate());
 }
 
-TEST_F(broker_config_test, ServiceTablesOfAFileReplaceTheBases) {
+TEST_F(broker_config_test, service_tables_of_a_file_replace_the_bases) {
   broker_settings base;
   base.services["old"].max_queue = 1;
   const std::string without = Write("without.toml", "max-queue = 5\n");
@@ -785,7 +785,7 @@ TEST_F(broker_config_test, ServiceTablesOfAFileReplaceTheBases) {
   EXPECT_EQ(s.services.at("new").max_queue, 2);
 }
 
-TEST_F(broker_config_test, EveryBadServiceTableNamesFileLineAndKey) {
+TEST_F(broker_config_test, every_bad_service_table_names_file_line_and_key) {
   const std::string prelude = "# scale0 test configuration\nliveness = 3\n";  // 2 good lines
   const std::string echo = "[service.\"echo\"]\n";                            // line 3
   const std::vector<bad_case> cases = {
@@ -846,7 +846,7 @@ TEST_F(broker_config_test, EveryBadServiceTableNamesFileLineAndKey) {
   EXPECT_EQ(load_config(path).services.size(), 1u);
 }
 
-TEST_F(broker_config_test, AtMostTenThousandServiceTables) {
+TEST_F(broker_config_test, at_most_ten_thousand_service_tables) {
   auto file = [](std::size_t n) {
     std::string text = "liveness = 3\n";
     for (std::size_t i = 0; i < n; ++i)
@@ -863,7 +863,7 @@ TEST_F(broker_config_test, AtMostTenThousandServiceTables) {
       << msg;
 }
 
-TEST_F(broker_config_test, ServiceTablesRoundTripThroughToToml) {
+TEST_F(broker_config_test, service_tables_round_trip_through_to_toml) {
   broker_settings s = NonDefault();
   s.services["echo"] = {400, 5, false, 2};
   s.services["with \"quotes\" and \\ backslash"] = {std::nullopt, std::nullopt, true, std::nullopt};
@@ -882,7 +882,7 @@ TEST_F(broker_config_test, ServiceTablesRoundTripThroughToToml) {
   EXPECT_EQ(to_toml(loaded), text);
 }
 
-TEST_F(broker_config_test, OptionsValidateServicePolicies) {
+TEST_F(broker_config_test, options_validate_service_policies) {
   scale0::broker_options o;
   o.service_policies["ok"].max_concurrency = 3;
   EXPECT_NO_THROW(o.validate());

@@ -675,7 +675,7 @@ struct client_welcome : client_core_table {
   }
 };
 
-TEST_F(client_welcome, every_connection_starts_with_HELLO) {
+TEST_F(client_welcome, every_connection_starts_with_hello) {
   make({"tcp://a:1", "tcp://b:1"});
   EXPECT_EQ(io.hellos, std::vector<std::string>{"tcp://a:1"});
   core->on_connected(t0);

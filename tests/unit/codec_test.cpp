@@ -129,7 +129,7 @@ const std::string MDPW01 = "MDPW01";
 
 // ---- helpers ----
 
-TEST(CodecHelpers, IntegersAreUnsignedBigEndian) {
+TEST(codec_helpers, integers_are_unsigned_big_endian) {
   EXPECT_EQ(str(u16_frame(0x0102)), "\x01\x02"s);
   EXPECT_EQ(str(u32_frame(0x01020304)), "\x01\x02\x03\x04"s);
   EXPECT_EQ(str(u64_frame(0x0102030405060708)), "\x01\x02\x03\x04\x05\x06\x07\x08"s);
@@ -148,7 +148,7 @@ TEST(CodecHelpers, IntegersAreUnsignedBigEndian) {
   }
 }
 
-TEST(CodecHelpers, StrFrameAndViewKeepEveryByte) {
+TEST(codec_helpers, str_frame_and_view_keep_every_byte) {
   const std::string s = "a\0b\xFF"s;
   const auto m = str_frame(s);
   EXPECT_EQ(m.size(), 4u);
@@ -159,7 +159,7 @@ TEST(CodecHelpers, StrFrameAndViewKeepEveryByte) {
 
 // ---- round trips: encoder → spec layout → decoder ----
 
-TEST(CodecRoundTrip, ClientRequestAsTheBrokerSeesIt) {
+TEST(codec_round_trip, client_request_as_the_broker_sees_it) {
   const std::string longest(max_service_name, 's');
   for (std::uint64_t id : {0ull, 1ull, 0x0102030405060708ull, ~0ull}) {
     for (std::uint32_t timeout : {0u, 1500u, ~0u}) {
@@ -186,7 +186,7 @@ TEST(CodecRoundTrip, ClientRequestAsTheBrokerSeesIt) {
   }
 }
 
-TEST(CodecRoundTrip, ClientRequestWithoutBody) {
+TEST(codec_round_trip, client_request_without_body) {
   frames f;
   push(f, identity);
   append_client_request(f, 42, "echo", 100);
@@ -196,7 +196,7 @@ TEST(CodecRoundTrip, ClientRequestWithoutBody) {
   EXPECT_EQ(in.first, f.size());
 }
 
-TEST(CodecRoundTrip, ClientPingWithAndWithoutPayload) {
+TEST(codec_round_trip, client_ping_with_and_without_payload) {
   frames f;
   push(f, identity);
   append_client_ping(f);
@@ -213,7 +213,7 @@ TEST(CodecRoundTrip, ClientPingWithAndWithoutPayload) {
   EXPECT_EQ(str(f[4]), "p1");
 }
 
-TEST(CodecRoundTrip, WorkerReadyWithSeveralServicesAndFlags) {
+TEST(codec_round_trip, worker_ready_with_several_services_and_flags) {
   const std::string longest(max_service_name, 'z');
   const std::vector<std::string_view> services = {"echo", "upper", "a", longest};
   frames f;
@@ -233,7 +233,7 @@ TEST(CodecRoundTrip, WorkerReadyWithSeveralServicesAndFlags) {
   for (std::size_t i = 0; i < services.size(); ++i) EXPECT_EQ(view(f[in.first + i]), services[i]);
 }
 
-TEST(CodecRoundTrip, WorkerReadyBounds) {
+TEST(codec_round_trip, worker_ready_bounds) {
   struct tc {
     std::uint32_t concurrency;
     std::uint32_t heartbeat_ms;
@@ -252,7 +252,7 @@ TEST(CodecRoundTrip, WorkerReadyBounds) {
   }
 }
 
-TEST(CodecRoundTrip, WorkerReadyWithSixtyFourServices) {
+TEST(codec_round_trip, worker_ready_with_sixty_four_services) {
   std::vector<std::string> names;
   for (std::size_t i = 0; i < max_services_per_worker; ++i)
     names.push_back("svc" + std::to_string(i));
@@ -266,7 +266,7 @@ TEST(CodecRoundTrip, WorkerReadyWithSixtyFourServices) {
   EXPECT_EQ(f.size() - in.first, 64u);
 }
 
-TEST(CodecRoundTrip, WorkerReply) {
+TEST(codec_round_trip, worker_reply) {
   for (std::uint16_t code : {st::ok, st::worker_failed, std::uint16_t{599}}) {
     for (const std::string& message : {""s, "boom"s}) {
       frames f;
@@ -287,7 +287,7 @@ TEST(CodecRoundTrip, WorkerReply) {
   }
 }
 
-TEST(CodecRoundTrip, WorkerHeartbeatDisconnectStopping) {
+TEST(codec_round_trip, worker_heartbeat_disconnect_stopping) {
   frames hb;
   push(hb, identity);
   append_worker_heartbeat(hb);
@@ -314,7 +314,7 @@ TEST(CodecRoundTrip, WorkerHeartbeatDisconnectStopping) {
   EXPECT_EQ(decode_inbound(stop).kind, inbound_kind::worker_stopping);
 }
 
-TEST(CodecRoundTrip, WelcomeAsTheWorkerSeesIt) {
+TEST(codec_round_trip, welcome_as_the_worker_sees_it) {
   for (const std::string& endpoint : {"tcp://*:5557"s, "tcp://0.0.0.0:5557"s, ""s}) {
     frames f;
     append_worker_welcome(f, 2500, 3, endpoint, 0xFEDCBA9876543210);
@@ -329,7 +329,7 @@ TEST(CodecRoundTrip, WelcomeAsTheWorkerSeesIt) {
   }
 }
 
-TEST(CodecRoundTrip, RequestAsTheWorkerSeesIt) {
+TEST(codec_round_trip, request_as_the_worker_sees_it) {
   frames f;
   append_worker_request(f, 77, "upper", 1);
   EXPECT_EQ(parts_of(f), (strings{"", S0W1, byte(2), u64(77), "upper", u32(1)}));
@@ -354,7 +354,7 @@ TEST(CodecRoundTrip, RequestAsTheWorkerSeesIt) {
   EXPECT_EQ(nb.first, no_body.size());
 }
 
-TEST(CodecRoundTrip, DisconnectAndStoppingAsTheWorkerSeesThem) {
+TEST(codec_round_trip, disconnect_and_stopping_as_the_worker_sees_them) {
   frames with_reason;
   append_worker_disconnect(with_reason, st::bad_request, "unknown worker");
   worker_inbound in = decode_for_worker(with_reason);
@@ -374,7 +374,7 @@ TEST(CodecRoundTrip, DisconnectAndStoppingAsTheWorkerSeesThem) {
   EXPECT_EQ(decode_for_worker(stop).kind, worker_inbound_kind::stopping);
 }
 
-TEST(CodecRoundTrip, ReplyAsTheClientSeesIt) {
+TEST(codec_round_trip, reply_as_the_client_sees_it) {
   for (std::uint16_t code : {st::ok, st::unavailable, st::bad_version}) {
     frames f;
     append_client_reply(f, 0x1122334455667788, code, "no worker for service");
@@ -399,7 +399,7 @@ TEST(CodecRoundTrip, ReplyAsTheClientSeesIt) {
   EXPECT_EQ(in.first, empty_message.size());
 }
 
-TEST(CodecRoundTrip, PongAsTheClientSeesIt) {
+TEST(codec_round_trip, pong_as_the_client_sees_it) {
   frames f;
   append_client_pong(f);
   EXPECT_EQ(parts_of(f), (strings{"", S0C1, byte(4)}));
@@ -414,7 +414,7 @@ TEST(CodecRoundTrip, PongAsTheClientSeesIt) {
   EXPECT_EQ(str(f[3]), "echoed");
 }
 
-TEST(CodecRoundTrip, BrokerHeartbeat) {
+TEST(codec_round_trip, broker_heartbeat) {
   for (std::uint64_t id : {0ull, 0x0102030405060708ull, ~0ull}) {
     frames f;
     append_heartbeat(f, id, id ^ 0x55);
@@ -428,7 +428,7 @@ TEST(CodecRoundTrip, BrokerHeartbeat) {
 
 // ---- Majordomo 0.1, frames built by hand from RFC 7 ----
 
-TEST(CodecMdp, ClientRequestFromReqOrDealer) {
+TEST(codec_mdp, client_request_from_req_or_dealer) {
   // A REQ socket adds the delimiter itself, a DEALER sends it: both arrive identically, under
   // whatever identity the ROUTER gives the peer.
   for (const std::string& peer : {identity, "\x00\x6B\x8B\x45\x67"s, "client-A"s}) {
@@ -451,14 +451,14 @@ TEST(CodecMdp, ClientRequestFromReqOrDealer) {
             inbound_kind::mdp_request);
 }
 
-TEST(CodecMdp, WorkerReady) {
+TEST(codec_mdp, worker_ready) {
   const frames f = at_broker({"", MDPW01, byte(1), "echo"});
   const inbound in = decode_inbound(f);
   ASSERT_EQ(in.kind, inbound_kind::mdp_ready);
   EXPECT_EQ(in.service, "echo");
 }
 
-TEST(CodecMdp, WorkerReplyEchoesTheAddressOfTheRequest) {
+TEST(codec_mdp, worker_reply_echoes_the_address_of_the_request) {
   // The broker's REQUEST puts the job-id where RFC 7 has the client address ...
   frames req;
   append_mdp_worker_request(req, 0x0000000100000002);
@@ -478,7 +478,7 @@ TEST(CodecMdp, WorkerReplyEchoesTheAddressOfTheRequest) {
   EXPECT_EQ(str(f[6]), "the answer");
 }
 
-TEST(CodecMdp, WorkerHeartbeatAndDisconnect) {
+TEST(codec_mdp, worker_heartbeat_and_disconnect) {
   EXPECT_EQ(decode({"", MDPW01, byte(4)}).kind, inbound_kind::mdp_heartbeat);
   EXPECT_EQ(decode({"", MDPW01, byte(5)}).kind, inbound_kind::mdp_disconnect);
 
@@ -494,7 +494,7 @@ TEST(CodecMdp, WorkerHeartbeatAndDisconnect) {
   }
 }
 
-TEST(CodecMdp, ClientReplyEncoder) {
+TEST(codec_mdp, client_reply_encoder) {
   frames f;
   append_mdp_client_reply(f, "echo");
   EXPECT_EQ(parts_of(f), (strings{"", MDPC01, "echo"}));
@@ -502,14 +502,14 @@ TEST(CodecMdp, ClientReplyEncoder) {
 
 // ---- malformed at the broker: framing and header ----
 
-TEST(CodecMalformed, NoFramesOrOnlyIdentityIsDropped) {
+TEST(codec_malformed, no_frames_or_only_identity_is_dropped) {
   EXPECT_EQ(decode_inbound(frames{}).kind, inbound_kind::drop);
   EXPECT_EQ(decode_inbound(make({identity})).kind, inbound_kind::drop);
   EXPECT_EQ(decode({""}).kind, inbound_kind::drop);
   EXPECT_EQ(decode({S0C1}).kind, inbound_kind::drop);
 }
 
-TEST(CodecMalformed, MissingOrNonEmptyDelimiterIsDropped) {
+TEST(codec_malformed, missing_or_non_empty_delimiter_is_dropped) {
   for (const std::string& header : {S0C1, S0W1, MDPC01, MDPW01, "S0C2"s, "S0W9"s}) {
     // delimiter missing: the header sits where the delimiter belongs
     EXPECT_EQ(decode({header, byte(1), u64(5), "echo", u32(0)}).kind, inbound_kind::drop) << header;
@@ -521,7 +521,7 @@ TEST(CodecMalformed, MissingOrNonEmptyDelimiterIsDropped) {
   }
 }
 
-TEST(CodecMalformed, UnrecognisedHeaderIsDropped) {
+TEST(codec_malformed, unrecognised_header_is_dropped) {
   for (const std::string& header :
        {""s, "S0C"s, "S0W"s, "S0C11"s, "S0W10"s, "s0c1"s, "S0H1"s, "S0X1"s, "S1C1"s, "MDPC02"s,
         "MDPW02"s, "MDPC0"s, "MDPW011"s, "mdpc01"s, "GET / HTTP/1.1"s, "\xFF\xFF\xFF\xFF"s}) {
@@ -531,7 +531,7 @@ TEST(CodecMalformed, UnrecognisedHeaderIsDropped) {
   }
 }
 
-TEST(CodecMalformed, UnknownClientVersionIs505WithTheRequestIdWhenReadable) {
+TEST(codec_malformed, unknown_client_version_is_505_with_the_request_id_when_readable) {
   for (const std::string& header : {"S0C3"s, "S0C0"s, "S0C9"s, "S0C\xFF"s}) {
     inbound in = decode({"", header, byte(1), u64(0xCAFE), "echo", u32(0)});
     ASSERT_EQ(in.kind, inbound_kind::client_error) << header;
@@ -556,7 +556,7 @@ TEST(CodecMalformed, UnknownClientVersionIs505WithTheRequestIdWhenReadable) {
   }
 }
 
-TEST(CodecMalformed, UnknownWorkerVersionIs505) {
+TEST(codec_malformed, unknown_worker_version_is_505) {
   for (const std::string& header : {"S0W9"s, "S0W3"s, "S0W0"s}) {
     inbound in = decode({"", header, byte(1), u32(1), u32(0), byte(0), "echo"});
     ASSERT_EQ(in.kind, inbound_kind::worker_error) << header;
@@ -570,7 +570,7 @@ TEST(CodecMalformed, UnknownWorkerVersionIs505) {
 
 // ---- malformed native client messages: REPLY 400/501 with the id when frame 4 is 8 bytes ----
 
-TEST(CodecClientMalformed, MissingOrWrongSizedCommandFrameIs400) {
+TEST(codec_client_malformed, missing_or_wrong_sized_command_frame_is_400) {
   inbound in = decode({"", S0C1});
   ASSERT_EQ(in.kind, inbound_kind::client_error);
   EXPECT_EQ(in.status, st::bad_request);
@@ -590,7 +590,7 @@ TEST(CodecClientMalformed, MissingOrWrongSizedCommandFrameIs400) {
   }
 }
 
-TEST(CodecClientMalformed, UnknownCommandIs501) {
+TEST(codec_client_malformed, unknown_command_is_501) {
   for (int cmd : {0x00, 0x05, 0x06, 0x7F, 0x80, 0xFF}) {
     inbound in = decode({"", S0C1, byte(cmd), u64(99), "echo", u32(0)});
     ASSERT_EQ(in.kind, inbound_kind::client_error) << int{cmd};
@@ -609,7 +609,7 @@ TEST(CodecClientMalformed, UnknownCommandIs501) {
   }
 }
 
-TEST(CodecClientMalformed, BrokerToClientCommandsAreNotAcceptedFromAClient) {
+TEST(codec_client_malformed, broker_to_client_commands_are_not_accepted_from_a_client) {
   // REPLY (0x02) and PONG (0x04) only travel broker → client.
   for (int cmd : {0x02, 0x04}) {
     const inbound in = decode({"", S0C1, byte(cmd), u64(12), u16(200), "ok"});
@@ -618,7 +618,7 @@ TEST(CodecClientMalformed, BrokerToClientCommandsAreNotAcceptedFromAClient) {
   }
 }
 
-TEST(CodecClientMalformed, RequestMissingFieldsIs400) {
+TEST(codec_client_malformed, request_missing_fields_is_400) {
   struct tc {
     strings after_command;
     std::uint64_t id;
@@ -641,7 +641,7 @@ TEST(CodecClientMalformed, RequestMissingFieldsIs400) {
   }
 }
 
-TEST(CodecClientMalformed, RequestWrongFieldSizesIs400) {
+TEST(codec_client_malformed, request_wrong_field_sizes_is_400) {
   struct tc {
     std::string id, service, timeout;
     std::uint64_t expected_id;
@@ -671,7 +671,7 @@ TEST(CodecClientMalformed, RequestWrongFieldSizesIs400) {
 
 // ---- malformed native worker messages: DISCONNECT with a status ----
 
-TEST(CodecWorkerMalformed, MissingOrWrongSizedCommandFrameIs400) {
+TEST(codec_worker_malformed, missing_or_wrong_sized_command_frame_is_400) {
   inbound in = decode({"", S0W1});
   ASSERT_EQ(in.kind, inbound_kind::worker_error);
   EXPECT_EQ(in.status, st::bad_request);
@@ -683,7 +683,7 @@ TEST(CodecWorkerMalformed, MissingOrWrongSizedCommandFrameIs400) {
   }
 }
 
-TEST(CodecWorkerMalformed, UnknownCommandIs501) {
+TEST(codec_worker_malformed, unknown_command_is_501) {
   for (int cmd : {0x00, 0x08, 0x10, 0x7F, 0xFF}) {
     const inbound in = decode({"", S0W1, byte(cmd)});
     ASSERT_EQ(in.kind, inbound_kind::worker_error) << int{cmd};
@@ -692,7 +692,7 @@ TEST(CodecWorkerMalformed, UnknownCommandIs501) {
   }
 }
 
-TEST(CodecWorkerMalformed, BrokerToWorkerCommandsAreNotAcceptedFromAWorker) {
+TEST(codec_worker_malformed, broker_to_worker_commands_are_not_accepted_from_a_worker) {
   // REQUEST (0x02) and WELCOME (0x06) only travel broker → worker.
   EXPECT_EQ(decode({"", S0W1, byte(2), u64(1), "echo", u32(10)}).kind, inbound_kind::worker_error);
   EXPECT_EQ(decode({"", S0W1, byte(6), u32(1000), u32(3), "tcp://*:5557", u64(1)}).kind,
@@ -713,7 +713,7 @@ void expect_worker_error(const strings& parts, std::uint16_t code, const char* w
   EXPECT_FALSE(in.reason.empty()) << what;
 }
 
-TEST(CodecWorkerMalformed, ReadyConcurrencyOutOfRangeIs400) {
+TEST(codec_worker_malformed, ready_concurrency_out_of_range_is_400) {
   expect_worker_error(ready(u32(0), u32(0), byte(0), {"echo"}), st::bad_request, "concurrency 0");
   expect_worker_error(ready(u32(max_concurrency + 1), u32(0), byte(0), {"echo"}), st::bad_request,
                       "concurrency 1025");
@@ -723,7 +723,7 @@ TEST(CodecWorkerMalformed, ReadyConcurrencyOutOfRangeIs400) {
   EXPECT_EQ(decode(ready(u32(1), u32(0), byte(0), {"echo"})).kind, inbound_kind::worker_ready);
 }
 
-TEST(CodecWorkerMalformed, ReadyUnknownFlagBitsIs400) {
+TEST(codec_worker_malformed, ready_unknown_flag_bits_is_400) {
   for (int flags : {0x02, 0x03, 0x04, 0x80, 0xFE, 0xFF}) {
     const inbound in = decode(ready(u32(1), u32(0), byte(flags), {"echo"}));
     EXPECT_EQ(in.kind, inbound_kind::worker_error) << int{flags};
@@ -731,7 +731,7 @@ TEST(CodecWorkerMalformed, ReadyUnknownFlagBitsIs400) {
   }
 }
 
-TEST(CodecWorkerMalformed, ReadyMissingOrWrongSizedFieldsIs400) {
+TEST(codec_worker_malformed, ready_missing_or_wrong_sized_fields_is_400) {
   expect_worker_error({"", S0W1, byte(1)}, st::bad_request, "no fields");
   expect_worker_error({"", S0W1, byte(1), u32(1)}, st::bad_request, "only concurrency");
   expect_worker_error({"", S0W1, byte(1), u32(1), u32(0)}, st::bad_request, "no flags");
@@ -761,7 +761,7 @@ const strings bad_names = {"bad\xff"s,
                            "a\xc2\x85"s,
                            "a\tb"s};
 
-TEST(CodecServiceName, ClientRequestWithAnInvalidNameIs400) {
+TEST(codec_service_name, client_request_with_an_invalid_name_is_400) {
   for (const std::string& name : bad_names) {
     const frames f = at_broker({"", S0C1, byte(1), u64(9), name, u32(0), "body"});
     const inbound in = decode_inbound(f);
@@ -775,7 +775,7 @@ TEST(CodecServiceName, ClientRequestWithAnInvalidNameIs400) {
             inbound_kind::client_request);
 }
 
-TEST(CodecServiceName, ReadyWithAnInvalidNameIs400AndRegistersNothing) {
+TEST(codec_service_name, ready_with_an_invalid_name_is_400_and_registers_nothing) {
   for (const std::string& name : bad_names) {
     const inbound in = decode(ready(u32(1), u32(0), byte(0), {"echo", name}));
     ASSERT_EQ(in.kind, inbound_kind::worker_error) << name.size();
@@ -786,7 +786,7 @@ TEST(CodecServiceName, ReadyWithAnInvalidNameIs400AndRegistersNothing) {
             inbound_kind::worker_ready);
 }
 
-TEST(CodecServiceName, MajordomoRequestWithAnInvalidNameIsAnErrorInMajordomoForm) {
+TEST(codec_service_name, majordomo_request_with_an_invalid_name_is_an_error_in_majordomo_form) {
   for (const std::string& name : bad_names) {
     const frames f = at_broker({"", MDPC01, name, "body"});
     const inbound in = decode_inbound(f);
@@ -798,7 +798,7 @@ TEST(CodecServiceName, MajordomoRequestWithAnInvalidNameIsAnErrorInMajordomoForm
   EXPECT_EQ(decode({"", MDPC01, "bad\xff"}).kind, inbound_kind::drop) << "no body: not a request";
 }
 
-TEST(CodecServiceName, MajordomoReadyWithAnInvalidNameIsDisconnected) {
+TEST(codec_service_name, majordomo_ready_with_an_invalid_name_is_disconnected) {
   for (const std::string& name : bad_names) {
     const inbound in = decode({"", MDPW01, byte(1), name});
     ASSERT_EQ(in.kind, inbound_kind::mdp_worker_error) << name.size();
@@ -807,7 +807,7 @@ TEST(CodecServiceName, MajordomoReadyWithAnInvalidNameIsDisconnected) {
   }
 }
 
-TEST(CodecWorkerMalformed, ReadyBadServiceNameIs400) {
+TEST(codec_worker_malformed, ready_bad_service_name_is_400) {
   expect_worker_error(ready(u32(1), u32(0), byte(0), {""}), st::bad_request, "empty service");
   expect_worker_error(ready(u32(1), u32(0), byte(0), {"echo", ""}), st::bad_request,
                       "empty second service");
@@ -823,7 +823,7 @@ TEST(CodecWorkerMalformed, ReadyBadServiceNameIs400) {
   EXPECT_EQ(ok.service.size(), max_service_name);
 }
 
-TEST(CodecWorkerMalformed, ReadyWithTooManyServicesIs400) {
+TEST(codec_worker_malformed, ready_with_too_many_services_is_400) {
   // At most 64 services per READY; an invalid READY is answered DISCONNECT 400 (worker state table:
   // "unknown | READY invalid / reserved service | DISCONNECT 400").
   strings services;
@@ -835,7 +835,7 @@ TEST(CodecWorkerMalformed, ReadyWithTooManyServicesIs400) {
   EXPECT_EQ(decode(ready(u32(1), u32(0), byte(0), services)).kind, inbound_kind::worker_ready);
 }
 
-TEST(CodecWorkerMalformed, ReplyWithShortFieldsIs400) {
+TEST(codec_worker_malformed, reply_with_short_fields_is_400) {
   expect_worker_error({"", S0W1, byte(3)}, st::bad_request, "no fields");
   expect_worker_error({"", S0W1, byte(3), u64(1)}, st::bad_request, "no status");
   expect_worker_error({"", S0W1, byte(3), u64(1), u16(200)}, st::bad_request, "no message");
@@ -851,7 +851,7 @@ TEST(CodecWorkerMalformed, ReplyWithShortFieldsIs400) {
 
 // ---- malformed Majordomo: dropped ----
 
-TEST(CodecMdpMalformed, ClientRequestWithoutServiceIsDropped) {
+TEST(codec_mdp_malformed, client_request_without_service_is_dropped) {
   EXPECT_EQ(decode({"", MDPC01}).kind, inbound_kind::drop);
   // A request with a body and an invalid name is answered (CodecServiceName above).
   EXPECT_EQ(decode({"", MDPC01, "", "body"}).kind, inbound_kind::mdp_client_error);
@@ -859,12 +859,12 @@ TEST(CodecMdpMalformed, ClientRequestWithoutServiceIsDropped) {
             inbound_kind::mdp_client_error);
 }
 
-TEST(CodecMdpMalformed, ClientRequestWithoutBodyIsNotARequest) {
+TEST(codec_mdp_malformed, client_request_without_body_is_not_a_request) {
   // protocol.md: client → broker REQUEST is "" · MDPC01 · service · body (1+ frames).
   EXPECT_EQ(decode({"", MDPC01, "echo"}).kind, inbound_kind::drop);
 }
 
-TEST(CodecMdpMalformed, WorkerCommandFrameIsDroppedWhenWrong) {
+TEST(codec_mdp_malformed, worker_command_frame_is_dropped_when_wrong) {
   EXPECT_EQ(decode({"", MDPW01}).kind, inbound_kind::drop);
   EXPECT_EQ(decode({"", MDPW01, "", "echo"}).kind, inbound_kind::drop);
   EXPECT_EQ(decode({"", MDPW01, "\x01\x00"s, "echo"}).kind, inbound_kind::drop);
@@ -874,7 +874,7 @@ TEST(CodecMdpMalformed, WorkerCommandFrameIsDroppedWhenWrong) {
   EXPECT_EQ(decode({"", MDPW01, byte(2), u64(1), "", "body"}).kind, inbound_kind::drop);
 }
 
-TEST(CodecMdpMalformed, ReadyWithoutOneServiceIsDropped) {
+TEST(codec_mdp_malformed, ready_without_one_service_is_dropped) {
   EXPECT_EQ(decode({"", MDPW01, byte(1)}).kind, inbound_kind::drop);
   // One service frame with an invalid name: DISCONNECT (CodecServiceName above).
   EXPECT_EQ(decode({"", MDPW01, byte(1), ""}).kind, inbound_kind::mdp_worker_error);
@@ -886,7 +886,7 @@ TEST(CodecMdpMalformed, ReadyWithoutOneServiceIsDropped) {
   EXPECT_EQ(decode({"", MDPW01, byte(1), "echo", "upper"}).kind, inbound_kind::drop);
 }
 
-TEST(CodecMdpMalformed, ReplyWithoutAddressOrEmptyFrameIsDropped) {
+TEST(codec_mdp_malformed, reply_without_address_or_empty_frame_is_dropped) {
   EXPECT_EQ(decode({"", MDPW01, byte(3)}).kind, inbound_kind::drop);
   EXPECT_EQ(decode({"", MDPW01, byte(3), u64(1)}).kind, inbound_kind::drop);
   EXPECT_EQ(decode({"", MDPW01, byte(3), u64(1), "body"}).kind, inbound_kind::drop);
@@ -898,7 +898,7 @@ TEST(CodecMdpMalformed, ReplyWithoutAddressOrEmptyFrameIsDropped) {
 // DISCONNECT, and a registered one has its reply dropped as unknown).
 // A worker's DISCONNECT may carry a status; only 204 means something (it holds nothing). A status
 // that is not two bytes reads as none, so a broken peer cannot make it mean 204.
-TEST(CodecWorker, DisconnectStatusIsReadOnlyWhenWellFormed) {
+TEST(codec_worker, disconnect_status_is_read_only_when_well_formed) {
   EXPECT_EQ(decode({"", S0W1, byte(5), u16(204), "holding nothing"}).reply_status, 204u);
   EXPECT_EQ(decode({"", S0W1, byte(5)}).reply_status, 0u);
   for (const std::string& bad : {std::string("\xcc"), std::string("\x00\xcc\x00", 3)}) {
@@ -908,7 +908,7 @@ TEST(CodecWorker, DisconnectStatusIsReadOnlyWhenWellFormed) {
   }
 }
 
-TEST(CodecMdp, ReplyWithAForeignAddressIsAReplyToNoRequest) {
+TEST(codec_mdp, reply_with_a_foreign_address_is_a_reply_to_no_request) {
   for (const std::string address : {"1234567", "123456789", ""}) {
     const auto in = decode({"", MDPW01, byte(3), address, "", "body"});
     EXPECT_EQ(in.kind, inbound_kind::mdp_reply) << address;
@@ -918,7 +918,7 @@ TEST(CodecMdp, ReplyWithAForeignAddressIsAReplyToNoRequest) {
 
 // ---- malformed at a native worker ----
 
-TEST(CodecForWorkerMalformed, FramingAndHeader) {
+TEST(codec_for_worker_malformed, framing_and_header) {
   EXPECT_EQ(decode_for_worker(frames{}).kind, worker_inbound_kind::invalid);
   EXPECT_EQ(decode_for_worker(make({""})).kind, worker_inbound_kind::invalid);
   EXPECT_EQ(decode_for_worker(make({"", S0W1})).kind, worker_inbound_kind::invalid);
@@ -936,7 +936,7 @@ TEST(CodecForWorkerMalformed, FramingAndHeader) {
   EXPECT_EQ(decode_for_worker(routed).kind, worker_inbound_kind::invalid);
 }
 
-TEST(CodecForWorkerMalformed, CommandsThatDoNotTravelToAWorker) {
+TEST(codec_for_worker_malformed, commands_that_do_not_travel_to_a_worker) {
   // READY, REPLY and HEARTBEAT travel worker → broker only; 0x00 and 0x08+ are not commands.
   for (int cmd : {0x00, 0x01, 0x03, 0x04, 0x08, 0xFF})
     EXPECT_EQ(decode_for_worker(make({"", S0W1, byte(cmd), u64(1), "x", u32(1)})).kind,
@@ -944,7 +944,7 @@ TEST(CodecForWorkerMalformed, CommandsThatDoNotTravelToAWorker) {
         << int{cmd};
 }
 
-TEST(CodecForWorkerMalformed, WelcomeWithMissingOrWrongSizedFields) {
+TEST(codec_for_worker_malformed, welcome_with_missing_or_wrong_sized_fields) {
   const auto welcome = [](const strings& fields) {
     strings p = {"", S0W1, byte(6)};
     p.insert(p.end(), fields.begin(), fields.end());
@@ -959,7 +959,7 @@ TEST(CodecForWorkerMalformed, WelcomeWithMissingOrWrongSizedFields) {
   EXPECT_EQ(welcome({u32(1000), u16(3), "tcp://*:5557", u64(1)}), worker_inbound_kind::invalid);
 }
 
-TEST(CodecForWorkerMalformed, RequestWithMissingOrWrongSizedFields) {
+TEST(codec_for_worker_malformed, request_with_missing_or_wrong_sized_fields) {
   const auto request = [](const strings& fields) {
     strings p = {"", S0W1, byte(2)};
     p.insert(p.end(), fields.begin(), fields.end());
@@ -977,7 +977,7 @@ TEST(CodecForWorkerMalformed, RequestWithMissingOrWrongSizedFields) {
 
 // ---- malformed at a native client ----
 
-TEST(CodecForClientMalformed, FramingHeaderAndCommand) {
+TEST(codec_for_client_malformed, framing_header_and_command) {
   EXPECT_EQ(decode_for_client(frames{}).kind, client_inbound_kind::invalid);
   EXPECT_EQ(decode_for_client(make({""})).kind, client_inbound_kind::invalid);
   EXPECT_EQ(decode_for_client(make({"", S0C1})).kind, client_inbound_kind::invalid);
@@ -995,7 +995,7 @@ TEST(CodecForClientMalformed, FramingHeaderAndCommand) {
         << int{cmd};
 }
 
-TEST(CodecForClientMalformed, ReplyWithMissingOrWrongSizedFields) {
+TEST(codec_for_client_malformed, reply_with_missing_or_wrong_sized_fields) {
   const auto reply = [](const strings& fields) {
     strings p = {"", S0C1, byte(2)};
     p.insert(p.end(), fields.begin(), fields.end());
@@ -1012,7 +1012,7 @@ TEST(CodecForClientMalformed, ReplyWithMissingOrWrongSizedFields) {
 
 // ---- malformed broker heartbeats ----
 
-TEST(CodecHeartbeatMalformed, AnythingButExactlyS0H1IdSequenceIsRejected) {
+TEST(codec_heartbeat_malformed, anything_but_exactly_s0h1_id_sequence_is_rejected) {
   const std::vector<strings> bad = {
       {},
       {"S0H1"},
@@ -1557,7 +1557,7 @@ std::string describe(const frames& f) {
   return out;
 }
 
-TEST(CodecRobustness, RandomMessagesNeverCrashAndViewsStayInsideTheFrames) {
+TEST(codec_robustness, random_messages_never_crash_and_views_stay_inside_the_frames) {
   constexpr std::size_t messages = 200'000;
   generator gen(0x5CA1E0C0DEC0FFEEull);
   // one counter per inbound_kind (mdp_worker_error is the last)

@@ -35,7 +35,7 @@ const std::string W2 = "S0W2";
 
 // ---- round trips ----
 
-TEST(CodecV2, ClientRequestIsOnePackedFrame) {
+TEST(codec_v2, client_request_is_one_packed_frame) {
   for (const std::string& service : {"echo"s, "x"s, std::string(max_service_name, 's')}) {
     frames f;
     f.emplace_back(identity.data(), identity.size());
@@ -55,7 +55,7 @@ TEST(CodecV2, ClientRequestIsOnePackedFrame) {
   }
 }
 
-TEST(CodecV2, WorkerDisconnectStatusIsReadOnlyWhenWellFormed) {
+TEST(codec_v2, worker_disconnect_status_is_read_only_when_well_formed) {
   EXPECT_EQ(decode_inbound(at_broker({"", W2 + "\x05" + u16(204) + str16("holding nothing")}))
                 .reply_status,
             204u);
@@ -65,14 +65,14 @@ TEST(CodecV2, WorkerDisconnectStatusIsReadOnlyWhenWellFormed) {
   EXPECT_EQ(cut.reply_status, 0u);
 }
 
-TEST(CodecV2, SmallRequestFitsLibzmqInlineMessages) {
+TEST(codec_v2, small_request_fits_libzmq_inline_messages) {
   // 5 + 8 + 4 + 1 + 4 bytes: no heap buffer for a short service name (33 bytes inline).
   frames f;
   append_client_request(f, 1, "echo", 0, version_2);
   EXPECT_EQ(f[1].size(), 22u);
 }
 
-TEST(CodecV2, ClientReplyAndPongAtTheClient) {
+TEST(codec_v2, client_reply_and_pong_at_the_client) {
   frames f;
   append_client_reply(f, 77, st::unavailable, "no worker", version_2);
   EXPECT_EQ(parts_of(f), (strings{"", C2 + "\x02" + u64(77) + u16(503) + str16("no worker")}));
@@ -94,7 +94,7 @@ TEST(CodecV2, ClientReplyAndPongAtTheClient) {
   EXPECT_EQ(in.first, 2u);
 }
 
-TEST(CodecV2, PingAtTheBroker) {
+TEST(codec_v2, ping_at_the_broker) {
   frames f{};
   f.emplace_back(identity.data(), identity.size());
   append_client_ping(f, version_2);
@@ -104,7 +104,7 @@ TEST(CodecV2, PingAtTheBroker) {
   EXPECT_EQ(in.first, 3u);
 }
 
-TEST(CodecV2, WorkerReadyWithSeveralServices) {
+TEST(codec_v2, worker_ready_with_several_services) {
   frames f;
   f.emplace_back(identity.data(), identity.size());
   append_worker_ready(f, 8, 5000, flag_idempotent, {"a", "bb", "ccc"}, version_2);
@@ -126,7 +126,7 @@ TEST(CodecV2, WorkerReadyWithSeveralServices) {
 }
 
 // READY with a name: a frame of its own after the packed fields (old brokers ignore it).
-TEST(CodecV2, WorkerReadyWithAName) {
+TEST(codec_v2, worker_ready_with_a_name) {
   frames f;
   f.emplace_back(identity.data(), identity.size());
   append_worker_ready(f, 2, 0, flag_idempotent, {"a", "bb"}, version_2, "host-1:42");
@@ -156,7 +156,7 @@ TEST(CodecV2, WorkerReadyWithAName) {
   ASSERT_EQ(ready_services(at_broker(parts_of(v1)), in1, names), 1u);
 }
 
-TEST(CodecV2, InvalidWorkerNamesAre400) {
+TEST(codec_v2, invalid_worker_names_are_400) {
   const std::string head = W2 + "\x01" + u32(1) + u32(0) + u8(0) + str8("svc");
   for (const std::string& bad : {""s, "a\nb"s, "\xff"s, std::string(65, 'n'), "a\x1b[2Jb"s}) {
     const inbound in = decode_inbound(at_broker({"", head, bad}));
@@ -170,7 +170,7 @@ TEST(CodecV2, InvalidWorkerNamesAre400) {
   EXPECT_EQ(ok.name.size(), 64u);
 }
 
-TEST(CodecV2, ReadyServicesOfV1AndMajordomoToo) {
+TEST(codec_v2, ready_services_of_v1_and_majordomo_too) {
   const frames v1 = at_broker({"", "S0W1", "\x01", u32(1), u32(0), u8(0), "s1", "s2"});
   inbound in = decode_inbound(v1);
   ASSERT_EQ(in.kind, inbound_kind::worker_ready);
@@ -183,7 +183,7 @@ TEST(CodecV2, ReadyServicesOfV1AndMajordomoToo) {
   EXPECT_EQ(names[0], "m");
 }
 
-TEST(CodecV2, ReadyWithSixtyFourServicesAndNotMore) {
+TEST(codec_v2, ready_with_sixty_four_services_and_not_more) {
   std::string list;
   for (int i = 0; i < 64; ++i) list += str8("s" + std::to_string(i));
   const std::string head = W2 + "\x01" + u32(1) + u32(0) + u8(0);
@@ -197,7 +197,7 @@ TEST(CodecV2, ReadyWithSixtyFourServicesAndNotMore) {
   EXPECT_EQ(in.status, st::bad_request);
 }
 
-TEST(CodecV2, WorkerRequestReplyWelcomeDisconnectStopping) {
+TEST(codec_v2, worker_request_reply_welcome_disconnect_stopping) {
   frames f;
   append_worker_request(f, 0xAABBCCDD00112233, "svc", 250, version_2);
   EXPECT_EQ(parts_of(f),
@@ -260,7 +260,7 @@ TEST(CodecV2, WorkerRequestReplyWelcomeDisconnectStopping) {
   EXPECT_EQ(decode_inbound(h).kind, inbound_kind::worker_heartbeat);
 }
 
-TEST(CodecV2, V1WelcomeGivesOneIntervalForBothDirections) {
+TEST(codec_v2, v1_welcome_gives_one_interval_for_both_directions) {
   frames w;
   append_worker_welcome(w, 2000, 3, "tcp://*:5557", 9);
   const worker_inbound wi = decode_for_worker(w);
@@ -270,7 +270,7 @@ TEST(CodecV2, V1WelcomeGivesOneIntervalForBothDirections) {
   EXPECT_EQ(wi.broker_heartbeat_ms, 2000u);
 }
 
-TEST(CodecV2, LongMessagesAreCutToTheLengthField) {
+TEST(codec_v2, long_messages_are_cut_to_the_length_field) {
   const std::string huge(max_message_length + 10, 'm');
   frames f;
   append_client_reply(f, 1, st::ok, huge, version_2);
@@ -281,7 +281,7 @@ TEST(CodecV2, LongMessagesAreCutToTheLengthField) {
 
 // ---- truncated, lying lengths, trailing bytes ----
 
-TEST(CodecV2, EveryTruncationOfARequestIs400WithTheIdWhenReadable) {
+TEST(codec_v2, every_truncation_of_a_request_is_400_with_the_id_when_readable) {
   const std::string full = C2 + "\x01" + u64(0xCAFE) + u32(10) + str8("echo");
   for (std::size_t n = 4; n < full.size(); ++n) {
     const inbound in = decode_inbound(at_broker({"", full.substr(0, n), "body"}));
@@ -293,7 +293,7 @@ TEST(CodecV2, EveryTruncationOfARequestIs400WithTheIdWhenReadable) {
   }
 }
 
-TEST(CodecV2, WrongLengthsAndTrailingBytesAre400) {
+TEST(codec_v2, wrong_lengths_and_trailing_bytes_are_400) {
   const std::string head = C2 + "\x01" + u64(5) + u32(0);
   for (const std::string& bad : {
            head + u8(10) + "short",    // length says more than there is
@@ -327,7 +327,7 @@ TEST(CodecV2, WrongLengthsAndTrailingBytesAre400) {
 }
 
 // Service names are printable UTF-8 without control characters (protocol.md, framing rules).
-TEST(CodecV2, InvalidServiceNamesAre400) {
+TEST(codec_v2, invalid_service_names_are_400) {
   const strings bad_names = {"bad\xff"s,
                              "a\nb"s,
                              "a\x1b"s
@@ -362,7 +362,7 @@ TEST(CodecV2, InvalidServiceNamesAre400) {
       inbound_kind::worker_ready);
 }
 
-TEST(CodecV2, MalformedMessagesAtPeersAreInvalid) {
+TEST(codec_v2, malformed_messages_at_peers_are_invalid) {
   const std::string req = W2 + "\x02" + u64(1) + u32(5) + str8("svc");
   for (std::size_t n = 0; n < req.size(); ++n)
     EXPECT_EQ(decode_for_worker(make({"", req.substr(0, n)})).kind, worker_inbound_kind::invalid)
@@ -385,7 +385,7 @@ TEST(CodecV2, MalformedMessagesAtPeersAreInvalid) {
 
 // ---- unknown commands and versions ----
 
-TEST(CodecV2, UnknownCommandIs501) {
+TEST(codec_v2, unknown_command_is_501) {
   inbound in = decode_inbound(at_broker({"", C2 + "\x09" + u64(33)}));
   ASSERT_EQ(in.kind, inbound_kind::client_error);
   EXPECT_EQ(in.status, st::not_implemented);
@@ -400,7 +400,7 @@ TEST(CodecV2, UnknownCommandIs501) {
   EXPECT_EQ(in.version, version_2);
 }
 
-TEST(CodecV2, HeaderWithoutCommandIs400) {
+TEST(codec_v2, header_without_command_is_400) {
   inbound in = decode_inbound(at_broker({"", C2}));
   ASSERT_EQ(in.kind, inbound_kind::client_error);
   EXPECT_EQ(in.status, st::bad_request);
@@ -409,7 +409,7 @@ TEST(CodecV2, HeaderWithoutCommandIs400) {
   EXPECT_EQ(in.status, st::bad_request);
 }
 
-TEST(CodecV2, OtherVersionsAre505InVersion1Framing) {
+TEST(codec_v2, other_versions_are_505_in_version1_framing) {
   // A future packed version: answered 505, in S0/1 (which the reply encoder picks from
   // in.version), whatever follows the header.
   for (const std::string& header : {"S0C3"s, "S0C3\x01"s + u64(1), "S0C0"s}) {
@@ -432,7 +432,7 @@ TEST(CodecV2, OtherVersionsAre505InVersion1Framing) {
   EXPECT_EQ(decode_for_worker(make({"", "S0W3\x07"s})).kind, worker_inbound_kind::invalid);
 }
 
-TEST(CodecV2, VersionMismatchBetweenHeaderAndLayoutIsNotAccepted) {
+TEST(codec_v2, version_mismatch_between_header_and_layout_is_not_accepted) {
   // S0/1 frames under an S0/2 header: the command frame is not packed, so the header frame has
   // no command byte.
   inbound in = decode_inbound(at_broker({"", C2, "\x01", u64(4), "echo", u32(0)}));

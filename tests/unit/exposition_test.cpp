@@ -31,7 +31,7 @@ double value_of(const std::string& text, const std::string& prefix) {
   return std::stod(text.substr(space + 1, end - space - 1));
 }
 
-TEST(Exposition, CountersAndGaugesWithTheirHelpAndType) {
+TEST(exposition, counters_and_gauges_with_their_help_and_type) {
   exposition e;
   e.counter("scale0_things_total", "Things.").add(3, {{"kind", "a"}}).add(4, {{"kind", "b"}});
   e.gauge("scale0_level", "A level.").add(0.5);
@@ -46,13 +46,13 @@ TEST(Exposition, CountersAndGaugesWithTheirHelpAndType) {
   EXPECT_EQ(e.size(), 2u);
 }
 
-TEST(Exposition, BigCountsAreWrittenWhole) {
+TEST(exposition, big_counts_are_written_whole) {
   exposition e;
   e.counter("scale0_big_total", "Big.").add(12345678901234.0);
   EXPECT_TRUE(has_line(e.text(), "scale0_big_total 12345678901234")) << e.text();
 }
 
-TEST(Exposition, LabelValuesAreEscapedAndMadeUtf8) {
+TEST(exposition, label_values_are_escaped_and_made_utf8) {
   exposition e;
   e.gauge("scale0_x", "X.")
       .add(1, {{"service", "a\"b\\c\nd"}})
@@ -65,13 +65,13 @@ TEST(Exposition, LabelValuesAreEscapedAndMadeUtf8) {
   EXPECT_NE(t.find("scale0_x{service=\"bad\xef\xbf\xbd"), std::string::npos) << t;
 }
 
-TEST(Exposition, HelpIsEscaped) {
+TEST(exposition, help_is_escaped) {
   exposition e;
   e.gauge("scale0_x", "one \\ two\nthree").add(1);
   EXPECT_TRUE(has_line(e.text(), "# HELP scale0_x one \\\\ two\\nthree")) << e.text();
 }
 
-TEST(Exposition, HistogramBucketsAreCumulativeWithInfSumAndCount) {
+TEST(exposition, histogram_buckets_are_cumulative_with_inf_sum_and_count) {
   latency_histogram h;
   h.record(std::chrono::microseconds(50));  // <= 0.0001
   h.record(std::chrono::microseconds(50));  // <= 0.0001
@@ -92,7 +92,7 @@ TEST(Exposition, HistogramBucketsAreCumulativeWithInfSumAndCount) {
   EXPECT_EQ(t.find("le=\"+Inf\""), t.rfind("le=\"+Inf\"")) << t;
 }
 
-TEST(Exposition, SamplesOutsideTheirKindOfFamilyAreRefused) {
+TEST(exposition, samples_outside_their_kind_of_family_are_refused) {
   exposition e;
   EXPECT_THROW(e.add(1), std::logic_error);  // no family yet
   latency_histogram h;
@@ -102,7 +102,7 @@ TEST(Exposition, SamplesOutsideTheirKindOfFamilyAreRefused) {
   EXPECT_THROW(e.add(1), std::logic_error);
 }
 
-TEST(Exposition, AppendKeepsBothInOrder) {
+TEST(exposition, append_keeps_both_in_order) {
   exposition a;
   a.gauge("scale0_a", "A.").add(1);
   exposition b;
@@ -113,7 +113,7 @@ TEST(Exposition, AppendKeepsBothInOrder) {
   EXPECT_LT(t.find("scale0_a 1"), t.find("scale0_b 2")) << t;
 }
 
-TEST(Exposition, BuildInfoNamesVersionAndCommit) {
+TEST(exposition, build_info_names_version_and_commit) {
   exposition e;
   scale0::metrics::add_build_info(e);
   const std::string line = "scale0_build_info{version=\"" + std::string(scale0::version()) +
@@ -121,7 +121,7 @@ TEST(Exposition, BuildInfoNamesVersionAndCommit) {
   EXPECT_TRUE(has_line(e.text(), line)) << e.text();
 }
 
-TEST(Exposition, ProcessMetricsDescribeThisProcess) {
+TEST(exposition, process_metrics_describe_this_process) {
   exposition e;
   scale0::metrics::add_process_metrics(e);
   const std::string t = e.text();

@@ -4,7 +4,6 @@
 // that broker's core as its peer ROUTER would read it (routing id first). Partitions lose messages
 // silently (TCP still "up"); kills make links drop. No sockets, no sleeping.
 #include "broker/family_core.hpp"
-#include "metrics/exposition.hpp"
 
 #include <gtest/gtest.h>
 
@@ -16,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "metrics/exposition.hpp"
 #include "support/wire_bytes.hpp"
 
 namespace scale0::broker_detail {
@@ -773,7 +773,7 @@ TEST_F(family_test, malformed_messages_of_every_command_are_dropped_and_counted)
   a.core.add_metrics(e, net.now);
   const std::string metrics = e.text();
   EXPECT_NE(metrics.find("scale0_family_dropped_total{reason=\"malformed\"} " +
-                               std::to_string(bad.size() + 3)),
+                         std::to_string(bad.size() + 3)),
             std::string::npos);
 }
 

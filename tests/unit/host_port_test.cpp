@@ -9,7 +9,7 @@
 namespace scale0::detail {
 namespace {
 
-TEST(HostPort, LiteralsNamesAndBrackets) {
+TEST(host_port, literals_names_and_brackets) {
   EXPECT_EQ(parse_host_port("127.0.0.1:8080", "x").host, "127.0.0.1");
   EXPECT_EQ(parse_host_port("127.0.0.1:8080", "x").port, 8080);
   EXPECT_EQ(parse_host_port("[::1]:0", "x").host, "::1");
@@ -24,7 +24,7 @@ TEST(HostPort, LiteralsNamesAndBrackets) {
 }
 
 // Protected mode judges what is bound: a leading zero is octal to the resolver.
-TEST(HostPort, LoopbackIsJudgedStrictly) {
+TEST(host_port, loopback_is_judged_strictly) {
   EXPECT_TRUE(loopback_listen("127.0.0.1:80"));
   EXPECT_TRUE(loopback_listen("127.1.2.3:80"));
   EXPECT_TRUE(loopback_listen("[::1]:80"));
@@ -36,12 +36,12 @@ TEST(HostPort, LoopbackIsJudgedStrictly) {
   EXPECT_FALSE(loopback_endpoint("tcp://0127.0.0.1:5555"));
 }
 
-TEST(HostPort, PrintedWithBracketsForIpv6) {
+TEST(host_port, printed_with_brackets_for_ipv6) {
   EXPECT_EQ(format_host_port("::1", 9555), "[::1]:9555");
   EXPECT_EQ(format_host_port("127.0.0.1", 9555), "127.0.0.1:9555");
 }
 
-TEST(HostPort, BindEndpointsResolveNamesAndKeepTheRest) {
+TEST(host_port, bind_endpoints_resolve_names_and_keep_the_rest) {
   EXPECT_EQ(bind_endpoint("tcp://localhost:5555"), "tcp://127.0.0.1:5555");
   EXPECT_EQ(bind_endpoint("tcp://localhost:*"), "tcp://127.0.0.1:*");
   for (const char* kept :
@@ -51,7 +51,7 @@ TEST(HostPort, BindEndpointsResolveNamesAndKeepTheRest) {
   EXPECT_THROW(bind_endpoint("tcp://no-such-host.invalid:5555"), error);
 }
 
-TEST(HostPort, Ipv6Endpoints) {
+TEST(host_port, ipv6_endpoints) {
   EXPECT_TRUE(ipv6_endpoint("tcp://[::1]:5555"));
   EXPECT_TRUE(ipv6_endpoint("tcp://[fe80::1%eth0]:5555"));
   EXPECT_FALSE(ipv6_endpoint("tcp://127.0.0.1:5555"));

@@ -44,7 +44,7 @@ job make_job(std::string_view body) {
   return j;
 }
 
-TEST(HttpCodec, RequestRoundTrip) {
+TEST(http_codec, request_round_trip) {
   request r;
   r.method = "POST";
   r.target = "/a/b?x=1&y=2";
@@ -65,7 +65,7 @@ TEST(HttpCodec, RequestRoundTrip) {
   EXPECT_FALSE(back.header("x-missing"));
 }
 
-TEST(HttpCodec, EncodeRequestAlwaysHasOneContentLength) {
+TEST(http_codec, encode_request_always_has_one_content_length) {
   request r;
   r.method = "GET";
   r.target = "/";
@@ -75,7 +75,7 @@ TEST(HttpCodec, EncodeRequestAlwaysHasOneContentLength) {
   EXPECT_EQ(parse_request(wire).body, "");
 }
 
-TEST(HttpCodec, HopByHopFieldsAreDroppedIncludingThoseNamedInConnection) {
+TEST(http_codec, hop_by_hop_fields_are_dropped_including_those_named_in_connection) {
   for (auto name : {"Connection", "keep-alive", "Proxy-Connection", "Transfer-Encoding", "TE",
                     "Upgrade", "Trailer", "Expect"})
     EXPECT_TRUE(hop_by_hop(name)) << name;
@@ -104,7 +104,7 @@ TEST(HttpCodec, HopByHopFieldsAreDroppedIncludingThoseNamedInConnection) {
   EXPECT_EQ(names(rback.headers), (std::vector<std::string>{"Server", "Content-Length"}));
 }
 
-TEST(HttpCodec, EveryConnectionFieldCounts) {
+TEST(http_codec, every_connection_field_counts) {
   // Two Connection fields: the names in both are hop-by-hop, in either direction.
   request r;
   r.method = "GET";
@@ -117,7 +117,7 @@ TEST(HttpCodec, EveryConnectionFieldCounts) {
   EXPECT_EQ(names(res.headers), (std::vector<std::string>{"Content-Length"}));
 }
 
-TEST(HttpCodec, ResponseRoundTripAndStandardReason) {
+TEST(http_codec, response_round_trip_and_standard_reason) {
   response r;
   r.status = 404;
   r.set("Content-Type", "text/plain").set("content-type", "text/html");
@@ -135,7 +135,7 @@ TEST(HttpCodec, ResponseRoundTripAndStandardReason) {
   EXPECT_EQ(parse_response(encode_response(r)).reason, "Gone Fishing");
 }
 
-TEST(HttpCodec, ChunkedResponseIsDechunked) {
+TEST(http_codec, chunked_response_is_dechunked) {
   const response r = parse_response(
       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
       "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n");
@@ -146,14 +146,14 @@ TEST(HttpCodec, ChunkedResponseIsDechunked) {
   EXPECT_NE(encode_response(r).find("Content-Length: 11\r\n"), std::string::npos);
 }
 
-TEST(HttpCodec, ResponseWithoutContentLengthRunsToTheEnd) {
+TEST(http_codec, response_without_content_length_runs_to_the_end) {
   const response r = parse_response("HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\nall of\r\nthis");
   EXPECT_EQ(r.body, "all of\r\nthis");
   EXPECT_EQ(parse_response("HTTP/1.1 204 No Content\r\n\r\n").body, "");
   EXPECT_EQ(parse_response("HTTP/1.0 200 OK\r\n\r\n").body, "");
 }
 
-TEST(HttpCodec, HeadStyleParseKeepsContentLengthWithoutBody) {
+TEST(http_codec, head_style_parse_keeps_content_length_without_body) {
   http_detail::beast_response m;
   EXPECT_EQ(http_detail::parse_response_into(
                 "HTTP/1.1 200 OK\r\nContent-Length: 42\r\nConnection: close\r\n\r\n", m, true),
@@ -174,7 +174,7 @@ TEST(HttpCodec, HeadStyleParseKeepsContentLengthWithoutBody) {
       "");
 }
 
-TEST(HttpCodec, MalformedRequestsAre400) {
+TEST(http_codec, malformed_requests_are_400) {
   for (std::string_view wire : {
            std::string_view(""), std::string_view("garbage"),
            std::string_view("GET / HTTP/1.1\r\n"),                                 // no blank line
@@ -188,7 +188,7 @@ TEST(HttpCodec, MalformedRequestsAre400) {
     EXPECT_EQ(error_code_of(parse_req, wire), status::bad_request) << wire;
 }
 
-TEST(HttpCodec, MalformedResponsesAre502) {
+TEST(http_codec, malformed_responses_are_502) {
   for (std::string_view wire : {
            std::string_view(""), std::string_view("garbage"),
            std::string_view("HTTP/1.1 200 OK\r\nX: 1\r\n"),                       // no blank line
@@ -204,7 +204,7 @@ TEST(HttpCodec, MalformedResponsesAre502) {
 
 // docs/http.md: only `chunked` alone is a transfer coding a response may use; a status is 100-599
 // (found by scale0_http_response_fuzz: "020" was read as 20 and re-encoded as an unreadable "20").
-TEST(HttpCodec, ResponsesWithUnusableFramingOrStatusAre502) {
+TEST(http_codec, responses_with_unusable_framing_or_status_are_502) {
   for (std::string_view wire : {
            std::string_view(
                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
@@ -225,7 +225,7 @@ TEST(HttpCodec, ResponsesWithUnusableFramingOrStatusAre502) {
 }
 
 // docs/http.md: trailer fields never join the header section, in either direction.
-TEST(HttpCodec, TrailerFieldsAreDropped) {
+TEST(http_codec, trailer_fields_are_dropped) {
   const response r = parse_response(
       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: 1\r\n\r\n3\r\nabc\r\n"
       "0\r\nSet-Cookie: s=1\r\nX-Head: 2\r\nLocation: /evil\r\n\r\n");
@@ -247,7 +247,7 @@ TEST(HttpCodec, TrailerFieldsAreDropped) {
 // after the head, Beast 1.74's response parser went on into the body after its body_limit error
 // and reserved Content-Length bytes: std::bad_alloc out of parse_response (the gateway's and the
 // Mongrel2 adapter's reading of a worker's reply) instead of a 502.
-TEST(HttpCodec, HugeContentLengthIs502NotAnAllocation) {
+TEST(http_codec, huge_content_length_is_502_not_an_allocation) {
   for (std::string_view wire : {
            std::string_view("HTTP/1.1 200 OK\r\nContent-Length: 2804457849598742072\r\n\r\nhi"),
            std::string_view("HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\nhi"),
@@ -262,7 +262,7 @@ TEST(HttpCodec, HugeContentLengthIs502NotAnAllocation) {
   EXPECT_EQ(parse_response("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").body, "hi");
 }
 
-TEST(HttpCodec, ServeAnswersTheEncodedResponse) {
+TEST(http_codec, serve_answers_the_encoded_response) {
   const job_handler h = serve([](const request& req) {
     response r;
     r.set("X-Method", req.method);
@@ -283,7 +283,7 @@ TEST(HttpCodec, ServeAnswersTheEncodedResponse) {
   EXPECT_EQ(res.body, "/t?q|data");
 }
 
-TEST(HttpCodec, ServeAnswersABadJob400) {
+TEST(http_codec, serve_answers_a_bad_job400) {
   bool called = false;
   const job_handler h = serve([&](const request&) {
     called = true;
@@ -297,7 +297,7 @@ TEST(HttpCodec, ServeAnswersABadJob400) {
   EXPECT_FALSE(called);
 }
 
-TEST(HttpCodec, ServeTurnsAThrowingHandlerIntoHttp500) {
+TEST(http_codec, serve_turns_a_throwing_handler_into_http500) {
   const job_handler h =
       serve([](const request&) -> response { throw std::runtime_error("disk on fire"); });
   request req;

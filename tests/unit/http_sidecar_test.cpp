@@ -35,7 +35,7 @@ std::uint16_t url_error(std::string_view url) {
   return 0;
 }
 
-TEST(HttpSidecar, ParsesAppUrls) {
+TEST(http_sidecar, parses_app_urls) {
   app_url u = parse_app_url("http://127.0.0.1:8000");
   EXPECT_EQ(u.host, "127.0.0.1");
   EXPECT_EQ(u.port, 8000);
@@ -146,7 +146,7 @@ void send_all(tcp::socket& s, std::string_view bytes) {
   asio::write(s, asio::buffer(bytes.data(), bytes.size()));
 }
 
-TEST(HttpSidecar, ForwardsUnderTheBasePathAndDechunksTheAnswer) {
+TEST(http_sidecar, forwards_under_the_base_path_and_dechunks_the_answer) {
   std::string seen;
   scripted_app app([&](tcp::socket& s, int) {
     std::string buf;
@@ -172,7 +172,7 @@ TEST(HttpSidecar, ForwardsUnderTheBasePathAndDechunksTheAnswer) {
             "HTTP/1.1 201 Made\r\nX-App: a\r\nContent-Length: 5\r\n\r\nabcde");
 }
 
-TEST(HttpSidecar, HeadKeepsTheAppsContentLength) {
+TEST(http_sidecar, head_keeps_the_apps_content_length) {
   scripted_app app([&](tcp::socket& s, int) {
     std::string buf;
     read_request(s, buf);
@@ -187,7 +187,7 @@ TEST(HttpSidecar, HeadKeepsTheAppsContentLength) {
   EXPECT_EQ(http_detail::parse_response_into(wire, m, true), "");
 }
 
-TEST(HttpSidecar, NotHttpFromTheAppIs502ButNotAnAppFailure) {
+TEST(http_sidecar, not_http_from_the_app_is_502_but_not_an_app_failure) {
   scripted_app app([&](tcp::socket& s, int) {
     std::string buf;
     read_request(s, buf);
@@ -199,13 +199,13 @@ TEST(HttpSidecar, NotHttpFromTheAppIs502ButNotAnAppFailure) {
   EXPECT_EQ(f.app_errors, 0);
 }
 
-TEST(HttpSidecar, BadJobIs400) {
+TEST(http_sidecar, bad_job_is_400) {
   const forwarded f = forward_once("http://127.0.0.1:9", "not http");
   EXPECT_EQ(f.result.status, status::bad_request);
   EXPECT_EQ(f.app_errors, 0);
 }
 
-TEST(HttpSidecar, ConnectRefusedIs502AndAnAppFailure) {
+TEST(http_sidecar, connect_refused_is_502_and_an_app_failure) {
   std::string url;
   {
     scripted_app gone([](tcp::socket&, int) {});
@@ -217,7 +217,7 @@ TEST(HttpSidecar, ConnectRefusedIs502AndAnAppFailure) {
   EXPECT_EQ(f.app_errors, 1);
 }
 
-TEST(HttpSidecar, NoAnswerBeforeTheDeadlineIs504) {
+TEST(http_sidecar, no_answer_before_the_deadline_is_504) {
   scripted_app app([&](tcp::socket& s, int) {
     std::string buf;
     read_request(s, buf);
@@ -243,7 +243,7 @@ void answer_once_then_drop(tcp::socket& s, int connection) {
   }
 }
 
-TEST(HttpSidecar, KeepsConnectionsAndRetriesAnIdempotentRequestTheAppDropped) {
+TEST(http_sidecar, keeps_connections_and_retries_an_idempotent_request_the_app_dropped) {
   scripted_app app(answer_once_then_drop);
   forward_options o;
   o.url = app.url();
@@ -258,7 +258,7 @@ TEST(HttpSidecar, KeepsConnectionsAndRetriesAnIdempotentRequestTheAppDropped) {
   EXPECT_EQ(app.connections.load(), 2) << "the retry's connection is kept for the third";
 }
 
-TEST(HttpSidecar, NeverRetriesAPost) {
+TEST(http_sidecar, never_retries_a_post) {
   scripted_app app(answer_once_then_drop);
   forward_options o;
   o.url = app.url();

@@ -42,7 +42,7 @@ std::string tns_dict(std::initializer_list<std::pair<std::string_view, std::stri
 
 }  // namespace
 
-TEST(Mongrel2Codec, ParsesJsonHeaders) {
+TEST(mongrel2_codec, parses_json_headers) {
   m2::m2_request r;
   ASSERT_EQ(m2::parse_request(json_message("/hello", get_headers, ""), r), "");
   EXPECT_EQ(r.sender, uuid);
@@ -56,7 +56,7 @@ TEST(Mongrel2Codec, ParsesJsonHeaders) {
   EXPECT_TRUE(r.body.empty());
 }
 
-TEST(Mongrel2Codec, JsonListValuesBecomeOneFieldEach) {
+TEST(mongrel2_codec, json_list_values_become_one_field_each) {
   m2::m2_request r;
   ASSERT_EQ(
       m2::parse_request(json_message("/", R"({"METHOD":"GET","cookie":["a=1","b=2"]})", ""), r),
@@ -66,7 +66,7 @@ TEST(Mongrel2Codec, JsonListValuesBecomeOneFieldEach) {
   EXPECT_EQ(r.headers[2].value, "b=2");
 }
 
-TEST(Mongrel2Codec, JsonWithRawControlBytesAsMongrel2WritesThem) {
+TEST(mongrel2_codec, json_with_raw_control_bytes_as_mongrel2_writes_them) {
   // Mongrel2 escapes only '"' and '\': a tab in a value arrives raw.
   m2::m2_request r;
   ASSERT_EQ(m2::parse_request(
@@ -75,7 +75,7 @@ TEST(Mongrel2Codec, JsonWithRawControlBytesAsMongrel2WritesThem) {
   EXPECT_EQ(*r.header("x-a"), "1\t2");
 }
 
-TEST(Mongrel2Codec, ParsesTnetstringHeaders) {
+TEST(mongrel2_codec, parses_tnetstring_headers) {
   const std::string headers = tns_dict({{"PATH", ns("/up")},
                                         {"host", ns("api.example.com")},
                                         {"cookie", ns(ns("a=1") + ns("b=2"), ']')},
@@ -94,7 +94,7 @@ TEST(Mongrel2Codec, ParsesTnetstringHeaders) {
   EXPECT_EQ(r.headers[3].value, "b=2");
 }
 
-TEST(Mongrel2Codec, BodyWithBinaryBytesIsKeptExactly) {
+TEST(mongrel2_codec, body_with_binary_bytes_is_kept_exactly) {
   std::string body;
   for (int i = 0; i < 256; ++i) body.push_back(static_cast<char>(i));
   m2::m2_request r;
@@ -102,7 +102,7 @@ TEST(Mongrel2Codec, BodyWithBinaryBytesIsKeptExactly) {
   EXPECT_EQ(r.body, body);
 }
 
-TEST(Mongrel2Codec, RecognisesDisconnect) {
+TEST(mongrel2_codec, recognises_disconnect) {
   m2::m2_request r;
   ASSERT_EQ(m2::parse_request(
                 json_message("@*", R"({"METHOD":"JSON"})", R"({"type":"disconnect"})", "3"), r),
@@ -118,7 +118,7 @@ TEST(Mongrel2Codec, RecognisesDisconnect) {
   EXPECT_EQ(r.kind, m2::m2_kind::other);
 }
 
-TEST(Mongrel2Codec, ReplyFraming) {
+TEST(mongrel2_codec, reply_framing) {
   EXPECT_EQ(m2::reply_message(uuid, "7", "HTTP/1.1 200 OK\r\n\r\n"),
             uuid + " 1:7, HTTP/1.1 200 OK\r\n\r\n");
   EXPECT_EQ(m2::reply_message(uuid, "10 11 12", ""), uuid + " 8:10 11 12, ");
@@ -126,7 +126,7 @@ TEST(Mongrel2Codec, ReplyFraming) {
   EXPECT_EQ(m2::reply_message("u", "1", binary), std::string("u 1:1, ") + binary);
 }
 
-TEST(Mongrel2Codec, MalformedInputIsAnError) {
+TEST(mongrel2_codec, malformed_input_is_an_error) {
   const std::string good = json_message("/", R"({"METHOD":"GET"})", "body");
   m2::m2_request r;
   ASSERT_EQ(m2::parse_request(good, r), "");
@@ -160,7 +160,7 @@ TEST(Mongrel2Codec, MalformedInputIsAnError) {
   for (const auto& m : bad) EXPECT_NE(m2::parse_request(m, r), "") << m;
 }
 
-TEST(Mongrel2Codec, OversizedInputIsAnError) {
+TEST(mongrel2_codec, oversized_input_is_an_error) {
   m2::m2_request r;
   const std::string big = json_message("/", R"({"METHOD":"POST"})", std::string(5000, 'x'));
   EXPECT_NE(m2::parse_request(big, r, {.max_message = 1000, .max_headers = 10}), "");
@@ -175,7 +175,7 @@ TEST(Mongrel2Codec, OversizedInputIsAnError) {
   EXPECT_NE(m2::parse_tnetstring_headers(ns("h") + ns(list, ']'), fields, 10), "");
 }
 
-TEST(Mongrel2Codec, RandomBytesNeverCrash) {
+TEST(mongrel2_codec, random_bytes_never_crash) {
   std::mt19937 rng(42);
   const std::string seed = uuid + " 1 /x " +
                            tns_dict({{"METHOD", ns("GET")}, {"l", ns(ns("a") + ns("b"), ']')}}) +
@@ -202,7 +202,7 @@ TEST(Mongrel2Codec, RandomBytesNeverCrash) {
   }
 }
 
-TEST(Mongrel2Codec, BuildsTheHttpRequestEncoding) {
+TEST(mongrel2_codec, builds_the_http_request_encoding) {
   m2::m2_request r;
   ASSERT_EQ(m2::parse_request(json_message("/hello", get_headers, ""), r), "");
   m2::http_request h;
@@ -225,7 +225,7 @@ TEST(Mongrel2Codec, BuildsTheHttpRequestEncoding) {
       EXPECT_NE(f.name, meta);
 }
 
-TEST(Mongrel2Codec, RequestEncodingKeepsBodyDropsHopByHopAndKeepsClientId) {
+TEST(mongrel2_codec, request_encoding_keeps_body_drops_hop_by_hop_and_keeps_client_id) {
   const std::string headers =
       R"({"PATH":"/p","host":"h","connection":"keep-alive, x-secret","x-secret":"s",)"
       R"("keep-alive":"300","content-length":"4","x-request-id":"client-id-1",)"
@@ -251,7 +251,7 @@ TEST(Mongrel2Codec, RequestEncodingKeepsBodyDropsHopByHopAndKeepsClientId) {
   EXPECT_EQ(req.header("X-Real-IP"), "127.0.0.2");
 }
 
-TEST(Mongrel2Codec, RequestWithInjectionIsRefused) {
+TEST(mongrel2_codec, request_with_injection_is_refused) {
   m2::m2_request r;
   ASSERT_EQ(m2::parse_request(
                 json_message("/", "{\"METHOD\":\"GET\",\"x-a\":\"1\\r\\nX-Evil: 1\"}", ""), r),
@@ -267,7 +267,7 @@ TEST(Mongrel2Codec, RequestWithInjectionIsRefused) {
 // Found by scale0_mongrel2_fuzz: a control byte other than tab in a field value (here in
 // Mongrel2's REMOTE_ADDR, which becomes X-Forwarded-For) was passed on, and the worker's HTTP
 // parser then refused the whole request. It is refused here instead (400), and a tab still passes.
-TEST(Mongrel2Codec, FieldValuesWithControlBytesAreRefused) {
+TEST(mongrel2_codec, field_values_with_control_bytes_are_refused) {
   m2::m2_request r;
   m2::http_request h;
   for (const std::string& bad :
@@ -289,7 +289,7 @@ TEST(Mongrel2Codec, FieldValuesWithControlBytesAreRefused) {
   EXPECT_EQ(scale0::http::parse_request(h.wire).header("x-a"), "1\t2");
 }
 
-TEST(Mongrel2Codec, KeepAliveFollowsTheClient) {
+TEST(mongrel2_codec, keep_alive_follows_the_client) {
   auto with = [](std::string_view extra) {
     m2::m2_request r;
     EXPECT_EQ(m2::parse_request(
@@ -304,7 +304,7 @@ TEST(Mongrel2Codec, KeepAliveFollowsTheClient) {
   EXPECT_TRUE(with(R"(,"VERSION":"HTTP/1.0","connection":"Keep-Alive")"));
 }
 
-TEST(Mongrel2Codec, ClientResponseSetsConnectionLengthAndId) {
+TEST(mongrel2_codec, client_response_sets_connection_length_and_id) {
   const std::string worker =
       "HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nConnection: close\r\n"
       "X-Request-Id: worker\r\nContent-Length: 5\r\n\r\nhello";
@@ -338,7 +338,7 @@ TEST(Mongrel2Codec, ClientResponseSetsConnectionLengthAndId) {
   EXPECT_EQ(out.substr(out.size() - 4), "\r\n\r\n");
 }
 
-TEST(Mongrel2Codec, MalformedWorkerResponseIsAnError) {
+TEST(mongrel2_codec, malformed_worker_response_is_an_error) {
   std::string out;
   EXPECT_NE(m2::client_response("", false, true, "r", out), "");
   EXPECT_NE(m2::client_response("not http at all", false, true, "r", out), "");
@@ -348,7 +348,7 @@ TEST(Mongrel2Codec, MalformedWorkerResponseIsAnError) {
   EXPECT_NE(m2::client_response("HTTP/1.1 200 OK\r\nContent-Le", false, true, "r", out), "");
 }
 
-TEST(Mongrel2Codec, ErrorResponsesAndStatusMapping) {
+TEST(mongrel2_codec, error_responses_and_status_mapping) {
   const std::string e = m2::error_response(503, "no worker for service x", false, true, "id", 1);
   const auto res = scale0::http::parse_response(e);
   EXPECT_EQ(res.status, 503u);

@@ -39,7 +39,7 @@ std::string hello_bytes(std::uint64_t id = 7, std::uint32_t hb = 1000, std::uint
          str16(peer_ep) + str16(fe) + str16(be_);
 }
 
-TEST(PeerCodec, HelloLayoutAndRoundTrip) {
+TEST(peer_codec, hello_layout_and_round_trip) {
   hello h;
   h.broker_id = 0x0102030405060708;
   h.heartbeat_ms = 250;
@@ -67,7 +67,7 @@ TEST(PeerCodec, HelloLayoutAndRoundTrip) {
   EXPECT_EQ(m.h.backend, "");
 }
 
-TEST(PeerCodec, PeersLayoutAndRoundTrip) {
+TEST(peer_codec, peers_layout_and_round_trip) {
   const std::vector<std::string_view> eps = {"tcp://a:1", "ipc:///tmp/b", "tcp://[::1]:5558"};
   frames f;
   append_peers(f, eps);
@@ -83,7 +83,7 @@ TEST(PeerCodec, PeersLayoutAndRoundTrip) {
   EXPECT_EQ(at_router(std::string(view(none[1]))).what, kind::peers);
 }
 
-TEST(PeerCodec, StateLayoutAndRoundTrip) {
+TEST(peer_codec, state_layout_and_round_trip) {
   const std::vector<capacity> entries = {{"echo", 2, 7, 0, entry_idempotent}, {"s.v2", 0, 0, 5}};
   frames f;
   append_state(f, 42, state_replace, entries);
@@ -104,7 +104,7 @@ TEST(PeerCodec, StateLayoutAndRoundTrip) {
   EXPECT_EQ(got[1].flags, 0u);
 }
 
-TEST(PeerCodec, StateWritesAtMost1000Entries) {
+TEST(peer_codec, state_writes_at_most1000_entries) {
   std::vector<std::string> names;
   for (int i = 0; i < 1200; ++i) names.push_back("s" + std::to_string(i));
   std::vector<capacity> entries;
@@ -116,7 +116,7 @@ TEST(PeerCodec, StateWritesAtMost1000Entries) {
   EXPECT_EQ(m.count, max_state_entries);
 }
 
-TEST(PeerCodec, ByeLayoutAndRoundTrip) {
+TEST(peer_codec, bye_layout_and_round_trip) {
   frames f;
   append_bye(f, 503, "shutting down");
   EXPECT_EQ(parts_of(f), (strings{"", P + "\x04" + u16(503) + str16("shutting down")}));
@@ -135,7 +135,7 @@ void expect_dropped(const std::string& packed, problem why = problem::malformed)
   EXPECT_FALSE(m.detail.empty());
 }
 
-TEST(PeerCodec, FramingOtherThanOnePackedFrameIsDropped) {
+TEST(peer_codec, framing_other_than_one_packed_frame_is_dropped) {
   EXPECT_EQ(decode(make({identity, "", hello_bytes(), "extra"})).what, kind::malformed);
   EXPECT_EQ(decode(make({identity, hello_bytes()})).what, kind::malformed);
   EXPECT_EQ(decode(make({identity, "x", hello_bytes()})).what, kind::malformed);
@@ -150,7 +150,7 @@ TEST(PeerCodec, FramingOtherThanOnePackedFrameIsDropped) {
   expect_dropped(P + "\xff");
 }
 
-TEST(PeerCodec, HelloEndsWithTheFallbackFamiliesWhenThereAreAny) {
+TEST(peer_codec, hello_ends_with_the_fallback_families_when_there_are_any) {
   const std::vector<std::string> fallbacks = {"us", "asia"};
   hello h;
   h.broker_id = 9;
@@ -183,7 +183,7 @@ TEST(PeerCodec, HelloEndsWithTheFallbackFamiliesWhenThereAreAny) {
   expect_dropped(base + u8(1) + str8("a\x01b"), problem::invalid_name);
 }
 
-TEST(PeerCodec, MalformedHelloIsDropped) {
+TEST(peer_codec, malformed_hello_is_dropped) {
   const std::string good = hello_bytes();
   ASSERT_EQ(at_router(good).what, kind::hello);
   for (std::size_t n = 5; n < good.size(); ++n) expect_dropped(good.substr(0, n));
@@ -209,7 +209,7 @@ TEST(PeerCodec, MalformedHelloIsDropped) {
                  problem::invalid_endpoint);
 }
 
-TEST(PeerCodec, MalformedPeersIsDropped) {
+TEST(peer_codec, malformed_peers_is_dropped) {
   const std::string good = P + "\x02" + u16(2) + str16("tcp://a:1") + str16("tcp://b:2");
   ASSERT_EQ(at_router(good).what, kind::peers);
   for (std::size_t n = 5; n < good.size(); ++n) expect_dropped(good.substr(0, n));
@@ -222,7 +222,7 @@ TEST(PeerCodec, MalformedPeersIsDropped) {
                  problem::invalid_endpoint);
 }
 
-TEST(PeerCodec, MalformedStateIsDropped) {
+TEST(peer_codec, malformed_state_is_dropped) {
   const std::string entry = str8("echo") + u32(1) + u32(2) + u32(3) + u8(1);
   const std::string good = P + "\x03" + u64(1) + u8(0) + u16(2) + entry + entry;
   ASSERT_EQ(at_router(good).what, kind::state);
@@ -244,7 +244,7 @@ TEST(PeerCodec, MalformedStateIsDropped) {
                  problem::invalid_name);
 }
 
-TEST(PeerCodec, ConfigLayoutRoundTripAndMalformed) {
+TEST(peer_codec, config_layout_round_trip_and_malformed) {
   const std::vector<policy_entry> tables = {
       {"echo", policy_timeout | policy_max_concurrency, 5000, 0, 2, 0},
       {"pay", policy_idempotent, 0, 0, 0, 0}};
@@ -278,14 +278,14 @@ TEST(PeerCodec, ConfigLayoutRoundTripAndMalformed) {
                  problem::invalid_name);
 }
 
-TEST(PeerCodec, MalformedByeIsDropped) {
+TEST(peer_codec, malformed_bye_is_dropped) {
   const std::string good = P + "\x04" + u16(503) + str16("bye");
   ASSERT_EQ(at_router(good).what, kind::bye);
   for (std::size_t n = 5; n < good.size(); ++n) expect_dropped(good.substr(0, n));
   expect_dropped(good + "!");
 }
 
-TEST(PeerCodec, Endpoints) {
+TEST(peer_codec, endpoints) {
   for (const char* ok : {"tcp://10.0.0.1:5558", "tcp://broker-a.example:1", "tcp://[::1]:65535",
                          "ipc:///tmp/scale0-peer", "tcp://eth0;10.0.0.1:5558"})
     EXPECT_TRUE(valid_endpoint(ok)) << ok;

@@ -15,7 +15,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-TEST(PeerResolver, LiteralEndpointsAreThereAtOnceWithoutAThread) {
+TEST(peer_resolver, literal_endpoints_are_there_at_once_without_a_thread) {
   peer_resolver r({"tcp://10.0.0.1:5558", "tcp://[::1]:5558", "ipc:///tmp/p"});
   EXPECT_EQ(r.fd(), -1);
   const auto peers = r.take();
@@ -26,7 +26,7 @@ TEST(PeerResolver, LiteralEndpointsAreThereAtOnceWithoutAThread) {
   EXPECT_FALSE(r.take().has_value()) << "nothing new since";
 }
 
-TEST(PeerResolver, LiteralOrNot) {
+TEST(peer_resolver, literal_or_not) {
   EXPECT_TRUE(peer_resolver::literal("tcp://127.0.0.1:1"));
   EXPECT_TRUE(peer_resolver::literal("tcp://[2001:db8::1]:1"));
   EXPECT_TRUE(peer_resolver::literal("ipc:///x"));
@@ -34,7 +34,7 @@ TEST(PeerResolver, LiteralOrNot) {
   EXPECT_FALSE(peer_resolver::literal("tcp://broker-a.example:1"));
 }
 
-TEST(PeerResolver, LocalhostResolvesToItsAddresses) {
+TEST(peer_resolver, localhost_resolves_to_its_addresses) {
   std::string error;
   const auto eps = peer_resolver::resolve("tcp://localhost:5558", error);
   EXPECT_EQ(error, "");
@@ -43,7 +43,7 @@ TEST(PeerResolver, LocalhostResolvesToItsAddresses) {
     EXPECT_TRUE(e == "tcp://127.0.0.1:5558" || e == "tcp://[::1]:5558") << e;
 }
 
-TEST(PeerResolver, NamesAreResolvedOnItsThreadAndTheLoopIsWoken) {
+TEST(peer_resolver, names_are_resolved_on_its_thread_and_the_loop_is_woken) {
   peer_resolver r({"tcp://10.0.0.1:5558", "tcp://localhost:5558"});
   ASSERT_GE(r.fd(), 0);
   auto peers = r.take();  // the literal one at once (localhost too, if its thread was quick)
@@ -62,7 +62,7 @@ TEST(PeerResolver, NamesAreResolvedOnItsThreadAndTheLoopIsWoken) {
       (*peers)[1].endpoints.end());
 }
 
-TEST(PeerResolver, DestructionDoesNotWaitForTheThread) {
+TEST(peer_resolver, destruction_does_not_wait_for_the_thread) {
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 5; ++i) peer_resolver r({"tcp://localhost:5558"}, 1h);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);

@@ -82,21 +82,21 @@ const std::vector<ready_case>& cases() {
   return all;
 }
 
-TEST(ReadyRules, EachRuleHasItsReason) {
+TEST(ready_rules, each_rule_has_its_reason) {
   for (const auto& c : cases()) EXPECT_EQ(check(c), c.reason) << c.what;
 }
 
-TEST(ReadyRules, NoServiceAtAll) {
+TEST(ready_rules, no_service_at_all) {
   EXPECT_EQ(check({"none", 1, 0, {}}), "READY needs a service");
 }
 
-TEST(ReadyRules, FlagsAreTheFramingsOwn) {
+TEST(ready_rules, flags_are_the_framings_own) {
   const ready_case moved{"moved", 1, flag_moved};
   EXPECT_EQ(check(moved), "unknown READY flags");  // S0/1 has no such flag
   EXPECT_EQ(check(moved, flag_idempotent | flag_moved), "");
 }
 
-TEST(ReadyRules, AWorkerNameIsCheckedWhenSent) {
+TEST(ready_rules, a_worker_name_is_checked_when_sent) {
   const frames f = make({"echo"});
   auto with_name = [&](std::string_view name) {
     return check_ready({1, 0, flag_idempotent, name}, ready_service_list(f, 0));
@@ -111,7 +111,7 @@ TEST(ReadyRules, AWorkerNameIsCheckedWhenSent) {
             "invalid worker name");
 }
 
-TEST(ReadyRules, APackedListIsReadInOrderAndATruncatedOneSaysSo) {
+TEST(ready_rules, a_packed_list_is_read_in_order_and_a_truncated_one_says_so) {
   const std::string list = str8("a") + str8("bb");
   ready_service_list l(list);
   std::string_view name;
@@ -132,7 +132,7 @@ TEST(ReadyRules, APackedListIsReadInOrderAndATruncatedOneSaysSo) {
 
 // One rule, one answer: the same READY decoded from either framing registers, or is refused with
 // the same status and text.
-TEST(ReadyRules, BothFramingsGiveTheSameAnswer) {
+TEST(ready_rules, both_framings_give_the_same_answer) {
   for (const auto& c : cases()) {
     const frames f1 = s0w1(c);
     const frames f2 = s0w2(c);
@@ -165,7 +165,7 @@ TEST(ReadyRules, BothFramingsGiveTheSameAnswer) {
 }
 
 // What only one framing has is checked by that framing's decoder, before the rules.
-TEST(ReadyRules, EachFramingChecksItsOwnShapeFirst) {
+TEST(ready_rules, each_framing_checks_its_own_shape_first) {
   const ready_case bad_concurrency{"bad concurrency", 0};
   // S0/1: a field of the wrong size.
   strings p{identity, "", "S0W1", "\x01", u32(0), u32(0), u16(0), "echo"};

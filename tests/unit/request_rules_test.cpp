@@ -23,7 +23,7 @@ unsigned te_status(const fields& f, unsigned version = 11) {
   return r.status;
 }
 
-TEST(RequestRules, TransferEncodingIsChunkedAloneOrRefused) {
+TEST(request_rules, transfer_encoding_is_chunked_alone_or_refused) {
   EXPECT_EQ(te_status({{"Host", "a"}}), 0u);
   EXPECT_EQ(te_status({{"Transfer-Encoding", "chunked"}}), 1u);
   EXPECT_EQ(te_status({{"transfer-encoding", "CHUNKED"}}), 1u);
@@ -49,7 +49,7 @@ unsigned expect_status(const fields& f, bool* wants = nullptr) {
   return r.status;
 }
 
-TEST(RequestRules, ExpectOnlyHundredContinue) {
+TEST(request_rules, expect_only_hundred_continue) {
   bool wants = false;
   EXPECT_EQ(expect_status({{"Expect", "100-continue"}}, &wants), 0u);
   EXPECT_TRUE(wants);
@@ -63,7 +63,7 @@ TEST(RequestRules, ExpectOnlyHundredContinue) {
   EXPECT_EQ(expect_status({{"Expect", "100-continue, x"}}), 417u);
 }
 
-TEST(RequestRules, EveryConnectionFieldDecidesKeepAlive) {
+TEST(request_rules, every_connection_field_decides_keep_alive) {
   EXPECT_TRUE(keep_alive(fields{}, 11));
   EXPECT_FALSE(keep_alive(fields{}, 10));
   EXPECT_FALSE(keep_alive(fields{{"Connection", "keep-alive"}, {"Connection", "close"}}, 11));
@@ -73,7 +73,7 @@ TEST(RequestRules, EveryConnectionFieldDecidesKeepAlive) {
   EXPECT_TRUE(keep_alive(fields{{"Connection", "closed"}}, 11)) << "a token, not a substring";
 }
 
-TEST(RequestRules, HostSyntax) {
+TEST(request_rules, host_syntax) {
   for (const char* good : {"", "example.com", "EXAMPLE.com:8080", "a-b_c~d.e", "127.0.0.1:80",
                            "[::1]", "[::1]:8080", "[2001:db8::7]", "h:", "x!$&'()*+,;=y"})
     EXPECT_TRUE(valid_host(good)) << good;
@@ -88,7 +88,7 @@ std::string norm(std::string_view p) {
   return out;
 }
 
-TEST(RequestRules, PathNormalForm) {
+TEST(request_rules, path_normal_form) {
   EXPECT_EQ(norm("/"), "/");
   EXPECT_EQ(norm("/admin"), "/admin");
   EXPECT_EQ(norm("/admin/"), "/admin/");
@@ -141,7 +141,7 @@ unsigned target_status(std::string_view method, std::string_view target, const f
   return s;
 }
 
-TEST(RequestRules, HostFieldCount) {
+TEST(request_rules, host_field_count) {
   EXPECT_EQ(target_status("GET", "/", {{"Host", "a"}}), 0u);
   EXPECT_EQ(target_status("GET", "/", {}), 400u) << "HTTP/1.1 needs Host";
   EXPECT_EQ(target_status("GET", "/", {}, 10), 0u) << "HTTP/1.0 may omit it";
@@ -153,7 +153,7 @@ TEST(RequestRules, HostFieldCount) {
   EXPECT_TRUE(t.has_host);
 }
 
-TEST(RequestRules, AbsoluteFormReplacesHostAndBecomesOriginForm) {
+TEST(request_rules, absolute_form_replaces_host_and_becomes_origin_form) {
   auto t = target_of("GET", "http://app.local/admin/x?q=1", {{"Host", "other"}});
   EXPECT_EQ(t.form, target_form::absolute);
   EXPECT_EQ(t.host, "app.local");
@@ -174,7 +174,7 @@ TEST(RequestRules, AbsoluteFormReplacesHostAndBecomesOriginForm) {
   EXPECT_EQ(target_status("GET", "app.local/x", {{"Host", "h"}}), 400u);
 }
 
-TEST(RequestRules, AsteriskAndAuthorityForms) {
+TEST(request_rules, asterisk_and_authority_forms) {
   auto t = target_of("OPTIONS", "*", {{"Host", "h"}});
   EXPECT_EQ(t.form, target_form::asterisk);
   EXPECT_EQ(t.target, "*");
@@ -192,14 +192,14 @@ TEST(RequestRules, AsteriskAndAuthorityForms) {
   EXPECT_EQ(target_status("CONNECT", "[::1]:443", {{"Host", "h"}}), 0u);
 }
 
-TEST(RequestRules, OriginFormKeepsTheQueryAsSent) {
+TEST(request_rules, origin_form_keeps_the_query_as_sent) {
   const auto t = target_of("GET", "//a/./b/../c?x=/../y&%61", {{"Host", "h"}});
   EXPECT_EQ(t.path, "/a/c");
   EXPECT_EQ(t.target, "/a/c?x=/../y&%61");
   EXPECT_EQ(target_status("GET", "/%zz", {{"Host", "h"}}), 400u);
 }
 
-TEST(RequestRules, TrustedProxies) {
+TEST(request_rules, trusted_proxies) {
   const trusted_proxies t("10.0.0.0/8, 192.168.1.7,::1/128,2001:db8::/32");
   EXPECT_TRUE(t.contains("10.1.2.3"));
   EXPECT_FALSE(t.contains("11.1.2.3"));
@@ -231,7 +231,7 @@ http::request encoded(const fields& f, const encode_options& o, std::string_view
   return http::parse_request(wire);
 }
 
-TEST(RequestRules, EncodingReplacesForwardingFieldsFromUntrustedPeers) {
+TEST(request_rules, encoding_replaces_forwarding_fields_from_untrusted_peers) {
   encode_options o;
   o.peer = "192.0.2.1";
   o.request_id = "rid";
@@ -257,7 +257,7 @@ TEST(RequestRules, EncodingReplacesForwardingFieldsFromUntrustedPeers) {
   EXPECT_EQ(r.target, "/p?q");
 }
 
-TEST(RequestRules, EncodingExtendsForwardingFieldsFromTrustedProxies) {
+TEST(request_rules, encoding_extends_forwarding_fields_from_trusted_proxies) {
   encode_options o;
   o.peer = "::1";
   o.trusted = true;
@@ -278,7 +278,7 @@ TEST(RequestRules, EncodingExtendsForwardingFieldsFromTrustedProxies) {
   EXPECT_EQ(r.header("X_Custom"), "kept");
 }
 
-TEST(RequestRules, ConnectionCannotStripHostOrTheFrontDoorsFields) {
+TEST(request_rules, connection_cannot_strip_host_or_the_front_doors_fields) {
   encode_options o;
   o.peer = "192.0.2.1";
   o.request_id = "rid";
@@ -296,7 +296,7 @@ TEST(RequestRules, ConnectionCannotStripHostOrTheFrontDoorsFields) {
   EXPECT_EQ(r.header("X-Other"), "o");
 }
 
-TEST(RequestRules, OnlyHttp10And11) {
+TEST(request_rules, only_http10_and11) {
   request_target t;
   EXPECT_EQ(admit_head("GET", "/", 9, fields{{"Host", "h"}}, false, t).status, 505u);
   EXPECT_EQ(admit_head("GET", "/", 12, fields{{"Host", "h"}}, false, t).status, 505u);
@@ -305,7 +305,7 @@ TEST(RequestRules, OnlyHttp10And11) {
   EXPECT_FALSE(admit_head("GET", "/", 10, fields{}, false, t));
 }
 
-TEST(RequestRules, PathOverridesOnlyFromTrustedProxies) {
+TEST(request_rules, path_overrides_only_from_trusted_proxies) {
   encode_options o;
   o.peer = "192.0.2.1";
   auto r = encoded({{"Host", "h"}, {"X-Original-URL", "/admin"}, {"X-Rewrite-URL", "/admin"}}, o);
@@ -316,7 +316,7 @@ TEST(RequestRules, PathOverridesOnlyFromTrustedProxies) {
   EXPECT_EQ(r.header("X-Original-URL"), "/admin");
 }
 
-TEST(RequestRules, AbsoluteFormEncodesTheAuthorityAsHost) {
+TEST(request_rules, absolute_form_encodes_the_authority_as_host) {
   encode_options o;
   o.peer = "192.0.2.1";
   const auto r = encoded({{"Host", "ignored"}}, o, "http://app.local:81//admin/./x");

@@ -31,7 +31,7 @@ router make_router(std::vector<std::string_view> rules, std::string default_serv
   return router(std::move(routes), std::move(default_service));
 }
 
-TEST(Routes, ParsesEveryKey) {
+TEST(routes, parses_every_key) {
   const route r =
       parse_route(" host = API.Example.com , prefix=/v1,service=api,timeout=2500,name=v1 ", 4);
   EXPECT_EQ(r.host, "api.example.com") << "hosts compare lower-case";
@@ -41,13 +41,13 @@ TEST(Routes, ParsesEveryKey) {
   EXPECT_EQ(r.name, "v1");
 }
 
-TEST(Routes, DefaultNames) {
+TEST(routes, default_names) {
   EXPECT_EQ(parse_route("prefix=/static,service=files", 2).name, "files");
   EXPECT_EQ(parse_route("host=a.example.com", 3).name, "route3");
   EXPECT_EQ(parse_route("host=a.example.com", 3).timeout, milliseconds(0));
 }
 
-TEST(Routes, ParseErrorsSayWhatIsWrong) {
+TEST(routes, parse_errors_say_what_is_wrong) {
   EXPECT_NE(parse_error("").find("give host= or prefix="), std::string::npos);
   EXPECT_NE(parse_error("service=x").find("give host= or prefix="), std::string::npos);
   EXPECT_NE(parse_error("host").find("expected key=value"), std::string::npos);
@@ -67,21 +67,21 @@ TEST(Routes, ParseErrorsSayWhatIsWrong) {
   EXPECT_NE(parse_error("prefix=/a%2fb").find("encoded"), std::string::npos);
 }
 
-TEST(Routes, PrefixesAreNormalisedLikePaths) {
+TEST(routes, prefixes_are_normalised_like_paths) {
   const router r = make_router({"prefix=//admin/./,service=admin", "prefix=/%61pi,service=api"});
   EXPECT_EQ(r.routes()[0].prefix, "/admin/");
   EXPECT_EQ(r.routes()[1].prefix, "/api");
   EXPECT_EQ(r.choose("h", "/api/x").service, "api");
 }
 
-TEST(Routes, ConnectRulesTakeOnlyConnect) {
+TEST(routes, connect_rules_take_only_connect) {
   const router r = make_router({"host=tunnel,connect=yes,service=t", "host=tunnel,service=web"});
   EXPECT_EQ(r.choose("tunnel:443", "tunnel:443", true).service, "t");
   EXPECT_EQ(r.choose("tunnel", "/", false).service, "web");
   EXPECT_TRUE(r.choose("other:443", "other:443", true).connect_refused);
 }
 
-TEST(Routes, ReservedServiceNamesAreRefused) {
+TEST(routes, reserved_service_names_are_refused) {
   // mmi.* and scale0.* are answered by the broker itself (docs/protocol.md): never an HTTP app.
   EXPECT_NE(parse_error("host=a,service=scale0.status").find("reserved"), std::string::npos);
   EXPECT_NE(parse_error("host=a,service=mmi.service").find("reserved"), std::string::npos);
@@ -93,7 +93,7 @@ TEST(Routes, ReservedServiceNamesAreRefused) {
   }
 }
 
-TEST(Routes, FirstMatchWins) {
+TEST(routes, first_match_wins) {
   const router r = make_router({"prefix=/api,service=a", "prefix=/api/v2,service=b",
                                 "host=x.com,service=c", "prefix=/,service=d"});
   EXPECT_EQ(r.choose("x.com", "/api/v2/thing").service, "a") << "order, not length, decides";
@@ -103,7 +103,7 @@ TEST(Routes, FirstMatchWins) {
   EXPECT_EQ(c.label, "a");
 }
 
-TEST(Routes, PrefixStopsAtASegmentBoundary) {
+TEST(routes, prefix_stops_at_a_segment_boundary) {
   const router r = make_router({"prefix=/api,service=api", "prefix=/static/,service=files"});
   EXPECT_EQ(r.choose("h", "/api").service, "api");
   EXPECT_EQ(r.choose("h", "/api/x").service, "api");
@@ -116,7 +116,7 @@ TEST(Routes, PrefixStopsAtASegmentBoundary) {
   EXPECT_EQ(r.choose("h", "/api;jsessionid=1").service, "api") << "path parameters";
 }
 
-TEST(Routes, WildcardHosts) {
+TEST(routes, wildcard_hosts) {
   const router r = make_router({"host=*.example.com,service=sub", "host=*,prefix=/any,service=any",
                                 "host=Exact.org,service=exact"});
   EXPECT_EQ(r.choose("a.example.com", "/").service, "sub");
@@ -128,7 +128,7 @@ TEST(Routes, WildcardHosts) {
   EXPECT_EQ(r.choose("exact.ORG", "/").service, "exact");
 }
 
-TEST(Routes, RuleWithoutServiceUsesTheHostAndItsTimeout) {
+TEST(routes, rule_without_service_uses_the_host_and_its_timeout) {
   const router r = make_router({"prefix=/slow,timeout=9000"});
   const route_choice c = r.choose("Shop.Example:443", "/slow/report");
   EXPECT_EQ(c.service, "shop.example");
@@ -138,7 +138,7 @@ TEST(Routes, RuleWithoutServiceUsesTheHostAndItsTimeout) {
   EXPECT_EQ(r.choose("shop.example", "/fast").label, "host");
 }
 
-TEST(Routes, DefaultServiceForRequestsWithoutAHost) {
+TEST(routes, default_service_for_requests_without_a_host) {
   EXPECT_EQ(make_router({}, "fallback").choose("", "/").service, "fallback");
   EXPECT_EQ(make_router({}, "fallback").choose("  ", "/").service, "fallback");
   EXPECT_EQ(make_router({}, "fallback").choose("real.host", "/").service, "real.host");
@@ -148,7 +148,7 @@ TEST(Routes, DefaultServiceForRequestsWithoutAHost) {
   EXPECT_EQ(make_router({}).choose(":8080", "/").service, "") << "a port alone is no host";
 }
 
-TEST(Routes, HostWithoutPort) {
+TEST(routes, host_without_port) {
   EXPECT_EQ(host_without_port("Example.COM:8080"), "example.com");
   EXPECT_EQ(host_without_port(" example.com "), "example.com");
   EXPECT_EQ(host_without_port("[::1]:80"), "[::1]");
@@ -160,7 +160,7 @@ TEST(Routes, HostWithoutPort) {
   EXPECT_EQ(r.choose("[::1]:8080", "/").service, "local6");
 }
 
-TEST(Routes, HostThatIsNotAServiceName) {
+TEST(routes, host_that_is_not_a_service_name) {
   const route_choice c = make_router({}).choose(std::string(300, 'h'), "/");
   EXPECT_EQ(c.service, "");
   EXPECT_EQ(c.problem, "the host is not a valid service name");

@@ -23,7 +23,7 @@ void write(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
 }
 
-TEST(SecurityKeys, GeneratedPairsAreZ85AndBelongTogether) {
+TEST(security_keys, generated_pairs_are_z85_and_belong_together) {
   const keypair a = generate_keypair();
   const keypair b = generate_keypair();
   EXPECT_TRUE(valid_z85_key(a.public_key));
@@ -35,7 +35,7 @@ TEST(SecurityKeys, GeneratedPairsAreZ85AndBelongTogether) {
   EXPECT_FALSE(valid_z85_key(std::string(40, ' ')));
 }
 
-TEST(SecurityKeys, SavedCertificatesLoadAndTheSecretOneIsPrivate) {
+TEST(security_keys, saved_certificates_load_and_the_secret_one_is_private) {
   const keypair k = generate_keypair();
   const std::string name = temp_path("cert");
   save_certificate(name, k);
@@ -63,7 +63,7 @@ TEST(SecurityKeys, SavedCertificatesLoadAndTheSecretOneIsPrivate) {
   std::remove((name + "_secret").c_str());
 }
 
-TEST(SecurityKeys, KeysAreWholeZ85) {
+TEST(security_keys, keys_are_whole_z85) {
   const keypair k = generate_keypair();
   EXPECT_TRUE(valid_z85_key(k.public_key));
   std::string cut = k.public_key;
@@ -73,7 +73,7 @@ TEST(SecurityKeys, KeysAreWholeZ85) {
   EXPECT_FALSE(valid_z85_key(cut));
 }
 
-TEST(SecurityKeys, CzmqCertificatesLoadAsTheyAre) {
+TEST(security_keys, czmq_certificates_load_as_they_are) {
   const keypair k = generate_keypair();
   const std::string path = temp_path("czmq_secret");
   write(path,
@@ -92,7 +92,7 @@ TEST(SecurityKeys, CzmqCertificatesLoadAsTheyAre) {
   std::remove(path.c_str());
 }
 
-TEST(SecurityKeys, BrokenCertificatesAreRefusedWithTheFileName) {
+TEST(security_keys, broken_certificates_are_refused_with_the_file_name) {
   const keypair k = generate_keypair();
   const keypair other = generate_keypair();
   const std::string path = temp_path("bad");
@@ -112,7 +112,7 @@ TEST(SecurityKeys, BrokenCertificatesAreRefusedWithTheFileName) {
   EXPECT_THROW((void)public_key_from("/nonexistent/scale0/key"), error);
 }
 
-TEST(SecurityKeys, KeyListsSkipCommentsAndKeepGlobs) {
+TEST(security_keys, key_lists_skip_comments_and_keep_globs) {
   const keypair a = generate_keypair();
   const keypair b = generate_keypair();
   const auto list = parse_key_list("# workers\n\n   # indented comment\n" + a.public_key +
@@ -126,7 +126,7 @@ TEST(SecurityKeys, KeyListsSkipCommentsAndKeepGlobs) {
 
 // '#' starts a comment and is a Z85 character: a key holds it often, but never first (a group's
 // first character encodes at most (2^32 - 1) / 85^4 = 82, and '#' is character 84).
-TEST(SecurityKeys, KeysWithHashAreListedAndNeverStartWithIt) {
+TEST(security_keys, keys_with_hash_are_listed_and_never_start_with_it) {
   static_assert(0xffffffffull / (85ull * 85 * 85 * 85) == 82);
   keypair k = generate_keypair();
   for (int i = 0; i < 10000 && k.public_key.find('#') == std::string::npos; ++i)
@@ -138,7 +138,7 @@ TEST(SecurityKeys, KeysWithHashAreListedAndNeverStartWithIt) {
   EXPECT_EQ(list[0].key, k.public_key);
 }
 
-TEST(SecurityKeys, BadKeyListLinesNameTheLine) {
+TEST(security_keys, bad_key_list_lines_name_the_line) {
   const keypair a = generate_keypair();
   for (const std::string& text : {std::string("notakey svc\n"), a.public_key + "\n",
                                   a.public_key + " a, b c\n", "#ok\n" + a.public_key + " ,\n"}) {
@@ -151,7 +151,7 @@ TEST(SecurityKeys, BadKeyListLinesNameTheLine) {
   }
 }
 
-TEST(SecurityKeys, AdminKeyListsHoldKeysAlone) {
+TEST(security_keys, admin_key_lists_hold_keys_alone) {
   const keypair a = generate_keypair();
   const keypair b = generate_keypair();
   const auto keys =
@@ -170,7 +170,7 @@ TEST(SecurityKeys, AdminKeyListsHoldKeysAlone) {
   }
 }
 
-TEST(SecurityKeys, Globs) {
+TEST(security_keys, globs) {
   EXPECT_TRUE(glob_match("*", "anything.at.all"));
   EXPECT_TRUE(glob_match("api.*", "api.v1"));
   EXPECT_FALSE(glob_match("api.*", "apix"));
@@ -185,7 +185,7 @@ TEST(SecurityKeys, Globs) {
   EXPECT_TRUE(glob_match(std::string(40, '*') + "x", std::string(10000, 'a') + "x"));
 }
 
-TEST(SecurityKeys, ClientSettingsFromFlags) {
+TEST(security_keys, client_settings_from_flags) {
   const std::string name = temp_path("client");
   const keypair server = generate_keypair();
   const keypair mine = generate_keypair();

@@ -18,7 +18,7 @@ namespace {
 using namespace std::string_literals;
 using scale0::protocol::valid_service_name;
 
-TEST(ServiceName, PrintableUtf8OfOneTo255BytesIsValid) {
+TEST(service_name, printable_utf8_of_one_to255_bytes_is_valid) {
   for (const std::string& name :
        {"echo"s, "a"s, "www.example.com"s, "a b"s, "back\\slash"s, "q\"uote"s, "~"s,
         "caf\xc3\xa9"s,                    // é, 2 bytes
@@ -36,12 +36,12 @@ TEST(ServiceName, PrintableUtf8OfOneTo255BytesIsValid) {
   EXPECT_FALSE(valid_service_name(euros + "x")) << "256 bytes";
 }
 
-TEST(ServiceName, LengthOutOfRangeIsInvalid) {
+TEST(service_name, length_out_of_range_is_invalid) {
   EXPECT_FALSE(valid_service_name(""));
   EXPECT_FALSE(valid_service_name(std::string(256, 'x')));
 }
 
-TEST(ServiceName, MalformedUtf8IsInvalid) {
+TEST(service_name, malformed_utf8_is_invalid) {
   for (const std::string& name : {
            "bad\xff"s,
            "\xfe"s,
@@ -67,7 +67,7 @@ TEST(ServiceName, MalformedUtf8IsInvalid) {
     EXPECT_FALSE(valid_service_name(name)) << scale0::escape_text(name);
 }
 
-TEST(ServiceName, ControlCharactersAreInvalid) {
+TEST(service_name, control_characters_are_invalid) {
   for (int c = 0; c < 0x20; ++c)
     EXPECT_FALSE(valid_service_name("a"s + static_cast<char>(c) + "b")) << c;
   EXPECT_FALSE(valid_service_name("a\nb"));
@@ -80,13 +80,13 @@ TEST(ServiceName, ControlCharactersAreInvalid) {
   }
 }
 
-TEST(EscapeText, PrintableUtf8IsKept) {
+TEST(escape_text, printable_utf8_is_kept) {
   for (const std::string& s :
        {""s, "echo"s, "a b=c \"d\""s, "caf\xc3\xa9"s, "\xf0\x9f\x98\x80"s, "\xc2\xa0"s})
     EXPECT_EQ(scale0::escape_text(s), s);
 }
 
-TEST(EscapeText, ControlsBackslashAndBadBytesBecomeHexEscapes) {
+TEST(escape_text, controls_backslash_and_bad_bytes_become_hex_escapes) {
   EXPECT_EQ(scale0::escape_text("a\nb"), "a\\x0ab");
   EXPECT_EQ(scale0::escape_text("a\r\n2024-01-01 INFO forged"),
             "a\\x0d\\x0a2024-01-01 INFO forged");
@@ -102,7 +102,7 @@ TEST(EscapeText, ControlsBackslashAndBadBytesBecomeHexEscapes) {
   EXPECT_EQ(scale0::escape_text("a\xe2\x80\xa8z\xe2\x80\xa9"), "a\\xe2\\x80\\xa8z\\xe2\\x80\\xa9");
 }
 
-TEST(EscapeText, OutputIsPrintableUtf8ForEveryByte) {
+TEST(escape_text, output_is_printable_utf8_for_every_byte) {
   std::string all;
   for (int c = 0; c < 256; ++c) all += static_cast<char>(c);
   const std::string out = scale0::escape_text(all);
@@ -112,7 +112,7 @@ TEST(EscapeText, OutputIsPrintableUtf8ForEveryByte) {
   EXPECT_NO_THROW((void)nlohmann::json(out).dump());
 }
 
-TEST(Utf8OrReplacement, KeepsUtf8AndReplacesTheRest) {
+TEST(utf8_or_replacement, keeps_utf8_and_replaces_the_rest) {
   EXPECT_EQ(scale0::utf8_or_replacement("echo"), "echo");
   EXPECT_EQ(scale0::utf8_or_replacement("a\\b\"c\nd"), "a\\b\"c\nd");  // not escaped
   EXPECT_EQ(scale0::utf8_or_replacement("caf\xc3\xa9"), "caf\xc3\xa9");
@@ -128,7 +128,7 @@ namespace {
 
 using scale0::cli::format_log_line;
 
-TEST(LogLine, TextLogIsOneLineWhateverThePeerSent) {
+TEST(log_line, text_log_is_one_line_whatever_the_peer_sent) {
   const std::string forged = "a\n2024-01-01 00:00:00.000 INFO  worker joined worker=evil";
   const std::string line =
       format_log_line(spdlog::level::warn, "request error",
@@ -143,7 +143,7 @@ TEST(LogLine, TextLogIsOneLineWhateverThePeerSent) {
             "m k=\"say \\\"hi\\\"\\\\\"");
 }
 
-TEST(LogLine, JsonLogIsValidJsonForInvalidUtf8) {
+TEST(log_line, json_log_is_valid_json_for_invalid_utf8) {
   const std::string line = format_log_line(spdlog::level::warn, "request error",
                                            {{"service", "bad\xff"}, {"reason", "a\nb"}}, true);
   EXPECT_EQ(line.find('\n'), std::string::npos);
@@ -155,7 +155,7 @@ TEST(LogLine, JsonLogIsValidJsonForInvalidUtf8) {
 }
 
 // Numbers are JSON numbers, the level is spelled as --log-level spells it, the time is RFC 3339.
-TEST(LogLine, JsonLogHasNumbersLevelsAndRfc3339Times) {
+TEST(log_line, json_log_has_numbers_levels_and_rfc3339_times) {
   const std::string line = format_log_line(spdlog::level::warn, "m",
                                            {{"count", std::uint64_t{18446744073709551615u}},
                                             {"code", std::uint16_t{503}},

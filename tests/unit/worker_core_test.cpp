@@ -238,7 +238,7 @@ class worker_core_test : public ::testing::Test {
 
 // ---- the rows of the table ----
 
-TEST_F(worker_core_test, connecting_socket_open_sends_READY_registering) {
+TEST_F(worker_core_test, connecting_socket_open_sends_ready_registering) {
   options.idempotent = true;
   options.heartbeat_interval = 2500ms;
   start();
@@ -254,7 +254,7 @@ TEST_F(worker_core_test, connecting_socket_open_sends_READY_registering) {
   EXPECT_EQ(core->epoch(), 1u);
 }
 
-TEST_F(worker_core_test, connecting_socket_open_speaks_S0W1_when_asked) {
+TEST_F(worker_core_test, connecting_socket_open_speaks_s0_w1_when_asked) {
   options.protocol_version = protocol::version_1;
   start();
   auto ready = io.take(inbound_kind::worker_ready);
@@ -269,7 +269,7 @@ TEST_F(worker_core_test, connecting_socket_open_speaks_S0W1_when_asked) {
     EXPECT_EQ(hb.version, protocol::version_1);
 }
 
-TEST_F(worker_core_test, registering_WELCOME_connects_SUB_to_the_heartbeat_endpoint_ready) {
+TEST_F(worker_core_test, registering_welcome_connects_sub_to_the_heartbeat_endpoint_ready) {
   start();
   welcome(100, 3, 7, "tcp://*:5557");
   EXPECT_EQ(core->state(), worker_state::ready);
@@ -278,7 +278,7 @@ TEST_F(worker_core_test, registering_WELCOME_connects_SUB_to_the_heartbeat_endpo
   EXPECT_EQ(io.events[0], "registered with tcp://b1:5556 (heartbeat 100 ms)");
 }
 
-TEST_F(worker_core_test, registering_WELCOME_watches_the_broker_at_its_own_interval) {
+TEST_F(worker_core_test, registering_welcome_watches_the_broker_at_its_own_interval) {
   start();
   welcome(1000, 3, 7, "tcp://*:5557", 100);  // S0/2: granted 1 s, the broker's PUB every 100 ms
   EXPECT_EQ(core->interval(), 1000ms);
@@ -289,7 +289,7 @@ TEST_F(worker_core_test, registering_WELCOME_watches_the_broker_at_its_own_inter
   EXPECT_EQ(count(inbound_kind::worker_heartbeat), 0u);  // its own is not due before 1 s
 }
 
-TEST_F(worker_core_test, registering_WELCOME_keeps_a_named_heartbeat_host) {
+TEST_F(worker_core_test, registering_welcome_keeps_a_named_heartbeat_host) {
   start();
   welcome(100, 3, 7, "tcp://10.1.2.3:5557");
   EXPECT_EQ(io.subscribed, "tcp://10.1.2.3:5557");
@@ -298,14 +298,14 @@ TEST_F(worker_core_test, registering_WELCOME_keeps_a_named_heartbeat_host) {
   EXPECT_EQ(resolve_endpoint("ipc:///tmp/hb", "tcp://b:5556"), "ipc:///tmp/hb");
 }
 
-TEST_F(worker_core_test, registering_WELCOME_of_a_stopping_or_ready_worker_is_not_a_registration) {
+TEST_F(worker_core_test, registering_welcome_of_a_stopping_or_ready_worker_is_not_a_registration) {
   registered();
   welcome(100, 3, 8);  // another broker-id while ready: ignored (the PUB heartbeat tells)
   EXPECT_EQ(core->state(), worker_state::ready);
   EXPECT_TRUE(io.log.empty());
 }
 
-TEST_F(worker_core_test, ready_REQUEST_runs_the_handler) {
+TEST_F(worker_core_test, ready_request_runs_the_handler) {
   registered();
   const void* body = request(11, 2500, big('a'));
   request(12);
@@ -322,14 +322,14 @@ TEST_F(worker_core_test, ready_REQUEST_runs_the_handler) {
   EXPECT_TRUE(io.sent.empty());
 }
 
-TEST_F(worker_core_test, registering_REQUEST_is_ignored) {
+TEST_F(worker_core_test, registering_request_is_ignored) {
   start();
   request(1);
   EXPECT_TRUE(io.jobs.empty());
   EXPECT_EQ(core->in_flight(), 0u);
 }
 
-TEST_F(worker_core_test, ready_handler_done_sends_REPLY) {
+TEST_F(worker_core_test, ready_handler_done_sends_reply) {
   registered();
   request(5);
   const std::string body = big('z');
@@ -349,7 +349,7 @@ TEST_F(worker_core_test, ready_handler_done_sends_REPLY) {
   EXPECT_EQ(core->in_flight(), 0u);
 }
 
-TEST_F(worker_core_test, ready_every_agreed_interval_sends_HEARTBEAT) {
+TEST_F(worker_core_test, ready_every_agreed_interval_sends_heartbeat) {
   registered();
   const auto t0 = now;
   advance_with_broker(1000ms);
@@ -359,7 +359,7 @@ TEST_F(worker_core_test, ready_every_agreed_interval_sends_HEARTBEAT) {
   EXPECT_TRUE(io.sent.empty());
 }
 
-TEST_F(worker_core_test, ready_WELCOME_with_the_same_broker_id_takes_its_heartbeat_ms) {
+TEST_F(worker_core_test, ready_welcome_with_the_same_broker_id_takes_its_heartbeat_ms) {
   registered();
   advance_with_broker(50ms);
   welcome(400, 3, 7);  // lengthened: the HEARTBEAT already due in 50 ms still goes
@@ -381,7 +381,7 @@ TEST_F(worker_core_test, ready_WELCOME_with_the_same_broker_id_takes_its_heartbe
   EXPECT_EQ(beats[0].at - t1, 40ms);
 }
 
-TEST_F(worker_core_test, ready_DISCONNECT_from_broker_closes_and_registers_again) {
+TEST_F(worker_core_test, ready_disconnect_from_broker_closes_and_registers_again) {
   registered();
   disconnect(400, "unknown worker");
   EXPECT_EQ(io.log, (strings{"close", "open tcp://b1:5556", sent_log(inbound_kind::worker_ready)}));
@@ -404,7 +404,7 @@ TEST_F(worker_core_test, ready_new_broker_id_closes_and_registers_again) {
   EXPECT_EQ(core->state(), worker_state::ready);
 }
 
-TEST_F(worker_core_test, ready_DISCONNECT_503_or_403_closes_and_waits_backoff) {
+TEST_F(worker_core_test, ready_disconnect_503_or_403_closes_and_waits_backoff) {
   options.reconnect_min = 1000ms;
   options.reconnect_max = 4000ms;
   registered();
@@ -432,7 +432,7 @@ TEST_F(worker_core_test, ready_DISCONNECT_503_or_403_closes_and_waits_backoff) {
   }
 }
 
-TEST_F(worker_core_test, ready_DISCONNECT_301_moves_to_the_endpoint_given_at_once) {
+TEST_F(worker_core_test, ready_disconnect_301_moves_to_the_endpoint_given_at_once) {
   registered("tcp://b1:5556,tcp://b2:5556");
   disconnect(status::moved, "tcp://b3:5556");
   EXPECT_EQ(io.log, (strings{"close", "open tcp://b3:5556", sent_log(inbound_kind::worker_ready)}));
@@ -451,7 +451,7 @@ TEST_F(worker_core_test, ready_DISCONNECT_301_moves_to_the_endpoint_given_at_onc
   EXPECT_EQ(io.log, (strings{"close", "open tcp://b1:5556", sent_log(inbound_kind::worker_ready)}));
 }
 
-TEST_F(worker_core_test, connecting_READY_carries_the_workers_name) {
+TEST_F(worker_core_test, connecting_ready_carries_the_workers_name) {
   options.name = "host-1:42";
   start();
   auto ready = io.take(inbound_kind::worker_ready);
@@ -466,7 +466,7 @@ TEST_F(worker_core_test, connecting_READY_carries_the_workers_name) {
   EXPECT_EQ(ready.back().name, "host-1:42");
 }
 
-TEST_F(worker_core_test, connecting_S0_1_READY_has_no_name) {
+TEST_F(worker_core_test, connecting_s0_1_ready_has_no_name) {
   options.name = "host-1:42";
   options.protocol_version = protocol::version_1;
   start();
@@ -477,7 +477,7 @@ TEST_F(worker_core_test, connecting_S0_1_READY_has_no_name) {
   EXPECT_EQ(ready[0].services, (strings{"echo", "upper"}));
 }
 
-TEST_F(worker_core_test, ready_DISCONNECT_301_the_READY_after_a_move_says_so_and_only_that_one) {
+TEST_F(worker_core_test, ready_disconnect_301_the_ready_after_a_move_says_so_and_only_that_one) {
   registered("tcp://b1:5556,tcp://b2:5556");
   io.take(inbound_kind::worker_ready);
   disconnect(status::moved, "tcp://b3:5556");
@@ -493,7 +493,7 @@ TEST_F(worker_core_test, ready_DISCONNECT_301_the_READY_after_a_move_says_so_and
 }
 
 TEST_F(worker_core_test,
-       ready_DISCONNECT_301_to_something_that_is_not_an_endpoint_is_a_lost_broker) {
+       ready_disconnect_301_to_something_that_is_not_an_endpoint_is_a_lost_broker) {
   options.reconnect_min = 1000ms;
   registered();
   disconnect(status::moved, "http://elsewhere");
@@ -507,7 +507,7 @@ TEST_F(worker_core_test,
   EXPECT_EQ(core->moves(), 0u);
 }
 
-TEST_F(worker_core_test, registering_DISCONNECT_closes_and_waits_backoff) {
+TEST_F(worker_core_test, registering_disconnect_closes_and_waits_backoff) {
   options.reconnect_min = 1000ms;
   options.reconnect_max = 4000ms;
   start();
@@ -565,7 +565,7 @@ TEST_F(worker_core_test, ready_liveness_intervals_of_silence_past_the_held_deadl
   EXPECT_EQ(bye[0].status, 0);  // it still holds one: no 204
 }
 
-TEST_F(worker_core_test, ready_liveness_intervals_of_silence_nothing_held_DISCONNECT_204_backoff) {
+TEST_F(worker_core_test, ready_liveness_intervals_of_silence_nothing_held_disconnect_204_backoff) {
   registered();
   const auto t0 = now;
   advance(299ms);
@@ -657,7 +657,7 @@ TEST_F(worker_core_test, ready_liveness_is_refreshed_by_any_broker_message) {
   EXPECT_EQ(io.opened.size(), 1u);
 }
 
-TEST_F(worker_core_test, registering_liveness_intervals_of_silence_DISCONNECT_204_backoff) {
+TEST_F(worker_core_test, registering_liveness_intervals_of_silence_disconnect_204_backoff) {
   start();
   advance(2999ms);  // registration not answered: 3 x max(asked interval, 1 s)
   EXPECT_EQ(core->state(), worker_state::registering);
@@ -702,7 +702,7 @@ TEST_F(worker_core_test, any_own_process_stopped_reads_the_sockets_for_one_broke
   EXPECT_EQ(now - t0, 100ms);
 }
 
-TEST_F(worker_core_test, any_own_process_stopped_then_told_DISCONNECT_registers_again_at_once) {
+TEST_F(worker_core_test, any_own_process_stopped_then_told_disconnect_registers_again_at_once) {
   registered();
   now += 2000ms;  // frozen; the broker expired us meanwhile
   core->tick(now);
@@ -712,7 +712,7 @@ TEST_F(worker_core_test, any_own_process_stopped_then_told_DISCONNECT_registers_
   for (const auto& e : io.events) EXPECT_EQ(e.find("lost broker"), std::string::npos) << e;
 }
 
-TEST_F(worker_core_test, ready_stop_sends_STOPPING_stopping) {
+TEST_F(worker_core_test, ready_stop_sends_stopping_stopping) {
   registered();
   core->stop(now);
   EXPECT_EQ(core->state(), worker_state::stopping);
@@ -723,7 +723,7 @@ TEST_F(worker_core_test, ready_stop_sends_STOPPING_stopping) {
   EXPECT_FALSE(core->finished());  // waits for the broker's answer
 }
 
-TEST_F(worker_core_test, stopping_STOPPING_answer_and_nothing_in_flight_DISCONNECT_close_stopped) {
+TEST_F(worker_core_test, stopping_stopping_answer_and_nothing_in_flight_disconnect_close_stopped) {
   registered();
   core->stop(now);
   advance_with_broker(50ms);
@@ -739,7 +739,7 @@ TEST_F(worker_core_test, stopping_STOPPING_answer_and_nothing_in_flight_DISCONNE
   EXPECT_FALSE(io.is_open());
 }
 
-TEST_F(worker_core_test, stopping_requests_held_are_finished_before_DISCONNECT) {
+TEST_F(worker_core_test, stopping_requests_held_are_finished_before_disconnect) {
   registered();
   request(1);
   request(2);
@@ -760,7 +760,7 @@ TEST_F(worker_core_test, stopping_requests_held_are_finished_before_DISCONNECT) 
   EXPECT_EQ(io.take(inbound_kind::worker_disconnect).size(), 1u);
 }
 
-TEST_F(worker_core_test, stopping_no_STOPPING_answer_within_liveness_counts_as_answered) {
+TEST_F(worker_core_test, stopping_no_stopping_answer_within_liveness_counts_as_answered) {
   registered();
   core->stop(now);
   const auto t0 = now;
@@ -772,7 +772,7 @@ TEST_F(worker_core_test, stopping_no_STOPPING_answer_within_liveness_counts_as_a
   EXPECT_EQ(io.take(inbound_kind::worker_disconnect).size(), 1u);
 }
 
-TEST_F(worker_core_test, stopping_drain_timeout_DISCONNECT_with_requests_still_held) {
+TEST_F(worker_core_test, stopping_drain_timeout_disconnect_with_requests_still_held) {
   options.drain_timeout = 2000ms;
   registered();
   request(1, 60000);
@@ -789,7 +789,7 @@ TEST_F(worker_core_test, stopping_drain_timeout_DISCONNECT_with_requests_still_h
   EXPECT_FALSE(io.is_open());
 }
 
-TEST_F(worker_core_test, registering_stop_DISCONNECT_close_stopped) {
+TEST_F(worker_core_test, registering_stop_disconnect_close_stopped) {
   start();
   io.sent.clear();
   core->stop(now);
@@ -813,7 +813,7 @@ TEST_F(worker_core_test, connecting_stop_stopped) {
   EXPECT_EQ(io.opened.size(), 1u);
 }
 
-TEST_F(worker_core_test, stopping_DISCONNECT_from_broker_closes_and_drops_the_results) {
+TEST_F(worker_core_test, stopping_disconnect_from_broker_closes_and_drops_the_results) {
   registered();
   request(1);
   core->stop(now);
@@ -852,7 +852,7 @@ TEST_F(worker_core_test, a_result_for_an_older_connection_is_dropped) {
 
 // ---- broker lists ----
 
-TEST_F(worker_core_test, broker_list_connecting_socket_open_sends_READY_to_the_first) {
+TEST_F(worker_core_test, broker_list_connecting_socket_open_sends_ready_to_the_first) {
   start("tcp://a:5556,tcp://b:5556,tcp://c:5556");
   EXPECT_EQ(io.opened, strings{"tcp://a:5556"});
   EXPECT_EQ(core->endpoint(), "tcp://a:5556");
@@ -888,7 +888,7 @@ TEST_F(worker_core_test, broker_list_registering_not_answered_moves_to_the_next_
   EXPECT_EQ(core->state(), worker_state::registering);
 }
 
-TEST_F(worker_core_test, broker_list_DISCONNECT_503_or_403_moves_to_the_next_at_once) {
+TEST_F(worker_core_test, broker_list_disconnect_503_or_403_moves_to_the_next_at_once) {
   registered("tcp://a:5556,tcp://b:5556,tcp://c:5556");
   disconnect(503, "draining");
   EXPECT_EQ(core->endpoint(), "tcp://b:5556");
@@ -899,7 +899,7 @@ TEST_F(worker_core_test, broker_list_DISCONNECT_503_or_403_moves_to_the_next_at_
   EXPECT_EQ(io.opened_at.back(), now);
 }
 
-TEST_F(worker_core_test, broker_list_ready_DISCONNECT_registers_again_with_the_same_broker) {
+TEST_F(worker_core_test, broker_list_ready_disconnect_registers_again_with_the_same_broker) {
   registered("tcp://a:5556,tcp://b:5556");
   disconnect(400, "unknown worker");
   heartbeat(8);
@@ -974,7 +974,7 @@ TEST_F(worker_core_test, broker_list_results_for_the_lost_broker_are_dropped) {
 namespace scale0::detail {
 namespace {
 
-TEST_F(worker_core_test, registered_CONFIG_is_reported_and_announced_to_the_next_broker) {
+TEST_F(worker_core_test, registered_config_is_reported_and_announced_to_the_next_broker) {
   registered("tcp://b1:5556,tcp://b2:5556");
   frames f;
   protocol::append_worker_config(f, status::ok, 4, {{"echo", 5000, 10, 2, 1}});
