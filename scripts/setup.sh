@@ -11,6 +11,7 @@ packages=(
   prometheus-cpp-dev  # the /metrics text format (prometheus-cpp's core library)
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-zmq
+  python3-pytest  # the Python library's tests (python/tests, CTest label python)
   nats-server  # the comparison benchmark (bench/compare) runs against it
   mongrel2-core sqlite3  # the Mongrel2 front door: its black-box test, and the HTTP comparison
   curl  # the gateway's black-box tests and the demo drive it with a real HTTP client

@@ -1,0 +1,23 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Scale0's Python library: the native protocol (docs/protocol.md) on pyzmq.
+
+- ``scale0.Client``: blocking requests with deadlines, statuses as ``scale0.Error``, pipelining
+  (send/receive) and opt-in Lazy Pirate retries.
+- ``scale0.Worker``: serves services with a handler (a thread pool, or ``async def`` on an event
+  loop), concurrency credit, heartbeats, reconnects and graceful stop.
+- ``scale0.aio.Client``: the asyncio client; ``scale0.wsgi.serve``: a WSGI app as a worker.
+"""
+
+from ._types import Error, Job, Reply
+from .client import Client
+
+__all__ = ["Client", "Error", "Job", "Reply", "Worker"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # The worker pulls in threads and asyncio; load it when first asked for.
+    if name == "Worker":
+        from .worker import Worker
+        return Worker
+    raise AttributeError(name)

@@ -1,0 +1,279 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The S0/2 wire format (docs/protocol.md, "S0/2 compact framing"): pure functions, no sockets.
+
+Encoders return the list of frames a DEALER sends (the empty delimiter first). Decoders take the
+frames a DEALER receives and return a small tuple, or None for a message the library must ignore
+(a malformed packed frame, an unknown header): the libraries never raise on network input.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+
+C_HDR = b"S0C2"
+W_HDR = b"S0W2"
+H_HDR = b"S0H1"
+
+# Client <-> broker commands.
+C_REQUEST = 0x01
+C_REPLY = 0x02
+C_PING = 0x03
+C_PONG = 0x04
+
+# Worker <-> broker commands.
+W_READY = 0x01
+W_REQUEST = 0x02
+W_REPLY = 0x03
+W_HEARTBEAT = 0x04
+W_DISCONNECT = 0x05
+W_WELCOME = 0x06
+W_STOPPING = 0x07
+
+FLAG_IDEMPOTENT = 0x01
+
+MAX_U32 = 0xFFFFFFFF
+MAX_STR16 = 0xFFFF
+
+Body = Union[bytes, str, Sequence[Union[bytes, str]], None]
+
+
+def as_bytes(value: Union[bytes, bytearray, memoryview, str]) -> bytes:
+    """Bytes as they are, text as UTF-8."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return bytes(value)
+
+
+def body_frames(body: Body) -> List[bytes]:
+    """A body argument (bytes, str, a list of them, or None) as a list of frames."""
+    if body is None:
+        return []
+    if isinstance(body, (bytes, bytearray, memoryview, str)):
+        return [as_bytes(body)]
+    return [as_bytes(f) for f in body]
+
+
+def valid_service_name(name: bytes) -> bool:
+    """1-255 bytes of well-formed UTF-8 without control characters (docs/protocol.md, "Framing
+    rules"). The broker checks too; checking here gives a clear local error."""
+    if not 1 <= len(name) <= 255:
+        return False
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return not any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text)
+
+
+def _str8(value: bytes) -> bytes:
+    return struct.pack(">B", len(value)) + value
+
+
+def _str16(value: bytes) -> bytes:
+    value = value[:MAX_STR16]
+    return struct.pack(">H", len(value)) + value
+
+
+def ms(seconds: Optional[float]) -> int:
+    """Seconds (None: 0, the broker's default) as a u32 count of milliseconds, at least 1 when
+    positive."""
+    if seconds is None or seconds <= 0:
+        return 0
+    return max(1, min(MAX_U32, int(round(seconds * 1000))))
+
+
+class _Reader:
+    """Packed fields read back to back; any overrun makes the whole frame malformed."""
+
+    __slots__ = ("data", "at")
+
+    def __init__(self, data: bytes, at: int) -> None:
+        self.data = data
+        self.at = at
+
+    def take(self, n: int) -> bytes:
+        if self.at + n > len(self.data):
+            raise ValueError("short packed frame")
+        out = self.data[self.at:self.at + n]
+        self.at += n
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int(struct.unpack(">H", self.take(2))[0])
+
+    def u32(self) -> int:
+        return int(struct.unpack(">I", self.take(4))[0])
+
+    def u64(self) -> int:
+        return int(struct.unpack(">Q", self.take(8))[0])
+
+    def str8(self) -> bytes:
+        return self.take(self.u8())
+
+    def str16(self) -> bytes:
+        return self.take(self.u16())
+
+    def done(self) -> bool:
+        return self.at == len(self.data)
+
+
+def _split(frames: Sequence[bytes], header: bytes) -> Optional[Tuple[int, bytes, List[bytes]]]:
+    """(command, packed frame, body frames) of a message from the broker, or None."""
+    if len(frames) < 2 or frames[0] != b"":
+        return None
+    packed = bytes(frames[1])
+    if len(packed) < 5 or packed[:4] != header:
+        return None
+    return packed[4], packed, [bytes(f) for f in frames[2:]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Client side.
+
+
+def client_request(request_id: int, service: bytes, timeout_ms: int, body: List[bytes]) -> List[bytes]:
+    """REQUEST: "" · S0C2 0x01 id u64 · timeout-ms u32 · service str8 · body…"""
+    packed = C_HDR + bytes([C_REQUEST]) + struct.pack(">QI", request_id, timeout_ms) + _str8(service)
+    return [b"", packed, *body]
+
+
+def client_ping(payload: Sequence[bytes] = ()) -> List[bytes]:
+    """PING: the broker echoes the payload frames in a PONG."""
+    return [b"", C_HDR + bytes([C_PING]), *payload]
+
+
+class ClientReply(NamedTuple):
+    request_id: int
+    status: int
+    message: bytes
+    body: List[bytes]
+
+
+def decode_client(frames: Sequence[bytes]) -> Union[ClientReply, str, None]:
+    """A REPLY, the string "pong" for a PONG, or None for anything the client ignores."""
+    split = _split(frames, C_HDR)
+    if split is None:
+        return None
+    command, packed, body = split
+    if command == C_PONG:
+        return "pong" if len(packed) == 5 else None
+    if command != C_REPLY:
+        return None
+    try:
+        r = _Reader(packed, 5)
+        rid, status, message = r.u64(), r.u16(), r.str16()
+        if not r.done():
+            return None
+    except ValueError:
+        return None
+    return ClientReply(rid, status, message, body)
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker side.
+
+
+def worker_ready(concurrency: int, heartbeat_ms: int, flags: int, services: Sequence[bytes],
+                 name: bytes) -> List[bytes]:
+    """READY: concurrency u32 · heartbeat-ms u32 · flags u8 · service str8… · [name]."""
+    packed = W_HDR + bytes([W_READY]) + struct.pack(">IIB", concurrency, heartbeat_ms, flags)
+    packed += b"".join(_str8(s) for s in services)
+    frames = [b"", packed]
+    if name:
+        frames.append(name)
+    return frames
+
+
+def worker_reply(job_id: int, status: int, message: bytes, body: List[bytes]) -> List[bytes]:
+    """REPLY: job-id u64 · status u16 · message str16 · body…"""
+    packed = W_HDR + bytes([W_REPLY]) + struct.pack(">QH", job_id, status) + _str16(message)
+    return [b"", packed, *body]
+
+
+def worker_heartbeat() -> List[bytes]:
+    return [b"", W_HDR + bytes([W_HEARTBEAT])]
+
+
+def worker_stopping() -> List[bytes]:
+    return [b"", W_HDR + bytes([W_STOPPING])]
+
+
+def worker_disconnect(status: Optional[int] = None, message: bytes = b"") -> List[bytes]:
+    """DISCONNECT, with a status (204: this worker holds nothing) or without."""
+    packed = W_HDR + bytes([W_DISCONNECT])
+    if status is not None:
+        packed += struct.pack(">H", status) + _str16(message)
+    return [b"", packed]
+
+
+class Welcome(NamedTuple):
+    heartbeat_ms: int
+    liveness: int
+    broker_heartbeat_ms: int
+    broker_id: int
+    heartbeat_endpoint: bytes
+
+
+class WorkRequest(NamedTuple):
+    job_id: int
+    timeout_ms: int
+    service: bytes
+    body: List[bytes]
+
+
+class Disconnect(NamedTuple):
+    status: Optional[int]
+    message: bytes
+
+
+class Stopping(NamedTuple):
+    pass
+
+
+WorkerMessage = Union[Welcome, WorkRequest, Disconnect, Stopping]
+
+
+def decode_worker(frames: Sequence[bytes]) -> Optional[WorkerMessage]:
+    """A message from the broker to a worker, or None for one to ignore (malformed, unknown, or
+    a CONFIG this library never asks for)."""
+    split = _split(frames, W_HDR)
+    if split is None:
+        return None
+    command, packed, body = split
+    try:
+        r = _Reader(packed, 5)
+        if command == W_REQUEST:
+            job_id, timeout_ms, service = r.u64(), r.u32(), r.str8()
+            return WorkRequest(job_id, timeout_ms, service, body) if r.done() else None
+        if body:
+            return None
+        if command == W_WELCOME:
+            hb, liveness, bhb, bid, ep = r.u32(), r.u32(), r.u32(), r.u64(), r.str16()
+            if not r.done():  # a family's backends follow; this library serves one broker list
+                count = r.u16()
+                for _ in range(count):
+                    r.str16()
+                if not r.done():
+                    return None
+            return Welcome(hb, liveness, bhb, bid, ep)
+        if command == W_DISCONNECT:
+            if r.done():
+                return Disconnect(None, b"")
+            status, message = r.u16(), r.str16()
+            return Disconnect(status, message) if r.done() else None
+        if command == W_STOPPING:
+            return Stopping() if r.done() else None
+    except ValueError:
+        return None
+    return None
+
+
+def decode_broker_heartbeat(frames: Sequence[bytes]) -> Optional[int]:
+    """The broker-id of a PUB heartbeat (S0H1 · broker-id u64 · sequence u64), or None."""
+    if len(frames) != 3 or frames[0] != H_HDR or len(frames[1]) != 8 or len(frames[2]) != 8:
+        return None
+    return int(struct.unpack(">Q", frames[1])[0])
