@@ -116,7 +116,7 @@ def test_local_deadline_when_the_broker_is_stalled(echo: Broker) -> None:
 def test_lazy_pirate_retries_through_a_stall() -> None:
     """With retries, a request the broker did not answer in time is sent again; once the broker
     runs again an answer arrives and request() returns it."""
-    from conftest import BIN, Proc  # a broker with a 1 s heartbeat, so the stall expires no worker
+    from conftest import BIN  # a broker with a 1 s heartbeat, so the stall expires no worker
     import os
     if not os.access(BIN, os.X_OK):
         pytest.skip("no scale0 binary")

@@ -1,0 +1,468 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The worker (docs/protocol.md, "Worker state table (native worker library)"), as the C++
+scale0::worker.
+
+run() is the I/O loop: it owns the DEALER to the broker and the SUB to the broker's heartbeat
+publication, and hands each REQUEST to the handler: on a pool of ``concurrency`` threads, or, for an
+``async def`` handler, on the worker's own event loop (one thread). Handlers give their results
+back through a queue and an inproc wake-up socket, so only the I/O loop touches the broker sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import inspect
+import os
+import socket
+import threading
+import time
+from collections import deque
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
+
+import zmq
+
+from . import _wire
+from ._types import Error, Job
+from .client import split_endpoints
+
+Result = Union[bytes, str, Sequence[Union[bytes, str]], None]
+Handler = Callable[[Job], Union[Result, Awaitable[Result]]]
+
+_POLL_CAP = 0.05  # the loop looks at stop() and timers at least this often (seconds)
+_MAX_SERVICES = 64
+
+
+class State(enum.Enum):
+    """The worker's states, as in the protocol's table."""
+
+    CONNECTING = "connecting"
+    REGISTERING = "registering"
+    READY = "ready"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+def default_name() -> str:
+    """host:pid, the name of a worker given none (as the C++ library)."""
+    return "%s:%d" % (socket.gethostname()[:50], os.getpid())
+
+
+def outcome(result: Any) -> Tuple[int, bytes, List[bytes]]:
+    """A handler's return value or exception as (status, message, body frames): an Error keeps its
+    status and message, any other exception is 500 with its text."""
+    if isinstance(result, Error):
+        return result.status, result.message.encode("utf-8"), []
+    if isinstance(result, BaseException):
+        text = str(result) or type(result).__name__
+        return 500, text.encode("utf-8", "replace"), []
+    try:
+        return 200, b"", _wire.body_frames(result)
+    except TypeError:
+        return 500, b"handler returned %s, not bytes" % type(result).__name__.encode(), []
+
+
+def heartbeat_endpoint(advertised: bytes, broker_endpoint: str) -> str:
+    """WELCOME's heartbeat endpoint, with a host of * or 0.0.0.0 read as the broker's host."""
+    ep = advertised.decode("utf-8", "replace")
+    scheme, sep, rest = ep.partition("://")
+    host, colon, port = rest.rpartition(":")
+    if sep and colon and host in ("*", "0.0.0.0"):
+        b_rest = broker_endpoint.partition("://")[2]
+        b_host = b_rest.rpartition(":")[0] or "127.0.0.1"
+        return "%s://%s:%s" % (scheme, b_host, port)
+    return ep
+
+
+class Worker:
+    """Serves ``services`` with ``handler`` through a broker (or the first of a comma-separated
+    list, moving to the next when one is lost).
+
+    The handler takes a Job and returns the reply body (bytes, str, a list of frames, or None), or
+    raises scale0.Error(status, message) for another status; any other exception is a 500 reply
+    with its text. An ``async def`` handler runs on the worker's event loop instead of the pool.
+    ``idempotent`` lets the broker re-dispatch requests held by this worker if it dies.
+    """
+
+    def __init__(self, broker: str = "tcp://127.0.0.1:5556", services: Sequence[str] = (),
+                 handler: Optional[Handler] = None, *, concurrency: int = 1, idempotent: bool = False,
+                 name: Optional[str] = None, heartbeat_interval: float = 0.0, reconnect_min: float = 1.0,
+                 reconnect_max: float = 32.0, drain_timeout: float = 30.0,
+                 on_event: Optional[Callable[[str], None]] = None,
+                 context: Optional[zmq.Context] = None) -> None:
+        if handler is None:
+            raise Error(400, "a worker needs a handler")
+        self._endpoints = split_endpoints(broker)
+        self._services = [_wire.as_bytes(s) for s in services]
+        if not 1 <= len(self._services) <= _MAX_SERVICES or not all(map(_wire.valid_service_name, self._services)):
+            raise Error(400, "a worker serves 1-64 services with valid names")
+        if not 1 <= concurrency <= 1024:
+            raise Error(400, "concurrency must be 1-1024")
+        self.name = name or default_name()
+        if not 1 <= len(self.name.encode()) <= 64 or not _wire.valid_service_name(self.name.encode()):
+            raise Error(400, "a worker name is 1-64 printable characters")
+        self.handler = handler
+        self.concurrency = int(concurrency)
+        self.idempotent = bool(idempotent)
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.reconnect_min = float(reconnect_min)
+        self.reconnect_max = float(reconnect_max)
+        self.drain_timeout = float(drain_timeout)
+        self.on_event = on_event
+        self._ctx = context or zmq.Context.instance()
+        self._is_async = inspect.iscoroutinefunction(handler)
+        self._stop_requested = False
+        self._state = State.CONNECTING
+        self._done: Deque[Tuple[int, int, Any]] = deque()
+        self._wake_lock = threading.Lock()
+        self._wake_addr = "inproc://scale0-worker-wake-%x" % id(self)
+        self._wake_push: Optional[zmq.Socket] = None
+        # The connection.
+        self._dealer: Optional[zmq.Socket] = None
+        self._sub: Optional[zmq.Socket] = None
+        self._gen = 0
+        self._endpoint_index = 0
+        self._endpoint = self._endpoints[0]
+        self._broker_id: Optional[int] = None
+        self._hb = 1.0  # agreed interval of this worker's HEARTBEATs (seconds)
+        self._broker_hb = 1.0  # interval of the broker's own heartbeats
+        self._liveness = 3
+        self._last_heard = 0.0
+        self._next_hb = 0.0
+        self._registering_until = 0.0
+        self._connect_at = 0.0
+        self._backoff = self.reconnect_min
+        self._lost_since_registration = 0
+        self._stop_answered = False
+        self._stop_wait_until = 0.0
+        self._drain_until = 0.0
+        self._held: Dict[Tuple[int, int], float] = {}  # (connection, job-id) -> deadline
+        self.registrations = 0  # how many WELCOMEs registered this worker (for tests and status)
+
+    # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def stop(self) -> None:
+        """Asks run() to stop gracefully (STOPPING, drain, DISCONNECT). Safe from another thread
+        or a signal handler; calling it again changes nothing."""
+        self._stop_requested = True
+        self._wake()
+
+    def run(self) -> None:
+        """Serves until stop(), then finishes what it holds and disconnects."""
+        pull = self._ctx.socket(zmq.PULL)
+        pull.bind(self._wake_addr)
+        self._wake_push = self._ctx.socket(zmq.PUSH)
+        self._wake_push.setsockopt(zmq.LINGER, 0)
+        self._wake_push.connect(self._wake_addr)
+        executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        loop: Optional[asyncio.AbstractEventLoop] = None
+        loop_thread: Optional[threading.Thread] = None
+        if self._is_async:
+            loop = asyncio.new_event_loop()
+            loop_thread = threading.Thread(target=loop.run_forever, name="scale0-worker-loop", daemon=True)
+            loop_thread.start()
+        else:
+            executor = concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="scale0-worker")
+        self._submit = self._make_submit(executor, loop)
+        self._state = State.CONNECTING
+        self._connect_at = time.monotonic()
+        try:
+            while self._state != State.STOPPED:
+                self._loop_once(pull)
+        finally:
+            self._close()
+            if executor is not None:
+                executor.shutdown(wait=True)
+            if loop is not None and loop_thread is not None:
+                loop.call_soon_threadsafe(loop.stop)
+                loop_thread.join(timeout=5)
+                loop.close()
+            with self._wake_lock:
+                self._wake_push.close(0)
+                self._wake_push = None
+            pull.close(0)
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    def _make_submit(self, executor: Optional[concurrent.futures.ThreadPoolExecutor],
+                     loop: Optional[asyncio.AbstractEventLoop]) -> Callable[[Job, int], None]:
+        def submit(job: Job, gen: int) -> None:
+            if loop is not None:
+                fut = asyncio.run_coroutine_threadsafe(self._call_async(job), loop)
+            else:
+                assert executor is not None
+                fut = executor.submit(self._call_sync, job)
+            fut.add_done_callback(lambda f: self._completed(job.id, gen, f))
+        return submit
+
+    def _call_sync(self, job: Job) -> Any:
+        try:
+            return self.handler(job)
+        except BaseException as e:  # noqa: BLE001 - every failure becomes a reply
+            return e
+
+    async def _call_async(self, job: Job) -> Any:
+        try:
+            return await self.handler(job)  # type: ignore[misc]
+        except BaseException as e:  # noqa: BLE001
+            return e
+
+    def _completed(self, job_id: int, gen: int, fut: "concurrent.futures.Future[Any]") -> None:
+        try:
+            result = fut.result()
+        except BaseException as e:  # noqa: BLE001 (cancelled)
+            result = e
+        self._done.append((job_id, gen, result))
+        self._wake()
+
+    def _wake(self) -> None:
+        # Never blocks: from a signal handler the lock may be held by the interrupted frame; the
+        # loop then sees the flag within _POLL_CAP anyway.
+        if self._wake_lock.acquire(blocking=False):
+            try:
+                if self._wake_push is not None:
+                    self._wake_push.send(b"", zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            finally:
+                self._wake_lock.release()
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _loop_once(self, pull: zmq.Socket) -> None:
+        now = time.monotonic()
+        self._tick(now)
+        if self._state == State.STOPPED:
+            return
+        poller = zmq.Poller()
+        poller.register(pull, zmq.POLLIN)
+        if self._dealer is not None:
+            poller.register(self._dealer, zmq.POLLIN)
+        if self._sub is not None:
+            poller.register(self._sub, zmq.POLLIN)
+        wait = min(_POLL_CAP, max(0.0, self._next_timer(now) - now))
+        events = dict(poller.poll(int(wait * 1000) + 1))
+        if pull in events:
+            while True:
+                try:
+                    pull.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+        while self._done:
+            self._reply(*self._done.popleft())
+        self._read(self._dealer, self._on_broker)
+        self._read(self._sub, self._on_publication)
+
+    def _read(self, sock: Optional[zmq.Socket], handle: Callable[[List[bytes]], None]) -> None:
+        for _ in range(1000):  # a batch, then back to timers
+            if sock is None or sock.closed:
+                return
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            handle(frames)
+            if sock is not self._dealer and sock is not self._sub:
+                return  # the connection changed under this message
+
+    def _next_timer(self, now: float) -> float:
+        if self._state == State.CONNECTING:
+            return self._connect_at
+        if self._state == State.REGISTERING:
+            return self._registering_until
+        return min(self._next_hb, self._last_heard + self._liveness * self._broker_hb)
+
+    def _tick(self, now: float) -> None:
+        if self._stop_requested and self._state not in (State.STOPPING, State.STOPPED):
+            self._begin_stop(now)
+        if self._state == State.CONNECTING:
+            if now >= self._connect_at:
+                self._open(now)
+        elif self._state == State.REGISTERING:
+            if now >= self._registering_until:
+                self._event("no WELCOME from %s" % self._endpoint)
+                self._leave(204 if not self._held_here() else None)
+                self._broker_lost(now)
+        elif self._state in (State.READY, State.STOPPING):
+            if now >= self._next_hb:
+                self._send(_wire.worker_heartbeat())
+                self._next_hb = now + self._hb
+            silent = now - self._last_heard > self._liveness * self._broker_hb
+            if self._state == State.STOPPING:
+                self._check_stopped(now, silent)
+            elif silent and not self._held_here(now):
+                self._event("broker %s silent for %d ms" % (self._endpoint, int((now - self._last_heard) * 1000)))
+                self._leave(204 if not self._held_here() else None)
+                self._broker_lost(now)
+
+    def _held_here(self, now: Optional[float] = None) -> int:
+        """Requests held that came on this connection (those past their deadline left out when
+        ``now`` is given)."""
+        return sum(1 for (g, _), dl in self._held.items() if g == self._gen and (now is None or dl > now))
+
+    # -- connection --------------------------------------------------------------------------------
+
+    def _open(self, now: float) -> None:
+        self._close()
+        self._gen += 1
+        d = self._ctx.socket(zmq.DEALER)
+        d.setsockopt(zmq.LINGER, 0)
+        d.setsockopt(zmq.SNDHWM, 100_000)
+        d.setsockopt(zmq.RCVHWM, 100_000)
+        d.connect(self._endpoint)
+        self._dealer = d
+        flags = _wire.FLAG_IDEMPOTENT if self.idempotent else 0
+        self._send(_wire.worker_ready(self.concurrency, _wire.ms(self.heartbeat_interval), flags,
+                                      self._services, self.name.encode()))
+        self._state = State.REGISTERING
+        self._registering_until = now + 3 * max(self.heartbeat_interval, 1.0)
+
+    def _close(self) -> None:
+        for s in (self._dealer, self._sub):
+            if s is not None:
+                s.close(0)
+        self._dealer = self._sub = None
+
+    def _leave(self, status: Optional[int]) -> None:
+        """DISCONNECT (204: nothing held) and close."""
+        self._send(_wire.worker_disconnect(status))
+        self._close()
+
+    def _send(self, frames: List[bytes]) -> None:
+        if self._dealer is None:
+            return
+        try:
+            self._dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            pass  # the broker is not reading: heartbeats tell
+
+    def _broker_lost(self, now: float) -> None:
+        """Next broker of the list at once, or, when every one was lost since the last
+        registration, the backoff (1 s, 2 s, ... 32 s) first."""
+        self._close()
+        self._state = State.CONNECTING
+        self._lost_since_registration += 1
+        self._endpoint_index = (self._endpoint_index + 1) % len(self._endpoints)
+        self._endpoint = self._endpoints[self._endpoint_index]
+        if self._lost_since_registration % len(self._endpoints) == 0:
+            self._connect_at = now + self._backoff
+            self._event("broker lost: reconnecting in %g s" % self._backoff)
+            self._backoff = min(self._backoff * 2, self.reconnect_max)
+        else:
+            self._connect_at = now
+
+    def _register_again(self, now: float, why: str) -> None:
+        self._event("%s: registering again with %s" % (why, self._endpoint))
+        self._close()
+        self._open(now)
+
+    # -- messages --------------------------------------------------------------------------------
+
+    def _on_broker(self, frames: List[bytes]) -> None:
+        msg = _wire.decode_worker(frames)
+        if msg is None:
+            return
+        now = time.monotonic()
+        self._last_heard = now
+        if isinstance(msg, _wire.Welcome):
+            self._on_welcome(msg, now)
+        elif isinstance(msg, _wire.WorkRequest):
+            if self._state in (State.READY, State.STOPPING):
+                service = msg.service.decode("utf-8", "replace")
+                job = Job(msg.job_id, service, msg.body, now + msg.timeout_ms / 1000.0)
+                self._held[(self._gen, msg.job_id)] = job.deadline
+                self._submit(job, self._gen)
+        elif isinstance(msg, _wire.Disconnect):
+            self._on_disconnect(msg, now)
+        elif isinstance(msg, _wire.Stopping):
+            self._stop_answered = True
+
+    def _on_welcome(self, w: _wire.Welcome, now: float) -> None:
+        if self._state == State.REGISTERING:
+            self._hb = max(w.heartbeat_ms, 1) / 1000.0
+            self._broker_hb = max(w.broker_heartbeat_ms or w.heartbeat_ms, 1) / 1000.0
+            self._liveness = max(1, w.liveness)
+            self._broker_id = w.broker_id
+            sub = self._ctx.socket(zmq.SUB)
+            sub.setsockopt(zmq.LINGER, 0)
+            sub.setsockopt(zmq.SUBSCRIBE, _wire.H_HDR)
+            sub.connect(heartbeat_endpoint(w.heartbeat_endpoint, self._endpoint))
+            self._sub = sub
+            self._state = State.READY
+            self._backoff = self.reconnect_min
+            self._lost_since_registration = 0
+            self._next_hb = now + self._hb
+            self.registrations += 1
+            self._event("registered with %s (heartbeat %d ms)" % (self._endpoint, w.heartbeat_ms))
+            if self._stop_requested:
+                self._begin_stop(now)
+        elif w.broker_id == self._broker_id:
+            self._hb = max(w.heartbeat_ms, 1) / 1000.0  # a re-grant as the fleet changes
+            self._next_hb = min(self._next_hb, now + self._hb)
+
+    def _on_disconnect(self, d: _wire.Disconnect, now: float) -> None:
+        why = "DISCONNECT %s %s" % (d.status, d.message.decode("utf-8", "replace"))
+        if self._state == State.STOPPING:
+            self._event(why + " while stopping")
+            self._close()
+            self._state = State.STOPPED
+        elif self._state == State.REGISTERING or d.status in (503, 403):
+            self._event(why)
+            self._close()
+            self._broker_lost(now)
+        else:
+            self._register_again(now, why)
+
+    def _on_publication(self, frames: List[bytes]) -> None:
+        broker_id = _wire.decode_broker_heartbeat(frames)
+        if broker_id is None:
+            return
+        now = time.monotonic()
+        if broker_id == self._broker_id:
+            self._last_heard = now
+        elif self._state == State.READY:
+            self._register_again(now, "broker restarted")
+
+    def _reply(self, job_id: int, gen: int, result: Any) -> None:
+        self._held.pop((gen, job_id), None)
+        if gen != self._gen or self._state not in (State.READY, State.STOPPING):
+            return  # it came on an earlier connection: its broker forgot it
+        status, message, body = outcome(result)
+        self._send(_wire.worker_reply(job_id, status, message, body))
+        if self._state == State.STOPPING:
+            self._check_stopped(time.monotonic(), False)
+
+    # -- graceful stop ------------------------------------------------------------------------------
+
+    def _begin_stop(self, now: float) -> None:
+        if self._state == State.READY:
+            self._event("stopping: STOPPING, then drain")
+            self._send(_wire.worker_stopping())
+            self._state = State.STOPPING
+            self._stop_answered = False
+            self._stop_wait_until = now + self._liveness * self._broker_hb
+            self._drain_until = now + self.drain_timeout
+        elif self._state == State.REGISTERING:
+            self._leave(None)
+            self._state = State.STOPPED
+        elif self._state == State.CONNECTING:
+            self._state = State.STOPPED
+
+    def _check_stopped(self, now: float, silent: bool) -> None:
+        answered = self._stop_answered or now >= self._stop_wait_until or silent
+        if (answered and not self._held_here()) or now >= self._drain_until:
+            self._event("stopped")
+            self._leave(None)
+            self._state = State.STOPPED
+
+    def _event(self, text: str) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(text)
+            except Exception:  # noqa: BLE001 - a logging callback must not stop the worker
+                pass
