@@ -1,0 +1,235 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The asyncio client (zmq.asyncio): any number of requests awaited at once on one connection.
+
+    async with scale0.aio.Client("tcp://127.0.0.1:5555") as ac:
+        bodies = await asyncio.gather(*(ac.request("echo", b"%d" % i) for i in range(1000)))
+
+The same outcomes as the blocking client: each request ends in exactly one reply, the broker's or
+one the library makes (504 no reply by the deadline + 250 ms, 502 broker lost). A lost broker
+(connection closed, or ``liveness`` heartbeat intervals of silence while requests are
+outstanding, PINGs sent meanwhile) moves the client to the next broker of its list; outstanding
+requests are sent again there when they never reached a broker or the client is ``idempotent``,
+else they end in 502. Use a Client from one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from . import _wire
+from ._types import MSG_BROKER_LOST, MSG_NO_REPLY, Error, Reply
+from .client import REQUEST_GRACE, encode_service, split_endpoints
+
+__all__ = ["Client", "Error", "Reply"]
+
+
+@dataclass
+class _Pending:
+    service: bytes
+    frames: List[bytes]
+    deadline: Optional[float]
+    future: "asyncio.Future[Reply]"
+    resent: bool = False
+
+
+class Client:
+    """An asyncio Scale0 client; ``timeout`` is the default deadline of request() in seconds."""
+
+    def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout: float = 2.5, *,
+                 idempotent: bool = False, heartbeat_interval: float = 1.0, liveness: int = 3,
+                 context: Optional[zmq.asyncio.Context] = None) -> None:
+        self._endpoints = split_endpoints(endpoint)
+        random.shuffle(self._endpoints)
+        self._next_endpoint = 0
+        self.timeout = float(timeout)
+        self.idempotent = bool(idempotent)
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.liveness = int(liveness)
+        self._ctx = context or zmq.asyncio.Context.instance()
+        self._ids = itertools.count(random.getrandbits(32) + 1)
+        self._pending: Dict[int, _Pending] = {}
+        self._socket: Optional[zmq.asyncio.Socket] = None
+        self._monitor: Optional[zmq.asyncio.Socket] = None
+        self._tasks: List["asyncio.Task[None]"] = []
+        self._handshaken = False
+        self._last_heard = time.monotonic()
+        self._pong: Optional["asyncio.Future[None]"] = None
+        self._closed = False
+
+    async def __aenter__(self) -> "Client":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- public API ----------------------------------------------------------------------------
+
+    async def request(self, service: str, body: _wire.Body = b"", timeout: Optional[float] = None) -> bytes:
+        """The body of a 200 reply; raises scale0.Error for any other outcome."""
+        return (await self.call(service, body, timeout)).raise_for_status()
+
+    async def call(self, service: str, body: _wire.Body = b"", timeout: Optional[float] = None) -> Reply:
+        """The Reply of one request, whatever its status."""
+        name = encode_service(service)
+        t = self.timeout if timeout is None else float(timeout)
+        self._ensure_connected()
+        now = time.monotonic()
+        if not self._pending:
+            self._last_heard = now
+        rid = next(self._ids) & 0xFFFFFFFFFFFFFFFF
+        fut: "asyncio.Future[Reply]" = asyncio.get_running_loop().create_future()
+        p = _Pending(name, _wire.body_frames(body), now + t if t > 0 else None, fut)
+        self._pending[rid] = p
+        self._transmit(rid, p)
+        try:
+            if p.deadline is None:
+                return await fut
+            return await asyncio.wait_for(asyncio.shield(fut), t + REQUEST_GRACE)
+        except asyncio.TimeoutError:
+            return Reply(rid, 504, MSG_NO_REPLY % int(t * 1000), [], True)
+        finally:
+            self._pending.pop(rid, None)
+
+    async def ping(self, wait: float = 1.0) -> bool:
+        """PING/PONG round trip: True when the broker answered within ``wait`` seconds."""
+        self._ensure_connected()
+        loop = asyncio.get_running_loop()
+        if self._pong is None or self._pong.done():
+            self._pong = loop.create_future()
+        pong = self._pong
+        self._send(_wire.client_ping())
+        try:
+            await asyncio.wait_for(asyncio.shield(pong), wait)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def close(self) -> None:
+        """Ends the background tasks and closes the connection; outstanding requests get 502."""
+        self._closed = True
+        self._disconnect()
+        for rid, p in list(self._pending.items()):
+            if not p.future.done():
+                p.future.set_result(Reply(rid, 502, "%s: client closed" % MSG_BROKER_LOST, [], True))
+        self._pending.clear()
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def _ensure_connected(self) -> None:
+        if self._closed:
+            raise Error(503, "client closed", local=True)
+        if self._socket is None:
+            self._connect()
+
+    def _connect(self) -> None:
+        ep = self._endpoints[self._next_endpoint % len(self._endpoints)]
+        self._next_endpoint += 1
+        s = self._ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 100_000)
+        s.setsockopt(zmq.RCVHWM, 100_000)
+        self._monitor = s.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+        s.connect(ep)
+        self._socket = s
+        self._handshaken = False
+        self._last_heard = time.monotonic()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._read(s)), loop.create_task(self._watch(s, self._monitor)),
+                       loop.create_task(self._heartbeat(s))]
+
+    def _disconnect(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        self._tasks = []
+        if self._socket is not None:
+            try:
+                self._socket.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._socket.close(0)
+            self._socket = None
+        if self._monitor is not None:
+            self._monitor.close(0)
+            self._monitor = None
+
+    def _fail_over(self, reason: str) -> None:
+        reached = self._handshaken
+        self._disconnect()
+        self._connect()
+        now = time.monotonic()
+        for rid in sorted(self._pending):
+            p = self._pending[rid]
+            if p.future.done():
+                continue
+            if p.deadline is not None and p.deadline <= now:
+                p.future.set_result(Reply(rid, 504, "deadline passed while the broker was lost", [], True))
+            elif not reached or (self.idempotent and not p.resent):
+                p.resent = p.resent or reached
+                self._transmit(rid, p)
+            else:
+                p.future.set_result(Reply(rid, 502, "%s: %s" % (MSG_BROKER_LOST, reason), [], True))
+
+    def _transmit(self, rid: int, p: _Pending) -> None:
+        left = None if p.deadline is None else max(0.001, p.deadline - time.monotonic())
+        self._send(_wire.client_request(rid, p.service, _wire.ms(left), p.frames))
+
+    def _send(self, frames: List[bytes]) -> None:
+        assert self._socket is not None
+        try:
+            # The DEALER's queue holds 100 000 messages: a send that would block is a full queue.
+            self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            pass  # the request ends by its deadline (504)
+
+    # -- background tasks -------------------------------------------------------------------------
+
+    async def _read(self, s: zmq.asyncio.Socket) -> None:
+        while True:
+            frames = await s.recv_multipart()
+            msg = _wire.decode_client(frames)
+            if msg is None:
+                continue
+            self._last_heard = time.monotonic()
+            if msg == "pong":
+                if self._pong is not None and not self._pong.done():
+                    self._pong.set_result(None)
+                continue
+            assert isinstance(msg, _wire.ClientReply)
+            p = self._pending.get(msg.request_id)
+            if p is not None and not p.future.done():
+                p.future.set_result(Reply(msg.request_id, msg.status, msg.message.decode("utf-8", "replace"),
+                                          msg.body))
+
+    async def _watch(self, s: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket) -> None:
+        while True:
+            event = parse_monitor_message(await monitor.recv_multipart())
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._handshaken = True
+            elif event["event"] == zmq.EVENT_DISCONNECTED and self._handshaken and s is self._socket:
+                self._fail_over("connection closed")
+                return
+
+    async def _heartbeat(self, s: zmq.asyncio.Socket) -> None:
+        iv = self.heartbeat_interval
+        last_ping = 0.0
+        while s is self._socket:
+            await asyncio.sleep(iv / 4)
+            if not self._pending:
+                continue
+            now = time.monotonic()
+            silence = now - self._last_heard
+            if silence >= self.liveness * iv:
+                self._fail_over("no answer for %d ms" % int(silence * 1000))
+                return
+            if silence >= iv and now - last_ping >= iv:
+                last_ping = now
+                self._send(_wire.client_ping())
