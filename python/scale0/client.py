@@ -9,12 +9,13 @@ Not thread-safe: one Client per thread.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -84,6 +85,7 @@ class Client:
         self._ids = itertools.count(random.getrandbits(32) + 1)
         self._pending: Dict[int, _Pending] = {}
         self._outcomes: "OrderedDict[int, Reply]" = OrderedDict()
+        self._deadlines: List[Tuple[float, int]] = []  # (local deadline, id), stale entries skipped
         self._socket: Optional[zmq.Socket] = None
         self._monitor: Optional[zmq.Socket] = None
         self._poller = zmq.Poller()
@@ -186,7 +188,7 @@ class Client:
             self._monitor.close(0)
             self._monitor = None
 
-    def _fail_over(self, reason: str) -> None:
+    def _fail_over(self, reason: str, retried: Optional[int] = None) -> None:
         """Closes this connection and opens one to the next broker; each outstanding request is
         sent again when it may be (never reached a broker, idempotent, retries left), else 502."""
         reached = self._handshaken
@@ -195,7 +197,9 @@ class Client:
         now = time.monotonic()
         for rid in sorted(self._pending):
             p = self._pending[rid]
-            if p.deadline is not None and p.deadline <= now:
+            if rid == retried:  # a Lazy Pirate retry (counted already), with a whole timeout
+                self._transmit(rid, p, now)
+            elif p.deadline is not None and p.deadline <= now:
                 self._finish(Reply(rid, 504, MSG_NO_REPLY % int((p.timeout or 0) * 1000), [], True))
             elif not reached:
                 self._transmit(rid, p, now)
@@ -228,6 +232,8 @@ class Client:
         """Sends (or sends again) a request with what is left of its timeout."""
         left = None if p.deadline is None else max(0.001, p.deadline - now)
         p.local_deadline = None if left is None else now + left + p.grace
+        if p.local_deadline is not None:
+            heapq.heappush(self._deadlines, (p.local_deadline, rid))
         frames = _wire.client_request(rid, p.service, _wire.ms(left), p.frames)
         if not self._send_frames(frames):
             self._finish(Reply(rid, 503, MSG_SEND_QUEUE_FULL, [], True))
@@ -257,9 +263,8 @@ class Client:
             if until is not None and now >= until:
                 return
             wake = now + self.heartbeat_interval / 4
-            for p in self._pending.values():
-                if p.local_deadline is not None and p.local_deadline < wake:
-                    wake = p.local_deadline
+            if self._deadlines:
+                wake = min(wake, self._deadlines[0][0])
             if until is not None:
                 wake = min(wake, until)
             self._poller.poll(max(0, int((wake - now) * 1000)) + 1)
@@ -299,6 +304,7 @@ class Client:
 
     def _tick(self, now: float) -> None:
         if not self._pending:
+            self._deadlines.clear()
             return
         silence = now - self._last_heard
         iv = self.heartbeat_interval
@@ -308,19 +314,24 @@ class Client:
         if silence >= iv and now - self._last_ping >= iv:
             self._last_ping = now
             self._send_frames(_wire.client_ping())
-        for rid in sorted(self._pending):
+        while self._deadlines and self._deadlines[0][0] <= now:
+            at, rid = heapq.heappop(self._deadlines)
             p = self._pending.get(rid)
-            if p is None or p.local_deadline is None or p.local_deadline > now:
-                continue
-            if p.retries > 0 and silence < iv and self._handshaken:
+            if p is None or p.local_deadline != at:
+                continue  # answered, or sent again since
+            # A broker never reached, or silent for two intervals (a PING unanswered for one), is
+            # taken for lost: the retry goes through the next broker on a fresh connection.
+            lost = not self._handshaken or silence >= 2 * iv
+            if p.retries > 0 and not lost:
                 p.retries -= 1  # Lazy Pirate: again, on the same connection, with a whole timeout
                 p.deadline = now + (p.timeout or 0)
                 self._transmit(rid, p, now)
-            elif p.retries > 0 and (silence >= 2 * iv or not self._handshaken):
+            elif p.retries > 0:
+                p.retries -= 1
                 p.deadline = now + (p.timeout or 0)
-                self._fail_over("no answer for %d ms" % int(silence * 1000))
+                self._fail_over("no answer within the timeout", retried=rid)
                 return
-            elif p.retries <= 0:
+            else:
                 self._finish(Reply(rid, 504, MSG_NO_REPLY % int((p.timeout or 0) * 1000), [], True))
                 if silence >= iv or not self._handshaken:
                     self._fail_over("no answer for %d ms" % int(silence * 1000))

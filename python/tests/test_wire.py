@@ -1,0 +1,83 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The pure parts, without a broker: the S0/2 codec (docs/protocol.md) and the HTTP encoding
+(docs/http.md). Malformed input is ignored (None), never raised."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from scale0 import _http, _wire
+
+
+def test_client_request_layout() -> None:
+    frames = _wire.client_request(0x0102030405060708, b"echo", 2500, [b"a", b"b"])
+    assert frames == [b"", b"S0C2\x01" + bytes(range(1, 9)) + struct.pack(">I", 2500) + b"\x04echo", b"a", b"b"]
+
+
+def test_client_reply_decoding() -> None:
+    packed = b"S0C2\x02" + struct.pack(">QH", 7, 503) + struct.pack(">H", 5) + b"nope!"
+    assert _wire.decode_client([b"", packed, b"x"]) == _wire.ClientReply(7, 503, b"nope!", [b"x"])
+    assert _wire.decode_client([b"", b"S0C2\x04"]) == "pong"
+    for bad in ([b"", packed + b"extra"], [b"", packed[:-1]], [b"x", packed], [b"", b"S0C1\x02"], [b""], []):
+        assert _wire.decode_client(bad) is None
+
+
+def test_worker_ready_layout() -> None:
+    frames = _wire.worker_ready(8, 0, _wire.FLAG_IDEMPOTENT, [b"a", b"bc"], b"py-1")
+    assert frames == [b"", b"S0W2\x01" + struct.pack(">IIB", 8, 0, 1) + b"\x01a\x02bc", b"py-1"]
+
+
+def test_worker_decoding() -> None:
+    welcome = b"S0W2\x06" + struct.pack(">IIIQ", 1000, 3, 500, 42) + struct.pack(">H", 3) + b"ep!"
+    assert _wire.decode_worker([b"", welcome]) == _wire.Welcome(1000, 3, 500, 42, b"ep!")
+    family = welcome + struct.pack(">H", 1) + struct.pack(">H", 2) + b"xy"
+    assert _wire.decode_worker([b"", family]) == _wire.Welcome(1000, 3, 500, 42, b"ep!")
+    assert _wire.decode_worker([b"", family + b"?"]) is None
+    request = b"S0W2\x02" + struct.pack(">QI", 9, 100) + b"\x03svc"
+    assert _wire.decode_worker([b"", request, b"body"]) == _wire.WorkRequest(9, 100, b"svc", [b"body"])
+    assert _wire.decode_worker([b"", b"S0W2\x05"]) == _wire.Disconnect(None, b"")
+    bye = b"S0W2\x05" + struct.pack(">H", 400) + struct.pack(">H", 2) + b"no"
+    assert _wire.decode_worker([b"", bye]) == _wire.Disconnect(400, b"no")
+    assert _wire.decode_worker([b"", b"S0W2\x07"]) == _wire.Stopping()
+    assert _wire.decode_worker([b"", b"S0W2\x07", b"body"]) is None
+    assert _wire.decode_worker([b"", b"S0W2\x09"]) is None
+    assert _wire.decode_worker([b"", request[:-1]]) is None
+
+
+def test_broker_heartbeat() -> None:
+    assert _wire.decode_broker_heartbeat([b"S0H1", struct.pack(">Q", 5), struct.pack(">Q", 1)]) == 5
+    assert _wire.decode_broker_heartbeat([b"S0H1", b"short", struct.pack(">Q", 1)]) is None
+
+
+def test_service_names() -> None:
+    assert _wire.valid_service_name(b"echo") and _wire.valid_service_name("café".encode())
+    for bad in (b"", b"x" * 256, b"a\nb", b"\x7f", "\u0085".encode(), b"\xff"):
+        assert not _wire.valid_service_name(bad)
+
+
+def test_milliseconds() -> None:
+    assert (_wire.ms(None), _wire.ms(0), _wire.ms(0.0001), _wire.ms(2.5)) == (0, 0, 1, 2500)
+
+
+def test_http_request_parsing() -> None:
+    req = _http.parse_request(b"POST /a?b HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nhi")
+    assert req == _http.HttpRequest("POST", "/a?b", [("Host", "h"), ("X-A", "1"), ("Content-Length", "2")], b"hi")
+    for bad in (b"no http", b"GET /\r\n\r\n", b"GET / HTTP/1.1\r\nBad\r\n\r\n",
+                b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nhi"):
+        with pytest.raises(_http.NotEncoded):
+            _http.parse_request(bad)
+
+
+def test_http_response_encoding() -> None:
+    head, body = _http.encode_response("GET", "200 OK", [("X-A", "1"), ("Connection", "close")], [b"ab", b"c"])
+    assert (head, body) == (b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 3\r\n\r\n", b"abc")
+    head, body = _http.encode_response("GET", "200 OK", [("Transfer-Encoding", "chunked")], [b"ab", b"", b"c"])
+    assert body == b"2\r\nab\r\n1\r\nc\r\n0\r\n\r\n" and b"Transfer-Encoding: chunked" in head
+    (head,) = _http.encode_response("HEAD", "200 OK", [], [b"abc"])
+    assert head == b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n"
+    (head,) = _http.encode_response("GET", "204 No Content", [], [])
+    assert head == b"HTTP/1.1 204 No Content\r\n\r\n"
+    with pytest.raises(ValueError):
+        _http.encode_response("GET", "200 OK", [("X", "a\r\nInjected: 1")], [])
