@@ -10,14 +10,7 @@
 
 from ._types import Error, Job, Reply
 from .client import Client
+from .worker import Worker
 
 __all__ = ["Client", "Error", "Job", "Reply", "Worker"]
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str) -> object:
-    # The worker pulls in threads and asyncio; load it when first asked for.
-    if name == "Worker":
-        from .worker import Worker
-        return Worker
-    raise AttributeError(name)

@@ -15,7 +15,7 @@ import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -72,7 +72,7 @@ class Client:
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout: float = 2.5, *, retries: int = 0,
                  idempotent: bool = False, heartbeat_interval: float = 1.0, liveness: int = 3,
-                 context: Optional[zmq.Context] = None) -> None:
+                 context: Optional["zmq.Context[Any]"] = None) -> None:
         self._endpoints = split_endpoints(endpoint)
         random.shuffle(self._endpoints)
         self._next_endpoint = 0
@@ -86,8 +86,8 @@ class Client:
         self._pending: Dict[int, _Pending] = {}
         self._outcomes: "OrderedDict[int, Reply]" = OrderedDict()
         self._deadlines: List[Tuple[float, int]] = []  # (local deadline, id), stale entries skipped
-        self._socket: Optional[zmq.Socket] = None
-        self._monitor: Optional[zmq.Socket] = None
+        self._socket: Optional["zmq.Socket[Any]"] = None
+        self._monitor: Optional["zmq.Socket[Any]"] = None
         self._poller = zmq.Poller()
         self._handshaken = False
         self._last_heard = time.monotonic()

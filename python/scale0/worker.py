@@ -90,7 +90,7 @@ class Worker:
                  name: Optional[str] = None, heartbeat_interval: float = 0.0, reconnect_min: float = 1.0,
                  reconnect_max: float = 32.0, drain_timeout: float = 30.0,
                  on_event: Optional[Callable[[str], None]] = None,
-                 context: Optional[zmq.Context] = None) -> None:
+                 context: Optional["zmq.Context[Any]"] = None) -> None:
         if handler is None:
             raise Error(400, "a worker needs a handler")
         self._endpoints = split_endpoints(broker)
@@ -117,10 +117,10 @@ class Worker:
         self._done: Deque[Tuple[int, int, Any]] = deque()
         self._wake_lock = threading.Lock()
         self._wake_addr = "inproc://scale0-worker-wake-%x" % id(self)
-        self._wake_push: Optional[zmq.Socket] = None
+        self._wake_push: Optional["zmq.Socket[Any]"] = None
         # The connection.
-        self._dealer: Optional[zmq.Socket] = None
-        self._sub: Optional[zmq.Socket] = None
+        self._dealer: Optional["zmq.Socket[Any]"] = None
+        self._sub: Optional["zmq.Socket[Any]"] = None
         self._gen = 0
         self._endpoint_index = 0
         self._endpoint = self._endpoints[0]
@@ -234,7 +234,7 @@ class Worker:
 
     # -- the loop --------------------------------------------------------------------------------
 
-    def _loop_once(self, pull: zmq.Socket) -> None:
+    def _loop_once(self, pull: "zmq.Socket[Any]") -> None:
         now = time.monotonic()
         self._tick(now)
         if self._state == State.STOPPED:
@@ -258,7 +258,7 @@ class Worker:
         self._read(self._dealer, self._on_broker)
         self._read(self._sub, self._on_publication)
 
-    def _read(self, sock: Optional[zmq.Socket], handle: Callable[[List[bytes]], None]) -> None:
+    def _read(self, sock: Optional["zmq.Socket[Any]"], handle: Callable[[List[bytes]], None]) -> None:
         for _ in range(1000):  # a batch, then back to timers
             if sock is None or sock.closed:
                 return

@@ -114,6 +114,11 @@ class Broker:
         if self.proc is not None:
             self.proc.kill()
 
+    def signal(self, sig: int) -> None:
+        """Sends a signal (SIGSTOP, SIGCONT) to the running broker."""
+        assert self.proc is not None
+        self.proc.p.send_signal(sig)
+
     def restart(self) -> None:
         """Kills the broker and starts a new one on the same endpoints (a new broker-id)."""
         self.kill()

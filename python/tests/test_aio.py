@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from typing import Any, Coroutine
 
 import pytest
 
@@ -20,7 +21,7 @@ def echo(broker: Broker, procs: list) -> Broker:
     return broker
 
 
-def run(coro: "asyncio.Future") -> object:
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 30))
 
 
@@ -53,14 +54,14 @@ def test_local_deadline(echo: Broker) -> None:
     async def main() -> None:
         async with scale0.aio.Client(echo.frontend) as ac:
             assert await ac.request("echo", b"warm") == b"warm"
-            echo.proc.p.send_signal(signal.SIGSTOP)
+            echo.signal(signal.SIGSTOP)
             try:
                 t0 = time.monotonic()
                 r = await ac.call("echo", b"x", timeout=0.3)
                 assert (r.status, r.local) == (504, True)
                 assert 0.5 <= time.monotonic() - t0 < 1.5
             finally:
-                echo.proc.p.send_signal(signal.SIGCONT)
+                echo.signal(signal.SIGCONT)
 
     run(main())
 

@@ -98,7 +98,7 @@ def test_local_deadline_when_the_broker_is_stalled(echo: Broker) -> None:
     """A broker that says nothing: request() gives up at timeout + 250 ms with a local 504."""
     with scale0.Client(echo.frontend) as c:
         assert c.request("echo", b"warm") == b"warm"
-        echo.proc.p.send_signal(signal.SIGSTOP)
+        echo.signal(signal.SIGSTOP)
         try:
             t0 = time.monotonic()
             with pytest.raises(scale0.Error) as e:
@@ -110,7 +110,7 @@ def test_local_deadline_when_the_broker_is_stalled(echo: Broker) -> None:
             r = c.receive(timeout=3.0)
             assert r is not None and (r.id, r.status, r.local) == (rid, 504, True)
         finally:
-            echo.proc.p.send_signal(signal.SIGCONT)
+            echo.signal(signal.SIGCONT)
 
 
 def test_lazy_pirate_retries_through_a_stall() -> None:
@@ -126,14 +126,14 @@ def test_lazy_pirate_retries_through_a_stall() -> None:
         w = cpp_worker(b, "echo")
         with scale0.Client(b.frontend, timeout=0.3, retries=3) as c:
             assert c.request("echo", b"warm") == b"warm"
-            b.proc.p.send_signal(signal.SIGSTOP)
-            timer = threading.Timer(0.8, b.proc.p.send_signal, (signal.SIGCONT,))
+            b.signal(signal.SIGSTOP)
+            timer = threading.Timer(0.8, b.signal, (signal.SIGCONT,))
             timer.start()
             try:
                 assert c.request("echo", b"again") == b"again"
             finally:
                 timer.cancel()
-                b.proc.p.send_signal(signal.SIGCONT)
+                b.signal(signal.SIGCONT)
     finally:
         if w is not None:
             w.kill()

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import struct
+from typing import List
 
 import pytest
 
@@ -20,8 +21,10 @@ def test_client_reply_decoding() -> None:
     packed = b"S0C2\x02" + struct.pack(">QH", 7, 503) + struct.pack(">H", 5) + b"nope!"
     assert _wire.decode_client([b"", packed, b"x"]) == _wire.ClientReply(7, 503, b"nope!", [b"x"])
     assert _wire.decode_client([b"", b"S0C2\x04"]) == "pong"
-    for bad in ([b"", packed + b"extra"], [b"", packed[:-1]], [b"x", packed], [b"", b"S0C1\x02"], [b""], []):
-        assert _wire.decode_client(bad) is None
+    bad: List[List[bytes]] = [[b"", packed + b"extra"], [b"", packed[:-1]], [b"x", packed], [b"", b"S0C1\x02"],
+                              [b""], []]
+    for frames in bad:
+        assert _wire.decode_client(frames) is None
 
 
 def test_worker_ready_layout() -> None:
