@@ -35,6 +35,15 @@ def running(worker: scale0.Worker, broker: Broker, service: str) -> Iterator[sca
         assert not t.is_alive(), "the worker did not stop"
 
 
+def wait_for(cond: Any, timeout: float = 5.0) -> bool:
+    """Polls cond() until it holds or the time is up (the broker may answer mmi.service before
+    the worker has read its WELCOME)."""
+    end = time.monotonic() + timeout
+    while not cond() and time.monotonic() < end:
+        time.sleep(0.02)
+    return bool(cond())
+
+
 def upper(job: scale0.Job) -> bytes:
     if job.body == b"404":
         raise scale0.Error(404, "no such thing")
@@ -156,7 +165,7 @@ def test_broker_restart_re_registers(broker: Broker) -> None:
         wait_service(broker, "upper", timeout=10.0)
         with scale0.Client(broker.frontend) as c:
             assert c.request("upper", b"b") == b"B"
-        assert w.registrations == 2
+        assert wait_for(lambda: w.registrations == 2), w.registrations
 
 
 def test_reconnect_backoff(broker: Broker) -> None:
@@ -169,7 +178,7 @@ def test_reconnect_backoff(broker: Broker) -> None:
         broker.restart()
         wait_service(broker, "upper", timeout=10.0)
         assert any("reconnecting in 1 s" in e for e in events), events
-        assert w.registrations == 2
+        assert wait_for(lambda: w.registrations == 2), w.registrations
 
 
 def test_graceful_stop_drains(broker: Broker) -> None:
