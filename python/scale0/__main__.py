@@ -80,7 +80,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     events = (lambda text: print(text, file=sys.stderr, flush=True)) if not args.quiet else None
     w = Worker(args.broker, services, make_handler(args), concurrency=args.concurrency,
                idempotent=args.idempotent, name=args.name, heartbeat_interval=args.heartbeat_interval / 1000.0,
-               on_event=events)
+               inline=args.inline, on_event=events)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: w.stop())
     w.run()
@@ -135,6 +135,7 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--delay", type=int, default=0, help="echo: wait this many ms before replying")
     w.add_argument("--concurrency", type=int, default=1, help="requests held at once (1-1024)")
     w.add_argument("--idempotent", action="store_true", help="requests may be re-dispatched if this worker dies")
+    w.add_argument("--inline", action="store_true", help="run the handler on the I/O thread (never-blocking handlers)")
     w.add_argument("--name", help="shown by the broker (default host:pid)")
     w.add_argument("--heartbeat-interval", type=int, default=0, help="ask for a longer interval (ms)")
     w.add_argument("-q", "--quiet", action="store_true", help="do not log registrations and losses on stderr")

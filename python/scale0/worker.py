@@ -83,12 +83,15 @@ class Worker:
     raises scale0.Error(status, message) for another status; any other exception is a 500 reply
     with its text. An ``async def`` handler runs on the worker's event loop instead of the pool.
     ``idempotent`` lets the broker re-dispatch requests held by this worker if it dies.
+    ``inline`` runs a (plain) handler on the I/O thread instead of the pool: no thread hop per
+    request, for handlers that never block (an echo, a lookup in memory); requests are then
+    handled one after another and no heartbeat goes out while one runs.
     """
 
     def __init__(self, broker: str = "tcp://127.0.0.1:5556", services: Sequence[str] = (),
                  handler: Optional[Handler] = None, *, concurrency: int = 1, idempotent: bool = False,
                  name: Optional[str] = None, heartbeat_interval: float = 0.0, reconnect_min: float = 1.0,
-                 reconnect_max: float = 32.0, drain_timeout: float = 30.0,
+                 reconnect_max: float = 32.0, drain_timeout: float = 30.0, inline: bool = False,
                  on_event: Optional[Callable[[str], None]] = None,
                  context: Optional["zmq.Context[Any]"] = None) -> None:
         if handler is None:
@@ -109,6 +112,7 @@ class Worker:
         self.reconnect_min = float(reconnect_min)
         self.reconnect_max = float(reconnect_max)
         self.drain_timeout = float(drain_timeout)
+        self.inline = bool(inline)
         self.on_event = on_event
         self._ctx = context or zmq.Context.instance()
         self._is_async = inspect.iscoroutinefunction(handler)
@@ -120,6 +124,7 @@ class Worker:
         self._wake_push: Optional["zmq.Socket[Any]"] = None
         # The connection.
         self._dealer: Optional["zmq.Socket[Any]"] = None
+        self._poller: Optional[zmq.Poller] = None  # rebuilt when the sockets change
         self._sub: Optional["zmq.Socket[Any]"] = None
         self._gen = 0
         self._endpoint_index = 0
@@ -239,14 +244,13 @@ class Worker:
         self._tick(now)
         if self._state == State.STOPPED:
             return
-        poller = zmq.Poller()
-        poller.register(pull, zmq.POLLIN)
-        if self._dealer is not None:
-            poller.register(self._dealer, zmq.POLLIN)
-        if self._sub is not None:
-            poller.register(self._sub, zmq.POLLIN)
+        if self._poller is None:  # the connection changed: poll its sockets
+            self._poller = zmq.Poller()
+            for sock in (pull, self._dealer, self._sub):
+                if sock is not None:
+                    self._poller.register(sock, zmq.POLLIN)
         wait = min(_POLL_CAP, max(0.0, self._next_timer(now) - now))
-        events = dict(poller.poll(int(wait * 1000) + 1))
+        events = dict(self._poller.poll(int(wait * 1000) + 1))
         if pull in events:
             while True:
                 try:
@@ -255,13 +259,14 @@ class Worker:
                     break
         while self._done:
             self._reply(*self._done.popleft())
-        self._read(self._dealer, self._on_broker)
-        self._read(self._sub, self._on_publication)
+        dealer, sub = self._dealer, self._sub
+        if dealer is not None and dealer in events:
+            self._read(dealer, self._on_broker)
+        if sub is not None and sub in events:
+            self._read(sub, self._on_publication)
 
-    def _read(self, sock: Optional["zmq.Socket[Any]"], handle: Callable[[List[bytes]], None]) -> None:
+    def _read(self, sock: "zmq.Socket[Any]", handle: Callable[[List[bytes]], None]) -> None:
         for _ in range(1000):  # a batch, then back to timers
-            if sock is None or sock.closed:
-                return
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -316,6 +321,7 @@ class Worker:
         d.setsockopt(zmq.RCVHWM, 100_000)
         d.connect(self._endpoint)
         self._dealer = d
+        self._poller = None
         flags = _wire.FLAG_IDEMPOTENT if self.idempotent else 0
         self._send(_wire.worker_ready(self.concurrency, _wire.ms(self.heartbeat_interval), flags,
                                       self._services, self.name.encode()))
@@ -327,6 +333,7 @@ class Worker:
             if s is not None:
                 s.close(0)
         self._dealer = self._sub = None
+        self._poller = None
 
     def _leave(self, status: Optional[int]) -> None:
         """DISCONNECT (204: nothing held) and close."""
@@ -376,7 +383,10 @@ class Worker:
                 service = msg.service.decode("utf-8", "replace")
                 job = Job(msg.job_id, service, msg.body, now + msg.timeout_ms / 1000.0)
                 self._held[(self._gen, msg.job_id)] = job.deadline
-                self._submit(job, self._gen)
+                if self.inline and not self._is_async:
+                    self._reply(msg.job_id, self._gen, self._call_sync(job))
+                else:
+                    self._submit(job, self._gen)
         elif isinstance(msg, _wire.Disconnect):
             self._on_disconnect(msg, now)
         elif isinstance(msg, _wire.Stopping):
@@ -393,6 +403,7 @@ class Worker:
             sub.setsockopt(zmq.SUBSCRIBE, _wire.H_HDR)
             sub.connect(heartbeat_endpoint(w.heartbeat_endpoint, self._endpoint))
             self._sub = sub
+            self._poller = None
             self._state = State.READY
             self._backoff = self.reconnect_min
             self._lost_since_registration = 0

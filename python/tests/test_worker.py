@@ -75,6 +75,30 @@ def test_handler_statuses(broker: Broker) -> None:
         assert (e.value.status, e.value.message) == (500, "it broke")
 
 
+def test_inline_handler(broker: Broker) -> None:
+    """inline=True: the handler runs on the I/O thread, statuses as usual."""
+    threads: List[str] = []
+
+    def handle(job: scale0.Job) -> bytes:
+        threads.append(threading.current_thread().name)
+        return upper(job)
+
+    w = scale0.Worker(broker.backend, ["upper"], handle, concurrency=4, inline=True)
+    t = threading.Thread(target=w.run, name="io-thread", daemon=True)
+    t.start()
+    try:
+        wait_service(broker, "upper")
+        with scale0.Client(broker.frontend) as c:
+            assert [c.request("upper", b"x%d" % i) for i in range(20)] == [b"X%d" % i for i in range(20)]
+            with pytest.raises(scale0.Error) as e:
+                c.request("upper", b"404")
+            assert e.value.status == 404
+        assert set(threads) == {"io-thread"}
+    finally:
+        w.stop()
+        t.join(timeout=10)
+
+
 def test_job_fields(broker: Broker) -> None:
     seen: List[Any] = []
 
