@@ -191,7 +191,7 @@ class Client:
         assert self._sync is not None
         try:
             # The DEALER's queue holds 100 000 messages: a send that would block is a full queue.
-            self._sync.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            self._sync.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             pass  # the request ends by its deadline (504)
         if int(self._sync.getsockopt(zmq.EVENTS)) & zmq.POLLIN:

@@ -241,7 +241,7 @@ class Client:
     def _send_frames(self, frames: List[bytes]) -> bool:
         assert self._socket is not None
         try:
-            self._socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            self._socket.send_multipart(frames, zmq.NOBLOCK)
             return True
         except zmq.Again:
             return False

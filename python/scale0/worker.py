@@ -344,7 +344,7 @@ class Worker:
         if self._dealer is None:
             return
         try:
-            self._dealer.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            self._dealer.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             pass  # the broker is not reading: heartbeats tell
 
