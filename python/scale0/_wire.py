@@ -20,6 +20,8 @@ C_REQUEST = 0x01
 C_REPLY = 0x02
 C_PING = 0x03
 C_PONG = 0x04
+C_HELLO = 0x05
+C_WELCOME = 0x06
 
 # Worker <-> broker commands.
 W_READY = 0x01
@@ -31,6 +33,8 @@ W_WELCOME = 0x06
 W_STOPPING = 0x07
 
 FLAG_IDEMPOTENT = 0x01
+FLAG_MOVED = 0x02  # READY after a DISCONNECT 301: a broker sent this worker here
+STATUS_REDIRECT = 301
 
 MAX_U32 = 0xFFFFFFFF
 MAX_STR16 = 0xFFFF
@@ -146,6 +150,20 @@ def client_ping(payload: Sequence[bytes] = ()) -> List[bytes]:
     return [b"", C_HDR + bytes([C_PING]), *payload]
 
 
+def client_hello() -> List[bytes]:
+    """HELLO: asks the broker about its family (answered by a client WELCOME)."""
+    return [b"", C_HDR + bytes([C_HELLO])]
+
+
+class ClientWelcome(NamedTuple):
+    """The family as a broker sees it: its client endpoints (its own first) and the services
+    every worker of the family serves idempotently."""
+
+    broker_id: int
+    frontends: List[bytes]
+    idempotent_services: List[bytes]
+
+
 class ClientReply(NamedTuple):
     request_id: int
     status: int
@@ -153,14 +171,24 @@ class ClientReply(NamedTuple):
     body: List[bytes]
 
 
-def decode_client(frames: Sequence[bytes]) -> Union[ClientReply, str, None]:
-    """A REPLY, the string "pong" for a PONG, or None for anything the client ignores."""
+def decode_client(frames: Sequence[bytes]) -> Union[ClientReply, ClientWelcome, str, None]:
+    """A REPLY, a WELCOME, the string "pong" for a PONG, or None for anything the client
+    ignores."""
     split = _split(frames, C_HDR)
     if split is None:
         return None
     command, packed, body = split
     if command == C_PONG:
         return "pong" if len(packed) == 5 else None
+    if command == C_WELCOME:
+        try:
+            r = _Reader(packed, 5)
+            broker_id = r.u64()
+            frontends = [r.str16() for _ in range(r.u16())]
+            services = [r.str8() for _ in range(r.u16())]
+        except ValueError:
+            return None
+        return ClientWelcome(broker_id, frontends, services) if r.done() and not body else None
     if command != C_REPLY:
         return None
     try:
@@ -216,6 +244,7 @@ class Welcome(NamedTuple):
     broker_heartbeat_ms: int
     broker_id: int
     heartbeat_endpoint: bytes
+    backends: List[bytes] = []  # a family's backends, this broker's first (empty without one)
 
 
 class WorkRequest(NamedTuple):
@@ -253,13 +282,12 @@ def decode_worker(frames: Sequence[bytes]) -> Optional[WorkerMessage]:
             return None
         if command == W_WELCOME:
             hb, liveness, bhb, bid, ep = r.u32(), r.u32(), r.u32(), r.u64(), r.str16()
-            if not r.done():  # a family's backends follow; this library serves one broker list
-                count = r.u16()
-                for _ in range(count):
-                    r.str16()
+            backends: List[bytes] = []
+            if not r.done():  # a family's backends follow
+                backends = [r.str16() for _ in range(r.u16())]
                 if not r.done():
                     return None
-            return Welcome(hb, liveness, bhb, bid, ep)
+            return Welcome(hb, liveness, bhb, bid, ep, backends)
         if command == W_DISCONNECT:
             if r.done():
                 return Disconnect(None, b"")

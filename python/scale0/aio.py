@@ -27,7 +27,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from . import _wire
 from ._types import MSG_BROKER_LOST, MSG_NO_REPLY, Error, Reply
-from .client import REQUEST_GRACE, encode_service, split_endpoints
+from .client import MAX_BOUNCES, REQUEST_GRACE, encode_service, split_endpoints
 
 __all__ = ["Client", "Error", "Reply"]
 
@@ -39,6 +39,8 @@ class _Pending:
     deadline: Optional[float]
     future: "asyncio.Future[Reply]"
     resent: bool = False
+    held: bool = False  # handed back by a draining broker (301): waits for the move
+    bounces: int = 0
 
 
 class Client:
@@ -67,6 +69,8 @@ class Client:
         self._last_heard = time.monotonic()
         self._pong: Optional["asyncio.Future[None]"] = None
         self._closed = False
+        self._idempotent_services: "set[bytes]" = set()  # from the family's WELCOME
+        self._move_to: Optional[str] = None  # a draining broker's redirect, once nothing is out
 
     async def __aenter__(self) -> "Client":
         return self
@@ -92,7 +96,10 @@ class Client:
         fut: "asyncio.Future[Reply]" = asyncio.get_running_loop().create_future()
         p = _Pending(name, _wire.body_frames(body), now + t if t > 0 else None, fut)
         self._pending[rid] = p
-        self._transmit(rid, p)
+        if self._move_to is not None:
+            p.held = True  # sent to the broker the client is moving to
+        else:
+            self._transmit(rid, p)
         try:
             if p.deadline is None:
                 return await fut
@@ -101,6 +108,7 @@ class Client:
             return Reply(rid, 504, MSG_NO_REPLY % int(t * 1000), [], True)
         finally:
             self._pending.pop(rid, None)
+            self._maybe_move()
 
     async def ping(self, wait: float = 1.0) -> bool:
         """PING/PONG round trip: True when the broker answered within ``wait`` seconds."""
@@ -133,7 +141,14 @@ class Client:
         if self._socket is None:
             self._connect()
 
-    def _connect(self) -> None:
+    @property
+    def endpoints(self) -> List[str]:
+        """The brokers this client may use (a family's WELCOME and redirects add to them)."""
+        return list(self._endpoints)
+
+    def _connect(self, endpoint: Optional[str] = None) -> None:
+        if endpoint is not None:
+            self._next_endpoint = self._endpoints.index(endpoint)
         ep = self._endpoints[self._next_endpoint % len(self._endpoints)]
         self._next_endpoint += 1
         s = self._ctx.socket(zmq.DEALER)
@@ -149,6 +164,7 @@ class Client:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._read(s)), loop.create_task(self._watch(s, self._monitor)),
                        loop.create_task(self._heartbeat(s))]
+        self._send(_wire.client_hello())  # the family's endpoints and idempotent services
 
     def _disconnect(self) -> None:
         for t in self._tasks:
@@ -169,15 +185,19 @@ class Client:
     def _fail_over(self, reason: str) -> None:
         reached = self._handshaken
         self._disconnect()
-        self._connect()
+        self._connect(self._move_to)
+        self._move_to = None
         now = time.monotonic()
         for rid in sorted(self._pending):
             p = self._pending[rid]
             if p.future.done():
                 continue
-            if p.deadline is not None and p.deadline <= now:
+            if p.held:  # never taken by any broker
+                p.held = False
+                self._transmit(rid, p)
+            elif p.deadline is not None and p.deadline <= now:
                 p.future.set_result(Reply(rid, 504, "deadline passed while the broker was lost", [], True))
-            elif not reached or (self.idempotent and not p.resent):
+            elif not reached or ((self.idempotent or p.service in self._idempotent_services) and not p.resent):
                 p.resent = p.resent or reached
                 self._transmit(rid, p)
             else:
@@ -200,9 +220,10 @@ class Client:
     # -- background tasks -------------------------------------------------------------------------
 
     async def _read(self, s: zmq.asyncio.Socket) -> None:
-        while True:
+        while s is self._socket:
             self._on_message(await s.recv_multipart())
             self._drain()
+            self._maybe_move()
 
     def _drain(self) -> None:
         """Reads what is queued already, without a Future each. Also called after each send and
@@ -225,10 +246,40 @@ class Client:
             if self._pong is not None and not self._pong.done():
                 self._pong.set_result(None)
             return
+        if isinstance(msg, _wire.ClientWelcome):
+            for ep in msg.frontends:  # the family's frontends join the list
+                text = ep.decode("utf-8", "replace")
+                if text and text not in self._endpoints:
+                    self._endpoints.append(text)
+            self._idempotent_services = set(msg.idempotent_services)
+            return
         assert isinstance(msg, _wire.ClientReply)
         p = self._pending.get(msg.request_id)
-        if p is not None and not p.future.done():
-            p.future.set_result(Reply(msg.request_id, msg.status, msg.message.decode("utf-8", "replace"), msg.body))
+        if p is None or p.future.done() or p.held:
+            return
+        message = msg.message.decode("utf-8", "replace")
+        if msg.status == _wire.STATUS_REDIRECT and message:
+            # A draining broker did not take it: hold it until what the old broker holds is
+            # answered, then move there and send everything held.
+            p.bounces += 1
+            if p.bounces > MAX_BOUNCES:
+                p.future.set_result(Reply(msg.request_id, 503, "redirected %d times" % MAX_BOUNCES, [], True))
+                return
+            if message not in self._endpoints:
+                self._endpoints.append(message)
+            p.held = True
+            self._move_to = message
+        else:
+            p.future.set_result(Reply(msg.request_id, msg.status, message, msg.body))
+
+    def _maybe_move(self) -> None:
+        if self._move_to is None or self._closed:
+            return
+        if all(p.held or p.future.done() for p in self._pending.values()):
+            if any(p.held for p in self._pending.values()):
+                self._fail_over("redirected")
+            else:
+                self._move_to = None
 
     async def _watch(self, s: zmq.asyncio.Socket, monitor: zmq.asyncio.Socket) -> None:
         while True:

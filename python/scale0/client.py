@@ -27,6 +27,8 @@ from ._types import MSG_BROKER_LOST, MSG_INVALID_SERVICE, MSG_NO_REPLY, MSG_SEND
 REQUEST_GRACE = 0.25
 # send() with a timeout: its local deadline is the timeout plus this.
 SEND_GRACE = 1.0
+# A request handed back (301) more often than this ends in a local 503.
+MAX_BOUNCES = 3
 _HWM = 100_000
 
 
@@ -58,6 +60,8 @@ class _Pending:
     local_deadline: Optional[float]
     retries: int
     resent_idempotent: bool = False
+    held: bool = False  # handed back by a draining broker (301): waits for the move
+    bounces: int = 0
 
 
 class Client:
@@ -86,6 +90,8 @@ class Client:
         self._pending: Dict[int, _Pending] = {}
         self._outcomes: "OrderedDict[int, Reply]" = OrderedDict()
         self._deadlines: List[Tuple[float, int]] = []  # (local deadline, id), stale entries skipped
+        self._idempotent_services: "set[bytes]" = set()  # from the family's WELCOME
+        self._move_to: Optional[str] = None  # a draining broker's redirect, once nothing is out
         self._socket: Optional["zmq.Socket[Any]"] = None
         self._monitor: Optional["zmq.Socket[Any]"] = None
         self._poller = zmq.Poller()
@@ -96,6 +102,12 @@ class Client:
         self._connect()
 
     # -- public API ----------------------------------------------------------------------------
+
+    @property
+    def endpoints(self) -> List[str]:
+        """The brokers this client may use: those given, then those a family's WELCOME or a
+        redirect added."""
+        return list(self._endpoints)
 
     @property
     def endpoint(self) -> str:
@@ -160,7 +172,9 @@ class Client:
 
     # -- connection ----------------------------------------------------------------------------
 
-    def _connect(self) -> None:
+    def _connect(self, endpoint: Optional[str] = None) -> None:
+        if endpoint is not None:
+            self._next_endpoint = self._endpoints.index(endpoint)
         ep = self._endpoints[self._next_endpoint % len(self._endpoints)]
         self._next_endpoint += 1
         s = self._ctx.socket(zmq.DEALER)
@@ -175,6 +189,7 @@ class Client:
         self._poller.register(s, zmq.POLLIN)
         self._poller.register(self._monitor, zmq.POLLIN)
         self._last_heard = time.monotonic()
+        self._send_frames(_wire.client_hello())  # the family's endpoints and idempotent services
 
     def _disconnect(self) -> None:
         if self._socket is not None:
@@ -193,17 +208,21 @@ class Client:
         sent again when it may be (never reached a broker, idempotent, retries left), else 502."""
         reached = self._handshaken
         self._disconnect()
-        self._connect()
+        self._connect(self._move_to)
+        self._move_to = None
         now = time.monotonic()
         for rid in sorted(self._pending):
             p = self._pending[rid]
-            if rid == retried:  # a Lazy Pirate retry (counted already), with a whole timeout
+            if p.held:  # never taken by any broker
+                p.held = False
+                self._transmit(rid, p, now)
+            elif rid == retried:  # a Lazy Pirate retry (counted already), with a whole timeout
                 self._transmit(rid, p, now)
             elif p.deadline is not None and p.deadline <= now:
                 self._finish(Reply(rid, 504, MSG_NO_REPLY % int((p.timeout or 0) * 1000), [], True))
             elif not reached:
                 self._transmit(rid, p, now)
-            elif self.idempotent and not p.resent_idempotent:
+            elif (self.idempotent or p.service in self._idempotent_services) and not p.resent_idempotent:
                 p.resent_idempotent = True
                 self._transmit(rid, p, now)
             elif p.retries > 0:
@@ -225,7 +244,13 @@ class Client:
         t = timeout if timeout is not None and timeout > 0 else None
         p = _Pending(name, _wire.body_frames(body), t, grace, None if t is None else now + t, None, self.retries)
         self._pending[rid] = p
-        self._transmit(rid, p, now)
+        if self._move_to is not None:  # moving to another broker: sent there
+            p.held = True
+            p.local_deadline = None if t is None else now + t + grace
+            if p.local_deadline is not None:
+                heapq.heappush(self._deadlines, (p.local_deadline, rid))
+        else:
+            self._transmit(rid, p, now)
         return rid
 
     def _transmit(self, rid: int, p: _Pending, now: float) -> None:
@@ -283,7 +308,7 @@ class Client:
                     self._fail_over("connection closed")
                     return
         s = self._socket
-        while s is not None:
+        while s is not None and s is self._socket:  # a message may move the client elsewhere
             try:
                 frames = s.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -298,14 +323,50 @@ class Client:
         if msg == "pong":
             self._pongs += 1
             return
+        if isinstance(msg, _wire.ClientWelcome):
+            self._on_welcome(msg)
+            return
         assert isinstance(msg, _wire.ClientReply)
-        if msg.request_id in self._pending:  # else: late or duplicate, its outcome is given
+        p = self._pending.get(msg.request_id)
+        if p is None or p.held:
+            return  # late or duplicate: its outcome is given
+        if msg.status == _wire.STATUS_REDIRECT and msg.message:
+            self._redirect(msg.request_id, p, msg.message.decode("utf-8", "replace"))
+        else:
             self._finish(Reply(msg.request_id, msg.status, msg.message.decode("utf-8", "replace"), msg.body))
+        self._maybe_move()
+
+    def _on_welcome(self, w: _wire.ClientWelcome) -> None:
+        """The family: its frontends join the list (one seed endpoint is enough), its idempotent
+        services may be sent twice."""
+        for ep in w.frontends:
+            text = ep.decode("utf-8", "replace")
+            if text and text not in self._endpoints:
+                self._endpoints.append(text)
+        self._idempotent_services = set(w.idempotent_services)
+
+    def _redirect(self, rid: int, p: _Pending, frontend: str) -> None:
+        """A draining broker did not take the request (301): hold it, let the old broker answer
+        what it holds, then move to ``frontend`` and send everything held there."""
+        p.bounces += 1
+        if p.bounces > MAX_BOUNCES:
+            self._finish(Reply(rid, 503, "redirected %d times" % MAX_BOUNCES, [], True))
+            return
+        if frontend not in self._endpoints:
+            self._endpoints.append(frontend)
+        p.held = True
+        self._move_to = frontend
+
+    def _maybe_move(self) -> None:
+        if self._move_to is not None and all(p.held for p in self._pending.values()):
+            self._fail_over("redirected")
 
     def _tick(self, now: float) -> None:
         if not self._pending:
             self._deadlines.clear()
+            self._move_to = None
             return
+        self._maybe_move()
         silence = now - self._last_heard
         iv = self.heartbeat_interval
         if silence >= self.liveness * iv:
@@ -319,6 +380,9 @@ class Client:
             p = self._pending.get(rid)
             if p is None or p.local_deadline != at:
                 continue  # answered, or sent again since
+            if p.held:
+                self._finish(Reply(rid, 504, MSG_NO_REPLY % int((p.timeout or 0) * 1000), [], True))
+                continue
             # A broker never reached, or silent for two intervals (a PING unanswered for one), is
             # taken for lost: the retry goes through the next broker on a fresh connection.
             lost = not self._handshaken or silence >= 2 * iv

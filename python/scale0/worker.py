@@ -139,6 +139,7 @@ class Worker:
         self._connect_at = 0.0
         self._backoff = self.reconnect_min
         self._lost_since_registration = 0
+        self._moved = False  # the next READY says a broker sent this worker (DISCONNECT 301)
         self._stop_answered = False
         self._stop_wait_until = 0.0
         self._drain_until = 0.0
@@ -322,7 +323,7 @@ class Worker:
         d.connect(self._endpoint)
         self._dealer = d
         self._poller = None
-        flags = _wire.FLAG_IDEMPOTENT if self.idempotent else 0
+        flags = (_wire.FLAG_IDEMPOTENT if self.idempotent else 0) | (_wire.FLAG_MOVED if self._moved else 0)
         self._send(_wire.worker_ready(self.concurrency, _wire.ms(self.heartbeat_interval), flags,
                                       self._services, self.name.encode()))
         self._state = State.REGISTERING
@@ -407,6 +408,11 @@ class Worker:
             self._state = State.READY
             self._backoff = self.reconnect_min
             self._lost_since_registration = 0
+            self._moved = False
+            for ep in w.backends:  # a family's backends join the list, for failover
+                text = ep.decode("utf-8", "replace")
+                if text and text not in self._endpoints:
+                    self._endpoints.append(text)
             self._next_hb = now + self._hb
             self.registrations += 1
             self._event("registered with %s (heartbeat %d ms)" % (self._endpoint, w.heartbeat_ms))
@@ -418,6 +424,16 @@ class Worker:
 
     def _on_disconnect(self, d: _wire.Disconnect, now: float) -> None:
         why = "DISCONNECT %s %s" % (d.status, d.message.decode("utf-8", "replace"))
+        if d.status == _wire.STATUS_REDIRECT and d.message and self._state in (State.READY, State.REGISTERING):
+            # A broker of the family sends this worker to another (a drain, or balancing): go at once.
+            target = d.message.decode("utf-8", "replace")
+            if target not in self._endpoints:
+                self._endpoints.append(target)
+            self._endpoint_index = self._endpoints.index(target)
+            self._endpoint = target
+            self._moved = True
+            self._register_again(now, why)
+            return
         if self._state == State.STOPPING:
             self._event(why + " while stopping")
             self._close()

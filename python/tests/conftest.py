@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the package from the tree, without installing it
 
 BIN = os.environ.get("SCALE0_BIN") or os.path.join(HERE, "..", "..", "build", "dev", "apps", "scale0", "scale0")
-READY_RE = re.compile(rb"^ready frontend=(\S+) backend=(\S+) heartbeat=(\S+)")
+READY_RE = re.compile(rb"^ready frontend=(\S+) backend=(\S+) heartbeat=(\S+)(?: peer=(\S+))?")
 
 
 class Proc:
@@ -95,20 +95,26 @@ class Proc:
 class Broker:
     """A `scale0 broker` on random loopback ports; restart() keeps its endpoints."""
 
-    def __init__(self, heartbeat_interval: int = 200, extra: Optional[List[str]] = None) -> None:
+    def __init__(self, heartbeat_interval: int = 200, extra: Optional[List[str]] = None, family: bool = False,
+                 peer: Optional[str] = None) -> None:
         self.heartbeat_interval = heartbeat_interval
         self.extra = extra or []
-        self.frontend = self.backend = self.heartbeat = ""
+        self.family = family or peer is not None
+        self.join = peer
+        self.frontend = self.backend = self.heartbeat = self.peer = ""
         self.proc: Optional[Proc] = None
         self._start(["tcp://127.0.0.1:*"] * 3)
 
     def _start(self, eps: List[str]) -> None:
-        args = [BIN, "broker", "--frontend", eps[0], "--backend", eps[1], "--heartbeat", eps[2],
-                "--peer-listen", "", "--metrics-listen", "",
-                "--heartbeat-interval", str(self.heartbeat_interval), *self.extra]
+        family = ["--peer-listen", "tcp://127.0.0.1:*"] if self.family else ["--peer-listen", ""]
+        if self.join:
+            family += ["--peer", self.join]
+        args = [BIN, "broker", "--frontend", eps[0], "--backend", eps[1], "--heartbeat", eps[2], *family,
+                "--metrics-listen", "", "--heartbeat-interval", str(self.heartbeat_interval), *self.extra]
         self.proc = Proc(args, READY_RE)
         assert self.proc.match is not None
         self.frontend, self.backend, self.heartbeat = (g.decode() for g in self.proc.match.groups()[:3])
+        self.peer = (self.proc.match.group(4) or b"").decode()
 
     def kill(self) -> None:
         if self.proc is not None:

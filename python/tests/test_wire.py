@@ -27,6 +27,17 @@ def test_client_reply_decoding() -> None:
         assert _wire.decode_client(frames) is None
 
 
+def test_client_hello_welcome() -> None:
+    assert _wire.client_hello() == [b"", b"S0C2\x05"]
+    packed = (b"S0C2\x06" + struct.pack(">Q", 3) + struct.pack(">H", 2) + b"\x00\x01a" + b"\x00\x02bc"
+              + struct.pack(">H", 1) + b"\x03svc")
+    assert _wire.decode_client([b"", packed]) == _wire.ClientWelcome(3, [b"a", b"bc"], [b"svc"])
+    empty = b"S0C2\x06" + struct.pack(">QHH", 3, 0, 0)
+    assert _wire.decode_client([b"", empty]) == _wire.ClientWelcome(3, [], [])
+    assert _wire.decode_client([b"", packed[:-1]]) is None
+    assert _wire.decode_client([b"", empty + b"x"]) is None
+
+
 def test_worker_ready_layout() -> None:
     frames = _wire.worker_ready(8, 0, _wire.FLAG_IDEMPOTENT, [b"a", b"bc"], b"py-1")
     assert frames == [b"", b"S0W2\x01" + struct.pack(">IIB", 8, 0, 1) + b"\x01a\x02bc", b"py-1"]
@@ -36,7 +47,7 @@ def test_worker_decoding() -> None:
     welcome = b"S0W2\x06" + struct.pack(">IIIQ", 1000, 3, 500, 42) + struct.pack(">H", 3) + b"ep!"
     assert _wire.decode_worker([b"", welcome]) == _wire.Welcome(1000, 3, 500, 42, b"ep!")
     family = welcome + struct.pack(">H", 1) + struct.pack(">H", 2) + b"xy"
-    assert _wire.decode_worker([b"", family]) == _wire.Welcome(1000, 3, 500, 42, b"ep!")
+    assert _wire.decode_worker([b"", family]) == _wire.Welcome(1000, 3, 500, 42, b"ep!", [b"xy"])
     assert _wire.decode_worker([b"", family + b"?"]) is None
     request = b"S0W2\x02" + struct.pack(">QI", 9, 100) + b"\x03svc"
     assert _wire.decode_worker([b"", request, b"body"]) == _wire.WorkRequest(9, 100, b"svc", [b"body"])
