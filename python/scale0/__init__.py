@@ -5,7 +5,8 @@
   (send/receive) and opt-in Lazy Pirate retries.
 - ``scale0.Worker``: serves services with a handler (a thread pool, or ``async def`` on an event
   loop), concurrency credit, heartbeats, reconnects and graceful stop.
-- ``scale0.aio.Client``: the asyncio client; ``scale0.wsgi.serve``: a WSGI app as a worker.
+- ``scale0.aio.Client``: the asyncio client; ``scale0.wsgi.serve`` and ``scale0.asgi.serve``:
+  WSGI and ASGI apps as workers.
 """
 
 from ._types import Error, Job, Reply

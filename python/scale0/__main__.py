@@ -64,6 +64,9 @@ def make_handler(args: argparse.Namespace) -> Callable[[Job], Any]:
     if args.wsgi:
         from .wsgi import handler as wsgi_handler
         return wsgi_handler(load_object(args.wsgi))
+    if args.asgi:
+        from .asgi import handler as asgi_handler
+        return asgi_handler(load_object(args.asgi))
     if args.handler:
         return load_object(args.handler)  # type: ignore[no-any-return]
     delay = args.delay / 1000.0
@@ -126,11 +129,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-v", "--verbose", action="store_true", help="print the status on stderr")
     r.set_defaults(func=cmd_request)
 
-    w = sub.add_parser("worker", help="serve services: echo (default), a handler, or a WSGI app")
+    w = sub.add_parser("worker", help="serve services: echo (default), a handler, a WSGI or an ASGI app")
     w.add_argument("--broker", default="tcp://127.0.0.1:5556", help="backend endpoint, or a list EP,EP")
     w.add_argument("--service", required=True, help="services served (comma-separated)")
     how = w.add_mutually_exclusive_group()
     how.add_argument("--wsgi", metavar="MODULE:APP", help="serve a WSGI application (docs/http.md)")
+    how.add_argument("--asgi", metavar="MODULE:APP", help="serve an ASGI 3 application on the event loop")
     how.add_argument("--handler", metavar="MODULE:FUNC", help="a handler function (def or async def) of a Job")
     w.add_argument("--delay", type=int, default=0, help="echo: wait this many ms before replying")
     w.add_argument("--concurrency", type=int, default=1, help="requests held at once (1-1024)")
