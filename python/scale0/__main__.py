@@ -33,7 +33,8 @@ def exit_code(e: Error) -> int:
 
 def cmd_request(args: argparse.Namespace) -> int:
     body = args.body.encode() if args.body is not None else sys.stdin.buffer.read()
-    with Client(args.broker, timeout=args.timeout, retries=args.retries, idempotent=args.idempotent) as c:
+    with Client(args.broker, timeout=args.timeout, retries=args.retries, idempotent=args.idempotent,
+                protocol_version=args.protocol_version) as c:
         for _ in range(args.count):
             try:
                 out = c.request(args.service, body)
@@ -83,7 +84,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     events = (lambda text: print(text, file=sys.stderr, flush=True)) if not args.quiet else None
     w = Worker(args.broker, services, make_handler(args), concurrency=args.concurrency,
                idempotent=args.idempotent, name=args.name, heartbeat_interval=args.heartbeat_interval / 1000.0,
-               inline=args.inline, on_event=events)
+               inline=args.inline, protocol_version=args.protocol_version, on_event=events)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: w.stop())
     w.run()
@@ -126,6 +127,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--retries", type=int, default=0, help="Lazy Pirate: resend on timeout this many times")
     r.add_argument("--idempotent", action="store_true", help="may run twice: resent through the next broker")
     r.add_argument("--count", type=int, default=1, help="send it this many times, one after another")
+    r.add_argument("--protocol-version", type=int, choices=(1, 2), default=2, help="wire framing (1: S0/1)")
     r.add_argument("-v", "--verbose", action="store_true", help="print the status on stderr")
     r.set_defaults(func=cmd_request)
 
@@ -142,6 +144,7 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--inline", action="store_true", help="run the handler on the I/O thread (never-blocking handlers)")
     w.add_argument("--name", help="shown by the broker (default host:pid)")
     w.add_argument("--heartbeat-interval", type=int, default=0, help="ask for a longer interval (ms)")
+    w.add_argument("--protocol-version", type=int, choices=(1, 2), default=2, help="wire framing (1: S0/1)")
     w.add_argument("-q", "--quiet", action="store_true", help="do not log registrations and losses on stderr")
     w.set_defaults(func=cmd_worker)
 

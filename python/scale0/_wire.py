@@ -13,6 +13,8 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
 C_HDR = b"S0C2"
 W_HDR = b"S0W2"
+C_HDR1 = b"S0C1"  # S0/1: one frame per field, for brokers from before S0/2
+W_HDR1 = b"S0W1"
 H_HDR = b"S0H1"
 
 # Client <-> broker commands.
@@ -173,7 +175,12 @@ class ClientReply(NamedTuple):
 
 def decode_client(frames: Sequence[bytes]) -> Union[ClientReply, ClientWelcome, str, None]:
     """A REPLY, a WELCOME, the string "pong" for a PONG, or None for anything the client
-    ignores."""
+    ignores. Either framing (a broker answers 505 in S0/1 to a version it does not speak)."""
+    if len(frames) >= 2 and frames[1] == C_HDR1:
+        translated = from_v1(frames)
+        if translated is None:
+            return None
+        frames = translated
     split = _split(frames, C_HDR)
     if split is None:
         return None
@@ -268,7 +275,12 @@ WorkerMessage = Union[Welcome, WorkRequest, Disconnect, Stopping]
 
 def decode_worker(frames: Sequence[bytes]) -> Optional[WorkerMessage]:
     """A message from the broker to a worker, or None for one to ignore (malformed, unknown, or
-    a CONFIG this library never asks for)."""
+    a CONFIG this library never asks for). Either framing."""
+    if len(frames) >= 2 and frames[1] == W_HDR1:
+        translated = from_v1(frames)
+        if translated is None:
+            return None
+        frames = translated
     split = _split(frames, W_HDR)
     if split is None:
         return None
@@ -305,3 +317,70 @@ def decode_broker_heartbeat(frames: Sequence[bytes]) -> Optional[int]:
     if len(frames) != 3 or frames[0] != H_HDR or len(frames[1]) != 8 or len(frames[2]) != 8:
         return None
     return int(struct.unpack(">Q", frames[1])[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# S0/1 (docs/protocol.md, "Client <-> broker (S0C1)", "Worker <-> broker (S0W1)"): the same
+# commands with one frame per field. Rather than a second codec, messages are translated to and
+# from S0/2 at the socket: one encoder and one decoder for both framings.
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+
+def to_v1(frames: List[bytes]) -> Optional[List[bytes]]:
+    """An S0/2 message this library encoded, in S0/1 framing; None for what S0/1 lacks (HELLO).
+    READY loses its name frame and the moved flag (S0/2 only)."""
+    packed, body = frames[1], frames[2:]
+    header, command = packed[:4], packed[4]
+    r = _Reader(packed, 5)
+    if header == C_HDR:
+        h = C_HDR1
+        if command == C_REQUEST:
+            rid, timeout = r.take(8), r.take(4)
+            return [b"", h, bytes([command]), rid, r.str8(), timeout, *body]
+        if command == C_PING:
+            return [b"", h, bytes([command]), *body]
+        return None
+    h = W_HDR1
+    if command == W_READY:
+        fixed = r.take(8) + bytes([r.u8() & FLAG_IDEMPOTENT])
+        services = []
+        while not r.done():
+            services.append(r.str8())
+        return [b"", h, bytes([command]), fixed[:4], fixed[4:8], fixed[8:], *services]
+    if command == W_REPLY:
+        return [b"", h, bytes([command]), r.take(8), r.take(2), r.str16(), *body]
+    if command == W_DISCONNECT and not r.done():
+        return [b"", h, bytes([command]), r.take(2), r.str16()]
+    return [b"", h, bytes([command])]
+
+
+def from_v1(frames: Sequence[bytes]) -> Optional[List[bytes]]:
+    """An S0/1 message from the broker as the S0/2 message it stands for, or None when it is
+    malformed (fields of the wrong size, too few frames)."""
+    if len(frames) < 3 or frames[0] != b"" or len(frames[2]) != 1:
+        return None
+    header, command, f = bytes(frames[1]), frames[2][0], [bytes(x) for x in frames[3:]]
+    try:
+        if header == C_HDR1:
+            if command == C_REPLY and len(f) >= 3 and len(f[0]) == 8 and len(f[1]) == 2:
+                return [b"", C_HDR + bytes([command]) + f[0] + f[1] + _str16(f[2]), *f[3:]]
+            if command == C_PONG:
+                return [b"", C_HDR + bytes([command])]
+            return None
+        if header != W_HDR1:
+            return None
+        head = W_HDR + bytes([command])
+        if command == W_REQUEST and len(f) >= 3 and len(f[0]) == 8 and len(f[2]) == 4 and len(f[1]) <= 255:
+            return [b"", head + f[0] + f[2] + _str8(f[1]), *f[3:]]
+        if command == W_WELCOME and len(f) == 4 and len(f[0]) == 4 and len(f[1]) == 4 and len(f[3]) == 8:
+            return [b"", head + f[0] + f[1] + f[0] + f[3] + _str16(f[2])]  # one interval both ways
+        if command == W_DISCONNECT and len(f) == 2 and len(f[0]) == 2:
+            return [b"", head + f[0] + _str16(f[1])]
+        if command in (W_DISCONNECT, W_STOPPING) and not f:
+            return [b"", head]
+    except ValueError:
+        return None
+    return None

@@ -27,7 +27,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from . import _wire
 from ._types import MSG_BROKER_LOST, MSG_NO_REPLY, Error, Reply
-from .client import MAX_BOUNCES, REQUEST_GRACE, encode_service, split_endpoints
+from .client import MAX_BOUNCES, REQUEST_GRACE, check_version, encode_service, split_endpoints
 
 __all__ = ["Client", "Error", "Reply"]
 
@@ -48,8 +48,9 @@ class Client:
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout: float = 2.5, *,
                  idempotent: bool = False, heartbeat_interval: float = 1.0, liveness: int = 3,
-                 context: Optional[zmq.asyncio.Context] = None) -> None:
+                 protocol_version: int = 2, context: Optional[zmq.asyncio.Context] = None) -> None:
         self._endpoints = split_endpoints(endpoint)
+        self.protocol_version = check_version(protocol_version)
         random.shuffle(self._endpoints)
         self._next_endpoint = 0
         self.timeout = float(timeout)
@@ -209,6 +210,11 @@ class Client:
 
     def _send(self, frames: List[bytes]) -> None:
         assert self._sync is not None
+        if self.protocol_version == 1:
+            v1 = _wire.to_v1(frames)
+            if v1 is None:
+                return  # S0/1 has no such command (HELLO)
+            frames = v1
         try:
             # The DEALER's queue holds 100 000 messages: a send that would block is a full queue.
             self._sync.send_multipart(frames, zmq.NOBLOCK)

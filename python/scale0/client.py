@@ -40,6 +40,13 @@ def split_endpoints(endpoints: str) -> List[str]:
     return items
 
 
+def check_version(version: int) -> int:
+    """The wire framing: 2 (S0/2, compact) or 1 (S0/1, for brokers from before S0/2)."""
+    if version not in (1, 2):
+        raise Error(400, "protocol_version is 1 or 2")
+    return version
+
+
 def encode_service(service: object) -> bytes:
     """A service name as bytes; Error(400) when it cannot be sent (empty or over 255 bytes)."""
     name = _wire.as_bytes(service)  # type: ignore[arg-type]
@@ -71,13 +78,15 @@ class Client:
     resends on timeout; ``idempotent`` lets a request held by a lost broker be sent once more
     through the next broker of the list instead of ending in 502. While requests are outstanding
     the client PINGs a silent broker every ``heartbeat_interval`` seconds and takes it for lost
-    after ``liveness`` intervals of silence.
+    after ``liveness`` intervals of silence. ``protocol_version=1`` speaks S0/1 to a broker from
+    before S0/2 (no family HELLO).
     """
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout: float = 2.5, *, retries: int = 0,
                  idempotent: bool = False, heartbeat_interval: float = 1.0, liveness: int = 3,
-                 context: Optional["zmq.Context[Any]"] = None) -> None:
+                 protocol_version: int = 2, context: Optional["zmq.Context[Any]"] = None) -> None:
         self._endpoints = split_endpoints(endpoint)
+        self.protocol_version = check_version(protocol_version)
         random.shuffle(self._endpoints)
         self._next_endpoint = 0
         self.timeout = float(timeout)
@@ -265,6 +274,11 @@ class Client:
 
     def _send_frames(self, frames: List[bytes]) -> bool:
         assert self._socket is not None
+        if self.protocol_version == 1:
+            v1 = _wire.to_v1(frames)
+            if v1 is None:
+                return True  # S0/1 has no such command (HELLO)
+            frames = v1
         try:
             self._socket.send_multipart(frames, zmq.NOBLOCK)
             return True

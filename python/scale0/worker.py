@@ -25,7 +25,7 @@ import zmq
 
 from . import _wire
 from ._types import Error, Job
-from .client import split_endpoints
+from .client import check_version, split_endpoints
 
 Result = Union[bytes, str, Sequence[Union[bytes, str]], None]
 Handler = Callable[[Job], Union[Result, Awaitable[Result]]]
@@ -86,12 +86,14 @@ class Worker:
     ``inline`` runs a (plain) handler on the I/O thread instead of the pool: no thread hop per
     request, for handlers that never block (an echo, a lookup in memory); requests are then
     handled one after another and no heartbeat goes out while one runs.
+    ``protocol_version=1`` speaks S0/1 to a broker from before S0/2 (no name, no family moves).
     """
 
     def __init__(self, broker: str = "tcp://127.0.0.1:5556", services: Sequence[str] = (),
                  handler: Optional[Handler] = None, *, concurrency: int = 1, idempotent: bool = False,
                  name: Optional[str] = None, heartbeat_interval: float = 0.0, reconnect_min: float = 1.0,
                  reconnect_max: float = 32.0, drain_timeout: float = 30.0, inline: bool = False,
+                 protocol_version: int = 2,
                  on_event: Optional[Callable[[str], None]] = None,
                  context: Optional["zmq.Context[Any]"] = None) -> None:
         if handler is None:
@@ -113,6 +115,7 @@ class Worker:
         self.reconnect_max = float(reconnect_max)
         self.drain_timeout = float(drain_timeout)
         self.inline = bool(inline)
+        self.protocol_version = check_version(protocol_version)
         self.on_event = on_event
         self._ctx = context or zmq.Context.instance()
         self._is_async = inspect.iscoroutinefunction(handler)
@@ -344,6 +347,11 @@ class Worker:
     def _send(self, frames: List[bytes]) -> None:
         if self._dealer is None:
             return
+        if self.protocol_version == 1:
+            v1 = _wire.to_v1(frames)
+            if v1 is None:
+                return
+            frames = v1
         try:
             self._dealer.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:

@@ -95,3 +95,27 @@ def test_http_response_encoding() -> None:
     assert head == b"HTTP/1.1 204 No Content\r\n\r\n"
     with pytest.raises(ValueError):
         _http.encode_response("GET", "200 OK", [("X", "a\r\nInjected: 1")], [])
+
+
+def test_s01_translation() -> None:
+    """S0/1 is S0/2 with one frame per field: outgoing messages translate field for field, and
+    incoming ones decode as their S0/2 counterparts."""
+    req = _wire.to_v1(_wire.client_request(5, b"echo", 300, [b"a", b"b"]))
+    assert req == [b"", b"S0C1", b"\x01", struct.pack(">Q", 5), b"echo", struct.pack(">I", 300), b"a", b"b"]
+    assert _wire.to_v1(_wire.client_hello()) is None
+    ready = _wire.to_v1(_wire.worker_ready(4, 0, _wire.FLAG_IDEMPOTENT | _wire.FLAG_MOVED, [b"a", b"b"], b"n"))
+    assert ready == [b"", b"S0W1", b"\x01", struct.pack(">I", 4), struct.pack(">I", 0), b"\x01", b"a", b"b"]
+    reply = _wire.to_v1(_wire.worker_reply(9, 404, b"no", [b"x"]))
+    assert reply == [b"", b"S0W1", b"\x03", struct.pack(">Q", 9), struct.pack(">H", 404), b"no", b"x"]
+    assert _wire.to_v1(_wire.worker_disconnect(204)) == [b"", b"S0W1", b"\x05", struct.pack(">H", 204), b""]
+    assert _wire.to_v1(_wire.worker_heartbeat()) == [b"", b"S0W1", b"\x04"]
+    v1_reply = [b"", b"S0C1", b"\x02", struct.pack(">Q", 5), struct.pack(">H", 505), b"bad version", b"x"]
+    assert _wire.decode_client(v1_reply) == _wire.ClientReply(5, 505, b"bad version", [b"x"])
+    assert _wire.decode_client([b"", b"S0C1", b"\x04", b"payload"]) == "pong"
+    v1_req = [b"", b"S0W1", b"\x02", struct.pack(">Q", 7), b"svc", struct.pack(">I", 50), b"body"]
+    assert _wire.decode_worker(v1_req) == _wire.WorkRequest(7, 50, b"svc", [b"body"])
+    v1_welcome = [b"", b"S0W1", b"\x06", struct.pack(">I", 200), struct.pack(">I", 3), b"tcp://*:1", struct.pack(">Q", 8)]
+    assert _wire.decode_worker(v1_welcome) == _wire.Welcome(200, 3, 200, 8, b"tcp://*:1", [])
+    assert _wire.decode_worker([b"", b"S0W1", b"\x05", struct.pack(">H", 400), b"why"]) == _wire.Disconnect(400, b"why")
+    assert _wire.decode_worker([b"", b"S0W1", b"\x02", b"short", b"svc", struct.pack(">I", 50)]) is None
+    assert _wire.decode_client([b"", b"S0C1", b"\x02", b"short"]) is None

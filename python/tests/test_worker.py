@@ -6,6 +6,7 @@ idempotent), a broker restart, reconnect backoff and graceful stop."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import select
 import subprocess
@@ -238,3 +239,23 @@ def test_graceful_stop_drains(broker: Broker) -> None:
     finally:
         w.stop()
         t.join(timeout=10)
+
+
+@pytest.mark.parametrize("client_version,worker_version", [(1, 1), (1, 2), (2, 1)])
+def test_s01_framing(broker: Broker, client_version: int, worker_version: int) -> None:
+    """protocol_version=1 (S0/1) for brokers from before S0/2; the framings mix at the broker."""
+    w = scale0.Worker(broker.backend, ["upper"], upper, protocol_version=worker_version)
+    with running(w, broker, "upper"), scale0.Client(broker.frontend, protocol_version=client_version) as c:
+        assert c.request("upper", [b"a", b"b"]) == b"AB"
+        with pytest.raises(scale0.Error) as e:
+            c.request("upper", b"404")
+        assert (e.value.status, e.value.message) == (404, "no such thing")
+        assert c.ping(2.0)
+        workers = json.loads(c.request("scale0.status"))["workers"]
+        assert [x["protocol"] for x in workers] == ["S0W%d" % worker_version]
+
+
+def test_s01_client_to_cpp_s01_worker(broker: Broker, procs: list) -> None:
+    procs.append(cpp_worker(broker, "echo", "--echo", "--protocol-version", "1"))
+    with scale0.Client(broker.frontend, protocol_version=1) as c:
+        assert c.request("echo", b"old") == b"old"
