@@ -299,12 +299,19 @@ class Client:
     async def _heartbeat(self, s: zmq.asyncio.Socket) -> None:
         iv = self.heartbeat_interval
         last_ping = 0.0
+        last_tick = time.monotonic()
         while s is self._socket:
             await asyncio.sleep(iv / 4)
             self._drain()
+            now = time.monotonic()
+            if now - last_tick > 2 * iv:
+                # The event loop was blocked for a while: that time counts as one interval of
+                # the broker's silence, and a PING goes out now.
+                self._last_heard = max(self._last_heard, now - iv)
+                last_ping = 0.0
+            last_tick = now
             if not self._pending:
                 continue
-            now = time.monotonic()
             silence = now - self._last_heard
             if silence >= self.liveness * iv:
                 self._fail_over("no answer for %d ms" % int(silence * 1000))

@@ -107,6 +107,7 @@ class Client:
         self._handshaken = False
         self._last_heard = time.monotonic()
         self._last_ping = 0.0
+        self._last_tick = time.monotonic()
         self._pongs = 0
         self._connect()
 
@@ -376,13 +377,19 @@ class Client:
             self._fail_over("redirected")
 
     def _tick(self, now: float) -> None:
+        iv = self.heartbeat_interval
+        if now - self._last_tick > 2 * iv and self._pending:
+            # The caller did not run the client for a while (busy elsewhere): that time counts
+            # as one interval of the broker's silence, and a PING goes out now.
+            self._last_heard = max(self._last_heard, now - iv)
+            self._last_ping = 0.0
+        self._last_tick = now
         if not self._pending:
             self._deadlines.clear()
             self._move_to = None
             return
         self._maybe_move()
         silence = now - self._last_heard
-        iv = self.heartbeat_interval
         if silence >= self.liveness * iv:
             self._fail_over("no answer for %d ms" % int(silence * 1000))
             return

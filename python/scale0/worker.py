@@ -148,6 +148,8 @@ class Worker:
         self._drain_until = 0.0
         self._held: Dict[Tuple[int, int], float] = {}  # (connection, job-id) -> deadline
         self.registrations = 0  # how many WELCOMEs registered this worker (for tests and status)
+        self._last_turn = 0.0
+        self._grace_until = 0.0  # after the process itself was stopped: read before judging
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -287,6 +289,11 @@ class Worker:
         return min(self._next_hb, self._last_heard + self._liveness * self._broker_hb)
 
     def _tick(self, now: float) -> None:
+        if self._last_turn and now - self._last_turn > 1.0:
+            # The loop did not turn for over a second (this process was stopped, or starved):
+            # read the sockets for one broker interval before judging the broker silent.
+            self._grace_until = now + self._broker_hb
+        self._last_turn = now
         if self._stop_requested and self._state not in (State.STOPPING, State.STOPPED):
             self._begin_stop(now)
         if self._state == State.CONNECTING:
@@ -301,7 +308,7 @@ class Worker:
             if now >= self._next_hb:
                 self._send(_wire.worker_heartbeat())
                 self._next_hb = now + self._hb
-            silent = now - self._last_heard > self._liveness * self._broker_hb
+            silent = now - self._last_heard > self._liveness * self._broker_hb and now >= self._grace_until
             if self._state == State.STOPPING:
                 self._check_stopped(now, silent)
             elif silent and not self._held_here(now):

@@ -77,3 +77,17 @@ def test_lost_broker_is_502(broker: Broker, procs: list) -> None:
             assert e.value.status == 502 and e.value.message.startswith("broker lost")
 
     run(main())
+
+
+def test_a_blocked_loop_is_not_a_lost_broker(broker: Broker, procs: list) -> None:
+    procs.append(cpp_worker(broker, "slow", "--echo", "--delay", "1500"))
+
+    async def main() -> None:
+        async with scale0.aio.Client(broker.frontend, heartbeat_interval=0.2) as ac:
+            task = asyncio.ensure_future(ac.call("slow", b"x", timeout=5.0))
+            await asyncio.sleep(0.1)
+            time.sleep(1.0)  # the event loop blocked for five intervals
+            r = await task
+            assert (r.status, r.local) == (200, False)
+
+    run(main())

@@ -156,3 +156,16 @@ def test_python_client_many_sequential(echo: Broker) -> None:
     with scale0.Client(echo.frontend) as c:
         for i in range(300):
             assert c.request("echo", b"%d" % i) == b"%d" % i
+
+
+def test_a_busy_caller_is_not_a_lost_broker(broker: Broker, procs: list) -> None:
+    """The caller does other work for longer than liveness x interval between send() and
+    receive(): that gap counts as one interval of silence, a PING goes out, and the broker's PONG
+    keeps the request alive (no 502)."""
+    procs.append(cpp_worker(broker, "slow", "--echo", "--delay", "1500"))
+    with scale0.Client(broker.frontend, heartbeat_interval=0.2) as c:
+        assert c.ping(1.0)  # everything the broker sent so far is read
+        rid = c.send("slow", b"x", timeout=5.0)
+        time.sleep(1.0)  # five intervals without running the client
+        r = c.receive(timeout=5.0)
+        assert r is not None and (r.id, r.status, r.local) == (rid, 200, False)
