@@ -286,7 +286,10 @@ class Worker:
             return self._connect_at
         if self._state == State.REGISTERING:
             return self._registering_until
-        return min(self._next_hb, self._last_heard + self._liveness * self._broker_hb)
+        silent_at = self._last_heard + self._liveness * self._broker_hb
+        # Past it (a silent broker while requests are held): the heartbeat and the poll cap pace
+        # the loop, not a zero wait.
+        return min(self._next_hb, silent_at) if silent_at > now else self._next_hb
 
     def _tick(self, now: float) -> None:
         if self._last_turn and now - self._last_turn > 1.0:
