@@ -44,9 +44,9 @@ background_failed() {
 }
 
 # Some tests run once each, to keep CI under 40 minutes: the chaos suite (tests/chaos, ~75 s),
-# the demo, the benchmark smoke tests (~95 s under ASan) and the black-box files labelled `slow`
-# (timing, not memory: ~4.5 min under ASan) in the dev build; the smuggling suite (tests/smuggling,
-# hostile HTTP, ~30 s) under ASan/UBSan.
+# the demo, the benchmark smoke tests (~95 s under ASan), the Python library's suite (python/,
+# ~30 s) and the black-box files labelled `slow` (timing, not memory: ~4.5 min under ASan) in the
+# dev build; the smuggling suite (tests/smuggling, hostile HTTP, ~30 s) under ASan/UBSan.
 echo "=== dev: tests ==="
 ctest --preset dev --timeout 900 -LE smuggling
 
@@ -56,7 +56,7 @@ while [[ ! -e build/.asan-ubsan-built ]]; do
   sleep 1
 done
 cmake --build --preset asan-ubsan  # nothing to do: a check that the build is complete
-ctest --preset asan-ubsan --timeout 900 -LE '^(chaos|slow)$' -E '^(demo|bench_.*_smoke)$'
+ctest --preset asan-ubsan --timeout 900 -LE '^(chaos|slow|python)$' -E '^(demo|bench_.*_smoke)$'
 
 wait "$bg" || background_failed
 trap - EXIT
