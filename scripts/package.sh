@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Builds the Debian packages (scale0, libscale0-dev) and checks them as installed:
+# Builds the Debian packages (scale0, libscale0-dev, python3-scale0) and checks them as installed:
 #   1. dpkg-buildpackage -b -us -uc, in a copy of this tree (the tree itself stays clean); the
 #      .deb, .changes and .buildinfo files, and the build log, go to build/packages/
 #   2. lintian over them (fails on an error; warnings are shown)
@@ -9,7 +9,7 @@
 #      default /etc/scale0/broker.toml is one the broker accepts
 #   5. tests/find-package built against the system install (find_package(scale0 0.2), and
 #      pkg-config), then one request through /usr/bin/scale0 broker and an echo worker on loopback
-#      ports the broker picks
+#      ports the broker picks, and one through the installed Python library
 # Exits non-zero on any failure; prints how long each step took. Installs packages: run as root
 # (or with sudo). Runs scripts/setup.sh first (which skips what is installed).
 #   scripts/package.sh               all of it
@@ -110,8 +110,9 @@ step install
 # --reinstall: a rebuilt package of the same version replaces the installed one. The debug
 # symbols (scale0-dbgsym, made by debhelper) stay in build/packages/.
 "${sudo_cmd[@]}" apt-get install -y -q --reinstall \
-  ./build/packages/scale0_"${version}"_*.deb ./build/packages/libscale0-dev_"${version}"_*.deb
-dpkg-query -W -f='${Package} ${Version} ${Status}\n' scale0 libscale0-dev
+  ./build/packages/scale0_"${version}"_*.deb ./build/packages/libscale0-dev_"${version}"_*.deb \
+  ./build/packages/python3-scale0_"${version}"_all.deb
+dpkg-query -W -f='${Package} ${Version} ${Status}\n' scale0 libscale0-dev python3-scale0
 /usr/bin/scale0 --version
 installed_version=$(/usr/bin/scale0 --version)
 if [[ $installed_version != "scale0 $upstream (commit "* ]] ||
@@ -194,6 +195,15 @@ for prog in "$tmp/downstream/downstream" "$tmp/downstream-pc"; do
   fi
   echo "ok: ${prog##*/}: '$reply' ($(cat "$tmp/downstream.err"))"
 done
+# The installed Python library (python3-scale0), from outside this tree, through the same broker.
+reply=$(cd / && /usr/bin/python3 -c 'import sys, scale0
+print(scale0.__version__, scale0.Client(sys.argv[1], timeout=5.0).request("echo", b"hello from python").decode())' \
+  "$frontend")
+if [[ $reply != "$upstream hello from python" ]]; then
+  echo "package.sh: python3-scale0: wrong reply '$reply' (want '$upstream hello from python')" >&2
+  exit 1
+fi
+echo "ok: python3-scale0: '$reply'"
 step_end
 
 # The source tree is as it was: everything went to the copy, and to build/ (which git ignores).

@@ -27,6 +27,7 @@ packages=(
   # the man pages, lintian; systemd for systemd-analyze verify/security on the installed units
   # (a container may lack it; installing it there starts nothing).
   debhelper help2man lintian systemd
+  dh-python pybuild-plugin-pyproject python3-all python3-setuptools  # the python3-scale0 package
 )
 
 missing=()

@@ -14,4 +14,4 @@ from .client import Client
 from .worker import Worker
 
 __all__ = ["Client", "Error", "Job", "Reply", "Worker"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
