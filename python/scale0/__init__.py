@@ -11,7 +11,8 @@
 
 from ._types import Error, Job, Reply
 from .client import Client
+from .curve import Curve
 from .worker import Worker
 
-__all__ = ["Client", "Error", "Job", "Reply", "Worker"]
+__all__ = ["Client", "Curve", "Error", "Job", "Reply", "Worker"]
 __version__ = "0.2.0"

@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, List, Optional
 
 from . import Client, Error, Job, Worker
+from .curve import curve_from
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_BROKER, EXIT_4XX, EXIT_5XX = 0, 1, 2, 3, 4, 5
 
@@ -34,7 +35,8 @@ def exit_code(e: Error) -> int:
 def cmd_request(args: argparse.Namespace) -> int:
     body = args.body.encode() if args.body is not None else sys.stdin.buffer.read()
     with Client(args.broker, timeout=args.timeout, retries=args.retries, idempotent=args.idempotent,
-                protocol_version=args.protocol_version) as c:
+                protocol_version=args.protocol_version,
+                curve=curve_from(args.curve_server_key, args.curve_cert)) as c:
         for _ in range(args.count):
             try:
                 out = c.request(args.service, body)
@@ -84,7 +86,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     events = (lambda text: print(text, file=sys.stderr, flush=True)) if not args.quiet else None
     w = Worker(args.broker, services, make_handler(args), concurrency=args.concurrency,
                idempotent=args.idempotent, name=args.name, heartbeat_interval=args.heartbeat_interval / 1000.0,
-               inline=args.inline, protocol_version=args.protocol_version, on_event=events)
+               inline=args.inline, protocol_version=args.protocol_version,
+               curve=curve_from(args.curve_server_key, args.curve_cert), on_event=events)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: w.stop())
     w.run()
@@ -92,7 +95,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with Client(args.broker, timeout=args.timeout) as c:
+    with Client(args.broker, timeout=args.timeout, curve=curve_from(args.curve_server_key, args.curve_cert)) as c:
         try:
             doc = json.loads(c.request("scale0.status", b""))
         except Error as e:
@@ -115,6 +118,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def add_curve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--curve-server-key", metavar="KEY|FILE",
+                   help="the broker's CURVE public key (Z85, or its certificate file): CURVE on")
+    p.add_argument("--curve-cert", metavar="FILE",
+                   help="own secret CURVE certificate (scale0 keygen); default: an ephemeral key")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m scale0", description="Scale0 from the shell, in Python.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -129,6 +139,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--count", type=int, default=1, help="send it this many times, one after another")
     r.add_argument("--protocol-version", type=int, choices=(1, 2), default=2, help="wire framing (1: S0/1)")
     r.add_argument("-v", "--verbose", action="store_true", help="print the status on stderr")
+    add_curve(r)
     r.set_defaults(func=cmd_request)
 
     w = sub.add_parser("worker", help="serve services: echo (default), a handler, a WSGI or an ASGI app")
@@ -146,12 +157,14 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--heartbeat-interval", type=int, default=0, help="ask for a longer interval (ms)")
     w.add_argument("--protocol-version", type=int, choices=(1, 2), default=2, help="wire framing (1: S0/1)")
     w.add_argument("-q", "--quiet", action="store_true", help="do not log registrations and losses on stderr")
+    add_curve(w)
     w.set_defaults(func=cmd_worker)
 
     s = sub.add_parser("status", help="a broker's services and workers")
     s.add_argument("--broker", default="tcp://127.0.0.1:5555", help="frontend endpoint")
     s.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for the answer")
     s.add_argument("--json", action="store_true", help="print the broker's JSON, pretty-printed")
+    add_curve(s)
     s.set_defaults(func=cmd_status)
     return p
 

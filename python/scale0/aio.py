@@ -28,6 +28,7 @@ from zmq.utils.monitor import parse_monitor_message
 from . import _wire
 from ._types import MSG_BROKER_LOST, MSG_NO_REPLY, Error, Reply
 from .client import MAX_BOUNCES, REQUEST_GRACE, check_version, encode_service, split_endpoints
+from .curve import Curve
 
 __all__ = ["Client", "Error", "Reply"]
 
@@ -48,8 +49,10 @@ class Client:
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout: float = 2.5, *,
                  idempotent: bool = False, heartbeat_interval: float = 1.0, liveness: int = 3,
-                 protocol_version: int = 2, context: Optional[zmq.asyncio.Context] = None) -> None:
+                 protocol_version: int = 2, curve: Optional[Curve] = None,
+                 context: Optional[zmq.asyncio.Context] = None) -> None:
         self._endpoints = split_endpoints(endpoint)
+        self.curve = curve
         self.protocol_version = check_version(protocol_version)
         random.shuffle(self._endpoints)
         self._next_endpoint = 0
@@ -153,6 +156,8 @@ class Client:
         ep = self._endpoints[self._next_endpoint % len(self._endpoints)]
         self._next_endpoint += 1
         s = self._ctx.socket(zmq.DEALER)
+        if self.curve is not None:
+            self.curve.apply(s)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, 100_000)
         s.setsockopt(zmq.RCVHWM, 100_000)

@@ -21,6 +21,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import _wire
+from .curve import Curve
 from ._types import MSG_BROKER_LOST, MSG_INVALID_SERVICE, MSG_NO_REPLY, MSG_SEND_QUEUE_FULL, Error, Reply
 
 # request(): the local deadline is the request's timeout plus this (the broker answers 504 first).
@@ -79,13 +80,16 @@ class Client:
     through the next broker of the list instead of ending in 502. While requests are outstanding
     the client PINGs a silent broker every ``heartbeat_interval`` seconds and takes it for lost
     after ``liveness`` intervals of silence. ``protocol_version=1`` speaks S0/1 to a broker from
-    before S0/2 (no family HELLO).
+    before S0/2 (no family HELLO). ``curve`` (a scale0.curve.Curve) encrypts the connection with
+    CURVE (docs/security.md).
     """
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout: float = 2.5, *, retries: int = 0,
                  idempotent: bool = False, heartbeat_interval: float = 1.0, liveness: int = 3,
-                 protocol_version: int = 2, context: Optional["zmq.Context[Any]"] = None) -> None:
+                 protocol_version: int = 2, curve: Optional[Curve] = None,
+                 context: Optional["zmq.Context[Any]"] = None) -> None:
         self._endpoints = split_endpoints(endpoint)
+        self.curve = curve
         self.protocol_version = check_version(protocol_version)
         random.shuffle(self._endpoints)
         self._next_endpoint = 0
@@ -188,6 +192,8 @@ class Client:
         ep = self._endpoints[self._next_endpoint % len(self._endpoints)]
         self._next_endpoint += 1
         s = self._ctx.socket(zmq.DEALER)
+        if self.curve is not None:
+            self.curve.apply(s)
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.SNDHWM, _HWM)
         s.setsockopt(zmq.RCVHWM, _HWM)

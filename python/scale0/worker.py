@@ -26,6 +26,7 @@ import zmq
 from . import _wire
 from ._types import Error, Job
 from .client import check_version, split_endpoints
+from .curve import Curve
 
 Result = Union[bytes, str, Sequence[Union[bytes, str]], None]
 Handler = Callable[[Job], Union[Result, Awaitable[Result]]]
@@ -87,13 +88,14 @@ class Worker:
     request, for handlers that never block (an echo, a lookup in memory); requests are then
     handled one after another and no heartbeat goes out while one runs.
     ``protocol_version=1`` speaks S0/1 to a broker from before S0/2 (no name, no family moves).
+    ``curve`` (a scale0.curve.Curve) encrypts the connections (backend and heartbeat) with CURVE.
     """
 
     def __init__(self, broker: str = "tcp://127.0.0.1:5556", services: Sequence[str] = (),
                  handler: Optional[Handler] = None, *, concurrency: int = 1, idempotent: bool = False,
                  name: Optional[str] = None, heartbeat_interval: float = 0.0, reconnect_min: float = 1.0,
                  reconnect_max: float = 32.0, drain_timeout: float = 30.0, inline: bool = False,
-                 protocol_version: int = 2,
+                 protocol_version: int = 2, curve: Optional[Curve] = None,
                  on_event: Optional[Callable[[str], None]] = None,
                  context: Optional["zmq.Context[Any]"] = None) -> None:
         if handler is None:
@@ -116,6 +118,7 @@ class Worker:
         self.drain_timeout = float(drain_timeout)
         self.inline = bool(inline)
         self.protocol_version = check_version(protocol_version)
+        self.curve = curve
         self.on_event = on_event
         self._ctx = context or zmq.Context.instance()
         self._is_async = inspect.iscoroutinefunction(handler)
@@ -330,6 +333,8 @@ class Worker:
         self._close()
         self._gen += 1
         d = self._ctx.socket(zmq.DEALER)
+        if self.curve is not None:
+            self.curve.apply(d)
         d.setsockopt(zmq.LINGER, 0)
         d.setsockopt(zmq.SNDHWM, 100_000)
         d.setsockopt(zmq.RCVHWM, 100_000)
@@ -418,6 +423,8 @@ class Worker:
             self._liveness = max(1, w.liveness)
             self._broker_id = w.broker_id
             sub = self._ctx.socket(zmq.SUB)
+            if self.curve is not None:
+                self.curve.apply(sub)  # the heartbeat PUB is a CURVE server too
             sub.setsockopt(zmq.LINGER, 0)
             sub.setsockopt(zmq.SUBSCRIBE, _wire.H_HDR)
             sub.connect(heartbeat_endpoint(w.heartbeat_endpoint, self._endpoint))

@@ -148,12 +148,14 @@ def cpp_worker(broker: Broker, service: str, *extra: str) -> Proc:
     return p
 
 
-def wait_service(broker: Broker, service: str, present: bool = True, timeout: float = 10.0) -> None:
-    """Waits (bounded) until mmi.service says the service has (or has no) worker."""
+def wait_service(broker: Broker, service: str, present: bool = True, timeout: float = 10.0,
+                 curve: object = None) -> None:
+    """Waits (bounded) until mmi.service says the service has (or has no) worker (asked with
+    the CURVE settings ``curve`` when the broker has CURVE on)."""
     import scale0
     want = b"200" if present else b"404"
     end = time.monotonic() + timeout
-    with scale0.Client(broker.frontend, timeout=1.0) as c:
+    with scale0.Client(broker.frontend, timeout=1.0, curve=curve) as c:  # type: ignore[arg-type]
         while time.monotonic() < end:
             if c.request("mmi.service", service) == want:
                 return
