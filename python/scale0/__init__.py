@@ -9,10 +9,10 @@
   WSGI and ASGI apps as workers.
 """
 
-from ._types import Error, Job, Reply
+from ._types import Error, Job, Reply, ServicePolicy
 from .client import Client
 from .curve import Curve
 from .worker import Worker
 
-__all__ = ["Client", "Curve", "Error", "Job", "Reply", "Worker"]
+__all__ = ["Client", "Curve", "Error", "Job", "Reply", "ServicePolicy", "Worker"]
 __version__ = "0.2.0"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import List, Union
+from typing import List, NamedTuple, Optional, Union
 
 # The texts of outcomes the libraries make themselves (as the C++ libraries word them).
 MSG_BROKER_LOST = "broker lost"
@@ -88,3 +88,19 @@ class Job:
     def time_left(self) -> float:
         """Seconds left before the client's deadline (0 when it has passed)."""
         return max(0.0, self.deadline - time.monotonic())
+
+
+class ServicePolicy(NamedTuple):
+    """The broker's effective policy for one service (a CONFIG; docs/operations.md, "Service
+    policies"). The broker enforces it; a worker reports it.
+
+    ``request_timeout`` (seconds) is the deadline of requests that give none; ``max_queue`` the
+    service's queued requests; ``max_concurrency`` the requests of this service one worker holds
+    at once (None: no cap but the worker's concurrency); ``idempotent`` whether a request lost
+    with its worker is dispatched once more (None: the workers' flags decide).
+    """
+
+    request_timeout: float
+    max_queue: int
+    max_concurrency: Optional[int]
+    idempotent: Optional[bool]

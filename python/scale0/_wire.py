@@ -33,6 +33,7 @@ W_HEARTBEAT = 0x04
 W_DISCONNECT = 0x05
 W_WELCOME = 0x06
 W_STOPPING = 0x07
+W_CONFIG = 0x08  # S0/2 only: the service policy (docs/family.md, "The configuration network")
 
 FLAG_IDEMPOTENT = 0x01
 FLAG_MOVED = 0x02  # READY after a DISCONNECT 301: a broker sent this worker here
@@ -40,6 +41,7 @@ STATUS_REDIRECT = 301
 
 MAX_U32 = 0xFFFFFFFF
 MAX_STR16 = 0xFFFF
+MAX_CONFIG_SERVICES = 1000  # entries in one CONFIG
 
 Body = Union[bytes, str, Sequence[Union[bytes, str]], None]
 
@@ -237,6 +239,11 @@ def worker_stopping() -> List[bytes]:
     return [b"", W_HDR + bytes([W_STOPPING])]
 
 
+def worker_config(policy_version: int) -> List[bytes]:
+    """CONFIG (worker -> broker): the policy version this worker knows (0: none)."""
+    return [b"", W_HDR + bytes([W_CONFIG]) + struct.pack(">Q", policy_version)]
+
+
 def worker_disconnect(status: Optional[int] = None, message: bytes = b"") -> List[bytes]:
     """DISCONNECT, with a status (204: this worker holds nothing) or without."""
     packed = W_HDR + bytes([W_DISCONNECT])
@@ -270,12 +277,30 @@ class Stopping(NamedTuple):
     pass
 
 
-WorkerMessage = Union[Welcome, WorkRequest, Disconnect, Stopping]
+class ServiceConfig(NamedTuple):
+    """One service of a CONFIG, as on the wire."""
+
+    service: bytes
+    request_timeout_ms: int
+    max_queue: int
+    max_concurrency: int  # 0: no cap
+    idempotent: int  # 0: the workers' flags decide, 1 yes, 2 no
+
+
+class Config(NamedTuple):
+    """CONFIG (broker -> worker): 200, or 426 when the version the worker sent was stale."""
+
+    status: int
+    policy_version: int
+    services: List[ServiceConfig]
+
+
+WorkerMessage = Union[Welcome, WorkRequest, Disconnect, Stopping, Config]
 
 
 def decode_worker(frames: Sequence[bytes]) -> Optional[WorkerMessage]:
-    """A message from the broker to a worker, or None for one to ignore (malformed, unknown, or
-    a CONFIG this library never asks for). Either framing."""
+    """A message from the broker to a worker, or None for one to ignore (malformed, unknown).
+    Either framing."""
     if len(frames) >= 2 and frames[1] == W_HDR1:
         translated = from_v1(frames)
         if translated is None:
@@ -307,6 +332,18 @@ def decode_worker(frames: Sequence[bytes]) -> Optional[WorkerMessage]:
             return Disconnect(status, message) if r.done() else None
         if command == W_STOPPING:
             return Stopping() if r.done() else None
+        if command == W_CONFIG:
+            status, version, count = r.u16(), r.u64(), r.u16()
+            if count > MAX_CONFIG_SERVICES:
+                return None
+            services = []
+            for _ in range(count):
+                name = r.str8()
+                timeout, max_queue, max_conc, idem = r.u32(), r.u32(), r.u32(), r.u8()
+                if not name or idem > 2:
+                    return None
+                services.append(ServiceConfig(name, timeout, max_queue, max_conc, idem))
+            return Config(status, version, services) if r.done() else None
     except ValueError:
         return None
     return None
@@ -330,7 +367,8 @@ _U64 = struct.Struct(">Q")
 
 
 def to_v1(frames: List[bytes]) -> Optional[List[bytes]]:
-    """An S0/2 message this library encoded, in S0/1 framing; None for what S0/1 lacks (HELLO).
+    """An S0/2 message this library encoded, in S0/1 framing; None for what S0/1 lacks (HELLO,
+    CONFIG).
     READY loses its name frame and the moved flag (S0/2 only)."""
     packed, body = frames[1], frames[2:]
     header, command = packed[:4], packed[4]
@@ -354,6 +392,8 @@ def to_v1(frames: List[bytes]) -> Optional[List[bytes]]:
         return [b"", h, bytes([command]), r.take(8), r.take(2), r.str16(), *body]
     if command == W_DISCONNECT and not r.done():
         return [b"", h, bytes([command]), r.take(2), r.str16()]
+    if command == W_CONFIG:
+        return None  # S0/2 only
     return [b"", h, bytes([command])]
 
 

@@ -19,12 +19,13 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Sequence, Tuple, Union
+from types import MappingProxyType
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import zmq
 
 from . import _wire
-from ._types import Error, Job
+from ._types import Error, Job, ServicePolicy
 from .client import check_version, split_endpoints
 from .curve import Curve
 
@@ -151,6 +152,8 @@ class Worker:
         self._drain_until = 0.0
         self._held: Dict[Tuple[int, int], float] = {}  # (connection, job-id) -> deadline
         self.registrations = 0  # how many WELCOMEs registered this worker (for tests and status)
+        self._policy: Dict[str, ServicePolicy] = {}  # replaced whole by each CONFIG, never changed
+        self._policy_version = 0
         self._last_turn = 0.0
         self._grace_until = 0.0  # after the process itself was stopped: read before judging
 
@@ -159,6 +162,19 @@ class Worker:
     @property
     def state(self) -> State:
         return self._state
+
+    @property
+    def policy(self) -> Mapping[str, ServicePolicy]:
+        """The broker's effective policy of this worker's services (service name -> ServicePolicy),
+        from its last CONFIG (S0/2); empty before the first one. A read-only snapshot: a later
+        CONFIG replaces it, it never changes under the caller."""
+        return MappingProxyType(self._policy)
+
+    @property
+    def policy_version(self) -> int:
+        """The version of ``policy`` (0: no CONFIG yet). Kept across registrations: a broker that
+        knows a newer one answers 426 with it."""
+        return self._policy_version
 
     def stop(self) -> None:
         """Asks run() to stop gracefully (STOPPING, drain, DISCONNECT). Safe from another thread
@@ -415,6 +431,26 @@ class Worker:
             self._on_disconnect(msg, now)
         elif isinstance(msg, _wire.Stopping):
             self._stop_answered = True
+        elif isinstance(msg, _wire.Config):
+            self._on_config(msg)
+
+    def _on_config(self, c: _wire.Config) -> None:
+        """The policy of this worker's services: the broker enforces it (max-concurrency among
+        them, by the credit it uses), the worker keeps it for its caller and reports it."""
+        policy: Dict[str, ServicePolicy] = {}
+        text = "policy version %d" % c.policy_version
+        if c.status == 426:
+            text += " (ours was stale: 426)"
+        for s in c.services:
+            name = s.service.decode("utf-8", "replace")
+            policy[name] = ServicePolicy(s.request_timeout_ms / 1000.0, s.max_queue, s.max_concurrency or None,
+                                         {0: None, 1: True, 2: False}[s.idempotent])
+            text += "; %s: request-timeout %d ms, max-queue %d, max-concurrency %s, idempotent %s" % (
+                name, s.request_timeout_ms, s.max_queue, s.max_concurrency or "none",
+                ("as the workers say", "yes", "no")[s.idempotent])
+        self._policy = policy
+        self._policy_version = c.policy_version
+        self._event(text)
 
     def _on_welcome(self, w: _wire.Welcome, now: float) -> None:
         if self._state == State.REGISTERING:
@@ -441,6 +477,10 @@ class Worker:
             self._next_hb = now + self._hb
             self.registrations += 1
             self._event("registered with %s (heartbeat %d ms)" % (self._endpoint, w.heartbeat_ms))
+            if self.protocol_version == 2:
+                # The policy version known (0: none): the broker answers with CONFIG unless it is
+                # current (426 when it was older), and sends every change from now on.
+                self._send(_wire.worker_config(self._policy_version))
             if self._stop_requested:
                 self._begin_stop(now)
         elif w.broker_id == self._broker_id:
