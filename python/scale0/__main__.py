@@ -13,7 +13,7 @@ import json
 import signal
 import sys
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from . import Client, Error, Job, Worker
 from .curve import curve_from
@@ -67,9 +67,6 @@ def make_handler(args: argparse.Namespace) -> Callable[[Job], Any]:
     if args.wsgi:
         from .wsgi import handler as wsgi_handler
         return wsgi_handler(load_object(args.wsgi))
-    if args.asgi:
-        from .asgi import handler as asgi_handler
-        return asgi_handler(load_object(args.asgi))
     if args.handler:
         return load_object(args.handler)  # type: ignore[no-any-return]
     delay = args.delay / 1000.0
@@ -84,13 +81,23 @@ def make_handler(args: argparse.Namespace) -> Callable[[Job], Any]:
 def cmd_worker(args: argparse.Namespace) -> int:
     services = [s for s in args.service.split(",") if s]
     events = (lambda text: print(text, file=sys.stderr, flush=True)) if not args.quiet else None
-    w = Worker(args.broker, services, make_handler(args), concurrency=args.concurrency,
-               idempotent=args.idempotent, name=args.name, heartbeat_interval=args.heartbeat_interval / 1000.0,
-               inline=args.inline, protocol_version=args.protocol_version,
-               curve=curve_from(args.curve_server_key, args.curve_cert), on_event=events)
+    options: Dict[str, Any] = dict(
+        concurrency=args.concurrency, idempotent=args.idempotent, name=args.name,
+        heartbeat_interval=args.heartbeat_interval / 1000.0, inline=args.inline,
+        protocol_version=args.protocol_version, curve=curve_from(args.curve_server_key, args.curve_cert),
+        on_event=events)
+    if args.asgi:
+        from .asgi import worker as asgi_worker
+        w = asgi_worker(load_object(args.asgi), args.broker, services, lifespan=args.lifespan, **options)
+    else:
+        w = Worker(args.broker, services, make_handler(args), **options)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: w.stop())
-    w.run()
+    try:
+        w.run()
+    except RuntimeError as e:  # the ASGI app's lifespan startup or shutdown failed
+        print(str(e), file=sys.stderr)
+        return EXIT_FAIL
     return EXIT_OK
 
 
@@ -149,6 +156,8 @@ def parser() -> argparse.ArgumentParser:
     how.add_argument("--wsgi", metavar="MODULE:APP", help="serve a WSGI application (docs/http.md)")
     how.add_argument("--asgi", metavar="MODULE:APP", help="serve an ASGI 3 application on the event loop")
     how.add_argument("--handler", metavar="MODULE:FUNC", help="a handler function (def or async def) of a Job")
+    w.add_argument("--lifespan", choices=("auto", "on", "off"), default="auto",
+                   help="--asgi: run the app's lifespan startup/shutdown around the worker (default auto)")
     w.add_argument("--delay", type=int, default=0, help="echo: wait this many ms before replying")
     w.add_argument("--concurrency", type=int, default=1, help="requests held at once (1-1024)")
     w.add_argument("--idempotent", action="store_true", help="requests may be re-dispatched if this worker dies")

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from types import MappingProxyType
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import zmq
 
@@ -31,6 +31,7 @@ from .curve import Curve
 
 Result = Union[bytes, str, Sequence[Union[bytes, str]], None]
 Handler = Callable[[Job], Union[Result, Awaitable[Result]]]
+Hook = Callable[[], Union[None, Awaitable[None]]]
 
 _POLL_CAP = 0.05  # the loop looks at stop() and timers at least this often (seconds)
 _MAX_SERVICES = 64
@@ -90,6 +91,9 @@ class Worker:
     handled one after another and no heartbeat goes out while one runs.
     ``protocol_version=1`` speaks S0/1 to a broker from before S0/2 (no name, no family moves).
     ``curve`` (a scale0.curve.Curve) encrypts the connections (backend and heartbeat) with CURVE.
+    ``startup`` runs in run() before the worker connects (an exception from it is raised by run(),
+    and nothing is registered), ``shutdown`` once it has stopped (after the drain); a coroutine
+    function runs on the worker's event loop when the handler is ``async def`` (ASGI lifespan).
     """
 
     def __init__(self, broker: str = "tcp://127.0.0.1:5556", services: Sequence[str] = (),
@@ -98,6 +102,7 @@ class Worker:
                  reconnect_max: float = 32.0, drain_timeout: float = 30.0, inline: bool = False,
                  protocol_version: int = 2, curve: Optional[Curve] = None,
                  on_event: Optional[Callable[[str], None]] = None,
+                 startup: Optional[Hook] = None, shutdown: Optional[Hook] = None,
                  context: Optional["zmq.Context[Any]"] = None) -> None:
         if handler is None:
             raise Error(400, "a worker needs a handler")
@@ -121,6 +126,8 @@ class Worker:
         self.protocol_version = check_version(protocol_version)
         self.curve = curve
         self.on_event = on_event
+        self.startup = startup
+        self.shutdown = shutdown
         self._ctx = context or zmq.Context.instance()
         self._is_async = inspect.iscoroutinefunction(handler)
         self._stop_requested = False
@@ -199,23 +206,49 @@ class Worker:
         else:
             executor = concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="scale0-worker")
         self._submit = self._make_submit(executor, loop)
-        self._state = State.CONNECTING
-        self._connect_at = time.monotonic()
+        started = False
         try:
+            if self.startup is not None:
+                self._event("startup")
+                self._run_hook(self.startup, loop)
+            started = True
+            self._state = State.CONNECTING
+            self._connect_at = time.monotonic()
             while self._state != State.STOPPED:
                 self._loop_once(pull)
         finally:
+            self._state = State.STOPPED
             self._close()
             if executor is not None:
                 executor.shutdown(wait=True)
-            if loop is not None and loop_thread is not None:
-                loop.call_soon_threadsafe(loop.stop)
-                loop_thread.join(timeout=5)
-                loop.close()
-            with self._wake_lock:
-                self._wake_push.close(0)
-                self._wake_push = None
-            pull.close(0)
+            try:
+                if started and self.shutdown is not None:
+                    self._event("shutdown")
+                    self._run_hook(self.shutdown, loop)
+            finally:
+                if loop is not None and loop_thread is not None:
+                    loop.call_soon_threadsafe(loop.stop)
+                    loop_thread.join(timeout=5)
+                    loop.close()
+                with self._wake_lock:
+                    self._wake_push.close(0)
+                    self._wake_push = None
+                pull.close(0)
+
+    @staticmethod
+    def _run_hook(hook: Hook, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        """Calls a startup or shutdown hook; one that returns an awaitable is awaited on the
+        worker's event loop (or, without one, a loop of its own)."""
+        result = hook()
+        if inspect.isawaitable(result):
+            awaitable = cast(Awaitable[None], result)
+
+            async def wait() -> None:
+                await awaitable
+            if loop is not None:
+                asyncio.run_coroutine_threadsafe(wait(), loop).result()
+            else:
+                asyncio.run(wait())
 
     # -- handlers --------------------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
+import sys
 import threading
 import time
 from typing import Any, Iterator
@@ -94,3 +96,125 @@ def test_requests_at_once(gateway: str) -> None:
     outs = [p.communicate(timeout=15)[0] for p in ps]
     assert outs == [b"hello from asgi\n"] * 10
     assert time.monotonic() - t0 < 2.5
+
+
+# -- the lifespan protocol ---------------------------------------------------------------------
+
+LIFESPAN_SERVICE = "lifespan.example.com"
+
+
+def lifespan_app(record: list, fail: str = "") -> Any:
+    """An app speaking lifespan: records (event, loop, registrations seen) in ``record``."""
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        loop = id(asyncio.get_running_loop())
+        if scope["type"] == "lifespan":
+            if fail == "raise":
+                raise RuntimeError("no lifespan here")
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await asyncio.sleep(0.2)  # slow startup: nothing registered meanwhile
+                    scope["state"]["greeting"] = "hello from startup"
+                    record.append(("startup", loop))
+                    if fail == "startup":
+                        await send({"type": "lifespan.startup.failed", "message": "no database"})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    record.append(("shutdown", loop))
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await receive()
+        if scope["path"] == "/sleep":
+            await asyncio.sleep(0.4)
+        out = scope.get("state", {}).get("greeting", "no state").encode()
+        record.append((scope["path"], loop))
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"%d" % len(out))]})
+        await send({"type": "http.response.body", "body": out})
+    return app
+
+
+def get(c: scale0.Client, path: str, timeout: float = 5.0) -> bytes:
+    return c.request(LIFESPAN_SERVICE, b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path.encode(), LIFESPAN_SERVICE.encode()),
+                     timeout=timeout)
+
+
+def test_lifespan_around_the_worker(broker: Broker) -> None:
+    record: list = []
+    w = scale0.asgi.worker(lifespan_app(record), broker.backend, [LIFESPAN_SERVICE], lifespan="on")
+    w.startup = (lambda start: lambda: (record.append(("registrations", w.registrations)), start())[1])(w.startup)
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    try:
+        wait_service(broker, LIFESPAN_SERVICE)
+        with scale0.Client(broker.frontend) as c:
+            assert get(c, "/").endswith(b"\r\n\r\nhello from startup")
+            sleeper = c.send(LIFESPAN_SERVICE, b"GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5.0)
+            time.sleep(0.1)
+            w.stop()  # graceful: the request held is answered, then the shutdown runs
+            r = c.receive(timeout=5.0)
+            assert r is not None and r.id == sleeper and r.status == 200 and r.body.endswith(b"hello from startup")
+    finally:
+        w.stop()
+        t.join(timeout=10)
+    assert not t.is_alive()
+    assert [e for e, _ in record] == ["registrations", "startup", "/", "/sleep", "shutdown"]
+    assert record[0][1] == 0  # nothing registered before the startup completed
+    assert len({loop for _, loop in record[1:]}) == 1  # one event loop: the worker's
+
+
+def test_lifespan_unsupported_or_failed(broker: Broker) -> None:
+    # "auto": an app that raises on the lifespan scope is served without it.
+    record: list = []
+    w = scale0.asgi.worker(lifespan_app(record, fail="raise"), broker.backend, [LIFESPAN_SERVICE])
+    t = threading.Thread(target=w.run, daemon=True)
+    t.start()
+    try:
+        wait_service(broker, LIFESPAN_SERVICE)
+        with scale0.Client(broker.frontend) as c:
+            assert get(c, "/").endswith(b"\r\n\r\nno state")
+    finally:
+        w.stop()
+        t.join(timeout=10)
+    assert not t.is_alive() and [e for e, _ in record] == ["/"]
+    # "on" with such an app, and a startup that fails: run() raises, nothing registers.
+    for fail, mode, text in (("raise", "on", "no lifespan here"), ("startup", "auto", "no database")):
+        w = scale0.asgi.worker(lifespan_app([], fail=fail), broker.backend, [LIFESPAN_SERVICE], lifespan=mode)
+        with pytest.raises(scale0.asgi.LifespanError, match=text):
+            w.run()
+        assert w.registrations == 0
+    # "off": never a lifespan scope.
+    record = []
+    ls = scale0.asgi.Lifespan(lifespan_app(record), "off")
+    asyncio.run(ls.startup())
+    assert not ls.supported and record == []
+    with pytest.raises(scale0.Error):
+        scale0.asgi.Lifespan(lifespan_app(record), "sometimes")
+
+
+def cli_lifespan_app() -> Any:
+    """For `python -m scale0 worker --asgi test_asgi:CLI_APP`: records on stderr."""
+    class Rec(list):
+        def append(self, item: Any) -> None:
+            print("app: %s" % item[0], file=sys.stderr, flush=True)
+    return lifespan_app(Rec())
+
+
+CLI_APP = cli_lifespan_app()
+
+
+def test_lifespan_from_the_cli(broker: Broker) -> None:
+    from test_cli import ENV
+    p = Proc([sys.executable, "-m", "scale0", "worker", "--broker", broker.backend, "--service", LIFESPAN_SERVICE,
+              "--asgi", "test_asgi:CLI_APP", "--lifespan", "on"], env=ENV)
+    try:
+        wait_service(broker, LIFESPAN_SERVICE)
+        with scale0.Client(broker.frontend) as c:
+            assert get(c, "/").endswith(b"hello from startup")
+        p.p.send_signal(signal.SIGTERM)
+        assert p.p.wait(timeout=10) == 0
+        err = p.stderr()
+        assert err.index("app: startup") < err.index("registered") < err.index("app: /") < err.index("app: shutdown"), err
+    finally:
+        p.kill()
