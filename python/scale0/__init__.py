@@ -7,6 +7,7 @@
   loop), concurrency credit, heartbeats, reconnects and graceful stop.
 - ``scale0.aio.Client``: the asyncio client; ``scale0.wsgi.serve`` and ``scale0.asgi.serve``:
   WSGI and ASGI apps as workers.
+- ``scale0.Curve``: CURVE to a broker (its key, the own key pair, zcert files) for all of them.
 """
 
 from ._types import Error, Job, Reply, ServicePolicy

@@ -101,13 +101,15 @@ class Curve:
     ``scale0 keygen``'s NAME_secret) or a Z85 pair (``public_key``, ``secret_key``; the public key
     may be left out). Without one, every connection gets a fresh ephemeral pair, which only a
     broker with ``--client-keys any`` lets in (on its frontend). Error(400) when a key is not
-    valid or a pair does not belong together.
+    valid or a pair does not belong together; Error(501) when libzmq has no CURVE.
     """
 
     __slots__ = ("server_key", "public_key", "secret_key")
 
     def __init__(self, server_key: str, cert: Optional[str] = None, *, public_key: Optional[str] = None,
                  secret_key: Optional[str] = None) -> None:
+        if not zmq.has("curve"):
+            raise Error(501, "this libzmq has no CURVE (built without libsodium)")
         self.server_key = public_key_from(server_key)
         if cert is not None and (public_key or secret_key):
             raise Error(400, "give a CURVE certificate or a key pair, not both")
