@@ -311,7 +311,7 @@ std::optional<std::string> event_loop::query(std::string_view what,
     std::lock_guard lock(scrapes_mu_);
     const auto it = scrapes_.find(ticket);
     if (it == scrapes_.end()) return std::nullopt;
-    families = std::move(it->second);
+    families = std::move(it->second.families);
     scrapes_.erase(it);
   }
   return families.text();  // on this thread, not the loop's
@@ -329,10 +329,11 @@ void event_loop::handle_control() {
     if (ask.starts_with("metrics ")) {
       std::uint64_t ticket = 0;
       for (char c : ask.substr(8)) ticket = ticket * 10 + static_cast<std::uint64_t>(c - '0');
-      metrics::exposition families = core_->metrics(now);
+      scrape made{core_->metrics(now), now};
       std::lock_guard lock(scrapes_mu_);
-      scrapes_.erase(scrapes_.begin(), scrapes_.lower_bound(ticket > 16 ? ticket - 16 : 0));
-      scrapes_.insert_or_assign(ticket, std::move(families));
+      std::erase_if(scrapes_,
+                    [&](const auto& e) { return now - e.second.made > std::chrono::minutes(1); });
+      scrapes_.insert_or_assign(ticket, std::move(made));
     } else {
       answer = core_->status_json(now);
     }

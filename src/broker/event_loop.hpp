@@ -136,11 +136,16 @@ class event_loop final : public outbox, private family_listener {
   std::function<std::optional<broker_options>()> reload_handler_;
   frames inbox_;
   zmq::message_t discard_;
-  // Metric families the loop made for a query, by ticket, until the asking thread takes them.
-  // An asker that gave up leaves its entry; entries more than 16 tickets old are dropped.
+  // Metric families the loop made for a query, by ticket, until the asking thread takes them
+  // (right after the loop's answer). An asker that gave up leaves its entry: entries made more
+  // than a minute ago are dropped.
+  struct scrape {
+    metrics::exposition families;
+    clock::time_point made;
+  };
   std::mutex scrapes_mu_;
   std::uint64_t scrape_ticket_ = 0;
-  std::map<std::uint64_t, metrics::exposition> scrapes_;
+  std::map<std::uint64_t, scrape> scrapes_;
 };
 
 }  // namespace scale0::broker_detail
