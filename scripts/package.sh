@@ -86,8 +86,9 @@ fi
 echo "building $version (commit $commit) in $src"
 rm -rf "$out"
 mkdir -p "$out"
-# The other builds on this machine come first (nice); as many jobs as cores.
-if ! (cd "$src" && SCALE0_COMMIT=$commit \
+# The other builds on this machine come first (nice); as many jobs as cores. The system's tools
+# only (a python3 from pyenv or a venv first in PATH lacks the Debian modules pybuild uses).
+if ! (cd "$src" && SCALE0_COMMIT=$commit PATH=/usr/sbin:/usr/bin:/sbin:/bin \
       DEB_BUILD_OPTIONS="${DEB_BUILD_OPTIONS:-parallel=$(nproc)}" \
       nice -n 19 dpkg-buildpackage -b -us -uc) >"$out/build.log" 2>&1; then
   tail -n 60 "$out/build.log"
