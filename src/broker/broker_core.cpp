@@ -861,10 +861,13 @@ void broker_core::on_timer(std::uint32_t slot, time_point now) {
   request_slot& r = slots_[slot];
   if (r.state == slot_state::queued) {
     const service_entry& S = services_[r.service];
-    if (now >= r.deadline) return fail(slot, status::deadline, reasons::deadline_queued);
+    // When both fall due, "no worker" says more than "deadline": the request could not have been
+    // served in any time (a request of 1 s to a service nobody serves, at the default 1 s
+    // no-worker timeout, is 503).
     if (no_worker_for(r) &&
         now >= std::max(r.enqueued, S.no_worker_since) + options_.no_worker_timeout)
       return fail(slot, status::unavailable, reasons::no_worker);
+    if (now >= r.deadline) return fail(slot, status::deadline, reasons::deadline_queued);
     return schedule_queued(slot, now);
   }
   if (r.state != slot_state::in_flight) return;

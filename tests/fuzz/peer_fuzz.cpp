@@ -11,10 +11,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <nlohmann/json.hpp>
-#include <sstream>
+#include <string>
 #include <string_view>
 
 #include "broker/family_core.hpp"
+#include "metrics/exposition.hpp"
 #include "protocol/peer_codec.hpp"
 #include "support/fuzz_frames.hpp"
 
@@ -106,8 +107,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   nlohmann::json j;
   core.add_status(j, now);
   check(!j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).empty());
-  std::ostringstream metrics;
-  core.add_metrics(metrics, now);
+  metrics::exposition families;
+  core.add_metrics(families, now);
+  check(families.text().find("# TYPE scale0_family_peers gauge") != std::string::npos);
   core.shutdown(now);
   return 0;
 }

@@ -125,6 +125,24 @@ TEST_F(core_test, no_worker_gives_503_after_the_no_worker_timeout) {
   EXPECT_EQ(as_u64(r[0][4]), 5u);
 }
 
+TEST_F(core_test, a_deadline_that_falls_due_with_the_no_worker_timeout_is_503) {
+  request("c", 5, "nobody", "x", 1000);  // the default no-worker timeout is 1 s too
+  advance(1000ms);
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), status::unavailable);
+  EXPECT_EQ(r[0][6], "no worker for service");
+}
+
+TEST_F(core_test, a_deadline_before_the_no_worker_timeout_is_504) {
+  request("c", 5, "nobody", "x", 400);
+  advance(400ms);
+  auto r = replies_of("c");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(as_u16(r[0][5]), status::deadline);
+  EXPECT_EQ(r[0][6], "deadline passed while queued");
+}
+
 TEST_F(core_test, a_worker_arriving_in_time_serves_the_queued_request) {
   request("c", 5, "late");
   advance(500ms);
