@@ -119,8 +119,10 @@ class MetricsFormatTest(Scale0TestCase):
         self.assertEqual(sample(text, "scale0_requests_total", service="nobody", code="503"), 1)
         self.assertEqual(sample(text, "scale0_requests_refused_total", code="501"), 1)
         self.assertIsNone(sample(text, "scale0_requests_total", service="scale0.nothing"))
-        self.assertEqual(sample(text, "scale0_budget_limit", budget="heartbeat_interval_seconds") * 1000,
-                         round(sample(text, "scale0_budget_limit", budget="heartbeat_interval_seconds") * 1000))
+        # In seconds, the base unit: the default max-heartbeat-interval of 60 s (60000 when it was
+        # in milliseconds); the longest interval granted is the harness broker's 200 ms.
+        self.assertEqual(sample(text, "scale0_budget_limit", budget="heartbeat_interval_seconds"), 60)
+        self.assertEqual(sample(text, "scale0_budget_used", budget="heartbeat_interval_seconds"), 0.2)
         for gone in ("scale0_in_flight", "scale0_uptime_seconds", "scale0_worker_expired_total",
                      "scale0_errors_total"):
             self.assertNotIn(gone, types, "renamed or replaced (docs/operations.md, Metrics)")
