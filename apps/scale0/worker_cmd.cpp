@@ -30,6 +30,7 @@ struct worker_args {
   long delay_ms = 0;
   long heartbeat_ms = 0;
   int protocol_version = 2;
+  bool no_batches = false;
   std::string name;
   exec_options exec;
   bool exec_given = false;
@@ -105,6 +106,7 @@ int run_worker(worker_args& a) {
   a.o.name = a.name;
   a.o.heartbeat_interval = std::chrono::milliseconds(a.heartbeat_ms);
   a.o.protocol_version = static_cast<std::uint8_t>(a.protocol_version);
+  a.o.batches = !a.no_batches;
   // An echo without --delay never blocks: run it on the I/O thread, no thread hop per request.
   a.o.inline_handler = a.echo && a.delay_ms == 0;
   const std::string name = a.name;
@@ -241,6 +243,8 @@ void add_worker_command(CLI::App& root, int& exit_code) {
                   "Wire framing: 2 (S0/2, compact) or 1 (S0/1, for brokers before S0/2)")
       ->capture_default_str()
       ->check(CLI::Range(1, 2));
+  sub->add_flag("--no-batches", args->no_batches,
+                "S0/2: one message per request and reply, never a BATCH (docs/protocol.md)");
   sub->add_option("--delay", args->delay_ms, "Echo: wait this long before replying (ms)")
       ->transform(milliseconds_with_unit())
       ->check(CLI::Range(0L, 3600000L))

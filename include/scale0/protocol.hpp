@@ -7,6 +7,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string_view>
 #include <vector>
 #include <zmq.hpp>
@@ -34,6 +35,10 @@ inline constexpr std::uint8_t flag_moved = 0x02;
 // READY (S0/2 only): a frame after the packed fields, if any, is the worker's display name (1-64
 // bytes of printable UTF-8). Brokers from before names ignore it.
 inline constexpr std::size_t max_worker_name = 64;
+// READY (S0/2 only): the worker takes and sends BATCH messages (docs/protocol.md, "Batches").
+inline constexpr std::uint8_t flag_batches = 0x04;
+// HELLO and its WELCOME (S0/2, optional flags byte): bit 0, the sender takes BATCH messages.
+inline constexpr std::uint8_t hello_batches = 0x01;
 inline constexpr std::size_t max_message_length = 65535;  // S0/2 message and endpoint strings
 
 // Native protocol versions: 1 (S0/1, one frame per field) and 2 (S0/2, fields packed in one frame).
@@ -48,7 +53,8 @@ enum class client_command : std::uint8_t {
   ping = 3,
   pong = 4,
   hello = 5,
-  welcome = 6
+  welcome = 6,
+  batch = 9,  // S0/2 only: several messages in one (docs/protocol.md, "Batches")
 };
 // WELCOME lists at most this many endpoints and this many services.
 inline constexpr std::size_t max_welcome_endpoints = 256;
@@ -62,6 +68,7 @@ enum class worker_command : std::uint8_t {
   welcome = 6,
   stopping = 7,
   config = 8,  // S0/2 only: the policy of the worker's services (and, from a worker, its version)
+  batch = 9,   // S0/2 only: several messages in one (docs/protocol.md, "Batches")
 };
 
 // One service's effective policy as CONFIG carries it to a worker (docs/family.md).
@@ -117,7 +124,7 @@ struct inbound {
   std::uint32_t timeout_ms = 0;      // client_request
   std::uint32_t concurrency = 0;     // worker_ready
   std::uint32_t heartbeat_ms = 0;    // worker_ready
-  std::uint8_t flags = 0;            // worker_ready
+  std::uint8_t flags = 0;            // worker_ready; client_hello: its flags (hello_batches)
   std::uint16_t reply_status = 0;    // worker_reply; worker_disconnect: its status (0: none)
   std::string_view message;          // worker_reply
   std::string_view services;         // S0/2 READY: the packed service list (see ready_services)
@@ -185,6 +192,7 @@ struct client_inbound {
   std::string_view endpoint_list;
   std::uint16_t services = 0;
   std::string_view service_list;
+  std::uint8_t flags = 0;  // welcome: the broker's flags (hello_batches), when the HELLO had some
   std::uint16_t status = 0;
   std::string_view message;
   std::size_t first = 0;  // first body frame
@@ -214,10 +222,12 @@ void append_client_reply(frames& out, std::uint64_t id, std::uint16_t status,
 void append_client_ping(frames& out, std::uint8_t version = version_1);
 void append_client_pong(frames& out, std::uint8_t version = version_1);
 // S0/2 only. Lists beyond max_welcome_endpoints / max_welcome_services are cut.
-void append_client_hello(frames& out);
+// `flags` (hello_batches): sent as the optional flags byte when not 0.
+void append_client_hello(frames& out, std::uint8_t flags = 0);
 void append_client_welcome(frames& out, std::uint64_t broker_id,
                            const std::vector<std::string_view>& frontends,
-                           const std::vector<std::string_view>& idempotent_services);
+                           const std::vector<std::string_view>& idempotent_services,
+                           std::optional<std::uint8_t> flags = std::nullopt);
 // S0/2 carries `name` (a frame of its own) when it is not empty; S0/1 has no name.
 void append_worker_ready(frames& out, std::uint32_t concurrency, std::uint32_t heartbeat_ms,
                          std::uint8_t flags, const std::vector<std::string_view>& services,

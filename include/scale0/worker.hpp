@@ -58,6 +58,10 @@ struct worker_options {
   bool inline_handler = false;
   // Wire framing: 2 (S0/2, compact: fields packed in one frame) or 1 (S0/1, for older brokers).
   std::uint8_t protocol_version = 2;
+  // S0/2: take requests and send replies in batches (docs/protocol.md, "Batches"): what one turn
+  // of the worker's loop has to send leaves as one message. Never waits for more. A broker that
+  // predates batches refuses the READY flag; the worker then registers again without it.
+  bool batches = true;
   // Shown by the broker (`scale0 status`, its logs): 1-64 bytes of printable UTF-8, sent in READY
   // (S0/2 only). Empty: host:pid.
   std::string name;

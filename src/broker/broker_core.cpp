@@ -133,7 +133,12 @@ void broker_core::on_message(std::uint8_t socket, frames& msg, bool oversized, t
       on_client_request(socket, msg, in, mdp, oversized, now);
       break;
     case inbound_kind::client_hello:
-      send_client_welcome({socket, view(msg[0]), false, 0, {}, in.version});
+      if (in.flags & protocol::hello_batches) {
+        client_entry& c = clients_[make_key(socket, view(msg[0]))];
+        c.batches = true;
+        c.last_request = now;
+      }
+      send_client_welcome({socket, view(msg[0]), false, 0, {}, in.version}, in.flags != 0);
       break;
     case inbound_kind::client_ping:
       scratch_.clear();
@@ -234,7 +239,7 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   auto client = clients_.find(key);
   // Answers it has not read yet count too: a client that does not read gets 429s, not more work.
   if (client != clients_.end() &&
-      client->second.in_flight + client->second.backlog.size() >= options_.max_client_inflight)
+      client->second.in_flight + client->second.backlog_answers >= options_.max_client_inflight)
     return refuse_request(c, status::too_many_requests, reasons::client_inflight);
 
   const std::uint32_t s = find_or_create_service(in.service, now, false);
@@ -263,6 +268,7 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
     return send_error(c, status::unavailable, reasons::queue_bytes_full);
   }
   if (client == clients_.end()) client = clients_.emplace(key, client_entry{}).first;
+  if (batched_input_) client->second.batches = true;
   ++client->second.in_flight;
   client->second.last_request = now;
   ++services_[s].requests;
@@ -398,6 +404,8 @@ void broker_core::on_worker_ready(std::uint8_t socket, frames& msg, const protoc
   W.stopping = false;
   W.idempotent = !mdp && (in.flags & protocol::flag_idempotent) != 0;
   W.version = in.version;
+  W.batches = !mdp && in.version == protocol::version_2 && (in.flags & protocol::flag_batches);
+  W.outgoing = npos;
   W.socket = socket;
   W.identity.assign(identity);
   W.key = key;
@@ -622,6 +630,7 @@ void broker_core::assign(std::uint32_t slot, std::uint32_t member, time_point no
   }
   const bool padded = W.mdp && r.body.empty();
   if (padded) scratch_.emplace_back();  // MDP bodies have at least one frame
+  if (W.batches && hold_for_worker(w, slot, scratch_, now)) return;  // sent by flush()
   if (out_.send(W.socket, scratch_) == delivery::sent) {
     if (!keep) r.body.clear();
     if (W.peer) {
@@ -920,6 +929,10 @@ void broker_core::touch(worker_entry& W, time_point now) {
 void broker_core::purge_worker(std::uint32_t w, time_point now, worker_departure why,
                                std::string_view detail, bool held_nothing) {
   worker_entry& W = workers_[w];
+  if (W.outgoing != npos) {  // what it was sent this turn goes before it is forgotten
+    flush_outgoing(W.outgoing, now);
+    W.outgoing = npos;
+  }
   note_worker_capacity(W);
   if (!W.peer)
     out_.event({event_kind::worker_left, hex_id(W.identity), W.address, {}, 0, detail, why});
@@ -1425,7 +1438,7 @@ void broker_core::heartbeat_tick(time_point now) {
   }
   // Clients still active keep their entry, so a steady client costs no allocation per request.
   std::erase_if(clients_, [&](const auto& kv) {
-    return kv.second.in_flight == 0 && kv.second.backlog.empty() &&
+    return kv.second.in_flight == 0 && kv.second.backlog.empty() && kv.second.outgoing == npos &&
            now - kv.second.last_request > options_.heartbeat_interval;
   });
   if (native_workers_ != regranted_for_) regrant_intervals();
@@ -1503,12 +1516,14 @@ void broker_core::shutdown(time_point now) {
   }
   pending_dispatch_.clear();
   unreachable_.clear();
+  flush(now);
   // What a client's full queue still refuses now is lost with the broker: counted.
   flush_backlogs();
   for (auto& [key, client] : clients_) {
-    counters_.dropped_backlog += client.backlog.size();
+    counters_.dropped_backlog += client.backlog_answers;
     client.backlog.clear();
     client.backlog_bytes = 0;
+    client.backlog_answers = 0;
   }
   backlogged_.clear();
   backlog_bytes_ = backlog_messages_ = 0;
@@ -1518,6 +1533,7 @@ void broker_core::shutdown(time_point now) {
 // Sending
 
 bool broker_core::send(std::uint8_t socket, frames& msg) {
+  if (!open_outgoing_.empty()) flush_peer(socket, view(msg[0]), last_tick_);
   if (out_.send(socket, msg) == delivery::sent) return true;
   drop(counters_.dropped_unroutable, reasons::unroutable);
   return false;
@@ -1534,9 +1550,22 @@ std::size_t held_cost(const frames& msg) noexcept {
 
 void broker_core::send_to_client(std::uint8_t socket, std::string_view identity, frames& msg) {
   client_entry* held = nullptr;  // the client's entry when it already has a backlog
-  if (!backlogged_.empty()) {
+  // S0/2 clients may take batches: their entry says so.
+  const bool v2 = msg.size() > 2 && view(msg[2]).starts_with(protocol::client_header_v2);
+  if (v2 || !backlogged_.empty()) {
     const auto it = clients_.find(make_key(socket, identity));
-    if (it != clients_.end() && !it->second.backlog.empty()) held = &it->second;
+    client_entry* c = it != clients_.end() ? &it->second : nullptr;
+    if (c != nullptr && c->backlog.empty() && c->batches) {
+      if (c->outgoing == npos) c->outgoing = open_outgoing(socket, npos, key_);
+      outgoing& o = outgoing_[c->outgoing];
+      if (o.box.batchable(msg)) {
+        if (!o.box.fits(msg)) flush_outgoing(c->outgoing, last_tick_);
+        if (c->backlog.empty()) return o.box.add(msg);  // sent by flush()
+      } else {
+        flush_outgoing(c->outgoing, last_tick_);  // in order
+      }
+    }
+    if (c != nullptr && !c->backlog.empty()) held = c;
   }
   if (held == nullptr) {
     switch (out_.send(socket, msg)) {
@@ -1558,9 +1587,117 @@ void broker_core::send_to_client(std::uint8_t socket, std::string_view identity,
   held->backlog.push_back({cost, std::move(msg)});
   msg.clear();
   held->backlog_bytes += cost;
+  ++held->backlog_answers;
   backlog_bytes_ += cost;
   ++backlog_messages_;
   if (backlogged_.size() == 1) next_backlog_retry_ = last_tick_ + milliseconds(1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches (docs/protocol.md, "Batches"): what one turn of the loop has for a peer that takes them
+// leaves as one message. Only what is already there is put together: nothing waits for more.
+
+std::uint32_t broker_core::open_outgoing(std::uint8_t socket, std::uint32_t worker,
+                                         std::string_view key) {
+  const std::uint32_t o = take_index(outgoing_, free_outgoing_);
+  outgoing& out = outgoing_[o];
+  out.socket = socket;
+  out.worker = worker;
+  out.client_key.assign(key);
+  out.jobs.clear();
+  open_outgoing_.push_back(o);
+  return o;
+}
+
+bool broker_core::hold_for_worker(std::uint32_t w, std::uint32_t slot, frames& msg,
+                                  time_point now) {
+  worker_entry& W = workers_[w];
+  if (W.outgoing == npos) W.outgoing = open_outgoing(W.socket, w, {});
+  outgoing& o = outgoing_[W.outgoing];
+  if (!o.box.batchable(msg)) {
+    flush_outgoing(W.outgoing, now);  // in order, then this one alone
+    return false;
+  }
+  if (!o.box.fits(msg)) flush_outgoing(W.outgoing, now);
+  if (W.unreachable) return false;  // that flush failed: this one fails alone, and comes back
+  o.box.add(msg);
+  o.jobs.emplace_back(slot, slots_[slot].generation);
+  return true;
+}
+
+void broker_core::flush_outgoing(std::uint32_t i, time_point now) {
+  outgoing& o = outgoing_[i];
+  if (o.box.empty()) return;
+  const std::size_t answers = o.box.size();
+  o.box.take(flushed_);
+  const delivery d = out_.send(o.socket, flushed_);
+  if (o.worker != npos) {
+    if (d != delivery::sent) {
+      // Never delivered: as for a single request (assign), each goes back to the head of its
+      // queue, and the worker gets no more work until its input has been read.
+      for (const auto& [slot, generation] : o.jobs) {
+        request_slot& r = slots_[slot];
+        if (r.generation != generation || r.state != slot_state::in_flight || r.worker != o.worker)
+          continue;
+        --r.attempts;
+        take_back(slot, now);
+        pending_dispatch_.push_back(r.service);
+      }
+      mark_unreachable(o.worker, now);
+    }
+    o.jobs.clear();
+    return;
+  }
+  if (d == delivery::sent) return;
+  if (d == delivery::gone) {
+    for (std::size_t n = 0; n < answers; ++n)
+      drop(counters_.dropped_unroutable, reasons::client_gone);
+    return;
+  }
+  // The client's queue is full: the batch is held whole, in order, within the backlog budgets.
+  const auto it = clients_.find(o.client_key);
+  const std::size_t cost = held_cost(flushed_);
+  if (it == clients_.end() || it->second.backlog_bytes + cost > options_.max_client_backlog_bytes ||
+      backlog_bytes_ + cost > options_.max_total_backlog_bytes) {
+    for (std::size_t n = 0; n < answers; ++n)
+      drop(counters_.dropped_backlog, reasons::backlog_full);
+    return;
+  }
+  client_entry& c = it->second;
+  if (c.backlog.empty()) backlogged_.push_back(o.client_key);
+  c.backlog.push_back({cost, std::move(flushed_), static_cast<std::uint32_t>(answers)});
+  flushed_.clear();
+  c.backlog_bytes += cost;
+  c.backlog_answers += answers;
+  backlog_bytes_ += cost;
+  backlog_messages_ += answers;
+  if (backlogged_.size() == 1) next_backlog_retry_ = last_tick_ + milliseconds(1);
+}
+
+void broker_core::flush_peer(std::uint8_t socket, std::string_view identity, time_point now) {
+  for (const std::uint32_t i : open_outgoing_) {
+    const outgoing& o = outgoing_[i];
+    if (o.socket != socket || o.box.empty()) continue;
+    const bool match = o.worker != npos ? workers_[o.worker].identity == identity
+                                        : std::string_view(o.client_key).substr(1) == identity;
+    if (match) return flush_outgoing(i, now);
+  }
+}
+
+void broker_core::flush(time_point now) {
+  // A failed flush may dispatch again, opening more: the list is read as it grows.
+  for (std::size_t n = 0; n < open_outgoing_.size(); ++n) flush_outgoing(open_outgoing_[n], now);
+  for (const std::uint32_t i : open_outgoing_) {
+    outgoing& o = outgoing_[i];
+    if (o.worker != npos) {
+      if (workers_[o.worker].outgoing == i) workers_[o.worker].outgoing = npos;
+    } else if (const auto it = clients_.find(o.client_key);
+               it != clients_.end() && it->second.outgoing == i) {
+      it->second.outgoing = npos;
+    }
+    free_outgoing_.push_back(i);
+  }
+  open_outgoing_.clear();
 }
 
 void broker_core::flush_backlogs() {
@@ -1573,10 +1710,13 @@ void broker_core::flush_backlogs() {
       held_answer& a = c.backlog.front();
       const delivery d = out_.send(socket, a.msg);
       if (d == delivery::full) break;
-      if (d == delivery::gone) drop(counters_.dropped_unroutable, reasons::client_gone);
+      if (d == delivery::gone)
+        for (std::uint32_t n = 0; n < a.answers; ++n)
+          drop(counters_.dropped_unroutable, reasons::client_gone);
       c.backlog_bytes -= a.bytes;
+      c.backlog_answers -= a.answers;
       backlog_bytes_ -= a.bytes;
-      --backlog_messages_;
+      backlog_messages_ -= a.answers;
       c.backlog.pop_front();
     }
     if (c.backlog.empty()) {
@@ -1680,7 +1820,7 @@ bool broker_core::family_idempotent(std::uint32_t s) const {
 
 // A client's HELLO (S0/2): the family's frontends, this broker's first, and the services whose
 // requests may be sent twice.
-void broker_core::send_client_welcome(const client_ref& c) {
+void broker_core::send_client_welcome(const client_ref& c, bool flags) {
   std::vector<std::string_view> frontends;
   family_endpoints(true, frontends);
   std::vector<std::string_view> idempotent;
@@ -1689,7 +1829,10 @@ void broker_core::send_client_welcome(const client_ref& c) {
     if (services_[s].used && family_idempotent(s)) idempotent.push_back(services_[s].name);
   scratch_.clear();
   scratch_.push_back(str_frame(c.identity));
-  protocol::append_client_welcome(scratch_, broker_id_, frontends, idempotent);
+  // A HELLO with flags is told this broker's: it takes batches.
+  protocol::append_client_welcome(
+      scratch_, broker_id_, frontends, idempotent,
+      flags ? std::optional<std::uint8_t>(protocol::hello_batches) : std::nullopt);
   send_to_client(c.socket, c.identity, scratch_);
 }
 
@@ -1769,7 +1912,7 @@ void broker_core::drop(std::uint64_t& counter, std::string_view what) {
 bool broker_core::drained() const noexcept {
   for (const request_slot& r : slots_)
     if (r.state == slot_state::queued || r.state == slot_state::in_flight) return false;
-  return backlogged_.empty();
+  return backlogged_.empty() && open_outgoing_.empty();
 }
 
 namespace {

@@ -20,6 +20,7 @@
 #include "access.hpp"
 #include "intrusive_list.hpp"
 #include "metrics/latency_histogram.hpp"
+#include "protocol/batch.hpp"
 #include "scale0/broker.hpp"
 #include "scale0/protocol.hpp"
 #include "timer_wheel.hpp"
@@ -133,6 +134,13 @@ class broker_core {
   // `who`: what the sender's CURVE key allows (nullptr: CURVE is off, anything goes).
   void on_message(std::uint8_t socket, frames& msg, bool oversized, time_point now,
                   const access_grant* who = nullptr);
+
+  // The messages of the entries that follow come from one BATCH (docs/protocol.md, "Batches"):
+  // a client that sends batches is sent its replies in batches.
+  void note_batched_input(bool batched) noexcept { batched_input_ = batched; }
+  // Sends what is held for each peer that takes batches: what one turn of the loop had for one
+  // peer leaves as one message. The loop calls it after each batch of input and before it waits.
+  void flush(time_point now);
 
   // The loop has read everything the sockets held: workers found unreachable by a failed send
   // are purged now, after any reply they sent before going has been read.
@@ -303,6 +311,8 @@ class broker_core {
     bool peer = false;               // a peer broker (forwarding): identity is its link id
     std::uint8_t fallback_rank = 0;  // a peer of the n-th fallback family (0: a member)
     bool wants_config = false;       // it sent CONFIG (S0/2): policy changes are pushed to it
+    bool batches = false;            // its READY had flag_batches: its requests go in batches
+    std::uint32_t outgoing = npos;   // its open outgoing batch, if any
     std::uint32_t link = 0;
     std::string frontend;  // a peer's advertised endpoints (redirects)
     std::string backend;
@@ -480,7 +490,7 @@ class broker_core {
                        std::uint8_t version, std::uint16_t code, std::string_view message);
   void send_disconnect(const worker_entry& w, std::uint16_t code, std::string_view message);
   void send_welcome(const worker_entry& w);
-  void send_client_welcome(const client_ref& c);
+  void send_client_welcome(const client_ref& c, bool flags = false);
   // CONFIG (S0/2 workers): the effective policy of the worker's services; 426 when it said it had
   // an older version.
   void send_worker_config(const worker_entry& W, std::uint16_t code);
@@ -544,12 +554,37 @@ class broker_core {
   struct held_answer {
     std::size_t bytes;
     frames msg;
+    std::uint32_t answers = 1;  // a held batch holds several
   };
+  // What one turn of the loop has for one peer that takes batches, until flush().
+  struct outgoing {
+    protocol::batch_writer box{1};
+    std::uint8_t socket = 0;
+    std::uint32_t worker = npos;  // a worker's; npos: a client's
+    std::string client_key;       // a client's: its key in clients_
+    // A worker's: the requests in it (slot, generation), taken back if it cannot be sent.
+    std::vector<std::pair<std::uint32_t, std::uint32_t>> jobs;
+  };
+  std::vector<outgoing> outgoing_;
+  std::vector<std::uint32_t> free_outgoing_;
+  std::vector<std::uint32_t> open_outgoing_;
+  frames flushed_;
+  bool batched_input_ = false;
+  std::uint32_t open_outgoing(std::uint8_t socket, std::uint32_t worker, std::string_view key);
+  // Sends one outgoing batch (it stays open, empty).
+  void flush_outgoing(std::uint32_t o, time_point now);
+  // Sends what is held for this peer before a message that cannot join it.
+  void flush_peer(std::uint8_t socket, std::string_view identity, time_point now);
+  // Holds a request for worker w in its outgoing batch; false when it must be sent alone.
+  bool hold_for_worker(std::uint32_t w, std::uint32_t slot, frames& msg, time_point now);
   struct client_entry {
+    bool batches = false;           // it sent a BATCH or a HELLO with hello_batches
+    std::uint32_t outgoing = npos;  // its open outgoing batch, if any
     std::uint32_t in_flight = 0;
     time_point last_request{};
     std::deque<held_answer> backlog;  // answers its full queue refused, oldest first
     std::size_t backlog_bytes = 0;
+    std::size_t backlog_answers = 0;  // the replies in the backlog (a held batch has several)
   };
   std::unordered_map<std::string, client_entry> clients_;
   std::vector<std::string> backlogged_;  // keys of clients with a backlog

@@ -24,6 +24,13 @@ namespace {
 // amortise the poll, small enough that heartbeats are never starved by a flood.
 constexpr std::size_t batch = 256;
 
+// libzmq's limit per frame: twice the message limit (a message's own check answers 413 first), and
+// never below a whole batch's packed frame.
+std::int64_t frame_limit(std::size_t max_message_bytes) {
+  return static_cast<std::int64_t>(
+      std::max<std::size_t>(max_message_bytes * 2, protocol::max_batch_packed));
+}
+
 std::string last_endpoint(const zmq::socket_t& s) {
   return s.get(zmq::sockopt::last_endpoint);
 }
@@ -149,7 +156,7 @@ event_loop::event_loop(const broker_options& options)
     r.set(zmq::sockopt::router_mandatory, 1);
     r.set(zmq::sockopt::sndhwm, hwm);
     r.set(zmq::sockopt::rcvhwm, 10000);
-    r.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(options.max_message_bytes) * 2);
+    r.set(zmq::sockopt::maxmsgsize, frame_limit(options.max_message_bytes));
     r.set(zmq::sockopt::linger, 500);
     r.set(zmq::sockopt::handshake_ivl, static_cast<int>(options.handshake_timeout.count()));
   }
@@ -539,7 +546,7 @@ void event_loop::handle_requests(clock::time_point now) {
       options_.max_frames = next->max_frames;
       options_.max_message_bytes = next->max_message_bytes;
       for (auto& r : routers_)  // applies to connections made from now on
-        r.set(zmq::sockopt::maxmsgsize, static_cast<std::int64_t>(next->max_message_bytes) * 2);
+        r.set(zmq::sockopt::maxmsgsize, frame_limit(next->max_message_bytes));
       event({event_kind::reloaded, {}, {}, {}, 0, "configuration reloaded"});
     }
   }
@@ -578,6 +585,7 @@ void event_loop::run() {
     poll_items_.assign(items, items + polled);
     poll_items_.insert(poll_items_.end(), security_items.begin(), security_items.end());
     if (peer_links_) peer_links_->add_poll_items(poll_items_);
+    core_->flush(now);  // nothing held waits across a sleep
     const int rc = zmq_poll(poll_items_.data(), static_cast<int>(poll_items_.size()),
                             static_cast<long>(std::clamp<std::int64_t>(wait, 0, 1000)));
     for (int i = 0; i < polled; ++i) items[i].revents = poll_items_[i].revents;
@@ -599,11 +607,13 @@ void event_loop::run() {
       const std::size_t a = drain_socket(0, batch);
       // Forwarded requests and the replies to forwards are traffic like the rest.
       const std::size_t p = peer_links_ ? peer_links_->service(now, batch) : 0;
+      core_->flush(now);  // what this batch of input had for each peer, one message each
       now = note_progress(clock::now());  // timers dispatch too
       if (now >= core_->next_wakeup(now)) core_->on_tick(now);
       if (family_ && now >= next_family_turn_) family_turn(now);
       if (a < batch && b < batch && p < batch) {
         core_->on_input_drained(now);
+        core_->flush(now);
         break;
       }
       // Under sustained load poll() is not reached: serve control queries and handshakes, and
@@ -672,35 +682,62 @@ void event_loop::settle_after_stall() {
   for (auto& r : routers_) (void)r.get(zmq::sockopt::events);
   core_->on_input_drained(clock::now());
   core_->hold_dispatch(false, clock::now());
+  core_->flush(clock::now());
 }
 
+// Counts the messages handled: each entry of a batch is one.
 std::size_t event_loop::drain_socket(std::uint8_t socket, std::size_t budget) {
   std::size_t n = 0;
   bool oversized = false;
-  for (; n < budget; ++n) {
+  while (n < budget) {
     // Before a message is read, not after: settling reads the backend into the same inbox.
     const auto now = note_progress(clock::now());
     if (!receive(routers_[socket], oversized)) break;
-    try {
-      core_->on_message(socket, inbox_, oversized, now, grant_of(socket));
-    } catch (const std::exception& e) {
-      // Nothing from the network may end the loop (the decoder itself never throws; this is
-      // for resource exhaustion and bugs): report it and go on with the next message.
-      event({event_kind::dropped, {}, {}, {}, 0, e.what()});
+    const access_grant* who = grant_of(socket);
+    // A batch is its entries, one after another, each under the limits of a message of its own.
+    // A malformed one goes to the core whole, which answers it as such.
+    if (!oversized && protocol::is_batch(inbox_, 1) && batch_.open(inbox_, 1)) {
+      core_->note_batched_input(true);
+      std::size_t bytes = 0;
+      while (batch_.next(entry_, bytes)) {
+        ++n;
+        deliver(socket, entry_, bytes > options_.max_message_bytes, now, who);
+      }
+      core_->note_batched_input(false);
+      continue;
     }
+    ++n;
+    deliver(socket, inbox_, oversized, now, who);
   }
   return n;
+}
+
+void event_loop::deliver(std::uint8_t socket, frames& msg, bool oversized, clock::time_point now,
+                         const access_grant* who) {
+  try {
+    core_->on_message(socket, msg, oversized, now, who);
+  } catch (const std::exception& e) {
+    // Nothing from the network may end the loop (the decoder itself never throws; this is for
+    // resource exhaustion and bugs): report it and go on with the next message.
+    event({event_kind::dropped, {}, {}, {}, 0, e.what()});
+  }
 }
 
 // Reads one whole multipart message into inbox_. Frames past the frame limit are read and
 // discarded (a multipart message cannot be left half-read); `oversized` reports either limit.
 bool event_loop::receive(zmq::socket_t& socket, bool& oversized) {
   std::size_t bytes = 0;
-  // frame 0 is the identity, not counted
-  const std::size_t count =
-      receive_message(socket.handle(), inbox_, options_.max_frames + 1, discard_, bytes);
+  // Frame 0 is the identity, not counted. A whole batch is kept, whatever the frame limit: each
+  // of its entries is held to the limits.
+  const std::size_t keep = std::max(options_.max_frames + 1, protocol::max_batch_frames + 3);
+  const std::size_t count = receive_message(socket.handle(), inbox_, keep, discard_, bytes);
   if (count == 0) return false;
-  oversized = count > inbox_.size() || bytes - inbox_.front().size() > options_.max_message_bytes;
+  if (count <= protocol::max_batch_frames + 3 && protocol::is_batch(inbox_, 1)) {
+    oversized = false;
+    return true;
+  }
+  oversized =
+      count > options_.max_frames + 1 || bytes - inbox_.front().size() > options_.max_message_bytes;
   return true;
 }
 

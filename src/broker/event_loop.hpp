@@ -65,6 +65,8 @@ class event_loop final : public outbox, private family_listener {
   void announce_policy(clock::time_point now);
 
   std::size_t drain_socket(std::uint8_t socket, std::size_t budget);
+  void deliver(std::uint8_t socket, frames& msg, bool oversized, clock::time_point now,
+               const access_grant* who);
   bool receive(zmq::socket_t& socket, bool& oversized);
   void handle_control();
   void handle_zap();
@@ -135,6 +137,8 @@ class event_loop final : public outbox, private family_listener {
   std::function<void(const broker_event&)> event_handler_;
   std::function<std::optional<broker_options>()> reload_handler_;
   frames inbox_;
+  protocol::batch_reader batch_;  // takes a BATCH in inbox_ apart
+  frames entry_;                  // one entry of it
   zmq::message_t discard_;
   // Metric families the loop made for a query, by ticket, until the asking thread takes them
   // (right after the loop's answer). An asker that gave up leaves its entry: entries made more

@@ -211,9 +211,12 @@ inbound decode_client_v2(const frames& f) noexcept {
       in.kind = inbound_kind::client_ping;
       return in;
     case client_command::hello:
+      if (!r.empty()) in.flags = r.u8();  // optional: hello_batches
       if (!r.complete()) return client_error_v2(status::bad_request, reasons::hello_fields, packed);
       in.kind = inbound_kind::client_hello;
       return in;
+    case client_command::batch:  // a well-formed batch is taken apart before decoding
+      return client_error_v2(status::bad_request, reasons::malformed_batch, packed);
     default:
       return client_error_v2(status::not_implemented, reasons::unknown_command, packed);
   }
@@ -237,9 +240,10 @@ inbound decode_worker_v2(const frames& f) noexcept {
       if (f.size() > 4) return worker_error_v2(status::bad_request, reasons::ready_trailing_frames);
       if (f.size() == 4) in.name = view(f[3]);
       in.services = r.rest();
-      const ready_fields fields{in.concurrency, in.flags,
-                                static_cast<std::uint8_t>(flag_idempotent | flag_moved),
-                                f.size() == 4 ? std::optional(in.name) : std::nullopt};
+      const ready_fields fields{
+          in.concurrency, in.flags,
+          static_cast<std::uint8_t>(flag_idempotent | flag_moved | flag_batches),
+          f.size() == 4 ? std::optional(in.name) : std::nullopt};
       if (const std::string_view why = check_ready(fields, ready_service_list(in.services));
           !why.empty())
         return worker_error_v2(status::bad_request, why);
@@ -272,6 +276,8 @@ inbound decode_worker_v2(const frames& f) noexcept {
       if (!r.complete()) return worker_error_v2(status::bad_request, reasons::config_fields);
       in.kind = inbound_kind::worker_config;
       return in;
+    case worker_command::batch:  // a well-formed batch is taken apart before decoding
+      return worker_error_v2(status::bad_request, reasons::malformed_batch);
     default:
       return worker_error_v2(status::not_implemented, reasons::unknown_command);
   }

@@ -134,6 +134,8 @@ client_inbound decode_for_client_v2(const frames& f) noexcept {
       in.service_list = r.rest();
       for (std::uint16_t i = 0; i < in.services; ++i)
         if (!sized_service(r.str8()) || !r.ok()) return {};
+      in.service_list = in.service_list.substr(0, in.service_list.size() - r.rest().size());
+      if (!r.empty()) in.flags = r.u8();  // answers a HELLO with flags
       if (!r.complete()) return {};
       in.kind = client_inbound_kind::welcome;
       break;

@@ -56,16 +56,21 @@ void append_client_reply(frames& out, std::uint64_t id, std::uint16_t code,
   out.push_back(str_frame(message));
 }
 
-void append_client_hello(frames& out) {
-  append_packed(out, client_header_v2, cmd(client_command::hello), 0);
+void append_client_hello(frames& out, std::uint8_t flags) {
+  if (flags == 0) {
+    append_packed(out, client_header_v2, cmd(client_command::hello), 0);
+    return;
+  }
+  append_packed(out, client_header_v2, cmd(client_command::hello), 1).u8(flags);
 }
 
 void append_client_welcome(frames& out, std::uint64_t broker_id,
                            const std::vector<std::string_view>& frontends,
-                           const std::vector<std::string_view>& idempotent_services) {
+                           const std::vector<std::string_view>& idempotent_services,
+                           std::optional<std::uint8_t> flags) {
   const std::size_t ne = std::min(frontends.size(), max_welcome_endpoints);
   const std::size_t ns = std::min(idempotent_services.size(), max_welcome_services);
-  std::size_t size = 12;
+  std::size_t size = 12 + (flags ? 1 : 0);
   for (std::size_t i = 0; i < ne; ++i) size += str16_size(frontends[i]);
   for (std::size_t i = 0; i < ns; ++i) size += str8_size(idempotent_services[i]);
   auto w = append_packed(out, client_header_v2, cmd(client_command::welcome), size);
@@ -73,6 +78,7 @@ void append_client_welcome(frames& out, std::uint64_t broker_id,
   for (std::size_t i = 0; i < ne; ++i) w.str16(frontends[i]);
   w.u16(static_cast<std::uint16_t>(ns));
   for (std::size_t i = 0; i < ns; ++i) w.str8(idempotent_services[i]);
+  if (flags) w.u8(*flags);
 }
 
 void append_worker_config(frames& out, std::uint16_t code, std::uint64_t policy_version,

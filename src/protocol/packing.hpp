@@ -33,6 +33,10 @@ class reader {
   std::uint64_t u64() noexcept { return uint(8); }
   std::string_view str8() noexcept { return take(u8()); }
   std::string_view str16() noexcept { return take(u16()); }
+  std::string_view str32() noexcept { return take(u32()); }
+  // The next n bytes (empty, and failed, when fewer are left).
+  std::string_view bytes(std::size_t n) noexcept { return take(n); }
+  void skip(std::size_t n) noexcept { (void)take(n); }
   bool ok() const noexcept { return ok_; }
   // Every field was there and nothing follows the last one.
   bool complete() const noexcept { return ok_ && rest_.empty(); }

@@ -30,7 +30,8 @@ inline constexpr text timeout_size = "timeout must be 4 bytes";
 inline constexpr text request_fields =
     "REQUEST needs request-id, timeout and service, nothing more";
 inline constexpr text ping_fields = "PING has no fields";
-inline constexpr text hello_fields = "HELLO has no fields";
+inline constexpr text hello_fields = "HELLO has at most a flags byte";
+inline constexpr text malformed_batch = "malformed BATCH";
 
 // Worker commands. READY's rules are checked once for both framings (ready.cpp).
 inline constexpr text ready_fields = "READY needs concurrency, heartbeat, flags and a service";

@@ -275,6 +275,7 @@ struct worker::impl final : detail::worker_core::io {
       if (stop_asked) core->stop(now);
       core->tick(now);
       if (core->finished()) break;
+      core->flush();  // the replies this turn made leave together, before the loop waits
       const auto wake = core->next_wake(now);
       zmq_pollitem_t items[4] = {{nullptr, stop_fd, ZMQ_POLLIN, 0},
                                  {nullptr, result_fd, ZMQ_POLLIN, 0},
@@ -295,6 +296,17 @@ struct worker::impl final : detail::worker_core::io {
       send_results(now);
       // Drain each socket completely; the core may replace the sockets.
       while (dealer && receive(dealer)) {
+        // A batch is its entries, one after another (a malformed one is ignored whole, as any
+        // malformed message from the broker).
+        if (protocol::is_batch(in, 0)) {
+          if (!batch_in.open(in, 0)) continue;
+          std::size_t bytes = 0;
+          while (batch_in.next(entry, bytes)) {
+            core->on_broker_message(now, entry);
+            deliver_inline(now);
+          }
+          continue;
+        }
         core->on_broker_message(now, in);
         deliver_inline(now);
       }
@@ -320,6 +332,8 @@ struct worker::impl final : detail::worker_core::io {
 
   std::optional<detail::worker_core> core;
   frames in;
+  protocol::batch_reader batch_in;
+  frames entry;
 };
 
 worker::worker(worker_options options, job_handler handler)

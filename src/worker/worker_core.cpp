@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "protocol/reasons.hpp"
 #include "scale0/error.hpp"
 
 namespace scale0::detail {
@@ -27,7 +28,11 @@ std::string resolve_endpoint(const std::string& advertised, const std::string& b
 }
 
 worker_core::worker_core(const worker_options& options, std::vector<std::string> brokers, io& out)
-    : options_(options), brokers_(std::move(brokers)), io_(out), backoff_(options.reconnect_min) {
+    : options_(options),
+      brokers_(std::move(brokers)),
+      io_(out),
+      backoff_(options.reconnect_min),
+      ask_batches_(options.batches && options.protocol_version == protocol::version_2) {
   if (brokers_.empty()) throw error(status::bad_request, "a worker needs a broker endpoint");
 }
 
@@ -48,7 +53,9 @@ void worker_core::connect(time_point now) {
   std::vector<std::string_view> names(options_.services.begin(), options_.services.end());
   std::uint8_t flags = options_.idempotent ? protocol::flag_idempotent : 0;
   if (moved_ && options_.protocol_version == protocol::version_2) flags |= protocol::flag_moved;
+  if (ask_batches_) flags |= protocol::flag_batches;
   moved_ = false;  // only the READY to the broker we were sent to
+  batches_ = false;
   protocol::append_worker_ready(out_, options_.concurrency,
                                 static_cast<std::uint32_t>(options_.heartbeat_interval.count()),
                                 flags, names, options_.protocol_version, options_.name);
@@ -59,6 +66,9 @@ void worker_core::connect(time_point now) {
 }
 
 void worker_core::close_connection() {
+  box_.take(flushed_);  // replies for a broker that is gone
+  flushed_.clear();
+  batches_ = false;
   if (!connected_) return;
   io_.close();
   connected_ = false;
@@ -134,7 +144,14 @@ void worker_core::move_to(time_point now, const std::string& endpoint, const std
 }
 
 void worker_core::send(protocol::frames& msg) {
+  flush();  // what is held goes first
   if (connected_) io_.send(msg);
+}
+
+void worker_core::flush() {
+  if (box_.empty()) return;
+  box_.take(flushed_);
+  if (connected_) io_.send(flushed_);
 }
 
 // ---- input ----
@@ -158,6 +175,7 @@ void worker_core::on_broker_message(time_point now, protocol::frames& msg) {
       broker_interval_ = milliseconds(std::max<std::uint32_t>(d.broker_heartbeat_ms, 10));
       liveness_ = std::max<std::uint32_t>(d.liveness, 1);
       broker_id_ = d.broker_id;
+      batches_ = ask_batches_;  // the READY's flags were taken
       io_.subscribe(resolve_endpoint(std::string(d.endpoint), brokers_[current_]));
       state_ = worker_state::ready;
       backoff_ = options_.reconnect_min;
@@ -203,6 +221,15 @@ void worker_core::on_broker_message(time_point now, protocol::frames& msg) {
       // register there at once; it joins the list of brokers if it was not in it.
       if (d.status == status::moved && valid_broker_endpoint(d.message)) {
         move_to(now, std::string(d.message), why);
+        return;
+      }
+      // A broker from before batches refuses the flag: register again without it, at once.
+      if (state_ == worker_state::registering && ask_batches_ && d.status == status::bad_request &&
+          d.message == reasons::unknown_ready_flags) {
+        ask_batches_ = false;
+        io_.event(why + "; registering again without batches");
+        close_connection();
+        connect(now);
         return;
       }
       // Known to us as ready: the broker restarted or expired us, so register again at once.
@@ -272,6 +299,11 @@ void worker_core::on_result(time_point, std::uint64_t job_epoch, std::uint64_t i
   out_.clear();
   protocol::append_worker_reply(out_, id, result.status, result.message, options_.protocol_version);
   for (auto& b : result.body) out_.push_back(std::move(b));
+  if (batches_ && box_.batchable(out_)) {
+    if (!box_.fits(out_)) flush();
+    box_.add(out_);  // sent by flush(), at the latest before the loop waits
+    return;
+  }
   send(out_);
 }
 

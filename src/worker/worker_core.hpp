@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "protocol/batch.hpp"
 #include "scale0/protocol.hpp"
 #include "scale0/worker.hpp"
 
@@ -72,6 +73,10 @@ class worker_core {
 
   // Connects to the first broker of the list and sends READY.
   void start(time_point now);
+  // Sends the replies held for a batch (they leave as one message). The shell calls it once per
+  // turn of its loop, before it waits.
+  void flush();
+  bool batches() const noexcept { return batches_; }  // agreed with the current broker
   // A message read from the DEALER. The core may take frames of `msg` (a request's body).
   void on_broker_message(time_point now, protocol::frames& msg);
   // A message read from the SUB.
@@ -138,6 +143,10 @@ class worker_core {
   std::uint32_t held_ = 0;       // of those, the ones the current connection's broker awaits
   time_point holding_until_{};   // the latest deadline of the requests held (an upper bound)
   protocol::frames out_;
+  bool ask_batches_ = false;  // the next READY asks for batches
+  bool batches_ = false;      // the current broker agreed: replies are held for flush()
+  protocol::batch_writer box_{0};
+  protocol::frames flushed_;
 };
 
 }  // namespace scale0::detail

@@ -133,6 +133,67 @@ long steady_state_allocations(int version, bool policy = false, bool track = fal
   return allocations.load();
 }
 
+// S0/2 with batches: a worker that takes them, a client that sends them; two requests per turn, so
+// each turn sends one batch of two requests to the worker and one of two replies to the client.
+long batched_allocations() {
+  broker_options options;
+  job_sink out;
+  auto now = clock::time_point{} + 1h;
+  broker_core core(options, out, 1, "tcp://127.0.0.1:5557", now);
+  frames msg;
+  msg.reserve(16);
+  const std::string ready = "S0W2\x01" + be(64, 4) + be(0, 4) +
+                            std::string(1, static_cast<char>(protocol::flag_batches)) +
+                            "\x04"
+                            "echo";
+  fill(msg, {"worker-a", "", ready});
+  core.on_message(1, msg, false, now);
+  core.flush(now);
+  std::string request = "S0C2\x01" + be(0, 8) + be(5000, 4) +
+                        "\x04"
+                        "echo";
+  std::string reply = "S0W2\x03" + be(0, 8) + be(200, 2) + be(0, 2);
+  auto put_u64 = [](std::string& s, std::size_t at, std::uint64_t v) {
+    for (int b = 0; b < 8; ++b) s[at + b] = static_cast<char>(v >> (56 - 8 * b));
+  };
+  auto turn = [&](std::uint64_t i) {
+    core.note_batched_input(true);  // as the loop does for a BATCH's entries
+    for (std::uint64_t k = 0; k < 2; ++k) {
+      put_u64(request, 5, 2 * i + k);
+      fill(msg, {"client-1", "", request, "payload"});
+      core.on_message(0, msg, false, now);
+    }
+    core.note_batched_input(false);
+    core.flush(now);
+    const std::uint64_t jobs[2] = {out.jobs[0], out.jobs[1]};
+    for (std::uint64_t job : jobs) {
+      put_u64(reply, 5, job);
+      fill(msg, {"worker-a", "", reply, "reply"});
+      core.on_message(1, msg, false, now);
+    }
+    core.flush(now);
+    now += 200us;
+    core.on_tick(now);
+  };
+  for (std::uint64_t i = 0; i < 2000; ++i) turn(i);
+  const long sent_before = out.sent;
+  const long batched_before = out.batches;
+  const std::uint64_t replies_before = core.counters().replies;
+  allocations = 0;
+  counting = true;
+  for (std::uint64_t i = 2000; i < 7000; ++i) turn(i);
+  counting = false;
+  EXPECT_EQ(core.counters().replies - replies_before, 10000u);
+  EXPECT_EQ(core.counters().dropped_unknown_reply, 0u);
+  EXPECT_EQ(out.sent - sent_before, 10000);  // per turn: one batch to a worker, one to the client
+  EXPECT_EQ(out.batches - batched_before, 10000);
+  return allocations.load();
+}
+
+TEST(allocation, steady_state_cycles_with_batches_allocate_nothing) {
+  EXPECT_EQ(batched_allocations(), 0);
+}
+
 TEST(allocation, steady_state_request_reply_cycles_allocate_nothing) {
   EXPECT_EQ(steady_state_allocations(1), 0);
 }
@@ -177,11 +238,12 @@ class handing_io : public worker_core::io {
 
 // REQUEST → handler → REPLY cycles, with heartbeats both ways; returns the allocations made after
 // warm-up.
-long worker_allocations(std::uint8_t version, long cycles) {
+long worker_allocations(std::uint8_t version, long cycles, bool batches = false) {
   worker_options options;
   options.services = {"echo"};
   options.concurrency = 4;
   options.protocol_version = version;
+  options.batches = batches;
   handing_io io;
   auto now = std::chrono::steady_clock::time_point{} + 1h;
   worker_core core(options, {"tcp://127.0.0.1:5556"}, io);
@@ -206,14 +268,20 @@ long worker_allocations(std::uint8_t version, long cycles) {
     now += 200us;  // 12000 cycles span 2.4 s: the worker's heartbeats included
     core.tick(now);
   };
-  for (std::uint64_t i = 0; i < 2000; ++i) cycle(i);
+  // With batches, the replies of two cycles leave together (as two results in one loop turn).
+  const auto turn = [&](std::uint64_t i) {
+    cycle(i);
+    if (i % 2 == 1) core.flush();
+  };
+  for (std::uint64_t i = 0; i < 2000; ++i) turn(i);
   const long sent_before = io.sent;
   allocations = 0;
   counting = true;
-  for (std::uint64_t i = 2000; i < 2000 + static_cast<std::uint64_t>(cycles); ++i) cycle(i);
+  for (std::uint64_t i = 2000; i < 2000 + static_cast<std::uint64_t>(cycles); ++i) turn(i);
   counting = false;
   EXPECT_EQ(core.state(), worker_state::ready);
-  EXPECT_GT(io.sent - sent_before, cycles);  // every reply, and heartbeats
+  EXPECT_EQ(core.batches(), batches);
+  EXPECT_GT(io.sent - sent_before, batches ? cycles / 2 : cycles);  // replies, and heartbeats
   return allocations.load();
 }
 
@@ -222,6 +290,7 @@ long worker_allocations(std::uint8_t version, long cycles) {
 TEST(allocation, worker_core_cycles_allocate_only_the_jobs_body_vector) {
   EXPECT_EQ(worker_allocations(protocol::version_1, 10000), 10000);
   EXPECT_EQ(worker_allocations(protocol::version_2, 10000), 10000);
+  EXPECT_EQ(worker_allocations(protocol::version_2, 10000, true), 10000);
 }
 
 }  // namespace

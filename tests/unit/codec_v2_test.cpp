@@ -386,11 +386,18 @@ TEST(codec_v2, malformed_messages_at_peers_are_invalid) {
 // ---- unknown commands and versions ----
 
 TEST(codec_v2, unknown_command_is_501) {
-  inbound in = decode_inbound(at_broker({"", C2 + "\x09" + u64(33)}));
+  inbound in = decode_inbound(at_broker({"", C2 + "\x0a" + u64(33)}));
   ASSERT_EQ(in.kind, inbound_kind::client_error);
   EXPECT_EQ(in.status, st::not_implemented);
   EXPECT_EQ(in.id, 33u);
   EXPECT_EQ(in.version, version_2);
+  // A BATCH reaches the decoder only when it could not be taken apart: malformed.
+  in = decode_inbound(at_broker({"", C2 + "\x09" + u64(33)}));
+  ASSERT_EQ(in.kind, inbound_kind::client_error);
+  EXPECT_EQ(in.status, st::bad_request);
+  in = decode_inbound(at_broker({"", W2 + "\x09"}));
+  ASSERT_EQ(in.kind, inbound_kind::worker_error);
+  EXPECT_EQ(in.status, st::bad_request);
   // Commands that only the broker sends are unknown when they come to it.
   in = decode_inbound(at_broker({"", C2 + "\x02" + u64(1) + u16(200) + str16("")}));
   EXPECT_EQ(in.status, st::not_implemented);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/host_port.hpp"
+#include "protocol/batch.hpp"
 #include "scale0/error.hpp"
 
 namespace scale0::detail {
@@ -65,6 +66,15 @@ class fake_io : public worker_core::io {
   }
   void send(frames& msg) override {
     EXPECT_TRUE(open_) << "sent on a closed connection";
+    if (protocol::is_batch(msg, 0)) {  // recorded as its entries, each as if sent alone
+      protocol::batch_reader r;
+      EXPECT_TRUE(r.open(msg, 0));
+      ++batches;
+      frames entry;
+      std::size_t bytes = 0;
+      while (r.next(entry, bytes)) send(entry);
+      return;
+    }
     frames f;
     f.emplace_back("w", 1);  // the ROUTER identity the broker would see
     for (auto& m : msg) f.push_back(std::move(m));
@@ -118,6 +128,7 @@ class fake_io : public worker_core::io {
   bool is_open() const { return open_; }
 
   std::vector<sent_message> sent;
+  int batches = 0;  // BATCH messages sent
   std::vector<worker_core::queued_job> jobs;
   strings events;
   strings opened;
@@ -140,6 +151,7 @@ class worker_core_test : public ::testing::Test {
   worker_core_test() {
     options.services = {"echo", "upper"};
     options.concurrency = 4;
+    options.batches = false;  // one message per reply; the batch tests turn it on
   }
 
   void make(const std::string& brokers = "tcp://b1:5556") {
@@ -996,5 +1008,84 @@ TEST_F(worker_core_test, registered_config_is_reported_and_announced_to_the_next
   EXPECT_EQ(io.events.back(), "policy version 6 (ours was stale: 426)");
 }
 
+// ---- batches (docs/protocol.md, "Batches") ----
+
+TEST_F(worker_core_test, batches_ready_asks_for_them_in_s0_2_only) {
+  options.batches = true;
+  start();
+  auto ready = io.take(inbound_kind::worker_ready);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0].flags, protocol::flag_batches);
+}
+
+TEST_F(worker_core_test, batches_are_not_asked_for_in_s0_1) {
+  options.batches = true;
+  options.protocol_version = protocol::version_1;
+  start();
+  auto ready = io.take(inbound_kind::worker_ready);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0].flags, 0);
+}
+
+TEST_F(worker_core_test, batches_the_replies_of_a_turn_leave_as_one_message_at_flush) {
+  options.batches = true;
+  registered();
+  EXPECT_TRUE(core->batches());
+  for (std::uint64_t job = 1; job <= 3; ++job) request(job);
+  for (std::size_t i = 0; i < 3; ++i) answer(i);
+  EXPECT_EQ(count(inbound_kind::worker_reply), 0u);  // held until the turn ends
+  core->flush();
+  auto replies = io.take(inbound_kind::worker_reply);
+  ASSERT_EQ(replies.size(), 3u);
+  EXPECT_EQ(io.batches, 1);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(replies[i].id, i + 1);
+    EXPECT_EQ(replies[i].body, (strings{big('r')}));
+  }
+  // One reply alone is a plain REPLY.
+  request(4);
+  answer(3);
+  core->flush();
+  EXPECT_EQ(io.take(inbound_kind::worker_reply).size(), 1u);
+  EXPECT_EQ(io.batches, 1);
+}
+
+TEST_F(worker_core_test, batches_what_is_held_goes_before_any_other_message) {
+  options.batches = true;
+  registered();
+  request(1);
+  answer(0);
+  core->stop(now);  // STOPPING follows the reply, never overtakes it
+  ASSERT_EQ(io.log.size(), 2u);
+  EXPECT_EQ(io.log[0], sent_log(inbound_kind::worker_reply));
+  EXPECT_EQ(io.log[1], sent_log(inbound_kind::worker_stopping));
+}
+
+TEST_F(worker_core_test, batches_a_broker_that_refuses_the_flag_is_asked_again_without_it) {
+  options.batches = true;
+  start();
+  io.sent.clear();
+  disconnect(400, "unknown READY flags");  // what a broker from before batches answers
+  auto ready = io.take(inbound_kind::worker_ready);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0].flags, 0);
+  welcome();
+  EXPECT_FALSE(core->batches());
+  EXPECT_EQ(core->state(), worker_state::ready);
+  request(1);
+  answer(0);
+  EXPECT_EQ(io.take(inbound_kind::worker_reply).size(), 1u);  // at once, not held
+}
+
+TEST_F(worker_core_test, batches_held_replies_for_a_lost_broker_are_not_sent_to_the_next) {
+  options.batches = true;
+  registered("tcp://b1:5556,tcp://b2:5556");
+  request(1);
+  answer(0);
+  disconnect(503, "going away");  // lost: the next broker of the list
+  core->flush();
+  EXPECT_EQ(core->endpoint(), "tcp://b2:5556");
+  for (const auto& r : io.take(inbound_kind::worker_reply)) EXPECT_EQ(r.to, "tcp://b1:5556");
+}
 }  // namespace
 }  // namespace scale0::detail
