@@ -9,6 +9,11 @@
 //                    ["", S0C2 0x01 id timeout len service, payload]; REPLY
 //                    ["", S0C2 0x02 id status len message, payload]. A status other than 200
 //                    counts as an error.
+//   --protocol s0b   S0/2 with batches (docs/protocol.md, "Batches"), written here from the spec:
+//                    the requests one turn of the loop sends leave as one BATCH
+//                    ["", S0C2 0x09 count, entries (size, packed, 1 part: size, payload)]; the
+//                    broker answers in batches, taken apart entry by entry (a single REPLY as
+//                    with s0).
 //   --protocol s0v1  the same in S0/1 framing: REQUEST ["", S0C1, 0x01, id, service, timeout,
 //                    payload]; REPLY ["", S0C1, 0x02, id, status, message, payload].
 //   --protocol mdp   Majordomo 0.1 client ["", MDPC01, service, id, payload] on a DEALER (several
@@ -29,7 +34,7 @@
 
 namespace {
 
-enum class protocol { raw, s0, s0v1, mdp };
+enum class protocol { raw, s0, s0b, s0v1, mdp };
 
 struct client_config {
   bench::load_options load;
@@ -83,6 +88,7 @@ class client_thread {
         now = bench::clock::now();  // each request's latency starts when it is handed over
         sending = plan.may_send(now, measured_sent);
       }
+      flush_batch();
       if (!sending && static_cast<long>(table_.in_flight()) <= unmatched_errors_) break;
       if (zmq::poll(&item, 1, std::chrono::milliseconds(20)) > 0) {
         for (int i = 0; i < 4096; ++i) {
@@ -104,10 +110,51 @@ class client_thread {
   }
 
  private:
+  static void put_u32(std::string& s, std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) s += static_cast<char>((v >> (8 * (3 - i))) & 0xFF);
+  }
+
+  // s0b: one entry per request, sent by flush_batch() (at most 256 per batch, the protocol's
+  // bound; payloads up to 256 bytes inline, larger ones as frames of their own).
+  void add_to_batch(const char* idbuf) {
+    if (batch_count_ == 0) batch_.assign("S0C2\x09\x00\x00", 7);
+    const std::string_view service = cfg_.service;
+    put_u32(batch_, static_cast<std::uint32_t>(1 + 8 + 4 + 1 + service.size()));
+    batch_ += '\x01';
+    batch_.append(idbuf, 8);
+    put_u32(batch_, cfg_.timeout_ms);
+    batch_ += static_cast<char>(service.size());
+    batch_.append(service);
+    batch_ += '\x01';  // one body part
+    if (cfg_.load.size <= 256) {
+      put_u32(batch_, static_cast<std::uint32_t>(cfg_.load.size));
+      batch_.append(payload_.data(), cfg_.load.size);
+    } else {
+      put_u32(batch_, 0xFFFFFFFFu);
+      separate_.emplace_back(payload_.data(), cfg_.load.size);
+    }
+    if (++batch_count_ == 256 || separate_.size() == 64) flush_batch();
+  }
+
+  void flush_batch() {
+    if (batch_count_ == 0) return;
+    batch_[5] = static_cast<char>(batch_count_ >> 8);
+    batch_[6] = static_cast<char>(batch_count_ & 0xFF);
+    socket_.send(zmq::message_t(), zmq::send_flags::sndmore);
+    socket_.send(zmq::buffer(batch_),
+                 separate_.empty() ? zmq::send_flags::none : zmq::send_flags::sndmore);
+    for (std::size_t i = 0; i < separate_.size(); ++i)
+      socket_.send(separate_[i],
+                   i + 1 < separate_.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    separate_.clear();
+    batch_count_ = 0;
+  }
+
   void send(std::uint64_t id) {
     char idbuf[8];
     bench::put_u64(idbuf, id);
     bench::fill_payload(id, payload_.data(), cfg_.load.size);
+    if (cfg_.proto == protocol::s0b) return add_to_batch(idbuf);
     const auto more = zmq::send_flags::sndmore;
     socket_.send(zmq::message_t(), more);
     switch (cfg_.proto) {
@@ -125,6 +172,8 @@ class client_thread {
         socket_.send(zmq::buffer(packed_), more);
         break;
       }
+      case protocol::s0b:  // added to the batch above
+        return;
       case protocol::s0v1: {
         char timeout[4];
         for (int i = 0; i < 4; ++i) {
@@ -149,6 +198,11 @@ class client_thread {
   // Matches a reply with id `id` and body frame `body` (nullptr: none) to its request.
   void complete(std::uint64_t id, const zmq::message_t* body, bool ok_status,
                 bench::clock::time_point now) {
+    if (body == nullptr) return complete(id, nullptr, 0, false, ok_status, now);
+    complete(id, body->data(), body->size(), true, ok_status, now);
+  }
+  void complete(std::uint64_t id, const void* data, std::size_t size, bool has_body, bool ok_status,
+                bench::clock::time_point now) {
     const auto* e = table_.release(id);
     if (e == nullptr) {
       ++st_.wrong;  // unknown, stale or duplicate id
@@ -159,12 +213,63 @@ class client_thread {
       ++st_.errors;
       return;
     }
-    if (body == nullptr ||
-        !bench::payload_matches(id, body->data(), body->size(), cfg_.load.size, scratch_)) {
+    if (!has_body || !bench::payload_matches(id, data, size, cfg_.load.size, scratch_)) {
       ++st_.wrong;
       return;
     }
     bench::record_latency(st_, *e, now);
+  }
+
+  // A BATCH of REPLYs: count u16, then entries (size u32, the packed REPLY without its header,
+  // parts u8, each size u32 and bytes, or 0xFFFFFFFF for the next frame).
+  void handle_batch(bench::clock::time_point now) {
+    const auto& f = frames_;
+    const std::string_view b = view(f[1]);
+    std::size_t at = 5;
+    std::size_t next_frame = 2;
+    auto need = [&](std::size_t n) { return at + n <= b.size(); };
+    auto u = [&](int width) {
+      std::uint64_t v = 0;
+      for (int i = 0; i < width; ++i) v = (v << 8) | static_cast<unsigned char>(b[at++]);
+      return v;
+    };
+    if (!need(2)) {
+      ++st_.wrong;
+      return;
+    }
+    const auto count = static_cast<std::size_t>(u(2));
+    for (std::size_t e = 0; e < count; ++e) {
+      if (!need(4)) break;
+      const auto size = static_cast<std::size_t>(u(4));
+      if (!need(size + 1) || size < 13 || b[at] != '\x02') break;
+      const std::size_t fields = at + 1;
+      const std::uint64_t id = bench::get_u64(b.data() + fields);
+      at = fields + 8;
+      const int status = static_cast<int>(u(2));
+      const auto len = static_cast<std::size_t>(u(2));
+      if (at + len != fields + size - 1) break;
+      if (status != 200) report_status(status, b.substr(at, len));
+      at += len;
+      const auto parts = static_cast<std::size_t>(u(1));
+      if (parts > 1) break;
+      if (parts == 0) {
+        complete(id, nullptr, 0, false, status == 200, now);
+        continue;
+      }
+      if (!need(4)) break;
+      const auto part = static_cast<std::uint32_t>(u(4));
+      if (part == 0xFFFFFFFFu) {
+        if (next_frame >= f.size()) break;
+        const zmq::message_t& m = f[next_frame++];
+        complete(id, m.data(), m.size(), true, status == 200, now);
+      } else {
+        if (!need(part)) break;
+        complete(id, b.data() + at, part, true, status == 200, now);
+        at += part;
+      }
+      if (e + 1 == count && at == b.size() && next_frame == f.size()) return;
+    }
+    ++st_.wrong;  // malformed: what it held is counted lost when the run ends
   }
 
   void handle_reply(bench::clock::time_point now) {
@@ -181,6 +286,10 @@ class client_thread {
         }
         complete(bench::get_u64(f[1].data()), &f[2], true, now);
         return;
+      case protocol::s0b:
+        if (f.size() >= 2 && view(f[1]).substr(0, 5) == std::string_view("S0C2\x09", 5))
+          return handle_batch(now);
+        [[fallthrough]];
       case protocol::s0: {
         // "S0C2" 0x02 · id u64 · status u16 · message (u16 length + bytes) · payload
         const std::string_view h = view(f[1]);
@@ -244,7 +353,11 @@ class client_thread {
   zmq::socket_t socket_;
   bench::inflight_table table_;
   std::vector<char> payload_;
-  std::string packed_;  // the S0/2 header frame, rebuilt per request (no allocation once sized)
+  std::string packed_;
+  std::string batch_;  // s0b: the batch being built
+  std::size_t batch_count_ = 0;
+  std::vector<zmq::message_t>
+      separate_;  // the S0/2 header frame, rebuilt per request (no allocation once sized)
   std::vector<char> scratch_;
   std::vector<zmq::message_t> frames_;
   long unmatched_errors_ = 0;
@@ -264,8 +377,9 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option(
          "--protocol", proto,
-         "raw, s0 (Scale0 native, S0/2 framing), s0v1 (S0/1 framing) or mdp (Majordomo 0.1)")
-      ->check(CLI::IsMember({"raw", "s0", "s0v1", "mdp"}));
+         "raw, s0 (Scale0 native, S0/2 framing), s0b (S0/2 with batches), s0v1 (S0/1 framing) "
+         "or mdp (Majordomo 0.1)")
+      ->check(CLI::IsMember({"raw", "s0", "s0b", "s0v1", "mdp"}));
   app.add_option("--service", cfg.service, "Service name (s0, mdp)");
   app.add_option("--timeout-ms", cfg.timeout_ms, "S0 request deadline; 0: the broker's default");
   app.add_option("--curve-server-key", cfg.curve_server_key,
@@ -273,6 +387,7 @@ int main(int argc, char** argv) {
   bench::add_load_options(app, cfg.load);
   CLI11_PARSE(app, argc, argv);
   cfg.proto = proto == "s0"     ? protocol::s0
+              : proto == "s0b"  ? protocol::s0b
               : proto == "s0v1" ? protocol::s0v1
               : proto == "mdp"  ? protocol::mdp
                                 : protocol::raw;
