@@ -8,6 +8,7 @@
 
 #include "client/client_core.hpp"
 #include "common/host_port.hpp"
+#include "protocol/batch.hpp"
 #include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
 #include "security/curve_socket.hpp"
@@ -100,6 +101,9 @@ struct client::impl final : detail::client_core::io {
     return true;
   }
 
+  protocol::batch_reader batch;
+  protocol::frames entry;
+
   bool receive_one(zmq::socket_t& s) {
     in.clear();
     in.emplace_back();
@@ -125,8 +129,13 @@ struct client::impl final : detail::client_core::io {
       auto now = clock::now();
       bool got = false;
       while (receive_one(socket)) {
-        core.on_message(now, in);
         got = true;
+        if (!protocol::is_batch(in, 0)) {
+          core.on_message(now, in);
+        } else if (batch.open(in, 0)) {  // its entries, in order (a malformed one is ignored)
+          std::size_t bytes = 0;
+          while (batch.next(entry, bytes)) core.on_message(now, entry);
+        }
       }
       if (unmonitored) {
         unmonitored = false;

@@ -27,12 +27,18 @@ client_core::client_core(client_core_options options, io& out)
 }
 
 // A fresh connection: S0/2 asks the broker about its family first (HELLO; a broker that does not
-// know it answers 501 with id 0, which matches no request and is ignored).
+// know it answers 501 with id 0, which matches no request and is ignored), and says it takes
+// batches (a broker from before batches answers that 400 with id 0: HELLO again, without).
 void client_core::open_connection(const std::string& endpoint) {
   io_.open(endpoint);
   if (options_.protocol_version != protocol::version_2) return;
+  hello(protocol::hello_batches);
+}
+
+void client_core::hello(std::uint8_t flags) {
+  hello_flags_ = flags;
   out_.clear();
-  protocol::append_client_hello(out_);
+  protocol::append_client_hello(out_, flags);
   io_.send(out_);
 }
 
@@ -128,6 +134,12 @@ void client_core::on_message(time_point now, protocol::frames& in) {
     for (const std::string_view s : protocol::welcome_services(d.service_list, d.services))
       idempotent_.emplace(s);
     ++welcomes_;
+    hello_flags_ = 0;
+    return;
+  }
+  if (d.kind == protocol::client_inbound_kind::reply && d.id == 0 &&
+      d.status == status::bad_request && hello_flags_ != 0) {
+    hello(0);  // a broker from before batches refused the flags byte
     return;
   }
   const auto it = pending_.find(d.id);

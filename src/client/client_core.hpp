@@ -122,6 +122,7 @@ class client_core {
   void expire(time_point now);
   void arm(std::uint64_t id, time_point at);
   void open_connection(const std::string& endpoint);
+  void hello(std::uint8_t flags);
   // A draining broker handed request `id` back (301) and names where to go.
   void redirected(time_point now, std::uint64_t id, pending& p, std::string_view target,
                   protocol::frames& in, std::size_t first);
@@ -158,6 +159,7 @@ class client_core {
   std::size_t learned_ = 0;
   std::uint64_t stale_ = 0;
   protocol::frames out_;
+  std::uint8_t hello_flags_ = 0;  // the flags of the HELLO not yet answered (0: none)
 };
 
 }  // namespace scale0::detail

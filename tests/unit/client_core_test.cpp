@@ -44,6 +44,7 @@ class fake_io : public client_core::io {
     }
     if (d.kind == protocol::inbound_kind::client_hello) {
       hellos.push_back(current);
+      hello_flags.push_back(d.flags);
       return true;
     }
     EXPECT_EQ(d.kind, protocol::inbound_kind::client_request);
@@ -58,6 +59,7 @@ class fake_io : public client_core::io {
   std::vector<sent_request> requests;
   int pings = 0;
   std::vector<std::string> hellos;  // the connection each HELLO went on
+  std::vector<std::uint8_t> hello_flags;
   bool full = false;
 };
 
@@ -683,6 +685,21 @@ TEST_F(client_welcome, every_connection_starts_with_hello) {
   clock_ = t0;
   tick_to(t0 + 3s);  // a is silent: the next one, with a HELLO again
   EXPECT_EQ(io.hellos, (std::vector<std::string>{"tcp://a:1", "tcp://b:1"}));
+}
+
+TEST_F(client_welcome, hello_says_the_client_takes_batches_and_asks_again_without_if_refused) {
+  make({"tcp://a:1"});
+  EXPECT_EQ(io.hello_flags, std::vector<std::uint8_t>{protocol::hello_batches});
+  // A broker from before batches: 400 with request-id 0 to a HELLO with a flags byte.
+  frames refused = reply_frames(0, status::bad_request, "");
+  core->on_message(t0, refused);
+  EXPECT_EQ(io.hello_flags, (std::vector<std::uint8_t>{protocol::hello_batches, 0}));
+  welcome(t0, {"tcp://a:1", "tcp://b:1"}, {});
+  EXPECT_EQ(core->welcomes(), 1u);
+  // Once welcomed, a stray 400 with id 0 asks nothing again.
+  frames stray = reply_frames(0, status::bad_request, "");
+  core->on_message(t0, stray);
+  EXPECT_EQ(io.hello_flags.size(), 2u);
 }
 
 TEST_F(client_welcome, one_seed_is_enough_the_family_frontends_are_where_it_fails_over) {
