@@ -13,6 +13,7 @@
 #include <zmq_addon.hpp>
 
 #include "gateway_server.hpp"
+#include "scale0/error.hpp"
 #include "scale0/protocol.hpp"
 
 namespace scale0::gateway_detail {
@@ -27,6 +28,20 @@ bool server::send_request(std::uint64_t id, std::string_view service,
                                       timeout.count(), std::numeric_limits<std::uint32_t>::max())),
                                   protocol::version_2);
   outbound.emplace_back(wire.data(), wire.size());
+  if (box.batchable(outbound)) {  // sent by flush_requests(), at the end of this turn
+    if (!box.fits(outbound)) flush_requests();
+    box.add(outbound);
+    box_ids.push_back(id);
+    if (!flush_posted) {
+      flush_posted = true;
+      asio::post(io, [this] {
+        flush_posted = false;
+        flush_requests();
+      });
+    }
+    return true;
+  }
+  flush_requests();  // in order
   bool sent = false;
   try {
     sent = zmq::send_multipart(dealer, outbound, zmq::send_flags::dontwait).has_value();
@@ -35,6 +50,29 @@ bool server::send_request(std::uint64_t id, std::string_view service,
   }
   after_send();
   return sent;
+}
+
+void server::flush_requests() {
+  if (box.empty()) return;
+  box.take(outbound);
+  bool sent = false;
+  try {
+    sent = zmq::send_multipart(dealer, outbound, zmq::send_flags::dontwait).has_value();
+  } catch (const zmq::error_t& e) {
+    if (opt.on_event) opt.on_event(std::string("send to broker failed: ") + e.what());
+  }
+  if (!sent) {  // as a single request refused by the socket: 503 for each
+    const protocol::frames none;
+    for (const std::uint64_t id : box_ids) {
+      const auto it = pending.find(id);
+      if (it == pending.end()) continue;
+      auto s = std::move(it->second);
+      pending.erase(it);
+      s->on_reply(status::unavailable, "the broker is not taking requests", none, 0);
+    }
+  }
+  box_ids.clear();
+  after_send();
 }
 
 // ZMQ_FD is edge-like: it only says "the socket's state may have changed", and a send may consume
@@ -69,7 +107,16 @@ void server::read_broker() {
     inbound.clear();
     if (!zmq::recv_multipart(dealer, std::back_inserter(inbound), zmq::recv_flags::dontwait))
       return wait_broker();
-    on_broker_message();
+    if (!protocol::is_batch(inbound, 0)) {
+      on_broker_message();
+    } else if (batch_in.open(inbound, 0)) {  // its entries, in order
+      std::size_t bytes = 0;
+      while (batch_in.next(entry, bytes)) {
+        inbound.swap(entry);
+        on_broker_message();
+        inbound.swap(entry);
+      }
+    }
   }
   schedule_read_broker();  // more may be waiting: let HTTP work run in between, then continue
 }

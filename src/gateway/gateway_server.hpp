@@ -25,6 +25,7 @@
 
 #include "gateway_stats.hpp"
 #include "metrics/metrics_server.hpp"
+#include "protocol/batch.hpp"
 #include "request_rules.hpp"
 #include "routes.hpp"
 #include "scale0/gateway.hpp"
@@ -56,6 +57,8 @@ struct server {
   void after_send();
   void schedule_read_broker();
   void on_broker_message();
+  // The requests of one turn of the io_context leave as one BATCH (docs/protocol.md, "Batches").
+  void flush_requests();
 
   // Sessions refer to these until the io_context has destroyed the last of them: declared first.
   gateway_options opt;
@@ -87,6 +90,11 @@ struct server {
   bool dealer_posted = false;
   protocol::frames inbound;
   protocol::frames outbound;
+  protocol::batch_writer box{0};       // requests of this turn
+  std::vector<std::uint64_t> box_ids;  // their ids, answered 503 if the batch cannot be sent
+  bool flush_posted = false;
+  protocol::batch_reader batch_in;
+  protocol::frames entry;
   std::uint64_t next_id = 1;
   std::uint64_t request_id_seed = 0;
   std::uint64_t request_id_count = 0;

@@ -33,6 +33,15 @@ def split(frames):
     return out
 
 
+def batch_entry(packed, parts):
+    """One BATCH entry: its packed frame without the header, then its body parts (None: the next
+    separate frame)."""
+    out = u32(len(packed)) + packed + u8(len(parts))
+    for p in parts:
+        out += u32(0xFFFFFFFF) if p is None else u32(len(p)) + p
+    return out
+
+
 def decode_seeds():
     rid = u64(42)
     s = [
@@ -79,6 +88,18 @@ def decode_seeds():
         [b"", b"S0C1", b"\x02", rid, u16(200), b"", b"answer"],
         [b"", b"S0C1", b"\x04", b"ping"],
         [b"", b"S0C2\x02" + rid + u16(503) + str16(b"no worker")],
+        # BATCH (docs/protocol.md, "Batches"): entries of (size, packed without header, parts)
+        [ID, b"", b"S0C2\x09" + u16(2)
+         + batch_entry(b"\x01" + rid + u32(500) + str8(b"echo"), [b"a"])
+         + batch_entry(b"\x01" + u64(43) + u32(0) + str8(b"echo"), [None]), b"separate"],
+        [ID, b"", b"S0W2\x09" + u16(2)
+         + batch_entry(b"\x03" + u64(7) + u16(200) + str16(b""), [b"r"])
+         + batch_entry(b"\x03" + u64(8) + u16(500) + str16(b"no"), [])],
+        [b"", b"S0C2\x09" + u16(2)
+         + batch_entry(b"\x02" + rid + u16(200) + str16(b""), [b"x", b""])
+         + batch_entry(b"\x02" + u64(43) + u16(504) + str16(b"late"), [])],
+        [ID, b"", b"S0C2\x09" + u16(1) + batch_entry(b"\x09" + u16(0), [])],  # nested
+        [ID, b"", b"S0C2\x09" + u16(0)],  # empty
         # broker heartbeat (PUB)
         [b"S0H1", u64(9), u64(1)],
         [b"S0H1", u64(9)],
