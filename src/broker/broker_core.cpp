@@ -1430,7 +1430,10 @@ void broker_core::heartbeat_tick(time_point now) {
     service_entry& S = services_[s];
     if (!S.used) continue;
     S.window_pos = static_cast<std::uint32_t>((S.window_pos + 1) % S.window.size());
-    S.window[S.window_pos] = {now, S.requests, S.latency.counts};
+    std::uint64_t errors = 0;
+    for (const auto& e : S.errors) errors += e.second;
+    S.window[S.window_pos] = {now, S.requests, errors, S.latency.counts};
+    S.history.advance(now, S.requests, errors);  // the status page's five minutes
     if (S.workers != 0 || S.peer_members != 0 || !S.queue.empty() || S.in_flight != 0 ||
         now - S.no_worker_since < ttl)
       continue;
@@ -1864,6 +1867,7 @@ std::uint32_t broker_core::find_or_create_service(std::string_view name, time_po
   service_entry& S = services_[s];
   S = service_entry{};
   for (auto& snap : S.window) snap.at = now;
+  S.history.start(now, 0, 0);
   S.used = true;
   S.name.assign(name);
   apply_policy(S);

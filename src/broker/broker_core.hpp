@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <iosfwd>
 #include <map>
 #include <nlohmann/json_fwd.hpp>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "access.hpp"
+#include "broker_status.hpp"
 #include "intrusive_list.hpp"
 #include "metrics/latency_histogram.hpp"
 #include "protocol/batch.hpp"
@@ -118,6 +120,9 @@ class status_source {
   virtual ~status_source() = default;
   // Adds its members to the status object.
   virtual void add_status(nlohmann::json& status, time_point now) const = 0;
+  // The same, in two steps: on the loop's thread it copies what it reports; the function it
+  // returns adds it to a status object later, on any thread.
+  virtual std::function<void(nlohmann::json&)> status_writer(time_point now) const = 0;
   virtual void add_budgets(std::vector<budget_line>& budgets) const = 0;
   // Whole metric families of its own (names not used by the core).
   virtual void add_metrics(metrics::exposition& e, time_point now) const = 0;
@@ -210,7 +215,17 @@ class broker_core {
   // registered for gets DISCONNECT 403 and is forgotten (its requests handled as for a lost
   // worker).
   void revoke_workers(const grant_lookup& grant_for, time_point now);
-  std::string status_json(time_point now) const;
+  std::string status_json(time_point now) const;  // write_status_json(snapshot_status(now))
+  // What scale0.status reports, copied (the JSON is written from it on another thread).
+  status_snapshot snapshot_status(time_point now) const;
+  // What status reports beyond the core: the endpoints bound, and the recent events (not owned;
+  // nullptr: none). Its use is the `status_events` budget.
+  void set_status_extras(bound_endpoints endpoints, std::string metrics_endpoint,
+                         const event_ring* events) {
+    status_endpoints_ = std::move(endpoints);
+    status_metrics_endpoint_ = std::move(metrics_endpoint);
+    events_ = events;
+  }
   // Reported with the core's status and metrics (nullptr: none). Not owned.
   void set_status_source(const status_source* source) noexcept { status_source_ = source; }
 
@@ -380,10 +395,12 @@ class broker_core {
     struct snapshot {
       time_point at{};
       std::uint64_t requests = 0;
+      std::uint64_t errors = 0;  // the sum of `errors`
       latency_histogram::buckets latency{};
     };
     std::array<snapshot, 10> window{};
     std::uint32_t window_pos = 0;
+    traffic_history history;      // the last five minutes, for the status page (272 bytes)
     bool capacity_dirty = false;  // in dirty_capacity_ (track_capacity)
   };
   struct client_ref {
@@ -422,7 +439,7 @@ class broker_core {
   // Puts `m` in (or takes it out of) its service's LRU as may_take says.
   void sync_lru(std::uint32_t m);
   void apply_policy(service_entry& S) const;
-  nlohmann::json policy_json(const service_entry& S) const;
+  policy_status policy_of(const service_entry& S) const;
   // Forgets worker `w` (a local one is reported as a worker_left event: `why`, and `detail` in
   // words). held_nothing: the worker said (DISCONNECT 204) it holds no request, so whatever the
   // broker has in flight at it never reached it and goes back to its queue, idempotent or not.
@@ -628,6 +645,9 @@ class broker_core {
       file_policies_;  // the tables of the last file read
   broker_counters counters_;
   const status_source* status_source_ = nullptr;
+  bound_endpoints status_endpoints_;
+  std::string status_metrics_endpoint_;
+  const event_ring* events_ = nullptr;
   bool track_capacity_ = false;
   std::vector<std::uint32_t> dirty_capacity_;  // services marked since the last take
   std::vector<std::string> removed_capacity_;  // services forgotten while marked

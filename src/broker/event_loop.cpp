@@ -239,8 +239,10 @@ event_loop::event_loop(const broker_options& options)
         options.metrics_listen,
         metrics::metrics_server::handlers{
             [this] { return query("metrics", std::chrono::milliseconds(2000)); },
-            [this] { return !draining(); }});
+            [this] { return !draining(); },
+            [this] { return query("status", std::chrono::milliseconds(2000)); }});
   }
+  core_->set_status_extras(endpoints_, metrics_ ? metrics_->endpoint() : std::string(), &events_);
 }
 
 void event_loop::watch_handshakes(zmq::socket_t& s, int i) {
@@ -293,13 +295,13 @@ void event_loop::request_reload() noexcept {
 std::optional<std::string> event_loop::query(std::string_view what,
                                              std::chrono::milliseconds wait) {
   const bool metrics = what == "metrics";
-  std::string ask(what);
+  if (!metrics && what != "status") return std::nullopt;
   std::uint64_t ticket = 0;
-  if (metrics) {
+  {
     std::lock_guard lock(scrapes_mu_);
     ticket = ++scrape_ticket_;
-    ask += ' ' + std::to_string(ticket);
   }
+  const std::string ask = std::string(what) + ' ' + std::to_string(ticket);
   try {
     zmq::socket_t req(context_, zmq::socket_type::req);
     req.set(zmq::sockopt::linger, 0);
@@ -309,21 +311,25 @@ std::optional<std::string> event_loop::query(std::string_view what,
     if (zmq::poll(&item, 1, wait) <= 0) return std::nullopt;
     zmq::message_t reply;
     if (!req.recv(reply)) return std::nullopt;
-    if (!metrics) return reply.to_string();
   } catch (const zmq::error_t&) {
     return std::nullopt;  // the context is going away
   }
-  metrics::exposition families;
+  scrape made;
   {
     std::lock_guard lock(scrapes_mu_);
     const auto it = scrapes_.find(ticket);
     if (it == scrapes_.end()) return std::nullopt;
-    families = std::move(it->second.families);
+    made = std::move(it->second);
     scrapes_.erase(it);
   }
-  return families.text();  // on this thread, not the loop's
+  // On this thread, not the loop's.
+  if (metrics) return made.families.text();
+  if (!made.status) return std::nullopt;
+  return write_status_json(*made.status);
 }
 
+// Answers queries with copies of the loop's state (query() writes the text from them). An asker
+// that gave up leaves its copy: copies made more than a minute ago are dropped.
 void event_loop::handle_control() {
   for (;;) {
     zmq::message_t id, empty, what;
@@ -332,21 +338,25 @@ void event_loop::handle_control() {
     (void)control_.recv(what);
     const auto now = clock::now();
     const std::string_view ask = what.to_string_view();
-    std::string answer;
-    if (ask.starts_with("metrics ")) {
-      std::uint64_t ticket = 0;
-      for (char c : ask.substr(8)) ticket = ticket * 10 + static_cast<std::uint64_t>(c - '0');
-      scrape made{core_->metrics(now), now};
+    const auto space = ask.find(' ');
+    std::uint64_t ticket = 0;
+    for (char c : ask.substr(space == std::string_view::npos ? ask.size() : space + 1))
+      ticket = ticket * 10 + static_cast<std::uint64_t>(c - '0');
+    scrape made;
+    made.made = now;
+    if (ask.starts_with("metrics "))
+      made.families = core_->metrics(now);
+    else
+      made.status = std::make_unique<status_snapshot>(core_->snapshot_status(now));
+    {
       std::lock_guard lock(scrapes_mu_);
       std::erase_if(scrapes_,
                     [&](const auto& e) { return now - e.second.made > std::chrono::minutes(1); });
       scrapes_.insert_or_assign(ticket, std::move(made));
-    } else {
-      answer = core_->status_json(now);
     }
     control_.send(id, zmq::send_flags::sndmore);
     control_.send(zmq::message_t(), zmq::send_flags::sndmore);
-    control_.send(zmq::buffer(answer), zmq::send_flags::none);
+    control_.send(zmq::message_t(), zmq::send_flags::none);
   }
 }
 
@@ -517,6 +527,7 @@ const access_grant* event_loop::grant_of(std::uint8_t socket) {
 }
 
 void event_loop::event(const broker_event& e) {
+  events_.push(e, clock::now());
   if (event_handler_) event_handler_(e);
 }
 

@@ -15,6 +15,7 @@
 
 #include "access.hpp"
 #include "broker_core.hpp"
+#include "event_ring.hpp"
 #include "family_core.hpp"
 #include "metrics/exposition.hpp"
 #include "metrics/metrics_server.hpp"
@@ -43,9 +44,10 @@ class event_loop final : public outbox, private family_listener {
   void request_reload() noexcept;  // async-signal-safe
   bool draining() const noexcept { return draining_.load(std::memory_order_relaxed); }
 
-  // Thread-safe: asks the loop for a "metrics" or "status" snapshot. For metrics the loop only
-  // copies its counters into metric families; the asking thread writes the text (at 10,000
-  // services the text takes ~20 times as long as the copy: bench/micro, BM_scrape_*).
+  // Thread-safe: asks the loop for a "metrics" or "status" snapshot. The loop only copies: its
+  // counters into metric families, its state into a status_snapshot; the asking thread writes the
+  // text or the JSON (at 10,000 services writing takes ~20 times as long as the copy:
+  // bench/micro, BM_scrape_*, BM_status_*).
   std::optional<std::string> query(std::string_view what, std::chrono::milliseconds wait);
 
   delivery send(std::uint8_t socket, frames& msg) override;
@@ -135,6 +137,7 @@ class event_loop final : public outbox, private family_listener {
   std::unique_ptr<broker_core> core_;
   std::unique_ptr<metrics::metrics_server> metrics_;
   std::function<void(const broker_event&)> event_handler_;
+  event_ring events_;  // the recent events, for status (the loop's thread only)
   std::function<std::optional<broker_options>()> reload_handler_;
   frames inbox_;
   protocol::batch_reader batch_;  // takes a BATCH in inbox_ apart
@@ -145,6 +148,7 @@ class event_loop final : public outbox, private family_listener {
   // than a minute ago are dropped.
   struct scrape {
     metrics::exposition families;
+    std::unique_ptr<status_snapshot> status;  // a status query's
     clock::time_point made;
   };
   std::mutex scrapes_mu_;

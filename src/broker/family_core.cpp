@@ -2,6 +2,7 @@
 #include "family_core.hpp"
 
 #include <algorithm>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <ostream>
 
@@ -669,8 +670,21 @@ void family_core::shutdown(time_point) {
 // Status and metrics
 
 void family_core::add_status(nlohmann::json& status, time_point now) const {
+  write_status(status_view{s_, peers_, configured_, counters_, local_.size(), draining_, now},
+               status);
+}
+
+std::function<void(nlohmann::json&)> family_core::status_writer(time_point now) const {
+  auto view = std::make_shared<const status_view>(
+      status_view{s_, peers_, configured_, counters_, local_.size(), draining_, now});
+  return [view](nlohmann::json& status) { write_status(*view, status); };
+}
+
+// Over copies only (status_writer runs it on another thread).
+void family_core::write_status(const status_view& v, nlohmann::json& status) {
+  const auto now = v.now;
   nlohmann::json peers = nlohmann::json::array();
-  for (const auto& [endpoint, p] : peers_) {
+  for (const auto& [endpoint, p] : v.peers) {
     nlohmann::json services = nlohmann::json::array();
     for (const auto& [name, c] : p.services)
       services.push_back({{"name", name},
@@ -709,35 +723,35 @@ void family_core::add_status(nlohmann::json& status, time_point now) const {
          {"services", services}});
   }
   nlohmann::json dropped = nlohmann::json::object();
-  for (std::size_t i = 0; i < drop_names.size(); ++i) dropped[drop_names[i]] = counters_.dropped[i];
+  for (std::size_t i = 0; i < drop_names.size(); ++i) dropped[drop_names[i]] = v.count.dropped[i];
   nlohmann::json in = nlohmann::json::object(), out = nlohmann::json::object();
   for (std::size_t i = 1; i < command_names.size(); ++i) {
-    in[command_names[i]] = counters_.in[i];
-    out[command_names[i]] = counters_.out[i];
+    in[command_names[i]] = v.count.in[i];
+    out[command_names[i]] = v.count.out[i];
   }
   nlohmann::json configured = nlohmann::json::array();
-  for (const configured_peer& c : configured_)
+  for (const configured_peer& c : v.configured)
     configured.push_back({{"peer", c.spec}, {"endpoints", c.endpoints}, {"error", c.error}});
-  status["family"] = {{"name", s_.family},
-                      {"fallback_families", s_.fallback_families},
-                      {"peer_endpoint", s_.peer_endpoint},
-                      {"frontend", s_.frontend},
-                      {"backend", s_.backend},
-                      {"draining", draining_},
+  status["family"] = {{"name", v.settings.family},
+                      {"fallback_families", v.settings.fallback_families},
+                      {"peer_endpoint", v.settings.peer_endpoint},
+                      {"frontend", v.settings.frontend},
+                      {"backend", v.settings.backend},
+                      {"draining", v.draining},
                       {"configured", configured},
                       {"peers", peers},
-                      {"local_services", local_.size()},
+                      {"local_services", v.local_services},
                       {"counters",
                        {{"messages_in", in},
                         {"messages_out", out},
-                        {"unsent", counters_.unsent},
+                        {"unsent", v.count.unsent},
                         {"dropped", dropped},
-                        {"peers_up", counters_.peers_up},
-                        {"peers_lost", counters_.peers_lost},
-                        {"peers_left", counters_.peers_left},
-                        {"restarts", counters_.restarts},
-                        {"forgotten", counters_.forgotten},
-                        {"state_gaps", counters_.state_gaps}}}};
+                        {"peers_up", v.count.peers_up},
+                        {"peers_lost", v.count.peers_lost},
+                        {"peers_left", v.count.peers_left},
+                        {"restarts", v.count.restarts},
+                        {"forgotten", v.count.forgotten},
+                        {"state_gaps", v.count.state_gaps}}}};
 }
 
 void family_core::add_budgets(std::vector<budget_line>& budgets) const {

@@ -175,6 +175,7 @@ class family_core final : public status_source {
 
   // status_source: the "family" member of scale0.status, budgets and metrics.
   void add_status(nlohmann::json& status, time_point now) const override;
+  std::function<void(nlohmann::json&)> status_writer(time_point now) const override;
   void add_budgets(std::vector<budget_line>& budgets) const override;
   void add_metrics(metrics::exposition& e, time_point now) const override;
 
@@ -246,6 +247,18 @@ class family_core final : public status_source {
     std::uint64_t forgotten = 0;
     std::uint64_t state_gaps = 0;  // STATE sequences that skipped (a STATE was lost)
   };
+
+  // What add_status reports, copied (status_writer: written later, on another thread).
+  struct status_view {
+    family_settings settings;
+    std::map<std::string, peer, std::less<>> peers;
+    std::vector<configured_peer> configured;
+    counters count;
+    std::size_t local_services = 0;
+    bool draining = false;
+    time_point now{};
+  };
+  static void write_status(const status_view& v, nlohmann::json& status);
 
   peer* add_peer(std::string_view endpoint, via how, time_point now);
   void forget(std::map<std::string, peer, std::less<>>::iterator it);

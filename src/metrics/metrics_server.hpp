@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// A small HTTP/1.1 listener (Boost.Beast, one thread) for /metrics, /healthz and /readyz, used by
-// the broker and the gateway. /metrics is what the `metrics` handler gives, then
-// scale0_build_info and the process_* families. Beast stays inside metrics_server.cpp so no other
-// translation unit pays for it.
+// A small HTTP/1.1 listener (Boost.Beast, one thread) for /metrics, /healthz and /readyz, and the
+// status page (/ and /status.json), used by the broker and the gateway. /metrics is what the
+// `metrics` handler gives, then scale0_build_info and the process_* families; /status.json is what
+// the `status` handler gives; / is the page (status_page.hpp), which reads /status.json. Read-only:
+// GET and HEAD, anything else 405. Beast stays inside metrics_server.cpp so no other translation
+// unit pays for it.
 #pragma once
 
 #include <functional>
@@ -18,6 +20,8 @@ class metrics_server {
   struct handlers {
     std::function<std::optional<std::string>()> metrics;  // nothing: the broker did not answer
     std::function<bool()> ready;                          // false while draining
+    // The status JSON (nothing: not answered in time); empty: no status page.
+    std::function<std::optional<std::string>()> status;
   };
 
   // Listens on "host:port" (port 0: any free port). Throws scale0::error when the address is
