@@ -59,6 +59,14 @@ router make_router(const gateway_options& o) {
   return router(std::move(parsed), o.default_service);
 }
 
+// The rules in force, for the status page.
+void publish_rules(const router& r, gateway_detail::gateway_stats& stats) {
+  std::vector<gateway_detail::route_stats::rule> rules;
+  for (const auto& x : r.routes())
+    rules.push_back({x.name, x.host, x.prefix, x.service, x.timeout.count()});
+  stats.routes.set_rules(std::move(rules));
+}
+
 // A tenth of the shortest timeout, between 5 and 50 ms: timeouts fire within 10% late.
 std::chrono::milliseconds sweep_interval_for(const gateway_options& o) {
   std::chrono::milliseconds interval{50};
@@ -137,9 +145,15 @@ server::server(gateway_options o) : opt(std::move(o)) {
   control.assign(::dup(control_fd));
 
   if (!opt.metrics_listen.empty()) {
+    stats.listen = opt.listen;
+    stats.broker = opt.broker;
+    publish_rules(*routes, stats);
     metrics::metrics_server::handlers h;
     h.metrics = [this]() -> std::optional<std::string> { return stats.render(); };
     h.ready = [this] { return !drain_requested.load(); };
+    h.status = [this]() -> std::optional<std::string> {
+      return stats.status_json(drain_requested.load());
+    };
     metrics = std::make_unique<metrics::metrics_server>(opt.metrics_listen, std::move(h));
   }
   sweep_interval = sweep_interval_for(opt);
@@ -240,6 +254,7 @@ void server::apply_reload() {
       next->on_drain = std::move(opt.on_drain);
       opt = std::move(*next);
       routes = std::move(next_routes);
+      publish_rules(*routes, stats);
       trusted = std::move(next_trusted);
       sweep_interval = sweep_interval_for(opt);
     }

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gateway_stats.hpp"
 
+#include <nlohmann/json.hpp>
+
 #include "metrics/exposition.hpp"
 
 namespace scale0::gateway_detail {
@@ -32,6 +34,27 @@ std::string gateway_stats::render() const {
             "Replies from the broker for no request in progress (late or after a disconnect).")
       .add(n(broker_unknown_replies.load()));
   return e.text();
+}
+
+// The gateway's status JSON: the same page as the broker's reads it (kind "gateway").
+std::string gateway_stats::status_json(bool draining) const {
+  nlohmann::json bounds = nlohmann::json::array();
+  for (double b : metrics::latency_histogram::bounds) bounds.push_back(b * 1000);
+  const auto up = std::chrono::steady_clock::now() - started;
+  nlohmann::json j = {{"kind", "gateway"},
+                      {"uptime_ms", std::chrono::duration<double, std::milli>(up).count()},
+                      {"listen", listen},
+                      {"broker", broker},
+                      {"draining", draining},
+                      {"connections_open", connections_open.load()},
+                      {"connections_total", connections_total.load()},
+                      {"connections_rejected", connections_rejected.load()},
+                      {"in_flight", inflight.load()},
+                      {"broker_unknown_replies", broker_unknown_replies.load()},
+                      {"latency_bounds_ms", bounds},
+                      {"routes", nullptr}};
+  routes.status_routes(j["routes"]);
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 }  // namespace scale0::gateway_detail

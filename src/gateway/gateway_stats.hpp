@@ -31,6 +31,12 @@ struct gateway_stats {
     routes.record(route, code, took);
   }
   std::string render() const;
+
+  // For the status page (/status.json), set once before the metrics listener starts.
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  std::string listen;
+  std::string broker;
+  std::string status_json(bool draining) const;
 };
 
 }  // namespace scale0::gateway_detail

@@ -4,11 +4,13 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <random>
 #include <thread>
 
 #include "common/host_port.hpp"
 #include "exposition.hpp"
 #include "scale0/error.hpp"
+#include "status_page.hpp"
 
 namespace scale0::metrics {
 namespace {
@@ -20,6 +22,17 @@ using tcp = asio::ip::tcp;
 
 constexpr int max_connections = 64;
 constexpr auto idle_timeout = std::chrono::seconds(10);
+
+// 132 random bits in base64 digits: the page's script and style carry it, and the CSP admits
+// only those.
+std::string make_nonce() {
+  static constexpr char digits[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::random_device rd;  // the system's random source, not a seeded generator
+  std::string out;
+  for (int i = 0; i < 22; ++i) out += digits[rd() % 64];
+  return out;
+}
 
 // One keep-alive connection: read a request, answer it, repeat until the peer closes or idles.
 class session : public std::enable_shared_from_this<session> {
@@ -67,6 +80,18 @@ class session : public std::enable_shared_from_this<session> {
              "text/plain; version=0.0.4; charset=utf-8");
       } else
         text(http::status::service_unavailable, "the broker did not answer\n");
+    } else if (path == "/" && handlers_.status) {
+      const std::string nonce = make_nonce();
+      text(http::status::ok, status_page_html(nonce), "text/html; charset=utf-8");
+      res->set("Content-Security-Policy", status_page_csp(nonce));
+      res->set("X-Frame-Options", "DENY");
+      res->set("Referrer-Policy", "no-referrer");
+    } else if (path == "/status.json" && handlers_.status) {
+      if (auto j = handlers_.status())
+        text(http::status::ok, std::move(*j), "application/json");
+      else
+        text(http::status::service_unavailable, "not answered in time\n");
+      res->set("Content-Security-Policy", "default-src 'none'; sandbox");
     } else if (path == "/healthz") {
       // Alive means the event loop answers, not just that this thread runs.
       if (handlers_.metrics())
@@ -79,8 +104,14 @@ class session : public std::enable_shared_from_this<session> {
       else
         text(http::status::service_unavailable, "draining\n");
     } else {
-      text(http::status::not_found, "not found: try /metrics, /healthz or /readyz\n");
+      text(http::status::not_found, handlers_.status
+                                        ? "not found: try /, /status.json, /metrics, /healthz or "
+                                          "/readyz\n"
+                                        : "not found: try /metrics, /healthz or /readyz\n");
     }
+    // What is here changes every second and says how the system runs: never kept, never sniffed.
+    res->set(http::field::cache_control, "no-store");
+    res->set("X-Content-Type-Options", "nosniff");
     res->prepare_payload();
     if (request_.method() == http::verb::head) {  // same headers, no body
       const auto length = res->body().size();

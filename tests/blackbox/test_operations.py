@@ -787,7 +787,7 @@ class MetricsTest(OpsTestCase):
     def test_http_endpoints_and_keep_alive(self):
         b = self.start_broker()
         for path, code in (("/healthz", 200), ("/readyz", 200), ("/metrics", 200), ("/metrics?x=1", 200),
-                           ("/no-such-path", 404), ("/", 404)):
+                           ("/no-such-path", 404), ("/", 200), ("/status.json", 200)):
             with self.subTest(path=path):
                 self.assertEqual(http_get(b.metrics, path)[0], code)
         host, port = b.metrics.rsplit(":", 1)
