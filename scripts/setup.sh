@@ -19,6 +19,9 @@ packages=(
   libssl-dev openssl  # HTTPS at the gateway (Boost.Asio over OpenSSL); openssl s_client in its tests
   prometheus  # promtool: /metrics of broker and gateway checked by `promtool check metrics`
   iproute2  # the chaos suite's partition phase: ip netns and a veth pair (tests/chaos)
+  # The status page's browser test (tests/blackbox/test_status_page.py): headless Chromium loads the
+  # page, and a font so that its screenshot has text.
+  chromium fonts-dejavu-core
   # The libFuzzer targets (scripts/fuzz.sh): clang 14, and libclang-rt-14-dev, which holds
   # libclang_rt.fuzzer-x86_64.a and clang's ASan/UBSan runtimes (clang only recommends it, and
   # recommends are not installed here); llvm-14 for llvm-symbolizer, so crash stacks have names.
