@@ -158,7 +158,7 @@ BENCHMARK(BM_timer_schedule_cancel)->Arg(10)->Arg(1000)->Arg(100000);
 // What a scrape costs the broker's thread (it answers /metrics and scale0.status between
 // messages): the Prometheus text and the status JSON of a broker with `n` services, each with a
 // worker and some traffic behind it.
-enum class scrape { metrics_text, metrics_families, status_json };
+enum class scrape { metrics_text, metrics_families, status_json, status_snapshot, status_write };
 void scrape_bench(benchmark::State& state, scrape what) {
   const auto n = static_cast<std::size_t>(state.range(0));
   broker_options options;
@@ -181,7 +181,19 @@ void scrape_bench(benchmark::State& state, scrape what) {
     core.on_message(1, msg, false, now);
   }
   std::size_t bytes = 0;
+  const auto snapshot = core.snapshot_status(now);
   for (auto _ : state) {
+    if (what == scrape::status_snapshot) {  // the loop's share of /status.json
+      auto copy = core.snapshot_status(now);
+      benchmark::DoNotOptimize(&copy);
+      continue;
+    }
+    if (what == scrape::status_write) {  // the metrics thread's share
+      const std::string text = write_status_json(snapshot);
+      bytes = text.size();
+      benchmark::DoNotOptimize(text.data());
+      continue;
+    }
     if (what == scrape::metrics_families) {
       auto families = core.metrics(now);
       benchmark::DoNotOptimize(&families);
@@ -210,6 +222,15 @@ BENCHMARK(BM_scrape_metrics_families)
     ->Arg(10000)
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_scrape_status_json)->Arg(10)->Arg(1000)->Arg(10000)->Unit(benchmark::kMicrosecond);
+// /status.json (the status page): the loop copies a snapshot, the metrics thread writes the JSON.
+void BM_status_snapshot(benchmark::State& state) {
+  scrape_bench(state, scrape::status_snapshot);
+}
+void BM_status_write_json(benchmark::State& state) {
+  scrape_bench(state, scrape::status_write);
+}
+BENCHMARK(BM_status_snapshot)->Arg(10)->Arg(1000)->Arg(10000)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_status_write_json)->Arg(10)->Arg(1000)->Arg(10000)->Unit(benchmark::kMicrosecond);
 
 // Why the broker counts in plain integers and builds metric families only when scraped: what one
 // increment costs as a plain integer (the broker's thread owns it) and as a prometheus-cpp Counter
