@@ -37,6 +37,14 @@ W_CONFIG = 0x08  # S0/2 only: the service policy (docs/family.md, "The configura
 
 FLAG_IDEMPOTENT = 0x01
 FLAG_MOVED = 0x02  # READY after a DISCONNECT 301: a broker sent this worker here
+FLAG_BATCHES = 0x04  # READY: the worker takes and sends BATCH messages (docs/protocol.md, "Batches")
+BATCH = 0x09  # several messages for one peer in one (S0C2 and S0W2)
+MAX_BATCH_ENTRIES = 256
+MAX_BATCH_FRAMES = 64  # body frames carried separately
+MAX_BATCH_PACKED = 256 << 10
+BATCH_INLINE_BODY = 256  # body frames up to this size are copied into the packed frame
+MAX_BATCH_ENTRY = 4096  # a larger entry is sent alone
+_SEPARATE = 0xFFFFFFFF
 STATUS_REDIRECT = 301
 
 MAX_U32 = 0xFFFFFFFF
@@ -137,6 +145,117 @@ def _split(frames: Sequence[bytes], header: bytes) -> Optional[Tuple[int, bytes,
     if len(packed) < 5 or packed[:4] != header:
         return None
     return packed[4], packed, [bytes(f) for f in frames[2:]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches (docs/protocol.md, "Batches"): messages ["", packed, body...] of one header.
+
+
+def is_batch(frames: Sequence[bytes]) -> bool:
+    return (len(frames) >= 2 and frames[0] == b"" and len(frames[1]) >= 5
+            and bytes(frames[1][:4]) in (C_HDR, W_HDR) and frames[1][4] == BATCH)
+
+
+def split_batch(frames: Sequence[bytes]) -> Optional[List[List[bytes]]]:
+    """The entries of a BATCH, each as the message it stands for; None when it is malformed
+    (then none of it may be used)."""
+    if not is_batch(frames):
+        return None
+    packed = bytes(frames[1])
+    header, r = packed[:4], _Reader(packed, 5)
+    separate = [bytes(f) for f in frames[2:]]
+    if len(separate) > MAX_BATCH_FRAMES:
+        return None
+    taken = 0
+    out: List[List[bytes]] = []
+    try:
+        count = r.u16()
+        if count == 0 or count > MAX_BATCH_ENTRIES:
+            return None
+        for _ in range(count):
+            entry = r.take(r.u32())
+            if not entry or entry[0] == BATCH:
+                return None
+            msg = [b"", header + entry]
+            for _ in range(r.u8()):
+                size = r.u32()
+                if size == _SEPARATE:
+                    if taken >= len(separate):
+                        return None
+                    msg.append(separate[taken])
+                    taken += 1
+                else:
+                    msg.append(r.take(size))
+            out.append(msg)
+    except ValueError:
+        return None
+    if not r.done() or taken != len(separate):
+        return None
+    return out
+
+
+class Batcher:
+    """What one turn of a loop has to send: one message goes as it is, several as one BATCH. Never
+    waits for more: the owner calls take() before it waits."""
+
+    def __init__(self) -> None:
+        self._messages: List[List[bytes]] = []
+        self._packed = 0
+        self._separate = 0
+
+    @staticmethod
+    def _size(msg: List[bytes]) -> Tuple[int, int]:
+        packed, separate = 4 + len(msg[1]) - 4 + 1, 0
+        for f in msg[2:]:
+            packed += 4
+            if len(f) <= BATCH_INLINE_BODY:
+                packed += len(f)
+            else:
+                separate += 1
+        return packed, separate
+
+    @classmethod
+    def batchable(cls, msg: List[bytes]) -> bool:
+        if len(msg) < 2 or msg[0] != b"" or len(msg) - 2 > 255 or len(msg[1]) < 5:
+            return False
+        packed, separate = cls._size(msg)
+        return packed <= MAX_BATCH_ENTRY and separate <= MAX_BATCH_FRAMES
+
+    def fits(self, msg: List[bytes]) -> bool:
+        if not self._messages:
+            return True
+        packed, separate = self._size(msg)
+        return (len(self._messages) < MAX_BATCH_ENTRIES and msg[1][:4] == self._messages[0][1][:4]
+                and 7 + self._packed + packed <= MAX_BATCH_PACKED
+                and self._separate + separate <= MAX_BATCH_FRAMES)
+
+    def add(self, msg: List[bytes]) -> None:
+        packed, separate = self._size(msg)
+        self._messages.append(msg)
+        self._packed += packed
+        self._separate += separate
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def take(self) -> Optional[List[bytes]]:
+        """What is held, as one message (None when nothing is)."""
+        messages, self._messages, self._packed, self._separate = self._messages, [], 0, 0
+        if not messages:
+            return None
+        if len(messages) == 1:
+            return messages[0]
+        parts = [messages[0][1][:4], bytes([BATCH]), struct.pack(">H", len(messages))]
+        separate: List[bytes] = []
+        for m in messages:
+            parts += [struct.pack(">I", len(m[1]) - 4), m[1][4:], bytes([len(m) - 2])]
+            for f in m[2:]:
+                if len(f) <= BATCH_INLINE_BODY:
+                    parts += [struct.pack(">I", len(f)), bytes(f)]
+                else:
+                    parts.append(struct.pack(">I", _SEPARATE))
+                    separate.append(f)
+        return [b"", b"".join(parts), *separate]
 
 
 # ---------------------------------------------------------------------------------------------

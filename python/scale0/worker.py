@@ -100,7 +100,7 @@ class Worker:
                  handler: Optional[Handler] = None, *, concurrency: int = 1, idempotent: bool = False,
                  name: Optional[str] = None, heartbeat_interval: float = 0.0, reconnect_min: float = 1.0,
                  reconnect_max: float = 32.0, drain_timeout: float = 30.0, inline: bool = False,
-                 protocol_version: int = 2, curve: Optional[Curve] = None,
+                 protocol_version: int = 2, curve: Optional[Curve] = None, batches: bool = True,
                  on_event: Optional[Callable[[str], None]] = None,
                  startup: Optional[Hook] = None, shutdown: Optional[Hook] = None,
                  context: Optional["zmq.Context[Any]"] = None) -> None:
@@ -124,6 +124,11 @@ class Worker:
         self.drain_timeout = float(drain_timeout)
         self.inline = bool(inline)
         self.protocol_version = check_version(protocol_version)
+        # S0/2: requests and replies in batches (docs/protocol.md, "Batches"); a broker from before
+        # batches refuses the READY flag, and the worker registers again without it.
+        self._ask_batches = bool(batches) and self.protocol_version == 2
+        self._batching = False  # agreed with the current broker: replies wait for _flush()
+        self._box = _wire.Batcher()
         self.curve = curve
         self.on_event = on_event
         self.startup = startup
@@ -322,6 +327,7 @@ class Worker:
             self._read(dealer, self._on_broker)
         if sub is not None and sub in events:
             self._read(sub, self._on_publication)
+        self._flush()  # this turn's replies leave together
 
     def _read(self, sock: "zmq.Socket[Any]", handle: Callable[[List[bytes]], None]) -> None:
         for _ in range(1000):  # a batch, then back to timers
@@ -329,7 +335,13 @@ class Worker:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            handle(frames)
+            if sock is self._dealer and _wire.is_batch(frames):
+                for entry in _wire.split_batch(frames) or ():  # a malformed batch is ignored
+                    handle(entry)
+                    if sock is not self._dealer:
+                        return
+            else:
+                handle(frames)
             if sock is not self._dealer and sock is not self._sub:
                 return  # the connection changed under this message
 
@@ -391,12 +403,16 @@ class Worker:
         self._dealer = d
         self._poller = None
         flags = (_wire.FLAG_IDEMPOTENT if self.idempotent else 0) | (_wire.FLAG_MOVED if self._moved else 0)
+        if self._ask_batches:
+            flags |= _wire.FLAG_BATCHES
         self._send(_wire.worker_ready(self.concurrency, _wire.ms(self.heartbeat_interval), flags,
                                       self._services, self.name.encode()))
         self._state = State.REGISTERING
         self._registering_until = now + 3 * max(self.heartbeat_interval, 1.0)
 
     def _close(self) -> None:
+        self._box.take()  # replies held for a broker that is gone
+        self._batching = False
         for s in (self._dealer, self._sub):
             if s is not None:
                 s.close(0)
@@ -408,7 +424,16 @@ class Worker:
         self._send(_wire.worker_disconnect(status))
         self._close()
 
+    def _flush(self) -> None:
+        held = self._box.take()
+        if held is not None and self._dealer is not None:
+            try:
+                self._dealer.send_multipart(held, zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # as for a single reply: the broker is not reading
+
     def _send(self, frames: List[bytes]) -> None:
+        self._flush()  # what is held goes first
         if self._dealer is None:
             return
         if self.protocol_version == 1:
@@ -500,6 +525,7 @@ class Worker:
             self._sub = sub
             self._poller = None
             self._state = State.READY
+            self._batching = self._ask_batches  # the READY's flags were taken
             self._backoff = self.reconnect_min
             self._lost_since_registration = 0
             self._moved = False
@@ -532,6 +558,11 @@ class Worker:
             self._moved = True
             self._register_again(now, why)
             return
+        if (self._state == State.REGISTERING and self._ask_batches and d.status == 400
+                and d.message == b"unknown READY flags"):
+            self._ask_batches = False  # a broker from before batches
+            self._register_again(now, why + "; without batches")
+            return
         if self._state == State.STOPPING:
             self._event(why + " while stopping")
             self._close()
@@ -558,7 +589,13 @@ class Worker:
         if gen != self._gen or self._state not in (State.READY, State.STOPPING):
             return  # it came on an earlier connection: its broker forgot it
         status, message, body = outcome(result)
-        self._send(_wire.worker_reply(job_id, status, message, body))
+        reply = _wire.worker_reply(job_id, status, message, body)
+        if self._batching and self._box.batchable(reply):
+            if not self._box.fits(reply):
+                self._flush()
+            self._box.add(reply)  # sent by _flush() before the loop waits
+        else:
+            self._send(reply)
         if self._state == State.STOPPING:
             self._check_stopped(time.monotonic(), False)
 

@@ -119,3 +119,25 @@ def test_s01_translation() -> None:
     assert _wire.decode_worker([b"", b"S0W1", b"\x05", struct.pack(">H", 400), b"why"]) == _wire.Disconnect(400, b"why")
     assert _wire.decode_worker([b"", b"S0W1", b"\x02", b"short", b"svc", struct.pack(">I", 50)]) is None
     assert _wire.decode_client([b"", b"S0C1", b"\x02", b"short"]) is None
+
+
+def test_batches_round_trip_and_refuse_what_is_malformed() -> None:
+    """docs/protocol.md, "Batches": several messages in one, bodies up to 256 bytes inline, larger
+    ones as frames of their own; one message stays as it is; a malformed batch is refused whole."""
+    b = _wire.Batcher()
+    one = _wire.worker_reply(1, 200, b"", [b"a" * 10])
+    b.add(one)
+    assert b.take() == one and b.take() is None
+    msgs = [_wire.worker_reply(1, 200, b"", [b"a" * 256]), _wire.worker_reply(2, 500, b"no", []),
+            _wire.worker_reply(3, 200, b"", [b"b" * 257, b""])]
+    for m in msgs:
+        assert b.batchable(m) and b.fits(m)
+        b.add(m)
+    out = b.take()
+    assert out is not None and _wire.is_batch(out) and len(out) == 3  # "", packed, one big body
+    assert _wire.split_batch(out) == msgs
+    assert _wire.split_batch(out[:2]) is None  # a separate frame missing
+    assert _wire.split_batch(out + [b"extra"]) is None  # one left over
+    assert _wire.split_batch([out[0], out[1] + b"x", out[2]]) is None  # bytes left over
+    assert _wire.split_batch([b"", b"S0W2\x09\x00\x00"]) is None  # no entry
+    assert not b.batchable(_wire.worker_reply(4, 500, b"m" * 5000, []))  # too big: sent alone

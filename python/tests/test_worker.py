@@ -259,3 +259,23 @@ def test_s01_client_to_cpp_s01_worker(broker: Broker, procs: list) -> None:
     procs.append(cpp_worker(broker, "echo", "--echo", "--protocol-version", "1"))
     with scale0.Client(broker.frontend, protocol_version=1) as c:
         assert c.request("echo", b"old") == b"old"
+
+
+def test_batches_replies_of_a_turn_leave_together(broker: Broker) -> None:
+    """An inline worker under pipelined load: its READY asks for batches, the broker sends it
+    requests in batches and it answers each turn's replies in one; every request gets its own reply
+    (docs/protocol.md, "Batches"). With batches=False the same load works one message at a time."""
+    for batches in (True, False):
+        w = scale0.Worker(broker.backend, ["upper"], upper, concurrency=64, inline=True, batches=batches)
+        with running(w, broker, "upper"):
+            assert w._ask_batches == batches and wait_for(lambda: w._batching == batches)
+            with scale0.Client(broker.frontend) as c:
+                ids = {c.send("upper", b"x%d" % i): i for i in range(500)}
+                got = {}
+                while len(got) < len(ids):
+                    r = c.receive(timeout=5.0)
+                    assert r is not None, "a reply is missing"
+                    assert r.status == 200
+                    got[r.id] = r.frames
+                assert all(got[i] == [b"X%d" % n] for i, n in ids.items())
+        wait_service(broker, "upper", present=False)
