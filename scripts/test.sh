@@ -43,7 +43,8 @@ background_failed() {
   exit 1
 }
 
-# Some tests run once each, to keep CI under 40 minutes: the chaos suite (tests/chaos, ~75 s),
+# Some tests run once each, to keep CI under 40 minutes: the chaos suite (tests/chaos, ~75 s, and
+# chaos_batches, the same with batches, ~55 s),
 # the demo, the benchmark smoke tests (~95 s under ASan), the Python library's suite (python/,
 # ~30 s) and the black-box files labelled `slow` (timing, not memory: ~4.5 min under ASan) in the
 # dev build; the smuggling suite (tests/smuggling, hostile HTTP, ~30 s) under ASan/UBSan.

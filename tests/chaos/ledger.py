@@ -13,7 +13,12 @@ killed / stopped / partitioned worker took to be out. Any lost (not at a crash),
 or twice-executed request fails the run, as does a phase's own check (e.g. any 502 while the broker
 is stalled). Exit status 0 only when every phase that ran passed.
 
-    SCALE0_BIN=path/to/scale0 tests/chaos/run.sh [--phase NAME ...] [--list] [--keep]
+    SCALE0_BIN=path/to/scale0 tests/chaos/run.sh [--phase NAME ...] [--list] [--keep] [--batches on|off]
+
+`--batches off` (the default): clients speak S0/1 and workers run with `--no-batches`, so nothing
+is ever batched. `--batches on`: workers batch (the worker library's default in S0/2) and clients
+speak S0/2, say HELLO with flags 0x01 and send the requests they have ready at once as one BATCH
+(docs/protocol.md, "Batches"), taking replies apart from BATCHes. The ledger is the same in both.
 """
 
 import argparse
@@ -64,20 +69,233 @@ def log(msg):
 
 
 # ---------------------------------------------------------------------------------------------
-# S0/1 client frames (docs/protocol.md, "Client <-> broker")
+# Client frames: S0/1 (docs/protocol.md, "Client <-> broker") or, with --batches on, S0/2 with
+# batches ("S0/2 compact framing", "Batches")
 # ---------------------------------------------------------------------------------------------
+BATCHES = False        # --batches on: S0/2 clients that say HELLO with flags 0x01 and send BATCHes
+
+BATCH_MAX_ENTRIES = 256
+BATCH_MAX_SEPARATE = 64
+BATCH_MAX_PACKED = 256 * 1024
+INLINE_MAX = 256       # a body frame up to this size is copied into the packed frame
+SEP = 0xFFFFFFFF       # "the next separate frame"
+
+
 def request_frames(rid, service, timeout_ms, body):
     return [b"", b"S0C1", b"\x01", struct.pack(">Q", rid), service.encode(), struct.pack(">I", timeout_ms), body]
 
 
-def parse_reply(frames):
-    """(rid, status, message, body) or None if it is not an S0/1 REPLY."""
-    if len(frames) < 6 or frames[0] != b"" or frames[1] != b"S0C1" or frames[2] != b"\x02":
+def s2_request(rid, service, timeout_ms):
+    """An S0/2 REQUEST's packed fields after the header: command, request-id, timeout-ms, service str8."""
+    name = service.encode()
+    return b"\x01" + struct.pack(">QI", rid, timeout_ms) + bytes([len(name)]) + name
+
+
+HELLO_BATCHES = [b"", b"S0C2\x05\x01"]  # HELLO with flags: bit 0, the client takes batches
+
+
+def s2_batches(reqs):
+    """[(rid, service, timeout_ms, body)] as S0/2 messages: groups within a batch's bounds (256
+    entries, 64 separate frames, 256 KiB packed), each group a BATCH, or a REQUEST alone when it
+    has one. Returns [(message's frames, requests in it)]."""
+    groups, group, seps, size = [], [], 0, 0
+    for req in reqs:
+        rid, svc, tmo, body = req
+        inline = len(body) <= INLINE_MAX
+        cost = 4 + len(s2_request(rid, svc, tmo)) + 1 + 4 + (len(body) if inline else 0)
+        if group and (len(group) >= BATCH_MAX_ENTRIES or (not inline and seps >= BATCH_MAX_SEPARATE)
+                      or size + cost + 7 > BATCH_MAX_PACKED):
+            groups.append(group)
+            group, seps, size = [], 0, 0
+        group.append(req)
+        seps += 0 if inline else 1
+        size += cost
+    if group:
+        groups.append(group)
+    out = []
+    for g in groups:
+        if len(g) == 1:
+            rid, svc, tmo, body = g[0]
+            out.append(([b"", b"S0C2" + s2_request(rid, svc, tmo), body], 1))
+            continue
+        packed = [b"S0C2\x09", struct.pack(">H", len(g))]
+        separate = []
+        for rid, svc, tmo, body in g:
+            m = s2_request(rid, svc, tmo)
+            packed.append(struct.pack(">I", len(m)) + m + b"\x01")
+            if len(body) <= INLINE_MAX:
+                packed.append(struct.pack(">I", len(body)) + body)
+            else:
+                packed.append(struct.pack(">I", SEP))
+                separate.append(body)
+        out.append(([b"", b"".join(packed)] + separate, len(g)))
+    return out
+
+
+def send_requests(sock, reqs, wire=None):
+    """Sends [(rid, service, timeout_ms, body)] without blocking: S0/1 one message each, or (with
+    --batches on) S0/2, BATCHes when there are several. Returns how many of them (a prefix) were
+    sent."""
+    sent = 0
+    if not BATCHES:
+        for rid, svc, tmo, body in reqs:
+            try:
+                sock.send_multipart(request_frames(rid, svc, tmo, body), zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            sent += 1
+        return sent
+    for frames, n in s2_batches(reqs):
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            break
+        sent += n
+        if n > 1 and wire is not None:
+            wire.batches_out += 1
+            wire.entries_out += n
+    return sent
+
+
+class Malformed(Exception):
+    pass
+
+
+class Packed:
+    """Reads packed S0/2 fields; Malformed on a short frame."""
+
+    def __init__(self, data):
+        self.data, self.at = data, 0
+
+    def take(self, n):
+        if n < 0 or self.at + n > len(self.data):
+            raise Malformed("short")
+        v = self.data[self.at:self.at + n]
+        self.at += n
+        return v
+
+    def u8(self):
+        return self.take(1)[0]
+
+    def u16(self):
+        return struct.unpack(">H", self.take(2))[0]
+
+    def u32(self):
+        return struct.unpack(">I", self.take(4))[0]
+
+    def u64(self):
+        return struct.unpack(">Q", self.take(8))[0]
+
+    def done(self):
+        return self.at == len(self.data)
+
+
+def s2_reply(message, parts):
+    """(rid, status, message, body) of an S0/2 REPLY's fields (command byte first)."""
+    r = Packed(message)
+    if r.u8() != 0x02:
+        raise Malformed("not a REPLY")
+    rid, status = r.u64(), r.u16()
+    text = r.take(r.u16())
+    if not r.done():
+        raise Malformed("REPLY with bytes left over")
+    return rid, status, text, b"".join(parts)
+
+
+def s2_batch_entries(packed, seps):
+    """The entries [(message, parts)] of a BATCH's packed frame (after its header and command)."""
+    r = Packed(packed)
+    count = r.u16()
+    if not 1 <= count <= BATCH_MAX_ENTRIES or len(seps) > BATCH_MAX_SEPARATE:
+        raise Malformed("batch bounds")
+    entries, used = [], 0
+    for _ in range(count):
+        message = r.take(r.u32())
+        parts = []
+        for _ in range(r.u8()):
+            n = r.u32()
+            if n == SEP:
+                if used >= len(seps):
+                    raise Malformed("a separate frame missing")
+                parts.append(seps[used])
+                used += 1
+            else:
+                parts.append(r.take(n))
+        entries.append((message, parts))
+    if not r.done() or used != len(seps):
+        raise Malformed("bytes or frames left over")
+    return entries
+
+
+def describe(frames):
+    """A short description of a message (frame sizes and the packed frame's start), for the notes."""
+    sizes = [len(f) for f in frames]
+    head = frames[1][:48].hex() if len(frames) > 1 else ""
+    return "%d frame(s), sizes %s%s, frame 1 starts %s" % (
+        len(frames), sizes[:8], "..." if len(sizes) > 8 else "", head)
+
+
+class Wire:
+    """What the clients of a phase saw on the wire besides replies (for the notes and checks)."""
+
+    def __init__(self):
+        self.batches_in = 0        # BATCH messages received
+        self.entries_in = 0        # replies that came in them
+        self.batches_out = 0       # BATCH messages sent
+        self.entries_out = 0       # requests sent in them
+        self.welcomes = []         # the flags byte of each WELCOME (None: none)
+
+
+def parse_replies(frames, wire=None):
+    """[(rid, status, message, body)] carried by a message to a client: one for a REPLY, each
+    entry's for a BATCH, none for a WELCOME. None if the message is not what this client's
+    protocol may receive (S0/1 REPLY with --batches off; S0/2 REPLY, BATCH or WELCOME with on)."""
+    if not BATCHES:
+        if len(frames) < 6 or frames[0] != b"" or frames[1] != b"S0C1" or frames[2] != b"\x02":
+            return None
+        if len(frames[3]) != 8 or len(frames[4]) != 2:
+            return None
+        return [(struct.unpack(">Q", frames[3])[0], struct.unpack(">H", frames[4])[0], frames[5],
+                 b"".join(frames[6:]))]
+    if len(frames) < 2 or frames[0] != b"" or frames[1][:4] != b"S0C2" or len(frames[1]) < 5:
         return None
-    if len(frames[3]) != 8 or len(frames[4]) != 2:
+    packed, command = frames[1], frames[1][4]
+    try:
+        if command != 0x09:
+            return s2_message(packed[4:], frames[2:], wire)
+        entries = s2_batch_entries(packed[5:], frames[2:])
+        if wire is not None:
+            wire.batches_in += 1
+            wire.entries_in += len(entries)
+        out = []
+        for message, parts in entries:     # a batch means its entries, one after another
+            if message[:1] == b"\x09":
+                return None                # no entry may itself be a BATCH
+            out += s2_message(message, parts, wire)
+        return out
+    except Malformed:
         return None
-    return (struct.unpack(">Q", frames[3])[0], struct.unpack(">H", frames[4])[0], frames[5],
-            b"".join(frames[6:]))
+
+
+def s2_message(message, parts, wire):
+    """[(rid, status, message, body)] of one S0/2 message to a client (command byte first): a
+    REPLY's, or none for a WELCOME (its flags byte recorded). Malformed for anything else."""
+    if message[:1] == b"\x02":
+        return [s2_reply(message, parts)]
+    if message[:1] == b"\x06" and not parts:
+        r = Packed(message[1:])
+        r.u64()
+        for _ in range(r.u16()):
+            r.take(r.u16())
+        for _ in range(r.u16()):
+            r.take(r.u8())
+        flags = None if r.done() else r.u8()
+        if not r.done():
+            raise Malformed("WELCOME with bytes left over")
+        if wire is not None:
+            wire.welcomes.append(flags)
+        return []
+    raise Malformed("command %r" % message[:1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +323,9 @@ class Ledger:
         self.recs = {}               # (client, rid) -> Rec
         self.unknown = 0             # replies whose id was never sent (crossed)
         self.malformed = 0
+        self.malformed_samples = []  # what the first malformed messages looked like (for the notes)
         self.crashes = []            # times the broker process was gone (kill -9)
+        self.wire = Wire()
         self.lock = threading.Lock()
 
     def token(self, client, rid, service, sleep_s):
@@ -119,17 +339,23 @@ class Ledger:
         return rec
 
     def replied(self, client, frames, t):
-        r = parse_reply(frames)
-        if r is None:
+        """Records what a message to a client carries (a REPLY, or each REPLY of a BATCH); returns
+        the records answered."""
+        parsed = parse_replies(frames, self.wire)
+        if parsed is None:
             self.malformed += 1
-            return None
-        rid, status, message, body = r
-        rec = self.recs.get((client, rid))
-        if rec is None:
-            self.unknown += 1
-            return None
-        rec.replies.append((t, status, message.decode("utf-8", "replace"), body))
-        return rec
+            if len(self.malformed_samples) < 3:
+                self.malformed_samples.append(frames)
+            return []
+        recs = []
+        for rid, status, message, body in parsed:
+            rec = self.recs.get((client, rid))
+            if rec is None:
+                self.unknown += 1
+                continue
+            rec.replies.append((t, status, message.decode("utf-8", "replace"), body))
+            recs.append(rec)
+        return recs
 
     def pending(self):
         with self.lock:
@@ -239,6 +465,8 @@ class Load(threading.Thread):
             s = self.ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
             s.connect(self.endpoint)
+            if BATCHES:
+                s.send_multipart(HELLO_BATCHES)     # queued until connected; the WELCOME is recorded
             poller.register(s, zmq.POLLIN)
             socks.append(s)
         index = {s: i for i, s in enumerate(socks)}
@@ -251,20 +479,24 @@ class Load(threading.Thread):
                 t = now()
                 if self.sending:
                     for i, s in enumerate(socks):
-                        while len(outstanding[i]) < self.window and next_send[i] <= t:
-                            rid = next_rid[i]
+                        # what the window and the rate allow now: with --batches off sent one by
+                        # one (S0/1), with on as one BATCH when there are several
+                        ready = []
+                        rid, due = next_rid[i], next_send[i]
+                        while len(outstanding[i]) + len(ready) < self.window and due <= t:
                             svc = self.services[rid % len(self.services)]
                             sl = self.rng.uniform(*self.sleep_ms) / 1000.0
-                            tok = self.ledger.token(i, rid, svc, sl)
-                            try:
-                                s.send_multipart(request_frames(rid, svc, self.timeout_ms, tok.encode()),
-                                                 zmq.NOBLOCK)
-                            except zmq.Again:
-                                break
-                            rec = self.ledger.sent(i, rid, svc, tok, t, self.timeout_ms / 1000.0)
-                            outstanding[i][rid] = rec
-                            next_rid[i] += 1
-                            next_send[i] = max(next_send[i] + self.interval, t - 1.0)
+                            due = max(due + self.interval, t - 1.0)    # next_send once this one is sent
+                            ready.append((rid, svc, self.ledger.token(i, rid, svc, sl), due))
+                            rid += 1
+                        if not ready:
+                            continue
+                        n = send_requests(s, [(r, svc, self.timeout_ms, tok.encode()) for r, svc, tok, _ in ready],
+                                          self.ledger.wire)
+                        for r, svc, tok, due in ready[:n]:
+                            outstanding[i][r] = self.ledger.sent(i, r, svc, tok, t, self.timeout_ms / 1000.0)
+                            next_rid[i] = r + 1
+                            next_send[i] = due
                             count += 1
                 for s, _ in poller.poll(10):
                     i = index[s]
@@ -273,8 +505,7 @@ class Load(threading.Thread):
                             frames = s.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again:
                             break
-                        rec = self.ledger.replied(i, frames, now())
-                        if rec is not None:
+                        for rec in self.ledger.replied(i, frames, now()):
                             outstanding[i].pop(rec.rid, None)
                 t = now()
                 for o in outstanding:     # the client's own timeout frees the window slot at the deadline;
@@ -345,7 +576,8 @@ class Ctx:
         return b
 
     def worker(self, broker, name, service, concurrency=3, endpoint=None, netns=None):
-        w = Worker(self.dir, endpoint or broker.backend, name, service, service == IDEM, concurrency, netns)
+        w = Worker(self.dir, endpoint or broker.backend, name, service, service == IDEM, concurrency, netns,
+                   batches=BATCHES)
         self.workers[name] = w
         return w
 
@@ -668,6 +900,8 @@ def phase_flood(ctx):
             s.setsockopt(zmq.RCVHWM, 100)
             s.setsockopt(zmq.RCVBUF, 16384)
         s.connect(b.frontend)
+        if BATCHES:
+            s.send_multipart(HELLO_BATCHES)
         socks.append(s)
     sent = [0] * len(socks)
     t_start = now()
@@ -680,17 +914,22 @@ def phase_flood(ctx):
             t = now()
             for i, s in enumerate(socks):
                 room = 50 if i == nonreader else min(50, int((t - t_start) * reader_rate) - sent[i])
-                for _ in range(room):
-                    if sent[i] >= quota[i] or t > t_end_send:
+                ready = []
+                if t <= t_end_send:
+                    for rid in range(sent[i] + 1, min(quota[i], sent[i] + max(0, room)) + 1):
+                        ready.append((rid, lg.token(i, rid, PLAIN, 0.03)))
+                # one by one (S0/1), or with --batches on as BATCHes of up to 50 (1 KiB bodies:
+                # separate frames, at most 64 a batch)
+                step = 50 if BATCHES else 1
+                for k in range(0, len(ready), step):
+                    chunk = ready[k:k + step]
+                    n = send_requests(s, [(rid, PLAIN, TIMEOUT_MS, tok.encode() + pad) for rid, tok in chunk], lg.wire)
+                    t_sent = now()
+                    for rid, tok in chunk[:n]:
+                        lg.sent(i, rid, PLAIN, tok, t_sent, TIMEOUT_MS / 1000.0)
+                        sent[i] += 1
+                    if n < len(chunk):
                         break
-                    rid = sent[i] + 1
-                    tok = lg.token(i, rid, PLAIN, 0.03)
-                    try:
-                        s.send_multipart(request_frames(rid, PLAIN, TIMEOUT_MS, tok.encode() + pad), zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    lg.sent(i, rid, PLAIN, tok, now(), TIMEOUT_MS / 1000.0)
-                    sent[i] += 1
                 if i == nonreader and t < t_read_nonreader:
                     continue
                 for _ in range(2000):
@@ -814,6 +1053,21 @@ class Suite:
         self.keep = keep
 
 
+def check_wire(ctx):
+    """With --batches on: what the clients sent and got in BATCHes, and the handshake: every
+    WELCOME answering a HELLO with flags 0x01 ends with a flags byte whose bit 0 is set."""
+    if not BATCHES:
+        return
+    w, r = ctx.ledger.wire, ctx.result
+    r.note("batches: clients sent %d BATCH(es) (%d requests), received %d BATCH(es) (%d replies); %d WELCOME(s)" % (
+        w.batches_out, w.entries_out, w.batches_in, w.entries_in, len(w.welcomes)))
+    if not w.welcomes:
+        r.fail("no WELCOME answered the clients' HELLO")
+    bad = [f for f in w.welcomes if f is None or not f & 0x01]
+    if bad:
+        r.fail("%d WELCOME(s) to a HELLO with flags 0x01 without the batches flag: %r" % (len(bad), bad[:5]))
+
+
 def run_phase(suite, name, fn):
     log("\n=== phase %s ===" % name)
     t0 = now()
@@ -827,6 +1081,13 @@ def run_phase(suite, name, fn):
         r.summary = s
         if verdict:
             verdict(s, execs)
+        check_wire(ctx)
+        for k, frames in enumerate(ctx.ledger.malformed_samples):
+            path = os.path.join(ctx.dir, "malformed-%d.bin" % k)
+            with open(path, "wb") as f:          # each frame: u32 length, then its bytes
+                for fr in frames:
+                    f.write(struct.pack(">I", len(fr)) + fr)
+            r.note("malformed message to a client: %s (saved in %s)" % (describe(frames), path))
         for key in ("lost", "dup", "crossed", "2x-exec", "idem>2x", "ok-unexecuted", "malformed"):
             if s[key]:
                 r.fail("%s = %d" % (key, s[key]))
@@ -877,7 +1138,12 @@ def main():
     ap.add_argument("--phase", action="append", help="run only this phase (repeatable)")
     ap.add_argument("--list", action="store_true", help="list the phases and exit")
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs) even on success")
+    ap.add_argument("--batches", choices=("on", "off"), default="off",
+                    help="on: workers batch and clients speak S0/2 with BATCHes; off (default): S0/1 clients, "
+                         "workers with --no-batches")
     args = ap.parse_args()
+    global BATCHES
+    BATCHES = args.batches == "on"
     if args.list:
         for n, fn in PHASES:
             print("%-16s %s" % (n, " ".join((fn.__doc__ or "").split())))
@@ -899,8 +1165,9 @@ def main():
 
     suite = Suite(args.keep)
     log("scale0 chaos: binary %s, run directory %s" % (procs.BIN, suite.rundir))
-    log("heartbeat %d ms x liveness %d; request deadline %d ms; give-up margin %.1f s" % (
-        HB_MS, LIVENESS, TIMEOUT_MS, MARGIN))
+    log("heartbeat %d ms x liveness %d; request deadline %d ms; give-up margin %.1f s; batches %s (%s)" % (
+        HB_MS, LIVENESS, TIMEOUT_MS, MARGIN, args.batches,
+        "S0/2 clients with BATCHes, batching workers" if BATCHES else "S0/1 clients, workers --no-batches"))
     t0 = now()
     results = [run_phase(suite, n, fn) for n, fn in PHASES if n in chosen]
     procs.kill_all()

@@ -276,9 +276,10 @@ def write_job_script(workdir):
 
 
 class Worker:
-    """`scale0 worker --exec` (the C++ worker library) serving one service, with its own execution log."""
+    """`scale0 worker --exec` (the C++ worker library) serving one service, with its own execution log.
+    batches=False starts it with `--no-batches`."""
 
-    def __init__(self, workdir, broker_ep, name, service, idempotent, concurrency=3, netns=None):
+    def __init__(self, workdir, broker_ep, name, service, idempotent, concurrency=3, netns=None, batches=True):
         self.name = name
         self.service = service
         self.idempotent = idempotent
@@ -289,6 +290,8 @@ class Worker:
                 "--exec-timeout", 10000]
         if idempotent:
             args.append("--idempotent")
+        if not batches:
+            args.append("--no-batches")    # one message per request and reply (docs/protocol.md, "Batches")
         if netns:
             args = ["ip", "netns", "exec", netns] + args   # ip execs the worker itself: same pid
         self.proc = Proc(args, os.path.join(workdir, "worker-%s.stderr" % name))
