@@ -18,7 +18,7 @@ import unittest
 
 import zmq
 
-from harness import (MDPC, PackedReader, Scale0TestCase, b_, make_socket, now, short, str8, str16, u8,
+from harness import (MDPC, VERBOSE, PackedReader, Scale0TestCase, b_, make_socket, now, short, str8, str16, u8,
                      u16, u32, u64)
 
 C2 = b"S0C2"
@@ -696,6 +696,40 @@ class PerEntryTest(BatchTestCase):
         for r, parts in served.items():
             self.assertEqual(c.outcomes[r][0].parts, parts, r)
 
+    def test_a_packed_frame_over_the_message_limit_gets_through(self):
+        """--max-message-bytes 4096 would set libzmq's per-frame limit to 8 KiB; 'libzmq's per-frame
+        limit is raised to 256 KiB ... so a batch's packed frame always gets through': 256 entries
+        with 250-byte inline bodies (a packed frame of about 70 KiB) are all served."""
+        b = self.start_broker(heartbeat_interval=1000, max_message_bytes=4096)
+        self.echo_workers(b, "echo", n=1, concurrency=64)
+        c = self.s2client(b)
+        rids = list(range(1, 257))
+        frames = batch_frames(C2, [(c_request(r, "echo", 10000), [body_of(250, r)]) for r in rids])
+        self.assertEqual(len(frames), 2)
+        self.assertGreater(len(frames[1]), 64 * 1024)
+        c.send(frames)
+        self.assertTrue(c.wait_for(rids, 10.0), "missing %d replies (connection closed?)" % len(set(rids) - set(c.outcomes)))
+        c.pump(0.2)
+        self.assert_once(c, rids)
+        self.assertEqual({r: (c.outcomes[r][0].status, c.outcomes[r][0].parts) for r in rids},
+                         {r: (200, [body_of(250, r)]) for r in rids})
+
+    def test_ping_inside_a_batch_is_answered_like_a_ping(self):
+        """'A batch means exactly its entries, received one after another in order': a PING entry
+        (payload inline and as a separate frame) gets a PONG with its frames; the REQUEST next
+        to it is served."""
+        b = self.start_broker(heartbeat_interval=1000)
+        self.echo_workers(b, "echo", n=1, concurrency=4)
+        c = self.s2client(b)
+        payload = [b"p1", body_of(400, 9)]
+        c.send(batch_frames(C2, [(u8(C_PING), payload), (c_request(5, "echo", 5000), [b"req"])]))
+        self.assertTrue(c.wait_for([5], 5.0))
+        c.pump(0.3)
+        self.assert_once(c, [5])
+        self.assertEqual((c.outcomes[5][0].status, c.outcomes[5][0].parts), (200, [b"req"]))
+        pongs = [(m, parts) for _, m, parts in c.others if m[:1] == u8(C_PONG)]
+        self.assertEqual(pongs, [(u8(C_PONG), payload)], "one PONG echoing the PING's frames: %r" % (c.others,))
+
     def test_deadlines_are_per_entry(self):
         """Three entries for a raw worker that answers one at once, one late and one never: 200 for
         the first, 504 for the others at their own deadlines; the late reply is dropped."""
@@ -823,6 +857,44 @@ class WorkerBatchTest(BatchTestCase):
         c.pump(0.3)
         self.assert_once(c, [7])
         self.assertEqual((c.outcomes[7][0].status, c.outcomes[7][0].parts), (200, [b"yours"]))
+
+    def test_stopping_never_overtakes_a_request(self):
+        """A batching worker says STOPPING while a client's BATCH for it arrives (the same turn,
+        when the timing allows): no REQUEST reaches it after the STOPPING answer, and every request
+        gets exactly one outcome. Three rounds."""
+        b = self.start_broker(heartbeat_interval=1000, no_worker_timeout=500)
+        for round_ in range(3):
+            svc = "st%d" % round_
+            w = self.raw_worker(b, [svc], concurrency=8, flags=READY_BATCHES)
+            c = self.s2client(b)
+            parse_welcome(c.hello(None)[1])                         # connected before the race
+            rids = list(range(1, 7))
+            c.batch([(r, svc, [b"%d" % r], 3000) for r in rids])
+            w.send([b"", W2 + u8(0x07)])                            # STOPPING
+            order = []
+            deadline = now() + 0.6
+            for _ in range(1000):
+                m = w.recv_raw(deadline - now())
+                if m is None:
+                    break
+                if m[1][:5] == W2 + u8(0x07):
+                    order.append("STOPPING")
+                    continue
+                for job, _, _, parts in w.take(m):
+                    order.append(job)
+                    w.reply(job, parts)
+            if VERBOSE:
+                print("round %d: %r" % (round_, order))
+            self.assertIn("STOPPING", order, "round %d: no STOPPING answer: %r" % (round_, order))
+            after = order[order.index("STOPPING") + 1:]
+            self.assertEqual(after, [], "round %d: REQUESTs after the STOPPING answer: %r" % (round_, order))
+            w.send([b"", W2 + u8(W_DISCONNECT)])
+            self.assertTrue(c.wait_for(rids, 5.0), "round %d: missing outcomes" % round_)
+            c.pump(0.2)
+            self.assert_once(c, rids, "round %d: " % round_)
+            served = len(order) - 1
+            self.assertEqual(sorted(o[0].status for o in c.outcomes.values()),
+                             [200] * served + [503] * (6 - served), "round %d: %r" % (round_, c.outcomes))
 
     def test_malformed_worker_batch_gets_disconnect_400(self):
         b = self.start_broker(heartbeat_interval=1000)
