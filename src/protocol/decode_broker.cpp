@@ -215,8 +215,11 @@ inbound decode_client_v2(const frames& f) noexcept {
       if (!r.complete()) return client_error_v2(status::bad_request, reasons::hello_fields, packed);
       in.kind = inbound_kind::client_hello;
       return in;
-    case client_command::batch:  // a well-formed batch is taken apart before decoding
-      return client_error_v2(status::bad_request, reasons::malformed_batch, packed);
+    case client_command::batch: {  // a well-formed batch is taken apart before decoding
+      in = client_error_v2(status::bad_request, reasons::malformed_batch, packed);
+      in.id = 0;  // what follows the command byte is a count, not a request-id
+      return in;
+    }
     default:
       return client_error_v2(status::not_implemented, reasons::unknown_command, packed);
   }

@@ -627,7 +627,6 @@ class MalformedBatchTest(BatchTestCase):
         self.assertEqual(w.others, [], "the worker got something other than REQUESTs: %r" % w.others[:3])
         self.assert_serves_s2(b, w, "mal")
 
-    @unittest.expectedFailure
     def test_malformed_batch_reply_has_request_id_0(self):
         """docs/protocol.md, Batches: 'The broker answers a client's malformed batch with one REPLY
         400 `malformed BATCH` (request-id 0)'. The broker reads a request-id from bytes 5-13 of the

@@ -395,6 +395,7 @@ TEST(codec_v2, unknown_command_is_501) {
   in = decode_inbound(at_broker({"", C2 + "\x09" + u64(33)}));
   ASSERT_EQ(in.kind, inbound_kind::client_error);
   EXPECT_EQ(in.status, st::bad_request);
+  EXPECT_EQ(in.id, 0u);  // a count follows the command byte, not a request-id
   in = decode_inbound(at_broker({"", W2 + "\x09"}));
   ASSERT_EQ(in.kind, inbound_kind::worker_error);
   EXPECT_EQ(in.status, st::bad_request);
