@@ -116,8 +116,11 @@ class client_thread {
 
   // s0b: one entry per request, sent by flush_batch() (at most 256 per batch, the protocol's
   // bound; payloads up to 256 bytes inline, larger ones as frames of their own).
-  void add_to_batch(const char* idbuf) {
-    if (batch_count_ == 0) batch_.assign("S0C2\x09\x00\x00", 7);
+  void add_to_batch(std::uint64_t id, const char* idbuf) {
+    if (batch_count_ == 0) {
+      batch_.assign("S0C2\x09\x00\x00", 7);
+      first_id_ = id;
+    }
     const std::string_view service = cfg_.service;
     put_u32(batch_, static_cast<std::uint32_t>(1 + 8 + 4 + 1 + service.size()));
     batch_ += '\x01';
@@ -138,6 +141,11 @@ class client_thread {
 
   void flush_batch() {
     if (batch_count_ == 0) return;
+    if (batch_count_ == 1) {  // one request alone travels as it is, as the protocol says
+      separate_.clear();
+      batch_count_ = 0;
+      return send(first_id_, true);
+    }
     batch_[5] = static_cast<char>(batch_count_ >> 8);
     batch_[6] = static_cast<char>(batch_count_ & 0xFF);
     socket_.send(zmq::message_t(), zmq::send_flags::sndmore);
@@ -150,18 +158,19 @@ class client_thread {
     batch_count_ = 0;
   }
 
-  void send(std::uint64_t id) {
+  void send(std::uint64_t id, bool alone = false) {
     char idbuf[8];
     bench::put_u64(idbuf, id);
     bench::fill_payload(id, payload_.data(), cfg_.load.size);
-    if (cfg_.proto == protocol::s0b) return add_to_batch(idbuf);
+    if (cfg_.proto == protocol::s0b && !alone) return add_to_batch(id, idbuf);
     const auto more = zmq::send_flags::sndmore;
     socket_.send(zmq::message_t(), more);
     switch (cfg_.proto) {
       case protocol::raw:
         socket_.send(zmq::buffer(idbuf, 8), more);
         break;
-      case protocol::s0: {
+      case protocol::s0:
+      case protocol::s0b: {  // s0b: a request alone
         // "S0C2" 0x01 · id u64 · timeout u32 · service (u8 length + bytes), in one frame
         packed_.assign("S0C2\x01");
         packed_.append(idbuf, 8);
@@ -172,8 +181,6 @@ class client_thread {
         socket_.send(zmq::buffer(packed_), more);
         break;
       }
-      case protocol::s0b:  // added to the batch above
-        return;
       case protocol::s0v1: {
         char timeout[4];
         for (int i = 0; i < 4; ++i) {
@@ -356,6 +363,7 @@ class client_thread {
   std::string packed_;
   std::string batch_;  // s0b: the batch being built
   std::size_t batch_count_ = 0;
+  std::uint64_t first_id_ = 0;
   std::vector<zmq::message_t>
       separate_;  // the S0/2 header frame, rebuilt per request (no allocation once sized)
   std::vector<char> scratch_;

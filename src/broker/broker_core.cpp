@@ -269,6 +269,7 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   }
   if (client == clients_.end()) client = clients_.emplace(key, client_entry{}).first;
   if (batched_input_) client->second.batches = true;
+  const bool client_batches = client->second.batches;
   ++client->second.in_flight;
   client->second.last_request = now;
   ++services_[s].requests;
@@ -287,6 +288,7 @@ void broker_core::on_client_request(std::uint8_t socket, frames& msg, const prot
   r.worker = npos;
   r.member = npos;
   r.body_kept = false;
+  r.client_batches = client_batches;
   const auto timeout =
       in.timeout_ms != 0 ? clock::duration(milliseconds(in.timeout_ms)) : svc.request_timeout;
   r.deadline = now + timeout;
@@ -1551,11 +1553,14 @@ std::size_t held_cost(const frames& msg) noexcept {
 }
 }  // namespace
 
-void broker_core::send_to_client(std::uint8_t socket, std::string_view identity, frames& msg) {
+void broker_core::send_to_client(std::uint8_t socket, std::string_view identity, frames& msg,
+                                 bool batches) {
   client_entry* held = nullptr;  // the client's entry when it already has a backlog
-  // S0/2 clients may take batches: their entry says so.
+  // An S0/2 client may take batches: its entry says so. It is looked up only when the client is
+  // known to (its request said so), or when something is held for some client: a client that
+  // takes no batch costs no lookup.
   const bool v2 = msg.size() > 2 && view(msg[2]).starts_with(protocol::client_header_v2);
-  if (v2 || !backlogged_.empty()) {
+  if ((v2 && (batches || !open_outgoing_.empty())) || !backlogged_.empty()) {
     const auto it = clients_.find(make_key(socket, identity));
     client_entry* c = it != clients_.end() ? &it->second : nullptr;
     if (c != nullptr && c->backlog.empty() && c->batches) {
@@ -1761,7 +1766,7 @@ void broker_core::send_client_reply(const client_ref& c, std::uint16_t code,
   }
   if (!c.mdp || code == status::ok)
     for (std::size_t i = first; i < src.size(); ++i) scratch_.push_back(std::move(src[i]));
-  send_to_client(c.socket, c.identity, scratch_);
+  send_to_client(c.socket, c.identity, scratch_, c.batches);
 }
 
 void broker_core::send_disconnect(std::uint8_t socket, std::string_view identity, bool mdp,
@@ -2031,8 +2036,8 @@ void broker_core::apply_policy(service_entry& S) const {
 }
 
 broker_core::client_ref broker_core::client_of(const request_slot& r) const {
-  return {r.client_socket,           r.client,        r.mdp_client, r.client_id,
-          services_[r.service].name, r.client_version};
+  return {r.client_socket,           r.client,         r.mdp_client,    r.client_id,
+          services_[r.service].name, r.client_version, r.client_batches};
 }
 
 void broker_core::count_error(std::uint32_t service, std::uint16_t code) {

@@ -289,7 +289,8 @@ class broker_core {
     bool mdp_client = false;
     std::uint8_t client_version = protocol::version_1;  // native clients: the framing to answer in
     std::uint8_t attempts = 0;                          // dispatches so far
-    bool body_kept = false;  // in flight: the body is still here (it may be sent again)
+    bool body_kept = false;       // in flight: the body is still here (it may be sent again)
+    bool client_batches = false;  // its client took batches when it came: its answer may join one
     std::uint8_t client_socket = 0;
     std::uint32_t bytes = 0;  // body bytes, counted in the service's queue bytes while queued
     std::string client;       // ROUTER identity of the client
@@ -410,6 +411,7 @@ class broker_core {
     std::uint64_t id;
     std::string_view service;
     std::uint8_t version = protocol::version_1;
+    bool batches = false;  // known to take batches (else only found so when something is held)
   };
 
   // message handlers
@@ -519,7 +521,8 @@ class broker_core {
   bool family_idempotent(std::uint32_t s) const;
   bool send(std::uint8_t socket, frames& msg);
   // Answers go through here: a client whose queue is full gets them held, in order, in its backlog.
-  void send_to_client(std::uint8_t socket, std::string_view identity, frames& msg);
+  void send_to_client(std::uint8_t socket, std::string_view identity, frames& msg,
+                      bool batches = false);
   void flush_backlogs();
 
   // registries

@@ -310,6 +310,7 @@ struct worker::impl final : detail::worker_core::io {
         core->on_broker_message(now, in);
         deliver_inline(now);
       }
+      core->flush();  // the replies to what was just read leave now, together
       while (sub && receive(sub)) core->on_heartbeat(now, in);
     }
     close();
