@@ -258,8 +258,9 @@ ol#events .kind { display: inline-block; min-width: 9em; }
     return e.length ? num(e[e.length - 1]) / (num(history.step_seconds) || 10) : 0;
   }
 
-  function renderBroker(s, now) {
-    document.getElementById("title").textContent = "Scale0 broker " + (s.broker_id || "");
+  // The title, the draining badge and the first facts: the same for a broker and a gateway.
+  function renderHead(title, s) {
+    document.getElementById("title").textContent = title;
     const badges = document.getElementById("badges");
     badges.replaceChildren();
     if (s.draining) badges.appendChild(el("span", { class: "badge warn", id: "draining" }, "draining"));
@@ -267,6 +268,11 @@ ol#events .kind { display: inline-block; min-width: 9em; }
     facts.replaceChildren();
     fact(facts, "uptime", fmtMs(s.uptime_ms));
     fact(facts, "state", s.draining ? "draining" : "serving", s.draining ? "warn" : null);
+    return facts;
+  }
+
+  function renderBroker(s, now) {
+    const facts = renderHead("Scale0 broker " + (s.broker_id || ""), s);
     fact(facts, "heartbeat interval", fmtMs(s.heartbeat_interval_ms) + " × liveness " + num(s.liveness));
     const ep = s.endpoints || {};
     const names = { frontend: "frontend (clients)", backend: "backend (workers)",
@@ -391,14 +397,7 @@ ol#events .kind { display: inline-block; min-width: 9em; }
   }
 
   function renderGateway(s, now) {
-    document.getElementById("title").textContent = "Scale0 gateway " + (s.listen || "");
-    const badges = document.getElementById("badges");
-    badges.replaceChildren();
-    if (s.draining) badges.appendChild(el("span", { class: "badge warn", id: "draining" }, "draining"));
-    const facts = document.getElementById("facts");
-    facts.replaceChildren();
-    fact(facts, "uptime", fmtMs(s.uptime_ms));
-    fact(facts, "state", s.draining ? "draining" : "serving", s.draining ? "warn" : null);
+    const facts = renderHead("Scale0 gateway " + (s.listen || ""), s);
     fact(facts, "listen", String(s.listen || ""));
     fact(facts, "broker", String(s.broker || ""));
     fact(facts, "connections open", num(s.connections_open));

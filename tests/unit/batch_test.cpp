@@ -236,6 +236,17 @@ class batch_core_test : public core_test {
     while (r.next(e, bytes)) out.push_back(parts_of(e));
     return out;
   }
+  // A client that takes batches sends three requests, which a batching worker answers: the
+  // three replies are held for the client until the next flush.
+  void three_answers_held_for(const std::string& client) {
+    hello(client, protocol::hello_batches);
+    out.take(client);
+    ready_v2("w", 8, true);
+    for (std::uint64_t i = 1; i <= 3; ++i) request_v2(client, i);
+    core->flush(now);
+    const auto jobs = entries(out.take("w").at(0));
+    for (const auto& j : jobs) deliver(1, {"w", "", worker_reply(id_of(j)), "r"});
+  }
   static std::uint64_t id_of(const strings& m) {
     std::uint64_t v = 0;
     for (unsigned char c : m.at(2).substr(5, 8)) v = (v << 8) | c;
@@ -350,13 +361,7 @@ TEST_F(batch_core_test, a_client_that_sends_a_batch_is_answered_in_one) {
 }
 
 TEST_F(batch_core_test, a_full_client_holds_the_batch_whole_and_gets_it_later) {
-  hello("c", protocol::hello_batches);
-  out.take("c");
-  ready_v2("w", 8, true);
-  for (std::uint64_t i = 1; i <= 3; ++i) request_v2("c", i);
-  core->flush(now);
-  const auto jobs = entries(out.take("w").at(0));
-  for (const auto& j : jobs) deliver(1, {"w", "", worker_reply(id_of(j)), "r"});
+  three_answers_held_for("c");
   out.full.insert("c");
   core->flush(now);
   EXPECT_TRUE(out.take("c").empty());
@@ -372,13 +377,7 @@ TEST_F(batch_core_test, a_full_client_holds_the_batch_whole_and_gets_it_later) {
 }
 
 TEST_F(batch_core_test, a_gone_client_loses_each_answer_counted) {
-  hello("c", protocol::hello_batches);
-  out.take("c");
-  ready_v2("w", 8, true);
-  for (std::uint64_t i = 1; i <= 3; ++i) request_v2("c", i);
-  core->flush(now);
-  const auto jobs = entries(out.take("w").at(0));
-  for (const auto& j : jobs) deliver(1, {"w", "", worker_reply(id_of(j)), "r"});
+  three_answers_held_for("c");
   out.unreachable.insert("c");
   core->flush(now);
   EXPECT_EQ(core->counters().dropped_unroutable, 3u);
