@@ -63,7 +63,7 @@ struct traffic_history {
   void for_each(F&& f) const {
     const std::uint32_t first = filled < points ? 0 : pos;
     for (std::uint32_t i = 0; i < filled; ++i) {
-      const std::uint32_t at = (first + i) % points;
+      const auto at = static_cast<std::uint32_t>((first + i) % points);
       f(requests[at], errors[at]);
     }
   }
@@ -72,7 +72,7 @@ struct traffic_history {
   void close(std::uint32_t r, std::uint32_t e) noexcept {
     requests[pos] = r;
     errors[pos] = e;
-    pos = (pos + 1) % points;
+    pos = static_cast<std::uint32_t>((pos + 1) % points);
     if (filled < points) ++filled;
   }
 };
