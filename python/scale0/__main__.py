@@ -178,8 +178,26 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# Options whose value may start with '-' (a Z85 key may): argparse would take it for an option.
+_VALUE_OPTIONS = ("--curve-server-key", "--curve-cert")
+
+
+def _join_values(argv: List[str]) -> List[str]:
+    """``--curve-server-key -abc...`` as ``--curve-server-key=-abc...``."""
+    out: List[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _VALUE_OPTIONS and i + 1 < len(argv):
+            out.append(argv[i] + "=" + argv[i + 1])
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_join_values(list(sys.argv[1:] if argv is None else argv)))
     try:
         return int(args.func(args))
     except Error as e:  # invalid options

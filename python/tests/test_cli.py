@@ -60,3 +60,13 @@ def test_worker_echo_and_wsgi_to_cpp_client(broker: Broker, procs: list) -> None
 def test_status_without_broker() -> None:
     out = py("status", "--broker", "tcp://127.0.0.1:9", "--timeout", "0.3")
     assert out.returncode == 3
+
+
+def test_a_key_that_starts_with_a_dash_is_taken_as_the_option_value() -> None:
+    """Z85 keys may start with '-' (found when a random test key did): argparse would take it for
+    an option; the CLI joins it to its option."""
+    from scale0.__main__ import _join_values
+    assert _join_values(["request", "--curve-server-key", "-abc", "svc"]) == [
+        "request", "--curve-server-key=-abc", "svc"]
+    assert _join_values(["--curve-cert", "f", "x"]) == ["--curve-cert=f", "x"]
+    assert _join_values(["--curve-server-key"]) == ["--curve-server-key"]
