@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // End-to-end throughput of one broker: a pipelined client, in-process echo workers, all over
 // loopback TCP. Prints requests/s and checks every reply (id and body).
-//   pipeline_bench [requests] [window] [workers] [concurrency] [size]
+//   pipeline_bench [requests] [window] [workers] [concurrency] [size] [hold]
+// hold 1: the client sends each refill of the window between hold() and flush() (in BATCHes).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +23,7 @@ int main(int argc, char** argv) {
   const int workers = argc > 3 ? std::atoi(argv[3]) : 2;
   const auto concurrency = static_cast<std::uint32_t>(argc > 4 ? std::atoi(argv[4]) : 64);
   const auto size = static_cast<std::size_t>(argc > 5 ? std::atol(argv[5]) : 32);
+  const bool hold = argc > 6 && std::atoi(argv[6]) != 0;
 
   scale0::broker_options bo;
   bo.frontend = bo.backend = bo.heartbeat = "tcp://127.0.0.1:*";
@@ -52,21 +54,24 @@ int main(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   const auto give_up = start + 120s;
   while (received < requests && std::chrono::steady_clock::now() < give_up) {
+    if (hold) c.hold();
     while (sent < requests && sent - received < window) {
       c.send("echo", body, 30000ms);
       ++sent;
     }
-    auto r = c.receive(1000ms);
-    if (!r) continue;
-    ++received;
-    if (r->status != 200 || r->text() != body) ++bad;
+    if (hold) c.flush();
+    // What has arrived is taken before the window is refilled.
+    for (auto r = c.receive(1000ms); r; r = c.receive(0ms)) {
+      ++received;
+      if (r->status != 200 || r->text() != body) ++bad;
+    }
   }
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf(
-      "requests %ld window %ld workers %d x %u size %zu: %.0f req/s, %ld bad, %ld missing\n",
-      requests, window, workers, concurrency, size, static_cast<double>(received) / secs, bad,
-      requests - received);
+      "requests %ld window %ld workers %d x %u size %zu%s: %.0f req/s, %ld bad, %ld missing\n",
+      requests, window, workers, concurrency, size, hold ? " hold" : "",
+      static_cast<double>(received) / secs, bad, requests - received);
   for (auto& w : ws) w->stop();
   for (auto& t : wts) t.join();
   b.stop();

@@ -76,6 +76,19 @@ class client {
                      std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
   std::optional<reply> receive(std::chrono::milliseconds wait);
 
+  // Coalescing for pipelined use: after hold(), send() keeps its requests and flush() sends
+  // them, several as one message (a BATCH, docs/protocol.md "Batches") to a broker that takes
+  // batches; after flush() send() sends at once again. Nothing waits for more: receive(),
+  // call() and ping() flush first, and a full batch goes at once. hold() takes in what the broker
+  // has sent already (its WELCOME says whether it takes batches); until that came, or with a
+  // broker that does not take them, requests go one by one as without hold(). A held request
+  // the full send queue refuses at flush() gets a 503 reply (local) from receive().
+  //   c.hold();
+  //   for (auto& b : bodies) c.send("echo", b);
+  //   c.flush();
+  void hold();
+  void flush();
+
   // PING/PONG round trip: true when the broker answered within `wait`. Replies to pipelined
   // requests that arrive meanwhile are kept for receive().
   bool ping(std::chrono::milliseconds wait);

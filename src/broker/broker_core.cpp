@@ -1637,6 +1637,10 @@ void broker_core::flush_outgoing(std::uint32_t i, time_point now) {
   outgoing& o = outgoing_[i];
   if (o.box.empty()) return;
   const std::size_t answers = o.box.size();
+  if (answers > 1) {
+    ++counters_.batches_out;
+    counters_.batch_entries_out += answers;
+  }
   o.box.take(flushed_);
   const delivery d = out_.send(o.socket, flushed_);
   if (o.worker != npos) {

@@ -80,6 +80,10 @@ struct broker_counters {
   std::uint64_t redirected_clients = 0;  // requests answered 301 while draining
   std::uint64_t redirected_workers = 0;  // workers sent to a peer while draining
   std::uint64_t handed_back = 0;         // forwards a draining peer handed back (301)
+  std::uint64_t batches_in = 0;          // BATCH messages received (well-formed)
+  std::uint64_t batch_entries_in = 0;    // ... and their entries
+  std::uint64_t batches_out = 0;         // BATCH messages sent
+  std::uint64_t batch_entries_out = 0;   // ... and their entries
   // CURVE refusals by endpoint and reason (handshakes the ZAP handler refused, services a key may
   // not use).
   std::map<std::pair<std::string, std::string>, std::uint64_t> refused;
@@ -142,7 +146,14 @@ class broker_core {
 
   // The messages of the entries that follow come from one BATCH (docs/protocol.md, "Batches"):
   // a client that sends batches is sent its replies in batches.
-  void note_batched_input(bool batched) noexcept { batched_input_ = batched; }
+  // `entries`: how many (counted in scale0_batch_entries_total).
+  void note_batched_input(bool batched, std::size_t entries = 0) noexcept {
+    batched_input_ = batched;
+    if (batched) {
+      ++counters_.batches_in;
+      counters_.batch_entries_in += entries;
+    }
+  }
   // Sends what is held for each peer that takes batches: what one turn of the loop had for one
   // peer leaves as one message. The loop calls it after each batch of input and before it waits.
   void flush(time_point now);

@@ -459,6 +459,14 @@ metrics::exposition broker_core::metrics(time_point now) const {
   e.counter("scale0_family_fallback_forwarded_total",
             "Requests sent to a broker of a fallback family (also counted in forwarded out).")
       .add(n(c.forwarded_fallback));
+  e.counter("scale0_batches_total",
+            "BATCH messages (several messages for one peer in one) received and sent "
+            "(docs/protocol.md, \"Batches\").")
+      .add(n(c.batches_in), {{"direction", "in"}})
+      .add(n(c.batches_out), {{"direction", "out"}});
+  e.counter("scale0_batch_entries_total", "Messages carried in BATCHes received and sent.")
+      .add(n(c.batch_entries_in), {{"direction", "in"}})
+      .add(n(c.batch_entries_out), {{"direction", "out"}});
   e.gauge("scale0_requests_pending", "Requests accepted and not yet answered.")
       .add(n(requests_pending()));
   e.gauge("scale0_policy_version",

@@ -708,7 +708,7 @@ std::size_t event_loop::drain_socket(std::uint8_t socket, std::size_t budget) {
     // A batch is its entries, one after another, each under the limits of a message of its own.
     // A malformed one goes to the core whole, which answers it as such.
     if (!oversized && batch_.open(inbox_, 1)) {  // open() checks it is a batch
-      core_->note_batched_input(true);
+      core_->note_batched_input(true, batch_.size());
       std::size_t bytes = 0;
       while (batch_.next(entry_, bytes)) {
         ++n;

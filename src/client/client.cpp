@@ -183,6 +183,7 @@ client& client::operator=(client&&) noexcept = default;
 
 reply client::call(std::string_view service, std::vector<zmq::message_t> body,
                    std::optional<milliseconds> timeout) {
+  impl_->core.flush();
   const milliseconds t = checked(timeout.value_or(impl_->options.timeout));
   const auto now = clock::now();
   detail::client_core::request_options o;
@@ -226,13 +227,24 @@ std::uint64_t client::send(std::string_view service, std::string_view body, mill
   return send(service, std::move(frames), timeout);
 }
 
+void client::hold() {
+  impl_->pump(clock::now(), [] { return false; });  // the WELCOME, if it came
+  impl_->core.hold();
+}
+
+void client::flush() {
+  impl_->core.flush();
+}
+
 std::optional<reply> client::receive(milliseconds wait) {
+  impl_->core.flush();
   if (auto r = impl_->core.take()) return r;
   impl_->pump(clock::now() + wait, [&] { return impl_->core.has_answers(); });
   return impl_->core.take();
 }
 
 bool client::ping(milliseconds wait) {
+  impl_->core.flush();
   const auto before = impl_->core.pongs();
   if (!impl_->core.ping(clock::now()))
     throw error(status::unavailable, "client send queue full: is the broker reachable?");

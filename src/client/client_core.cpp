@@ -30,6 +30,10 @@ client_core::client_core(client_core_options options, io& out)
 // know it answers 501 with id 0, which matches no request and is ignored), and says it takes
 // batches (a broker from before batches answers that 400 with id 0: HELLO again, without).
 void client_core::open_connection(const std::string& endpoint) {
+  // What is held goes to the connection it was meant for, as if sent just before: the failover
+  // rules then decide its fate with everything else outstanding there.
+  send_held();
+  batches_ = false;
   io_.open(endpoint);
   if (options_.protocol_version != protocol::version_2) return;
   hello(protocol::hello_batches);
@@ -100,6 +104,13 @@ bool client_core::transmit(std::uint64_t id, std::string_view service, pending& 
     else
       out_.back().move(f);
   }
+  if (holding_ && batches_ && box_.batchable(out_)) {
+    if (!box_.fits(out_)) send_held();
+    box_.add(out_);
+    boxed_.push_back(id);
+    if (!keep_body) p.body.clear();
+    return true;
+  }
   if (io_.send(out_)) {
     if (!keep_body) p.body.clear();
     return true;
@@ -109,8 +120,26 @@ bool client_core::transmit(std::uint64_t id, std::string_view service, pending& 
   return false;
 }
 
+void client_core::flush() {
+  holding_ = false;
+  send_held();
+}
+
+void client_core::send_held() {
+  if (box_.empty()) return;
+  box_.take(batch_out_);
+  if (!io_.send(batch_out_)) {
+    for (const std::uint64_t id : boxed_)
+      if (const auto it = pending_.find(id); it != pending_.end())
+        finish(id, it->second, status::unavailable,
+               "client send queue full: is the broker reachable?");
+  }
+  boxed_.clear();
+}
+
 bool client_core::ping(time_point now) {
   (void)now;
+  send_held();  // a PING never overtakes a held request
   out_.clear();
   protocol::append_client_ping(out_, options_.protocol_version);
   return io_.send(out_);
@@ -134,6 +163,7 @@ void client_core::on_message(time_point now, protocol::frames& in) {
     for (const std::string_view s : protocol::welcome_services(d.service_list, d.services))
       idempotent_.emplace(s);
     ++welcomes_;
+    batches_ = hello_flags_ != 0 && (d.flags & protocol::hello_batches) != 0;
     hello_flags_ = 0;
     return;
   }

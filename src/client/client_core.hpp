@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "protocol/batch.hpp"
 #include "scale0/client.hpp"
 #include "scale0/protocol.hpp"
 
@@ -64,6 +65,17 @@ class client_core {
                                     protocol::frames& body, const request_options& o);
   // Sends a PING; pongs() counts the answers.
   bool ping(time_point now);
+
+  // Coalescing (docs/protocol.md, "Batches"): after hold(), send() keeps the requests it would
+  // send, and flush() sends them, several as one BATCH when the broker said it takes batches
+  // (before its WELCOME, or from a broker that does not, each goes at once as without hold()).
+  // flush() also ends the holding. Nothing waits for more: a PING, a new connection or a full
+  // batch sends what is held first. A held request the send queue refuses at flush() ends in a
+  // 503 made here, as one send() refuses at once.
+  void hold() noexcept { holding_ = true; }
+  void flush();
+  bool holding() const noexcept { return holding_; }
+  bool batches() const noexcept { return batches_; }  // the broker's WELCOME said it takes them
 
   // Anything that arrived on the connection (one message, its frames).
   void on_message(time_point now, protocol::frames& in);
@@ -123,6 +135,7 @@ class client_core {
   void arm(std::uint64_t id, time_point at);
   void open_connection(const std::string& endpoint);
   void hello(std::uint8_t flags);
+  void send_held();
   // A draining broker handed request `id` back (301) and names where to go.
   void redirected(time_point now, std::uint64_t id, pending& p, std::string_view target,
                   protocol::frames& in, std::size_t first);
@@ -160,6 +173,11 @@ class client_core {
   std::uint64_t stale_ = 0;
   protocol::frames out_;
   std::uint8_t hello_flags_ = 0;  // the flags of the HELLO not yet answered (0: none)
+  bool batches_ = false;          // the current broker takes batches (its WELCOME's flags)
+  bool holding_ = false;          // between hold() and flush()
+  protocol::batch_writer box_{0};
+  std::vector<std::uint64_t> boxed_;  // the ids of the requests in box_
+  protocol::frames batch_out_;
 };
 
 }  // namespace scale0::detail

@@ -5,11 +5,15 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "common/host_port.hpp"
+#include "protocol/batch.hpp"
 #include "scale0/error.hpp"
 
 namespace scale0::detail {
@@ -37,22 +41,36 @@ class fake_io : public client_core::io {
     frames with_identity;
     with_identity.emplace_back("id", 2);
     for (auto& f : msg) with_identity.emplace_back(f.data(), f.size());
+    sent.push_back(protocol::is_batch(with_identity, 1) ? "batch" : "single");
+    if (protocol::is_batch(with_identity, 1)) {  // its entries, as if sent one by one
+      protocol::batch_reader r;
+      EXPECT_TRUE(r.open(with_identity, 1));
+      batch_sizes.push_back(r.size());
+      frames entry;
+      std::size_t bytes = 0;
+      while (r.next(entry, bytes)) take(entry);
+      return true;
+    }
+    take(with_identity);
+    return true;
+  }
+  void take(frames& with_identity) {
     const auto d = protocol::decode_inbound(with_identity);
     if (d.kind == protocol::inbound_kind::client_ping) {
       ++pings;
-      return true;
+      pinged_after.push_back(requests.size());
+      return;
     }
     if (d.kind == protocol::inbound_kind::client_hello) {
       hellos.push_back(current);
       hello_flags.push_back(d.flags);
-      return true;
+      return;
     }
     EXPECT_EQ(d.kind, protocol::inbound_kind::client_request);
     std::string body;
     for (std::size_t i = d.first; i < with_identity.size(); ++i)
       body.append(static_cast<const char*>(with_identity[i].data()), with_identity[i].size());
     requests.push_back({current, d.id, std::string(d.service), d.timeout_ms, body});
-    return true;
   }
   std::vector<std::string> opened;
   std::string current;
@@ -60,6 +78,9 @@ class fake_io : public client_core::io {
   int pings = 0;
   std::vector<std::string> hellos;  // the connection each HELLO went on
   std::vector<std::uint8_t> hello_flags;
+  std::vector<std::string> sent;          // "single" or "batch", per message sent
+  std::vector<std::size_t> batch_sizes;   // entries per batch
+  std::vector<std::size_t> pinged_after;  // requests sent before each PING
   bool full = false;
 };
 
@@ -734,6 +755,125 @@ TEST_F(client_welcome, a_welcome_that_breaks_the_rules_is_ignored) {
   core->on_message(t0, f);
   EXPECT_EQ(core->welcomes(), 0u);
   EXPECT_EQ(core->brokers().size(), 1u);
+}
+
+// ---- hold() and flush(): a pipelined sender's requests as BATCHes ----
+
+struct client_hold : client_welcome {
+  // The broker's WELCOME, with its flags byte when the HELLO had one.
+  void welcome_with(std::optional<std::uint8_t> flags) {
+    frames f;
+    protocol::append_client_welcome(f, 77, {}, {}, flags);
+    core->on_message(t0, f);
+  }
+  std::vector<std::uint64_t> ids_sent() const {
+    std::vector<std::uint64_t> ids;
+    for (const auto& r : io.requests) ids.push_back(r.id);
+    return ids;
+  }
+};
+
+TEST_F(client_hold, held_requests_leave_at_flush_as_one_batch_in_order) {
+  make();
+  welcome_with(protocol::hello_batches);
+  ASSERT_TRUE(core->batches());
+  io.sent.clear();
+  core->hold();
+  std::vector<std::uint64_t> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(pipeline(t0, "b" + std::to_string(i), 900ms));
+  EXPECT_TRUE(io.requests.empty());  // held
+  core->flush();
+  EXPECT_EQ(io.sent, std::vector<std::string>{"batch"});
+  EXPECT_EQ(ids_sent(), ids);
+  EXPECT_EQ(io.requests[3].body, "b3");
+  EXPECT_EQ(io.requests[3].timeout_ms, 900u);
+  // flush() ended the holding: the next request goes at once, alone.
+  pipeline(t0, "now");
+  EXPECT_EQ(io.sent, (std::vector<std::string>{"batch", "single"}));
+  for (const auto id : ids) answer(t0, id);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(core->take()->status, 200);
+}
+
+TEST_F(client_hold, one_held_request_goes_alone) {
+  make();
+  welcome_with(protocol::hello_batches);
+  io.sent.clear();
+  core->hold();
+  pipeline(t0, "x");
+  core->flush();
+  EXPECT_EQ(io.sent, std::vector<std::string>{"single"});
+  EXPECT_EQ(io.requests.size(), 1u);
+}
+
+TEST_F(client_hold, without_the_brokers_word_requests_go_one_by_one) {
+  make();
+  core->hold();  // no WELCOME yet: the broker may be one from before batches
+  pipeline(t0, "a");
+  pipeline(t0, "b");
+  EXPECT_EQ(io.requests.size(), 2u);
+  welcome_with(std::nullopt);  // a WELCOME without flags: it does not take batches
+  EXPECT_FALSE(core->batches());
+  pipeline(t0, "c");
+  EXPECT_EQ(io.requests.size(), 3u);
+  EXPECT_EQ(std::count(io.sent.begin(), io.sent.end(), "batch"), 0);
+}
+
+TEST_F(client_hold, a_full_batch_goes_at_once_and_the_rest_waits_for_flush) {
+  make();
+  welcome_with(protocol::hello_batches);
+  core->hold();
+  const auto n = protocol::max_batch_entries + 10;
+  for (std::size_t i = 0; i < n; ++i) pipeline(t0, "x");
+  EXPECT_EQ(io.requests.size(), protocol::max_batch_entries);
+  core->flush();
+  EXPECT_EQ(io.batch_sizes, (std::vector<std::size_t>{protocol::max_batch_entries, 10}));
+  EXPECT_EQ(io.requests.size(), n);
+}
+
+TEST_F(client_hold, a_ping_never_overtakes_a_held_request) {
+  make();
+  welcome_with(protocol::hello_batches);
+  core->hold();
+  pipeline(t0, "a");
+  pipeline(t0, "b");
+  core->ping(t0);
+  EXPECT_EQ(io.pinged_after, std::vector<std::size_t>{2});
+  EXPECT_TRUE(core->holding());  // a PING sends what is held but does not end the holding
+}
+
+TEST_F(client_hold, held_requests_the_full_queue_refuses_end_in_503_each) {
+  make();
+  welcome_with(protocol::hello_batches);
+  core->hold();
+  const auto a = pipeline(t0, "a");
+  const auto b = pipeline(t0, "b");
+  io.full = true;
+  core->flush();
+  std::set<std::uint64_t> ended;
+  while (auto r = core->take()) {
+    EXPECT_EQ(r->status, status::unavailable);
+    EXPECT_TRUE(r->local);
+    ended.insert(r->id);
+  }
+  EXPECT_EQ(ended, (std::set<std::uint64_t>{a, b}));
+  EXPECT_EQ(core->outstanding(), 0u);
+}
+
+TEST_F(client_hold, held_requests_go_to_their_broker_before_a_failover_decides_their_fate) {
+  make({"tcp://a:1", "tcp://b:1"});
+  welcome_with(protocol::hello_batches);
+  core->on_connected(t0);
+  core->hold();
+  const auto a = pipeline(t0, "a");
+  const auto b = pipeline(t0, "b");
+  core->on_disconnected(t0);  // a closed: what it may hold is lost (not idempotent: 502)
+  ASSERT_EQ(io.requests.size(), 2u);
+  EXPECT_EQ(io.requests[0].broker, "tcp://a:1");
+  EXPECT_EQ(io.batch_sizes, std::vector<std::size_t>{2});
+  std::set<std::uint64_t> ended;
+  while (auto r = core->take()) ended.insert(r->id);
+  EXPECT_EQ(ended, (std::set<std::uint64_t>{a, b}));
+  EXPECT_FALSE(core->batches());  // b has not said it takes batches yet
 }
 
 }  // namespace
