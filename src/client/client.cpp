@@ -124,6 +124,7 @@ struct client::impl final : detail::client_core::io {
   // a system call for nothing.
   template <class Done>
   bool pump(std::optional<clock::time_point> until, Done done) {
+    bool look_at_monitor = true;  // at first, after its descriptor fired, and on timer wakes
     for (;;) {
       if (done()) return true;
       auto now = clock::now();
@@ -142,7 +143,7 @@ struct client::impl final : detail::client_core::io {
         core.on_connected(now);
       }
       // After the socket: answers that came before the connection closed are taken first.
-      while (monitor && receive_one(monitor)) {
+      while (look_at_monitor && monitor && receive_one(monitor)) {
         std::uint16_t event = 0;
         if (!in.empty() && in[0].size() >= sizeof event)
           std::memcpy(&event, in[0].data(), sizeof event);
@@ -155,13 +156,17 @@ struct client::impl final : detail::client_core::io {
       if (until && now >= *until) return false;
       auto wake = core.next_wake(now);
       if (until) wake = std::min(wake, *until);
-      zmq::pollitem_t items[2] = {{socket.handle(), 0, ZMQ_POLLIN, 0},
-                                  {monitor ? monitor.handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+      // The monitor is only read from: its descriptor says when it may have something (an
+      // edge; it is read until empty then), with no check of the socket on every turn.
+      zmq::pollitem_t items[2] = {
+          {socket.handle(), 0, ZMQ_POLLIN, 0},
+          {nullptr, monitor ? monitor.get(zmq::sockopt::fd) : 0, ZMQ_POLLIN, 0}};
       const auto wait = std::chrono::ceil<milliseconds>(wake - now).count();
-      if (zmq_poll(items, monitor ? 2 : 1, static_cast<long>(std::max<std::int64_t>(wait, 0))) <
-              0 &&
-          zmq_errno() != EINTR)
+      const int n =
+          zmq_poll(items, monitor ? 2 : 1, static_cast<long>(std::max<std::int64_t>(wait, 0)));
+      if (n < 0 && zmq_errno() != EINTR)
         throw error(status::unavailable, zmq_strerror(zmq_errno()));
+      look_at_monitor = n <= 0 || (items[1].revents & ZMQ_POLLIN) != 0;
     }
   }
 

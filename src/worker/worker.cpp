@@ -174,6 +174,7 @@ struct worker::impl final : detail::worker_core::io {
     } catch (const zmq::error_t& e) {
       event("cannot connect to heartbeat endpoint " + endpoint + ": " + e.what());
     }
+    sub_fd = sub.get(zmq::sockopt::fd);
   }
 
   void run_job(queued_job&& j) override {
@@ -277,25 +278,38 @@ struct worker::impl final : detail::worker_core::io {
       if (core->finished()) break;
       core->flush();  // the replies this turn made leave together, before the loop waits
       const auto wake = core->next_wake(now);
-      zmq_pollitem_t items[4] = {{nullptr, stop_fd, ZMQ_POLLIN, 0},
-                                 {nullptr, result_fd, ZMQ_POLLIN, 0},
-                                 {dealer ? dealer.handle() : nullptr, 0, 0, 0},
-                                 {sub ? sub.handle() : nullptr, 0, 0, 0}};
-      int n = 2;
-      if (dealer) items[n++] = {dealer.handle(), 0, ZMQ_POLLIN, 0};
-      if (sub) items[n++] = {sub.handle(), 0, ZMQ_POLLIN, 0};
+      // Only what can have something is polled and read: an inline handler has no results to
+      // wait for, and each socket is read when the poll says it has input (zmq_poll looks at
+      // what a socket holds, not at edges). A synchronous request costs the fewest system calls.
+      const bool pooled = !options.inline_handler;
+      zmq_pollitem_t items[4];
+      int n = 0;
+      items[n++] = {nullptr, stop_fd, ZMQ_POLLIN, 0};
+      const int results_at = pooled ? n++ : -1;
+      if (pooled) items[results_at] = {nullptr, result_fd, ZMQ_POLLIN, 0};
+      const int dealer_at = dealer ? n++ : -1;
+      if (dealer) items[dealer_at] = {dealer.handle(), 0, ZMQ_POLLIN, 0};
+      // The heartbeat SUB is only read from: its descriptor says when it may have input (an
+      // edge: it is read until empty then), which costs no check of the socket per turn.
+      const int sub_at = sub ? n++ : -1;
+      if (sub) items[sub_at] = {nullptr, sub_fd, ZMQ_POLLIN, 0};
       const auto wait = std::chrono::ceil<milliseconds>(wake - now).count();
-      if (zmq_poll(items, n, static_cast<long>(std::max<std::int64_t>(wait, 0))) < 0 &&
-          zmq_errno() != EINTR)
-        throw error(status::unavailable, std::string("zmq_poll: ") + zmq_strerror(zmq_errno()));
+      if (zmq_poll(items, n, static_cast<long>(std::max<std::int64_t>(wait, 0))) < 0) {
+        if (zmq_errno() != EINTR)
+          throw error(status::unavailable, std::string("zmq_poll: ") + zmq_strerror(zmq_errno()));
+        continue;  // a signal (SIGHUP): round again
+      }
+      const auto ready = [&](int at) { return at >= 0 && (items[at].revents & ZMQ_POLLIN); };
+      bool woken = false;  // by input; else by a timer: then every socket is looked at
+      for (int i = 0; i < n; ++i) woken = woken || items[i].revents != 0;
       now = clock::now();
-      if (items[0].revents & ZMQ_POLLIN) {
+      if (ready(0)) {
         clear_fd(stop_fd);
         stop_asked = true;
       }
-      send_results(now);
+      if (ready(results_at)) send_results(now);
       // Drain each socket completely; the core may replace the sockets.
-      while (dealer && receive(dealer)) {
+      while (ready(dealer_at) && dealer && receive(dealer)) {
         // A batch is its entries, one after another (a malformed one is ignored whole, as any
         // malformed message from the broker).
         if (protocol::is_batch(in, 0)) {
@@ -311,7 +325,8 @@ struct worker::impl final : detail::worker_core::io {
         deliver_inline(now);
       }
       core->flush();  // the replies to what was just read leave now, together
-      while (sub && receive(sub)) core->on_heartbeat(now, in);
+      if (ready(sub_at) || !woken)
+        while (sub && receive(sub)) core->on_heartbeat(now, in);
     }
     close();
   }
@@ -321,6 +336,7 @@ struct worker::impl final : detail::worker_core::io {
   zmq::context_t context{1};
   zmq::socket_t dealer;
   zmq::socket_t sub;
+  zmq_fd_t sub_fd = -1;  // the SUB's ZMQ_FD
   int stop_fd = -1;
   int result_fd = -1;
 
