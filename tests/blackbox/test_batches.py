@@ -3,7 +3,8 @@
 
 Written from docs/protocol.md only ("S0/2 compact framing", "Batches", "Status codes", "Limits",
 "Request life cycle and the exactly-one-outcome rule"), not from the broker's code. The batch
-encoder and decoder below are this file's own reading of the spec:
+encoder and decoder (harness_wire: pack_entry, batch_frames, decode; shared with the chaos
+ledger) are the tests' own reading of the spec:
 
     "" · packed · separate frame…   packed = header (S0C2 / S0W2) · 0x09 · count u16 · count × entry
     entry = size u32 · message (command byte + fields, no header) · parts u8 ·
@@ -20,14 +21,9 @@ import zmq
 
 from harness import (MDPC, VERBOSE, PackedReader, Scale0TestCase, b_, make_socket, now, short, str8, str16, u8,
                      u16, u32, u64)
-
-C2 = b"S0C2"
-W2 = b"S0W2"
-BATCH = 0x09
-SEP = 0xFFFFFFFF
-INLINE_MAX = 256          # a sender copies a body frame of up to 256 bytes into the packed frame
-MAX_ENTRIES = 256
-MAX_SEPARATE = 64
+from harness_wire import (BATCH, BATCH_MAX_ENTRIES as MAX_ENTRIES, BATCH_MAX_SEPARATE as MAX_SEPARATE,
+                          C2_HDR as C2, SEP, W2_HDR as W2, Malformed, batch_frames, c_request, decode,
+                          pack_entry, parse_c_reply, parse_c_welcome)
 
 # client commands (S0C2)
 C_REQUEST, C_REPLY, C_PING, C_PONG, C_HELLO, C_WELCOME = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
@@ -39,100 +35,9 @@ HELLO_BATCHES = 0x01      # HELLO / WELCOME flags bit 0
 WORKER_HB_MS = 20000      # raw workers ask for a long interval: they never heartbeat in a test
 
 
-# ---------------------------------------------------------------------------------------------
-# The batch codec (docs/protocol.md, "Batches")
-# ---------------------------------------------------------------------------------------------
-def pack_entry(message, parts, separate=None):
-    """One entry: (its bytes in the packed frame, its separate frames). Body frames up to 256 bytes
-    go inline, larger ones as separate frames (the sender rule), unless `separate` (a predicate on
-    the frame) says otherwise."""
-    out = u32(len(message)) + message + u8(len(parts))
-    seps = []
-    for p in parts:
-        p = b_(p)
-        if (separate(p) if separate else len(p) > INLINE_MAX):
-            out += u32(SEP)
-            seps.append(p)
-        else:
-            out += u32(len(p)) + p
-    return out, seps
-
-
-def batch_frames(header, entries, count=None, tail=b"", extra=()):
-    """The ZeroMQ frames of a BATCH of `entries` [(message, parts)]; count/tail/extra falsify it."""
-    packed = header + u8(BATCH) + u16(len(entries) if count is None else count)
-    seps = []
-    for message, parts in entries:
-        e, s = pack_entry(message, parts)
-        packed += e
-        seps += s
-    return [b"", packed + tail] + seps + list(extra)
-
-
-class Malformed(AssertionError):
-    pass
-
-
-def decode(frames, header):
-    """A message from the broker: (is_batch, [(message, parts)]) where message is the command byte
-    and its fields (no header). Raises Malformed when it is not a well-formed S0/2 message or batch."""
-    if len(frames) < 2 or frames[0] != b"" or frames[1][:4] != header or len(frames[1]) < 5:
-        raise Malformed("not an %r message: %r" % (header, short(frames)))
-    packed = frames[1]
-    if packed[4] != BATCH:
-        return False, [(packed[4:], list(frames[2:]))]
-    seps = list(frames[2:])
-    r = PackedReader(packed[5:])
-    count = r.u16()
-    if not 1 <= count <= MAX_ENTRIES:
-        raise Malformed("batch count %d" % count)
-    if len(seps) > MAX_SEPARATE:
-        raise Malformed("batch with %d separate frames" % len(seps))
-    entries = []
-    used = 0
-    for _ in range(count):
-        size = r.u32()
-        message = r.take(size)
-        if not message or message[0] == BATCH:
-            raise Malformed("empty or nested entry: %r" % message[:20])
-        parts = []
-        for _ in range(r.u8()):
-            n = r.u32()
-            if n == SEP:
-                if used >= len(seps):
-                    raise Malformed("a separate frame missing")
-                parts.append(seps[used])
-                used += 1
-            else:
-                parts.append(r.take(n))
-        entries.append((message, parts))
-    if not r.done():
-        raise Malformed("bytes left over in a batch")
-    if used != len(seps):
-        raise Malformed("%d separate frame(s) left over" % (len(seps) - used))
-    if len(packed) > 256 * 1024:
-        raise Malformed("packed frame of %d bytes" % len(packed))
-    return True, entries
-
-
 # entry messages (command byte + fields)
-def c_request(rid, service, timeout_ms=0):
-    return u8(C_REQUEST) + u64(rid) + u32(timeout_ms) + str8(service)
-
-
 def w_reply(job, status=200, message=b""):
     return u8(W_REPLY) + job + u16(status) + str16(message)
-
-
-def parse_c_reply(message):
-    """(rid, status, message) of a client REPLY entry; Malformed otherwise."""
-    if not message or message[0] != C_REPLY:
-        raise Malformed("not a REPLY: %r" % message[:40])
-    r = PackedReader(message[1:])
-    rid, status, text = r.u64(), r.u16(), r.str16()
-    if not r.done():
-        raise Malformed("REPLY with bytes left over: %r" % message[:60])
-    return rid, status, text
 
 
 def parse_w_request(message):
@@ -340,13 +245,7 @@ class RawWorker:
 def parse_welcome(packed):
     """A client WELCOME's packed frame: (broker-id, frontends, services, flags or None)."""
     assert packed[:5] == C2 + u8(C_WELCOME), "expected WELCOME, got %r" % (packed[:40],)
-    r = PackedReader(packed[5:])
-    broker_id = r.u64()
-    frontends = [r.str16() for _ in range(r.u16())]
-    services = [r.str8() for _ in range(r.u16())]
-    flags = None if r.done() else r.u8()
-    assert r.done(), "WELCOME with bytes left over: %r" % (packed,)
-    return broker_id, frontends, services, flags
+    return parse_c_welcome(packed[4:])
 
 
 # ---------------------------------------------------------------------------------------------
