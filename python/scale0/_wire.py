@@ -38,6 +38,7 @@ W_CONFIG = 0x08  # S0/2 only: the service policy (docs/family.md, "The configura
 FLAG_IDEMPOTENT = 0x01
 FLAG_MOVED = 0x02  # READY after a DISCONNECT 301: a broker sent this worker here
 FLAG_BATCHES = 0x04  # READY: the worker takes and sends BATCH messages (docs/protocol.md, "Batches")
+HELLO_BATCHES = 0x01  # HELLO and its WELCOME (S0/2, optional flags byte): the sender takes batches
 BATCH = 0x09  # several messages for one peer in one (S0C2 and S0W2)
 MAX_BATCH_ENTRIES = 256
 MAX_BATCH_FRAMES = 64  # body frames carried separately
@@ -273,18 +274,24 @@ def client_ping(payload: Sequence[bytes] = ()) -> List[bytes]:
     return [b"", C_HDR + bytes([C_PING]), *payload]
 
 
-def client_hello() -> List[bytes]:
-    """HELLO: asks the broker about its family (answered by a client WELCOME)."""
-    return [b"", C_HDR + bytes([C_HELLO])]
+def client_hello(flags: int = 0) -> List[bytes]:
+    """HELLO: asks the broker about its family (answered by a client WELCOME). ``flags``
+    (HELLO_BATCHES) is sent as the optional flags byte when not 0."""
+    packed = C_HDR + bytes([C_HELLO])
+    if flags:
+        packed += struct.pack(">B", flags)
+    return [b"", packed]
 
 
 class ClientWelcome(NamedTuple):
     """The family as a broker sees it: its client endpoints (its own first) and the services
-    every worker of the family serves idempotently."""
+    every worker of the family serves idempotently; ``flags`` are the broker's (HELLO_BATCHES),
+    sent only in answer to a HELLO with flags (0 when absent)."""
 
     broker_id: int
     frontends: List[bytes]
     idempotent_services: List[bytes]
+    flags: int = 0
 
 
 class ClientReply(NamedTuple):
@@ -314,9 +321,10 @@ def decode_client(frames: Sequence[bytes]) -> Union[ClientReply, ClientWelcome, 
             broker_id = r.u64()
             frontends = [r.str16() for _ in range(r.u16())]
             services = [r.str8() for _ in range(r.u16())]
+            flags = 0 if r.done() else r.u8()  # only after a HELLO with flags
         except ValueError:
             return None
-        return ClientWelcome(broker_id, frontends, services) if r.done() and not body else None
+        return ClientWelcome(broker_id, frontends, services, flags) if r.done() and not body else None
     if command != C_REPLY:
         return None
     try:

@@ -35,7 +35,23 @@ def test_client_hello_welcome() -> None:
     empty = b"S0C2\x06" + struct.pack(">QHH", 3, 0, 0)
     assert _wire.decode_client([b"", empty]) == _wire.ClientWelcome(3, [], [])
     assert _wire.decode_client([b"", packed[:-1]]) is None
-    assert _wire.decode_client([b"", empty + b"x"]) is None
+    assert _wire.decode_client([b"", empty + b"xy"]) is None
+
+
+def test_client_hello_and_welcome_flags() -> None:
+    """docs/protocol.md, "Batches": HELLO may carry one flags byte (bit 0: takes batches); the
+    WELCOME that answers one ends with the broker's flags byte, else it has none."""
+    assert _wire.client_hello(_wire.HELLO_BATCHES) == [b"", b"S0C2\x05\x01"]
+    assert _wire.client_hello(0) == [b"", b"S0C2\x05"]  # flags 0: no byte at all
+    welcome = b"S0C2\x06" + struct.pack(">QH", 9, 1) + b"\x00\x03t:1" + struct.pack(">H", 0)
+    plain = _wire.decode_client([b"", welcome])
+    assert plain == _wire.ClientWelcome(9, [b"t:1"], [], 0) and plain.flags == 0
+    flagged = _wire.decode_client([b"", welcome + b"\x01"])
+    assert isinstance(flagged, _wire.ClientWelcome) and flagged.flags == _wire.HELLO_BATCHES
+    assert flagged[:3] == plain[:3]
+    assert _wire.decode_client([b"", welcome + b"\x00"]) == _wire.ClientWelcome(9, [b"t:1"], [], 0)
+    assert _wire.decode_client([b"", welcome + b"\x01\x00"]) is None  # bytes after the flags
+    assert _wire.decode_client([b"", welcome + b"\x01", b"body"]) is None
 
 
 def test_worker_ready_layout() -> None:
