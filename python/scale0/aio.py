@@ -10,6 +10,10 @@ one the library makes (504 no reply by the deadline + 250 ms, 502 broker lost). 
 outstanding, PINGs sent meanwhile) moves the client to the next broker of its list; outstanding
 requests are sent again there when they never reached a broker or the client is ``idempotent``,
 else they end in 502. Use a Client from one event loop.
+
+Batches (docs/protocol.md, "Batches"): the client says in HELLO that it takes them; once the
+broker's WELCOME says it does too, the requests made in one turn of the event loop leave as one
+message (one alone as it is), sent before the loop waits. ``batches=False`` turns this off.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ class Client:
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout: float = 2.5, *,
                  idempotent: bool = False, heartbeat_interval: float = 1.0, liveness: int = 3,
-                 protocol_version: int = 2, curve: Optional[Curve] = None,
+                 protocol_version: int = 2, curve: Optional[Curve] = None, batches: bool = True,
                  context: Optional[zmq.asyncio.Context] = None) -> None:
         self._endpoints = split_endpoints(endpoint)
         self.curve = curve
@@ -75,6 +79,13 @@ class Client:
         self._closed = False
         self._idempotent_services: "set[bytes]" = set()  # from the family's WELCOME
         self._move_to: Optional[str] = None  # a draining broker's redirect, once nothing is out
+        # Batches: asked for in HELLO (S0/2); used once the broker's WELCOME says it takes them.
+        self._ask_batches = bool(batches) and self.protocol_version == 2
+        self._hello_flags = 0  # the flags of the HELLO not yet answered
+        self._batching = False
+        self._box = _wire.Batcher()  # requests of this turn, sent by _flush()
+        self._boxed: List[int] = []  # their ids
+        self._flush_handle: Optional[asyncio.Handle] = None
 
     async def __aenter__(self) -> "Client":
         return self
@@ -170,12 +181,23 @@ class Client:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._read(s)), loop.create_task(self._watch(s, self._monitor)),
                        loop.create_task(self._heartbeat(s))]
-        self._send(_wire.client_hello())  # the family's endpoints and idempotent services
+        self._batching = False
+        # The family's endpoints and idempotent services; the flag says this client takes batches.
+        self._hello(_wire.HELLO_BATCHES if self._ask_batches else 0)
+
+    def _hello(self, flags: int) -> None:
+        self._hello_flags = flags
+        self._send(_wire.client_hello(flags))
 
     def _disconnect(self) -> None:
         for t in self._tasks:
             t.cancel()
         self._tasks = []
+        self._box.take()  # held for this connection: _fail_over sends them again
+        self._boxed = []
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         if self._socket is not None:
             try:
                 self._socket.disable_monitor()
@@ -190,6 +212,7 @@ class Client:
 
     def _fail_over(self, reason: str) -> None:
         reached = self._handshaken
+        unsent = set(self._boxed)  # held for a batch: they never left this process
         self._disconnect()
         self._connect(self._move_to)
         self._move_to = None
@@ -198,7 +221,7 @@ class Client:
             p = self._pending[rid]
             if p.future.done():
                 continue
-            if p.held:  # never taken by any broker
+            if p.held or rid in unsent:  # never taken by any broker
                 p.held = False
                 self._transmit(rid, p)
             elif p.deadline is not None and p.deadline <= now:
@@ -211,9 +234,34 @@ class Client:
 
     def _transmit(self, rid: int, p: _Pending) -> None:
         left = None if p.deadline is None else max(0.001, p.deadline - time.monotonic())
-        self._send(_wire.client_request(rid, p.service, _wire.ms(left), p.frames))
+        frames = _wire.client_request(rid, p.service, _wire.ms(left), p.frames)
+        if not self._batching or not self._box.batchable(frames):
+            self._send(frames)
+            return
+        if not self._box.fits(frames):
+            self._flush()
+        self._box.add(frames)
+        self._boxed.append(rid)
+        if self._flush_handle is None:  # the end of this turn: after the callbacks ready now
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_handle = None
+        self._flush()
+
+    def _flush(self) -> None:
+        """Sends the requests held: several as one BATCH, one as it is."""
+        frames = self._box.take()
+        self._boxed = []
+        if frames is not None:
+            self._put(frames)
 
     def _send(self, frames: List[bytes]) -> None:
+        """Sends a message after what is held (nothing overtakes a held request)."""
+        self._flush()
+        self._put(frames)
+
+    def _put(self, frames: List[bytes]) -> None:
         assert self._sync is not None
         if self.protocol_version == 1:
             v1 = _wire.to_v1(frames)
@@ -232,7 +280,7 @@ class Client:
 
     async def _read(self, s: zmq.asyncio.Socket) -> None:
         while s is self._socket:
-            self._on_message(await s.recv_multipart())
+            self._take(await s.recv_multipart())
             self._drain()
             self._maybe_move()
 
@@ -246,7 +294,15 @@ class Client:
                 frames = sync.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            self._take(frames)
+
+    def _take(self, frames: List[bytes]) -> None:
+        """A message from the broker; a BATCH is its entries, one after another."""
+        if not _wire.is_batch(frames):
             self._on_message(frames)
+            return
+        for entry in _wire.split_batch(frames) or ():  # a malformed batch is ignored
+            self._on_message(entry)
 
     def _on_message(self, frames: List[bytes]) -> None:
         msg = _wire.decode_client(frames)
@@ -263,8 +319,13 @@ class Client:
                 if text and text not in self._endpoints:
                     self._endpoints.append(text)
             self._idempotent_services = set(msg.idempotent_services)
+            self._hello_flags = 0
+            self._batching = bool(msg.flags & _wire.HELLO_BATCHES)
             return
         assert isinstance(msg, _wire.ClientReply)
+        if msg.request_id == 0 and msg.status == 400 and self._hello_flags:
+            self._hello(0)  # a broker from before batches refused the flags byte
+            return
         p = self._pending.get(msg.request_id)
         if p is None or p.future.done() or p.held:
             return
