@@ -15,7 +15,7 @@ import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -81,12 +81,14 @@ class Client:
     the client PINGs a silent broker every ``heartbeat_interval`` seconds and takes it for lost
     after ``liveness`` intervals of silence. ``protocol_version=1`` speaks S0/1 to a broker from
     before S0/2 (no family HELLO). ``curve`` (a scale0.curve.Curve) encrypts the connection with
-    CURVE (docs/security.md).
+    CURVE (docs/security.md). ``batches`` (S0/2): the client says in HELLO that it takes BATCH
+    messages (docs/protocol.md, "Batches"); send() still sends each request at once, send_many()
+    sends several as one.
     """
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", timeout: float = 2.5, *, retries: int = 0,
                  idempotent: bool = False, heartbeat_interval: float = 1.0, liveness: int = 3,
-                 protocol_version: int = 2, curve: Optional[Curve] = None,
+                 protocol_version: int = 2, curve: Optional[Curve] = None, batches: bool = True,
                  context: Optional["zmq.Context[Any]"] = None) -> None:
         self._endpoints = split_endpoints(endpoint)
         self.curve = curve
@@ -113,6 +115,12 @@ class Client:
         self._last_ping = 0.0
         self._last_tick = time.monotonic()
         self._pongs = 0
+        # Batches: asked for in HELLO (S0/2); sent once the broker's WELCOME says it takes them.
+        self._ask_batches = bool(batches) and self.protocol_version == 2
+        self._hello_flags = 0  # the flags of the HELLO not yet answered
+        self._batching = False
+        self._box = _wire.Batcher()  # send_many()'s requests, until its _flush()
+        self._boxed: List[int] = []  # their ids
         self._connect()
 
     # -- public API ----------------------------------------------------------------------------
@@ -146,6 +154,17 @@ class Client:
         timeout that has no answer a second after it gets a 504 made by the library.
         """
         return self._send(service, body, timeout, SEND_GRACE)
+
+    def send_many(self, service: str, bodies: Iterable[_wire.Body], timeout: Optional[float] = None) -> List[int]:
+        """Pipelined, as send() for each body in order: their ids. Once the broker's WELCOME has
+        said it takes batches they leave as one BATCH (more when they do not fit one), else as
+        one message each."""
+        encode_service(service)  # a bad name sends nothing
+        self._read_all()  # a WELCOME already here says whether the broker takes batches
+        try:
+            return [self._send(service, body, timeout, SEND_GRACE, hold=True) for body in bodies]
+        finally:
+            self._flush()
 
     def receive(self, timeout: Optional[float] = None) -> Optional[Reply]:
         """The next Reply of a pipelined request (any order), or None when ``timeout`` seconds
@@ -205,7 +224,13 @@ class Client:
         self._poller.register(s, zmq.POLLIN)
         self._poller.register(self._monitor, zmq.POLLIN)
         self._last_heard = time.monotonic()
-        self._send_frames(_wire.client_hello())  # the family's endpoints and idempotent services
+        self._batching = False
+        # The family's endpoints and idempotent services; the flag says this client takes batches.
+        self._hello(_wire.HELLO_BATCHES if self._ask_batches else 0)
+
+    def _hello(self, flags: int) -> None:
+        self._hello_flags = flags
+        self._send_frames(_wire.client_hello(flags))
 
     def _disconnect(self) -> None:
         if self._socket is not None:
@@ -249,7 +274,8 @@ class Client:
 
     # -- sending -------------------------------------------------------------------------------
 
-    def _send(self, service: str, body: _wire.Body, timeout: Optional[float], grace: float) -> int:
+    def _send(self, service: str, body: _wire.Body, timeout: Optional[float], grace: float,
+              hold: bool = False) -> int:
         name = encode_service(service)
         if self._socket is None:
             self._connect()
@@ -266,18 +292,31 @@ class Client:
             if p.local_deadline is not None:
                 heapq.heappush(self._deadlines, (p.local_deadline, rid))
         else:
-            self._transmit(rid, p, now)
+            self._transmit(rid, p, now, hold)
         return rid
 
-    def _transmit(self, rid: int, p: _Pending, now: float) -> None:
+    def _transmit(self, rid: int, p: _Pending, now: float, hold: bool = False) -> None:
         """Sends (or sends again) a request with what is left of its timeout."""
         left = None if p.deadline is None else max(0.001, p.deadline - now)
         p.local_deadline = None if left is None else now + left + p.grace
         if p.local_deadline is not None:
             heapq.heappush(self._deadlines, (p.local_deadline, rid))
         frames = _wire.client_request(rid, p.service, _wire.ms(left), p.frames)
-        if not self._send_frames(frames):
+        if hold and self._batching and self._box.batchable(frames):
+            if not self._box.fits(frames):
+                self._flush()
+            self._box.add(frames)  # sent by _flush()
+            self._boxed.append(rid)
+        elif not self._send_frames(frames):
             self._finish(Reply(rid, 503, MSG_SEND_QUEUE_FULL, [], True))
+
+    def _flush(self) -> None:
+        """Sends the requests held: several as one BATCH, one as it is."""
+        frames, rids = self._box.take(), self._boxed
+        self._boxed = []
+        if frames is not None and not self._send_frames(frames):
+            for rid in rids:
+                self._finish(Reply(rid, 503, MSG_SEND_QUEUE_FULL, [], True))
 
     def _send_frames(self, frames: List[bytes]) -> bool:
         assert self._socket is not None
@@ -334,7 +373,13 @@ class Client:
                 frames = s.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            self._on_message(frames)
+            if not _wire.is_batch(frames):
+                self._on_message(frames)
+                continue
+            for entry in _wire.split_batch(frames) or ():  # a malformed batch is ignored
+                if s is not self._socket:
+                    break  # the client moved: the rest came from the broker it left
+                self._on_message(entry)
 
     def _on_message(self, frames: List[bytes]) -> None:
         msg = _wire.decode_client(frames)
@@ -348,6 +393,9 @@ class Client:
             self._on_welcome(msg)
             return
         assert isinstance(msg, _wire.ClientReply)
+        if msg.request_id == 0 and msg.status == 400 and self._hello_flags:
+            self._hello(0)  # a broker from before batches refused the flags byte
+            return
         p = self._pending.get(msg.request_id)
         if p is None or p.held:
             return  # late or duplicate: its outcome is given
@@ -365,6 +413,8 @@ class Client:
             if text and text not in self._endpoints:
                 self._endpoints.append(text)
         self._idempotent_services = set(w.idempotent_services)
+        self._hello_flags = 0
+        self._batching = bool(w.flags & _wire.HELLO_BATCHES)
 
     def _redirect(self, rid: int, p: _Pending, frontend: str) -> None:
         """A draining broker did not take the request (301): hold it, let the old broker answer

@@ -1,18 +1,22 @@
 # SPDX-License-Identifier: Apache-2.0
 """The blocking client against the real broker and the C++ echo worker: bodies, statuses as
-scale0.Error, deadlines (the broker's and the library's own), pipelining, Lazy Pirate retries and a
-lost broker."""
+scale0.Error, deadlines (the broker's and the library's own), pipelining, Lazy Pirate retries, a
+lost broker, and batches (docs/protocol.md, "Batches") against a raw ROUTER in the broker's place."""
 
 from __future__ import annotations
 
 import signal
+import struct
 import threading
 import time
+from typing import Iterator, List, Optional, Tuple
 
 import pytest
+import zmq
 
 import scale0
 from conftest import Broker, cpp_worker
+from scale0 import _wire
 
 
 @pytest.fixture
@@ -169,3 +173,164 @@ def test_a_busy_caller_is_not_a_lost_broker(broker: Broker, procs: list) -> None
         time.sleep(1.0)  # five intervals without running the client
         r = c.receive(timeout=5.0)
         assert r is not None and (r.id, r.status, r.local) == (rid, 200, False)
+
+
+# -- batches ----------------------------------------------------------------------------------------
+
+HELLO_FLAGS = b"S0C2\x05\x01"
+HELLO_PLAIN = b"S0C2\x05"
+
+
+def welcome(flags: Optional[int]) -> List[bytes]:
+    """A client WELCOME without a family; ``flags``: the trailing flags byte (None: none)."""
+    packed = b"S0C2\x06" + struct.pack(">QHH", 77, 0, 0)
+    return [b"", packed if flags is None else packed + bytes([flags])]
+
+
+def reply(rid: int, status: int, message: bytes, body: List[bytes]) -> List[bytes]:
+    return [b"", b"S0C2\x02" + struct.pack(">QHH", rid, status, len(message)) + message, *body]
+
+
+def request_of(msg: List[bytes]) -> Tuple[int, bytes, List[bytes]]:
+    """(request-id, service, body) of a REQUEST from the client."""
+    packed = msg[1]
+    assert packed[:5] == b"S0C2\x01", packed
+    rid, _timeout, n = struct.unpack(">QIB", packed[5:18])
+    assert len(packed) == 18 + n
+    return rid, packed[18:], msg[2:]
+
+
+class StandIn:
+    """A raw ROUTER in the broker's place: the test reads what the client sends (without the
+    identity frame) and answers by hand."""
+
+    def __init__(self) -> None:
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.peer = b""
+        self.seen: List[List[bytes]] = []  # every message received, in order
+
+    def recv(self, wait: float = 3.0) -> Optional[List[bytes]]:
+        if not self.sock.poll(int(wait * 1000)):
+            return None
+        frames = self.sock.recv_multipart()
+        self.peer = frames[0]
+        self.seen.append(frames[1:])
+        return frames[1:]
+
+    def take(self) -> List[bytes]:
+        msg = self.recv()
+        assert msg is not None, "nothing from the client"
+        return msg
+
+    def send(self, msg: List[bytes]) -> None:
+        self.sock.send_multipart([self.peer, *msg])
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+@pytest.fixture
+def stand_in() -> Iterator[StandIn]:
+    b = StandIn()
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def batch_of(messages: List[List[bytes]]) -> List[bytes]:
+    box = _wire.Batcher()
+    for m in messages:
+        assert box.fits(m)
+        box.add(m)
+    out = box.take()
+    assert out is not None and _wire.is_batch(out)
+    return out
+
+
+def test_takes_batched_replies_and_send_many_sends_one_batch(stand_in: StandIn) -> None:
+    b = stand_in
+    with scale0.Client(b.endpoint, timeout=3.0) as c:
+        assert b.take() == [b"", HELLO_FLAGS]
+        ids = [c.send("echo", b"%d" % i, timeout=3.0) for i in range(30)]
+        got = [request_of(b.take()) for _ in range(30)]  # one message each
+        assert [g[0] for g in got] == ids
+        # The WELCOME first, then the replies, with one body large enough to travel apart.
+        b.send(batch_of([welcome(_wire.HELLO_BATCHES)] + [reply(rid, 200, b"", body) for rid, _, body in got]
+                        + [reply(0, 200, b"", [b"late" * 100])]))
+        seen = {}
+        for _ in range(30):
+            r = c.receive(timeout=3.0)
+            assert r is not None and (r.status, r.local) == (200, False)
+            seen[r.id] = r.body
+        assert seen == {rid: b"%d" % i for i, rid in enumerate(ids)}
+        assert c.receive(timeout=0.05) is None and c.outstanding == 0
+
+        one = c.send("echo", b"alone")  # send() sends at once: alone, not a BATCH
+        alone = b.take()
+        assert not _wire.is_batch(alone) and request_of(alone) == (one, b"echo", [b"alone"])
+        b.send(reply(one, 200, b"", [b"alone"]))
+        r = c.receive(timeout=3.0)
+        assert r is not None and (r.id, r.body) == (one, b"alone")
+
+        many = c.send_many("echo", [b"a", [b"b", b"c" * 300], b"d"], timeout=3.0)
+        batch = b.take()
+        assert _wire.is_batch(batch) and len(batch) == 3  # the 300-byte frame travels apart
+        entries = _wire.split_batch(batch)
+        assert entries is not None
+        assert [request_of(e) for e in entries] == [(many[0], b"echo", [b"a"]), (many[1], b"echo", [b"b", b"c" * 300]),
+                                                   (many[2], b"echo", [b"d"])]
+        good = batch_of([reply(rid, 200, b"", e[2:]) for rid, e in zip(many, entries)])
+        b.send([good[0], good[1] + b"?", *good[2:]])  # malformed (bytes left over): none of it is used
+        b.send(good[:2])  # malformed (its separate frame missing)
+        assert c.receive(timeout=0.3) is None and c.outstanding == 3
+        b.send(good)
+        bodies = {}
+        for _ in range(3):
+            r = c.receive(timeout=3.0)
+            assert r is not None
+            bodies[r.id] = r.body
+        assert bodies == {many[0]: b"a", many[1]: b"b" + b"c" * 300, many[2]: b"d"}
+
+
+def test_falls_back_when_an_old_broker_refuses_the_hello_flags(stand_in: StandIn) -> None:
+    """A broker from before batches answers HELLO with a flags byte 400 (request-id 0): HELLO
+    again without it, and nothing but single messages for that broker, send_many() included."""
+    b = stand_in
+    with scale0.Client(b.endpoint, timeout=3.0) as c:
+        assert b.take() == [b"", HELLO_FLAGS]
+        b.send(reply(0, 400, b"HELLO has no fields", []))
+        rid = c.send("echo", b"x", timeout=3.0)
+        assert c.receive(timeout=0.2) is None  # reads the 400: HELLO again
+        assert request_of(b.take()) == (rid, b"echo", [b"x"])
+        assert b.take() == [b"", HELLO_PLAIN]
+        b.send(welcome(None))
+        b.send(reply(rid, 200, b"", [b"x"]))
+        r = c.receive(timeout=3.0)
+        assert r is not None and (r.id, r.body) == (rid, b"x")
+        ids = c.send_many("echo", [b"%d" % i for i in range(20)], timeout=3.0)
+        got = [request_of(b.take()) for _ in range(20)]
+        assert [(g[0], g[2]) for g in got] == [(rid, [b"%d" % i]) for i, rid in enumerate(ids)]
+        assert b.recv(0.2) is None
+    assert all(m[1][4] != _wire.BATCH for m in b.seen)
+
+
+def test_send_many_through_the_broker(echo: Broker) -> None:
+    with scale0.Client(echo.frontend) as c:
+        assert c.request("echo", b"warm") == b"warm"  # its WELCOME has been read
+        assert c._batching
+        ids = c.send_many("echo", [b"%d" % i for i in range(600)], timeout=5.0)
+        seen = {}
+        for _ in range(600):
+            r = c.receive(timeout=5.0)
+            assert r is not None and r.status == 200
+            seen[r.id] = r.body
+        assert seen == {rid: b"%d" % i for i, rid in enumerate(ids)}
+        with pytest.raises(scale0.Error):
+            c.send_many("bad\nname" * 40, [b"x"])  # over 255 bytes: nothing sent
+        assert c.outstanding == 0
