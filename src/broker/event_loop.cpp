@@ -571,9 +571,13 @@ void event_loop::handle_requests(clock::time_point now) {
 }
 
 void event_loop::run() {
+  // The control socket (scrapes from the metrics thread) by its descriptor: an edge that says
+  // it may have input, read until empty then (handle_control's last call is a read that finds
+  // nothing), so a turn spends no check of it. The routers are polled as sockets: the loop
+  // sends on them, which can take the edge of their descriptor.
   zmq_pollitem_t items[4] = {{routers_[0].handle(), 0, ZMQ_POLLIN, 0},
                              {routers_[1].handle(), 0, ZMQ_POLLIN, 0},
-                             {control_.handle(), 0, ZMQ_POLLIN, 0},
+                             {nullptr, control_.get(zmq::sockopt::fd), ZMQ_POLLIN, 0},
                              {nullptr, wake_fd_, ZMQ_POLLIN, 0}};
   constexpr int polled = 4;
   // Then ZAP (CURVE anywhere) and the handshake monitors there are: read whenever the loop turns.
@@ -604,7 +608,10 @@ void event_loop::run() {
       throw error(status::unavailable, std::string("zmq_poll: ") + zmq_strerror(zmq_errno()));
     if (stop_requested_) break;
     if (rc > 0 && (items[3].revents & ZMQ_POLLIN)) handle_requests(clock::now());
-    if (rc > 0 && (items[2].revents & ZMQ_POLLIN)) handle_control();
+    if (rc <= 0 || (items[2].revents & ZMQ_POLLIN)) handle_control();  // and on timer wakes
+    // After a wake-up by input, a router the poll found empty is not read this first round
+    // (zmq_poll reports what a socket holds: one that gets input now wakes the next poll).
+    bool first = rc > 0;
     if (zap_) {
       handle_zap();
       handle_monitors();
@@ -614,8 +621,11 @@ void event_loop::run() {
     // missing in the original prototype. Timers get a turn between batches. The backend goes
     // first, so replies and heartbeats are read before new requests are dispatched.
     for (;;) {
-      const std::size_t b = drain_socket(1, batch);
-      const std::size_t a = drain_socket(0, batch);
+      const bool read_backend = !first || (items[1].revents & ZMQ_POLLIN);
+      const bool read_frontend = !first || (items[0].revents & ZMQ_POLLIN);
+      first = false;
+      const std::size_t b = read_backend ? drain_socket(1, batch) : 0;
+      const std::size_t a = read_frontend ? drain_socket(0, batch) : 0;
       // Forwarded requests and the replies to forwards are traffic like the rest.
       const std::size_t p = peer_links_ ? peer_links_->service(now, batch) : 0;
       core_->flush(now);  // what this batch of input had for each peer, one message each
