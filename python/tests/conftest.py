@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 import select
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -183,3 +184,28 @@ def procs() -> Iterator[List[Proc]]:
     finally:
         for p in started:
             p.kill()
+
+
+# -- S0/2 as a stand-in broker writes and reads it (docs/protocol.md), for the batch tests ----------
+
+HELLO_FLAGS = b"S0C2\x05\x01"
+HELLO_PLAIN = b"S0C2\x05"
+
+
+def welcome_packed(flags: Optional[int]) -> bytes:
+    """A client WELCOME without a family; ``flags``: the trailing flags byte (None: none)."""
+    packed = b"S0C2\x06" + struct.pack(">QHH", 77, 0, 0)
+    return packed if flags is None else packed + bytes([flags])
+
+
+def reply(rid: int, status: int, message: bytes, body: List[bytes]) -> List[bytes]:
+    return [b"", b"S0C2\x02" + struct.pack(">QHH", rid, status, len(message)) + message, *body]
+
+
+def request_of(msg: List[bytes]) -> Tuple[int, bytes, List[bytes]]:
+    """(request-id, service, body) of a REQUEST from the client."""
+    packed = msg[1]
+    assert packed[:5] == b"S0C2\x01", packed
+    rid, _timeout, n = struct.unpack(">QIB", packed[5:18])
+    assert len(packed) == 18 + n
+    return rid, packed[18:], msg[2:]

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import struct
 import threading
 import time
-from typing import Any, Coroutine, Dict, List, Optional, Tuple
+from typing import Any, Coroutine, Dict, List
 
 import pytest
 import zmq
@@ -17,7 +16,8 @@ import zmq.asyncio
 
 import scale0
 import scale0.aio
-from conftest import Broker, cpp_worker
+from conftest import HELLO_FLAGS, HELLO_PLAIN, Broker, cpp_worker, reply, request_of
+from conftest import welcome_packed as welcome
 from scale0 import _wire
 
 
@@ -100,28 +100,6 @@ def test_a_blocked_loop_is_not_a_lost_broker(broker: Broker, procs: list) -> Non
 
 
 # -- batches ----------------------------------------------------------------------------------------
-
-HELLO_FLAGS = b"S0C2\x05\x01"
-HELLO_PLAIN = b"S0C2\x05"
-
-
-def welcome(flags: Optional[int]) -> bytes:
-    """A client WELCOME without a family; ``flags``: the trailing flags byte (None: none)."""
-    packed = b"S0C2\x06" + struct.pack(">QHH", 77, 0, 0)
-    return packed if flags is None else packed + bytes([flags])
-
-
-def reply(rid: int, status: int, message: bytes, body: List[bytes]) -> List[bytes]:
-    return [b"", b"S0C2\x02" + struct.pack(">QHH", rid, status, len(message)) + message, *body]
-
-
-def request_of(msg: List[bytes]) -> Tuple[int, bytes, List[bytes]]:
-    """(request-id, service, body) of a REQUEST from the client."""
-    packed = msg[1]
-    assert packed[:5] == b"S0C2\x01", packed
-    rid, _timeout, n = struct.unpack(">QIB", packed[5:18])
-    assert len(packed) == 18 + n
-    return rid, packed[18:], msg[2:]
 
 
 class StandIn:

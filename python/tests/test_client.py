@@ -6,16 +6,15 @@ lost broker, and batches (docs/protocol.md, "Batches") against a raw ROUTER in t
 from __future__ import annotations
 
 import signal
-import struct
 import threading
 import time
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional
 
 import pytest
 import zmq
 
 import scale0
-from conftest import Broker, cpp_worker
+from conftest import HELLO_FLAGS, HELLO_PLAIN, Broker, cpp_worker, reply, request_of, welcome_packed
 from scale0 import _wire
 
 
@@ -177,27 +176,9 @@ def test_a_busy_caller_is_not_a_lost_broker(broker: Broker, procs: list) -> None
 
 # -- batches ----------------------------------------------------------------------------------------
 
-HELLO_FLAGS = b"S0C2\x05\x01"
-HELLO_PLAIN = b"S0C2\x05"
-
 
 def welcome(flags: Optional[int]) -> List[bytes]:
-    """A client WELCOME without a family; ``flags``: the trailing flags byte (None: none)."""
-    packed = b"S0C2\x06" + struct.pack(">QHH", 77, 0, 0)
-    return [b"", packed if flags is None else packed + bytes([flags])]
-
-
-def reply(rid: int, status: int, message: bytes, body: List[bytes]) -> List[bytes]:
-    return [b"", b"S0C2\x02" + struct.pack(">QHH", rid, status, len(message)) + message, *body]
-
-
-def request_of(msg: List[bytes]) -> Tuple[int, bytes, List[bytes]]:
-    """(request-id, service, body) of a REQUEST from the client."""
-    packed = msg[1]
-    assert packed[:5] == b"S0C2\x01", packed
-    rid, _timeout, n = struct.unpack(">QIB", packed[5:18])
-    assert len(packed) == 18 + n
-    return rid, packed[18:], msg[2:]
+    return [b"", welcome_packed(flags)]
 
 
 class StandIn:
