@@ -48,8 +48,8 @@ background_failed() {
 # the demo, the benchmark smoke tests (~95 s under ASan), the Python library's suite (python/,
 # ~30 s) and the black-box files labelled `slow` (timing, not memory: ~4.5 min under ASan) in the
 # dev build; the smuggling suite (tests/smuggling, hostile HTTP, ~30 s) under ASan/UBSan.
-# Two at a time: most black-box tests wait on sockets and timers. The timing tests (`slow`) and
-# the chaos suite are RUN_SERIAL (tests/CMakeLists.txt): they run alone.
+# Two at a time, here and under ASan: most black-box tests wait on sockets and timers. The timing
+# tests (`slow`) and the chaos suite are RUN_SERIAL (tests/CMakeLists.txt): they run alone.
 echo "=== dev: tests ==="
 ctest --preset dev --timeout 900 -LE smuggling -j2
 
@@ -59,7 +59,7 @@ while [[ ! -e build/.asan-ubsan-built ]]; do
   sleep 1
 done
 cmake --build --preset asan-ubsan  # nothing to do: a check that the build is complete
-ctest --preset asan-ubsan --timeout 900 -LE '^(chaos|slow|python)$' -E '^(demo|bench_.*_smoke)$'
+ctest --preset asan-ubsan --timeout 900 -LE '^(chaos|slow|python)$' -E '^(demo|bench_.*_smoke)$' -j2
 
 wait "$bg" || background_failed
 trap - EXIT
